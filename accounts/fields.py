@@ -1,0 +1,68 @@
+"""Encrypted text field for broker credentials.
+
+Credentials are stored as Fernet tokens so that a database dump or backup
+does not leak broker logins; the key lives only in the environment
+(`COPIER_ENCRYPTION_KEY`). The field's repr never shows the plaintext.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+from cryptography.fernet import Fernet, InvalidToken
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+from django.db import models
+
+
+@cache
+def _fernet(key: str) -> Fernet:
+    try:
+        return Fernet(key.encode())
+    except ValueError as exc:
+        raise ImproperlyConfigured(
+            "COPIER_ENCRYPTION_KEY must be a urlsafe base64 Fernet key "
+            "(python -c 'from cryptography.fernet import Fernet; print(Fernet.generate_key())')"
+        ) from exc
+
+
+class Secret(str):
+    """A decrypted secret whose repr is masked, so it never lands in logs or tracebacks."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "Secret('***')" if self else "Secret('')"
+
+
+def encrypt(plaintext: str) -> str:
+    return _fernet(settings.COPIER_ENCRYPTION_KEY).encrypt(plaintext.encode()).decode()
+
+
+def decrypt(token: str) -> Secret:
+    try:
+        return Secret(_fernet(settings.COPIER_ENCRYPTION_KEY).decrypt(token.encode()).decode())
+    except InvalidToken as exc:
+        raise ImproperlyConfigured(
+            "Stored credentials cannot be decrypted: COPIER_ENCRYPTION_KEY changed?"
+        ) from exc
+
+
+class EncryptedTextField(models.TextField):
+    """Stores `encrypt(value)`; reads give a `Secret`. Empty stays empty."""
+
+    def from_db_value(self, value: str | None, expression: Any, connection: Any) -> Secret | None:
+        if value is None or value == "":
+            return Secret("") if value == "" else None
+        return decrypt(value)
+
+    def to_python(self, value: Any) -> Any:
+        if value is None or isinstance(value, Secret):
+            return value
+        return Secret(value)
+
+    def get_prep_value(self, value: Any) -> str | None:
+        if value is None or value == "":
+            return value
+        return encrypt(str(value))

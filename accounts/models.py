@@ -1,0 +1,94 @@
+"""Trading accounts, their connection state and the copier's confirmed positions."""
+
+from __future__ import annotations
+
+from django.core.exceptions import ValidationError
+from django.db import models
+
+from accounts.fields import EncryptedTextField
+from accounts.symbols import normalise_symbol
+from brokers.registry import broker_choices
+
+
+class ConnectionState(models.TextChoices):
+    UNKNOWN = "unknown", "Unknown"
+    CONNECTED = "connected", "Connected"
+    DISCONNECTED = "disconnected", "Disconnected"
+
+
+class TradingAccount(models.Model):
+    """One account at one broker; a leader or a follower, never both (see copier.Follower)."""
+
+    name = models.CharField(max_length=64, unique=True)
+    broker = models.CharField(max_length=32, choices=broker_choices, default="sim")
+    external_id = models.CharField(
+        "broker-side account id", max_length=128, blank=True,
+        help_text="The account's id at the broker (empty for sim: the name is used).",
+    )
+    credentials = EncryptedTextField(
+        blank=True, default="",
+        help_text="Broker login or API token, JSON. Encrypted at rest, never logged.",
+    )
+    connection_state = models.CharField(
+        max_length=16, choices=ConnectionState.choices, default=ConnectionState.UNKNOWN
+    )
+    connection_changed_at = models.DateTimeField(null=True, blank=True)
+    last_connected_at = models.DateTimeField(null=True, blank=True)
+    last_disconnected_at = models.DateTimeField(null=True, blank=True)
+    last_error = models.TextField(blank=True, default="")
+    copy_paused = models.BooleanField(
+        default=False, help_text="Set by the Sync Divergence Guard; clears by itself on heal."
+    )
+    pause_reason = models.TextField(blank=True, default="")
+    pause_details = models.JSONField(default=dict, blank=True)
+    paused_since = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def clean(self) -> None:
+        self.name = self.name.strip()
+        if not self.name:
+            raise ValidationError({"name": "An account needs a name."})
+
+    @property
+    def is_connected(self) -> bool:
+        return self.connection_state == ConnectionState.CONNECTED
+
+    @property
+    def broker_account_id(self) -> str:
+        return self.external_id or self.name
+
+
+class Position(models.Model):
+    """The copier's confirmed position (account, symbol): `C` for a follower, `P` for a leader.
+
+    It moves only on what the broker confirmed (our fills, fills seen on the
+    stream, a reconnect's position fetch). Its row is also the lock that
+    serialises every evaluation of (account, symbol), and `last_event_id` is
+    the watermark of the leader events already decided for it, so that a
+    redelivered or reordered task can neither skip nor repeat an event.
+    """
+
+    account = models.ForeignKey(TradingAccount, on_delete=models.CASCADE, related_name="positions")
+    symbol = models.CharField(max_length=32)
+    qty = models.IntegerField(default=0)
+    last_event_id = models.BigIntegerField(null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["account", "symbol"], name="position_account_symbol")
+        ]
+        ordering = ["account", "symbol"]
+
+    def __str__(self) -> str:
+        return f"{self.account}:{self.symbol}={self.qty:+d}"
+
+    def save(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
+        self.symbol = normalise_symbol(self.symbol)
+        super().save(*args, **kwargs)

@@ -1,0 +1,135 @@
+"""The broker adapter interface every venue implements, and its two error kinds.
+
+The copy engine talks to brokers only through `BrokerAdapter`. Errors say
+whether retrying can help, because that decides between the Failed Exit
+Queue (transient) and a quarantine (permanent): see COPY_RULES.md.
+
+An adapter module provides (the checklist for adding a broker, see README):
+
+| member            | required | why                                                        |
+|-------------------|----------|------------------------------------------------------------|
+| `kind`            | yes      | registry key, stored on `TradingAccount.broker`            |
+| `place_order`     | yes      | market order carrying the copier's client order id         |
+| `find_order`      | yes      | look-up by client order id before anything is resent       |
+| `positions`       | yes      | the Sync Divergence Guard compares these on reconnect      |
+| `poll_events`     | yes      | the stream: fills and connection changes, for the listener |
+| `connect`/`disconnect` | yes | the listener's session lifecycle                           |
+"""
+
+from __future__ import annotations
+
+import abc
+import datetime as dt
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, ClassVar, Literal
+
+if TYPE_CHECKING:
+    from accounts.models import TradingAccount
+
+Side = Literal["buy", "sell"]
+
+
+class BrokerError(Exception):
+    """Base of every broker failure; `permanent` tells whether a retry can help."""
+
+    permanent: ClassVar[bool] = False
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class TransientBrokerError(BrokerError):
+    """Unreachable, timeout, 5xx, rate limit: usually resolves itself, so exits are retried."""
+
+
+class OrderOutcomeUnknown(TransientBrokerError):
+    """The order may or may not have reached the broker (timeout after sending).
+
+    Never resend blindly: look the client order id up first.
+    """
+
+
+class PermanentBrokerError(BrokerError):
+    """Rejected for good (unknown symbol, margin, account closed): needs a person."""
+
+    permanent = True
+
+
+@dataclass(frozen=True, slots=True)
+class OrderRequest:
+    client_order_id: str
+    symbol: str
+    side: Side
+    qty: int
+
+
+@dataclass(frozen=True, slots=True)
+class OrderResult:
+    client_order_id: str
+    broker_order_id: str
+    status: Literal["filled", "accepted", "rejected"]
+    filled_qty: int
+    message: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Fill:
+    """A fill seen on the account's stream; ours carry our client order id."""
+
+    fill_id: str
+    symbol: str
+    side: Side
+    qty: int
+    time: dt.datetime
+    client_order_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionLost:
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionRestored:
+    pass
+
+
+BrokerEvent = Fill | ConnectionLost | ConnectionRestored
+
+
+class BrokerAdapter(abc.ABC):
+    """One account's session at one broker."""
+
+    kind: ClassVar[str]
+    label: ClassVar[str]
+
+    def __init__(self, account: TradingAccount) -> None:
+        self.account = account
+
+    @abc.abstractmethod
+    def connect(self) -> None:
+        """Open the session (log in, subscribe to the account's stream)."""
+
+    @abc.abstractmethod
+    def disconnect(self) -> None:
+        """Close the session."""
+
+    @abc.abstractmethod
+    def place_order(self, request: OrderRequest) -> OrderResult:
+        """Send a market order. Raises TransientBrokerError / PermanentBrokerError.
+
+        Sending the same client order id twice must never execute twice.
+        """
+
+    @abc.abstractmethod
+    def find_order(self, client_order_id: str) -> OrderResult | None:
+        """The broker's record of an order we sent, or None if it never arrived."""
+
+    @abc.abstractmethod
+    def positions(self) -> dict[str, int]:
+        """Net position per symbol at the broker, flat symbols omitted."""
+
+    @abc.abstractmethod
+    def poll_events(self) -> list[BrokerEvent]:
+        """Stream events received since the last poll, oldest first."""

@@ -1,0 +1,91 @@
+"""The `sim` paper broker's books.
+
+They live in the project's database so that the web, the worker and the CLI
+see the same accounts, but the sim writes them on its own connection
+(`using="broker"`): what it executed stays executed even when the copier's
+transaction rolls back, exactly as at a real broker.
+"""
+
+from __future__ import annotations
+
+from django.db import models
+from django.db.models import Q
+
+
+class SimAccount(models.Model):
+    """Fault injection switches and reachability of one account at the sim broker."""
+
+    account = models.OneToOneField(
+        "accounts.TradingAccount", on_delete=models.CASCADE, related_name="sim_book"
+    )
+    reachable = models.BooleanField(default=True)
+    fail_next = models.PositiveIntegerField(
+        default=0, help_text="Fail this many next orders with a transient error (HTTP 503)."
+    )
+    reject_next = models.PositiveIntegerField(
+        default=0, help_text="Reject this many next orders for good."
+    )
+    timeout_next = models.PositiveIntegerField(
+        default=0, help_text="Execute this many next orders but lose the answer (timeout)."
+    )
+    closed = models.BooleanField(default=False, help_text="Reject every order: account closed.")
+
+    def __str__(self) -> str:
+        return f"sim book of {self.account_id}"
+
+
+class SimPosition(models.Model):
+    book = models.ForeignKey(SimAccount, on_delete=models.CASCADE, related_name="positions")
+    symbol = models.CharField(max_length=32)
+    qty = models.IntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["book", "symbol"], name="simposition_book_symbol")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.symbol}={self.qty:+d}"
+
+
+class SimOrder(models.Model):
+    """An order or manual fill at the sim broker; filled ones are the stream's fills."""
+
+    class Status(models.TextChoices):
+        FILLED = "filled"
+        REJECTED = "rejected"
+
+    book = models.ForeignKey(SimAccount, on_delete=models.CASCADE, related_name="orders")
+    client_order_id = models.CharField(max_length=64, null=True, blank=True)
+    fill_id = models.CharField(max_length=64)
+    symbol = models.CharField(max_length=32)
+    side = models.CharField(max_length=4)
+    qty = models.PositiveIntegerField()
+    status = models.CharField(max_length=8, choices=Status.choices)
+    message = models.TextField(blank=True, default="")
+    created_at = models.DateTimeField()
+    # Stream bookkeeping: `missed` fills happened while the stream was down.
+    delivered = models.BooleanField(default=False)
+    missed = models.BooleanField(default=False)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["book", "client_order_id"],
+                condition=Q(client_order_id__isnull=False),
+                name="simorder_unique_client_order_id",
+            ),
+            models.UniqueConstraint(fields=["book", "fill_id"], name="simorder_unique_fill_id"),
+        ]
+        indexes = [
+            models.Index(
+                fields=["book", "id"],
+                condition=Q(delivered=False, missed=False),
+                name="simorder_undelivered",
+            )
+        ]
+        ordering = ["id"]
+
+    def __str__(self) -> str:
+        return f"{self.side} {self.qty} {self.symbol} ({self.status})"
+

@@ -1,0 +1,334 @@
+"""Groups, followers, quarantines, leader events, decisions, failed exits and orders.
+
+The rows are the truth; Celery only triggers work on them. Every state change
+that matters for money (an event processed, an order sent, an exit retried)
+is a row moving forward through a small state machine, so that a redelivered
+or repeated task finds nothing left to do.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from django.core.exceptions import ValidationError
+from django.db import models
+from django.db.models import Max, Q
+
+from accounts.models import TradingAccount
+from accounts.symbols import normalise_symbol
+from copier import rules
+
+
+def validate_multiplier(value: Decimal) -> None:
+    if value is None or value <= 0:
+        raise ValidationError("The multiplier must be greater than 0 (e.g. 0.5, 1, 3).")
+
+
+def current_event_watermark() -> int:
+    """Id of the newest leader event: a new follower copies only what comes after."""
+    return LeaderEvent.objects.aggregate(m=Max("id"))["m"] or 0
+
+
+class CopyGroup(models.Model):
+    class ExitMode(models.TextChoices):
+        PROPORTIONAL = rules.ExitMode.PROPORTIONAL.value, "Proportional"
+        WITH_LEADER = rules.ExitMode.WITH_LEADER.value, "Close fully with the leader's first exit"
+
+    name = models.CharField(max_length=64, unique=True)
+    leader = models.ForeignKey(TradingAccount, on_delete=models.PROTECT, related_name="led_groups")
+    reverse = models.BooleanField(
+        default=False, help_text="Followers take the side opposite the leader."
+    )
+    exit_mode = models.CharField(
+        max_length=16, choices=ExitMode.choices, default=ExitMode.PROPORTIONAL
+    )
+    enabled = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+        verbose_name = "copy group"
+
+    def __str__(self) -> str:
+        return self.name
+
+    def clean(self) -> None:
+        if self.leader_id and Follower.objects.filter(account_id=self.leader_id).exists():
+            raise ValidationError(
+                {"leader": "This account is a follower; an account is a leader or a follower, "
+                           "never both."}
+            )
+
+
+class Follower(models.Model):
+    group = models.ForeignKey(CopyGroup, on_delete=models.CASCADE, related_name="followers")
+    account = models.OneToOneField(
+        TradingAccount, on_delete=models.PROTECT, related_name="follower",
+        help_text="An account follows at most one group.",
+    )
+    multiplier = models.DecimalField(
+        max_digits=12, decimal_places=4, default=Decimal("1"), validators=[validate_multiplier]
+    )
+    enabled = models.BooleanField(default=True)
+    start_event_id = models.BigIntegerField(
+        default=current_event_watermark, editable=False,
+        help_text="Leader events up to this id happened before the account joined.",
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["group", "account"]
+        constraints = [
+            models.CheckConstraint(condition=Q(multiplier__gt=0), name="follower_multiplier_gt_0")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.account} follows {self.group} x{self.multiplier.normalize()}"
+
+    def clean(self) -> None:
+        errors: dict[str, str] = {}
+        if self.account_id and self.group_id and self.account_id == self.group.leader_id:
+            errors["account"] = "The group's leader cannot follow its own group."
+        elif self.account_id and CopyGroup.objects.filter(leader_id=self.account_id).exists():
+            errors["account"] = (
+                "This account leads a group; an account is a leader or a follower, never both."
+            )
+        if errors:
+            raise ValidationError(errors)
+
+
+class Quarantine(models.Model):
+    """(follower, symbol) taken out of copying until a person or a flat-flat state lifts it."""
+
+    class Reason(models.TextChoices):
+        OPPOSITE_SIDE = "opposite_side"
+        REJECTED = "rejected"
+        MANUAL = "manual"
+
+    account = models.ForeignKey(
+        TradingAccount, on_delete=models.CASCADE, related_name="quarantines"
+    )
+    symbol = models.CharField(max_length=32)
+    reason = models.CharField(max_length=16, choices=Reason.choices)
+    detail = models.TextField(blank=True, default="")
+    event = models.ForeignKey(
+        "LeaderEvent", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField()
+    lifted_at = models.DateTimeField(null=True, blank=True)
+    lifted_by = models.CharField(max_length=150, blank=True, default="")
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["account", "symbol"], condition=Q(lifted_at__isnull=True),
+                name="quarantine_one_active_per_symbol",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.account}:{self.symbol} ({self.reason})"
+
+    @property
+    def active(self) -> bool:
+        return self.lifted_at is None
+
+
+class LeaderEvent(models.Model):
+    """A leader fill, stored before anything else happens (the outbox)."""
+
+    class Status(models.TextChoices):
+        RECEIVED = "received"
+        DISPATCHED = "dispatched"
+        DONE = "done"
+
+    class Source(models.TextChoices):
+        STREAM = "stream"
+        REPLAY = "replay"
+        RECONCILE = "reconcile", "Missed while disconnected (close-only)"
+
+    account = models.ForeignKey(
+        TradingAccount, on_delete=models.PROTECT, related_name="leader_events"
+    )
+    fill_id = models.CharField("broker fill id", max_length=128)
+    symbol = models.CharField(max_length=32)
+    side = models.CharField(max_length=4, choices=[("buy", "buy"), ("sell", "sell")])
+    qty = models.PositiveIntegerField()
+    p0 = models.IntegerField("P0", help_text="Leader position before the fill.")
+    p1 = models.IntegerField("P1", help_text="Leader position after the fill.")
+    close_only = models.BooleanField(default=False)
+    prev_event_id = models.BigIntegerField(
+        null=True, blank=True, editable=False,
+        help_text="The leader's previous event on this symbol: lets a follower see at once "
+                  "whether an earlier event is still undecided for it.",
+    )
+    runs = models.PositiveIntegerField(
+        default=0, editable=False,
+        help_text="Times processing started; after a crash, orders are looked up before resending.",
+    )
+    source = models.CharField(max_length=16, choices=Source.choices, default=Source.STREAM)
+    fill_time = models.DateTimeField(null=True, blank=True)
+    received_at = models.DateTimeField()
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.RECEIVED)
+    followers_total = models.PositiveIntegerField(null=True, blank=True)
+    dispatched_at = models.DateTimeField(null=True, blank=True)
+    done_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-id"]
+        constraints = [
+            models.UniqueConstraint(fields=["account", "fill_id"], name="event_unique_fill"),
+            models.CheckConstraint(condition=Q(qty__gt=0), name="event_qty_gt_0"),
+        ]
+        indexes = [
+            models.Index(fields=["account", "symbol", "id"], name="event_leader_symbol"),
+            models.Index(
+                fields=["received_at"], condition=~Q(status="done"), name="event_open"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return (f"#{self.pk} {self.account} {self.side} {self.qty} {self.symbol} "
+                f"({self.p0}->{self.p1})")
+
+    def clean(self) -> None:
+        self.symbol = normalise_symbol(self.symbol)
+
+
+class Decision(models.Model):
+    """What the rules decided for one follower on one leader event, and why."""
+
+    class State(models.TextChoices):
+        OPEN = "open", "Orders being placed"
+        SETTLED = "settled"
+
+    event = models.ForeignKey(LeaderEvent, on_delete=models.CASCADE, related_name="decisions")
+    account = models.ForeignKey(TradingAccount, on_delete=models.CASCADE, related_name="decisions")
+    symbol = models.CharField(max_length=32)
+    reason = models.CharField(max_length=24, choices=[(r.value, r.value) for r in rules.Reason])
+    detail = models.TextField(blank=True, default="")
+    position_before = models.IntegerField(help_text="C when evaluated.")
+    expected_before = models.IntegerField(help_text="E0.")
+    expected_after = models.IntegerField(help_text="E1.")
+    planned_legs = models.JSONField(default=list, blank=True)
+    placed_legs = models.JSONField(default=list, blank=True)
+    position_after = models.IntegerField(null=True, blank=True)
+    state = models.CharField(max_length=8, choices=State.choices, default=State.OPEN)
+    created_at = models.DateTimeField()
+    settled_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-event_id", "account__name"]
+        constraints = [
+            models.UniqueConstraint(fields=["event", "account"], name="decision_event_account")
+        ]
+
+    def __str__(self) -> str:
+        return f"event {self.event_id} / {self.account}: {self.reason}"
+
+
+class FailedExit(models.Model):
+    """An exit that could not be placed yet: kept, retried with backoff, never dropped."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        IN_FLIGHT = "in_flight", "Being attempted"
+        DONE = "done"
+        RESOLVED = "resolved", "Nothing left to close"
+        REJECTED = "rejected"
+
+    account = models.ForeignKey(
+        TradingAccount, on_delete=models.CASCADE, related_name="failed_exits"
+    )
+    symbol = models.CharField(max_length=32)
+    side = models.CharField(max_length=4, choices=[("buy", "buy"), ("sell", "sell")])
+    qty = models.PositiveIntegerField()
+    event = models.ForeignKey(
+        LeaderEvent, null=True, blank=True, on_delete=models.SET_NULL, related_name="failed_exits"
+    )
+    first_failed_at = models.DateTimeField()
+    attempts = models.PositiveIntegerField(default=0)
+    next_attempt_at = models.DateTimeField()
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    last_error = models.TextField(blank=True, default="")
+    in_flight_since = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["account__name", "symbol", "id"]
+        indexes = [
+            models.Index(
+                fields=["next_attempt_at"], condition=Q(status="pending"), name="failedexit_due"
+            ),
+            models.Index(fields=["first_failed_at"], name="failedexit_age"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.account}: {self.side} {self.qty} {self.symbol} ({self.status})"
+
+
+class InvalidTransition(Exception):
+    """An order state change that the state machine does not allow (a bug, never data)."""
+
+
+class Order(models.Model):
+    """An order of the copier's, from plan to the broker's answer.
+
+    planned -> submitting -> filled | accepted | rejected | unknown | failed;
+    unknown -> filled | accepted | rejected | failed (after a look-up by client
+    order id); accepted -> filled. `failed` means it never reached the broker.
+    """
+
+    class Status(models.TextChoices):
+        PLANNED = "planned"
+        SUBMITTING = "submitting"
+        ACCEPTED = "accepted"
+        FILLED = "filled"
+        REJECTED = "rejected"
+        UNKNOWN = "unknown", "Unknown (look up before resending)"
+        FAILED = "failed", "Failed before reaching the broker"
+
+    TRANSITIONS = {
+        Status.PLANNED: {Status.SUBMITTING},
+        Status.SUBMITTING: {Status.FILLED, Status.ACCEPTED, Status.REJECTED, Status.UNKNOWN,
+                            Status.FAILED},
+        Status.UNKNOWN: {Status.FILLED, Status.ACCEPTED, Status.REJECTED, Status.FAILED},
+        Status.ACCEPTED: {Status.FILLED},
+        Status.FILLED: set(),
+        Status.REJECTED: set(),
+        Status.FAILED: set(),
+    }
+
+    client_order_id = models.CharField(max_length=64, unique=True)
+    account = models.ForeignKey(TradingAccount, on_delete=models.CASCADE, related_name="orders")
+    symbol = models.CharField(max_length=32)
+    side = models.CharField(max_length=4, choices=[("buy", "buy"), ("sell", "sell")])
+    qty = models.PositiveIntegerField()
+    kind = models.CharField(max_length=8, choices=[("exit", "exit"), ("entry", "entry")])
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PLANNED)
+    filled_qty = models.PositiveIntegerField(default=0)
+    broker_order_id = models.CharField(max_length=64, blank=True, default="")
+    message = models.TextField(blank=True, default="")
+    decision = models.ForeignKey(
+        Decision, null=True, blank=True, on_delete=models.CASCADE, related_name="orders"
+    )
+    failed_exit = models.ForeignKey(
+        FailedExit, null=True, blank=True, on_delete=models.SET_NULL, related_name="orders"
+    )
+    created_at = models.DateTimeField()
+    submitted_at = models.DateTimeField(null=True, blank=True)
+    completed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [models.CheckConstraint(condition=Q(qty__gt=0), name="order_qty_gt_0")]
+
+    def __str__(self) -> str:
+        return f"{self.client_order_id}: {self.side} {self.qty} {self.symbol} ({self.status})"
+
+    def move_to(self, status: str) -> None:
+        allowed = self.TRANSITIONS[self.Status(self.status)]
+        if status not in allowed:
+            raise InvalidTransition(f"order {self.client_order_id}: {self.status} -> {status}")
+        self.status = status

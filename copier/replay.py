@@ -1,0 +1,247 @@
+"""Scenario replay: drive the real services and Celery tasks against the sim broker.
+
+Each step acts on the sim broker the way a trader or an outage would, then
+lets the copier's listener see it (`broker_events_pump`), exactly as in
+production. Time is a controlled clock: `advance` runs every retry that falls
+due, at its due time and in order, then the periodic tasks. The tasks run
+eagerly in-process by default, or through a real worker and Redis (`live`),
+in which case each step waits until every task it caused has finished.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from celery import signals
+
+from accounts.models import TradingAccount
+from brokers.models import SimPosition
+from brokers.sim import SimBroker
+from copier import clock, tasks
+from copier.celery import app
+from copier.models import CopyGroup, Decision, FailedExit, Follower, LeaderEvent, Order, Quarantine
+from copier.scenario import Scenario, ScenarioError, Step
+from copier.services.listener import broker_events_pump
+from copier.services.quarantine import quarantine_lift
+
+EPOCH = dt.datetime(2026, 1, 5, 14, 30, tzinfo=dt.UTC)
+MAX_RETRIES_PER_ADVANCE = 10_000
+
+
+class TaskTracker:
+    """Counts tasks published and finished in this process, to wait for quiet in live mode."""
+
+    def __init__(self) -> None:
+        self.published = 0
+        self.finished = 0
+        self._lock = threading.Lock()
+
+    def _on_publish(self, **_: Any) -> None:
+        with self._lock:
+            self.published += 1
+
+    def _on_finish(self, **_: Any) -> None:
+        with self._lock:
+            self.finished += 1
+
+    def connect(self) -> None:
+        signals.before_task_publish.connect(self._on_publish, weak=False)
+        signals.task_postrun.connect(self._on_finish, weak=False)
+
+    def disconnect(self) -> None:
+        signals.before_task_publish.disconnect(self._on_publish)
+        signals.task_postrun.disconnect(self._on_finish)
+
+    def wait_quiet(self, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        quiet_checks = 0
+        while quiet_checks < 3:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"tasks still running after {timeout}s "
+                                   f"({self.finished}/{self.published} finished)")
+            with self._lock:
+                quiet = self.published == self.finished
+            quiet_checks = quiet_checks + 1 if quiet else 0
+            time.sleep(0.01)
+
+
+@contextmanager
+def eager_tasks() -> Iterator[None]:
+    """Run tasks in-process: deterministic, and the replay needs no server."""
+    old = (app.conf.task_always_eager, app.conf.task_eager_propagates)
+    app.conf.task_always_eager = True
+    app.conf.task_eager_propagates = True
+    try:
+        yield
+    finally:
+        app.conf.task_always_eager, app.conf.task_eager_propagates = old
+
+
+class Replay:
+    def __init__(self, scenario: Scenario, *, tracker: TaskTracker | None = None) -> None:
+        self.scenario = scenario
+        self.tracker = tracker
+        self.accounts: dict[str, TradingAccount] = {}
+
+    # --- running ---------------------------------------------------------------------------
+    def run(self) -> dict[str, Any]:
+        clock.freeze(EPOCH)
+        try:
+            self._setup()
+            for step in self.scenario.steps:
+                try:
+                    getattr(self, f"_op_{step.op}")(step)
+                except ScenarioError:
+                    raise
+                except Exception as exc:
+                    raise RuntimeError(f"step {step.index} ({step.op}) failed: {exc}") from exc
+                self._settle()
+            return self.output()
+        finally:
+            clock.release()
+
+    def _settle(self) -> None:
+        if self.tracker is not None:
+            self.tracker.wait_quiet()
+
+    def _setup(self) -> None:
+        taken = TradingAccount.objects.filter(name__in=self.scenario.accounts)
+        if taken.exists():
+            raise ScenarioError(
+                f"accounts: {taken.first().name} already exists in this database; "
+                "replay on a fresh one (run without --keep)"
+            )
+        for name in self.scenario.accounts:
+            self.accounts[name] = TradingAccount.objects.create(name=name, broker="sim")
+        for spec in self.scenario.groups:
+            group = CopyGroup.objects.create(
+                name=spec.name, leader=self.accounts[spec.leader], reverse=spec.reverse,
+                exit_mode=spec.exit_mode,
+            )
+            for f in spec.followers:
+                Follower.objects.create(group=group, account=self.accounts[f.account],
+                                        multiplier=f.multiplier, enabled=f.enabled)
+        for account in self.accounts.values():
+            self._pump(account)  # the listener's first connect
+        self._settle()
+
+    def _pump(self, account: TradingAccount) -> None:
+        account.refresh_from_db()
+        broker_events_pump(account=account)
+
+    def _sim(self, step: Step) -> tuple[TradingAccount, SimBroker]:
+        account = self.accounts[step.args["account"]]
+        return account, SimBroker(account)
+
+    # --- ops -------------------------------------------------------------------------------
+    def _op_fill(self, step: Step) -> None:
+        account, sim = self._sim(step)
+        a = step.args
+        sim.execute_fill(a["symbol"], a["side"], a["qty"], a.get("fill_id", f"step-{step.index}"))
+        self._pump(account)
+
+    def _op_outage(self, step: Step) -> None:
+        account, sim = self._sim(step)
+        sim.set_reachable(False)
+        self._pump(account)
+
+    def _op_restore(self, step: Step) -> None:
+        account, sim = self._sim(step)
+        sim.set_reachable(True)
+        self._pump(account)
+
+    def _op_fail_orders(self, step: Step) -> None:
+        self._sim(step)[1].inject(fail=step.args["count"])
+
+    def _op_reject_orders(self, step: Step) -> None:
+        self._sim(step)[1].inject(reject=step.args["count"])
+
+    def _op_release(self, step: Step) -> None:
+        quarantine_lift(account=self.accounts[step.args["account"]], symbol=step.args["symbol"],
+                        by="replay")
+
+    def _op_enable(self, step: Step) -> None:
+        Follower.objects.filter(account=self.accounts[step.args["account"]]).update(
+            enabled=step.args["enabled"]
+        )
+
+    def _op_advance(self, step: Step) -> None:
+        target = clock.now() + dt.timedelta(seconds=step.args["seconds"])
+        for _ in range(MAX_RETRIES_PER_ADVANCE):
+            due = (
+                FailedExit.objects.filter(
+                    status=FailedExit.Status.PENDING, next_attempt_at__lte=target,
+                    account__copy_paused=False, account__in=self.accounts.values(),
+                ).order_by("next_attempt_at", "id").first()
+            )
+            if due is None:
+                break
+            clock.advance_to(due.next_attempt_at)
+            self._run(tasks.retry_failed_exit, due.pk)
+            due.refresh_from_db()
+            if due.status == FailedExit.Status.PENDING and due.next_attempt_at <= clock.now():
+                raise RuntimeError(f"failed exit {due.pk} did not move forward")
+        else:
+            raise RuntimeError("too many retries inside one advance")
+        clock.advance_to(target)
+        for periodic in (tasks.dispatch_due, tasks.heal_paused, tasks.prune_failed_exits):
+            self._run(periodic)
+
+    def _run(self, task: Any, *args: Any) -> None:
+        task.delay(*args)
+        self._settle()
+
+    # --- output ----------------------------------------------------------------------------
+    def output(self) -> dict[str, Any]:
+        names = self.scenario.accounts
+        positions: dict[str, dict[str, int]] = {}
+        for row in (
+            SimPosition.objects.using("broker").filter(book__account__name__in=names)
+            .exclude(qty=0).order_by("book__account__name", "symbol")
+            .values("book__account__name", "symbol", "qty")
+        ):
+            positions.setdefault(row["book__account__name"], {})[row["symbol"]] = row["qty"]
+        event_numbers = {
+            pk: n for n, pk in enumerate(
+                LeaderEvent.objects.filter(account__name__in=names).order_by("id")
+                .values_list("id", flat=True), start=1)
+        }
+        return {
+            "positions": positions,
+            "quarantines": [
+                {"account": a, "symbol": s}
+                for a, s in Quarantine.objects.filter(
+                    account__name__in=names, lifted_at__isnull=True
+                ).order_by("account__name", "symbol").values_list("account__name", "symbol")
+            ],
+            "paused": list(
+                TradingAccount.objects.filter(name__in=names, copy_paused=True)
+                .order_by("name").values_list("name", flat=True)
+            ),
+            "failed_exits": [
+                {"account": fe.account.name, "symbol": fe.symbol, "side": fe.side,
+                 "qty": fe.qty, "status": fe.status, "attempts": fe.attempts}
+                for fe in FailedExit.objects.filter(account__name__in=names)
+                .select_related("account").order_by("account__name", "symbol", "id")
+            ],
+            "orders": [
+                {"account": o.account.name, "symbol": o.symbol, "side": o.side, "qty": o.qty,
+                 "status": o.status}
+                for o in Order.objects.filter(
+                    account__name__in=names,
+                    status__in=[Order.Status.FILLED, Order.Status.REJECTED,
+                                Order.Status.ACCEPTED],
+                ).select_related("account").order_by("id")
+            ],
+            "decisions": [
+                {"event": event_numbers[d.event_id], "account": d.account.name,
+                 "symbol": d.symbol, "reason": d.reason}
+                for d in Decision.objects.filter(account__name__in=names)
+                .select_related("account").order_by("event_id", "account__name")
+            ],
+        }

@@ -1,0 +1,241 @@
+"""Scenario files for `copier_replay`: parsed and validated in full before anything is written.
+
+Bad input gets one line naming where it is (`step 3 (fill): ...`), and the
+replay does nothing at all: no half-built database to clean up.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from django.core.exceptions import ValidationError
+
+from accounts.symbols import normalise_symbol
+
+
+class ScenarioError(ValueError):
+    """A scenario that cannot run; the message names the step or the section."""
+
+
+OPS = ("fill", "outage", "restore", "fail_orders", "reject_orders", "advance", "release",
+       "enable")
+
+
+@dataclass(frozen=True)
+class FollowerSpec:
+    account: str
+    multiplier: Decimal
+    enabled: bool
+
+
+@dataclass(frozen=True)
+class GroupSpec:
+    name: str
+    leader: str
+    reverse: bool
+    exit_mode: str
+    followers: tuple[FollowerSpec, ...]
+
+
+@dataclass(frozen=True)
+class Step:
+    index: int  # 1-based, as people count steps
+    op: str
+    args: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Scenario:
+    accounts: tuple[str, ...]
+    groups: tuple[GroupSpec, ...]
+    steps: tuple[Step, ...]
+
+
+def _text(where: str, value: Any, what: str) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ScenarioError(f"{where}: {what} must be non-empty text, got {value!r}")
+    return value.strip()
+
+
+def _bool(where: str, value: Any, what: str) -> bool:
+    if not isinstance(value, bool):
+        raise ScenarioError(f"{where}: {what} must be true or false, got {value!r}")
+    return value
+
+
+def _count(where: str, value: Any, what: str, *, positive: bool) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < (1 if positive else 0):
+        bound = "> 0" if positive else ">= 0"
+        raise ScenarioError(f"{where}: {what} must be a whole number {bound}, got {value!r}")
+    return value
+
+
+def _object(where: str, value: Any) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise ScenarioError(f"{where}: expected an object, got {type(value).__name__}")
+    return value
+
+
+def _list(where: str, value: Any) -> list[Any]:
+    if not isinstance(value, list):
+        raise ScenarioError(f"{where}: expected a list, got {type(value).__name__}")
+    return value
+
+
+def load(text: str) -> Scenario:
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ScenarioError(
+            f"malformed JSON at line {exc.lineno} column {exc.colno}: {exc.msg}"
+        ) from None
+    doc = _object("scenario", doc)
+    if "scenario" in doc:  # a worked example {"scenario": ..., "expected": ...}
+        doc = _object("scenario", doc["scenario"])
+    unknown = set(doc) - {"accounts", "groups", "steps"}
+    if unknown:
+        raise ScenarioError(f"scenario: unknown keys {sorted(unknown)}")
+    accounts = _accounts(_list("accounts", doc.get("accounts", [])))
+    groups = _groups(_list("groups", doc.get("groups", [])), accounts)
+    followers = {f.account for g in groups for f in g.followers}
+    steps = tuple(
+        _step(i, raw, accounts, followers)
+        for i, raw in enumerate(_list("steps", doc.get("steps", [])), start=1)
+    )
+    return Scenario(tuple(accounts), groups, steps)
+
+
+def _accounts(raw: list[Any]) -> list[str]:
+    names: list[str] = []
+    for i, item in enumerate(raw, start=1):
+        where = f"accounts[{i}]"
+        item = _object(where, item)
+        name = _text(where, item.get("name"), "name")
+        if len(name) > 64:
+            raise ScenarioError(f"{where}: name longer than 64 characters")
+        broker = item.get("broker", "sim")
+        if broker != "sim":
+            raise ScenarioError(f"{where}: replay runs on the sim broker only, got {broker!r}")
+        if name in names:
+            raise ScenarioError(f"{where}: duplicate account name {name!r}")
+        names.append(name)
+    return names
+
+
+def _groups(raw: list[Any], accounts: list[str]) -> tuple[GroupSpec, ...]:
+    groups: list[GroupSpec] = []
+    seen_followers: set[str] = set()
+    for i, item in enumerate(raw, start=1):
+        where = f"groups[{i}]"
+        item = _object(where, item)
+        name = _text(where, item.get("name"), "name")
+        leader = _known(where, item.get("leader"), accounts, "leader")
+        exit_mode = item.get("exit_mode", "proportional")
+        if exit_mode not in ("proportional", "with_leader"):
+            raise ScenarioError(f"{where}: exit_mode must be proportional or with_leader, "
+                                f"got {exit_mode!r}")
+        followers = []
+        for j, f in enumerate(_list(f"{where}.followers", item.get("followers", [])), start=1):
+            fw = f"{where}.followers[{j}]"
+            f = _object(fw, f)
+            account = _known(fw, f.get("account"), accounts, "account")
+            if account in seen_followers:
+                raise ScenarioError(f"{fw}: {account} already follows a group")
+            seen_followers.add(account)
+            followers.append(FollowerSpec(account, _multiplier(fw, f.get("multiplier", "1")),
+                                          _bool(fw, f.get("enabled", True), "enabled")))
+        groups.append(GroupSpec(name, leader, _bool(where, item.get("reverse", False), "reverse"),
+                                exit_mode, tuple(followers)))
+    leaders = {g.leader for g in groups}
+    both = leaders & seen_followers
+    if both:
+        raise ScenarioError(f"groups: {sorted(both)[0]} is both a leader and a follower")
+    if len({g.name for g in groups}) != len(groups):
+        raise ScenarioError("groups: duplicate group name")
+    return tuple(groups)
+
+
+def _known(where: str, value: Any, accounts: list[str], what: str) -> str:
+    name = _text(where, value, what)
+    if name not in accounts:
+        raise ScenarioError(f"{where}: unknown account {name!r}")
+    return name
+
+
+def _multiplier(where: str, value: Any) -> Decimal:
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise ScenarioError(f"{where}: multiplier must be a number, got {value!r}")
+    try:
+        m = Decimal(str(value))
+    except InvalidOperation:
+        raise ScenarioError(f"{where}: multiplier must be a number, got {value!r}") from None
+    if not m.is_finite() or m <= 0 or m > 1000:
+        raise ScenarioError(f"{where}: multiplier must be > 0 (and at most 1000), got {value!r}")
+    return m
+
+
+def _step(index: int, raw: Any, accounts: list[str], followers: set[str]) -> Step:
+    where = f"step {index}"
+    raw = _object(where, raw)
+    op = raw.get("op")
+    if op not in OPS:
+        raise ScenarioError(f"{where}: unknown op {op!r} (one of {', '.join(OPS)})")
+    where = f"step {index} ({op})"
+    args: dict[str, Any] = {}
+    if op != "advance":
+        args["account"] = _known(where, raw.get("account"), accounts, "account")
+    if op in ("fill", "release"):
+        try:
+            args["symbol"] = normalise_symbol(raw.get("symbol"))
+        except ValidationError as exc:
+            raise ScenarioError(f"{where}: {exc.messages[0]}") from None
+    parse = _OP_ARGS.get(op)
+    if parse is not None:
+        args.update(parse(where, raw, args, followers))
+    return Step(index, op, args)
+
+
+def _fill_args(where: str, raw: dict[str, Any], _a: dict[str, Any], _f: set[str]) -> dict[str, Any]:
+    if raw.get("side") not in ("buy", "sell"):
+        raise ScenarioError(f"{where}: side must be buy or sell, got {raw.get('side')!r}")
+    args = {"side": raw["side"], "qty": _count(where, raw.get("qty"), "qty", positive=True)}
+    if "fill_id" in raw:
+        args["fill_id"] = _text(where, raw["fill_id"], "fill_id")[:128]
+    return args
+
+
+def _fault_args(
+    where: str, raw: dict[str, Any], _a: dict[str, Any], _f: set[str]
+) -> dict[str, Any]:
+    return {"count": _count(where, raw.get("count"), "count", positive=False)}
+
+
+def _advance_args(
+    where: str, raw: dict[str, Any], _a: dict[str, Any], _f: set[str]
+) -> dict[str, Any]:
+    seconds = raw.get("seconds")
+    if isinstance(seconds, bool) or not isinstance(seconds, int | float) or not (
+        0 <= seconds <= 30 * 86400
+    ):
+        raise ScenarioError(f"{where}: seconds must be a number from 0 to 2592000, got {seconds!r}")
+    return {"seconds": seconds}
+
+
+def _enable_args(
+    where: str, raw: dict[str, Any], args: dict[str, Any], followers: set[str]
+) -> dict[str, Any]:
+    if args["account"] not in followers:
+        raise ScenarioError(f"{where}: {args['account']} follows no group")
+    return {"enabled": _bool(where, raw.get("enabled"), "enabled")}
+
+
+_OP_ARGS = {
+    "fill": _fill_args,
+    "fail_orders": _fault_args,
+    "reject_orders": _fault_args,
+    "advance": _advance_args,
+    "enable": _enable_args,
+}

@@ -1,0 +1,198 @@
+"""The Failed Exit Queue: an exit that could not be placed is kept and retried, never dropped.
+
+The row is the truth. A retry is a Celery task with an ETA, but a lost,
+duplicated or early task changes nothing: an attempt first claims the row
+with a conditional UPDATE (pending and due -> in flight), and the periodic
+`failed_exits_dispatch_due` re-sends the due rows whose task was lost.
+A claim that stays in flight (the worker died mid-attempt) is taken over
+after `STALE_CLAIM`, and its order is looked up at the broker before any
+resend.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import random
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Q
+
+from accounts.models import TradingAccount
+from brokers.base import BrokerError
+from brokers.registry import adapter_for
+from copier import clock, rules
+from copier.models import FailedExit, LeaderEvent, Quarantine
+from copier.services.placement import order_send, retry_order_id, unknown_orders_resolve
+from copier.services.positions import position_lock
+from copier.services.quarantine import quarantine_create
+
+log = logging.getLogger(__name__)
+
+STALE_CLAIM = dt.timedelta(seconds=60)
+
+
+def _delay(attempts: int) -> dt.timedelta:
+    base = rules.backoff_seconds(attempts)
+    jitter = 0.0 if clock.is_controlled() else random.uniform(0, settings.COPIER_RETRY_JITTER)
+    return dt.timedelta(seconds=base * (1 + jitter))
+
+
+def failed_exit_queue(
+    *, account: TradingAccount, symbol: str, leg: rules.Leg, event: LeaderEvent | None,
+    attempts: int, error: str, rejected: bool = False,
+) -> FailedExit:
+    """Save an exit that could not go out; a rejected one is kept but never retried."""
+    now = clock.now()
+    fe = FailedExit.objects.create(
+        account=account, symbol=symbol, side=leg.side, qty=leg.qty, event=event,
+        first_failed_at=now, attempts=attempts, next_attempt_at=now + _delay(attempts),
+        status=FailedExit.Status.REJECTED if rejected else FailedExit.Status.PENDING,
+        last_error=error[:2000], updated_at=now,
+    )
+    if not rejected:
+        log.warning("exit queued: %s %s %s %s (%s)", account.name, leg.side, leg.qty, symbol, error)
+        transaction.on_commit(lambda: failed_exit_schedule(fe))
+    return fe
+
+
+def failed_exit_schedule(fe: FailedExit) -> None:
+    """Publish the retry for its due time. Under a controlled clock the replay runs it."""
+    if clock.is_controlled():
+        return
+    from copier import tasks
+
+    try:
+        tasks.retry_failed_exit.apply_async((fe.pk,), eta=fe.next_attempt_at)
+    except Exception:
+        log.exception("could not schedule retry of failed exit %s; the periodic task will", fe.pk)
+
+
+def _claim(fe_id: int) -> bool:
+    """Pending and due -> in flight; a stale in-flight claim is taken over. Else: not ours."""
+    now = clock.now()
+    claimable = Q(status=FailedExit.Status.PENDING, next_attempt_at__lte=now) | Q(
+        status=FailedExit.Status.IN_FLIGHT, in_flight_since__lte=now - STALE_CLAIM
+    )
+    return bool(
+        FailedExit.objects.filter(claimable, pk=fe_id, account__copy_paused=False).update(
+            status=FailedExit.Status.IN_FLIGHT, in_flight_since=now, updated_at=now
+        )
+    )
+
+
+def failed_exit_attempt(*, failed_exit_id: int) -> str | None:
+    """One attempt at a queued exit, capped to what the follower still holds.
+
+    Returns the status it leaves, or None when the row was not due, not
+    pending, or its account is paused (a duplicate or early delivery).
+    """
+    row = FailedExit.objects.filter(pk=failed_exit_id).values("account_id", "symbol", "status",
+                                                               "in_flight_since").first()
+    if row is None:
+        return None
+    recovering = row["status"] == FailedExit.Status.IN_FLIGHT
+    if not _claim(failed_exit_id):
+        return None
+    with transaction.atomic():
+        position = position_lock(row["account_id"], row["symbol"])
+        fe = FailedExit.objects.select_for_update().get(pk=failed_exit_id)
+        _attempt(fe, position, recovering=recovering)
+        position.save(update_fields=["qty", "updated_at"])
+        fe.in_flight_since = None
+        fe.updated_at = clock.now()
+        fe.save()
+    if fe.status == FailedExit.Status.PENDING:
+        transaction.on_commit(lambda: failed_exit_schedule(fe))
+    return fe.status
+
+
+def _attempt(fe: FailedExit, position, *, recovering: bool) -> None:  # type: ignore[no-untyped-def]
+    account = position.account
+    adapter = adapter_for(account)
+    side = rules.Side(fe.side)
+    try:
+        found = unknown_orders_resolve(adapter=adapter, failed_exit=fe)
+    except BrokerError as exc:
+        _failed(fe, exc.message)
+        return
+    if found:
+        position.qty += rules.signed(side, found)
+        fe.status = FailedExit.Status.DONE
+        return
+    qty = rules.cap_exit(side, fe.qty, position.qty)
+    if qty == 0:
+        fe.status = FailedExit.Status.RESOLVED
+        return
+    sent = order_send(
+        adapter=adapter, account=account, client_order_id=retry_order_id(fe.pk, fe.attempts + 1),
+        symbol=fe.symbol, leg=rules.Leg(side, qty, rules.LegKind.EXIT), failed_exit=fe,
+        look_up_first=recovering,
+    )
+    position.qty += rules.signed(side, sent.filled)
+    if sent.error is None:
+        fe.status, fe.qty = FailedExit.Status.DONE, qty
+    elif sent.permanent:
+        fe.status, fe.last_error = FailedExit.Status.REJECTED, sent.error.message
+        quarantine_create(account=account, symbol=fe.symbol, reason=Quarantine.Reason.REJECTED,
+                          detail=sent.error.message, event=fe.event)
+    else:
+        _failed(fe, sent.error.message)
+
+
+def _failed(fe: FailedExit, error: str) -> None:
+    fe.attempts += 1
+    fe.status = FailedExit.Status.PENDING
+    fe.next_attempt_at = clock.now() + _delay(fe.attempts)
+    fe.last_error = error[:2000]
+
+
+def failed_exits_due(*, limit: int = 1000) -> list[int]:
+    now = clock.now()
+    return list(
+        FailedExit.objects.filter(
+            Q(status=FailedExit.Status.PENDING, next_attempt_at__lte=now)
+            | Q(status=FailedExit.Status.IN_FLIGHT, in_flight_since__lte=now - STALE_CLAIM),
+            account__copy_paused=False,
+        ).order_by("next_attempt_at", "id").values_list("id", flat=True)[:limit]
+    )
+
+
+def failed_exits_dispatch_due() -> list[int]:
+    """Re-send the due retries (their task may be lost); a duplicate task does nothing."""
+    from copier import tasks
+
+    ids = failed_exits_due()
+    for fe_id in ids:
+        tasks.retry_failed_exit.delay(fe_id)
+    return ids
+
+
+def failed_exits_resume(*, account_id: int) -> list[int]:
+    """Reconnect or heal: the account's queued exits become due at once and are sent."""
+    from copier import tasks
+
+    now = clock.now()
+    ids = list(
+        FailedExit.objects.filter(account_id=account_id, status=FailedExit.Status.PENDING)
+        .order_by("id").values_list("id", flat=True)
+    )
+    FailedExit.objects.filter(pk__in=ids).update(next_attempt_at=now, updated_at=now)
+    for fe_id in ids:
+        tasks.retry_failed_exit.delay(fe_id)
+    return ids
+
+
+def failed_exits_prune() -> int:
+    """Delete every entry older than the retention, whatever its status; log abandoned ones."""
+    cutoff = clock.now() - dt.timedelta(days=settings.COPIER_FAILED_EXIT_KEEP_DAYS)
+    old = FailedExit.objects.filter(first_failed_at__lt=cutoff)
+    for fe in old.filter(status__in=[FailedExit.Status.PENDING, FailedExit.Status.IN_FLIGHT]):
+        log.error(
+            "failed exit abandoned after %s days: %s %s %s %s (attempts %s, last error %s)",
+            settings.COPIER_FAILED_EXIT_KEEP_DAYS, fe.account_id, fe.side, fe.qty, fe.symbol,
+            fe.attempts, fe.last_error,
+        )
+    deleted, _ = old.delete()
+    return deleted

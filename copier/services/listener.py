@@ -1,0 +1,73 @@
+"""Routing what a broker's stream says into the services.
+
+`broker_events_pump` is one turn of a listener: it notices a dropped or
+restored connection and hands every fill to ingestion (leader) or to the
+follower's confirmed position. The sim and replay call it after each step;
+the `copier_listen` process calls it in a loop for the real brokers.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from django.db import transaction
+
+from accounts.models import ConnectionState, TradingAccount
+from accounts.symbols import normalise_symbol
+from brokers.base import Fill, TransientBrokerError
+from brokers.registry import adapter_for
+from copier import rules
+from copier.models import CopyGroup, Order
+from copier.services.ingest import FillInput, leader_fill_ingest
+from copier.services.placement import is_copier_order_id
+from copier.services.positions import position_lock
+from copier.services.sync_guard import connection_lost, connection_restored, pause_heal_check
+
+log = logging.getLogger(__name__)
+
+
+def broker_events_pump(*, account: TradingAccount) -> int:
+    """Poll one account's stream once; returns how many fills it handled."""
+    adapter = adapter_for(account)
+    try:
+        if account.connection_state != ConnectionState.CONNECTED:
+            connection_restored(account=account)
+        events = adapter.poll_events()
+    except TransientBrokerError as exc:
+        connection_lost(account=account, reason=exc.message)
+        return 0
+    is_leader = CopyGroup.objects.filter(leader=account).exists()
+    for event in events:
+        if not isinstance(event, Fill):
+            continue
+        if is_leader:
+            leader_fill_ingest(
+                account=account,
+                fill=FillInput.parse(fill_id=event.fill_id, symbol=event.symbol,
+                                     side=event.side, qty=event.qty),
+                fill_time=event.time,
+            )
+        else:
+            follower_fill_record(account=account, fill=event)
+    return len(events)
+
+
+def follower_fill_record(*, account: TradingAccount, fill: Fill) -> None:
+    """A fill on a follower: a manual trade moves C; our own orders were counted already."""
+    symbol = normalise_symbol(fill.symbol)
+    with transaction.atomic():
+        # Waits for any placement holding this row, so our order's row is final here.
+        position = position_lock(account.pk, symbol)
+        if is_copier_order_id(fill.client_order_id):
+            order = Order.objects.filter(client_order_id=fill.client_order_id).first()
+            if order is None or order.status not in (Order.Status.UNKNOWN, Order.Status.ACCEPTED):
+                return
+            # Its outcome was unknown (or it was working): the fill settles it now.
+            order.move_to(Order.Status.FILLED)
+            order.filled_qty = fill.qty
+            order.save(update_fields=["status", "filled_qty"])
+        position.qty += rules.signed(fill.side, fill.qty)
+        position.save(update_fields=["qty", "updated_at"])
+        account.copy_paused = position.account.copy_paused
+        if account.copy_paused:
+            pause_heal_check(account=account)

@@ -1,0 +1,62 @@
+"""The copier's confirmed positions, and the row lock that serialises (account, symbol).
+
+Lock order, everywhere: Position rows (by account, then symbol), then the
+TradingAccount row, then FailedExit rows. Keeping one order is what keeps
+concurrent events, retries and reconnects free of deadlocks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from django.db.models import Exists, OuterRef
+
+from accounts.models import Position
+from copier.models import Quarantine
+
+
+def positions_ensure(account_ids: Iterable[int], symbol: str) -> None:
+    """Create missing (account, symbol) rows in one statement, so that they can be locked."""
+    Position.objects.bulk_create(
+        [Position(account_id=a, symbol=symbol) for a in account_ids], ignore_conflicts=True
+    )
+
+
+def position_lock(account_id: int, symbol: str) -> Position:
+    """Lock (account, symbol) and read, in the same query, the facts evaluation needs.
+
+    The account row comes fresh (pause and connection flags) and `quarantined`
+    tells whether an active quarantine covers the symbol.
+    """
+    positions_ensure([account_id], symbol)
+    return (
+        Position.objects.select_for_update(of=("self",))
+        .select_related("account")
+        .annotate(
+            quarantined=Exists(
+                Quarantine.objects.filter(
+                    account_id=OuterRef("account_id"), symbol=OuterRef("symbol"),
+                    lifted_at__isnull=True,
+                )
+            )
+        )
+        .get(account_id=account_id, symbol=symbol)
+    )
+
+
+def positions_of(account_id: int) -> dict[str, int]:
+    return dict(
+        Position.objects.filter(account_id=account_id).exclude(qty=0).values_list("symbol", "qty")
+    )
+
+
+def positions_lock_all(account_id: int, symbols: Iterable[str]) -> dict[str, Position]:
+    """Lock every position row of an account (creating the given symbols), in symbol order."""
+    for symbol in sorted(set(symbols)):
+        positions_ensure([account_id], symbol)
+    rows = (
+        Position.objects.select_for_update()
+        .filter(account_id=account_id)
+        .order_by("symbol")
+    )
+    return {row.symbol: row for row in rows}

@@ -1,0 +1,45 @@
+"""Quarantine of (follower, symbol): created by the rules, lifted by a person or by flat/flat."""
+
+from __future__ import annotations
+
+import logging
+
+from django.db import IntegrityError, transaction
+
+from accounts.models import TradingAccount
+from copier import clock
+from copier.models import LeaderEvent, Quarantine
+
+log = logging.getLogger(__name__)
+
+
+def quarantine_create(
+    *, account: TradingAccount, symbol: str, reason: str, detail: str = "",
+    event: LeaderEvent | None = None,
+) -> Quarantine:
+    """Quarantine (account, symbol); an already active quarantine is kept as it is."""
+    existing = Quarantine.objects.filter(
+        account=account, symbol=symbol, lifted_at__isnull=True
+    ).first()
+    if existing is not None:
+        return existing
+    try:
+        with transaction.atomic():
+            q = Quarantine.objects.create(
+                account=account, symbol=symbol, reason=reason, detail=detail, event=event,
+                created_at=clock.now(),
+            )
+    except IntegrityError:  # a concurrent one won: one active quarantine per symbol
+        return Quarantine.objects.get(account=account, symbol=symbol, lifted_at__isnull=True)
+    log.warning("quarantined %s %s: %s %s", account.name, symbol, reason, detail)
+    return q
+
+
+def quarantine_lift(*, account: TradingAccount, symbol: str, by: str) -> int:
+    """Lift the active quarantine of (account, symbol); returns how many were lifted (0 or 1)."""
+    lifted = Quarantine.objects.filter(
+        account=account, symbol=symbol, lifted_at__isnull=True
+    ).update(lifted_at=clock.now(), lifted_by=by[:150])
+    if lifted:
+        log.info("quarantine lifted %s %s by %s", account.name, symbol, by)
+    return lifted

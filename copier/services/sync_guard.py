@@ -1,0 +1,148 @@
+"""The Sync Divergence Guard: never fight a trader who traded while we were away.
+
+On a follower's reconnect the broker's positions are compared with the
+copier's. A difference pauses automated copying for the account (manual
+trading is never blocked) and the copier adopts the broker's view. The pause
+heals by itself whenever the account lines up with the leader again. On a
+leader's reconnect, what changed while it was away is a missed leader event,
+copied close-only.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from django.db import transaction
+
+from accounts.models import ConnectionState, TradingAccount
+from brokers.registry import adapter_for
+from copier import clock, rules
+from copier.models import CopyGroup, Follower, LeaderEvent
+from copier.services.positions import positions_lock_all, positions_of
+
+log = logging.getLogger(__name__)
+
+
+def connection_lost(*, account: TradingAccount, reason: str = "") -> None:
+    now = clock.now()
+    changed = TradingAccount.objects.filter(pk=account.pk).exclude(
+        connection_state=ConnectionState.DISCONNECTED
+    ).update(
+        connection_state=ConnectionState.DISCONNECTED, connection_changed_at=now,
+        last_disconnected_at=now, last_error=reason[:2000],
+    )
+    account.connection_state = ConnectionState.DISCONNECTED
+    if changed:
+        log.warning("%s disconnected: %s", account.name, reason)
+
+
+def connection_restored(*, account: TradingAccount) -> None:
+    """Reconnect: compare positions (follower) or copy what was missed (leader).
+
+    Raises the adapter's TransientBrokerError when the broker is still away.
+    """
+    adapter = adapter_for(account)
+    adapter.connect()
+    broker = adapter.positions()
+    if CopyGroup.objects.filter(leader=account).exists():
+        _leader_reconciled(account, broker)
+        return
+    _follower_compared(account, broker)
+    if pause_heal_check(account=account):
+        from copier.services.failed_exits import failed_exits_resume
+
+        transaction.on_commit(lambda: failed_exits_resume(account_id=account.pk))
+
+
+def _mark_connected(account: TradingAccount) -> None:
+    now = clock.now()
+    account.connection_state = ConnectionState.CONNECTED
+    account.connection_changed_at = account.last_connected_at = now
+    account.last_error = ""
+    account.save(update_fields=["connection_state", "connection_changed_at",
+                                "last_connected_at", "last_error"])
+    log.info("%s connected", account.name)
+
+
+def _follower_compared(account: TradingAccount, broker: dict[str, int]) -> None:
+    with transaction.atomic():
+        rows = positions_lock_all(account.pk, broker)
+        known = {symbol: row.qty for symbol, row in rows.items() if row.qty}
+        diff = rules.divergence(known, broker)
+        fresh = TradingAccount.objects.select_for_update().get(pk=account.pk)
+        if diff:
+            for symbol, (_known, actual) in diff.symbols.items():
+                rows[symbol].qty = actual
+                rows[symbol].save(update_fields=["qty", "updated_at"])
+            fresh.copy_paused = True
+            fresh.pause_reason = (
+                "positions changed outside the copier while disconnected: " + diff.describe()
+            )
+            fresh.pause_details = {
+                s: {"copier": k, "broker": a} for s, (k, a) in diff.symbols.items()
+            }
+            fresh.paused_since = clock.now()
+            fresh.save(update_fields=["copy_paused", "pause_reason", "pause_details",
+                                      "paused_since"])
+            log.warning("%s paused: %s", account.name, fresh.pause_reason)
+        _mark_connected(fresh)
+    account.copy_paused = fresh.copy_paused
+    account.connection_state = fresh.connection_state
+
+
+def _leader_reconciled(account: TradingAccount, broker: dict[str, int]) -> None:
+    from copier.services.ingest import FillInput, leader_fill_ingest
+
+    with transaction.atomic():
+        rows = positions_lock_all(account.pk, broker)
+        known = {symbol: row.qty for symbol, row in rows.items() if row.qty}
+        stamp = clock.now().strftime("%Y%m%dT%H%M%S%f")
+        for symbol, move in sorted(rules.missed_moves(known, broker).items()):
+            delta = move.p1 - move.p0
+            log.warning("%s moved %s %+d while disconnected: copied close-only",
+                        account.name, symbol, delta)
+            leader_fill_ingest(
+                account=account,
+                fill=FillInput(f"reconcile-{symbol}-{stamp}", symbol, rules.side_for(delta),
+                               abs(delta)),
+                source=LeaderEvent.Source.RECONCILE, close_only=True,
+            )
+        _mark_connected(TradingAccount.objects.select_for_update().get(pk=account.pk))
+    account.connection_state = ConnectionState.CONNECTED
+
+
+def pause_heal_check(
+    *, account: TradingAccount, leader_override: dict[str, int] | None = None
+) -> bool:
+    """Clear the pause if every symbol sits at E(P); True when the account is not paused.
+
+    `leader_override` replaces leader positions (P0 of the event being judged).
+    """
+    if not account.copy_paused:
+        return True
+    follower = Follower.objects.select_related("group").filter(account_id=account.pk).first()
+    if follower is None:
+        return False
+    leader = positions_of(follower.group.leader_id)
+    leader.update(leader_override or {})
+    if not rules.heals(positions_of(account.pk), leader, follower.multiplier,
+                       follower.group.reverse):
+        return False
+    TradingAccount.objects.filter(pk=account.pk).update(
+        copy_paused=False, pause_reason="", pause_details={}, paused_since=None
+    )
+    account.copy_paused = False
+    log.info("%s: positions line up with the leader again, pause cleared", account.name)
+    from copier.services.failed_exits import failed_exits_resume
+
+    transaction.on_commit(lambda: failed_exits_resume(account_id=account.pk))
+    return True
+
+
+def paused_heal_all() -> list[str]:
+    """The periodic heal check; returns the names of the accounts it resumed."""
+    healed = []
+    for account in TradingAccount.objects.filter(copy_paused=True):
+        if pause_heal_check(account=account):
+            healed.append(account.name)
+    return healed

@@ -1,0 +1,169 @@
+"""Settings for the trade copier.
+
+Everything comes from the environment so that the same code runs under the
+local runner (private PostgreSQL and Redis on loopback), the tests and
+`docker compose`. The defaults are safe for local use only; production mode
+(`COPIER_ENV=production`) refuses to start without real secrets.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+ENV = os.environ.get("COPIER_ENV", "local")
+PRODUCTION = ENV == "production"
+
+
+def _env(name: str, default: str | None = None) -> str:
+    value = os.environ.get(name, default)
+    if value is None:
+        raise ImproperlyConfigured(f"Set the environment variable {name} (production mode).")
+    return value
+
+
+def _flag(name: str, default: bool) -> bool:
+    return os.environ.get(name, "1" if default else "0").lower() in {"1", "true", "yes", "on"}
+
+
+# A fixed local key keeps sessions valid across restarts of the dev runner;
+# production must bring its own.
+SECRET_KEY = _env("SECRET_KEY", None if PRODUCTION else "local-dev-only-not-secret-" + "x" * 40)
+# Fernet key that encrypts broker credentials at rest (accounts.fields).
+COPIER_ENCRYPTION_KEY = _env(
+    "COPIER_ENCRYPTION_KEY",
+    None if PRODUCTION else "bG9jYWwtZGV2LW9ubHktZW5jcnlwdGlvbi1rZXkhISE=",
+)
+DEBUG = _flag("DEBUG", not PRODUCTION)
+ALLOWED_HOSTS = [h for h in os.environ.get("ALLOWED_HOSTS", "localhost,127.0.0.1").split(",") if h]
+CSRF_TRUSTED_ORIGINS = [o for o in os.environ.get("CSRF_TRUSTED_ORIGINS", "").split(",") if o]
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "django_celery_beat",
+    "accounts",
+    "brokers",
+    "copier",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "copier.urls"
+WSGI_APPLICATION = "copier.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+DATABASE_URL = os.environ.get("DATABASE_URL", "postgres://copier@127.0.0.1:5432/copier")
+_db = dj_database_url.parse(DATABASE_URL, conn_max_age=600, conn_health_checks=True)
+# The `sim` paper broker keeps its books in the same database but on its own
+# connection: like a real broker, what it executed stays executed when the
+# copier's transaction rolls back (a crash mid-placement), which is what makes
+# the client-order-id deduplication observable in tests.
+DATABASES = {"default": _db, "broker": {**_db}}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "staticfiles"
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
+    "loggers": {"django.db.backends": {"level": "WARNING"}},
+}
+
+# --- Celery -----------------------------------------------------------------
+REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+CELERY_BROKER_URL = REDIS_URL
+CELERY_TASK_IGNORE_RESULT = True  # no result backend on the hot path
+CELERY_RESULT_BACKEND = None
+# At-least-once delivery: a task is acknowledged after it ran, and a worker
+# killed mid-task gives it back. Every task is idempotent against the DB.
+# https://docs.celeryq.dev/en/stable/userguide/configuration.html#task-acks-late
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_TIMEZONE = "UTC"
+CELERY_ENABLE_UTC = True
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# Countdowns (failed-exit retries) stay far below this, so a delayed task is
+# never redelivered early (celery docs, "Redis caveats"; kombu issue 337).
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "visibility_timeout": int(os.environ.get("CELERY_VISIBILITY_TIMEOUT", "7200")),
+    "socket_connect_timeout": 2,
+    "socket_timeout": 5,
+    "retry_on_timeout": True,
+}
+# Publishing must not hang a request when Redis is away: the event is stored
+# already and the periodic re-dispatch picks it up.
+CELERY_BROKER_CONNECTION_TIMEOUT = 2
+CELERY_TASK_PUBLISH_RETRY = True
+CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.2}
+CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+CELERY_WORKER_SEND_TASK_EVENTS = True  # Flower
+CELERY_TASK_SEND_SENT_EVENT = True
+
+# --- Copier -----------------------------------------------------------------
+# Followers handled by one task; the rest of a large group fans out to more
+# tasks that other worker processes pick up in parallel.
+COPIER_BATCH_SIZE = int(os.environ.get("COPIER_BATCH_SIZE", "25"))
+# Failed-exit retries get up to this fraction of extra delay, so that many
+# followers of one broker do not retry in lockstep. Replay uses none.
+COPIER_RETRY_JITTER = float(os.environ.get("COPIER_RETRY_JITTER", "0.1"))
+COPIER_FAILED_EXIT_KEEP_DAYS = 7
+# An event stored but still unprocessed after this long is dispatched again.
+COPIER_REDISPATCH_AFTER_SECONDS = int(os.environ.get("COPIER_REDISPATCH_AFTER_SECONDS", "30"))
+
+if PRODUCTION:
+    SECURE_SSL_REDIRECT = _flag("SECURE_SSL_REDIRECT", True)
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+    SECURE_HSTS_SECONDS = int(os.environ.get("SECURE_HSTS_SECONDS", "31536000"))
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = True
+    SECURE_HSTS_PRELOAD = True
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    SECURE_CONTENT_TYPE_NOSNIFF = True

@@ -1,0 +1,65 @@
+"""Celery tasks: thin interfaces that load by id and call one service.
+
+Named for what a person reads in Flower. None of them calls `retry()` (a
+chain can lose its tail after a retry, celery issue 6631): failures become
+rows (the Failed Exit Queue, a not-done event) that the periodic tasks pick
+up again.
+"""
+
+from __future__ import annotations
+
+from django.conf import settings
+
+from copier.celery import app
+from copier.services import engine, failed_exits, ingest, sync_guard
+
+
+@app.task(name="copier.process_event")
+def process_event(event_id: int) -> None:
+    """Fan a leader event out: extra batches to other workers, the first one here."""
+    batches = engine.event_process(event_id=event_id)
+    for batch in batches[1:]:
+        copy_followers.delay(event_id, batch)
+    engine.followers_copy(event_id=event_id, follower_ids=batches[0] if batches else [])
+
+
+@app.task(name="copier.copy_followers")
+def copy_followers(event_id: int, follower_ids: list[int]) -> None:
+    engine.followers_copy(event_id=event_id, follower_ids=follower_ids)
+
+
+@app.task(name="copier.retry_failed_exit")
+def retry_failed_exit(failed_exit_id: int) -> str | None:
+    return failed_exits.failed_exit_attempt(failed_exit_id=failed_exit_id)
+
+
+@app.task(name="copier.dispatch_due")
+def dispatch_due() -> dict[str, int]:
+    """The outbox sweep: events never processed, retries whose task was lost."""
+    events = ingest.events_redispatch(older_than_seconds=settings.COPIER_REDISPATCH_AFTER_SECONDS)
+    exits = failed_exits.failed_exits_dispatch_due()
+    return {"events": len(events), "failed_exits": len(exits)}
+
+
+@app.task(name="copier.prune_failed_exits")
+def prune_failed_exits() -> int:
+    return failed_exits.failed_exits_prune()
+
+
+@app.task(name="copier.heal_paused")
+def heal_paused() -> list[str]:
+    return sync_guard.paused_heal_all()
+
+
+@app.task(name="copier.noop")
+def noop(sent_at: float) -> float:
+    """The engine's floor in the benchmark: a task that does nothing."""
+    return sent_at
+
+
+PERIODIC_TASKS: dict[str, tuple[str, int]] = {
+    # name shown in the admin: (task, every N seconds)
+    "copier: re-dispatch lost events and due exit retries": ("copier.dispatch_due", 10),
+    "copier: heal paused accounts": ("copier.heal_paused", 60),
+    "copier: prune failed exits older than 7 days": ("copier.prune_failed_exits", 3600),
+}
