@@ -208,8 +208,8 @@ def _close_only(move: LeaderMove, c: int, e0: int, e1: int, lifted: bool) -> Dec
     def d(reason: Reason, legs: tuple[Leg, ...] = (), note: str = "") -> Decision:
         return Decision(reason, legs, e0, e1, lift_quarantine=lifted, note=note)
 
-    flat_or_reversed = move.p1 == 0 or sign(move.p1) != sign(move.p0)
-    reduced = not flat_or_reversed and abs(move.p1) < abs(move.p0)
+    flat_or_reversed = move.p1 == 0 or sign(move.p1) == -sign(move.p0)  # from flat: an open
+    reduced = not flat_or_reversed and move.p0 != 0 and abs(move.p1) < abs(move.p0)
     if not (flat_or_reversed or reduced):
         return d(Reason.CLOSE_ONLY,
                  note=f"diverged (C={c}, E0={e0}): the copier never opens or adds")

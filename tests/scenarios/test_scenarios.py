@@ -1,0 +1,114 @@
+"""Every worked scenario through `copier_replay`, compared by the rule of scenarios/README.md."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+from django.core.management import CommandError, call_command
+
+from accounts.models import TradingAccount
+from tests.scenarios.compare import mismatches
+
+SHARED = Path(
+    os.environ.get("COPIER_SCENARIOS_DIR", settings.BASE_DIR.parent / "shared" / "scenarios")
+)
+OURS = Path(__file__).parent / "cases"
+SCENARIOS = sorted(SHARED.glob("*.json")) + sorted(OURS.glob("*.json"))
+
+pytestmark = pytest.mark.django_db(transaction=True, databases="__all__")
+
+
+def test_the_shared_scenarios_are_there():
+    assert len(list(SHARED.glob("*.json"))) >= 6, f"no scenarios found in {SHARED}"
+
+
+def replay(path: Path, *flags: str) -> dict:
+    out = io.StringIO()
+    call_command("copier_replay", str(path), *flags, stdout=out)
+    return json.loads(out.getvalue())
+
+
+@pytest.mark.parametrize("path", SCENARIOS, ids=lambda p: p.stem)
+def test_scenario_replays_as_expected(path: Path):
+    expected = json.loads(path.read_text())["expected"]
+    actual = replay(path, "--keep")
+    assert mismatches(expected, actual) == []
+    if "decisions" in expected:
+        assert actual["decisions"] == expected["decisions"]
+
+
+@pytest.mark.worker
+@pytest.mark.parametrize(
+    "path", [p for p in SCENARIOS if p.stem.startswith(("04", "05"))], ids=lambda p: p.stem
+)
+def test_scenario_replays_live_through_a_real_worker(path: Path):
+    expected = json.loads(path.read_text())["expected"]
+    assert mismatches(expected, replay(path, "--live")) == []
+
+
+@pytest.mark.slow
+def test_replay_default_mode_needs_no_running_server(tmp_path: Path):
+    """No --keep: a private PostgreSQL of its own, tasks in-process, nothing else running."""
+    path = SHARED / "04_failed_exit_retried.json"
+    env = {**os.environ, "DATABASE_URL": "postgres://nobody@127.0.0.1:9/none",
+           "REDIS_URL": "redis://127.0.0.1:9/0"}
+    done = subprocess.run(
+        [sys.executable, "manage.py", "copier_replay", str(path)], cwd=settings.BASE_DIR,
+        env=env, capture_output=True, text=True, timeout=180, check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    expected = json.loads(path.read_text())["expected"]
+    assert mismatches(expected, json.loads(done.stdout)) == []
+
+
+BAD_INPUTS = {
+    "not json {": "malformed JSON",
+    '{"accounts": [{"name": "L1"}], "steps": [{"op": "fill", "account": "X", "symbol": "ES",'
+    ' "side": "buy", "qty": 1}]}': "step 1 (fill): unknown account 'X'",
+    '{"accounts": [{"name": "L1"}], "steps": [{"op": "fill", "account": "L1", "symbol": "ES",'
+    ' "side": "buy", "qty": -2}]}': "step 1 (fill): qty must be a whole number > 0",
+    '{"accounts": [{"name": "L1"}], "steps": [{"op": "fill", "account": "L1", "symbol": "ES",'
+    ' "side": "buy", "qty": 1.5}]}': "step 1 (fill): qty must be a whole number > 0",
+    '{"accounts": [{"name": "L1"}], "steps": [{"op": "fill", "account": "L1", "symbol": "ES",'
+    ' "side": "hold", "qty": 1}]}': "step 1 (fill): side must be buy or sell",
+    '{"accounts": [{"name": "L1"}], "steps": [{"op": "fill", "account": "L1", "symbol": "$$",'
+    ' "side": "buy", "qty": 1}]}': "step 1 (fill): invalid symbol",
+    '{"accounts": [{"name": "L1"}], "steps": [{"op": "advance", "seconds": 1},'
+    ' {"op": "explode"}]}': "step 2: unknown op 'explode'",
+    '{"accounts": [{"name": "L1"}], "steps": [{"op": "advance", "seconds": -1}]}':
+        "step 1 (advance): seconds must be a number",
+    '{"accounts": [{"name": "L1"}], "steps": [{"op": "enable", "account": "L1",'
+    ' "enabled": false}]}': "step 1 (enable): L1 follows no group",
+    '{"accounts": [{"name": "L1"}, {"name": "F1"}], "groups": [{"name": "g", "leader": "L1",'
+    ' "followers": [{"account": "F1", "multiplier": "0"}]}]}': "multiplier must be > 0",
+    '{"accounts": [{"name": "L1"}, {"name": "L1"}]}': "duplicate account name",
+    '{"accounts": [{"name": "L1", "broker": "tradovate"}]}': "sim broker only",
+    '{"accounts": [{"name": "L1"}], "groups": [{"name": "g", "leader": "L1",'
+    ' "followers": [{"account": "L1"}]}]}': "both a leader and a follower",
+    '[1, 2]': "expected an object",
+}
+
+
+@pytest.mark.parametrize(("text", "message"), BAD_INPUTS.items(), ids=range(len(BAD_INPUTS)))
+def test_bad_scenario_is_refused_with_a_clear_message_and_writes_nothing(
+    tmp_path: Path, text: str, message: str
+):
+    path = tmp_path / "bad.json"
+    path.write_text(text)
+    with pytest.raises(CommandError) as caught:
+        replay(path, "--keep")
+    assert message in str(caught.value)
+    assert "\n" not in str(caught.value)
+    assert not TradingAccount.objects.exists()
+
+
+def test_missing_scenario_file_is_a_clear_error(tmp_path: Path):
+    with pytest.raises(CommandError, match="cannot read"):
+        replay(tmp_path / "nope.json", "--keep")
