@@ -1,0 +1,155 @@
+"""The sim paper broker: fills, positions, the stream, idempotency and fault injection."""
+
+from __future__ import annotations
+
+import pytest
+
+from brokers.base import (
+    ConnectionLost,
+    OrderOutcomeUnknown,
+    OrderRequest,
+    PermanentBrokerError,
+    TransientBrokerError,
+)
+from brokers.models import SimOrder
+from brokers.registry import adapter_for, broker_choices
+from brokers.sim import SimBroker
+from tests.factories import account
+
+pytestmark = pytest.mark.django_db(transaction=True, databases="__all__")
+
+
+@pytest.fixture
+def sim():
+    return SimBroker(account("F1"))
+
+
+def order(cid: str, side: str = "buy", qty: int = 2, symbol: str = "MNQ") -> OrderRequest:
+    return OrderRequest(cid, symbol, side, qty)  # type: ignore[arg-type]
+
+
+def test_registry_gives_the_sim_adapter_for_sim_accounts():
+    assert isinstance(adapter_for(account("X")), SimBroker)
+    assert ("sim", "Sim (paper broker)") in broker_choices()
+
+
+def test_market_order_fills_at_once_and_moves_the_position(sim):
+    result = sim.place_order(order("c1", "buy", 3))
+    assert (result.status, result.filled_qty) == ("filled", 3)
+    sim.place_order(order("c2", "sell", 5))
+    assert sim.positions() == {"MNQ": -2}
+
+
+def test_same_client_order_id_twice_executes_once(sim):
+    first = sim.place_order(order("dup", "buy", 2))
+    second = sim.place_order(order("dup", "buy", 2))
+    assert first == second
+    assert sim.positions() == {"MNQ": 2}
+    assert SimOrder.objects.using("broker").filter(client_order_id="dup").count() == 1
+
+
+def test_flat_symbols_are_omitted_from_positions(sim):
+    sim.place_order(order("a", "buy", 1))
+    sim.place_order(order("b", "sell", 1))
+    assert sim.positions() == {}
+
+
+def test_outage_makes_every_call_fail_transiently_and_no_order_exists(sim):
+    sim.set_reachable(False)
+    with pytest.raises(TransientBrokerError, match="unreachable"):
+        sim.place_order(order("c1"))
+    with pytest.raises(TransientBrokerError):
+        sim.positions()
+    with pytest.raises(TransientBrokerError):
+        sim.poll_events()
+    assert not SimOrder.objects.using("broker").exists()
+    sim.set_reachable(True)
+    assert sim.place_order(order("c1")).status == "filled"
+
+
+def test_fail_next_n_fails_exactly_n_orders_then_recovers(sim):
+    sim.inject(fail=2)
+    for cid in ("a", "b"):
+        with pytest.raises(TransientBrokerError, match="503"):
+            sim.place_order(order(cid))
+    assert sim.place_order(order("c")).status == "filled"
+    assert sim.positions() == {"MNQ": 2}
+
+
+def test_reject_next_n_rejects_for_good_and_records_the_order(sim):
+    sim.inject(reject=1)
+    with pytest.raises(PermanentBrokerError, match="rejected"):
+        sim.place_order(order("a"))
+    assert sim.find_order("a").status == "rejected"
+    assert sim.positions() == {}
+    assert sim.place_order(order("b")).status == "filled"
+
+
+def test_timeout_executes_but_loses_the_answer_and_find_order_tells(sim):
+    sim.inject(timeout=1)
+    with pytest.raises(OrderOutcomeUnknown):
+        sim.place_order(order("t1", "sell", 1))
+    found = sim.find_order("t1")
+    assert found is not None
+    assert found.status == "filled"
+    assert sim.positions() == {"MNQ": -1}
+    assert sim.find_order("never-sent") is None
+
+
+def test_negative_fault_counts_are_refused(sim):
+    with pytest.raises(ValueError, match=">= 0"):
+        sim.inject(fail=-1)
+
+
+def test_invalid_quantity_is_rejected_for_good(sim):
+    with pytest.raises(PermanentBrokerError):
+        sim.place_order(order("z", qty=0))
+    with pytest.raises(ValueError, match="> 0"):
+        sim.execute_fill("MNQ", "buy", 0)
+
+
+def test_stream_delivers_each_fill_once_in_order(sim):
+    sim.execute_fill("ES", "buy", 1, "f1")
+    sim.place_order(order("mine", "sell", 1, "ES"))
+    events = sim.poll_events()
+    assert next((e.fill_id, e.client_order_id) for e in events) == ("f1", None)
+    assert events[1].client_order_id == "mine"
+    assert sim.poll_events() == []
+
+
+def test_fills_during_an_outage_are_missed_by_the_stream_but_in_positions(sim):
+    sim.set_reachable(False)
+    sim.execute_fill("ES", "buy", 2)
+    sim.set_reachable(True)
+    sim.connect()
+    assert sim.poll_events() == []
+    assert sim.positions() == {"ES": 2}
+
+
+def test_same_fill_id_again_is_a_redelivery_not_a_second_trade(sim):
+    sim.execute_fill("ES", "buy", 1, "same")
+    sim.poll_events()
+    sim.execute_fill("ES", "buy", 1, "same")
+    assert [e.fill_id for e in sim.poll_events()] == ["same"]
+    assert sim.positions() == {"ES": 1}
+
+
+def test_closed_account_rejects_every_order(sim):
+    book = sim._book(lock=False)
+    book.closed = True
+    book.save(using="broker")
+    with pytest.raises(PermanentBrokerError, match="closed"):
+        sim.place_order(order("x"))
+
+
+def test_books_survive_a_rollback_of_the_callers_transaction(sim):
+    from django.db import transaction
+
+    with pytest.raises(RuntimeError), transaction.atomic():
+        sim.place_order(order("kept", "buy", 1))
+        raise RuntimeError("copier crashed mid-placement")
+    assert sim.positions() == {"MNQ": 1}
+
+
+def test_connection_lost_is_a_plain_event_type():
+    assert ConnectionLost("x").reason == "x"
