@@ -107,8 +107,9 @@ def check_exits_never_exceed_holdings(name: str) -> None:
         before = pos.get(fill.symbol, 0)
         after = before + rules.signed(fill.side, fill.qty)
         if kinds.get(fill.client_order_id) == "exit":
-            assert before != 0 and rules.sign(after) in (0, rules.sign(before)), (
-                f"{name}: exit {fill.client_order_id} took {fill.symbol} {before} -> {after}")
+            where = f"{name}: exit {fill.client_order_id} took {fill.symbol} {before} -> {after}"
+            assert before != 0, where
+            assert rules.sign(after) in (0, rules.sign(before)), where
         pos[fill.symbol] = after
 
 
