@@ -1,0 +1,235 @@
+"""`manage.py copier_bench`: copy latency and throughput through a real worker, as JSON.
+
+It measures what a trader feels: from the leader's fill being received to
+each follower order being accepted by the broker (`sim`), for one event at a
+time (latency) and for a burst (throughput). The same run measures a bare
+no-op task on the same worker: the floor any Celery-based engine pays.
+With `--private` it starts its own PostgreSQL and Redis (like the test
+harness) and removes them afterwards.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+NOOP_KEY = "copier:bench:noop"
+
+
+def percentiles(samples_ms: list[float]) -> dict[str, float]:
+    if not samples_ms:
+        return {}
+    ordered = sorted(samples_ms)
+
+    def pick(q: float) -> float:
+        return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 2)
+
+    return {"n": len(ordered), "p50": round(statistics.median(ordered), 2), "p90": pick(0.9),
+            "p99": pick(0.99), "max": round(ordered[-1], 2)}
+
+
+class Command(BaseCommand):
+    help = "Benchmark copy latency and throughput through a real Celery worker."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--followers", type=int, default=200)
+        parser.add_argument("--events", type=int, default=30,
+                            help="events measured one at a time (latency)")
+        parser.add_argument("--burst", type=int, default=20,
+                            help="events sent back to back (throughput)")
+        parser.add_argument("--concurrency", type=int, default=2)
+        parser.add_argument("--pool", default="prefork", choices=["prefork", "threads", "solo"])
+        parser.add_argument("--batch-size", type=int, default=None)
+        parser.add_argument("--noop", type=int, default=200, help="bare tasks measured")
+        parser.add_argument("--private", action="store_true",
+                            help="start a private PostgreSQL and Redis for this run")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        for name in ("followers", "events", "burst", "concurrency", "noop"):
+            if options[name] < (0 if name == "burst" else 1):
+                raise CommandError(f"--{name} must be a positive number")
+        if options["private"]:
+            self.stdout.write(self._private(options), ending="")
+            return
+        report = Bench(options).run()
+        self.stdout.write(json.dumps(report, indent=1))
+
+    def _private(self, options: dict[str, Any]) -> str:
+        from copier.devstack import ensure_server_packages, private_stack
+
+        ensure_server_packages()
+        with (
+            tempfile.TemporaryDirectory(prefix="copier-bench-") as tmp,
+            private_stack(Path(tmp)) as (pg, redis),
+        ):
+            env = {**os.environ, "DATABASE_URL": pg.url, "REDIS_URL": redis.url}
+            manage = [sys.executable, str(Path(settings.BASE_DIR) / "manage.py")]
+            subprocess.run([*manage, "migrate", "--noinput", "-v", "0"], env=env, check=True)
+            argv = [*manage, "copier_bench"]
+            for key in ("followers", "events", "burst", "concurrency", "pool", "noop",
+                        "batch_size"):
+                if options[key] is not None:
+                    argv += [f"--{key.replace('_', '-')}", str(options[key])]
+            done = subprocess.run(argv, env=env, capture_output=True, text=True, check=False)
+        if done.returncode:
+            raise CommandError(done.stderr.strip().splitlines()[-1] if done.stderr else "failed")
+        return done.stdout
+
+
+class Bench:
+    def __init__(self, options: dict[str, Any]) -> None:
+        self.o = options
+
+    def run(self) -> dict[str, Any]:
+        import redis
+
+        self.redis = redis.Redis.from_url(settings.REDIS_URL)
+        leader = self._setup()
+        with ExitStack() as stack:
+            stack.callback(self._stop_worker)
+            self._start_worker()
+            noop = self._noop_latency()
+            latency, fanout = self._latency(leader)
+            throughput = self._throughput(leader)
+        one = latency.get("p50") if self.o["followers"] == 1 else None
+        return {
+            "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
+            "followers": self.o["followers"], "worker_pool": self.o["pool"],
+            "worker_concurrency": self.o["concurrency"],
+            "batch_size": self.o["batch_size"] or settings.COPIER_BATCH_SIZE,
+            "noop_task_latency_ms": noop,
+            "copy_latency_ms": latency,
+            "fanout_latency_ms": fanout,
+            "throughput": throughput,
+            "copy_p50_over_noop_p50": round((one or fanout["p50"]) / noop["p50"], 2)
+            if noop else None,
+        }
+
+    # --- setup --------------------------------------------------------------------------------
+    def _setup(self) -> Any:
+        from accounts.models import TradingAccount
+        from copier.models import CopyGroup, Follower
+        from copier.services.listener import broker_events_pump
+
+        stamp = time.strftime("%H%M%S")
+        leader = TradingAccount.objects.create(name=f"BENCH-{stamp}-L", broker="sim")
+        group = CopyGroup.objects.create(name=f"bench-{stamp}", leader=leader)
+        followers = TradingAccount.objects.bulk_create(
+            TradingAccount(name=f"BENCH-{stamp}-F{i}", broker="sim")
+            for i in range(self.o["followers"])
+        )
+        Follower.objects.bulk_create(Follower(group=group, account=a) for a in followers)
+        for account in [leader, *followers]:
+            broker_events_pump(account=account)
+        leader.refresh_from_db()
+        return leader
+
+    def _start_worker(self) -> None:
+        env = dict(os.environ)
+        if self.o["batch_size"]:
+            env["COPIER_BATCH_SIZE"] = str(self.o["batch_size"])
+        self.worker = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "copier", "worker", "-l", "WARNING",
+             "--pool", self.o["pool"], "--concurrency", str(self.o["concurrency"]),
+             "--without-gossip", "--without-mingle", "-n", f"bench-{os.getpid()}@%h"],
+            env=env, cwd=settings.BASE_DIR,
+        )
+        from copier.celery import app
+
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if app.control.ping(timeout=0.5):
+                return
+        raise CommandError("the benchmark worker did not start within 60 s")
+
+    def _stop_worker(self) -> None:
+        self.worker.terminate()
+        try:
+            self.worker.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.worker.kill()
+
+    # --- measurements ---------------------------------------------------------------------------
+    def _noop_latency(self) -> dict[str, float]:
+        from copier import tasks
+
+        self.redis.delete(NOOP_KEY)
+        for _ in range(self.o["noop"]):
+            tasks.noop.delay(time.time())
+            item = self.redis.blpop([NOOP_KEY], timeout=30)
+            if item is None:
+                raise CommandError("no-op task did not run within 30 s")
+        samples = [float(x) for x in self.redis.lrange(NOOP_KEY + ":ms", 0, -1)]
+        self.redis.delete(NOOP_KEY + ":ms")
+        return percentiles(samples[len(samples) // 10:])  # the first tenth warms up
+
+    def _fill(self, leader: Any) -> int:
+        from brokers.sim import SimBroker
+        from copier.models import LeaderEvent
+        from copier.services.listener import broker_events_pump
+
+        self._n = getattr(self, "_n", 0) + 1
+        side = "buy" if self._n % 2 else "sell"
+        SimBroker(leader).execute_fill("MNQ", side, 1)
+        broker_events_pump(account=leader)
+        return LeaderEvent.objects.filter(account=leader).latest("id").pk
+
+    def _wait_done(self, ids: list[int], timeout: float = 120.0) -> None:
+        from copier.models import LeaderEvent
+
+        deadline = time.monotonic() + timeout
+        while LeaderEvent.objects.filter(pk__in=ids).exclude(status="done").exists():
+            if time.monotonic() > deadline:
+                raise CommandError(f"events not copied within {timeout} s")
+            time.sleep(0.002)
+
+    def _order_latencies(self, event_id: int) -> list[float]:
+        from copier.models import LeaderEvent, Order
+
+        event = LeaderEvent.objects.get(pk=event_id)
+        return [
+            (done - event.received_at).total_seconds() * 1000
+            for done in Order.objects.filter(decision__event_id=event_id, status="filled")
+            .values_list("completed_at", flat=True)
+        ]
+
+    def _latency(self, leader: Any) -> tuple[dict[str, float], dict[str, float]]:
+        orders: list[float] = []
+        fanout: list[float] = []
+        warmup = max(2, self.o["events"] // 10)
+        for i in range(self.o["events"] + warmup):
+            event_id = self._fill(leader)
+            self._wait_done([event_id])
+            samples = self._order_latencies(event_id)
+            if i >= warmup and samples:
+                orders += samples
+                fanout.append(max(samples))
+        return percentiles(orders), percentiles(fanout)
+
+    def _throughput(self, leader: Any) -> dict[str, float]:
+        from copier.models import LeaderEvent, Order
+
+        if not self.o["burst"]:
+            return {}
+        start = time.time()
+        ids = [self._fill(leader) for _ in range(self.o["burst"])]
+        self._wait_done(ids, timeout=600)
+        first = LeaderEvent.objects.filter(pk__in=ids).earliest("received_at").received_at
+        last = max(Order.objects.filter(decision__event_id__in=ids)
+                   .values_list("completed_at", flat=True))
+        count = Order.objects.filter(decision__event_id__in=ids, status="filled").count()
+        seconds = (last - first).total_seconds()
+        return {"events": len(ids), "orders": count, "seconds": round(seconds, 3),
+                "orders_per_second": round(count / seconds, 1) if seconds else None,
+                "wall_seconds": round(time.time() - start, 3)}
