@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import abc
 import datetime as dt
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar, Literal
 
@@ -27,6 +29,7 @@ if TYPE_CHECKING:
     from accounts.models import TradingAccount
 
 Side = Literal["buy", "sell"]
+PLACE_MANY_THREADS = 32
 
 
 class BrokerError(Exception):
@@ -121,6 +124,29 @@ class BrokerAdapter(abc.ABC):
 
         Sending the same client order id twice must never execute twice.
         """
+
+    @classmethod
+    def place_many(
+        cls, batch: Sequence[tuple[TradingAccount, OrderRequest]]
+    ) -> list[OrderResult | BrokerError]:
+        """Place orders on many accounts of this broker at once; errors are returned, not raised.
+
+        A fan-out to hundreds of followers must not wait for each order in
+        turn: by default the orders go out concurrently on threads (venues
+        with an HTTP API spend their time waiting). An adapter with a native
+        batch endpoint overrides this.
+        """
+        def one(item: tuple[TradingAccount, OrderRequest]) -> OrderResult | BrokerError:
+            account, request = item
+            try:
+                return cls(account).place_order(request)
+            except BrokerError as exc:
+                return exc
+
+        if len(batch) <= 1:
+            return [one(item) for item in batch]
+        with ThreadPoolExecutor(max_workers=min(PLACE_MANY_THREADS, len(batch))) as pool:
+            return list(pool.map(one, batch))
 
     @abc.abstractmethod
     def find_order(self, client_order_id: str) -> OrderResult | None:

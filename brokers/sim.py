@@ -11,8 +11,10 @@ orders) drives the copier's failure paths in tests, replay and the demo.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
-from django.db import transaction
+from django.db import connections, transaction
 from django.db.models import F
 
 from brokers.base import (
@@ -29,6 +31,9 @@ from brokers.base import (
 )
 from brokers.models import SimAccount, SimOrder, SimPosition
 from copier import clock
+
+if TYPE_CHECKING:
+    from accounts.models import TradingAccount
 
 DB = "broker"
 
@@ -47,33 +52,88 @@ def _result(order: SimOrder) -> OrderResult:
     )
 
 
+def _new_fill_id() -> str:
+    return f"simfill-{uuid.uuid4().hex[:16]}"
+
+
+class _Tape:
+    """What one batch of orders does to the books, decided in memory, written in bulk."""
+
+    def __init__(self, known: dict[tuple[int, str | None], SimOrder]) -> None:
+        self.known = known
+        self.new_orders: list[SimOrder] = []
+        self.deltas: dict[tuple[int, str], int] = {}
+        self.changed_books: set[SimAccount] = set()
+
+    def execute(
+        self, book: SimAccount, request: OrderRequest
+    ) -> Callable[[], OrderResult | BrokerError]:
+        """Apply one order; returns how to read its outcome once the rows have their ids."""
+        if request.qty <= 0:
+            return lambda: PermanentBrokerError(f"sim: invalid quantity {request.qty}")
+        if not book.reachable:
+            return lambda: TransientBrokerError("sim: broker unreachable (outage)")
+        existing = self.known.get((book.pk, request.client_order_id))
+        if existing is not None:
+            return lambda: _result(existing)
+        if book.fail_next:
+            book.fail_next -= 1
+            self.changed_books.add(book)
+            return lambda: TransientBrokerError("sim: HTTP 503 Service Unavailable (injected)")
+        rejected = bool(book.reject_next or book.closed)
+        if book.reject_next:
+            book.reject_next -= 1
+            self.changed_books.add(book)
+        order = SimOrder(
+            book=book, client_order_id=request.client_order_id, symbol=request.symbol,
+            side=request.side, qty=request.qty, created_at=clock.now(),
+            status=SimOrder.Status.REJECTED if rejected else SimOrder.Status.FILLED,
+            fill_id=f"simrej-{uuid.uuid4().hex[:16]}" if rejected else _new_fill_id(),
+            message=("sim: account closed" if book.closed else "sim: order rejected (injected)")
+            if rejected else "",
+            delivered=rejected,
+        )
+        self.new_orders.append(order)
+        self.known[(book.pk, request.client_order_id)] = order
+        if rejected:
+            return lambda: PermanentBrokerError(order.message)
+        key = (book.pk, request.symbol)
+        self.deltas[key] = self.deltas.get(key, 0) + _signed(request.side, request.qty)
+        if book.timeout_next:
+            book.timeout_next -= 1
+            self.changed_books.add(book)
+            return lambda: OrderOutcomeUnknown("sim: timeout waiting for the order (injected)")
+        return lambda: _result(order)
+
+
 class SimBroker(BrokerAdapter):
     kind = "sim"
     label = "Sim (paper broker)"
 
-    # --- the book -------------------------------------------------------------
+    # --- the book -------------------------------------------------------------------------
     def _book(self, *, lock: bool) -> SimAccount:
         book, _ = SimAccount.objects.using(DB).get_or_create(account_id=self.account.pk)
         if lock:
             book = SimAccount.objects.using(DB).select_for_update().get(pk=book.pk)
         return book
 
-    def _apply_fill(
-        self, book: SimAccount, symbol: str, side: Side, qty: int, *,
-        client_order_id: str | None, fill_id: str | None, delivered: bool = False,
-    ) -> SimOrder:
-        position, _ = SimPosition.objects.using(DB).get_or_create(book=book, symbol=symbol)
-        SimPosition.objects.using(DB).filter(pk=position.pk).update(
-            qty=F("qty") + _signed(side, qty)
+    @staticmethod
+    def _move_positions(deltas: dict[tuple[int, str], int]) -> None:
+        """Add to many (book, symbol) positions in one statement."""
+        if not deltas:
+            return
+        rows = [(book, symbol, qty) for (book, symbol), qty in deltas.items()]
+        values = ", ".join(["(%s, %s, %s)"] * len(rows))
+        sql = (
+            # only placeholders are joined in; every value is a bound parameter
+            "INSERT INTO brokers_simposition (book_id, symbol, qty) VALUES " + values  # noqa: S608
+            + " ON CONFLICT (book_id, symbol) DO UPDATE"
+            " SET qty = brokers_simposition.qty + EXCLUDED.qty"
         )
-        return SimOrder.objects.using(DB).create(
-            book=book, client_order_id=client_order_id,
-            fill_id=fill_id or f"simfill-{uuid.uuid4().hex[:16]}",
-            symbol=symbol, side=side, qty=qty, status=SimOrder.Status.FILLED,
-            created_at=clock.now(), missed=not book.reachable, delivered=delivered,
-        )
+        with connections[DB].cursor() as cursor:
+            cursor.execute(sql, [v for row in rows for v in row])
 
-    # --- BrokerAdapter ----------------------------------------------------------
+    # --- BrokerAdapter ----------------------------------------------------------------------
     def connect(self) -> None:
         """A new session streams from now on; what happened before is in `positions()`."""
         with transaction.atomic(using=DB):
@@ -88,47 +148,40 @@ class SimBroker(BrokerAdapter):
         """Nothing to close: the sim has no socket."""
 
     def place_order(self, request: OrderRequest) -> OrderResult:
-        if request.qty <= 0:
-            raise PermanentBrokerError(f"sim: invalid quantity {request.qty}")
-        outcome: BrokerError | None = None
+        outcome = self.place_many([(self.account, request)])[0]
+        if isinstance(outcome, BrokerError):
+            raise outcome
+        return outcome
+
+    @classmethod
+    def place_many(
+        cls, batch: Sequence[tuple[TradingAccount, OrderRequest]]
+    ) -> list[OrderResult | BrokerError]:
+        """One transaction of the sim's for all: a 200-follower fan-out is a few statements."""
+        if not batch:
+            return []
+        for account in {a.pk: a for a, _ in batch}.values():
+            SimAccount.objects.using(DB).get_or_create(account_id=account.pk)
         with transaction.atomic(using=DB):
-            book = self._book(lock=True)
-            if not book.reachable:
-                raise TransientBrokerError("sim: broker unreachable (outage)")
-            existing = (
-                SimOrder.objects.using(DB)
-                .filter(book=book, client_order_id=request.client_order_id).first()
-            )
-            if existing is not None:
-                return _result(existing)
-            if book.fail_next:
-                book.fail_next -= 1
-                book.save(using=DB, update_fields=["fail_next"])
-                outcome = TransientBrokerError("sim: HTTP 503 Service Unavailable (injected)")
-            elif book.reject_next or book.closed:
-                if book.reject_next:
-                    book.reject_next -= 1
-                    book.save(using=DB, update_fields=["reject_next"])
-                reason = "account closed" if book.closed else "order rejected (injected)"
-                order = SimOrder.objects.using(DB).create(
-                    book=book, client_order_id=request.client_order_id,
-                    fill_id=f"simrej-{uuid.uuid4().hex[:16]}", symbol=request.symbol,
-                    side=request.side, qty=request.qty, status=SimOrder.Status.REJECTED,
-                    message=f"sim: {reason}", created_at=clock.now(), delivered=True,
+            books = {
+                b.account_id: b
+                for b in SimAccount.objects.using(DB).select_for_update()
+                .filter(account_id__in={a.pk for a, _ in batch}).order_by("id")
+            }
+            known = {
+                (o.book_id, o.client_order_id): o
+                for o in SimOrder.objects.using(DB).filter(
+                    book__in=books.values(),
+                    client_order_id__in=[r.client_order_id for _, r in batch],
                 )
-                outcome = PermanentBrokerError(order.message)
-            else:
-                order = self._apply_fill(
-                    book, request.symbol, request.side, request.qty,
-                    client_order_id=request.client_order_id, fill_id=None,
-                )
-                if book.timeout_next:
-                    book.timeout_next -= 1
-                    book.save(using=DB, update_fields=["timeout_next"])
-                    outcome = OrderOutcomeUnknown("sim: timeout waiting for the order (injected)")
-                else:
-                    return _result(order)
-        raise outcome
+            }
+            tape = _Tape(known)
+            plan = [tape.execute(books[account.pk], request) for account, request in batch]
+            SimOrder.objects.using(DB).bulk_create(tape.new_orders)
+            cls._move_positions(tape.deltas)
+            for book in tape.changed_books:
+                book.save(using=DB, update_fields=["fail_next", "reject_next", "timeout_next"])
+        return [step() for step in plan]
 
     def find_order(self, client_order_id: str) -> OrderResult | None:
         if not self._book(lock=False).reachable:
@@ -182,9 +235,13 @@ class SimBroker(BrokerAdapter):
                 again = SimOrder.objects.using(DB).filter(book=book, fill_id=fill_id)
                 if again.update(delivered=False, missed=not book.reachable):
                     return fill_id
-            return self._apply_fill(
-                book, symbol, side, qty, client_order_id=None, fill_id=fill_id
-            ).fill_id
+            order = SimOrder.objects.using(DB).create(
+                book=book, client_order_id=None, fill_id=fill_id or _new_fill_id(), symbol=symbol,
+                side=side, qty=qty, status=SimOrder.Status.FILLED, created_at=clock.now(),
+                missed=not book.reachable,
+            )
+            self._move_positions({(book.pk, symbol): _signed(side, qty)})
+        return order.fill_id
 
     def set_reachable(self, reachable: bool) -> None:
         SimAccount.objects.using(DB).filter(pk=self._book(lock=False).pk).update(

@@ -21,10 +21,12 @@ from copier.services import engine, failed_exits, ingest, sync_guard
 @app.task(name="copier.process_event")
 def process_event(event_id: int) -> None:
     """Fan a leader event out: extra batches to other workers, the first one here."""
-    batches = engine.event_process(event_id=event_id)
-    for batch in batches[1:]:
-        copy_followers.delay(event_id, batch)
-    engine.followers_copy(event_id=event_id, follower_ids=batches[0] if batches else [])
+    started = engine.event_process(event_id=event_id)
+    if started is None:
+        return
+    for batch in started.batches[1:]:
+        copy_followers.delay(event_id, [f.pk for f in batch])
+    engine.batch_copy(event=started.event, followers=started.batches[0])
 
 
 @app.task(name="copier.copy_followers")

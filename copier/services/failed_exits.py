@@ -24,7 +24,12 @@ from brokers.base import BrokerError
 from brokers.registry import adapter_for
 from copier import clock, rules
 from copier.models import FailedExit, LeaderEvent, Quarantine
-from copier.services.placement import order_send, retry_order_id, unknown_orders_resolve
+from copier.services.placement import (
+    OrderSpec,
+    order_send,
+    retry_order_id,
+    unknown_orders_resolve,
+)
 from copier.services.positions import position_lock
 from copier.services.quarantine import quarantine_create
 
@@ -126,8 +131,8 @@ def _attempt(fe: FailedExit, position, *, recovering: bool) -> None:  # type: ig
         fe.status = FailedExit.Status.RESOLVED
         return
     sent = order_send(
-        adapter=adapter, account=account, client_order_id=retry_order_id(fe.pk, fe.attempts + 1),
-        symbol=fe.symbol, leg=rules.Leg(side, qty, rules.LegKind.EXIT), failed_exit=fe,
+        OrderSpec(account=account, client_order_id=retry_order_id(fe.pk, fe.attempts + 1),
+                  symbol=fe.symbol, leg=rules.Leg(side, qty, rules.LegKind.EXIT), failed_exit=fe),
         look_up_first=recovering,
     )
     position.qty += rules.signed(side, sent.filled)

@@ -10,6 +10,7 @@ is sent again.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from accounts.models import TradingAccount
@@ -19,8 +20,8 @@ from brokers.base import (
     OrderOutcomeUnknown,
     OrderRequest,
     OrderResult,
-    PermanentBrokerError,
 )
+from brokers.registry import adapter_class, adapter_for
 from copier import clock, rules
 from copier.models import Decision, FailedExit, Order
 
@@ -66,51 +67,91 @@ def _apply(order: Order, result: OrderResult) -> int:
     return result.filled_qty
 
 
-def order_send(
-    *,
-    adapter: BrokerAdapter,
-    account: TradingAccount,
-    client_order_id: str,
-    symbol: str,
-    leg: rules.Leg,
-    decision: Decision | None = None,
-    failed_exit: FailedExit | None = None,
-    look_up_first: bool = False,
-) -> Sent:
-    """Place one market order and record it; the caller holds the (account, symbol) lock."""
+@dataclass(frozen=True, slots=True)
+class OrderSpec:
+    """One order to place: where, what, and what it belongs to."""
+
+    account: TradingAccount
+    client_order_id: str
+    symbol: str
+    leg: rules.Leg
+    decision: Decision | None = None
+    failed_exit: FailedExit | None = None
+
+
+def orders_place(specs: Sequence[OrderSpec], *, look_up_first: bool = False) -> list[Sent]:
+    """Place many orders, batched per broker kind; the Order rows are returned unsaved.
+
+    The caller holds the (account, symbol) locks and saves the rows (in bulk).
+    `look_up_first`: an earlier run may have reached the broker (a crash), so
+    each client order id is looked up before anything is sent.
+    """
     now = clock.now()
-    order = Order(
-        client_order_id=client_order_id, account=account, symbol=symbol, side=leg.side,
-        qty=leg.qty, kind=leg.kind, decision=decision, failed_exit=failed_exit, created_at=now,
-    )
-    order.move_to(Order.Status.SUBMITTING)
-    order.submitted_at = now
+    orders = []
+    for spec in specs:
+        order = Order(
+            client_order_id=spec.client_order_id, account=spec.account, symbol=spec.symbol,
+            side=spec.leg.side, qty=spec.leg.qty, kind=spec.leg.kind, decision=spec.decision,
+            failed_exit=spec.failed_exit, created_at=now, submitted_at=now,
+        )
+        order.move_to(Order.Status.SUBMITTING)
+        orders.append(order)
+    outcomes: list[OrderResult | BrokerError | None] = [None] * len(specs)
+    if look_up_first:
+        for i, spec in enumerate(specs):
+            outcomes[i] = _look_up(spec)
+    by_kind: dict[str, list[int]] = {}
+    for i, spec in enumerate(specs):
+        if outcomes[i] is None:
+            by_kind.setdefault(spec.account.broker, []).append(i)
+    for kind, indexes in by_kind.items():
+        results = adapter_class(kind).place_many(
+            [(specs[i].account, _request(specs[i])) for i in indexes]
+        )
+        for i, result in zip(indexes, results, strict=True):
+            outcomes[i] = result
+    return [_settle(spec, order, outcome)  # type: ignore[arg-type]
+            for spec, order, outcome in zip(specs, orders, outcomes, strict=True)]
+
+
+def order_send(spec: OrderSpec, *, look_up_first: bool = False) -> Sent:
+    """Place one order and save its row (the Failed Exit Queue's path)."""
+    sent = orders_place([spec], look_up_first=look_up_first)[0]
+    if sent.order.status != Order.Status.FAILED:
+        sent.order.save()
+    return sent
+
+
+def _request(spec: OrderSpec) -> OrderRequest:
+    return OrderRequest(spec.client_order_id, spec.symbol, spec.leg.side.value,  # type: ignore[arg-type]
+                        spec.leg.qty)
+
+
+def _look_up(spec: OrderSpec) -> OrderResult | BrokerError | None:
+    try:
+        return adapter_for(spec.account).find_order(spec.client_order_id)
+    except BrokerError as exc:
+        return exc
+
+
+def _settle(spec: OrderSpec, order: Order, outcome: OrderResult | BrokerError) -> Sent:
+    """Move the order's state machine to what the broker said."""
     error: BrokerError | None = None
     filled = 0
-    try:
-        found = adapter.find_order(client_order_id) if look_up_first else None
-        if found is None:
-            found = adapter.place_order(
-                OrderRequest(client_order_id, symbol, leg.side.value, leg.qty)  # type: ignore[arg-type]
-            )
-        filled = _apply(order, found)
-    except OrderOutcomeUnknown as exc:
-        filled, error = _resolve_unknown(adapter, order, exc)
-    except PermanentBrokerError as exc:
-        order.move_to(Order.Status.REJECTED)
-        order.message = exc.message
-        error = exc
-    except BrokerError as exc:
-        order.move_to(Order.Status.FAILED)
-        order.message = exc.message
-        error = exc
+    if isinstance(outcome, OrderResult):
+        filled = _apply(order, outcome)
+    elif isinstance(outcome, OrderOutcomeUnknown):
+        filled, error = _resolve_unknown(adapter_for(spec.account), order, outcome)
+    else:
+        order.move_to(Order.Status.REJECTED if outcome.permanent else Order.Status.FAILED)
+        order.message = outcome.message
+        error = outcome
+    # An attempt that never reached the broker (FAILED) is no order (COPY_RULES.md):
+    # callers do not save it; its error lives on the decision or the failed exit.
     order.completed_at = clock.now()
-    if order.status != Order.Status.FAILED:
-        # An attempt that never reached the broker is no order (COPY_RULES.md);
-        # its error lives on the decision or the failed exit instead.
-        order.save()
     if error is not None:
-        log.warning("order %s on %s: %s", client_order_id, account.name, error.message)
+        log.warning("order %s on %s: %s", order.client_order_id, spec.account.name,
+                    error.message)
     return Sent(order, filled, error)
 
 

@@ -7,7 +7,7 @@ concurrent events, retries and reconnects free of deadlocks.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from django.db.models import Exists, OuterRef
 
@@ -22,14 +22,15 @@ def positions_ensure(account_ids: Iterable[int], symbol: str) -> None:
     )
 
 
-def position_lock(account_id: int, symbol: str) -> Position:
-    """Lock (account, symbol) and read, in the same query, the facts evaluation needs.
+def positions_lock(account_ids: Sequence[int], symbol: str) -> dict[int, Position]:
+    """Lock (account, symbol) rows in one statement, in account order, with the facts
+    evaluation needs read in the same query.
 
     The account row comes fresh (pause and connection flags) and `quarantined`
     tells whether an active quarantine covers the symbol.
     """
-    positions_ensure([account_id], symbol)
-    return (
+    positions_ensure(account_ids, symbol)
+    rows = (
         Position.objects.select_for_update(of=("self",))
         .select_related("account")
         .annotate(
@@ -40,8 +41,14 @@ def position_lock(account_id: int, symbol: str) -> Position:
                 )
             )
         )
-        .get(account_id=account_id, symbol=symbol)
+        .filter(account_id__in=account_ids, symbol=symbol)
+        .order_by("account_id")
     )
+    return {row.account_id: row for row in rows}
+
+
+def position_lock(account_id: int, symbol: str) -> Position:
+    return positions_lock([account_id], symbol)[account_id]
 
 
 def positions_of(account_id: int) -> dict[str, int]:

@@ -47,15 +47,10 @@ def world():
 
 
 def _ingest_without_processing(leader, fill_id, side, qty, symbol="ES"):
-    """Store an event as ingestion does, but keep its task from running (a late task)."""
-    app.conf.task_always_eager = False
-    try:
-        with transaction.atomic():
-            event = leader_fill_ingest(account=leader, fill=FillInput(fill_id, symbol, side, qty))
-            transaction.on_commit(lambda: None)
-        # the real on_commit publish failed (no broker here): the event stays stored
-    finally:
-        app.conf.task_always_eager = True
+    """Store an event as ingestion does, but lose its publish (a crash right after commit)."""
+    with transaction.atomic():
+        event = leader_fill_ingest(account=leader, fill=FillInput(fill_id, symbol, side, qty))
+        transaction.get_connection().run_on_commit.clear()
     return event
 
 
@@ -110,9 +105,9 @@ def test_crash_after_the_broker_filled_is_resent_under_the_same_id_and_filled_on
     """The worker dies after the sim executed but before our transaction committed."""
     leader, f1, f2 = world
     event = _ingest_without_processing(leader, "c", "buy", 1)
-    batches = engine.event_process(event_id=event.pk)
+    started = engine.event_process(event_id=event.pk)
     with pytest.raises(RuntimeError), transaction.atomic():
-        engine.followers_copy(event_id=event.pk, follower_ids=batches[0])
+        engine.batch_copy(event=started.event, followers=started.batches[0])
         raise RuntimeError("SIGKILL")
     assert Order.objects.count() == 0  # our side rolled back...
     assert broker_position(f1, "ES") == 1  # ...the broker's did not
