@@ -118,6 +118,24 @@ class SimBroker(BrokerAdapter):
         return book
 
     @staticmethod
+    def _books_locked(account_ids: set[int]) -> dict[int, SimAccount]:
+        def lock() -> dict[int, SimAccount]:
+            return {
+                b.account_id: b
+                for b in SimAccount.objects.using(DB).select_for_update()
+                .filter(account_id__in=account_ids).order_by("id")
+            }
+
+        books = lock()
+        if len(books) < len(account_ids):  # an account's first order at the sim
+            SimAccount.objects.using(DB).bulk_create(
+                [SimAccount(account_id=a) for a in account_ids - set(books)],
+                ignore_conflicts=True,
+            )
+            books = lock()
+        return books
+
+    @staticmethod
     def _move_positions(deltas: dict[tuple[int, str], int]) -> None:
         """Add to many (book, symbol) positions in one statement."""
         if not deltas:
@@ -160,14 +178,9 @@ class SimBroker(BrokerAdapter):
         """One transaction of the sim's for all: a 200-follower fan-out is a few statements."""
         if not batch:
             return []
-        for account in {a.pk: a for a, _ in batch}.values():
-            SimAccount.objects.using(DB).get_or_create(account_id=account.pk)
+        account_ids = {a.pk for a, _ in batch}
         with transaction.atomic(using=DB):
-            books = {
-                b.account_id: b
-                for b in SimAccount.objects.using(DB).select_for_update()
-                .filter(account_id__in={a.pk for a, _ in batch}).order_by("id")
-            }
+            books = cls._books_locked(account_ids)
             known = {
                 (o.book_id, o.client_order_id): o
                 for o in SimOrder.objects.using(DB).filter(

@@ -145,7 +145,9 @@ CELERY_TASK_PUBLISH_RETRY = True
 CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.2}
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_WORKER_SEND_TASK_EVENTS = True  # Flower
-CELERY_TASK_SEND_SENT_EVENT = True
+# No "task-sent" events: one more Redis publish on the hot path for a state
+# Flower can do without.
+CELERY_TASK_SEND_SENT_EVENT = False
 
 # --- Copier -----------------------------------------------------------------
 # Followers handled by one task; the rest of a large group fans out to more

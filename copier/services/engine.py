@@ -38,6 +38,17 @@ from copier.services.quarantine import quarantine_create, quarantine_lift
 log = logging.getLogger(__name__)
 
 
+# Counts the run and, on the first one, how many followers the event concerns (those
+# that joined before it), in one round trip.
+RUN_EVENT_SQL = """
+UPDATE copier_leaderevent e SET runs = e.runs + 1, followers_total = COALESCE(
+    e.followers_total,
+    (SELECT count(*) FROM copier_follower f JOIN copier_copygroup g ON g.id = f.group_id
+     WHERE g.leader_id = e.account_id AND f.start_event_id < e.id))
+WHERE e.id = %s RETURNING *
+"""
+
+
 @dataclass
 class Started:
     """An event whose processing has started: the followers to copy, in batches."""
@@ -52,9 +63,7 @@ def event_process(*, event_id: int) -> Started | None:
     The caller (a task) copies the first batch itself and enqueues the rest,
     so a small group costs a single task hop.
     """
-    event = next(iter(LeaderEvent.objects.raw(
-        "UPDATE copier_leaderevent SET runs = runs + 1 WHERE id = %s RETURNING *", [event_id]
-    )), None)
+    event = next(iter(LeaderEvent.objects.raw(RUN_EVENT_SQL, [event_id])), None)
     if event is None:
         log.error("leader event %s does not exist", event_id)
         return None
@@ -64,9 +73,6 @@ def event_process(*, event_id: int) -> Started | None:
         Follower.objects.filter(group__leader_id=event.account_id, start_event_id__lt=event.pk)
         .select_related("group").order_by("id")
     )
-    if event.followers_total is None:
-        event.followers_total = len(followers)
-        LeaderEvent.objects.filter(pk=event_id).update(followers_total=len(followers))
     size = max(1, settings.COPIER_BATCH_SIZE)
     batches = [followers[i : i + size] for i in range(0, len(followers), size)]
     return Started(event, batches or [[]])

@@ -29,7 +29,14 @@ def positions_lock(account_ids: Sequence[int], symbol: str) -> dict[int, Positio
     The account row comes fresh (pause and connection flags) and `quarantined`
     tells whether an active quarantine covers the symbol.
     """
-    positions_ensure(account_ids, symbol)
+    found = _positions_locked(account_ids, symbol)
+    if len(found) < len(set(account_ids)):  # first event on this symbol for some of them
+        positions_ensure(account_ids, symbol)
+        found = _positions_locked(account_ids, symbol)
+    return found
+
+
+def _positions_locked(account_ids: Sequence[int], symbol: str) -> dict[int, Position]:
     rows = (
         Position.objects.select_for_update(of=("self",))
         .select_related("account")

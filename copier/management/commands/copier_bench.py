@@ -143,7 +143,7 @@ class Bench:
             [sys.executable, "-m", "celery", "-A", "copier", "worker", "-l", "WARNING",
              "--pool", self.o["pool"], "--concurrency", str(self.o["concurrency"]),
              "--without-gossip", "--without-mingle", "-n", f"bench-{os.getpid()}@%h"],
-            env=env, cwd=settings.BASE_DIR,
+            env=env, cwd=settings.BASE_DIR, stdout=sys.stderr,  # stdout carries only the JSON
         )
         from copier.celery import app
 
