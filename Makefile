@@ -1,0 +1,31 @@
+# The README's two commands. Everything else is a detail of these.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: run test lint bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/python -m copier.devstack run
+
+test: $(STAMP)
+	$(BIN)/python -m copier.devstack packages
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+bench: $(STAMP)
+	$(BIN)/python manage.py copier_bench --private --followers 1
+	$(BIN)/python manage.py copier_bench --private --followers 200
+
+clean:
+	rm -rf .stack

@@ -1,0 +1,47 @@
+"""Shared fixtures: a real Celery worker on the private Redis."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+import redis
+from celery.contrib.testing.worker import start_worker
+from celery.fixups.django import DjangoWorkerFixup
+from celery.signals import task_postrun
+from django.conf import settings
+from django.db import connections
+
+from copier.celery import app
+
+
+@pytest.fixture
+def clean_redis() -> None:
+    """Tasks left in the queue by an earlier test must not run in this one."""
+    redis.Redis.from_url(settings.REDIS_URL).flushdb()
+
+
+@pytest.fixture
+def celery_worker(clean_redis: None) -> Iterator[object]:
+    """A real worker consuming from Redis in threads of this process.
+
+    Celery's Django fixup closes the test's database connections under it
+    (celery issue 4511), so it is not installed here.
+    """
+    original = DjangoWorkerFixup.install
+    DjangoWorkerFixup.install = lambda self: self  # type: ignore[method-assign]
+    # ...but each worker thread closes its own connections after a task, so that
+    # none is left open on the test database when it is dropped.
+    task_postrun.connect(_close_thread_connections, weak=False)
+    assert not app.conf.task_always_eager
+    try:
+        with start_worker(app, pool="threads", concurrency=4, perform_ping_check=False,
+                          loglevel="WARNING", shutdown_timeout=30) as worker:
+            yield worker
+    finally:
+        task_postrun.disconnect(_close_thread_connections)
+        DjangoWorkerFixup.install = original  # type: ignore[method-assign]
+
+
+def _close_thread_connections(**_: object) -> None:
+    connections.close_all()

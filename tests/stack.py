@@ -1,0 +1,65 @@
+"""pytest plugin (`-p tests.stack`): a private PostgreSQL and Redis for the test run.
+
+Loaded before pytest-django reads the settings, so the servers are up and
+DATABASE_URL / REDIS_URL point at them when Django starts. Set DATABASE_URL
+yourself to run the suite against servers of your own instead.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from copier.devstack import PostgresServer, RedisServer
+
+_servers: dict[str, object] = {}
+
+
+def _start() -> None:
+    if "DATABASE_URL" in os.environ or os.environ.get("PYTEST_XDIST_WORKER"):
+        return
+    root = Path(tempfile.mkdtemp(prefix="copier-tests-"))
+    _servers["root"] = root
+    _servers["pg"] = pg = PostgresServer.start(root / "pg")
+    _servers["redis"] = redis = RedisServer.start(root / "redis")
+    os.environ["DATABASE_URL"] = pg.url
+    os.environ["REDIS_URL"] = redis.url
+    atexit.register(_stop)
+
+
+def _stop() -> None:
+    for key in ("redis", "pg"):
+        server = _servers.pop(key, None)
+        if server is not None:
+            server.stop()  # type: ignore[attr-defined]
+    root = _servers.pop("root", None)
+    if root is not None:
+        shutil.rmtree(root, ignore_errors=True)  # type: ignore[arg-type]
+
+
+_start()
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    _stop()
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> PostgresServer:
+    server = _servers.get("pg")
+    if server is None:
+        pytest.skip("needs the harness's own PostgreSQL (DATABASE_URL was given from outside)")
+    return server  # type: ignore[return-value]
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> RedisServer:
+    server = _servers.get("redis")
+    if server is None:
+        pytest.skip("needs the harness's own Redis (DATABASE_URL was given from outside)")
+    return server  # type: ignore[return-value]
