@@ -1,0 +1,131 @@
+"""Admin for trading accounts: connection and pause state, positions, sim controls.
+
+Credentials are write-only here: the form never renders the stored secret,
+and a blank field keeps it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django import forms
+from django.contrib import admin, messages
+from django.core.exceptions import ValidationError
+from django.db.models import QuerySet
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.shortcuts import get_object_or_404, render
+from django.urls import path, reverse
+
+from accounts.models import Position, TradingAccount
+from accounts.symbols import normalise_symbol
+
+
+class TradingAccountForm(forms.ModelForm):
+    credentials = forms.CharField(
+        required=False, widget=forms.PasswordInput(render_value=False),
+        help_text="Broker login or API token (JSON). Stored encrypted; leave blank to keep "
+                  "the current value.",
+    )
+
+    class Meta:
+        model = TradingAccount
+        fields = ["name", "broker", "external_id", "credentials"]
+
+    def clean_credentials(self) -> str:
+        value = self.cleaned_data.get("credentials") or ""
+        if not value and self.instance.pk:
+            return self.instance.credentials or ""
+        return value
+
+
+class PositionInline(admin.TabularInline):
+    model = Position
+    fields = ["symbol", "qty", "last_event_id", "updated_at"]
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+    verbose_name_plural = "positions (the copier's confirmed view)"
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+class SimFillForm(forms.Form):
+    symbol = forms.CharField(max_length=32, initial="MNQ")
+    side = forms.ChoiceField(choices=[("buy", "buy"), ("sell", "sell")])
+    qty = forms.IntegerField(min_value=1, max_value=10_000, initial=1)
+
+    def clean_symbol(self) -> str:
+        try:
+            return normalise_symbol(self.cleaned_data["symbol"])
+        except ValidationError as exc:
+            raise forms.ValidationError(exc.messages[0]) from None
+
+
+@admin.register(TradingAccount)
+class TradingAccountAdmin(admin.ModelAdmin):
+    form = TradingAccountForm
+    list_display = ["name", "broker", "connection_state", "copy_paused", "pause_reason",
+                    "paused_since", "last_error"]
+    list_filter = ["broker", "connection_state", "copy_paused"]
+    search_fields = ["name", "external_id"]
+    readonly_fields = ["connection_state", "connection_changed_at", "last_connected_at",
+                       "last_disconnected_at", "last_error", "copy_paused", "pause_reason",
+                       "pause_details", "paused_since", "created_at"]
+    inlines = [PositionInline]
+    actions = ["sim_outage", "sim_restore"]
+
+    def get_urls(self) -> list[Any]:
+        return [
+            path("<int:pk>/sim-fill/", self.admin_site.admin_view(self.sim_fill_view),
+                 name="accounts_tradingaccount_sim_fill"),
+            *super().get_urls(),
+        ]
+
+    def _sim_accounts(self, request: HttpRequest, queryset: QuerySet[TradingAccount]
+                      ) -> list[TradingAccount]:
+        sims = list(queryset.filter(broker="sim"))
+        if len(sims) < queryset.count():
+            self.message_user(request, "Only sim accounts can be switched off and on here.",
+                              messages.WARNING)
+        return sims
+
+    @admin.action(description="sim: simulate a broker outage")
+    def sim_outage(self, request: HttpRequest, queryset: QuerySet[TradingAccount]) -> None:
+        self._set_reachable(request, queryset, reachable=False)
+
+    @admin.action(description="sim: restore the broker connection")
+    def sim_restore(self, request: HttpRequest, queryset: QuerySet[TradingAccount]) -> None:
+        self._set_reachable(request, queryset, reachable=True)
+
+    def _set_reachable(self, request: HttpRequest, queryset: QuerySet[TradingAccount], *,
+                       reachable: bool) -> None:
+        from brokers.sim import SimBroker
+        from copier.services.listener import broker_events_pump
+
+        for account in self._sim_accounts(request, queryset):
+            SimBroker(account).set_reachable(reachable)
+            broker_events_pump(account=account)
+            account.refresh_from_db()
+            self.message_user(request, f"{account}: {account.connection_state}"
+                              + (f", paused: {account.pause_reason}" if account.copy_paused
+                                 else ""))
+
+    def sim_fill_view(self, request: HttpRequest, pk: int) -> HttpResponse:
+        """A trade at the sim broker on this account: the leader's, or a manual one."""
+        from brokers.sim import SimBroker
+        from copier.services.listener import broker_events_pump
+
+        account = get_object_or_404(TradingAccount, pk=pk, broker="sim")
+        form = SimFillForm(request.POST or None)
+        if request.method == "POST" and form.is_valid():
+            data = form.cleaned_data
+            SimBroker(account).execute_fill(data["symbol"], data["side"], data["qty"])
+            broker_events_pump(account=account)
+            self.message_user(request, f"{account}: {data['side']} {data['qty']} "
+                                       f"{data['symbol']} filled at the sim broker")
+            return HttpResponseRedirect(
+                reverse("admin:accounts_tradingaccount_change", args=[pk]))
+        context = {**self.admin_site.each_context(request), "form": form, "account": account,
+                   "title": f"Sim fill on {account}", "opts": self.model._meta}
+        return render(request, "admin/accounts/sim_fill.html", context)

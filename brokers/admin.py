@@ -1,0 +1,47 @@
+"""Admin for the sim broker's books: fault injection is editable, the rest read-only."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import admin
+from django.http import HttpRequest
+
+from brokers.models import SimAccount, SimOrder, SimPosition
+
+
+class ReadOnly(admin.ModelAdmin):
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(SimAccount)
+class SimAccountAdmin(admin.ModelAdmin):
+    list_display = ["account", "reachable", "fail_next", "reject_next", "timeout_next", "closed"]
+    list_select_related = ["account"]
+    fields = ["account", "reachable", "fail_next", "reject_next", "timeout_next", "closed"]
+    readonly_fields = ["account"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+
+@admin.register(SimPosition)
+class SimPositionAdmin(ReadOnly):
+    list_display = ["book", "symbol", "qty"]
+    list_select_related = ["book__account"]
+
+
+@admin.register(SimOrder)
+class SimOrderAdmin(ReadOnly):
+    list_display = ["id", "book", "client_order_id", "symbol", "side", "qty", "status",
+                    "created_at", "delivered", "missed"]
+    list_filter = ["status", "symbol"]
+    search_fields = ["client_order_id", "fill_id"]
+    list_select_related = ["book__account"]
