@@ -51,7 +51,7 @@ def test_every_changelist_answers(client, world, model):
 
 
 def test_change_pages_answer_and_decisions_show_their_reason(client, world):
-    leader, f1, g = world
+    _, f1, g = world
     assert client.get(reverse("admin:copier_copygroup_change", args=[g.pk])).status_code == 200
     assert client.get(reverse("admin:accounts_tradingaccount_change",
                               args=[f1.pk])).status_code == 200
