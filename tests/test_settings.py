@@ -1,0 +1,31 @@
+"""Production mode: refuses to start without secrets, and passes `check --deploy`."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+from cryptography.fernet import Fernet
+from django.conf import settings
+
+
+def _manage(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    base = {k: v for k, v in os.environ.items()
+            if k not in ("SECRET_KEY", "COPIER_ENCRYPTION_KEY")}
+    return subprocess.run([sys.executable, "manage.py", *args], cwd=settings.BASE_DIR,
+                          env={**base, **env}, capture_output=True, text=True, timeout=120,
+                          check=False)
+
+
+def test_production_mode_refuses_to_start_without_secrets():
+    done = _manage("check", COPIER_ENV="production")
+    assert done.returncode != 0
+    assert "SECRET_KEY" in done.stderr
+
+
+def test_production_settings_pass_check_deploy():
+    done = _manage("check", "--deploy", "--fail-level", "WARNING", COPIER_ENV="production",
+                   SECRET_KEY="x" * 20 + "-Zq8#vK2!pL9@wR4$tY7^uI1&oP3*aS6(dF0)",
+                   COPIER_ENCRYPTION_KEY=Fernet.generate_key().decode())
+    assert done.returncode == 0, done.stderr + done.stdout
