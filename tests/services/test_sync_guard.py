@@ -1,0 +1,102 @@
+"""The Sync Divergence Guard: pause on a changed account, adopt the broker's view, heal."""
+
+from __future__ import annotations
+
+import pytest
+
+from accounts.models import TradingAccount
+from brokers.sim import SimBroker
+from copier.celery import app
+from copier.models import Decision, LeaderEvent
+from copier.services.sync_guard import paused_heal_all
+from tests.factories import account, connect, copier_position, group, leader_fill
+
+pytestmark = pytest.mark.django_db(transaction=True, databases="__all__")
+
+
+@pytest.fixture(autouse=True)
+def eager():
+    old = app.conf.task_always_eager
+    app.conf.task_always_eager = True
+    yield
+    app.conf.task_always_eager = old
+
+
+@pytest.fixture
+def world():
+    leader, f1 = account("L"), account("F1")
+    group("g", leader, {f1: "2"})
+    connect(leader, f1)
+    leader_fill(leader, "ES", "buy", 1)
+    return leader, f1
+
+
+def _outage_with_manual_trade(f1: TradingAccount, side: str, qty: int) -> None:
+    sim = SimBroker(f1)
+    sim.set_reachable(False)
+    connect(f1)
+    sim.execute_fill("ES", side, qty)  # unseen by the copier
+    sim.set_reachable(True)
+    connect(f1)
+
+
+def test_reconnect_with_unchanged_positions_does_not_pause(world):
+    _, f1 = world
+    SimBroker(f1).set_reachable(False)
+    connect(f1)
+    SimBroker(f1).set_reachable(True)
+    connect(f1)
+    assert not f1.copy_paused
+    assert f1.connection_state == "connected"
+
+
+def test_changed_positions_pause_record_the_difference_and_adopt_the_broker(world):
+    _, f1 = world
+    _outage_with_manual_trade(f1, "buy", 3)
+    assert f1.copy_paused
+    assert f1.pause_details == {"ES": {"copier": 2, "broker": 5}}
+    assert "ES: copier +2, broker +5" in f1.pause_reason
+    assert copier_position(f1, "ES") == 5
+
+
+def test_paused_follower_gets_nothing_and_manual_trading_is_not_fought(world):
+    leader, f1 = world
+    _outage_with_manual_trade(f1, "buy", 3)
+    leader_fill(leader, "ES", "buy", 1)
+    assert Decision.objects.filter(account=f1).latest("id").reason == "paused"
+    assert copier_position(f1, "ES") == 5
+
+
+def test_pause_heals_when_the_trader_lines_up_again(world):
+    leader, f1 = world
+    _outage_with_manual_trade(f1, "buy", 3)
+    SimBroker(f1).execute_fill("ES", "sell", 3)
+    connect(f1)  # the position update triggers the heal check
+    f1.refresh_from_db()
+    assert not f1.copy_paused
+    leader_fill(leader, "ES", "buy", 1)
+    assert Decision.objects.filter(account=f1).latest("id").reason == "copied"
+    assert copier_position(f1, "ES") == 4
+
+
+def test_periodic_heal_check_clears_a_pause_once_the_leader_lines_up(world):
+    leader, f1 = world
+    _outage_with_manual_trade(f1, "sell", 2)  # F1 flat, leader long 1
+    assert f1.copy_paused
+    assert paused_heal_all() == []
+    leader_fill(leader, "ES", "sell", 1)  # leader flat: the check at P0=1 keeps the pause
+    assert paused_heal_all() == ["F1"]
+
+
+def test_leader_reconnect_copies_what_it_missed_close_only(world):
+    leader, f1 = world
+    sim = SimBroker(leader)
+    sim.set_reachable(False)
+    connect(leader)
+    sim.execute_fill("ES", "sell", 1)
+    sim.set_reachable(True)
+    connect(leader)
+    event = LeaderEvent.objects.latest("id")
+    assert (event.source, event.close_only, event.p0, event.p1) == ("reconcile", True, 1, 0)
+    assert Decision.objects.get(event=event).reason == "close_only"
+    assert copier_position(f1, "ES") == 0
