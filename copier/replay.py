@@ -34,20 +34,27 @@ MAX_RETRIES_PER_ADVANCE = 10_000
 
 
 class TaskTracker:
-    """Counts tasks published and finished in this process, to wait for quiet in live mode."""
+    """Tracks the tasks this process published until each has run, to wait for quiet (live mode).
+
+    Only our own task ids count, so a stray message already in the queue cannot
+    fool the wait.
+    """
 
     def __init__(self) -> None:
+        self.pending: set[str] = set()
         self.published = 0
-        self.finished = 0
         self._lock = threading.Lock()
 
-    def _on_publish(self, **_: Any) -> None:
-        with self._lock:
-            self.published += 1
+    def _on_publish(self, headers: dict[str, Any] | None = None, **_: Any) -> None:
+        task_id = (headers or {}).get("id")
+        if task_id:
+            with self._lock:
+                self.pending.add(task_id)
+                self.published += 1
 
-    def _on_finish(self, **_: Any) -> None:
+    def _on_finish(self, task_id: str | None = None, **_: Any) -> None:
         with self._lock:
-            self.finished += 1
+            self.pending.discard(task_id or "")
 
     def connect(self) -> None:
         signals.before_task_publish.connect(self._on_publish, weak=False)
@@ -63,9 +70,9 @@ class TaskTracker:
         while quiet_checks < 3:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"tasks still running after {timeout}s "
-                                   f"({self.finished}/{self.published} finished)")
+                                   f"({len(self.pending)} of {self.published} not finished)")
             with self._lock:
-                quiet = self.published == self.finished
+                quiet = not self.pending
             quiet_checks = quiet_checks + 1 if quiet else 0
             time.sleep(0.01)
 

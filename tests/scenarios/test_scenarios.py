@@ -46,9 +46,9 @@ def test_scenario_replays_as_expected(path: Path):
 
 @pytest.mark.worker
 @pytest.mark.parametrize(
-    "path", [p for p in SCENARIOS if p.stem.startswith(("04", "05"))], ids=lambda p: p.stem
+    "path", [p for p in SCENARIOS if p.stem.startswith(("04", "05", "24"))], ids=lambda p: p.stem
 )
-def test_scenario_replays_live_through_a_real_worker(path: Path):
+def test_scenario_replays_live_through_a_real_worker(path: Path, clean_redis: None):
     expected = json.loads(path.read_text())["expected"]
     assert mismatches(expected, replay(path, "--live")) == []
 
