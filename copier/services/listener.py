@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import logging
 
+from django.core.exceptions import ValidationError
 from django.db import transaction
 
 from accounts.models import ConnectionState, TradingAccount
 from accounts.symbols import normalise_symbol
-from brokers.base import Fill, TransientBrokerError
+from brokers.base import BrokerEvent, Fill, TransientBrokerError
 from brokers.registry import adapter_for
 from copier import rules
 from copier.models import CopyGroup, Order
@@ -36,20 +37,31 @@ def broker_events_pump(*, account: TradingAccount) -> int:
     except TransientBrokerError as exc:
         connection_lost(account=account, reason=exc.message)
         return 0
+    return broker_events_handle(account=account, events=events)
+
+
+def broker_events_handle(*, account: TradingAccount, events: list[BrokerEvent]) -> int:
+    """Route stream events; a malformed fill is refused and logged, the rest go on."""
     is_leader = CopyGroup.objects.filter(leader=account).exists()
+    handled = 0
     for event in events:
         if not isinstance(event, Fill):
             continue
+        try:
+            fill = FillInput.parse(fill_id=event.fill_id, symbol=event.symbol, side=event.side,
+                                   qty=event.qty)
+        except ValidationError as exc:
+            # A malformed fill from a broker is refused and reported; it must not
+            # stop the stream, nor change anything.
+            log.error("%s: malformed fill refused (%s): %r", account.name,
+                      "; ".join(exc.messages), event)
+            continue
         if is_leader:
-            leader_fill_ingest(
-                account=account,
-                fill=FillInput.parse(fill_id=event.fill_id, symbol=event.symbol,
-                                     side=event.side, qty=event.qty),
-                fill_time=event.time,
-            )
+            leader_fill_ingest(account=account, fill=fill, fill_time=event.time)
         else:
             follower_fill_record(account=account, fill=event)
-    return len(events)
+        handled += 1
+    return handled
 
 
 def follower_fill_record(*, account: TradingAccount, fill: Fill) -> None:
