@@ -152,7 +152,7 @@ CELERY_TASK_SEND_SENT_EVENT = False
 # --- Copier -----------------------------------------------------------------
 # Followers handled by one task; the rest of a large group fans out to more
 # tasks that other worker processes pick up in parallel.
-COPIER_BATCH_SIZE = int(os.environ.get("COPIER_BATCH_SIZE", "25"))
+COPIER_BATCH_SIZE = int(os.environ.get("COPIER_BATCH_SIZE", "100"))
 # Failed-exit retries get up to this fraction of extra delay, so that many
 # followers of one broker do not retry in lockstep. Replay uses none.
 COPIER_RETRY_JITTER = float(os.environ.get("COPIER_RETRY_JITTER", "0.1"))

@@ -32,7 +32,7 @@ from copier import clock, rules
 from copier.models import Decision, Follower, LeaderEvent, Order, Quarantine
 from copier.services import failed_exits, sync_guard
 from copier.services.placement import OrderSpec, Sent, copy_order_id, orders_place
-from copier.services.positions import positions_lock
+from copier.services.positions import positions_lock, positions_save
 from copier.services.quarantine import quarantine_create, quarantine_lift
 
 log = logging.getLogger(__name__)
@@ -144,27 +144,31 @@ class _Batch:
 
     def run(self) -> None:
         positions = positions_lock([f.account_id for f in self.followers], self.event.symbol)
-        work: list[_Work] = []
+        todo: list[tuple[Follower, Position, int]] = []
         for follower in self.followers:
             position = positions[follower.account_id]
             floor = max(position.last_event_id or 0, follower.start_event_id)
-            if floor >= self.event.pk:
-                continue  # decided already: a redelivered or repeated task
-            if self.event.prev_event_id is not None and self.event.prev_event_id > floor:
-                self._catch_up(follower, position, floor)
-            work.append(self._evaluate(self.event, follower, position))
+            if floor < self.event.pk:  # else decided already: a redelivered or repeated task
+                todo.append((follower, position, floor))
+        self._catch_up(todo)
+        work = [self._evaluate(self.event, f, position) for f, position, _ in todo]
         self._place(work)
         self._save(work)
 
-    def _catch_up(self, follower: Follower, position: Position, floor: int) -> None:
-        """An earlier event is still undecided for this follower (its task is late): decide it
-        first, placing its orders before the next one is judged."""
+    def _catch_up(self, todo: list[tuple[Follower, Position, int]]) -> None:
+        """Earlier events still undecided for some followers (their tasks are late): decide
+        them first, oldest first, each placed before the next is judged."""
+        prev = self.event.prev_event_id
+        behind = [item for item in todo if prev is not None and prev > item[2]]
+        if not behind:
+            return
         earlier = LeaderEvent.objects.filter(
-            account_id=self.event.account_id, symbol=self.event.symbol, id__gt=floor,
-            id__lt=self.event.pk,
+            account_id=self.event.account_id, symbol=self.event.symbol,
+            id__gt=min(floor for _, _, floor in behind), id__lt=self.event.pk,
         ).order_by("id")
         for ev in earlier:
-            work = [self._evaluate(ev, follower, position)]
+            work = [self._evaluate(ev, f, position) for f, position, floor in behind
+                    if floor < ev.pk]
             self._place(work, look_up_first=self.look_up_first or ev.runs > 0)
             self._save(work)
 
@@ -256,7 +260,7 @@ class _Batch:
                 orders.append(order)
             w.position.last_event_id = w.event.pk
         Order.objects.bulk_create(orders)
-        Position.objects.bulk_update([w.position for w in work], ["qty", "last_event_id"])
+        positions_save([w.position for w in work])
 
 
 def _leg_outcome(w: _Work, leg: rules.Leg, sent: Sent) -> rules.LegOutcome:
