@@ -23,9 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from django.conf import settings
-from django.db import transaction
-from django.db.models import Count, Subquery
-from django.db.models.functions import Coalesce
+from django.db import connection, transaction
 
 from accounts.models import Position, TradingAccount
 from copier import clock, rules
@@ -101,17 +99,17 @@ def batch_copy(*, event: LeaderEvent, followers: Sequence[Follower]) -> None:
     event_finish_if_complete(event_id=event.pk)
 
 
+FINISH_EVENT_SQL = """
+UPDATE copier_leaderevent SET status = 'done', done_at = %s
+WHERE id = %s AND status <> 'done' AND followers_total IS NOT NULL
+  AND followers_total <= (SELECT count(*) FROM copier_decision WHERE event_id = %s)
+"""
+
+
 def event_finish_if_complete(*, event_id: int) -> None:
     """Done once every follower counted at fan-out has a decision (one conditional UPDATE)."""
-    decided = Subquery(
-        Decision.objects.filter(event_id=event_id).order_by().values("event_id")
-        .annotate(n=Count("id")).values("n")[:1]
-    )
-    LeaderEvent.objects.filter(
-        pk=event_id, followers_total__isnull=False, followers_total__lte=Coalesce(decided, 0)
-    ).exclude(status=LeaderEvent.Status.DONE).update(
-        status=LeaderEvent.Status.DONE, done_at=clock.now()
-    )
+    with connection.cursor() as cursor:
+        cursor.execute(FINISH_EVENT_SQL, [clock.now(), event_id, event_id])
 
 
 @dataclass
