@@ -250,7 +250,7 @@ def run(web_port: int, flower_port: int, stack: Path) -> int:
         celery = [sys.executable, "-m", "celery", "-A", "copier"]
         children = {
             "web": [sys.executable, str(ROOT / "manage.py"), "runserver",
-                    f"127.0.0.1:{web_port}", "--noreload"],
+                    f"127.0.0.1:{web_port}", "--noreload", "--insecure"],  # static files
             "worker": [*celery, "worker", "-l", "INFO", "--concurrency", "2"],
             "beat": [*celery, "beat", "-l", "INFO", "-s", str(stack / "celerybeat-schedule")],
             "flower": [*celery, "flower", "--address=127.0.0.1", f"--port={flower_port}"],
