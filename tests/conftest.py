@@ -16,6 +16,15 @@ from copier.celery import app
 
 
 @pytest.fixture
+def eager_tasks() -> Iterator[None]:
+    """Tasks run in-process: for tests about the database, never about delivery."""
+    old = app.conf.task_always_eager
+    app.conf.task_always_eager = True
+    yield
+    app.conf.task_always_eager = old
+
+
+@pytest.fixture
 def clean_redis() -> None:
     """Tasks left in the queue by an earlier test must not run in this one."""
     redis.Redis.from_url(settings.REDIS_URL).flushdb()

@@ -49,17 +49,18 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     _stop()
 
 
+def _own(key: str) -> object:
+    server = _servers.get(key)
+    if server is None:
+        pytest.skip(f"needs the harness's own {key} server (DATABASE_URL was given from outside)")
+    return server
+
+
 @pytest.fixture(scope="session")
 def pg_server() -> PostgresServer:
-    server = _servers.get("pg")
-    if server is None:
-        pytest.skip("needs the harness's own PostgreSQL (DATABASE_URL was given from outside)")
-    return server  # type: ignore[return-value]
+    return _own("pg")  # type: ignore[return-value]
 
 
 @pytest.fixture(scope="session")
 def redis_server() -> RedisServer:
-    server = _servers.get("redis")
-    if server is None:
-        pytest.skip("needs the harness's own Redis (DATABASE_URL was given from outside)")
-    return server  # type: ignore[return-value]
+    return _own("redis")  # type: ignore[return-value]

@@ -8,19 +8,11 @@ from django.db import connection
 from django.urls import reverse
 
 from accounts.models import Position, TradingAccount
-from copier.celery import app
 from copier.models import CopyGroup, Decision, Follower, Quarantine
 from tests.factories import account, connect, group, leader_fill
 
-pytestmark = pytest.mark.django_db(transaction=True, databases="__all__")
-
-
-@pytest.fixture(autouse=True)
-def eager():
-    old = app.conf.task_always_eager
-    app.conf.task_always_eager = True
-    yield
-    app.conf.task_always_eager = old
+pytestmark = [pytest.mark.django_db(transaction=True, databases="__all__"),
+              pytest.mark.usefixtures("eager_tasks")]
 
 
 @pytest.fixture

@@ -13,7 +13,6 @@ from django.db import transaction
 from brokers.models import SimOrder
 from brokers.sim import SimBroker
 from copier import tasks
-from copier.celery import app
 from copier.models import Decision, FailedExit, LeaderEvent, Order
 from copier.services import engine
 from copier.services.ingest import FillInput, events_redispatch, leader_fill_ingest
@@ -27,15 +26,8 @@ from tests.factories import (
     leader_fill,
 )
 
-pytestmark = pytest.mark.django_db(transaction=True, databases="__all__")
-
-
-@pytest.fixture(autouse=True)
-def eager():
-    old = app.conf.task_always_eager
-    app.conf.task_always_eager = True
-    yield
-    app.conf.task_always_eager = old
+pytestmark = [pytest.mark.django_db(transaction=True, databases="__all__"),
+              pytest.mark.usefixtures("eager_tasks")]
 
 
 @pytest.fixture

@@ -10,7 +10,6 @@ import pytest
 
 from brokers.sim import SimBroker
 from copier import clock, tasks
-from copier.celery import app
 from copier.models import FailedExit, Order, Quarantine
 from copier.services import failed_exits
 from copier.services.listener import broker_events_pump
@@ -21,13 +20,10 @@ T0 = dt.datetime(2026, 3, 2, 15, 0, tzinfo=dt.UTC)
 
 
 @pytest.fixture(autouse=True)
-def controlled():
-    old = app.conf.task_always_eager
-    app.conf.task_always_eager = True
+def controlled(eager_tasks):
     clock.freeze(T0)
     yield
     clock.release()
-    app.conf.task_always_eager = old
 
 
 @pytest.fixture

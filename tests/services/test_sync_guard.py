@@ -6,20 +6,12 @@ import pytest
 
 from accounts.models import TradingAccount
 from brokers.sim import SimBroker
-from copier.celery import app
 from copier.models import Decision, LeaderEvent
 from copier.services.sync_guard import paused_heal_all
 from tests.factories import account, connect, copier_position, group, leader_fill
 
-pytestmark = pytest.mark.django_db(transaction=True, databases="__all__")
-
-
-@pytest.fixture(autouse=True)
-def eager():
-    old = app.conf.task_always_eager
-    app.conf.task_always_eager = True
-    yield
-    app.conf.task_always_eager = old
+pytestmark = [pytest.mark.django_db(transaction=True, databases="__all__"),
+              pytest.mark.usefixtures("eager_tasks")]
 
 
 @pytest.fixture
