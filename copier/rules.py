@@ -234,6 +234,25 @@ class LegOutcome(StrEnum):
     REJECTED = "rejected"  # refused for good by the broker: quarantine
 
 
+def leg_outcome(leg: Leg, *, failed: bool, permanent: bool = False,
+                disconnected: bool = False) -> LegOutcome:
+    """What became of one leg ("Placing the plan" in COPY_RULES.md).
+
+    Not sent: an exit to a disconnected follower is queued, anything else is
+    dropped. Sent and failed: refused for good is `rejected`; a transient
+    failure queues an exit and fails an entry (never retried: a stale entry
+    is a new risk).
+    """
+    is_exit = leg.kind == LegKind.EXIT
+    if disconnected:
+        return LegOutcome.QUEUED if is_exit else LegOutcome.DROPPED
+    if not failed:
+        return LegOutcome.PLACED
+    if permanent:
+        return LegOutcome.REJECTED
+    return LegOutcome.QUEUED if is_exit else LegOutcome.FAILED
+
+
 def placement_reason(planned: Reason, outcomes: Iterable[tuple[Leg, LegOutcome]]) -> Reason:
     """The decision's final reason once its legs met the broker (most serious wins)."""
     seen = {outcome for _leg, outcome in outcomes}

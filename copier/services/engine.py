@@ -220,20 +220,24 @@ class _Batch:
                 self._sent(w, w.legs[index], sent)
 
     def _not_sent(self, w: _Work, leg: rules.Leg, *, disconnected: bool) -> None:
-        if leg.kind == rules.LegKind.EXIT and disconnected:
+        """A leg after a failed one, or for a disconnected follower: nothing goes out."""
+        outcome = (rules.leg_outcome(leg, failed=False, disconnected=True) if disconnected
+                   else rules.LegOutcome.DROPPED)
+        if outcome == rules.LegOutcome.QUEUED:
             failed_exits.failed_exit_queue(account=w.account, symbol=w.event.symbol, leg=leg,
                                            event=w.event, attempts=0,
                                            error="follower disconnected")
-            w.results.append((leg, rules.LegOutcome.QUEUED))
-        else:
-            w.results.append((leg, rules.LegOutcome.DROPPED))
+        w.results.append((leg, outcome))
         w.stopped = True
 
     def _sent(self, w: _Work, leg: rules.Leg, sent: Sent) -> None:
         w.position.qty += rules.signed(leg.side, sent.filled)
         if sent.order.status != Order.Status.FAILED:
             w.orders.append(sent.order)
-        w.results.append((leg, _leg_outcome(w, leg, sent)))
+        outcome = rules.leg_outcome(leg, failed=sent.error is not None, permanent=sent.permanent)
+        if sent.error is not None:
+            _failed(w, leg, sent, outcome)
+        w.results.append((leg, outcome))
         w.stopped = sent.error is not None
 
     def _save(self, work: list[_Work]) -> None:
@@ -261,25 +265,21 @@ class _Batch:
         positions_save([w.position for w in work])
 
 
-def _leg_outcome(w: _Work, leg: rules.Leg, sent: Sent) -> rules.LegOutcome:
-    if sent.error is None:
-        return rules.LegOutcome.PLACED
-    exit_leg = leg.kind == rules.LegKind.EXIT
-    if sent.permanent:
+def _failed(w: _Work, leg: rules.Leg, sent: Sent, outcome: rules.LegOutcome) -> None:
+    """Record what a failed leg leaves behind: a quarantine, a failed exit to retry."""
+    assert sent.error is not None
+    error = sent.error.message
+    if outcome == rules.LegOutcome.REJECTED:
         quarantine_create(account=w.account, symbol=w.event.symbol, event=w.event,
-                          reason=Quarantine.Reason.REJECTED, detail=sent.error.message)
+                          reason=Quarantine.Reason.REJECTED, detail=error)
         w.position.quarantined = True
-        if exit_leg:
-            failed_exits.failed_exit_queue(account=w.account, symbol=w.event.symbol, leg=leg,
-                                           event=w.event, attempts=1,
-                                           error=sent.error.message, rejected=True)
-        return rules.LegOutcome.REJECTED
-    if not exit_leg:
-        return rules.LegOutcome.FAILED
-    queued = failed_exits.failed_exit_queue(account=w.account, symbol=w.event.symbol, leg=leg,
-                                            event=w.event, attempts=1, error=sent.error.message)
-    sent.order.failed_exit = queued  # outcome unknown: the retry looks it up first
-    return rules.LegOutcome.QUEUED
+    is_exit = leg.kind == rules.LegKind.EXIT
+    if is_exit and outcome in (rules.LegOutcome.REJECTED, rules.LegOutcome.QUEUED):
+        queued = failed_exits.failed_exit_queue(
+            account=w.account, symbol=w.event.symbol, leg=leg, event=w.event, attempts=1,
+            error=error, rejected=outcome == rules.LegOutcome.REJECTED,
+        )
+        sent.order.failed_exit = queued  # outcome unknown: the retry looks it up first
 
 
 def _legs_json(legs: Sequence[rules.Leg]) -> list[dict[str, object]]:

@@ -15,7 +15,13 @@ from django.db import transaction
 
 from accounts.models import ConnectionState, TradingAccount
 from accounts.symbols import normalise_symbol
-from brokers.base import BrokerEvent, Fill, TransientBrokerError
+from brokers.base import (
+    BrokerEvent,
+    ConnectionLost,
+    ConnectionRestored,
+    Fill,
+    TransientBrokerError,
+)
 from brokers.registry import adapter_for
 from copier import rules
 from copier.models import CopyGroup, Order
@@ -45,7 +51,11 @@ def broker_events_handle(*, account: TradingAccount, events: list[BrokerEvent]) 
     is_leader = CopyGroup.objects.filter(leader=account).exists()
     handled = 0
     for event in events:
-        if not isinstance(event, Fill):
+        if isinstance(event, ConnectionLost):
+            connection_lost(account=account, reason=event.reason)
+            continue
+        if isinstance(event, ConnectionRestored):
+            connection_restored(account=account)
             continue
         try:
             fill = FillInput.parse(fill_id=event.fill_id, symbol=event.symbol, side=event.side,

@@ -239,3 +239,18 @@ def test_heals_only_when_every_symbol_sits_at_e_of_p():
 def test_missed_leader_moves_are_the_position_differences():
     assert missed_moves({"ES": 2}, {"ES": 0, "NQ": 1}) == {
         "ES": LeaderMove(2, 0), "NQ": LeaderMove(0, 1)}
+
+
+@pytest.mark.parametrize(("kind", "kw", "outcome"), [
+    (EXIT, {"failed": False, "disconnected": True}, LegOutcome.QUEUED),
+    (ENTRY, {"failed": False, "disconnected": True}, LegOutcome.DROPPED),
+    (ENTRY, {"failed": False}, LegOutcome.PLACED),
+    (EXIT, {"failed": True}, LegOutcome.QUEUED),
+    (ENTRY, {"failed": True}, LegOutcome.FAILED),
+    (EXIT, {"failed": True, "permanent": True}, LegOutcome.REJECTED),
+    (ENTRY, {"failed": True, "permanent": True}, LegOutcome.REJECTED),
+])
+def test_leg_outcome_follows_placing_the_plan(kind, kw, outcome):
+    from copier.rules import leg_outcome
+
+    assert leg_outcome(Leg(SELL, 1, kind), **kw) == outcome
