@@ -10,10 +10,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 
 from django.db import connection
-from django.db.models import Exists, OuterRef
 
-from accounts.models import Position
-from copier.models import Quarantine
+from accounts.models import Position, TradingAccount
 
 
 def positions_ensure(account_ids: Iterable[int], symbol: str) -> None:
@@ -37,22 +35,35 @@ def positions_lock(account_ids: Sequence[int], symbol: str) -> dict[int, Positio
     return found
 
 
+_POSITION_FIELDS = [f.attname for f in Position._meta.concrete_fields]
+# The account comes along without its (encrypted) credentials: evaluation never needs them.
+_ACCOUNT_FIELDS = [f.attname for f in TradingAccount._meta.concrete_fields
+                   if f.name != "credentials"]
+# The hot path's one lock statement, written out: the ORM spent four times longer
+# compiling its select_related + Exists + FOR UPDATE OF than PostgreSQL spent running it.
+_LOCK_SQL = (
+    "SELECT " + ", ".join(f"p.{c}" for c in _POSITION_FIELDS) + ", "  # noqa: S608 (column names)
+    + ", ".join(f"a.{c}" for c in _ACCOUNT_FIELDS) + ", "
+    "EXISTS (SELECT 1 FROM copier_quarantine q WHERE q.account_id = p.account_id"
+    " AND q.symbol = p.symbol AND q.lifted_at IS NULL)"
+    " FROM accounts_position p JOIN accounts_tradingaccount a ON a.id = p.account_id"
+    " WHERE p.account_id = ANY(%s) AND p.symbol = %s ORDER BY p.account_id FOR UPDATE OF p"
+)
+
+
 def _positions_locked(account_ids: Sequence[int], symbol: str) -> dict[int, Position]:
-    rows = (
-        Position.objects.select_for_update(of=("self",))
-        .select_related("account")
-        .annotate(
-            quarantined=Exists(
-                Quarantine.objects.filter(
-                    account_id=OuterRef("account_id"), symbol=OuterRef("symbol"),
-                    lifted_at__isnull=True,
-                )
-            )
-        )
-        .filter(account_id__in=account_ids, symbol=symbol)
-        .order_by("account_id")
-    )
-    return {row.account_id: row for row in rows}
+    with connection.cursor() as cursor:
+        cursor.execute(_LOCK_SQL, [list(account_ids), symbol])
+        rows = cursor.fetchall()
+    split = len(_POSITION_FIELDS)
+    found = {}
+    for row in rows:
+        position = Position.from_db("default", _POSITION_FIELDS, row[:split])
+        position.account = TradingAccount.from_db("default", _ACCOUNT_FIELDS,
+                                                  row[split:split + len(_ACCOUNT_FIELDS)])
+        position.quarantined = row[-1]
+        found[position.account_id] = position
+    return found
 
 
 def position_lock(account_id: int, symbol: str) -> Position:

@@ -17,6 +17,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from celery.signals import task_postrun
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
@@ -69,11 +70,14 @@ class Command(BaseCommand):
 
         tracker = TaskTracker()
         tracker.connect()
+        # The worker's threads end with the replay: close their connections as they go.
+        task_postrun.connect(_close_thread_connections, weak=False)
         try:
             with start_worker(app, pool="threads", concurrency=4, perform_ping_check=False,
                               loglevel="WARNING", shutdown_timeout=30):
                 return self._replay(Replay(scenario, tracker=tracker))
         finally:
+            task_postrun.disconnect(_close_thread_connections)
             tracker.disconnect()
 
     def _replay(self, replay: Any) -> dict[str, Any]:
@@ -108,3 +112,9 @@ class Command(BaseCommand):
             raise CommandError(lines[-1].removeprefix("CommandError: ") if lines else
                                "replay failed")
         return child.stdout
+
+
+def _close_thread_connections(**_: Any) -> None:
+    from django.db import connections
+
+    connections.close_all()
