@@ -120,11 +120,11 @@ class SimBroker(BrokerAdapter):
     @staticmethod
     def _books_locked(account_ids: set[int]) -> dict[int, SimAccount]:
         def lock() -> dict[int, SimAccount]:
-            return {
-                b.account_id: b
-                for b in SimAccount.objects.using(DB).select_for_update()
-                .filter(account_id__in=account_ids).order_by("id")
-            }
+            rows = SimAccount.objects.using(DB).raw(
+                "SELECT * FROM brokers_simaccount WHERE account_id = ANY(%s) ORDER BY id"
+                " FOR UPDATE", [list(account_ids)],
+            )
+            return {b.account_id: b for b in rows}
 
         books = lock()
         if len(books) < len(account_ids):  # an account's first order at the sim
@@ -134,6 +134,29 @@ class SimBroker(BrokerAdapter):
             )
             books = lock()
         return books
+
+    @staticmethod
+    def _insert_orders(orders: list[SimOrder]) -> None:
+        """One multi-row INSERT ... RETURNING id: the ORM's bulk_create cost more per row
+        than the database did."""
+        if not orders:
+            return
+        columns = ["book_id", "client_order_id", "fill_id", "symbol", "side", "qty", "status",
+                   "message", "created_at", "delivered", "missed"]
+        row = "(" + ", ".join(["%s"] * len(columns)) + ")"
+        sql = (
+            # only placeholders and fixed column names are joined in
+            "INSERT INTO brokers_simorder (" + ", ".join(columns) + ") VALUES "  # noqa: S608
+            + ", ".join([row] * len(orders)) + " RETURNING id"
+        )
+        params = [getattr(o, c) for o in orders for c in columns]
+        with connections[DB].cursor() as cursor:
+            cursor.execute(sql, params)
+            ids = [r[0] for r in cursor.fetchall()]
+        for order, pk in zip(orders, ids, strict=True):
+            order.pk = pk
+            order._state.adding = False
+            order._state.db = DB
 
     @staticmethod
     def _move_positions(deltas: dict[tuple[int, str], int]) -> None:
@@ -183,14 +206,15 @@ class SimBroker(BrokerAdapter):
             books = cls._books_locked(account_ids)
             known = {
                 (o.book_id, o.client_order_id): o
-                for o in SimOrder.objects.using(DB).filter(
-                    book__in=books.values(),
-                    client_order_id__in=[r.client_order_id for _, r in batch],
+                for o in SimOrder.objects.using(DB).raw(
+                    "SELECT * FROM brokers_simorder WHERE book_id = ANY(%s)"
+                    " AND client_order_id = ANY(%s)",
+                    [[b.pk for b in books.values()], [r.client_order_id for _, r in batch]],
                 )
             }
             tape = _Tape(known)
             plan = [tape.execute(books[account.pk], request) for account, request in batch]
-            SimOrder.objects.using(DB).bulk_create(tape.new_orders)
+            cls._insert_orders(tape.new_orders)
             cls._move_positions(tape.deltas)
             for book in tape.changed_books:
                 book.save(using=DB, update_fields=["fail_next", "reject_next", "timeout_next"])
