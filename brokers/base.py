@@ -89,6 +89,14 @@ class Fill:
 
 
 @dataclass(frozen=True, slots=True)
+class PositionUpdate:
+    """The broker's net position on a symbol, as some venues stream it."""
+
+    symbol: str
+    qty: int
+
+
+@dataclass(frozen=True, slots=True)
 class ConnectionLost:
     reason: str = ""
 
@@ -98,7 +106,7 @@ class ConnectionRestored:
     pass
 
 
-BrokerEvent = Fill | ConnectionLost | ConnectionRestored
+BrokerEvent = Fill | PositionUpdate | ConnectionLost | ConnectionRestored
 
 
 class BrokerAdapter(abc.ABC):

@@ -20,6 +20,7 @@ from brokers.base import (
     ConnectionLost,
     ConnectionRestored,
     Fill,
+    PositionUpdate,
     TransientBrokerError,
 )
 from brokers.registry import adapter_for
@@ -57,6 +58,9 @@ def broker_events_handle(*, account: TradingAccount, events: list[BrokerEvent]) 
         if isinstance(event, ConnectionRestored):
             connection_restored(account=account)
             continue
+        if isinstance(event, PositionUpdate):
+            position_update_record(account=account, update=event, is_leader=is_leader)
+            continue
         try:
             fill = FillInput.parse(fill_id=event.fill_id, symbol=event.symbol, side=event.side,
                                    qty=event.qty)
@@ -90,6 +94,33 @@ def follower_fill_record(*, account: TradingAccount, fill: Fill) -> None:
             order.save(update_fields=["status", "filled_qty"])
         position.qty += rules.signed(fill.side, fill.qty)
         position.save(update_fields=["qty", "updated_at"])
+        account.copy_paused = position.account.copy_paused
+        if account.copy_paused:
+            pause_heal_check(account=account)
+
+
+def position_update_record(*, account: TradingAccount, update: PositionUpdate,
+                           is_leader: bool) -> None:
+    """The broker says where a position stands; where the copier thought otherwise, the
+    broker is right.
+
+    On a leader the difference is a move the copier missed: copied close-only,
+    like a reconnect's. On a follower it is adopted, and a paused account gets
+    its heal check ("on every position update").
+    """
+    symbol = normalise_symbol(update.symbol)
+    if is_leader:
+        from copier.services.sync_guard import leader_positions_reconcile
+
+        leader_positions_reconcile(account=account, broker={symbol: update.qty})
+        return
+    with transaction.atomic():
+        position = position_lock(account.pk, symbol)
+        if position.qty != update.qty:
+            log.warning("%s %s: broker says %+d, the copier had %+d; adopting the broker's",
+                        account.name, symbol, update.qty, position.qty)
+            position.qty = update.qty
+            position.save(update_fields=["qty", "updated_at"])
         account.copy_paused = position.account.copy_paused
         if account.copy_paused:
             pause_heal_check(account=account)

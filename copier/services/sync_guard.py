@@ -11,6 +11,7 @@ copied close-only.
 from __future__ import annotations
 
 import logging
+import uuid
 
 from django.db import transaction
 
@@ -91,11 +92,22 @@ def _follower_compared(account: TradingAccount, broker: dict[str, int]) -> None:
 
 
 def _leader_reconciled(account: TradingAccount, broker: dict[str, int]) -> None:
+    with transaction.atomic():
+        leader_positions_reconcile(account=account, broker=broker, complete=True)
+        _mark_connected(TradingAccount.objects.select_for_update().get(pk=account.pk))
+    account.connection_state = ConnectionState.CONNECTED
+
+
+def leader_positions_reconcile(*, account: TradingAccount, broker: dict[str, int],
+                               complete: bool = False) -> None:
+    """Leader positions that moved without the copier seeing the fills: missed leader
+    events, copied close-only. `complete`: `broker` lists every symbol (flat ones omitted)."""
     from copier.services.ingest import FillInput, leader_fill_ingest
 
     with transaction.atomic():
         rows = positions_lock_all(account.pk, broker)
-        known = {symbol: row.qty for symbol, row in rows.items() if row.qty}
+        known = {symbol: row.qty for symbol, row in rows.items()
+                 if row.qty and (complete or symbol in broker)}
         stamp = clock.now().strftime("%Y%m%dT%H%M%S%f")
         for symbol, move in sorted(rules.missed_moves(known, broker).items()):
             delta = move.p1 - move.p0
@@ -103,12 +115,10 @@ def _leader_reconciled(account: TradingAccount, broker: dict[str, int]) -> None:
                         account.name, symbol, delta)
             leader_fill_ingest(
                 account=account,
-                fill=FillInput(f"reconcile-{symbol}-{stamp}", symbol, rules.side_for(delta),
-                               abs(delta)),
+                fill=FillInput(f"reconcile-{symbol}-{stamp}-{uuid.uuid4().hex[:8]}", symbol,
+                               rules.side_for(delta), abs(delta)),
                 source=LeaderEvent.Source.RECONCILE, close_only=True,
             )
-        _mark_connected(TradingAccount.objects.select_for_update().get(pk=account.pk))
-    account.connection_state = ConnectionState.CONNECTED
 
 
 def pause_heal_check(

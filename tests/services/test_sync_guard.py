@@ -92,3 +92,31 @@ def test_leader_reconnect_copies_what_it_missed_close_only(world):
     assert (event.source, event.close_only, event.p0, event.p1) == ("reconcile", True, 1, 0)
     assert Decision.objects.get(event=event).reason == "close_only"
     assert copier_position(f1, "ES") == 0
+
+
+def test_follower_position_update_is_adopted_and_heals_a_pause(world):
+    from brokers.base import PositionUpdate
+    from copier.services.listener import broker_events_handle
+
+    _, f1 = world
+    _outage_with_manual_trade(f1, "buy", 3)
+    assert f1.copy_paused
+    broker_events_handle(account=f1, events=[PositionUpdate("es", 2)])
+    f1.refresh_from_db()
+    assert copier_position(f1, "ES") == 2
+    assert not f1.copy_paused
+
+
+def test_leader_position_update_that_disagrees_is_a_missed_move_copied_close_only(world):
+    from brokers.base import PositionUpdate
+    from copier.services.listener import broker_events_handle
+
+    leader, f1 = world
+    broker_events_handle(account=leader, events=[PositionUpdate("ES", 3)])  # added: no copy
+    broker_events_handle(account=leader, events=[PositionUpdate("ES", 3)])  # same: nothing
+    assert list(LeaderEvent.objects.filter(source="reconcile").values_list("p0", "p1")) == [
+        (1, 3)]
+    assert Decision.objects.filter(account=f1).latest("id").reason == "close_only"
+    assert copier_position(f1, "ES") == 2
+    broker_events_handle(account=leader, events=[PositionUpdate("ES", 0)])
+    assert copier_position(f1, "ES") == 0
