@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 
 from django.conf import settings
 from django.db import connection, transaction
+from django.db.models import F
 
 from accounts.models import Position, TradingAccount
 from copier import clock, rules
@@ -82,6 +83,9 @@ def followers_copy(*, event_id: int, follower_ids: Sequence[int]) -> None:
     followers = list(
         Follower.objects.filter(pk__in=follower_ids).select_related("group").order_by("id")
     )
+    gone = len(set(follower_ids)) - len(followers)
+    if gone:  # removed from the group since the fan-out: nobody left to decide for
+        LeaderEvent.objects.filter(pk=event_id).update(followers_total=F("followers_total") - gone)
     batch_copy(event=event, followers=followers)
 
 

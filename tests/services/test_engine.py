@@ -13,7 +13,7 @@ from django.db import transaction
 from brokers.models import SimOrder
 from brokers.sim import SimBroker
 from copier import tasks
-from copier.models import Decision, FailedExit, LeaderEvent, Order
+from copier.models import Decision, FailedExit, Follower, LeaderEvent, Order
 from copier.services import engine
 from copier.services.ingest import FillInput, events_redispatch, leader_fill_ingest
 from copier.services.listener import follower_fill_record
@@ -181,3 +181,15 @@ def test_fill_record_for_an_unknown_order_settles_it(world):
     order.refresh_from_db()
     assert order.status == Order.Status.FILLED
     assert copier_position(f1, "ES") == 1
+
+
+def test_a_follower_removed_after_the_fan_out_does_not_keep_the_event_open(world):
+    leader, f1, f2 = world
+    event = _ingest_without_processing(leader, "r", "buy", 1)
+    started = engine.event_process(event_id=event.pk)
+    ids = [f.pk for f in started.batches[0]]
+    Follower.objects.filter(account=f2).delete()
+    engine.followers_copy(event_id=event.pk, follower_ids=ids)
+    event.refresh_from_db()
+    assert (event.status, event.followers_total) == ("done", 1)
+    assert broker_position(f1, "ES") == 1
