@@ -140,7 +140,7 @@ class LeaderEvent(models.Model):
 
     class Status(models.TextChoices):
         RECEIVED = "received"
-        DISPATCHED = "dispatched"
+        DISPATCHED = "dispatched"  # picked up by a worker
         DONE = "done"
 
     class Source(models.TextChoices):

@@ -28,7 +28,7 @@ from django.db.models import F
 
 from accounts.models import Position, TradingAccount
 from copier import clock, rules
-from copier.models import Decision, Follower, LeaderEvent, Order, Quarantine
+from copier.models import CopyGroup, Decision, Follower, LeaderEvent, Order, Quarantine
 from copier.services import failed_exits, sync_guard
 from copier.services.placement import OrderSpec, Sent, copy_order_id, orders_place
 from copier.services.positions import positions_lock, positions_save
@@ -37,10 +37,13 @@ from copier.services.quarantine import quarantine_create, quarantine_lift
 log = logging.getLogger(__name__)
 
 
-# Counts the run and, on the first one, how many followers the event concerns (those
-# that joined before it), in one round trip.
+# Counts the run, marks the event picked up and, on the first run, counts the followers
+# it concerns (those that joined before it), in one round trip.
 RUN_EVENT_SQL = """
-UPDATE copier_leaderevent e SET runs = e.runs + 1, followers_total = COALESCE(
+UPDATE copier_leaderevent e SET runs = e.runs + 1,
+    status = CASE WHEN e.status = 'received' THEN 'dispatched' ELSE e.status END,
+    dispatched_at = COALESCE(e.dispatched_at, %s),
+    followers_total = COALESCE(
     e.followers_total,
     (SELECT count(*) FROM copier_follower f JOIN copier_copygroup g ON g.id = f.group_id
      WHERE g.leader_id = e.account_id AND f.start_event_id < e.id))
@@ -62,19 +65,41 @@ def event_process(*, event_id: int) -> Started | None:
     The caller (a task) copies the first batch itself and enqueues the rest,
     so a small group costs a single task hop.
     """
-    event = next(iter(LeaderEvent.objects.raw(RUN_EVENT_SQL, [event_id])), None)
+    event = next(iter(LeaderEvent.objects.raw(RUN_EVENT_SQL, [clock.now(), event_id])), None)
     if event is None:
         log.error("leader event %s does not exist", event_id)
         return None
     if event.status == LeaderEvent.Status.DONE:
         return None
-    followers = list(
-        Follower.objects.filter(group__leader_id=event.account_id, start_event_id__lt=event.pk)
-        .select_related("group").order_by("id")
-    )
+    followers = _followers_of(event)
     size = max(1, settings.COPIER_BATCH_SIZE)
     batches = [followers[i : i + size] for i in range(0, len(followers), size)]
     return Started(event, batches or [[]])
+
+
+_FOLLOWER_FIELDS = [f.attname for f in Follower._meta.concrete_fields]
+_GROUP_FIELDS = [f.attname for f in CopyGroup._meta.concrete_fields]
+# Every follower the event concerns, with its group: written out because the ORM's
+# compile cost is a good part of a one-follower copy's latency.
+_FOLLOWERS_SQL = (
+    "SELECT " + ", ".join(f"f.{c}" for c in _FOLLOWER_FIELDS) + ", "  # noqa: S608 (columns)
+    + ", ".join(f"g.{c}" for c in _GROUP_FIELDS)
+    + " FROM copier_follower f JOIN copier_copygroup g ON g.id = f.group_id"
+    " WHERE g.leader_id = %s AND f.start_event_id < %s ORDER BY f.id"
+)
+
+
+def _followers_of(event: LeaderEvent) -> list[Follower]:
+    with connection.cursor() as cursor:
+        cursor.execute(_FOLLOWERS_SQL, [event.account_id, event.pk])
+        rows = cursor.fetchall()
+    split = len(_FOLLOWER_FIELDS)
+    followers = []
+    for row in rows:
+        follower = Follower.from_db("default", _FOLLOWER_FIELDS, row[:split])
+        follower.group = CopyGroup.from_db("default", _GROUP_FIELDS, row[split:])
+        followers.append(follower)
+    return followers
 
 
 def followers_copy(*, event_id: int, follower_ids: Sequence[int]) -> None:

@@ -13,7 +13,7 @@ import logging
 from dataclasses import dataclass
 
 from django.core.exceptions import ValidationError
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 
 from accounts.models import TradingAccount
 from accounts.symbols import normalise_symbol
@@ -63,14 +63,12 @@ def leader_fill_ingest(
                 return None
             p0 = position.qty
             p1 = p0 + rules.signed(fill.side, fill.qty)
-            event = LeaderEvent.objects.create(
+            event = LeaderEvent(
                 account=account, fill_id=fill.fill_id, symbol=fill.symbol, side=fill.side,
                 qty=fill.qty, p0=p0, p1=p1, close_only=close_only, source=source,
                 fill_time=fill_time, received_at=clock.now(), prev_event_id=position.last_event_id,
             )
-            position.qty = p1
-            position.last_event_id = event.pk
-            position.save(update_fields=["qty", "last_event_id", "updated_at"])
+            _store(event, position_id=position.pk)
             transaction.on_commit(lambda: events_dispatch([event.pk]))
     except IntegrityError:
         # The unique (account, fill id) constraint caught a concurrent twin.
@@ -79,8 +77,33 @@ def leader_fill_ingest(
     return event
 
 
+_EVENT_COLUMNS = ["account_id", "fill_id", "symbol", "side", "qty", "p0", "p1", "close_only",
+                  "prev_event_id", "runs", "source", "fill_time", "received_at", "status"]
+# The event row and the leader's new position in one round trip: this statement sits
+# between the fill being received and the copy starting.
+_STORE_SQL = (
+    "WITH ev AS (INSERT INTO copier_leaderevent (" + ", ".join(_EVENT_COLUMNS) + ")"  # noqa: S608
+    " VALUES (" + ", ".join(["%s"] * len(_EVENT_COLUMNS)) + ") RETURNING id)"
+    " UPDATE accounts_position SET qty = %s, last_event_id = (SELECT id FROM ev),"
+    " updated_at = now() WHERE id = %s RETURNING last_event_id"
+)
+
+
+def _store(event: LeaderEvent, *, position_id: int) -> None:
+    with connection.cursor() as cursor:
+        cursor.execute(_STORE_SQL, [*(getattr(event, c) for c in _EVENT_COLUMNS), event.p1,
+                                    position_id])
+        event.pk = cursor.fetchone()[0]
+    event._state.adding = False
+    event._state.db = "default"
+
+
 def events_dispatch(event_ids: list[int]) -> None:
-    """Publish processing tasks; a failed publish is logged, the periodic re-dispatch retries."""
+    """Publish processing tasks; a failed publish is logged, the periodic re-dispatch retries.
+
+    Nothing is written here: the worker marks the event when it starts, so the
+    ingesting process does not compete with it for the database on the hot path.
+    """
     from copier import tasks
 
     for event_id in event_ids:
@@ -88,10 +111,6 @@ def events_dispatch(event_ids: list[int]) -> None:
             tasks.process_event.delay(event_id)
         except Exception:  # the broker (Redis) is unreachable: the row is safe
             log.exception("could not enqueue leader event %s; the re-dispatch will", event_id)
-            continue
-        LeaderEvent.objects.filter(pk=event_id, status=LeaderEvent.Status.RECEIVED).update(
-            status=LeaderEvent.Status.DISPATCHED, dispatched_at=clock.now()
-        )
 
 
 def events_redispatch(*, older_than_seconds: int) -> list[int]:

@@ -51,7 +51,8 @@ class Command(BaseCommand):
         parser.add_argument("--concurrency", type=int, default=2)
         parser.add_argument("--pool", default="prefork", choices=["prefork", "threads", "solo"])
         parser.add_argument("--batch-size", type=int, default=None)
-        parser.add_argument("--noop", type=int, default=200, help="bare tasks measured")
+        parser.add_argument("--noop", type=int, default=200,
+                            help="bare tasks measured, interleaved with the events")
         parser.add_argument("--private", action="store_true",
                             help="start a private PostgreSQL and Redis for this run")
 
@@ -99,8 +100,8 @@ class Bench:
         with ExitStack() as stack:
             stack.callback(self._stop_worker)
             self._start_worker()
-            noop = self._noop_latency()
-            latency, fanout = self._latency(leader)
+            self._noop_samples(20)  # warm the worker up
+            noop, latency, fanout = self._latency(leader)
             throughput = self._throughput(leader)
         one = latency.get("p50") if self.o["followers"] == 1 else None
         return {
@@ -161,18 +162,15 @@ class Bench:
             self.worker.kill()
 
     # --- measurements ---------------------------------------------------------------------------
-    def _noop_latency(self) -> dict[str, float]:
+    def _noop_samples(self, count: int) -> list[float]:
         from copier import tasks
 
-        self.redis.delete(NOOP_KEY)
-        for _ in range(self.o["noop"]):
+        self.redis.delete(NOOP_KEY, NOOP_KEY + ":ms")
+        for _ in range(count):
             tasks.noop.delay(time.time())
-            item = self.redis.blpop([NOOP_KEY], timeout=30)
-            if item is None:
+            if self.redis.blpop([NOOP_KEY], timeout=30) is None:
                 raise CommandError("no-op task did not run within 30 s")
-        samples = [float(x) for x in self.redis.lrange(NOOP_KEY + ":ms", 0, -1)]
-        self.redis.delete(NOOP_KEY + ":ms")
-        return percentiles(samples[len(samples) // 10:])  # the first tenth warms up
+        return [float(x) for x in self.redis.lrange(NOOP_KEY + ":ms", 0, -1)]
 
     def _fill(self, leader: Any) -> int:
         from brokers.sim import SimBroker
@@ -204,18 +202,24 @@ class Bench:
             .values_list("completed_at", flat=True)
         ]
 
-    def _latency(self, leader: Any) -> tuple[dict[str, float], dict[str, float]]:
+    def _latency(self, leader: Any) -> tuple[dict[str, float], ...]:
+        """Events one at a time, each after a few bare tasks, so that the floor and the copy
+        are sampled side by side under the same conditions."""
+        noops: list[float] = []
         orders: list[float] = []
         fanout: list[float] = []
         warmup = max(2, self.o["events"] // 10)
+        per_event = max(1, self.o["noop"] // self.o["events"])
         for i in range(self.o["events"] + warmup):
+            floor = self._noop_samples(per_event)
             event_id = self._fill(leader)
             self._wait_done([event_id])
             samples = self._order_latencies(event_id)
             if i >= warmup and samples:
+                noops += floor
                 orders += samples
                 fanout.append(max(samples))
-        return percentiles(orders), percentiles(fanout)
+        return percentiles(noops), percentiles(orders), percentiles(fanout)
 
     def _throughput(self, leader: Any) -> dict[str, float]:
         from copier.models import LeaderEvent, Order
