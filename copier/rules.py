@@ -191,16 +191,17 @@ def decide(move: LeaderMove, facts: FollowerFacts) -> Decision:
 
 
 def _in_sync(move: LeaderMove, facts: FollowerFacts, e0: int, e1: int, lifted: bool) -> Decision:
-    if e1 == e0:
-        return Decision(Reason.NO_CHANGE, (), e0, e1, lift_quarantine=lifted)
     same_side_reduction = (
         move.p1 != 0 and sign(move.p1) == sign(move.p0) and abs(move.p1) < abs(move.p0)
     )
-    if facts.exit_mode == ExitMode.WITH_LEADER and same_side_reduction:
+    # with_leader closes on any same-side reduction, even one that rounding hides (E1 == E0)
+    if facts.exit_mode == ExitMode.WITH_LEADER and same_side_reduction and facts.position:
         return Decision(
             Reason.COPIED, plan_move(facts.position, 0), e0, e1, lift_quarantine=lifted,
             note="exit_mode with_leader: the leader reduced, the follower closes fully",
         )
+    if e1 == e0:
+        return Decision(Reason.NO_CHANGE, (), e0, e1, lift_quarantine=lifted)
     return Decision(Reason.COPIED, plan_move(facts.position, e1), e0, e1, lift_quarantine=lifted)
 
 
