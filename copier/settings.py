@@ -20,8 +20,8 @@ PRODUCTION = ENV == "production"
 
 
 def _env(name: str, default: str | None = None) -> str:
-    value = os.environ.get(name, default)
-    if value is None:
+    value = os.environ.get(name) or default  # set but empty counts as missing
+    if not value:
         raise ImproperlyConfigured(f"Set the environment variable {name} (production mode).")
     return value
 

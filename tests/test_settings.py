@@ -29,3 +29,10 @@ def test_production_settings_pass_check_deploy():
                    SECRET_KEY="x" * 20 + "-Zq8#vK2!pL9@wR4$tY7^uI1&oP3*aS6(dF0)",
                    COPIER_ENCRYPTION_KEY=Fernet.generate_key().decode())
     assert done.returncode == 0, done.stderr + done.stdout
+
+
+def test_an_empty_encryption_key_is_refused_in_production():
+    done = _manage("check", COPIER_ENV="production", SECRET_KEY="x" * 60,
+                   COPIER_ENCRYPTION_KEY="")
+    assert done.returncode != 0
+    assert "COPIER_ENCRYPTION_KEY" in done.stderr
