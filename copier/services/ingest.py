@@ -1,8 +1,8 @@
 """Ingestion: a leader fill becomes a stored LeaderEvent before anything else happens.
 
-One transaction stores the event (a duplicate broker fill id changes
+One statement stores the event (a duplicate broker fill id changes
 nothing), moves the copier's record of the leader's position to compute P0
-and P1, and enqueues processing on commit. If the enqueue is lost (Redis
+and P1; processing is enqueued once that is committed. If the enqueue is lost (Redis
 down, crash between commit and publish), `events_redispatch` finds the row.
 """
 
@@ -13,13 +13,13 @@ import logging
 from dataclasses import dataclass
 
 from django.core.exceptions import ValidationError
-from django.db import IntegrityError, connection, transaction
+from django.db import connection, transaction
 
 from accounts.models import TradingAccount
 from accounts.symbols import normalise_symbol
 from copier import clock, rules
 from copier.models import LeaderEvent
-from copier.services.positions import position_lock
+from copier.services.positions import positions_ensure
 
 log = logging.getLogger(__name__)
 
@@ -55,47 +55,56 @@ def leader_fill_ingest(
     close_only: bool = False,
 ) -> LeaderEvent | None:
     """Store the fill as a leader event and enqueue its processing; None for a duplicate."""
-    try:
-        with transaction.atomic():
-            position = position_lock(account.pk, fill.symbol)
-            if LeaderEvent.objects.filter(account=account, fill_id=fill.fill_id).exists():
-                log.info("duplicate leader fill %s on %s ignored", fill.fill_id, account.name)
-                return None
-            p0 = position.qty
-            p1 = p0 + rules.signed(fill.side, fill.qty)
-            event = LeaderEvent(
-                account=account, fill_id=fill.fill_id, symbol=fill.symbol, side=fill.side,
-                qty=fill.qty, p0=p0, p1=p1, close_only=close_only, source=source,
-                fill_time=fill_time, received_at=clock.now(), prev_event_id=position.last_event_id,
-            )
-            _store(event, position_id=position.pk)
-            transaction.on_commit(lambda: events_dispatch([event.pk]))
-    except IntegrityError:
-        # The unique (account, fill id) constraint caught a concurrent twin.
+    event = LeaderEvent(
+        account=account, fill_id=fill.fill_id, symbol=fill.symbol, side=fill.side, qty=fill.qty,
+        close_only=close_only, source=source, fill_time=fill_time, received_at=clock.now(),
+    )
+    stored = _store(event, delta=rules.signed(fill.side, fill.qty))
+    if not stored:  # the leader's first fill on this symbol has no position row to lock yet
+        positions_ensure([account.pk], fill.symbol)
+        stored = _store(event, delta=rules.signed(fill.side, fill.qty))
+    if not stored:
         log.info("duplicate leader fill %s on %s ignored", fill.fill_id, account.name)
         return None
+    # Inside a caller's transaction this waits for its commit; on its own it publishes now.
+    transaction.on_commit(lambda: events_dispatch([event.pk]))
     return event
 
 
-_EVENT_COLUMNS = ["account_id", "fill_id", "symbol", "side", "qty", "p0", "p1", "close_only",
-                  "prev_event_id", "runs", "source", "fill_time", "received_at", "status"]
-# The event row and the leader's new position in one round trip: this statement sits
-# between the fill being received and the copy starting.
+_EVENT_COLUMNS = ["account_id", "fill_id", "symbol", "side", "qty", "close_only", "source",
+                  "fill_time", "received_at"]
+# The whole of ingestion in one statement, its own transaction unless the caller has one:
+# it sits between the fill being received and the copy starting. The leader's position
+# row is locked (so concurrent fills on a symbol are numbered one after the other: a
+# waiting statement locks the row as the first one left it), the event stored with P0/P1
+# from it, and the position moved. A fill id seen before inserts nothing, and so moves
+# nothing: that is the duplicate check, and the unique constraint makes it race-free.
 _STORE_SQL = (
-    "WITH ev AS (INSERT INTO copier_leaderevent (" + ", ".join(_EVENT_COLUMNS) + ")"  # noqa: S608
-    " VALUES (" + ", ".join(["%s"] * len(_EVENT_COLUMNS)) + ") RETURNING id)"
-    " UPDATE accounts_position SET qty = %s, last_event_id = (SELECT id FROM ev),"
-    " updated_at = now() WHERE id = %s RETURNING last_event_id"
+    "WITH pos AS (SELECT id, qty, last_event_id FROM accounts_position"  # noqa: S608 (fixed column names)
+    " WHERE account_id = %s AND symbol = %s FOR UPDATE),"
+    " ev AS (INSERT INTO copier_leaderevent (" + ", ".join(_EVENT_COLUMNS)
+    + ", p0, p1, prev_event_id, runs, status) SELECT "
+    + ", ".join(["%s"] * len(_EVENT_COLUMNS))
+    + ", pos.qty, pos.qty + %s, pos.last_event_id, 0, 'received' FROM pos"
+    " ON CONFLICT (account_id, fill_id) DO NOTHING RETURNING id, p0, p1, prev_event_id)"
+    " UPDATE accounts_position p SET qty = ev.p1, last_event_id = ev.id, updated_at = now()"
+    " FROM ev, pos WHERE p.id = pos.id RETURNING ev.id, ev.p0, ev.p1, ev.prev_event_id"
 )
 
 
-def _store(event: LeaderEvent, *, position_id: int) -> None:
+def _store(event: LeaderEvent, *, delta: int) -> bool:
+    """Fill in the event's id, P0, P1 from the row stored; False when nothing was stored."""
+    params = [event.account_id, event.symbol, *(getattr(event, c) for c in _EVENT_COLUMNS),
+              delta]
     with connection.cursor() as cursor:
-        cursor.execute(_STORE_SQL, [*(getattr(event, c) for c in _EVENT_COLUMNS), event.p1,
-                                    position_id])
-        event.pk = cursor.fetchone()[0]
+        cursor.execute(_STORE_SQL, params)
+        row = cursor.fetchone()
+    if row is None:
+        return False
+    event.pk, event.p0, event.p1, event.prev_event_id = row
     event._state.adding = False
     event._state.db = "default"
+    return True
 
 
 def events_dispatch(event_ids: list[int]) -> None:
