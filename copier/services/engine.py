@@ -37,18 +37,28 @@ from copier.services.quarantine import quarantine_create, quarantine_lift
 log = logging.getLogger(__name__)
 
 
-# Counts the run, marks the event picked up and, on the first run, counts the followers
-# it concerns (those that joined before it), in one round trip.
-RUN_EVENT_SQL = """
-UPDATE copier_leaderevent e SET runs = e.runs + 1,
-    status = CASE WHEN e.status = 'received' THEN 'dispatched' ELSE e.status END,
-    dispatched_at = COALESCE(e.dispatched_at, %s),
-    followers_total = COALESCE(
-    e.followers_total,
-    (SELECT count(*) FROM copier_follower f JOIN copier_copygroup g ON g.id = f.group_id
-     WHERE g.leader_id = e.account_id AND f.start_event_id < e.id))
-WHERE e.id = %s RETURNING *
-"""
+_EVENT_FIELDS = [f.attname for f in LeaderEvent._meta.concrete_fields]
+_FOLLOWER_FIELDS = [f.attname for f in Follower._meta.concrete_fields]
+_GROUP_FIELDS = [f.attname for f in CopyGroup._meta.concrete_fields]
+# The first round trip of every event, written out because the ORM's compile cost is a
+# good part of a one-follower copy's latency. It counts the run, marks the event picked
+# up and, on the first run, counts the followers it concerns (those that joined before
+# it); and it reads those followers with their groups, one row each (one row of NULLs
+# when there are none).
+RUN_EVENT_SQL = (
+    "WITH e AS (UPDATE copier_leaderevent e SET runs = e.runs + 1,"  # noqa: S608 (fixed column names)
+    " status = CASE WHEN e.status = 'received' THEN 'dispatched' ELSE e.status END,"
+    " dispatched_at = COALESCE(e.dispatched_at, %s),"
+    " followers_total = COALESCE(e.followers_total,"
+    " (SELECT count(*) FROM copier_follower f JOIN copier_copygroup g ON g.id = f.group_id"
+    "  WHERE g.leader_id = e.account_id AND f.start_event_id < e.id))"
+    " WHERE e.id = %s RETURNING *)"
+    " SELECT " + ", ".join(f"e.{c}" for c in _EVENT_FIELDS) + ", "
+    + ", ".join(f"f.{c}" for c in _FOLLOWER_FIELDS) + ", "
+    + ", ".join(f"g.{c}" for c in _GROUP_FIELDS)
+    + " FROM e LEFT JOIN (copier_follower f JOIN copier_copygroup g ON g.id = f.group_id)"
+    " ON g.leader_id = e.account_id AND f.start_event_id < e.id ORDER BY f.id"
+)
 
 
 @dataclass
@@ -65,41 +75,26 @@ def event_process(*, event_id: int) -> Started | None:
     The caller (a task) copies the first batch itself and enqueues the rest,
     so a small group costs a single task hop.
     """
-    event = next(iter(LeaderEvent.objects.raw(RUN_EVENT_SQL, [clock.now(), event_id])), None)
-    if event is None:
+    with connection.cursor() as cursor:
+        cursor.execute(RUN_EVENT_SQL, [clock.now(), event_id])
+        rows = cursor.fetchall()
+    if not rows:
         log.error("leader event %s does not exist", event_id)
         return None
+    split, group_at = len(_EVENT_FIELDS), len(_EVENT_FIELDS) + len(_FOLLOWER_FIELDS)
+    event = LeaderEvent.from_db("default", _EVENT_FIELDS, rows[0][:split])
     if event.status == LeaderEvent.Status.DONE:
         return None
-    followers = _followers_of(event)
+    followers = []
+    for row in rows:
+        if row[split] is None:  # the LEFT JOIN's row for an event nobody follows
+            continue
+        follower = Follower.from_db("default", _FOLLOWER_FIELDS, row[split:group_at])
+        follower.group = CopyGroup.from_db("default", _GROUP_FIELDS, row[group_at:])
+        followers.append(follower)
     size = max(1, settings.COPIER_BATCH_SIZE)
     batches = [followers[i : i + size] for i in range(0, len(followers), size)]
     return Started(event, batches or [[]])
-
-
-_FOLLOWER_FIELDS = [f.attname for f in Follower._meta.concrete_fields]
-_GROUP_FIELDS = [f.attname for f in CopyGroup._meta.concrete_fields]
-# Every follower the event concerns, with its group: written out because the ORM's
-# compile cost is a good part of a one-follower copy's latency.
-_FOLLOWERS_SQL = (
-    "SELECT " + ", ".join(f"f.{c}" for c in _FOLLOWER_FIELDS) + ", "  # noqa: S608 (columns)
-    + ", ".join(f"g.{c}" for c in _GROUP_FIELDS)
-    + " FROM copier_follower f JOIN copier_copygroup g ON g.id = f.group_id"
-    " WHERE g.leader_id = %s AND f.start_event_id < %s ORDER BY f.id"
-)
-
-
-def _followers_of(event: LeaderEvent) -> list[Follower]:
-    with connection.cursor() as cursor:
-        cursor.execute(_FOLLOWERS_SQL, [event.account_id, event.pk])
-        rows = cursor.fetchall()
-    split = len(_FOLLOWER_FIELDS)
-    followers = []
-    for row in rows:
-        follower = Follower.from_db("default", _FOLLOWER_FIELDS, row[:split])
-        follower.group = CopyGroup.from_db("default", _GROUP_FIELDS, row[split:])
-        followers.append(follower)
-    return followers
 
 
 def followers_copy(*, event_id: int, follower_ids: Sequence[int]) -> None:
