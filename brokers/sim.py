@@ -56,6 +56,34 @@ def _new_fill_id() -> str:
     return f"simfill-{uuid.uuid4().hex[:16]}"
 
 
+class _Twin(Exception):
+    """A client order id in the batch was placed by a concurrent batch: decide again."""
+
+
+_BOOK_FIELDS = [f.attname for f in SimAccount._meta.concrete_fields]
+_ORDER_FIELDS = [f.attname for f in SimOrder._meta.concrete_fields]
+_INSERT_COLUMNS = ["book_id", "client_order_id", "fill_id", "symbol", "side", "qty", "status",
+                   "message", "created_at", "delivered", "missed"]
+# Written out: this statement is inside every copy's latency, and the ORM cost more
+# than the database did. Only fixed column names are joined in.
+_LOCK_SQL = (
+    "SELECT " + ", ".join(f"b.{c}" for c in _BOOK_FIELDS) + ", "  # noqa: S608
+    + ", ".join(f"o.{c}" for c in _ORDER_FIELDS)
+    + " FROM brokers_simaccount b LEFT JOIN brokers_simorder o ON o.book_id = b.id"
+    " AND o.client_order_id = ANY(%s) WHERE b.account_id = ANY(%s) ORDER BY b.id FOR UPDATE OF b"
+)
+
+
+def _positions_move_sql(deltas: dict[tuple[int, str], int]) -> tuple[str, list[object]]:
+    """Add to many (book, symbol) positions in one statement."""
+    # only placeholders are joined in; every value is a bound parameter
+    sql = ("INSERT INTO brokers_simposition (book_id, symbol, qty) VALUES "  # noqa: S608
+           + ", ".join(["(%s, %s, %s)"] * len(deltas))
+           + " ON CONFLICT (book_id, symbol) DO UPDATE"
+           " SET qty = brokers_simposition.qty + EXCLUDED.qty")
+    return sql, [v for (book, symbol), qty in deltas.items() for v in (book, symbol, qty)]
+
+
 class _Tape:
     """What one batch of orders does to the books, decided in memory, written in bulk."""
 
@@ -118,61 +146,70 @@ class SimBroker(BrokerAdapter):
         return book
 
     @staticmethod
-    def _books_locked(account_ids: set[int]) -> dict[int, SimAccount]:
-        def lock() -> dict[int, SimAccount]:
-            rows = SimAccount.objects.using(DB).raw(
-                "SELECT * FROM brokers_simaccount WHERE account_id = ANY(%s) ORDER BY id"
-                " FOR UPDATE", [list(account_ids)],
-            )
-            return {b.account_id: b for b in rows}
+    def _books_locked(
+        account_ids: set[int], client_order_ids: list[str]
+    ) -> tuple[dict[int, SimAccount], dict[tuple[int, str | None], SimOrder]]:
+        """Lock the books and read the orders already sent with these ids, in one statement.
 
-        books = lock()
+        The orders come from the statement's snapshot, taken before any wait for a
+        lock: a twin committed meanwhile is caught by `_write`'s insert instead.
+        """
+        def lock() -> tuple[dict[int, SimAccount], dict[tuple[int, str | None], SimOrder]]:
+            with connections[DB].cursor() as cursor:
+                cursor.execute(_LOCK_SQL, [client_order_ids, list(account_ids)])
+                rows = cursor.fetchall()
+            books: dict[int, SimAccount] = {}
+            known: dict[tuple[int, str | None], SimOrder] = {}
+            split = len(_BOOK_FIELDS)
+            for row in rows:
+                book = SimAccount.from_db(DB, _BOOK_FIELDS, row[:split])
+                book = books.setdefault(book.account_id, book)
+                if row[split] is not None:
+                    order = SimOrder.from_db(DB, _ORDER_FIELDS, row[split:])
+                    known[(book.pk, order.client_order_id)] = order
+            return books, known
+
+        books, known = lock()
         if len(books) < len(account_ids):  # an account's first order at the sim
             SimAccount.objects.using(DB).bulk_create(
                 [SimAccount(account_id=a) for a in account_ids - set(books)],
                 ignore_conflicts=True,
             )
-            books = lock()
-        return books
+            books, known = lock()
+        return books, known
 
     @staticmethod
-    def _insert_orders(orders: list[SimOrder]) -> None:
-        """One multi-row INSERT ... RETURNING id: the ORM's bulk_create cost more per row
-        than the database did."""
+    def _write(tape: _Tape) -> None:
+        """The new orders and the positions they move, in one statement.
+
+        Raises `_Twin` when an order's client order id was taken by a concurrent
+        batch after our snapshot: the caller rolls back and decides again.
+        """
+        orders = tape.new_orders
         if not orders:
             return
-        columns = ["book_id", "client_order_id", "fill_id", "symbol", "side", "qty", "status",
-                   "message", "created_at", "delivered", "missed"]
-        row = "(" + ", ".join(["%s"] * len(columns)) + ")"
+        row = "(" + ", ".join(["%s"] * len(_INSERT_COLUMNS)) + ")"
+        params: list[object] = [getattr(o, c) for o in orders for c in _INSERT_COLUMNS]
+        # only placeholders and fixed column names are joined in; values are bound
         sql = (
-            # only placeholders and fixed column names are joined in
-            "INSERT INTO brokers_simorder (" + ", ".join(columns) + ") VALUES "  # noqa: S608
-            + ", ".join([row] * len(orders)) + " RETURNING id"
+            "WITH ins AS (INSERT INTO brokers_simorder (" + ", ".join(_INSERT_COLUMNS)  # noqa: S608
+            + ") VALUES " + ", ".join([row] * len(orders))
+            + " ON CONFLICT DO NOTHING RETURNING id, book_id, client_order_id)"
         )
-        params = [getattr(o, c) for o in orders for c in columns]
+        tail = " SELECT id, book_id, client_order_id FROM ins"
+        if tape.deltas:
+            moved, moved_params = _positions_move_sql(tape.deltas)
+            sql += ", moved AS (" + moved + ")"
+            params += moved_params
         with connections[DB].cursor() as cursor:
-            cursor.execute(sql, params)
-            ids = [r[0] for r in cursor.fetchall()]
-        for order, pk in zip(orders, ids, strict=True):
-            order.pk = pk
+            cursor.execute(sql + tail, params)
+            ids = {(book, coid): pk for pk, book, coid in cursor.fetchall()}
+        if len(ids) < len(orders):
+            raise _Twin
+        for order in orders:
+            order.pk = ids[(order.book_id, order.client_order_id)]
             order._state.adding = False
             order._state.db = DB
-
-    @staticmethod
-    def _move_positions(deltas: dict[tuple[int, str], int]) -> None:
-        """Add to many (book, symbol) positions in one statement."""
-        if not deltas:
-            return
-        rows = [(book, symbol, qty) for (book, symbol), qty in deltas.items()]
-        values = ", ".join(["(%s, %s, %s)"] * len(rows))
-        sql = (
-            # only placeholders are joined in; every value is a bound parameter
-            "INSERT INTO brokers_simposition (book_id, symbol, qty) VALUES " + values  # noqa: S608
-            + " ON CONFLICT (book_id, symbol) DO UPDATE"
-            " SET qty = brokers_simposition.qty + EXCLUDED.qty"
-        )
-        with connections[DB].cursor() as cursor:
-            cursor.execute(sql, [v for row in rows for v in row])
 
     # --- BrokerAdapter ----------------------------------------------------------------------
     def connect(self) -> None:
@@ -202,23 +239,21 @@ class SimBroker(BrokerAdapter):
         if not batch:
             return []
         account_ids = {a.pk for a, _ in batch}
-        with transaction.atomic(using=DB):
-            books = cls._books_locked(account_ids)
-            known = {
-                (o.book_id, o.client_order_id): o
-                for o in SimOrder.objects.using(DB).raw(
-                    "SELECT * FROM brokers_simorder WHERE book_id = ANY(%s)"
-                    " AND client_order_id = ANY(%s)",
-                    [[b.pk for b in books.values()], [r.client_order_id for _, r in batch]],
-                )
-            }
-            tape = _Tape(known)
-            plan = [tape.execute(books[account.pk], request) for account, request in batch]
-            cls._insert_orders(tape.new_orders)
-            cls._move_positions(tape.deltas)
-            for book in tape.changed_books:
-                book.save(using=DB, update_fields=["fail_next", "reject_next", "timeout_next"])
-        return [step() for step in plan]
+        for _attempt in range(3):
+            try:
+                with transaction.atomic(using=DB):
+                    books, known = cls._books_locked(
+                        account_ids, [r.client_order_id for _, r in batch])
+                    tape = _Tape(known)
+                    plan = [tape.execute(books[account.pk], request) for account, request in batch]
+                    cls._write(tape)
+                    for book in tape.changed_books:
+                        book.save(using=DB,
+                                  update_fields=["fail_next", "reject_next", "timeout_next"])
+                return [step() for step in plan]
+            except _Twin:
+                continue  # the books are unchanged: decide again from what is there now
+        raise TransientBrokerError("sim: client order ids placed concurrently; try again")
 
     def find_order(self, client_order_id: str) -> OrderResult | None:
         if not self._book(lock=False).reachable:
@@ -277,7 +312,9 @@ class SimBroker(BrokerAdapter):
                 side=side, qty=qty, status=SimOrder.Status.FILLED, created_at=clock.now(),
                 missed=not book.reachable,
             )
-            self._move_positions({(book.pk, symbol): _signed(side, qty)})
+            sql, params = _positions_move_sql({(book.pk, symbol): _signed(side, qty)})
+            with connections[DB].cursor() as cursor:
+                cursor.execute(sql, params)
         return order.fill_id
 
     def set_reachable(self, reachable: bool) -> None:

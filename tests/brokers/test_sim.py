@@ -153,3 +153,51 @@ def test_books_survive_a_rollback_of_the_callers_transaction(sim):
 
 def test_connection_lost_is_a_plain_event_type():
     assert ConnectionLost("x").reason == "x"
+
+
+def test_a_twin_placed_while_waiting_for_the_book_is_found_not_executed_again(sim):
+    """The batch reads known orders in the statement that waits for the book's lock, so
+    a twin committed during the wait is not in what it read: the insert must catch it."""
+    import threading
+    import time
+
+    from django.db import connection, connections, transaction
+
+    from brokers.sim import _positions_move_sql
+    from copier import clock
+
+    sim.place_order(order("warm", "buy", 1))  # the book exists
+    outcome: list[object] = []
+
+    def place() -> None:
+        try:
+            outcome.extend(SimBroker.place_many([(sim.account, order("twin", "buy", 2))]))
+        finally:
+            connections.close_all()
+
+    with transaction.atomic(using="broker"):
+        book = sim._book(lock=True)  # a concurrent batch holds the book...
+        placer = threading.Thread(target=place)
+        placer.start()
+        deadline = time.monotonic() + 10
+        with connection.cursor() as cursor:  # ...until the other batch waits for it
+            while time.monotonic() < deadline:
+                cursor.execute("SELECT count(*) FROM pg_stat_activity"
+                               " WHERE wait_event_type = 'Lock' AND datname = current_database()")
+                if cursor.fetchone()[0]:
+                    break
+                time.sleep(0.01)
+            else:
+                pytest.fail("the second batch never waited for the book")
+        twin = SimOrder.objects.using("broker").create(
+            book=book, client_order_id="twin", fill_id="f-twin", symbol="MNQ", side="buy",
+            qty=2, status=SimOrder.Status.FILLED, created_at=clock.now(),
+        )
+        # the twin moves the book as a real batch does
+        sql, params = _positions_move_sql({(book.pk, "MNQ"): 2})
+        with connections["broker"].cursor() as cursor:
+            cursor.execute(sql, params)
+    placer.join(10)
+    assert [(r.status, r.broker_order_id) for r in outcome] == [("filled", f"SIM-{twin.pk}")]
+    assert SimOrder.objects.using("broker").filter(client_order_id="twin").count() == 1
+    assert sim.positions() == {"MNQ": 3}
