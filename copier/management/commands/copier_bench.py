@@ -46,6 +46,9 @@ class Command(BaseCommand):
         parser.add_argument("--followers", type=int, default=200)
         parser.add_argument("--events", type=int, default=30,
                             help="events measured one at a time (latency)")
+        parser.add_argument("--warmup", type=int, default=20,
+                            help="events copied before measuring: each worker process prepares"
+                                 " its statements on their fifth run")
         parser.add_argument("--burst", type=int, default=20,
                             help="events sent back to back (throughput)")
         parser.add_argument("--concurrency", type=int, default=2)
@@ -57,9 +60,10 @@ class Command(BaseCommand):
                             help="start a private PostgreSQL and Redis for this run")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        for name in ("followers", "events", "burst", "concurrency", "noop"):
-            if options[name] < (0 if name == "burst" else 1):
-                raise CommandError(f"--{name} must be a positive number")
+        for name in ("followers", "events", "warmup", "burst", "concurrency", "noop"):
+            least = 0 if name in ("warmup", "burst") else 1
+            if options[name] < least:
+                raise CommandError(f"--{name} must be a whole number >= {least}")
         if options["private"]:
             self.stdout.write(self._private(options), ending="")
             return
@@ -78,7 +82,7 @@ class Command(BaseCommand):
             manage = [sys.executable, str(Path(settings.BASE_DIR) / "manage.py")]
             subprocess.run([*manage, "migrate", "--noinput", "-v", "0"], env=env, check=True)
             argv = [*manage, "copier_bench"]
-            for key in ("followers", "events", "burst", "concurrency", "pool", "noop",
+            for key in ("followers", "events", "warmup", "burst", "concurrency", "pool", "noop",
                         "batch_size"):
                 if options[key] is not None:
                     argv += [f"--{key.replace('_', '-')}", str(options[key])]
@@ -107,7 +111,7 @@ class Bench:
         return {
             "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
             "followers": self.o["followers"], "worker_pool": self.o["pool"],
-            "worker_concurrency": self.o["concurrency"],
+            "worker_concurrency": self.o["concurrency"], "warmup_events": self.o["warmup"],
             "batch_size": self.o["batch_size"] or settings.COPIER_BATCH_SIZE,
             "noop_task_latency_ms": noop,
             "copy_latency_ms": latency,
@@ -208,7 +212,7 @@ class Bench:
         noops: list[float] = []
         orders: list[float] = []
         fanout: list[float] = []
-        warmup = max(2, self.o["events"] // 10)
+        warmup = self.o["warmup"]
         per_event = max(1, self.o["noop"] // self.o["events"])
         for i in range(self.o["events"] + warmup):
             floor = self._noop_samples(per_event)

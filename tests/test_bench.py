@@ -1,0 +1,48 @@
+"""`manage.py copier_bench`: it runs end to end and its JSON counts what it says it counts.
+
+No figure is asserted (a benchmark is not a timed test): the test holds the
+command to measuring every follower order of every event, and to refusing
+bad options with a clear error.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+from django.conf import settings
+
+
+def _bench(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "manage.py", "copier_bench", *args],
+                          cwd=settings.BASE_DIR, capture_output=True, text=True, timeout=300,
+                          check=False)
+
+
+@pytest.mark.slow
+def test_bench_measures_every_order_through_a_private_stack():
+    done = _bench("--private", "--followers", "3", "--events", "4", "--warmup", "2",
+                  "--burst", "2", "--noop", "8")
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = json.loads(done.stdout)
+    assert report["followers"] == 3
+    assert report["warmup_events"] == 2
+    assert report["copy_latency_ms"]["n"] == 4 * 3  # every follower order of every event
+    assert report["fanout_latency_ms"]["n"] == 4
+    assert report["noop_task_latency_ms"]["n"] == 8
+    assert report["throughput"]["orders"] == 2 * 3
+    for figures in (report["copy_latency_ms"], report["noop_task_latency_ms"]):
+        assert 0 < figures["p50"] <= figures["p90"] <= figures["p99"] <= figures["max"]
+    assert report["copy_p50_over_noop_p50"] > 0
+
+
+@pytest.mark.parametrize(("args", "error"), [
+    (["--followers", "0"], "--followers must be a whole number >= 1"),
+    (["--burst", "-1"], "--burst must be a whole number >= 0"),
+])
+def test_bad_options_are_refused_before_anything_starts(args, error):
+    done = _bench(*args)
+    assert done.returncode != 0
+    assert error in done.stderr
