@@ -54,16 +54,17 @@ class Command(BaseCommand):
         parser.add_argument("--concurrency", type=int, default=2)
         parser.add_argument("--pool", default="prefork", choices=["prefork", "threads", "solo"])
         parser.add_argument("--batch-size", type=int, default=None)
-        parser.add_argument("--noop", type=int, default=200,
-                            help="bare tasks measured, interleaved with the events")
+        parser.add_argument("--gap-ms", type=float, default=50.0,
+                            help="idle time before each measured task, bare or copy: fills"
+                                 " come seconds apart, so a copy starts on an idle worker")
         parser.add_argument("--private", action="store_true",
                             help="start a private PostgreSQL and Redis for this run")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        for name in ("followers", "events", "warmup", "burst", "concurrency", "noop"):
-            least = 0 if name in ("warmup", "burst") else 1
+        for name in ("followers", "events", "warmup", "burst", "concurrency", "gap_ms"):
+            least = 0 if name in ("warmup", "burst", "gap_ms") else 1
             if options[name] < least:
-                raise CommandError(f"--{name} must be a whole number >= {least}")
+                raise CommandError(f"--{name.replace('_', '-')} must be a number >= {least}")
         if options["private"]:
             self.stdout.write(self._private(options), ending="")
             return
@@ -82,7 +83,7 @@ class Command(BaseCommand):
             manage = [sys.executable, str(Path(settings.BASE_DIR) / "manage.py")]
             subprocess.run([*manage, "migrate", "--noinput", "-v", "0"], env=env, check=True)
             argv = [*manage, "copier_bench"]
-            for key in ("followers", "events", "warmup", "burst", "concurrency", "pool", "noop",
+            for key in ("followers", "events", "warmup", "burst", "concurrency", "pool", "gap_ms",
                         "batch_size"):
                 if options[key] is not None:
                     argv += [f"--{key.replace('_', '-')}", str(options[key])]
@@ -112,6 +113,7 @@ class Bench:
             "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
             "followers": self.o["followers"], "worker_pool": self.o["pool"],
             "worker_concurrency": self.o["concurrency"], "warmup_events": self.o["warmup"],
+            "idle_gap_ms": self.o["gap_ms"],
             "batch_size": self.o["batch_size"] or settings.COPIER_BATCH_SIZE,
             "noop_task_latency_ms": noop,
             "copy_latency_ms": latency,
@@ -207,15 +209,18 @@ class Bench:
         ]
 
     def _latency(self, leader: Any) -> tuple[dict[str, float], ...]:
-        """Events one at a time, each after a few bare tasks, so that the floor and the copy
-        are sampled side by side under the same conditions."""
+        """Events one at a time, each paired with one bare task, both sent after the same
+        idle gap: the floor and the copy are sampled under the same conditions. (A bare
+        task sent right after another one finds the worker hotter than any copy does.)"""
         noops: list[float] = []
         orders: list[float] = []
         fanout: list[float] = []
         warmup = self.o["warmup"]
-        per_event = max(1, self.o["noop"] // self.o["events"])
+        gap = self.o["gap_ms"] / 1000
         for i in range(self.o["events"] + warmup):
-            floor = self._noop_samples(per_event)
+            time.sleep(gap)
+            floor = self._noop_samples(1)
+            time.sleep(gap)
             event_id = self._fill(leader)
             self._wait_done([event_id])
             samples = self._order_latencies(event_id)
