@@ -88,8 +88,9 @@ DATABASE_URL = os.environ.get("DATABASE_URL", "postgres://copier@127.0.0.1:5432/
 _db = dj_database_url.parse(DATABASE_URL, conn_max_age=600, conn_health_checks=True)
 # Server-side binding lets psycopg prepare a statement the fifth time a connection runs it:
 # the copy path's hand-written statements (joins, CTEs) then skip parsing and planning,
-# about a quarter of a one-follower copy's time (copier_bench). Prepared plans outlive
-# a schema change: restart workers after migrating, as a deploy does.
+# about a quarter of a one-follower copy's time (copier_bench). PostgreSQL re-plans a
+# prepared statement after a migration, but refuses one whose result columns changed:
+# hence no `SELECT *` or `RETURNING *` in the hand-written SQL.
 _db["OPTIONS"] = {"server_side_binding": True, "prepare_threshold": 5}
 # The `sim` paper broker keeps its books in the same database but on its own
 # connection: like a real broker, what it executed stays executed when the

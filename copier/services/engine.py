@@ -52,7 +52,7 @@ RUN_EVENT_SQL = (
     " followers_total = COALESCE(e.followers_total,"
     " (SELECT count(*) FROM copier_follower f JOIN copier_copygroup g ON g.id = f.group_id"
     "  WHERE g.leader_id = e.account_id AND f.start_event_id < e.id))"
-    " WHERE e.id = %s RETURNING *)"
+    " WHERE e.id = %s RETURNING " + ", ".join(f"e.{c}" for c in _EVENT_FIELDS) + ")"
     " SELECT " + ", ".join(f"e.{c}" for c in _EVENT_FIELDS) + ", "
     + ", ".join(f"f.{c}" for c in _FOLLOWER_FIELDS) + ", "
     + ", ".join(f"g.{c}" for c in _GROUP_FIELDS)

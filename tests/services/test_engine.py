@@ -193,3 +193,29 @@ def test_a_follower_removed_after_the_fan_out_does_not_keep_the_event_open(world
     event.refresh_from_db()
     assert (event.status, event.followers_total) == ("done", 1)
     assert broker_position(f1, "ES") == 1
+
+
+HOT_TABLES = ["copier_leaderevent", "copier_follower", "copier_copygroup", "accounts_position",
+              "accounts_tradingaccount", "brokers_simaccount", "brokers_simorder"]
+
+
+def test_prepared_hot_statements_survive_a_migration_that_adds_a_column(world):
+    """PostgreSQL refuses a prepared statement whose result columns changed (`SELECT *`):
+    a worker that kept running through `migrate` must not fail on its next copy."""
+    from django.db import connection
+
+    def columns(action: str) -> None:
+        with connection.cursor() as cursor:
+            for table in HOT_TABLES:
+                cursor.execute(f"ALTER TABLE {table} {action}")
+
+    leader, f1, f2 = world
+    for _ in range(7):  # psycopg prepares a statement on its fifth run
+        leader_fill(leader, "ES", "buy", 1)
+    columns("ADD COLUMN added_later integer")
+    try:
+        leader_fill(leader, "ES", "buy", 1)
+        assert LeaderEvent.objects.exclude(status=LeaderEvent.Status.DONE).count() == 0
+        assert (copier_position(f1, "ES"), copier_position(f2, "ES")) == (8, 16)
+    finally:
+        columns("DROP COLUMN added_later")
