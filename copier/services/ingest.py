@@ -60,7 +60,7 @@ def leader_fill_ingest(
         close_only=close_only, source=source, fill_time=fill_time, received_at=clock.now(),
     )
     stored = _store(event, delta=rules.signed(fill.side, fill.qty))
-    if not stored:  # the leader's first fill on this symbol has no position row to lock yet
+    if not stored:  # a duplicate, or the leader's first fill on this symbol: no row to lock yet
         positions_ensure([account.pk], fill.symbol)
         stored = _store(event, delta=rules.signed(fill.side, fill.qty))
     if not stored:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import random
 import threading
 
@@ -68,6 +69,42 @@ def test_the_same_leader_fill_from_many_threads_is_one_event(worker_process):
     assert LeaderEvent.objects.count() == 1
     drain()
     check_outcome(followers, {"ES": 2, "NQ": 0})
+
+
+def test_different_fills_from_many_threads_chain_one_after_the_other(worker_process):
+    """Ingestion is one statement that locks the leader's position row: a statement that
+    waited for the lock must read P0 as the one before it left it, or the chain breaks."""
+    leader, followers = build_world()
+    worker_process.start()
+    errors: list[BaseException] = []
+    fills = [(f"t{t}-{i}", "ES", "buy" if (t + i) % 3 else "sell", 1 + (t * i) % 3)
+             for t in range(8) for i in range(10)]
+
+    def deliver(mine: list[tuple[str, str, str, int]]) -> None:
+        try:
+            for fill in mine:
+                leader_fill_ingest(account=leader, fill=FillInput(*fill))
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=deliver, args=(fills[t::8],)) for t in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    events = list(LeaderEvent.objects.order_by("id"))
+    assert len(events) == len(fills)
+    assert events[0].p0 == 0
+    assert events[0].prev_event_id is None
+    for before, after in itertools.pairwise(events):
+        assert (after.p0, after.prev_event_id) == (before.p1, before.pk)
+    final = sum(qty if side == "buy" else -qty for _, _, side, qty in fills)
+    assert events[-1].p1 == final
+    drain()
+    check_outcome(followers, {"ES": final, "NQ": 0})
 
 
 def test_retry_tasks_delivered_many_times_send_each_exit_once(worker_process):
