@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import select
 from typing import Any
@@ -24,18 +25,18 @@ app.autodiscover_tasks()
 
 @signals.task_prerun.connect
 def _connections_ready(**_: Any) -> None:
-    """Drop broken or expired connections before a task, and check the rest by peeking.
+    """Before a task: drop a connection its server ended, keep the rest, without asking.
 
     Django's health check is a `SELECT 1` per connection per task: two round
     trips on every copy. A healthy idle connection has nothing to read; one
     whose server restarted or ended it has (the server's goodbye, or EOF), so
     a zero-timeout poll of its socket finds it without asking the server.
+    Nothing is closed here for its age: that is done after a task (below).
     """
-    from django.db import close_old_connections, connections
+    from django.db import connections
 
-    close_old_connections()
     for conn in connections.all(initialized_only=True):
-        if conn.connection is None or conn.health_check_done:
+        if conn.connection is None:
             continue
         try:
             readable = bool(select.select([conn.connection.fileno()], [], [], 0)[0])
@@ -48,7 +49,20 @@ def _connections_ready(**_: Any) -> None:
 
 
 @signals.task_postrun.connect
-def _close_old_connections(**_: Any) -> None:
-    from django.db import close_old_connections
+def _connections_recycle(**_: Any) -> None:
+    """After a task, Django's end of request: drop a connection that saw errors or outlived
+    CONN_MAX_AGE, and open its successor now, so that the next copy does not pay for it.
 
-    close_old_connections()
+    Fills come minutes apart: with the age checked before a task, one copy in a
+    few would have waited for two new connections.
+    """
+    from django.db import DatabaseError as DjangoDatabaseError
+    from django.db import connections
+
+    for conn in connections.all(initialized_only=True):
+        if conn.connection is None:
+            continue
+        conn.close_if_unusable_or_obsolete()
+        if conn.connection is None:
+            with contextlib.suppress(DjangoDatabaseError):  # down: the next task connects
+                conn.ensure_connection()

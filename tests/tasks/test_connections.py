@@ -1,8 +1,10 @@
-"""Before each task the worker checks its database connections by peeking at their sockets.
+"""The worker's database connections around a task.
 
-A connection whose server ended it must be replaced before the task's first
-statement (else the copy fails and waits for the periodic re-dispatch); a
-healthy one must be kept and not asked `SELECT 1` (two round trips a copy).
+Before a task: a connection whose server ended it must be replaced before
+the task's first statement (else the copy fails and waits for the periodic
+re-dispatch); a healthy one must be kept and not asked `SELECT 1` (two round
+trips a copy), however old it is. After a task: one past CONN_MAX_AGE is
+replaced there and then, not by the next copy.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import time
 import pytest
 from django.db import connection, connections
 
-from copier.celery import _connections_ready
+from copier.celery import _connections_ready, _connections_recycle
 
 pytestmark = pytest.mark.django_db(transaction=True, databases="__all__")
 
@@ -44,3 +46,13 @@ def test_a_connection_its_server_ended_is_replaced_before_the_task_uses_it():
         time.sleep(0.01)
     assert connection.connection is None
     assert _backend_pid() != pid  # the next statement runs on a new connection
+
+
+def test_an_old_connection_is_replaced_after_a_task_not_before_the_next():
+    pid = _backend_pid()
+    connection.close_at = time.monotonic() - 1  # past CONN_MAX_AGE
+    _connections_ready()
+    assert _backend_pid() == pid  # the copy about to run does not wait for a new one
+    _connections_recycle()
+    assert connection.connection is not None  # its successor is open already
+    assert _backend_pid() != pid
