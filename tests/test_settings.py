@@ -36,3 +36,14 @@ def test_an_empty_encryption_key_is_refused_in_production():
                    COPIER_ENCRYPTION_KEY="")
     assert done.returncode != 0
     assert "COPIER_ENCRYPTION_KEY" in done.stderr
+
+
+def test_collected_static_files_are_served_without_a_proxy(tmp_path, settings, client):
+    """Under gunicorn (docker compose) nothing else serves the admin's CSS."""
+    from django.core.management import call_command
+
+    settings.STATIC_ROOT = tmp_path
+    call_command("collectstatic", "--noinput", "-v", "0")
+    response = client.get("/static/admin/css/base.css")
+    assert response.status_code == 200
+    assert b"".join(response.streaming_content).startswith(b"/*")
