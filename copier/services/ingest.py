@@ -53,11 +53,16 @@ def leader_fill_ingest(
     fill_time: dt.datetime | None = None,
     source: str = LeaderEvent.Source.STREAM,
     close_only: bool = False,
+    received_at: dt.datetime | None = None,
 ) -> LeaderEvent | None:
-    """Store the fill as a leader event and enqueue its processing; None for a duplicate."""
+    """Store the fill as a leader event and enqueue its processing; None for a duplicate.
+
+    `received_at`: when the listener took the fill off the stream (now if not given).
+    """
     event = LeaderEvent(
         account=account, fill_id=fill.fill_id, symbol=fill.symbol, side=fill.side, qty=fill.qty,
-        close_only=close_only, source=source, fill_time=fill_time, received_at=clock.now(),
+        close_only=close_only, source=source, fill_time=fill_time,
+        received_at=received_at or clock.now(),
     )
     stored = _store(event, delta=rules.signed(fill.side, fill.qty))
     if not stored:  # a duplicate, or the leader's first fill on this symbol: no row to lock yet

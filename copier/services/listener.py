@@ -24,7 +24,7 @@ from brokers.base import (
     TransientBrokerError,
 )
 from brokers.registry import adapter_for
-from copier import rules
+from copier import clock, rules
 from copier.models import CopyGroup, Order
 from copier.services.ingest import FillInput, leader_fill_ingest
 from copier.services.placement import is_copier_order_id
@@ -48,7 +48,11 @@ def broker_events_pump(*, account: TradingAccount) -> int:
 
 
 def broker_events_handle(*, account: TradingAccount, events: list[BrokerEvent]) -> int:
-    """Route stream events; a malformed fill is refused and logged, the rest go on."""
+    """Route stream events; a malformed fill is refused and logged, the rest go on.
+
+    A leader fill's copy latency counts from here, where it came off the stream.
+    """
+    received_at = clock.now()
     is_leader = CopyGroup.objects.filter(leader=account).exists()
     handled = 0
     for event in events:
@@ -71,7 +75,8 @@ def broker_events_handle(*, account: TradingAccount, events: list[BrokerEvent]) 
                       "; ".join(exc.messages), event)
             continue
         if is_leader:
-            leader_fill_ingest(account=account, fill=fill, fill_time=event.time)
+            leader_fill_ingest(account=account, fill=fill, fill_time=event.time,
+                               received_at=received_at)
         else:
             follower_fill_record(account=account, fill=event)
         handled += 1
