@@ -114,6 +114,9 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"
+# Locally (runner, tests) straight from the apps, no collectstatic needed; in production
+# from STATIC_ROOT as collected into the image, read once at start.
+WHITENOISE_USE_FINDERS = WHITENOISE_AUTOREFRESH = not PRODUCTION
 
 LOGGING = {
     "version": 1,

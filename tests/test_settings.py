@@ -43,6 +43,7 @@ def test_collected_static_files_are_served_without_a_proxy(tmp_path, settings, c
     from django.core.management import call_command
 
     settings.STATIC_ROOT = tmp_path
+    settings.WHITENOISE_USE_FINDERS = settings.WHITENOISE_AUTOREFRESH = False  # as in production
     call_command("collectstatic", "--noinput", "-v", "0")
     response = client.get("/static/admin/css/base.css")
     assert response.status_code == 200
