@@ -64,10 +64,10 @@ def leader_fill_ingest(
         close_only=close_only, source=source, fill_time=fill_time,
         received_at=received_at or clock.now(),
     )
-    stored = _store(event, delta=rules.signed(fill.side, fill.qty))
+    stored = _store(event)
     if not stored:  # a duplicate, or the leader's first fill on this symbol: no row to lock yet
         positions_ensure([account.pk], fill.symbol)
-        stored = _store(event, delta=rules.signed(fill.side, fill.qty))
+        stored = _store(event)
     if not stored:
         log.info("duplicate leader fill %s on %s ignored", fill.fill_id, account.name)
         return None
@@ -97,10 +97,10 @@ _STORE_SQL = (
 )
 
 
-def _store(event: LeaderEvent, *, delta: int) -> bool:
+def _store(event: LeaderEvent) -> bool:
     """Fill in the event's id, P0, P1 from the row stored; False when nothing was stored."""
     params = [event.account_id, event.symbol, *(getattr(event, c) for c in _EVENT_COLUMNS),
-              delta]
+              rules.signed(event.side, event.qty)]
     with connection.cursor() as cursor:
         cursor.execute(_STORE_SQL, params)
         row = cursor.fetchone()
