@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import logging
 import uuid
+from dataclasses import dataclass
 
 from django.db import transaction
 
-from accounts.models import ConnectionState, TradingAccount
+from accounts.models import ConnectionState, Position, TradingAccount
+from brokers.base import BrokerAdapter, TransientBrokerError
 from brokers.registry import adapter_for
 from copier import clock, rules
 from copier.models import CopyGroup, Follower, LeaderEvent
@@ -44,15 +46,45 @@ def connection_restored(*, account: TradingAccount) -> None:
     """
     adapter = adapter_for(account)
     adapter.connect()
-    broker = adapter.positions()
     if CopyGroup.objects.filter(leader=account).exists():
-        _leader_reconciled(account, broker)
-        return
-    _follower_compared(account, broker)
-    if pause_heal_check(account=account):
-        from copier.services.failed_exits import failed_exits_resume
+        fresh = _leader_reconciled(account, adapter)
+    else:
+        fresh = _follower_compared(account, adapter)
+    for name in ("connection_state", "connection_changed_at", "last_connected_at", "last_error",
+                 "copy_paused", "pause_reason", "pause_details", "paused_since"):
+        setattr(account, name, getattr(fresh, name))
 
-        transaction.on_commit(lambda: failed_exits_resume(account_id=account.pk))
+
+# A broker that keeps reporting symbols the copier has no row for yet (one per read)
+# is being traded on faster than we can lock: give up this reconnect, the next retries.
+SNAPSHOT_READS = 5
+
+
+@dataclass(frozen=True, slots=True)
+class _Snapshot:
+    """The broker's positions read while the copier's rows of the account were locked."""
+
+    rows: dict[str, Position]
+    broker: dict[str, int]
+
+
+def _snapshot_locked(account_id: int, adapter: BrokerAdapter) -> _Snapshot:
+    """Lock every position row of the account first, then ask the broker.
+
+    In this order nothing that moves the copier's view of the account (a copy, a
+    queued exit's retry, a fill from the stream) can land between the broker's answer
+    and the comparison: it either finished before the read, and the answer shows it,
+    or it waits for our commit and then starts from the view we leave. A symbol the
+    broker reports without a row here gets its row created and locked, and the broker
+    is read again, since something may have moved it before we held that row.
+    """
+    rows = positions_lock_all(account_id, ())
+    for _ in range(SNAPSHOT_READS):
+        broker = adapter.positions()
+        if set(broker) <= set(rows):
+            return _Snapshot(rows, broker)
+        rows = positions_lock_all(account_id, broker)
+    raise TransientBrokerError("positions kept moving to new symbols during the reconnect")
 
 
 def _mark_connected(account: TradingAccount) -> None:
@@ -65,37 +97,48 @@ def _mark_connected(account: TradingAccount) -> None:
     log.info("%s connected", account.name)
 
 
-def _follower_compared(account: TradingAccount, broker: dict[str, int]) -> None:
+def _follower_compared(account: TradingAccount, adapter: BrokerAdapter) -> TradingAccount:
+    """Compare, adopt, pause, mark connected and check the heal in one transaction."""
+    from copier.services.failed_exits import failed_exits_resume
+
     with transaction.atomic():
-        rows = positions_lock_all(account.pk, broker)
-        known = {symbol: row.qty for symbol, row in rows.items() if row.qty}
-        diff = rules.divergence(known, broker)
+        snapshot = _snapshot_locked(account.pk, adapter)
+        known = {symbol: row.qty for symbol, row in snapshot.rows.items() if row.qty}
+        diff = rules.divergence(known, snapshot.broker)
+        for symbol, (_known, actual) in diff.symbols.items():
+            snapshot.rows[symbol].qty = actual
+            snapshot.rows[symbol].save(update_fields=["qty", "updated_at"])
         fresh = TradingAccount.objects.select_for_update().get(pk=account.pk)
         if diff:
-            for symbol, (_known, actual) in diff.symbols.items():
-                rows[symbol].qty = actual
-                rows[symbol].save(update_fields=["qty", "updated_at"])
-            fresh.copy_paused = True
-            fresh.pause_reason = (
-                "positions changed outside the copier while disconnected: " + diff.describe()
-            )
-            fresh.pause_details = {
-                s: {"copier": k, "broker": a} for s, (k, a) in diff.symbols.items()
-            }
-            fresh.paused_since = clock.now()
-            fresh.save(update_fields=["copy_paused", "pause_reason", "pause_details",
-                                      "paused_since"])
-            log.warning("%s paused: %s", account.name, fresh.pause_reason)
+            _pause(fresh, diff)
         _mark_connected(fresh)
-    account.copy_paused = fresh.copy_paused
-    account.connection_state = fresh.connection_state
+        if fresh.copy_paused:
+            # Right after every comparison, difference or not: the trader may have
+            # lined up again while away. A heal resumes the queued exits itself.
+            pause_heal_check(account=fresh)
+        else:
+            transaction.on_commit(lambda: failed_exits_resume(account_id=account.pk))
+    return fresh
 
 
-def _leader_reconciled(account: TradingAccount, broker: dict[str, int]) -> None:
+def _pause(account: TradingAccount, diff: rules.Divergence) -> None:
+    account.copy_paused = True
+    account.pause_reason = (
+        "positions changed outside the copier while disconnected: " + diff.describe()
+    )
+    account.pause_details = {s: {"copier": k, "broker": a} for s, (k, a) in diff.symbols.items()}
+    account.paused_since = clock.now()
+    account.save(update_fields=["copy_paused", "pause_reason", "pause_details", "paused_since"])
+    log.warning("%s paused: %s", account.name, account.pause_reason)
+
+
+def _leader_reconciled(account: TradingAccount, adapter: BrokerAdapter) -> TradingAccount:
     with transaction.atomic():
-        leader_positions_reconcile(account=account, broker=broker, complete=True)
-        _mark_connected(TradingAccount.objects.select_for_update().get(pk=account.pk))
-    account.connection_state = ConnectionState.CONNECTED
+        snapshot = _snapshot_locked(account.pk, adapter)
+        leader_positions_reconcile(account=account, broker=snapshot.broker, complete=True)
+        fresh = TradingAccount.objects.select_for_update().get(pk=account.pk)
+        _mark_connected(fresh)
+    return fresh
 
 
 def leader_positions_reconcile(*, account: TradingAccount, broker: dict[str, int],

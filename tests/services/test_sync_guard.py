@@ -120,3 +120,72 @@ def test_leader_position_update_that_disagrees_is_a_missed_move_copied_close_onl
     assert copier_position(f1, "ES") == 2
     broker_events_handle(account=leader, events=[PositionUpdate("ES", 0)])
     assert copier_position(f1, "ES") == 0
+
+
+@pytest.fixture
+def frozen_clock():
+    """A controlled clock: no retry is scheduled behind the test's back, time moves on demand."""
+    from django.utils import timezone
+
+    from copier import clock
+
+    clock.freeze(timezone.now())
+    yield clock
+    clock.release()
+
+
+def test_a_retry_landing_between_the_reconnect_fetch_and_its_lock_leaves_no_stale_view(
+    world, frozen_clock, monkeypatch
+):
+    """The queued exit's retry sells 2 right after the reconnect fetched the broker's
+    positions: the comparison must not adopt the stale 2 (nor pause), and a later heal
+    and leader exit must never sell what F1 does not hold."""
+    import threading
+
+    from django.db import connections
+
+    from copier.models import FailedExit
+    from copier.services.failed_exits import failed_exit_attempt
+    from tests.factories import broker_position
+
+    leader, f1 = world  # leader long 1, F1 long 2 (multiplier 2)
+    SimBroker(f1).set_reachable(False)
+    connect(f1)
+    leader_fill(leader, "ES", "sell", 1)  # F1 disconnected: its exit of 2 is queued
+    fe = FailedExit.objects.get(account=f1)
+    assert (fe.side, fe.qty, fe.status, fe.attempts) == ("sell", 2, "pending", 0)
+
+    original = SimBroker.positions
+    retries: list[threading.Thread] = []
+
+    def retry() -> None:
+        try:
+            failed_exit_attempt(failed_exit_id=fe.pk)
+        finally:
+            connections.close_all()
+
+    def positions_then_a_retry(self: SimBroker) -> dict[str, int]:
+        answer = original(self)
+        if self.account.pk == f1.pk and not retries:
+            retries.append(threading.Thread(target=retry))
+            retries[0].start()
+            retries[0].join(0.5)  # it lands now, unless the reconnect holds F1's rows
+        return answer
+
+    monkeypatch.setattr(SimBroker, "positions", positions_then_a_retry)
+    SimBroker(f1).set_reachable(True)
+    connect(f1)
+    retries[0].join(10)
+    assert not retries[0].is_alive()
+    monkeypatch.setattr(SimBroker, "positions", original)
+    f1.refresh_from_db()
+    fe.refresh_from_db()
+    assert fe.status == "done"
+    assert broker_position(f1, "ES") == 0
+    assert copier_position(f1, "ES") == 0  # the copier's view is the broker's
+    assert not f1.copy_paused  # nothing changed outside the copier
+
+    leader_fill(leader, "ES", "buy", 1)
+    paused_heal_all()
+    leader_fill(leader, "ES", "sell", 1)
+    assert broker_position(f1, "ES") == copier_position(f1, "ES") == 0
