@@ -13,7 +13,7 @@ import logging
 from django.core.exceptions import ValidationError
 from django.db import transaction
 
-from accounts.models import ConnectionState, TradingAccount
+from accounts.models import ConnectionState, Position, TradingAccount
 from accounts.symbols import normalise_symbol
 from brokers.base import (
     BrokerEvent,
@@ -99,9 +99,7 @@ def follower_fill_record(*, account: TradingAccount, fill: Fill) -> None:
             order.save(update_fields=["status", "filled_qty"])
         position.qty += rules.signed(fill.side, fill.qty)
         position.save(update_fields=["qty", "updated_at"])
-        account.copy_paused = position.account.copy_paused
-        if account.copy_paused:
-            pause_heal_check(account=account)
+        _heal_check(account, position)
 
 
 def position_update_record(*, account: TradingAccount, update: PositionUpdate,
@@ -126,6 +124,13 @@ def position_update_record(*, account: TradingAccount, update: PositionUpdate,
                         account.name, symbol, update.qty, position.qty)
             position.qty = update.qty
             position.save(update_fields=["qty", "updated_at"])
-        account.copy_paused = position.account.copy_paused
-        if account.copy_paused:
-            pause_heal_check(account=account)
+        _heal_check(account, position)
+
+
+def _heal_check(account: TradingAccount, position: Position) -> None:
+    """A paused follower's positions were re-checked: the heal check, with the account as
+    the locked row read it (its connection state decides whether a heal can count)."""
+    fresh = position.account
+    if fresh.copy_paused:
+        pause_heal_check(account=fresh)
+    account.copy_paused = fresh.copy_paused

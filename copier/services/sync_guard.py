@@ -169,10 +169,15 @@ def pause_heal_check(
 ) -> bool:
     """Clear the pause if every symbol sits at E(P); True when the account is not paused.
 
+    Only while the account is connected (as `account` says: pass a fresh one): the
+    positions of an account that is away cannot be confirmed, so its pause stays
+    until the reconnect's comparison has checked them.
     `leader_override` replaces leader positions (P0 of the event being judged).
     """
     if not account.copy_paused:
         return True
+    if not account.is_connected:
+        return False
     follower = Follower.objects.select_related("group").filter(account_id=account.pk).first()
     if follower is None:
         return False
@@ -184,7 +189,8 @@ def pause_heal_check(
     TradingAccount.objects.filter(pk=account.pk).update(
         copy_paused=False, pause_reason="", pause_details={}, paused_since=None
     )
-    account.copy_paused = False
+    account.copy_paused, account.pause_reason, account.pause_details = False, "", {}
+    account.paused_since = None
     log.info("%s: positions line up with the leader again, pause cleared", account.name)
     from copier.services.failed_exits import failed_exits_resume
 
@@ -193,7 +199,10 @@ def pause_heal_check(
 
 
 def paused_heal_all() -> list[str]:
-    """The periodic heal check; returns the names of the accounts it resumed."""
+    """The periodic heal check; returns the names of the accounts it resumed.
+
+    A paused account that is disconnected stays paused (see `pause_heal_check`).
+    """
     healed = []
     for account in TradingAccount.objects.filter(copy_paused=True):
         if pause_heal_check(account=account):

@@ -189,3 +189,34 @@ def test_a_retry_landing_between_the_reconnect_fetch_and_its_lock_leaves_no_stal
     paused_heal_all()
     leader_fill(leader, "ES", "sell", 1)
     assert broker_position(f1, "ES") == copier_position(f1, "ES") == 0
+
+
+def test_a_disconnected_paused_account_keeps_its_pause_until_the_reconnect_checks_it(world):
+    """Its positions cannot be confirmed while it is away: no heal, not even periodically;
+    the check right after the reconnect's comparison (no difference) clears it."""
+    leader, f1 = world
+    _outage_with_manual_trade(f1, "sell", 2)  # F1 flat, leader long 1: paused
+    SimBroker(f1).set_reachable(False)
+    connect(f1)
+    leader_fill(leader, "ES", "sell", 1)  # leader flat: F1 at E(0) = 0
+    assert paused_heal_all() == []
+    f1.refresh_from_db()
+    assert f1.copy_paused
+    SimBroker(f1).set_reachable(True)
+    connect(f1)
+    assert not f1.copy_paused
+
+
+def test_a_fill_on_a_disconnected_paused_follower_does_not_heal_it(world):
+    from brokers.base import Fill
+    from copier import clock
+    from copier.services.listener import broker_events_handle
+
+    _, f1 = world
+    _outage_with_manual_trade(f1, "buy", 3)  # F1 at 5, expected 2: paused
+    SimBroker(f1).set_reachable(False)
+    connect(f1)
+    broker_events_handle(account=f1, events=[Fill("late-1", "ES", "sell", 3, clock.now())])
+    f1.refresh_from_db()
+    assert copier_position(f1, "ES") == 2
+    assert f1.copy_paused
