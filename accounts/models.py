@@ -42,6 +42,17 @@ class TradingAccount(models.Model):
     pause_reason = models.TextField(blank=True, default="")
     pause_details = models.JSONField(default=dict, blank=True)
     paused_since = models.DateTimeField(null=True, blank=True)
+    # Where the last reconnect's (or re-read's) positions stand on the broker's stream:
+    # a fill it delivers later, numbered at or below the cursor (or, unnumbered, from
+    # before the read), is in those positions already and is not counted again.
+    reconciled_fill_seq = models.BigIntegerField(
+        null=True, blank=True, editable=False,
+        help_text="The broker's number of the newest fill in the positions last re-read.",
+    )
+    reconciled_at = models.DateTimeField(
+        null=True, blank=True, editable=False,
+        help_text="When the positions were last re-read from the broker.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

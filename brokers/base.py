@@ -14,6 +14,10 @@ An adapter module provides (the checklist for adding a broker, see README):
 | `positions`       | yes      | the Sync Divergence Guard compares these on reconnect      |
 | `poll_events`     | yes      | the stream: fills and connection changes, for the listener |
 | `connect`/`disconnect` | yes | the listener's session lifecycle                           |
+| `fills_cursor`    | no       | newest fill in the last `positions()`: late fills not recounted |
+
+A `Fill` carries the broker's `seq` where the venue numbers its fills in order
+(sim: its order id; Tradovate: the fill id; ProjectX: the trade id).
 """
 
 from __future__ import annotations
@@ -86,6 +90,9 @@ class Fill:
     qty: int
     time: dt.datetime
     client_order_id: str | None = None
+    # The broker's own monotonic number of the fill, where it has one: a fill numbered at
+    # or below a reconnect's `fills_cursor()` is already in the positions read then.
+    seq: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,6 +170,16 @@ class BrokerAdapter(abc.ABC):
     @abc.abstractmethod
     def positions(self) -> dict[str, int]:
         """Net position per symbol at the broker, flat symbols omitted."""
+
+    def fills_cursor(self) -> int | None:
+        """The `seq` of the newest fill reflected in this adapter's last `positions()` answer.
+
+        A reconnect re-reads the positions, so the fills they include must not be
+        counted again when the stream delivers them late. Read in the same snapshot
+        as the positions, or a fill in between is counted twice or never. None: the
+        broker does not number its fills, and the copier falls back to fill times.
+        """
+        return None
 
     @abc.abstractmethod
     def poll_events(self) -> list[BrokerEvent]:

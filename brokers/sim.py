@@ -29,7 +29,7 @@ from brokers.base import (
     Side,
     TransientBrokerError,
 )
-from brokers.models import SimAccount, SimOrder, SimPosition
+from brokers.models import SimAccount, SimOrder
 from copier import clock
 
 if TYPE_CHECKING:
@@ -71,6 +71,13 @@ _LOCK_SQL = (
     + ", ".join(f"o.{c}" for c in _ORDER_FIELDS)
     + " FROM brokers_simaccount b LEFT JOIN brokers_simorder o ON o.book_id = b.id"
     " AND o.client_order_id = ANY(%s) WHERE b.account_id = ANY(%s) ORDER BY b.id FOR UPDATE OF b"
+)
+
+
+_POSITIONS_SQL = (
+    "SELECT p.symbol, p.qty, c.seq FROM (SELECT COALESCE(max(id), 0) AS seq"
+    " FROM brokers_simorder WHERE book_id = %s) c"
+    " LEFT JOIN brokers_simposition p ON p.book_id = %s AND p.qty <> 0 ORDER BY p.symbol"
 )
 
 
@@ -137,6 +144,7 @@ class _Tape:
 class SimBroker(BrokerAdapter):
     kind = "sim"
     label = "Sim (paper broker)"
+    _cursor: int | None = None  # of the last positions() answer
 
     # --- the book -------------------------------------------------------------------------
     def _book(self, *, lock: bool) -> SimAccount:
@@ -268,10 +276,16 @@ class SimBroker(BrokerAdapter):
         book = self._book(lock=False)
         if not book.reachable:
             raise TransientBrokerError("sim: broker unreachable (outage)")
-        return dict(
-            SimPosition.objects.using(DB).filter(book=book).exclude(qty=0)
-            .order_by("symbol").values_list("symbol", "qty")
-        )
+        # One statement, one snapshot: the positions and the newest order they include.
+        # A book's orders are numbered under the book's lock, so ids follow commit order.
+        with connections[DB].cursor() as cursor:
+            cursor.execute(_POSITIONS_SQL, [book.pk, book.pk])
+            rows = cursor.fetchall()
+        self._cursor = rows[0][2]
+        return {symbol: qty for symbol, qty, _seq in rows if symbol is not None}
+
+    def fills_cursor(self) -> int | None:
+        return self._cursor
 
     def poll_events(self) -> list[BrokerEvent]:
         with transaction.atomic(using=DB):
@@ -286,7 +300,7 @@ class SimBroker(BrokerAdapter):
             SimOrder.objects.using(DB).filter(pk__in=[r.pk for r in rows]).update(delivered=True)
         return [
             Fill(fill_id=r.fill_id, symbol=r.symbol, side=r.side, qty=r.qty,  # type: ignore[arg-type]
-                 time=r.created_at, client_order_id=r.client_order_id)
+                 time=r.created_at, client_order_id=r.client_order_id, seq=r.pk)
             for r in rows
         ]
 

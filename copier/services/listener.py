@@ -8,6 +8,7 @@ the `copier_listen` process calls it in a loop for the real brokers.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 
 from django.core.exceptions import ValidationError
@@ -48,7 +49,7 @@ def broker_events_pump(*, account: TradingAccount) -> int:
 
 
 def broker_events_handle(*, account: TradingAccount, events: list[BrokerEvent]) -> int:
-    """Route stream events; a malformed fill is refused and logged, the rest go on.
+    """Route stream events; returns how many fills were counted.
 
     A leader fill's copy latency counts from here, where it came off the stream.
     """
@@ -56,50 +57,86 @@ def broker_events_handle(*, account: TradingAccount, events: list[BrokerEvent]) 
     is_leader = CopyGroup.objects.filter(leader=account).exists()
     handled = 0
     for event in events:
-        if isinstance(event, ConnectionLost):
-            connection_lost(account=account, reason=event.reason)
-            continue
-        if isinstance(event, ConnectionRestored):
-            connection_restored(account=account)
-            continue
-        if isinstance(event, PositionUpdate):
+        if isinstance(event, Fill):
+            handled += _fill_handle(account, event, is_leader=is_leader, received_at=received_at)
+        elif isinstance(event, PositionUpdate):
             position_update_record(account=account, update=event, is_leader=is_leader)
-            continue
-        try:
-            fill = FillInput.parse(fill_id=event.fill_id, symbol=event.symbol, side=event.side,
-                                   qty=event.qty)
-        except ValidationError as exc:
-            # A malformed fill from a broker is refused and reported; it must not
-            # stop the stream, nor change anything.
-            log.error("%s: malformed fill refused (%s): %r", account.name,
-                      "; ".join(exc.messages), event)
-            continue
-        if is_leader:
-            leader_fill_ingest(account=account, fill=fill, fill_time=event.time,
-                               received_at=received_at)
-        else:
-            follower_fill_record(account=account, fill=event)
-        handled += 1
+        elif isinstance(event, ConnectionLost):
+            connection_lost(account=account, reason=event.reason)
+        elif isinstance(event, ConnectionRestored):
+            connection_restored(account=account)
     return handled
 
 
-def follower_fill_record(*, account: TradingAccount, fill: Fill) -> None:
-    """A fill on a follower: a manual trade moves C; our own orders were counted already."""
+def _fill_handle(account: TradingAccount, event: Fill, *, is_leader: bool,
+                 received_at: dt.datetime) -> int:
+    """One fill off the stream; 1 when it was counted."""
+    try:
+        fill = FillInput.parse(fill_id=event.fill_id, symbol=event.symbol, side=event.side,
+                               qty=event.qty)
+    except ValidationError as exc:
+        # A malformed fill from a broker is refused and reported; it must not
+        # stop the stream, nor change anything.
+        log.error("%s: malformed fill refused (%s): %r", account.name,
+                  "; ".join(exc.messages), event)
+        return 0
+    covered = fill_covered(account=account, fill=event)
+    if covered:
+        log.info("%s: fill %s is in the positions re-read at %s; not counted again",
+                 account.name, fill.fill_id, account.reconciled_at)
+    if is_leader:
+        if covered:
+            return 0
+        leader_fill_ingest(account=account, fill=fill, fill_time=event.time,
+                           received_at=received_at)
+    else:
+        follower_fill_record(account=account, fill=event, covered=covered)
+    return 0 if covered else 1
+
+
+def fill_covered(*, account: TradingAccount, fill: Fill) -> bool:
+    """Is the fill in the positions the copier last re-read from the broker (a reconnect)?
+
+    Then those positions counted it, and the stream delivering it late must not count
+    it again. The broker's fill sequence says so where it has one; time stamps cannot
+    (a frozen clock stamps a fill after the re-read with the re-read's time), so they
+    are the fallback only for brokers that number no fills: strictly before the read.
+    """
+    if fill.seq is not None and account.reconciled_fill_seq is not None:
+        return fill.seq <= account.reconciled_fill_seq
+    at = account.reconciled_at
+    return (at is not None and isinstance(fill.time, dt.datetime)
+            and fill.time.tzinfo is not None and fill.time < at)
+
+
+def follower_fill_record(*, account: TradingAccount, fill: Fill, covered: bool = False) -> None:
+    """A fill on a follower: a manual trade moves C; our own orders were counted already.
+
+    `covered`: the fill is in positions re-read since (see `fill_covered`): it settles
+    our order's row if it is ours, and moves nothing.
+    """
     symbol = normalise_symbol(fill.symbol)
     with transaction.atomic():
         # Waits for any placement holding this row, so our order's row is final here.
         position = position_lock(account.pk, symbol)
-        if is_copier_order_id(fill.client_order_id):
-            order = Order.objects.filter(client_order_id=fill.client_order_id).first()
-            if order is None or order.status not in (Order.Status.UNKNOWN, Order.Status.ACCEPTED):
-                return
-            # Its outcome was unknown (or it was working): the fill settles it now.
-            order.move_to(Order.Status.FILLED)
-            order.filled_qty = fill.qty
-            order.save(update_fields=["status", "filled_qty"])
+        ours = is_copier_order_id(fill.client_order_id)
+        if (ours and not _copier_order_settled(fill)) or covered:
+            return
         position.qty += rules.signed(fill.side, fill.qty)
         position.save(update_fields=["qty", "updated_at"])
         _heal_check(account, position)
+
+
+def _copier_order_settled(fill: Fill) -> bool:
+    """Our order's fill: True when it settles an order whose fill nobody counted yet."""
+    order = Order.objects.filter(client_order_id=fill.client_order_id).first()
+    if order is None or order.status not in (Order.Status.UNKNOWN, Order.Status.ACCEPTED):
+        return False
+    # Its outcome was unknown (or it was working): the fill settles it now.
+    order.move_to(Order.Status.FILLED)
+    order.filled_qty = fill.qty
+    order.save(update_fields=["status", "filled_qty"])
+    return True
 
 
 def position_update_record(*, account: TradingAccount, update: PositionUpdate,

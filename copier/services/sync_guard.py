@@ -10,6 +10,7 @@ copied close-only.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import uuid
 from dataclasses import dataclass
@@ -51,13 +52,15 @@ def connection_restored(*, account: TradingAccount) -> None:
     else:
         fresh = _follower_compared(account, adapter)
     for name in ("connection_state", "connection_changed_at", "last_connected_at", "last_error",
-                 "copy_paused", "pause_reason", "pause_details", "paused_since"):
+                 "copy_paused", "pause_reason", "pause_details", "paused_since",
+                 *_RECONCILED_FIELDS):
         setattr(account, name, getattr(fresh, name))
 
 
 # A broker that keeps reporting symbols the copier has no row for yet (one per read)
 # is being traded on faster than we can lock: give up this reconnect, the next retries.
 SNAPSHOT_READS = 5
+_RECONCILED_FIELDS = ["reconciled_fill_seq", "reconciled_at"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +69,8 @@ class _Snapshot:
 
     rows: dict[str, Position]
     broker: dict[str, int]
+    taken_at: dt.datetime
+    cursor: int | None
 
 
 def _snapshot_locked(account_id: int, adapter: BrokerAdapter) -> _Snapshot:
@@ -80,21 +85,29 @@ def _snapshot_locked(account_id: int, adapter: BrokerAdapter) -> _Snapshot:
     """
     rows = positions_lock_all(account_id, ())
     for _ in range(SNAPSHOT_READS):
+        taken_at = clock.now()
         broker = adapter.positions()
         if set(broker) <= set(rows):
-            return _Snapshot(rows, broker)
+            return _Snapshot(rows, broker, taken_at, adapter.fills_cursor())
         rows = positions_lock_all(account_id, broker)
     raise TransientBrokerError("positions kept moving to new symbols during the reconnect")
 
 
-def _mark_connected(account: TradingAccount) -> None:
+def _mark_connected(account: TradingAccount, snapshot: _Snapshot) -> None:
     now = clock.now()
     account.connection_state = ConnectionState.CONNECTED
     account.connection_changed_at = account.last_connected_at = now
     account.last_error = ""
+    _mark_reconciled(account, snapshot)
     account.save(update_fields=["connection_state", "connection_changed_at",
-                                "last_connected_at", "last_error"])
+                                "last_connected_at", "last_error", *_RECONCILED_FIELDS])
     log.info("%s connected", account.name)
+
+
+def _mark_reconciled(account: TradingAccount, snapshot: _Snapshot) -> None:
+    """The fills in the snapshot are counted by it: the stream's late copies of them are not."""
+    account.reconciled_fill_seq = snapshot.cursor
+    account.reconciled_at = snapshot.taken_at
 
 
 def _follower_compared(account: TradingAccount, adapter: BrokerAdapter) -> TradingAccount:
@@ -111,7 +124,7 @@ def _follower_compared(account: TradingAccount, adapter: BrokerAdapter) -> Tradi
         fresh = TradingAccount.objects.select_for_update().get(pk=account.pk)
         if diff:
             _pause(fresh, diff)
-        _mark_connected(fresh)
+        _mark_connected(fresh, snapshot)
         if fresh.copy_paused:
             # Right after every comparison, difference or not: the trader may have
             # lined up again while away. A heal resumes the queued exits itself.
@@ -137,7 +150,7 @@ def _leader_reconciled(account: TradingAccount, adapter: BrokerAdapter) -> Tradi
         snapshot = _snapshot_locked(account.pk, adapter)
         leader_positions_reconcile(account=account, broker=snapshot.broker, complete=True)
         fresh = TradingAccount.objects.select_for_update().get(pk=account.pk)
-        _mark_connected(fresh)
+        _mark_connected(fresh, snapshot)
     return fresh
 
 

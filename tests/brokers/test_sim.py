@@ -201,3 +201,17 @@ def test_a_twin_placed_while_waiting_for_the_book_is_found_not_executed_again(si
     assert [(r.status, r.broker_order_id) for r in outcome] == [("filled", f"SIM-{twin.pk}")]
     assert SimOrder.objects.using("broker").filter(client_order_id="twin").count() == 1
     assert sim.positions() == {"MNQ": 3}
+
+
+def test_fills_carry_the_books_sequence_and_positions_say_which_they_include(sim):
+    assert sim.fills_cursor() is None  # no positions read yet
+    assert sim.positions() == {}
+    assert sim.fills_cursor() == 0
+    sim.execute_fill("ES", "buy", 1, "f1")
+    sim.place_order(order("mine", "buy", 2, "ES"))
+    first, second = sim.poll_events()
+    assert first.seq < second.seq
+    assert sim.positions() == {"ES": 3}
+    assert sim.fills_cursor() == second.seq
+    sim.execute_fill("ES", "buy", 1, "f1")  # delivered again: the same fill, the same number
+    assert [e.seq for e in sim.poll_events()] == [first.seq]
