@@ -103,3 +103,24 @@ class Position(models.Model):
     def save(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
         self.symbol = normalise_symbol(self.symbol)
         super().save(*args, **kwargs)
+
+
+class FollowerFill(models.Model):
+    """A manual fill seen on a follower's stream, by the broker's fill id.
+
+    A broker may deliver a fill twice; the copier's own orders are settled once
+    through their Order rows, and this row does the same for the fills nobody
+    ordered: the second delivery finds it and moves nothing.
+    """
+
+    account = models.ForeignKey(TradingAccount, on_delete=models.CASCADE, related_name="+")
+    fill_id = models.CharField("broker fill id", max_length=128)
+    seen_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["account", "fill_id"], name="followerfill_unique")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.account_id}:{self.fill_id}"

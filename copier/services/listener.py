@@ -12,7 +12,7 @@ import datetime as dt
 import logging
 
 from django.core.exceptions import ValidationError
-from django.db import transaction
+from django.db import connection, transaction
 
 from accounts.models import ConnectionState, Position, TradingAccount
 from accounts.symbols import normalise_symbol
@@ -84,14 +84,13 @@ def _fill_handle(account: TradingAccount, event: Fill, *, is_leader: bool,
     if covered:
         log.info("%s: fill %s is in the positions re-read at %s; not counted again",
                  account.name, fill.fill_id, account.reconciled_at)
-    if is_leader:
-        if covered:
-            return 0
-        leader_fill_ingest(account=account, fill=fill, fill_time=event.time,
-                           received_at=received_at)
-    else:
-        follower_fill_record(account=account, fill=event, covered=covered)
-    return 0 if covered else 1
+    if not is_leader:
+        return int(follower_fill_record(account=account, fill=event, covered=covered))
+    if covered:
+        return 0
+    stored = leader_fill_ingest(account=account, fill=fill, fill_time=event.time,
+                                received_at=received_at)
+    return int(stored is not None)
 
 
 def fill_covered(*, account: TradingAccount, fill: Fill) -> bool:
@@ -109,22 +108,42 @@ def fill_covered(*, account: TradingAccount, fill: Fill) -> bool:
             and fill.time.tzinfo is not None and fill.time < at)
 
 
-def follower_fill_record(*, account: TradingAccount, fill: Fill, covered: bool = False) -> None:
-    """A fill on a follower: a manual trade moves C; our own orders were counted already.
+def follower_fill_record(*, account: TradingAccount, fill: Fill, covered: bool = False) -> bool:
+    """A fill on a follower: a manual trade moves C once; our own orders were counted already.
 
     `covered`: the fill is in positions re-read since (see `fill_covered`): it settles
-    our order's row if it is ours, and moves nothing.
+    our order's row if it is ours, and moves nothing. True when the fill counted.
     """
     symbol = normalise_symbol(fill.symbol)
     with transaction.atomic():
         # Waits for any placement holding this row, so our order's row is final here.
         position = position_lock(account.pk, symbol)
-        ours = is_copier_order_id(fill.client_order_id)
-        if (ours and not _copier_order_settled(fill)) or covered:
-            return
+        if is_copier_order_id(fill.client_order_id):
+            counts = _copier_order_settled(fill) and not covered
+        else:
+            counts = not covered and _manual_fill_first_seen(account, fill)
+        if not counts:
+            return False
         position.qty += rules.signed(fill.side, fill.qty)
         position.save(update_fields=["qty", "updated_at"])
         _heal_check(account, position)
+    return True
+
+
+_SEEN_SQL = (
+    "INSERT INTO accounts_followerfill (account_id, fill_id, seen_at) VALUES (%s, %s, %s)"
+    " ON CONFLICT (account_id, fill_id) DO NOTHING RETURNING id"
+)
+
+
+def _manual_fill_first_seen(account: TradingAccount, fill: Fill) -> bool:
+    """Record the fill id; False when it was recorded before (a repeated delivery)."""
+    with connection.cursor() as cursor:
+        cursor.execute(_SEEN_SQL, [account.pk, fill.fill_id.strip(), clock.now()])
+        first = cursor.fetchone() is not None
+    if not first:
+        log.info("%s: fill %s delivered again; counted once", account.name, fill.fill_id)
+    return first
 
 
 def _copier_order_settled(fill: Fill) -> bool:

@@ -83,3 +83,20 @@ def test_a_late_fill_without_a_broker_sequence_is_judged_by_its_time(world):
     broker_events_handle(account=leader, events=[Fill("new", "ES", "sell", 1, clock.now())])
     assert LeaderEvent.objects.filter(fill_id="new").exists()
     assert Decision.objects.filter(event__fill_id="new", account=f1).get().reason == "copied"
+
+
+def test_a_manual_follower_fill_delivered_twice_moves_the_position_once(world):
+    from brokers.base import Fill
+    from copier import clock
+    from copier.services.listener import broker_events_handle
+
+    _, f1 = world
+    sim = SimBroker(f1)
+    sim.execute_fill("ES", "sell", 1, fill_id="by-hand")
+    broker_events_pump(account=f1)
+    sim.execute_fill("ES", "sell", 1, fill_id="by-hand")  # the stream delivers it again
+    broker_events_pump(account=f1)
+    assert copier_position(f1, "ES") == broker_position(f1, "ES") == 1
+    twice = [Fill("twice", "NQ", "buy", 1, clock.now())] * 2
+    assert broker_events_handle(account=f1, events=twice) == 1
+    assert copier_position(f1, "NQ") == 1
