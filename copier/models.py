@@ -332,3 +332,26 @@ class Order(models.Model):
         if status not in allowed:
             raise InvalidTransition(f"order {self.client_order_id}: {self.status} -> {status}")
         self.status = status
+
+
+class RefusedFill(models.Model):
+    """A fill from a broker's stream that the copier could not accept, and why.
+
+    Nothing a broker says is dropped silently: the row is kept for a person to
+    see, and the account's positions were re-read from the broker right after,
+    so that the copier's view of it does not stay wrong (COPY_RULES.md).
+    """
+
+    account = models.ForeignKey(
+        TradingAccount, on_delete=models.CASCADE, related_name="refused_fills"
+    )
+    fill_id = models.CharField("broker fill id", max_length=128, blank=True, default="")
+    payload = models.JSONField(help_text="The fill as the stream gave it.")
+    reason = models.TextField()
+    received_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["-id"]
+
+    def __str__(self) -> str:
+        return f"{self.account}: fill {self.fill_id or '?'} refused ({self.reason})"

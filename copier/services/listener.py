@@ -8,6 +8,7 @@ the `copier_listen` process calls it in a loop for the real brokers.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import logging
 
@@ -26,11 +27,16 @@ from brokers.base import (
 )
 from brokers.registry import adapter_for
 from copier import clock, rules
-from copier.models import CopyGroup, Order
+from copier.models import CopyGroup, Order, RefusedFill
 from copier.services.ingest import FillInput, leader_fill_ingest
 from copier.services.placement import is_copier_order_id
 from copier.services.positions import position_lock
-from copier.services.sync_guard import connection_lost, connection_restored, pause_heal_check
+from copier.services.sync_guard import (
+    connection_lost,
+    connection_restored,
+    pause_heal_check,
+    positions_reread,
+)
 
 log = logging.getLogger(__name__)
 
@@ -75,10 +81,8 @@ def _fill_handle(account: TradingAccount, event: Fill, *, is_leader: bool,
         fill = FillInput.parse(fill_id=event.fill_id, symbol=event.symbol, side=event.side,
                                qty=event.qty)
     except ValidationError as exc:
-        # A malformed fill from a broker is refused and reported; it must not
-        # stop the stream, nor change anything.
-        log.error("%s: malformed fill refused (%s): %r", account.name,
-                  "; ".join(exc.messages), event)
+        fill_refuse(account=account, fill=event, reason="; ".join(exc.messages),
+                    is_leader=is_leader)
         return 0
     covered = fill_covered(account=account, fill=event)
     if covered:
@@ -91,6 +95,42 @@ def _fill_handle(account: TradingAccount, event: Fill, *, is_leader: bool,
     stored = leader_fill_ingest(account=account, fill=fill, fill_time=event.time,
                                 received_at=received_at)
     return int(stored is not None)
+
+
+def fill_refuse(*, account: TradingAccount, fill: Fill, reason: str,
+                is_leader: bool) -> RefusedFill:
+    """Keep a fill the copier cannot accept, then re-read the account's positions.
+
+    Whatever the fill did at the broker is then accounted for all the same: on a
+    leader as a missed move, copied close-only; on a follower adopted. It must not
+    stop the stream. If the broker cannot answer now, the account is marked
+    disconnected, and the listener's next turn reconnects, which re-reads them.
+    """
+    refused = RefusedFill.objects.create(
+        account=account, fill_id="" if fill.fill_id is None else str(fill.fill_id)[:128],
+        payload=_as_json(fill), reason=reason, received_at=clock.now(),
+    )
+    log.error("%s: fill refused (%s): %r; re-reading its positions from the broker",
+              account.name, reason, fill)
+    try:
+        positions_reread(account=account, is_leader=is_leader)
+    except TransientBrokerError as exc:
+        connection_lost(account=account,
+                        reason=f"re-reading positions after a refused fill: {exc.message}")
+    return refused
+
+
+def _as_json(fill: Fill) -> dict[str, object]:
+    """The fill's fields as JSON can hold them; anything else as its repr."""
+    payload: dict[str, object] = {}
+    for f in dataclasses.fields(fill):
+        value = getattr(fill, f.name)
+        if isinstance(value, dt.datetime):
+            value = value.isoformat()
+        elif not (value is None or type(value) in (str, int, bool)):
+            value = repr(value)
+        payload[f.name] = value
+    return payload
 
 
 def fill_covered(*, account: TradingAccount, fill: Fill) -> bool:

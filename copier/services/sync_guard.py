@@ -51,6 +51,11 @@ def connection_restored(*, account: TradingAccount) -> None:
         fresh = _leader_reconciled(account, adapter)
     else:
         fresh = _follower_compared(account, adapter)
+    _state_copied(account, fresh)
+
+
+def _state_copied(account: TradingAccount, fresh: TradingAccount) -> None:
+    """The caller's object (a listener keeps one per account) learns what the row says now."""
     for name in ("connection_state", "connection_changed_at", "last_connected_at", "last_error",
                  "copy_paused", "pause_reason", "pause_details", "paused_since",
                  *_RECONCILED_FIELDS):
@@ -152,6 +157,41 @@ def _leader_reconciled(account: TradingAccount, adapter: BrokerAdapter) -> Tradi
         fresh = TradingAccount.objects.select_for_update().get(pk=account.pk)
         _mark_connected(fresh, snapshot)
     return fresh
+
+
+def positions_reread(*, account: TradingAccount, is_leader: bool) -> None:
+    """Read the account's positions from the broker again, as a reconnect does, because
+    the copier could not count something its stream said (a refused fill).
+
+    On a leader the difference is a move the copier missed: copied close-only. On a
+    follower the broker's view is adopted, as from a position update (no pause: the
+    copier, not the trader, lost track). The read counts the fills it includes, so
+    the stream's later copies of them are not counted again. Raises the adapter's
+    TransientBrokerError when the broker cannot answer.
+    """
+    adapter = adapter_for(account)
+    with transaction.atomic():
+        snapshot = _snapshot_locked(account.pk, adapter)
+        if is_leader:
+            leader_positions_reconcile(account=account, broker=snapshot.broker, complete=True)
+        else:
+            _broker_view_adopted(account, snapshot)
+        fresh = TradingAccount.objects.select_for_update().get(pk=account.pk)
+        _mark_reconciled(fresh, snapshot)
+        fresh.save(update_fields=_RECONCILED_FIELDS)
+        if fresh.copy_paused:
+            pause_heal_check(account=fresh)
+    _state_copied(account, fresh)
+
+
+def _broker_view_adopted(account: TradingAccount, snapshot: _Snapshot) -> None:
+    for symbol, row in snapshot.rows.items():
+        actual = snapshot.broker.get(symbol, 0)
+        if row.qty != actual:
+            log.warning("%s %s: broker says %+d, the copier had %+d; adopting the broker's",
+                        account.name, symbol, actual, row.qty)
+            row.qty = actual
+            row.save(update_fields=["qty", "updated_at"])
 
 
 def leader_positions_reconcile(*, account: TradingAccount, broker: dict[str, int],

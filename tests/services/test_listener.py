@@ -100,3 +100,40 @@ def test_a_manual_follower_fill_delivered_twice_moves_the_position_once(world):
     twice = [Fill("twice", "NQ", "buy", 1, clock.now())] * 2
     assert broker_events_handle(account=f1, events=twice) == 1
     assert copier_position(f1, "NQ") == 1
+
+
+def test_a_leader_fill_beyond_the_limit_is_refused_and_the_difference_copied_close_only(world):
+    from copier.models import Order, RefusedFill
+
+    leader, f1 = world  # leader long 2, F1 long 2
+    SimBroker(leader).execute_fill("ES", "sell", 2_000_002, fill_id="huge")
+    assert broker_events_pump(account=leader) == 0
+    refused = RefusedFill.objects.get()
+    assert (refused.account, refused.fill_id, refused.payload["qty"]) == (leader, "huge",
+                                                                           2_000_002)
+    assert "beyond" in refused.reason
+    event = LeaderEvent.objects.latest("id")  # the leader re-read: a missed move
+    assert (event.source, event.close_only, event.p0, event.p1) == ("reconcile", True, 2,
+                                                                    -2_000_000)
+    assert copier_position(leader, "ES") == broker_position(leader, "ES") == -2_000_000
+    assert copier_position(f1, "ES") == broker_position(f1, "ES") == 0  # closed, no entry
+    assert list(Order.objects.filter(account=f1).values_list("kind", flat=True)) == [
+        "entry", "exit"]
+
+
+def test_a_malformed_follower_fill_is_refused_and_its_positions_re_read(world):
+    from brokers.base import Fill
+    from copier import clock
+    from copier.models import RefusedFill
+    from copier.services.listener import broker_events_handle
+
+    _, f1 = world
+    SimBroker(f1).execute_fill("ES", "buy", 1, fill_id="by-hand")  # the broker: 3
+    broker_events_handle(account=f1, events=[Fill("by-hand", "ES", "hold", 1, clock.now())])
+    refused = RefusedFill.objects.get()
+    assert (refused.account, refused.payload["side"]) == (f1, "hold")
+    assert copier_position(f1, "ES") == 3  # the broker's view, adopted
+    f1.refresh_from_db()
+    assert not f1.copy_paused
+    broker_events_pump(account=f1)  # the stream's own copy of the fill: in the re-read
+    assert copier_position(f1, "ES") == 3
