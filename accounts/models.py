@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from django.core.exceptions import ValidationError
 from django.db import models
+from django.db.models import Q
 
 from accounts.fields import EncryptedTextField
 from accounts.symbols import normalise_symbol
@@ -89,11 +90,20 @@ class Position(models.Model):
     symbol = models.CharField(max_length=32)
     qty = models.IntegerField(default=0)
     last_event_id = models.BigIntegerField(null=True, blank=True)
+    # What the broker's stream last said the position is, while that disagrees with
+    # `qty`: a venue may state a position before the fill that made it. Cleared as
+    # soon as the fills bring `qty` there; applied if they do not within the grace.
+    broker_qty = models.IntegerField(null=True, blank=True, editable=False)
+    broker_qty_since = models.DateTimeField(null=True, blank=True, editable=False)
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
         constraints = [
             models.UniqueConstraint(fields=["account", "symbol"], name="position_account_symbol")
+        ]
+        indexes = [
+            models.Index(fields=["broker_qty_since"], condition=Q(broker_qty__isnull=False),
+                         name="position_disagreement")
         ]
         ordering = ["account", "symbol"]
 

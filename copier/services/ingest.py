@@ -84,6 +84,8 @@ _EVENT_COLUMNS = ["account_id", "fill_id", "symbol", "side", "qty", "close_only"
 # waiting statement locks the row as the first one left it), the event stored with P0/P1
 # from it, and the position moved. A fill id seen before inserts nothing, and so moves
 # nothing: that is the duplicate check, and the unique constraint makes it race-free.
+# A position the broker's stream stated ahead of this fill (`broker_qty`) is settled
+# when the fill brings the position there.
 _STORE_SQL = (
     "WITH pos AS (SELECT id, qty, last_event_id FROM accounts_position"  # noqa: S608 (fixed column names)
     " WHERE account_id = %s AND symbol = %s FOR UPDATE),"
@@ -92,7 +94,9 @@ _STORE_SQL = (
     + ", ".join(["%s"] * len(_EVENT_COLUMNS))
     + ", pos.qty, pos.qty + %s, pos.last_event_id, 0, 'received' FROM pos"
     " ON CONFLICT (account_id, fill_id) DO NOTHING RETURNING id, p0, p1, prev_event_id)"
-    " UPDATE accounts_position p SET qty = ev.p1, last_event_id = ev.id, updated_at = now()"
+    " UPDATE accounts_position p SET qty = ev.p1, last_event_id = ev.id, updated_at = now(),"
+    " broker_qty = CASE WHEN p.broker_qty = ev.p1 THEN NULL ELSE p.broker_qty END,"
+    " broker_qty_since = CASE WHEN p.broker_qty = ev.p1 THEN NULL ELSE p.broker_qty_since END"
     " FROM ev, pos WHERE p.id = pos.id RETURNING ev.id, ev.p0, ev.p1, ev.prev_event_id"
 )
 

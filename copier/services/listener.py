@@ -35,6 +35,7 @@ from copier.services.sync_guard import (
     connection_lost,
     connection_restored,
     pause_heal_check,
+    position_disagreements_settle,
     positions_reread,
 )
 
@@ -71,6 +72,8 @@ def broker_events_handle(*, account: TradingAccount, events: list[BrokerEvent]) 
             connection_lost(account=account, reason=event.reason)
         elif isinstance(event, ConnectionRestored):
             connection_restored(account=account)
+    # Statements of the broker's that no fill explained within the grace are due now.
+    position_disagreements_settle(account=account)
     return handled
 
 
@@ -165,7 +168,9 @@ def follower_fill_record(*, account: TradingAccount, fill: Fill, covered: bool =
         if not counts:
             return False
         position.qty += rules.signed(fill.side, fill.qty)
-        position.save(update_fields=["qty", "updated_at"])
+        if position.broker_qty == position.qty:  # the fill a broker's statement was ahead of
+            position.broker_qty = position.broker_qty_since = None
+        position.save(update_fields=["qty", "broker_qty", "broker_qty_since", "updated_at"])
         _heal_check(account, position)
     return True
 
@@ -200,27 +205,45 @@ def _copier_order_settled(fill: Fill) -> bool:
 
 def position_update_record(*, account: TradingAccount, update: PositionUpdate,
                            is_leader: bool) -> None:
-    """The broker says where a position stands; where the copier thought otherwise, the
-    broker is right.
+    """The broker states where a position stands; where the copier's fills disagree, the
+    statement waits on the row instead of being applied.
 
-    On a leader the difference is a move the copier missed: copied close-only,
-    like a reconnect's. On a follower it is adopted, and a paused account gets
-    its heal check ("on every position update").
+    It may be ahead of the fill that made it (some venues send the position first):
+    applied at once, that move would be counted twice. The fill that brings the
+    position there clears it; a statement no fill explains is applied after a grace
+    by `sync_guard.position_disagreements_settle`. A paused follower gets its heal
+    check ("on every position update").
     """
-    symbol = normalise_symbol(update.symbol)
-    if is_leader:
-        from copier.services.sync_guard import leader_positions_reconcile
-
-        leader_positions_reconcile(account=account, broker={symbol: update.qty})
+    try:
+        symbol = normalise_symbol(update.symbol)
+    except ValidationError as exc:
+        log.error("%s: position update ignored (%s): %r", account.name,
+                  "; ".join(exc.messages), update)
+        return
+    if isinstance(update.qty, bool) or not isinstance(update.qty, int):
+        log.error("%s: position update ignored (quantity is not a whole number): %r",
+                  account.name, update)
         return
     with transaction.atomic():
         position = position_lock(account.pk, symbol)
-        if position.qty != update.qty:
-            log.warning("%s %s: broker says %+d, the copier had %+d; adopting the broker's",
-                        account.name, symbol, update.qty, position.qty)
-            position.qty = update.qty
-            position.save(update_fields=["qty", "updated_at"])
-        _heal_check(account, position)
+        _statement_noted(account, position, update.qty)
+        if not is_leader:
+            _heal_check(account, position)
+
+
+def _statement_noted(account: TradingAccount, position: Position, stated: int) -> None:
+    """Agreeing clears a waiting statement; a new disagreement starts its grace now."""
+    if position.qty == stated:
+        if position.broker_qty is None:
+            return
+        position.broker_qty = position.broker_qty_since = None
+    elif position.broker_qty != stated:
+        log.info("%s %s: broker states %+d, the copier has %+d; waiting for the fills",
+                 account.name, position.symbol, stated, position.qty)
+        position.broker_qty, position.broker_qty_since = stated, clock.now()
+    else:
+        return  # the same statement again: its grace goes on
+    position.save(update_fields=["broker_qty", "broker_qty_since"])
 
 
 def _heal_check(account: TradingAccount, position: Position) -> None:

@@ -15,6 +15,7 @@ import logging
 import uuid
 from dataclasses import dataclass
 
+from django.conf import settings
 from django.db import transaction
 
 from accounts.models import ConnectionState, Position, TradingAccount
@@ -121,6 +122,7 @@ def _follower_compared(account: TradingAccount, adapter: BrokerAdapter) -> Tradi
 
     with transaction.atomic():
         snapshot = _snapshot_locked(account.pk, adapter)
+        _statements_superseded(account.pk)
         known = {symbol: row.qty for symbol, row in snapshot.rows.items() if row.qty}
         diff = rules.divergence(known, snapshot.broker)
         for symbol, (_known, actual) in diff.symbols.items():
@@ -153,6 +155,7 @@ def _pause(account: TradingAccount, diff: rules.Divergence) -> None:
 def _leader_reconciled(account: TradingAccount, adapter: BrokerAdapter) -> TradingAccount:
     with transaction.atomic():
         snapshot = _snapshot_locked(account.pk, adapter)
+        _statements_superseded(account.pk)
         leader_positions_reconcile(account=account, broker=snapshot.broker, complete=True)
         fresh = TradingAccount.objects.select_for_update().get(pk=account.pk)
         _mark_connected(fresh, snapshot)
@@ -172,6 +175,7 @@ def positions_reread(*, account: TradingAccount, is_leader: bool) -> None:
     adapter = adapter_for(account)
     with transaction.atomic():
         snapshot = _snapshot_locked(account.pk, adapter)
+        _statements_superseded(account.pk)
         if is_leader:
             leader_positions_reconcile(account=account, broker=snapshot.broker, complete=True)
         else:
@@ -186,12 +190,8 @@ def positions_reread(*, account: TradingAccount, is_leader: bool) -> None:
 
 def _broker_view_adopted(account: TradingAccount, snapshot: _Snapshot) -> None:
     for symbol, row in snapshot.rows.items():
-        actual = snapshot.broker.get(symbol, 0)
-        if row.qty != actual:
-            log.warning("%s %s: broker says %+d, the copier had %+d; adopting the broker's",
-                        account.name, symbol, actual, row.qty)
-            row.qty = actual
-            row.save(update_fields=["qty", "updated_at"])
+        if row.qty != snapshot.broker.get(symbol, 0):
+            _adopted(account, row, snapshot.broker.get(symbol, 0))
 
 
 def leader_positions_reconcile(*, account: TradingAccount, broker: dict[str, int],
@@ -207,7 +207,7 @@ def leader_positions_reconcile(*, account: TradingAccount, broker: dict[str, int
         stamp = clock.now().strftime("%Y%m%dT%H%M%S%f")
         for symbol, move in sorted(rules.missed_moves(known, broker).items()):
             delta = move.p1 - move.p0
-            log.warning("%s moved %s %+d while disconnected: copied close-only",
+            log.warning("%s moved %s %+d unseen by the copier: copied close-only",
                         account.name, symbol, delta)
             leader_fill_ingest(
                 account=account,
@@ -215,6 +215,70 @@ def leader_positions_reconcile(*, account: TradingAccount, broker: dict[str, int
                                rules.side_for(delta), abs(delta)),
                 source=LeaderEvent.Source.RECONCILE, close_only=True,
             )
+
+
+def position_disagreements_settle(*, account: TradingAccount | None = None) -> int:
+    """Apply what the broker's stream stated about positions and no fill explained in time.
+
+    A venue that streams positions may state one before the fill that made it:
+    applying the statement at once and then the fill counted that move twice. So a
+    statement that disagrees with the copier waits on its row (`broker_qty`), and a
+    fill that brings the position there clears it. One still standing after
+    COPIER_POSITION_GRACE_SECONDS is a move whose fill never came: on a leader it is
+    copied close-only, as a missed move; on a follower it is adopted (and a paused
+    one gets its heal check). A disconnected account's statements wait: its
+    reconnect reads everything again and supersedes them.
+
+    `account`: that one only (the listener, after each batch of events); without, every
+    account (the periodic task). Returns how many positions it applied.
+    """
+    pending = Position.objects.filter(broker_qty__isnull=False)
+    if account is not None:
+        pending = pending.filter(account_id=account.pk)
+    account_ids = sorted(set(pending.values_list("account_id", flat=True)))
+    return sum(_disagreements_settled(account_id) for account_id in account_ids)
+
+
+def _disagreements_settled(account_id: int) -> int:
+    grace = dt.timedelta(seconds=getattr(settings, "COPIER_POSITION_GRACE_SECONDS", 3))
+    now = clock.now()
+    with transaction.atomic():
+        rows = positions_lock_all(account_id, ())
+        account = TradingAccount.objects.get(pk=account_id)
+        if not account.is_connected:
+            return 0
+        due: dict[str, int] = {}
+        for symbol, row in rows.items():
+            stated, since = row.broker_qty, row.broker_qty_since
+            if stated is None or (stated != row.qty and since and now - since < grace):
+                continue
+            if stated != row.qty:
+                due[symbol] = stated
+            row.broker_qty = row.broker_qty_since = None
+            row.save(update_fields=["broker_qty", "broker_qty_since"])
+        if not due:
+            return 0
+        if CopyGroup.objects.filter(leader_id=account_id).exists():
+            leader_positions_reconcile(account=account, broker=due)
+        else:
+            for symbol, stated in due.items():
+                _adopted(account, rows[symbol], stated)
+            pause_heal_check(account=account)
+    return len(due)
+
+
+def _adopted(account: TradingAccount, row: Position, actual: int) -> None:
+    log.warning("%s %s: broker says %+d, the copier had %+d; adopting the broker's",
+                account.name, row.symbol, actual, row.qty)
+    row.qty = actual
+    row.save(update_fields=["qty", "updated_at"])
+
+
+def _statements_superseded(account_id: int) -> None:
+    """A full read of the broker's positions answers every statement still waiting."""
+    Position.objects.filter(account_id=account_id, broker_qty__isnull=False).update(
+        broker_qty=None, broker_qty_since=None
+    )
 
 
 def pause_heal_check(

@@ -137,3 +137,78 @@ def test_a_malformed_follower_fill_is_refused_and_its_positions_re_read(world):
     assert not f1.copy_paused
     broker_events_pump(account=f1)  # the stream's own copy of the fill: in the re-read
     assert copier_position(f1, "ES") == 3
+
+
+@pytest.fixture
+def frozen_clock():
+    from django.utils import timezone
+
+    from copier import clock
+
+    clock.freeze(timezone.now())
+    yield clock
+    clock.release()
+
+
+def _later(clock, seconds: float) -> None:
+    import datetime as dt
+
+    clock.advance_to(clock.now() + dt.timedelta(seconds=seconds))
+
+
+def test_a_leader_position_update_ahead_of_its_fill_is_not_counted_twice(world, frozen_clock):
+    from brokers.base import Fill, PositionUpdate
+    from copier.models import Order
+    from copier.services.listener import broker_events_handle
+
+    leader, f1 = world  # leader long 2, F1 long 2
+    broker_events_handle(account=leader, events=[
+        PositionUpdate("ES", 3), Fill("up-1", "ES", "buy", 1, frozen_clock.now()),
+        PositionUpdate("ES", 3),
+    ])
+    _later(frozen_clock, 60)
+    broker_events_handle(account=leader, events=[])
+    assert copier_position(leader, "ES") == 3
+    assert copier_position(f1, "ES") == broker_position(f1, "ES") == 3  # the buy 1, copied
+    assert not Order.objects.filter(account=f1, side="sell").exists()
+    assert not LeaderEvent.objects.filter(source="reconcile").exists()
+
+
+def test_a_leader_position_update_no_fill_explains_is_a_missed_move_after_the_grace(
+    world, frozen_clock
+):
+    from brokers.base import PositionUpdate
+    from copier.services.listener import broker_events_handle
+    from copier.services.sync_guard import position_disagreements_settle
+
+    leader, f1 = world
+    broker_events_handle(account=leader, events=[PositionUpdate("ES", 1)])
+    _later(frozen_clock, 2)
+    assert position_disagreements_settle() == 0  # its fill may still be on the way
+    assert copier_position(f1, "ES") == 2
+    _later(frozen_clock, 1.5)
+    broker_events_handle(account=leader, events=[])
+    event = LeaderEvent.objects.latest("id")
+    assert (event.source, event.close_only, event.p0, event.p1) == ("reconcile", True, 2, 1)
+    assert copier_position(f1, "ES") == broker_position(f1, "ES") == 1
+    assert position_disagreements_settle() == 0
+
+
+def test_a_follower_position_update_ahead_of_its_manual_fill_is_not_counted_twice(
+    world, frozen_clock
+):
+    from brokers.base import Fill, PositionUpdate
+    from copier.services.listener import broker_events_handle
+    from copier.services.sync_guard import position_disagreements_settle
+
+    _, f1 = world
+    broker_events_handle(account=f1, events=[
+        PositionUpdate("ES", 3), Fill("m-1", "ES", "buy", 1, frozen_clock.now()),
+        PositionUpdate("ES", 3),
+    ])
+    assert copier_position(f1, "ES") == 3
+    broker_events_handle(account=f1, events=[PositionUpdate("NQ", -1)])  # no fill follows
+    _later(frozen_clock, 3)
+    assert position_disagreements_settle() == 1
+    assert copier_position(f1, "NQ") == -1
+    assert copier_position(f1, "ES") == 3

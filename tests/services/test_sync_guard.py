@@ -94,7 +94,15 @@ def test_leader_reconnect_copies_what_it_missed_close_only(world):
     assert copier_position(f1, "ES") == 0
 
 
-def test_follower_position_update_is_adopted_and_heals_a_pause(world):
+def _later(clock, seconds: float) -> None:
+    import datetime as dt
+
+    clock.advance_to(clock.now() + dt.timedelta(seconds=seconds))
+
+
+def test_follower_position_update_no_fill_explains_is_adopted_and_heals_a_pause(
+    world, frozen_clock
+):
     from brokers.base import PositionUpdate
     from copier.services.listener import broker_events_handle
 
@@ -102,16 +110,23 @@ def test_follower_position_update_is_adopted_and_heals_a_pause(world):
     _outage_with_manual_trade(f1, "buy", 3)
     assert f1.copy_paused
     broker_events_handle(account=f1, events=[PositionUpdate("es", 2)])
+    assert copier_position(f1, "ES") == 5  # its fill may be on the way
+    _later(frozen_clock, 3)
+    broker_events_handle(account=f1, events=[])
     f1.refresh_from_db()
     assert copier_position(f1, "ES") == 2
     assert not f1.copy_paused
 
 
-def test_leader_position_update_that_disagrees_is_a_missed_move_copied_close_only(world):
+def test_leader_position_update_that_disagrees_is_a_missed_move_copied_close_only(
+    world, frozen_clock
+):
     from brokers.base import PositionUpdate
     from copier.services.listener import broker_events_handle
 
     leader, f1 = world
+    broker_events_handle(account=leader, events=[PositionUpdate("ES", 3)])
+    _later(frozen_clock, 3)
     broker_events_handle(account=leader, events=[PositionUpdate("ES", 3)])  # added: no copy
     broker_events_handle(account=leader, events=[PositionUpdate("ES", 3)])  # same: nothing
     assert list(LeaderEvent.objects.filter(source="reconcile").values_list("p0", "p1")) == [
@@ -119,6 +134,8 @@ def test_leader_position_update_that_disagrees_is_a_missed_move_copied_close_onl
     assert Decision.objects.filter(account=f1).latest("id").reason == "close_only"
     assert copier_position(f1, "ES") == 2
     broker_events_handle(account=leader, events=[PositionUpdate("ES", 0)])
+    _later(frozen_clock, 3)
+    broker_events_handle(account=leader, events=[])
     assert copier_position(f1, "ES") == 0
 
 
