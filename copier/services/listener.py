@@ -71,10 +71,18 @@ def broker_events_handle(*, account: TradingAccount, events: list[BrokerEvent]) 
         elif isinstance(event, ConnectionLost):
             connection_lost(account=account, reason=event.reason)
         elif isinstance(event, ConnectionRestored):
-            connection_restored(account=account)
+            _reconnected(account)
     # Statements of the broker's that no fill explained within the grace are due now.
     position_disagreements_settle(account=account)
     return handled
+
+
+def _reconnected(account: TradingAccount) -> None:
+    """The stream says the session is back; until its positions are read, it is not."""
+    try:
+        connection_restored(account=account)
+    except TransientBrokerError as exc:
+        connection_lost(account=account, reason=exc.message)
 
 
 def _fill_handle(account: TradingAccount, event: Fill, *, is_leader: bool,

@@ -212,3 +212,31 @@ def test_a_follower_position_update_ahead_of_its_manual_fill_is_not_counted_twic
     assert position_disagreements_settle() == 1
     assert copier_position(f1, "NQ") == -1
     assert copier_position(f1, "ES") == 3
+
+
+def test_a_restored_connection_the_broker_cannot_confirm_leaves_the_account_disconnected(world):
+    from brokers.base import ConnectionRestored
+    from copier.services.listener import broker_events_handle
+
+    _, f1 = world
+    SimBroker(f1).set_reachable(False)
+    broker_events_handle(account=f1, events=[ConnectionRestored()])  # the read fails
+    f1.refresh_from_db()
+    assert f1.connection_state == "disconnected"
+    SimBroker(f1).set_reachable(True)
+    broker_events_pump(account=f1)  # the next turn reconnects
+    f1.refresh_from_db()
+    assert f1.connection_state == "connected"
+
+
+def test_symbols_new_to_the_copier_at_a_reconnect_are_compared_too(world):
+    _, f1 = world
+    sim = SimBroker(f1)
+    sim.set_reachable(False)
+    connect(f1)
+    sim.execute_fill("NQ", "sell", 2)
+    sim.set_reachable(True)
+    connect(f1)
+    assert f1.copy_paused
+    assert f1.pause_details == {"NQ": {"copier": 0, "broker": -2}}
+    assert copier_position(f1, "NQ") == -2
