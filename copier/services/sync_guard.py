@@ -96,7 +96,7 @@ def _snapshot_locked(account_id: int, adapter: BrokerAdapter) -> _Snapshot:
         if set(broker) <= set(rows):
             return _Snapshot(rows, broker, taken_at, adapter.fills_cursor())
         rows = positions_lock_all(account_id, broker)
-    raise TransientBrokerError("positions kept moving to new symbols during the reconnect")
+    raise TransientBrokerError("positions kept moving to new symbols while being read")
 
 
 def _mark_connected(account: TradingAccount, snapshot: _Snapshot) -> None:
