@@ -199,14 +199,16 @@ def test_a_follower_position_update_ahead_of_its_manual_fill_is_not_counted_twic
 ):
     from brokers.base import Fill, PositionUpdate
     from copier.services.listener import broker_events_handle
+
+    _, f1 = world  # F1 long 2
+    broker_events_handle(account=f1, events=[PositionUpdate("ES", 3)])
+    broker_events_handle(account=f1, events=[Fill("m-1", "ES", "buy", 1, frozen_clock.now())])
+    assert copier_position(f1, "ES") == 3
+    broker_events_handle(account=f1, events=[PositionUpdate("ES", 3)])
+    assert copier_position(f1, "ES") == 3
+
     from copier.services.sync_guard import position_disagreements_settle
 
-    _, f1 = world
-    broker_events_handle(account=f1, events=[
-        PositionUpdate("ES", 3), Fill("m-1", "ES", "buy", 1, frozen_clock.now()),
-        PositionUpdate("ES", 3),
-    ])
-    assert copier_position(f1, "ES") == 3
     broker_events_handle(account=f1, events=[PositionUpdate("NQ", -1)])  # no fill follows
     _later(frozen_clock, 3)
     assert position_disagreements_settle() == 1
