@@ -19,10 +19,10 @@ from django.conf import settings
 from django.db import transaction
 
 from accounts.models import ConnectionState, Position, TradingAccount
-from brokers.base import BrokerAdapter, TransientBrokerError
+from brokers.base import BrokerAdapter, BrokerError, OrderResult, TransientBrokerError
 from brokers.registry import adapter_for
 from copier import clock, rules
-from copier.models import CopyGroup, Follower, LeaderEvent
+from copier.models import CopyGroup, Follower, LeaderEvent, Order
 from copier.services.positions import positions_lock_all, positions_of
 
 log = logging.getLogger(__name__)
@@ -79,7 +79,8 @@ class _Snapshot:
     cursor: int | None
 
 
-def _snapshot_locked(account_id: int, adapter: BrokerAdapter) -> _Snapshot:
+def _snapshot_locked(account_id: int, adapter: BrokerAdapter, *,
+                     ask_orders_in_doubt: bool = False) -> _Snapshot:
     """Lock every position row of the account first, then ask the broker.
 
     In this order nothing that moves the copier's view of the account (a copy, a
@@ -88,8 +89,11 @@ def _snapshot_locked(account_id: int, adapter: BrokerAdapter) -> _Snapshot:
     or it waits for our commit and then starts from the view we leave. A symbol the
     broker reports without a row here gets its row created and locked, and the broker
     is read again, since something may have moved it before we held that row.
+    `ask_orders_in_doubt`: see `_orders_in_doubt_asked`.
     """
     rows = positions_lock_all(account_id, ())
+    if ask_orders_in_doubt:
+        _orders_in_doubt_asked(account_id, adapter, rows)
     for _ in range(SNAPSHOT_READS):
         taken_at = clock.now()
         broker = adapter.positions()
@@ -97,6 +101,54 @@ def _snapshot_locked(account_id: int, adapter: BrokerAdapter) -> _Snapshot:
             return _Snapshot(rows, broker, taken_at, adapter.fills_cursor())
         rows = positions_lock_all(account_id, broker)
     raise TransientBrokerError("positions kept moving to new symbols while being read")
+
+
+def _orders_in_doubt_asked(account_id: int, adapter: BrokerAdapter,
+                           rows: dict[str, Position]) -> None:
+    """Our orders whose outcome is unknown are asked about before the comparison.
+
+    What they filled is in the broker's positions: left unknown, the comparison would
+    take it for a trader's (a pause, the broker's view adopted) and the queued exit's
+    retry would then count it a second time. Counted here, once, it is the copier's.
+    A look-up that fails leaves the account disconnected: nothing is compared from a
+    view the copier cannot confirm.
+    """
+    in_doubt = Order.objects.filter(account_id=account_id, status=Order.Status.UNKNOWN)
+    for order in in_doubt.order_by("id"):
+        try:
+            found = adapter.find_order(order.client_order_id)
+        except BrokerError as exc:
+            raise TransientBrokerError(
+                f"order {order.client_order_id} in doubt, the broker cannot tell: {exc.message}"
+            ) from exc
+        filled = _order_outcome(order, found)
+        if filled:
+            row = rows.get(order.symbol) or positions_lock_all(account_id, [order.symbol])[
+                order.symbol]
+            row.qty += rules.signed(order.side, filled)
+            row.save(update_fields=["qty", "updated_at"])
+            rows[order.symbol] = row
+        log.info("account %s: order %s in doubt was %s at the broker", order.account_id,
+                 order.client_order_id, order.status)
+
+
+def _order_outcome(order: Order, found: OrderResult | None) -> int:
+    """Record what the broker says of the order; returns the quantity it filled."""
+    order.completed_at = clock.now()
+    if found is None:
+        order.move_to(Order.Status.FAILED)
+        order.message = "not found at the broker after a timeout"
+        filled = 0
+    elif found.status == "rejected":
+        order.move_to(Order.Status.REJECTED)
+        order.message = found.message
+        filled = 0
+    else:
+        order.move_to(Order.Status.FILLED if found.status == "filled" else Order.Status.ACCEPTED)
+        order.broker_order_id, order.filled_qty = found.broker_order_id, found.filled_qty
+        filled = found.filled_qty
+    order.save()
+    return filled
 
 
 def _mark_connected(account: TradingAccount, snapshot: _Snapshot) -> None:
@@ -121,7 +173,7 @@ def _follower_compared(account: TradingAccount, adapter: BrokerAdapter) -> Tradi
     from copier.services.failed_exits import failed_exits_resume
 
     with transaction.atomic():
-        snapshot = _snapshot_locked(account.pk, adapter)
+        snapshot = _snapshot_locked(account.pk, adapter, ask_orders_in_doubt=True)
         _statements_superseded(account.pk)
         known = {symbol: row.qty for symbol, row in snapshot.rows.items() if row.qty}
         diff = rules.divergence(known, snapshot.broker)

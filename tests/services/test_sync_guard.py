@@ -237,3 +237,34 @@ def test_a_fill_on_a_disconnected_paused_follower_does_not_heal_it(world):
     f1.refresh_from_db()
     assert copier_position(f1, "ES") == 2
     assert f1.copy_paused
+
+
+def test_an_order_in_doubt_is_asked_about_at_the_reconnect_and_counted_once(
+    world, frozen_clock
+):
+    """A queued exit's attempt timed out and its look-up failed: the broker filled it, the
+    copier does not know. At the reconnect its fill is in the broker's positions: asked
+    about before the comparison, it is the copier's own (no pause), and the retry that
+    follows finds nothing left to sell instead of counting it a second time."""
+    from brokers.base import OrderRequest
+    from copier.models import FailedExit, Order
+    from tests.factories import broker_position
+
+    leader, f1 = world  # leader long 1, F1 long 2
+    SimBroker(f1).set_reachable(False)
+    connect(f1)
+    leader_fill(leader, "ES", "sell", 1)  # F1's exit of 2 is queued
+    fe = FailedExit.objects.get(account=f1)
+    SimBroker(f1).set_reachable(True)  # the attempt reaches the broker, the answer is lost
+    SimBroker(f1).place_order(OrderRequest(f"fx{fe.pk}-1", "ES", "sell", 2))
+    Order.objects.create(client_order_id=f"fx{fe.pk}-1", account=f1, symbol="ES", side="sell",
+                         qty=2, kind="exit", status=Order.Status.UNKNOWN, failed_exit=fe,
+                         created_at=frozen_clock.now())
+    FailedExit.objects.filter(pk=fe.pk).update(attempts=1)
+    connect(f1)
+    f1.refresh_from_db()
+    assert Order.objects.get(client_order_id=f"fx{fe.pk}-1").status == "filled"
+    assert not f1.copy_paused
+    assert broker_position(f1, "ES") == copier_position(f1, "ES") == 0
+    fe.refresh_from_db()
+    assert fe.status in ("done", "resolved")
