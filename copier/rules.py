@@ -214,11 +214,16 @@ def _close_only(move: LeaderMove, c: int, e0: int, e1: int, lifted: bool) -> Dec
     if not (flat_or_reversed or reduced):
         return d(Reason.CLOSE_ONLY,
                  note=f"diverged (C={c}, E0={e0}): the copier never opens or adds")
-    on_e0_side = c != 0 and sign(c) == sign(e0)
-    if not on_e0_side:
+    if c == 0:
+        return d(Reason.NOTHING_TO_CLOSE, note=f"diverged (C={c}, E0={e0}): the follower is flat")
+    if flat_or_reversed:
+        # An unwind closes whatever the follower holds, on either side: E0 may have rounded
+        # to 0, or a reverse-group follower may sit on the leader's side.
+        legs = close_by(c, abs(c))
+    elif sign(c) == sign(e0):
+        legs = close_by(c, min(abs(c), abs(e0) - abs(e1)))
+    else:
         return d(Reason.NOTHING_TO_CLOSE, note=f"diverged (C={c}, E0={e0}): nothing on E0's side")
-    qty = abs(c) if flat_or_reversed else min(abs(c), abs(e0) - abs(e1))
-    legs = close_by(c, qty)
     if not legs:
         return d(Reason.NOTHING_TO_CLOSE, note=f"diverged (C={c}, E0={e0}): nothing left to reduce")
     return d(Reason.CLOSE_ONLY, legs, note=f"diverged (C={c}, E0={e0}): reduce by {legs[0].qty}")
