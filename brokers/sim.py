@@ -49,6 +49,9 @@ def _result(order: SimOrder) -> OrderResult:
         status="filled" if order.status == SimOrder.Status.FILLED else "rejected",
         filled_qty=order.qty if order.status == SimOrder.Status.FILLED else 0,
         message=order.message,
+        symbol=order.symbol,
+        side=order.side,  # type: ignore[arg-type]
+        qty=order.qty,
     )
 
 

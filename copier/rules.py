@@ -13,6 +13,11 @@ from dataclasses import dataclass, field
 from decimal import ROUND_HALF_UP, Decimal
 from enum import StrEnum
 
+# Quantity limits, checked before anything is sent (COPY_RULES.md "Joining, settings and
+# crashes": one follower's impossible order must never fail the others' copy).
+MAX_MULTIPLIER = Decimal(100)
+MAX_ORDER_QTY = 10_000  # contracts in one copied entry; exits are never limited
+
 
 class Reason(StrEnum):
     DISABLED = "disabled"
@@ -148,6 +153,28 @@ def cap_exit(side: Side | str, qty: int, position: int) -> int:
     if position == 0 or sign(signed(side, 1)) == sign(position):
         return 0
     return min(qty, abs(position))
+
+
+def exit_retry_qty(side: Side | str, qty: int, position: int, expected: int | None) -> int:
+    """How much of a queued exit goes out at a retry (Failed Exit Queue).
+
+    Nothing when the follower already holds `expected`, what the leader's position
+    calls for (None in a `with_leader` group, where the target after a reduction is
+    flat); otherwise capped to what the follower still holds on that side.
+    """
+    if expected is not None and position == expected:
+        return 0
+    return cap_exit(side, qty, position)
+
+
+def entry_denied(leg: Leg) -> str:
+    """Why the copier itself refuses to send a leg ('' when it may go): an entry beyond
+    the order size limit is a mistake (a multiplier, a fat-fingered fill), never a trade.
+    Exits are never denied: they only ever reduce what the follower holds."""
+    if leg.kind == LegKind.ENTRY and leg.qty > MAX_ORDER_QTY:
+        return (f"denied by the copier: an entry of {leg.qty} contracts is beyond the limit "
+                f"of {MAX_ORDER_QTY} per order")
+    return ""
 
 
 def leader_side(move: LeaderMove) -> int:

@@ -14,6 +14,7 @@ from typing import Any
 from django.core.exceptions import ValidationError
 
 from accounts.symbols import normalise_symbol
+from copier import rules
 
 
 class ScenarioError(ValueError):
@@ -172,8 +173,9 @@ def _multiplier(where: str, value: Any) -> Decimal:
         m = Decimal(str(value))
     except InvalidOperation:
         raise ScenarioError(f"{where}: multiplier must be a number, got {value!r}") from None
-    if not m.is_finite() or m <= 0 or m > 1000:
-        raise ScenarioError(f"{where}: multiplier must be > 0 (and at most 1000), got {value!r}")
+    if not m.is_finite() or m <= 0 or m > rules.MAX_MULTIPLIER:
+        raise ScenarioError(f"{where}: multiplier must be > 0 (and at most "
+                            f"{rules.MAX_MULTIPLIER}), got {value!r}")
     return m
 
 

@@ -27,7 +27,7 @@ from brokers.registry import adapter_for
 from copier import clock, rules
 from copier.models import CopyGroup, Order
 from copier.services.ingest import FillInput, leader_fill_ingest
-from copier.services.placement import is_copier_order_id
+from copier.services.placement import is_copier_order_id, order_fill_settle
 from copier.services.positions import position_lock
 from copier.services.sync_guard import connection_lost, connection_restored, pause_heal_check
 
@@ -90,13 +90,13 @@ def follower_fill_record(*, account: TradingAccount, fill: Fill) -> None:
         # Waits for any placement holding this row, so our order's row is final here.
         position = position_lock(account.pk, symbol)
         if is_copier_order_id(fill.client_order_id):
-            order = Order.objects.filter(client_order_id=fill.client_order_id).first()
+            order = (Order.objects.filter(client_order_id=fill.client_order_id)
+                     .select_related("failed_exit").first())
             if order is None or order.status not in (Order.Status.UNKNOWN, Order.Status.ACCEPTED):
                 return
-            # Its outcome was unknown (or it was working): the fill settles it now.
-            order.move_to(Order.Status.FILLED)
-            order.filled_qty = fill.qty
-            order.save(update_fields=["status", "filled_qty"])
+            # Its outcome was unknown (or it was working): the fill settles it now, and
+            # the exit queued for it with it.
+            order_fill_settle(order, fill.qty)
         position.qty += rules.signed(fill.side, fill.qty)
         position.save(update_fields=["qty", "updated_at"])
         account.copy_paused = position.account.copy_paused
