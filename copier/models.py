@@ -246,8 +246,10 @@ class Decision(models.Model):
     reason = models.CharField(max_length=24, choices=[(r.value, r.value) for r in rules.Reason])
     detail = models.TextField(blank=True, default="")
     position_before = models.IntegerField(help_text="C when evaluated.")
-    expected_before = models.IntegerField(help_text="E0.")
-    expected_after = models.IntegerField(help_text="E1.")
+    # E0 and E1 are what the rules computed, however large: an absurd multiplier must be
+    # recorded and denied, never fail the batch it is in.
+    expected_before = models.BigIntegerField(help_text="E0.")
+    expected_after = models.BigIntegerField(help_text="E1.")
     planned_legs = models.JSONField(default=list, blank=True)
     placed_legs = models.JSONField(default=list, blank=True)
     position_after = models.IntegerField(null=True, blank=True)

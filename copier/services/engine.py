@@ -30,7 +30,7 @@ from django.db import connection, transaction
 from django.db.models import F
 
 from accounts.models import Position, TradingAccount
-from brokers.base import PermanentBrokerError, TransientBrokerError
+from brokers.base import BrokerError, TransientBrokerError
 from copier import clock, rules
 from copier.models import Decision, LeaderEvent, Order, Quarantine
 from copier.services import failed_exits, sync_guard
@@ -313,8 +313,8 @@ class _Batch:
         if w.position.blocked:
             return order_not_sent(w.spec(index), TransientBrokerError(w.position.blocked))
         denied = rules.entry_denied(w.legs[index])
-        if denied:
-            return order_not_sent(w.spec(index), PermanentBrokerError(denied))
+        if denied:  # a failed entry (never retried), no quarantine: exits still follow
+            return order_not_sent(w.spec(index), BrokerError(denied))
         return None
 
     def _not_sent(self, w: _Work, leg: rules.Leg, *, disconnected: bool) -> None:
@@ -368,6 +368,7 @@ def _failed(w: _Work, leg: rules.Leg, sent: Sent, outcome: rules.LegOutcome) -> 
     """Record what a failed leg leaves behind: a quarantine, a failed exit to retry."""
     assert sent.error is not None
     error = sent.error.message
+    w.notes.append(f"{leg.kind.value} {leg.side.value} {leg.qty}: {error}")
     if outcome == rules.LegOutcome.REJECTED:
         quarantine_create(account=w.account, symbol=w.event.symbol, event=w.event,
                           reason=Quarantine.Reason.REJECTED, detail=error)

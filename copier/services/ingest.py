@@ -128,7 +128,7 @@ def events_dispatch(event_ids: list[int]) -> None:
             log.exception("could not enqueue leader event %s; the re-dispatch will", event_id)
 
 
-def events_redispatch(*, older_than_seconds: int) -> list[int]:
+def events_redispatch(*, older_than_seconds: int, limit: int = 1000) -> list[int]:
     """Events stored but not done after a while: their message was lost. Enqueue again."""
     now = clock.now()
     cutoff = now - dt.timedelta(seconds=older_than_seconds)
@@ -138,7 +138,7 @@ def events_redispatch(*, older_than_seconds: int) -> list[int]:
         LeaderEvent.objects.exclude(status=LeaderEvent.Status.DONE)
         .filter(received_at__lte=cutoff)
         .order_by(F("redispatched_at").asc(nulls_first=True), "id")
-        .values_list("id", flat=True)[:1000]
+        .values_list("id", flat=True)[:limit]
     )
     if ids:
         LeaderEvent.objects.filter(pk__in=ids).update(redispatched_at=now)
