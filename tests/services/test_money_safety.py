@@ -92,7 +92,8 @@ def test_an_exit_whose_look_up_fails_after_a_crash_stays_unknown_and_is_never_se
     leader_fill(leader, "ES", "buy", 2)
     exit_event = stored(leader, "x", "sell", 2)
     crash_mid_copy(exit_event)
-    assert broker_position(f1, "ES") == 0 and copier_position(f1, "ES") == 2
+    assert broker_position(f1, "ES") == 0
+    assert copier_position(f1, "ES") == 2
     SimBroker(f1).inject(lookup_fail=1)  # the re-run's look-up fails transiently
     tasks.process_event(exit_event.pk)
     order = Order.objects.get(client_order_id__startswith=f"cp{exit_event.pk}-")
@@ -121,7 +122,8 @@ def test_nothing_is_sent_for_a_follower_symbol_while_an_order_is_unknown(world):
     assert retry_due(fe) == "pending"
     assert retry_due(fe) == "pending"
     fe.refresh_from_db()
-    assert "outcome unknown" in fe.last_error and fe.attempts == 3
+    assert "outcome unknown" in fe.last_error
+    assert fe.attempts == 3
     assert sent_at_broker(f1) == [("buy", 2), ("sell", 2)]
     assert retry_due(fe) == "done"  # the look-up answers: it filled
     assert broker_position(f1, "ES") == copier_position(f1, "ES") == 0
