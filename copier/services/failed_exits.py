@@ -12,6 +12,7 @@ resend.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import logging
 import random
 
@@ -102,17 +103,28 @@ def failed_exit_attempt(*, failed_exit_id: int) -> str | None:
         position = position_lock(row["account_id"], row["symbol"])
         # Read after the lock: a reconnect that held it has committed its comparison,
         # its pause and its connection state by now.
-        account = TradingAccount.objects.get(pk=row["account_id"])
-        position.account = account
-        fe = FailedExit.objects.select_for_update().get(pk=failed_exit_id)
-        if fe.status == FailedExit.Status.IN_FLIGHT:
-            _attempt(fe, position, recovering=recovering)
+        position.account = TradingAccount.objects.get(pk=row["account_id"])
+        # Queued exits of one (follower, symbol) go in queue order, whichever task came
+        # first: each is judged on what the ones before it left.
+        now = clock.now()
+        rows = list(
+            FailedExit.objects.select_for_update()
+            .filter(Q(pk=failed_exit_id) | Q(status=FailedExit.Status.IN_FLIGHT)
+                    | Q(status=FailedExit.Status.PENDING, next_attempt_at__lte=now),
+                    account_id=row["account_id"], symbol=row["symbol"], pk__lte=failed_exit_id)
+            .order_by("id")
+        )
+        for fe in rows:
+            if fe.status not in (FailedExit.Status.PENDING, FailedExit.Status.IN_FLIGHT):
+                continue
+            fe.status = FailedExit.Status.IN_FLIGHT
+            _attempt(fe, position, recovering=recovering or fe.pk != failed_exit_id)
+            fe.in_flight_since = None
+            fe.updated_at = clock.now()
+            fe.save()
+            if fe.status == FailedExit.Status.PENDING:
+                transaction.on_commit(functools.partial(failed_exit_schedule, fe))
         positions_save([position])
-        fe.in_flight_since = None
-        fe.updated_at = clock.now()
-        fe.save()
-    if fe.status == FailedExit.Status.PENDING:
-        transaction.on_commit(lambda: failed_exit_schedule(fe))
     return fe.status
 
 
@@ -127,8 +139,8 @@ def _attempt(fe: FailedExit, position: Position, *, recovering: bool) -> None:
         return
     settled = unknown_orders_settle(account=account, symbol=fe.symbol)
     position.qty += settled.moved
-    fe.refresh_from_db(fields=["status", "last_error"])
-    if fe.status != FailedExit.Status.IN_FLIGHT:  # its own order turned out filled/rejected
+    if fe.pk in settled.exits:  # its own order turned out filled or rejected
+        fe.status = settled.exits[fe.pk]
         return
     if settled.blocked:
         _failed(fe, settled.blocked)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from accounts.models import TradingAccount
 from brokers.base import (
@@ -233,6 +233,7 @@ class Settled:
 
     moved: int = 0  # signed move of the position by the orders that filled
     blocked: str = ""  # why nothing may be sent yet: an order whose outcome is still unknown
+    exits: dict[int, str] = field(default_factory=dict)  # queued exits settled: id -> status
 
 
 def unknown_orders_settle(*, account: TradingAccount, symbol: str) -> Settled:
@@ -243,7 +244,7 @@ def unknown_orders_settle(*, account: TradingAccount, symbol: str) -> Settled:
     never arrived is `failed` (its queued exit will send it); one that still
     cannot be asked about stays `unknown` and blocks the (follower, symbol).
     """
-    moved, blocked = 0, ""
+    moved, blocked, exits = 0, "", {}
     for order in (Order.objects.filter(account=account, symbol=symbol,
                                        status=Order.Status.UNKNOWN)
                   .select_related("failed_exit").order_by("id")):
@@ -258,10 +259,12 @@ def unknown_orders_settle(*, account: TradingAccount, symbol: str) -> Settled:
         else:
             filled, _error = result_apply(order, found)
             moved += rules.signed(order.side, filled)
-            order_failed_exit_settle(order)
+            settled = order_failed_exit_settle(order)
+            if settled:
+                exits[order.failed_exit_id] = settled
         order.completed_at = clock.now()
         order.save()
-    return Settled(moved, blocked)
+    return Settled(moved, blocked, exits)
 
 
 def order_fill_settle(order: Order, qty: int) -> None:
@@ -274,11 +277,12 @@ def order_fill_settle(order: Order, qty: int) -> None:
     order_failed_exit_settle(order)
 
 
-def order_failed_exit_settle(order: Order) -> None:
-    """A queued exit whose order turned out filled is done; rejected, it is rejected."""
+def order_failed_exit_settle(order: Order) -> str:
+    """A queued exit whose order turned out filled is done; rejected, it is rejected.
+    Returns the status it was given ('' when untouched)."""
     fe = order.failed_exit
     if fe is None or fe.status not in (FailedExit.Status.PENDING, FailedExit.Status.IN_FLIGHT):
-        return
+        return ""
     if order.status == Order.Status.FILLED or (
         order.status == Order.Status.ACCEPTED and order.filled_qty
     ):
@@ -288,8 +292,9 @@ def order_failed_exit_settle(order: Order) -> None:
         quarantine_create(account=order.account, symbol=order.symbol, event=fe.event,
                           reason=Quarantine.Reason.REJECTED, detail=order.message)
     else:
-        return
+        return ""
     FailedExit.objects.filter(pk=fe.pk).update(status=status, last_error=note[:2000],
                                                in_flight_since=None, updated_at=clock.now())
     fe.status = status
     log.info("failed exit %s %s: %s", fe.pk, status, note)
+    return status
