@@ -78,6 +78,11 @@ class OrderResult:
     status: Literal["filled", "accepted", "rejected"]
     filled_qty: int
     message: str = ""
+    # What the broker has on record, where a look-up tells: after a crash the copier may
+    # plan differently from the run that sent the order, and what went out is what counts.
+    symbol: str | None = None
+    side: Side | None = None
+    qty: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -29,6 +29,9 @@ class SimAccount(models.Model):
         default=0, help_text="Execute this many next orders but lose the answer (timeout)."
     )
     closed = models.BooleanField(default=False, help_text="Reject every order: account closed.")
+    lookup_fail_next = models.PositiveIntegerField(
+        default=0, help_text="Fail this many next order look-ups with a transient error."
+    )
 
     def __str__(self) -> str:
         return f"sim book of {self.account_id}"

@@ -49,6 +49,9 @@ def _result(order: SimOrder) -> OrderResult:
         status="filled" if order.status == SimOrder.Status.FILLED else "rejected",
         filled_qty=order.qty if order.status == SimOrder.Status.FILLED else 0,
         message=order.message,
+        symbol=order.symbol,
+        side=order.side,  # type: ignore[arg-type]
+        qty=order.qty,
     )
 
 
@@ -264,8 +267,13 @@ class SimBroker(BrokerAdapter):
         raise TransientBrokerError("sim: client order ids placed concurrently; try again")
 
     def find_order(self, client_order_id: str) -> OrderResult | None:
-        if not self._book(lock=False).reachable:
+        book = self._book(lock=False)
+        if not book.reachable:
             raise TransientBrokerError("sim: broker unreachable (outage)")
+        if SimAccount.objects.using(DB).filter(pk=book.pk, lookup_fail_next__gt=0).update(
+            lookup_fail_next=F("lookup_fail_next") - 1
+        ):
+            raise TransientBrokerError("sim: HTTP 504 looking the order up (injected)")
         order = (
             SimOrder.objects.using(DB)
             .filter(book__account_id=self.account.pk, client_order_id=client_order_id).first()
@@ -336,13 +344,16 @@ class SimBroker(BrokerAdapter):
             reachable=reachable
         )
 
-    def inject(self, *, fail: int = 0, reject: int = 0, timeout: int = 0) -> None:
-        """Make the next orders fail (transient), be rejected (permanent) or time out."""
-        if min(fail, reject, timeout) < 0:
+    def inject(self, *, fail: int = 0, reject: int = 0, timeout: int = 0,
+               lookup_fail: int = 0) -> None:
+        """Make the next orders fail (transient), be rejected (permanent) or time out, or
+        the next look-ups by client order id fail (transient). Counts add up."""
+        if min(fail, reject, timeout, lookup_fail) < 0:
             raise ValueError("fault counts must be >= 0")
         SimAccount.objects.using(DB).filter(pk=self._book(lock=False).pk).update(
             fail_next=F("fail_next") + fail,
             reject_next=F("reject_next") + reject,
             timeout_next=F("timeout_next") + timeout,
+            lookup_fail_next=F("lookup_fail_next") + lookup_fail,
         )
 

@@ -9,6 +9,7 @@ or repeated task finds nothing left to do.
 from __future__ import annotations
 
 from decimal import Decimal
+from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.db import models
@@ -22,6 +23,11 @@ from copier import rules
 def validate_multiplier(value: Decimal) -> None:
     if value is None or value <= 0:
         raise ValidationError("The multiplier must be greater than 0 (e.g. 0.5, 1, 3).")
+    if value > rules.MAX_MULTIPLIER:
+        raise ValidationError(
+            f"The multiplier must be at most {rules.MAX_MULTIPLIER}: one leader contract "
+            f"would become {value.normalize():f} on this follower."
+        )
 
 
 def current_event_watermark() -> int:
@@ -51,6 +57,14 @@ class CopyGroup(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        """A new leader means every follower joins it now: earlier events are not theirs."""
+        leader_changed = bool(self.pk) and CopyGroup.objects.filter(pk=self.pk).exclude(
+            leader_id=self.leader_id).exists()
+        super().save(*args, **kwargs)
+        if leader_changed:
+            self.followers.update(start_event_id=current_event_watermark())
 
     def clean(self) -> None:
         if self.leader_id and Follower.objects.filter(account_id=self.leader_id).exists():
@@ -84,6 +98,17 @@ class Follower(models.Model):
 
     def __str__(self) -> str:
         return f"{self.account} follows {self.group} x{self.multiplier.normalize()}"
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        """Joining (moved to another group, or its account replaced) starts with the next
+        event: the copier never replays a leader's history onto an account."""
+        if self.pk and Follower.objects.filter(pk=self.pk).exclude(
+            group_id=self.group_id, account_id=self.account_id
+        ).exists():
+            self.start_event_id = current_event_watermark()
+            if kwargs.get("update_fields") is not None:
+                kwargs["update_fields"] = {*kwargs["update_fields"], "start_event_id"}
+        super().save(*args, **kwargs)
 
     def clean(self) -> None:
         errors: dict[str, str] = {}
@@ -172,7 +197,19 @@ class LeaderEvent(models.Model):
     received_at = models.DateTimeField()
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.RECEIVED)
     followers_total = models.PositiveIntegerField(null=True, blank=True)
+    followers_frozen = models.JSONField(
+        null=True, blank=True, editable=False,
+        help_text="The followers and their settings when the event first ran: a re-run after "
+                  "a crash decides for the same followers with the same settings, so a "
+                  "setting changed in between never makes the copier forget or misread an "
+                  "order that went out.",
+    )
     dispatched_at = models.DateTimeField(null=True, blank=True)
+    redispatched_at = models.DateTimeField(
+        null=True, blank=True, editable=False,
+        help_text="Last periodic re-dispatch: the sweep takes the longest-waiting first, so a "
+                  "stuck event never starves the others.",
+    )
     done_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
@@ -209,8 +246,10 @@ class Decision(models.Model):
     reason = models.CharField(max_length=24, choices=[(r.value, r.value) for r in rules.Reason])
     detail = models.TextField(blank=True, default="")
     position_before = models.IntegerField(help_text="C when evaluated.")
-    expected_before = models.IntegerField(help_text="E0.")
-    expected_after = models.IntegerField(help_text="E1.")
+    # E0 and E1 are what the rules computed, however large: an absurd multiplier must be
+    # recorded and denied, never fail the batch it is in.
+    expected_before = models.BigIntegerField(help_text="E0.")
+    expected_after = models.BigIntegerField(help_text="E1.")
     planned_legs = models.JSONField(default=list, blank=True)
     placed_legs = models.JSONField(default=list, blank=True)
     position_after = models.IntegerField(null=True, blank=True)
@@ -323,6 +362,11 @@ class Order(models.Model):
     class Meta:
         ordering = ["id"]
         constraints = [models.CheckConstraint(condition=Q(qty__gt=0), name="order_qty_gt_0")]
+        indexes = [
+            # "nothing for that (follower, symbol) is sent while an order's outcome is unknown"
+            models.Index(fields=["account", "symbol"], condition=Q(status="unknown"),
+                         name="order_unknown"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.client_order_id}: {self.side} {self.qty} {self.symbol} ({self.status})"

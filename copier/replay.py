@@ -18,6 +18,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from celery import signals
+from django.db import transaction
 
 from accounts.models import TradingAccount
 from brokers.models import SimPosition
@@ -26,8 +27,11 @@ from copier import clock, tasks
 from copier.celery import app
 from copier.models import CopyGroup, Decision, FailedExit, Follower, LeaderEvent, Order, Quarantine
 from copier.scenario import Scenario, ScenarioError, Step
+from copier.services import engine
+from copier.services.ingest import events_redispatch
 from copier.services.listener import broker_events_pump
 from copier.services.quarantine import quarantine_lift
+from copier.services.sync_guard import connection_restored
 
 EPOCH = dt.datetime(2026, 1, 5, 14, 30, tzinfo=dt.UTC)
 MAX_RETRIES_PER_ADVANCE = 10_000
@@ -89,11 +93,16 @@ def eager_tasks() -> Iterator[None]:
         app.conf.task_always_eager, app.conf.task_eager_propagates = old
 
 
+class _Crash(Exception):
+    """The worker dying mid-copy (`crash` op)."""
+
+
 class Replay:
     def __init__(self, scenario: Scenario, *, tracker: TaskTracker | None = None) -> None:
         self.scenario = scenario
         self.tracker = tracker
         self.accounts: dict[str, TradingAccount] = {}
+        self.crash_next = False
 
     # --- running ---------------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
@@ -149,8 +158,31 @@ class Replay:
     def _op_fill(self, step: Step) -> None:
         account, sim = self._sim(step)
         a = step.args
-        sim.execute_fill(a["symbol"], a["side"], a["qty"], a.get("fill_id", f"step-{step.index}"))
+        # no fill_id: a fill of its own, never a duplicate of another step's
+        sim.execute_fill(a["symbol"], a["side"], a["qty"], a.get("fill_id"))
+        if self.crash_next and account.led_groups.exists():
+            self.crash_next = False
+            self._crash_copy(account)
         self._pump(account)
+
+    def _crash_copy(self, leader: TradingAccount) -> None:
+        """The leader's fill is stored, then its copy dies after the broker executed the
+        followers' orders: every row of the copier's rolls back, the broker keeps what it
+        did, and the event waits for its re-run (`recover`, or the periodic re-dispatch)."""
+        with transaction.atomic():
+            self._pump(leader)
+            transaction.get_connection().run_on_commit.clear()  # the publish is lost too
+        for event in LeaderEvent.objects.filter(account=leader, runs=0).order_by("id"):
+            started = engine.event_process(event_id=event.pk)
+            if started is None:
+                continue
+            try:
+                with transaction.atomic():
+                    for batch in started.batches:
+                        engine.batch_copy(event=started.event, seats=batch)
+                    raise _Crash
+            except _Crash:
+                pass
 
     def _op_outage(self, step: Step) -> None:
         account, sim = self._sim(step)
@@ -158,8 +190,13 @@ class Replay:
         self._pump(account)
 
     def _op_restore(self, step: Step) -> None:
+        """A reconnect, on an account that is connected too: a new session, positions
+        compared, queued exits attempted at once."""
         account, sim = self._sim(step)
         sim.set_reachable(True)
+        account.refresh_from_db()
+        if account.is_connected:
+            connection_restored(account=account)
         self._pump(account)
 
     def _op_fail_orders(self, step: Step) -> None:
@@ -176,6 +213,30 @@ class Replay:
         Follower.objects.filter(account=self.accounts[step.args["account"]]).update(
             enabled=step.args["enabled"]
         )
+
+    def _op_crash(self, step: Step) -> None:
+        self.crash_next = True
+
+    def _op_recover(self, step: Step) -> None:
+        """The periodic re-dispatch runs now: events whose copy died are run again."""
+        events_redispatch(older_than_seconds=0)
+        self._settle()
+
+    def _op_reverse(self, step: Step) -> None:
+        group = CopyGroup.objects.get(name=step.args["group"])
+        group.reverse = step.args["reverse"]
+        group.save()
+
+    def _op_join(self, step: Step) -> None:
+        """A follower joins a group (moved from another, or added): as the admin saves it."""
+        account = self.accounts[step.args["account"]]
+        group = CopyGroup.objects.get(name=step.args["group"])
+        follower = Follower.objects.filter(account=account).first() or Follower(account=account)
+        follower.group, follower.multiplier = group, step.args["multiplier"]
+        follower.save()
+
+    def _op_leave(self, step: Step) -> None:
+        Follower.objects.filter(account=self.accounts[step.args["account"]]).delete()
 
     def _op_advance(self, step: Step) -> None:
         target = clock.now() + dt.timedelta(seconds=step.args["seconds"])

@@ -13,6 +13,11 @@ from dataclasses import dataclass, field
 from decimal import ROUND_HALF_UP, Decimal
 from enum import StrEnum
 
+# Quantity limits, checked before anything is sent (COPY_RULES.md "Joining, settings and
+# crashes": one follower's impossible order must never fail the others' copy).
+MAX_MULTIPLIER = Decimal(100)
+MAX_ORDER_QTY = 10_000  # contracts in one copied entry; exits are never limited
+
 
 class Reason(StrEnum):
     DISABLED = "disabled"
@@ -150,6 +155,28 @@ def cap_exit(side: Side | str, qty: int, position: int) -> int:
     return min(qty, abs(position))
 
 
+def exit_retry_qty(side: Side | str, qty: int, position: int, expected: int | None) -> int:
+    """How much of a queued exit goes out at a retry (Failed Exit Queue).
+
+    Nothing when the follower already holds `expected`, what the leader's position
+    calls for (None in a `with_leader` group, where the target after a reduction is
+    flat); otherwise capped to what the follower still holds on that side.
+    """
+    if expected is not None and position == expected:
+        return 0
+    return cap_exit(side, qty, position)
+
+
+def entry_denied(leg: Leg) -> str:
+    """Why the copier itself refuses to send a leg ('' when it may go): an entry beyond
+    the order size limit is a mistake (a multiplier, a fat-fingered fill), never a trade.
+    Exits are never denied: they only ever reduce what the follower holds."""
+    if leg.kind == LegKind.ENTRY and leg.qty > MAX_ORDER_QTY:
+        return (f"denied by the copier: an entry of {leg.qty} contracts is beyond the limit "
+                f"of {MAX_ORDER_QTY} per order")
+    return ""
+
+
 def leader_side(move: LeaderMove) -> int:
     return sign(move.p0) if move.p0 != 0 else sign(move.p1)
 
@@ -214,11 +241,16 @@ def _close_only(move: LeaderMove, c: int, e0: int, e1: int, lifted: bool) -> Dec
     if not (flat_or_reversed or reduced):
         return d(Reason.CLOSE_ONLY,
                  note=f"diverged (C={c}, E0={e0}): the copier never opens or adds")
-    on_e0_side = c != 0 and sign(c) == sign(e0)
-    if not on_e0_side:
+    if c == 0:
+        return d(Reason.NOTHING_TO_CLOSE, note=f"diverged (C={c}, E0={e0}): the follower is flat")
+    if flat_or_reversed:
+        # An unwind closes whatever the follower holds, on either side: E0 may have rounded
+        # to 0, or a reverse-group follower may sit on the leader's side.
+        legs = close_by(c, abs(c))
+    elif sign(c) == sign(e0):
+        legs = close_by(c, min(abs(c), abs(e0) - abs(e1)))
+    else:
         return d(Reason.NOTHING_TO_CLOSE, note=f"diverged (C={c}, E0={e0}): nothing on E0's side")
-    qty = abs(c) if flat_or_reversed else min(abs(c), abs(e0) - abs(e1))
-    legs = close_by(c, qty)
     if not legs:
         return d(Reason.NOTHING_TO_CLOSE, note=f"diverged (C={c}, E0={e0}): nothing left to reduce")
     return d(Reason.CLOSE_ONLY, legs, note=f"diverged (C={c}, E0={e0}): reduce by {legs[0].qty}")

@@ -14,6 +14,7 @@ from typing import Any
 from django.core.exceptions import ValidationError
 
 from accounts.symbols import normalise_symbol
+from copier import rules
 
 
 class ScenarioError(ValueError):
@@ -21,7 +22,10 @@ class ScenarioError(ValueError):
 
 
 OPS = ("fill", "outage", "restore", "fail_orders", "reject_orders", "advance", "release",
-       "enable")
+       "enable",
+       # beyond COPY_RULES.md's list, for our own scenarios and the property model
+       # (docs/scenarios.md): crashes and settings changed between a crash and its re-run
+       "crash", "recover", "reverse", "join", "leave")
 
 
 @dataclass(frozen=True)
@@ -101,9 +105,13 @@ def load(text: str) -> Scenario:
     accounts = _accounts(_list("accounts", doc.get("accounts", [])))
     groups = _groups(_list("groups", doc.get("groups", [])), accounts)
     followers = {f.account for g in groups for f in g.followers}
+    by_name = {g.name: g for g in groups}
+    raw_steps = _list("steps", doc.get("steps", []))
+    # an account that joins a group at some step follows from then on
+    followers |= {r.get("account") for r in raw_steps
+                  if isinstance(r, dict) and r.get("op") == "join"}
     steps = tuple(
-        _step(i, raw, accounts, followers)
-        for i, raw in enumerate(_list("steps", doc.get("steps", [])), start=1)
+        _step(i, raw, accounts, followers, by_name) for i, raw in enumerate(raw_steps, start=1)
     )
     return Scenario(tuple(accounts), groups, steps)
 
@@ -172,12 +180,14 @@ def _multiplier(where: str, value: Any) -> Decimal:
         m = Decimal(str(value))
     except InvalidOperation:
         raise ScenarioError(f"{where}: multiplier must be a number, got {value!r}") from None
-    if not m.is_finite() or m <= 0 or m > 1000:
-        raise ScenarioError(f"{where}: multiplier must be > 0 (and at most 1000), got {value!r}")
+    if not m.is_finite() or m <= 0 or m > rules.MAX_MULTIPLIER:
+        raise ScenarioError(f"{where}: multiplier must be > 0 (and at most "
+                            f"{rules.MAX_MULTIPLIER}), got {value!r}")
     return m
 
 
-def _step(index: int, raw: Any, accounts: list[str], followers: set[str]) -> Step:
+def _step(index: int, raw: Any, accounts: list[str], followers: set[str],
+          groups: dict[str, GroupSpec]) -> Step:
     where = f"step {index}"
     raw = _object(where, raw)
     op = raw.get("op")
@@ -185,7 +195,7 @@ def _step(index: int, raw: Any, accounts: list[str], followers: set[str]) -> Ste
         raise ScenarioError(f"{where}: unknown op {op!r} (one of {', '.join(OPS)})")
     where = f"step {index} ({op})"
     args: dict[str, Any] = {}
-    if op != "advance":
+    if op not in ("advance", "crash", "recover", "reverse"):
         args["account"] = _known(where, raw.get("account"), accounts, "account")
     if op in ("fill", "release"):
         try:
@@ -195,7 +205,22 @@ def _step(index: int, raw: Any, accounts: list[str], followers: set[str]) -> Ste
     parse = _OP_ARGS.get(op)
     if parse is not None:
         args.update(parse(where, raw, args, followers))
+    if op in ("reverse", "join"):
+        args.update(_group_args(where, raw, args, groups))
     return Step(index, op, args)
+
+
+def _group_args(
+    where: str, raw: dict[str, Any], args: dict[str, Any], groups: dict[str, GroupSpec]
+) -> dict[str, Any]:
+    name = _text(where, raw.get("group"), "group")
+    if name not in groups:
+        raise ScenarioError(f"{where}: unknown group {name!r}")
+    if raw["op"] == "reverse":
+        return {"group": name, "reverse": _bool(where, raw.get("reverse"), "reverse")}
+    if args["account"] in {g.leader for g in groups.values()}:
+        raise ScenarioError(f"{where}: {args['account']} leads a group and cannot follow")
+    return {"group": name, "multiplier": _multiplier(where, raw.get("multiplier", "1"))}
 
 
 def _fill_args(where: str, raw: dict[str, Any], _a: dict[str, Any], _f: set[str]) -> dict[str, Any]:
@@ -232,10 +257,19 @@ def _enable_args(
     return {"enabled": _bool(where, raw.get("enabled"), "enabled")}
 
 
+def _leave_args(
+    where: str, raw: dict[str, Any], args: dict[str, Any], followers: set[str]
+) -> dict[str, Any]:
+    if args["account"] not in followers:
+        raise ScenarioError(f"{where}: {args['account']} follows no group")
+    return {}
+
+
 _OP_ARGS = {
     "fill": _fill_args,
     "fail_orders": _fault_args,
     "reject_orders": _fault_args,
     "advance": _advance_args,
     "enable": _enable_args,
+    "leave": _leave_args,
 }

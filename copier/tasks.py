@@ -25,8 +25,8 @@ def process_event(event_id: int) -> None:
     if started is None:
         return
     for batch in started.batches[1:]:
-        copy_followers.delay(event_id, [f.pk for f in batch])
-    engine.batch_copy(event=started.event, followers=started.batches[0])
+        copy_followers.delay(event_id, [seat.follower_id for seat in batch])
+    engine.batch_copy(event=started.event, seats=started.batches[0])
 
 
 @app.task(name="copier.copy_followers")

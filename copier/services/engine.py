@@ -18,19 +18,31 @@ at the broker before sending anything again.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
 
 from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import F
 
 from accounts.models import Position, TradingAccount
+from brokers.base import BrokerError, TransientBrokerError
 from copier import clock, rules
-from copier.models import CopyGroup, Decision, Follower, LeaderEvent, Order, Quarantine
+from copier.models import Decision, LeaderEvent, Order, Quarantine
 from copier.services import failed_exits, sync_guard
-from copier.services.placement import OrderSpec, Sent, copy_order_id, orders_place
+from copier.services.placement import (
+    OrderSpec,
+    Sent,
+    copy_order_id,
+    order_in_doubt,
+    order_not_sent,
+    orders_place,
+    unknown_orders_settle,
+)
 from copier.services.positions import positions_lock, positions_save
 from copier.services.quarantine import quarantine_create, quarantine_lift
 
@@ -38,35 +50,61 @@ log = logging.getLogger(__name__)
 
 
 _EVENT_FIELDS = [f.attname for f in LeaderEvent._meta.concrete_fields]
-_FOLLOWER_FIELDS = [f.attname for f in Follower._meta.concrete_fields]
-_GROUP_FIELDS = [f.attname for f in CopyGroup._meta.concrete_fields]
 # The first round trip of every event, written out because the ORM's compile cost is a
 # good part of a one-follower copy's latency. It counts the run, marks the event picked
-# up and, on the first run, counts the followers it concerns (those that joined before
-# it); and it reads those followers with their groups, one row each (one row of NULLs
-# when there are none).
+# up and, on the first run, freezes the followers it concerns (those that joined before
+# it) with their settings: every later run (after a crash) decides for the same
+# followers with the same settings, so that no setting changed in between can make the
+# copier forget or misread an order that went out.
 RUN_EVENT_SQL = (
-    "WITH e AS (UPDATE copier_leaderevent e SET runs = e.runs + 1,"  # noqa: S608 (fixed column names)
+    "WITH fr AS (SELECT COALESCE(jsonb_agg(jsonb_build_object("  # noqa: S608 (fixed column names)
+    "'follower_id', f.id, 'account_id', f.account_id, 'multiplier', f.multiplier::text,"
+    " 'enabled', f.enabled AND g.enabled, 'reverse', g.reverse, 'exit_mode', g.exit_mode,"
+    " 'start_event_id', f.start_event_id) ORDER BY f.id), '[]'::jsonb) AS v"
+    " FROM copier_leaderevent le JOIN copier_copygroup g ON g.leader_id = le.account_id"
+    " JOIN copier_follower f ON f.group_id = g.id"
+    " WHERE le.id = %s AND f.start_event_id < le.id)"
+    " UPDATE copier_leaderevent e SET runs = e.runs + 1,"
     " status = CASE WHEN e.status = 'received' THEN 'dispatched' ELSE e.status END,"
     " dispatched_at = COALESCE(e.dispatched_at, %s),"
-    " followers_total = COALESCE(e.followers_total,"
-    " (SELECT count(*) FROM copier_follower f JOIN copier_copygroup g ON g.id = f.group_id"
-    "  WHERE g.leader_id = e.account_id AND f.start_event_id < e.id))"
-    " WHERE e.id = %s RETURNING " + ", ".join(f"e.{c}" for c in _EVENT_FIELDS) + ")"
-    " SELECT " + ", ".join(f"e.{c}" for c in _EVENT_FIELDS) + ", "
-    + ", ".join(f"f.{c}" for c in _FOLLOWER_FIELDS) + ", "
-    + ", ".join(f"g.{c}" for c in _GROUP_FIELDS)
-    + " FROM e LEFT JOIN (copier_follower f JOIN copier_copygroup g ON g.id = f.group_id)"
-    " ON g.leader_id = e.account_id AND f.start_event_id < e.id ORDER BY f.id"
+    " followers_frozen = COALESCE(e.followers_frozen, fr.v),"
+    " followers_total = COALESCE(e.followers_total, jsonb_array_length(fr.v))"
+    " FROM fr WHERE e.id = %s RETURNING " + ", ".join(f"e.{c}" for c in _EVENT_FIELDS)
 )
+
+
+@dataclass(frozen=True, slots=True)
+class Seat:
+    """A follower as one event sees it: its settings as they were when the event first ran."""
+
+    follower_id: int
+    account_id: int
+    multiplier: Decimal
+    enabled: bool  # the follower's and its group's
+    reverse: bool
+    exit_mode: rules.ExitMode
+    start_event_id: int
+
+    @classmethod
+    def parse(cls, raw: dict[str, Any]) -> Seat:
+        return cls(raw["follower_id"], raw["account_id"], Decimal(raw["multiplier"]),
+                   raw["enabled"], raw["reverse"], rules.ExitMode(raw["exit_mode"]),
+                   raw["start_event_id"])
+
+
+def event_seats(event: LeaderEvent) -> list[Seat]:
+    frozen = event.followers_frozen
+    if isinstance(frozen, str):  # a raw row: psycopg hands jsonb to Django as text
+        frozen = event.followers_frozen = json.loads(frozen)
+    return [Seat.parse(raw) for raw in frozen or []]
 
 
 @dataclass
 class Started:
-    """An event whose processing has started: the followers to copy, in batches."""
+    """An event whose copy has started: its followers, in batches."""
 
     event: LeaderEvent
-    batches: list[list[Follower]]
+    batches: list[list[Seat]]
 
 
 def event_process(*, event_id: int) -> Started | None:
@@ -76,51 +114,61 @@ def event_process(*, event_id: int) -> Started | None:
     so a small group costs a single task hop.
     """
     with connection.cursor() as cursor:
-        cursor.execute(RUN_EVENT_SQL, [clock.now(), event_id])
-        rows = cursor.fetchall()
-    if not rows:
+        cursor.execute(RUN_EVENT_SQL, [event_id, clock.now(), event_id])
+        row = cursor.fetchone()
+    if row is None:
         log.error("leader event %s does not exist", event_id)
         return None
-    split, group_at = len(_EVENT_FIELDS), len(_EVENT_FIELDS) + len(_FOLLOWER_FIELDS)
-    event = LeaderEvent.from_db("default", _EVENT_FIELDS, rows[0][:split])
+    event = LeaderEvent.from_db("default", _EVENT_FIELDS, row)
     if event.status == LeaderEvent.Status.DONE:
         return None
-    followers = []
-    for row in rows:
-        if row[split] is None:  # the LEFT JOIN's row for an event nobody follows
-            continue
-        follower = Follower.from_db("default", _FOLLOWER_FIELDS, row[split:group_at])
-        follower.group = CopyGroup.from_db("default", _GROUP_FIELDS, row[group_at:])
-        followers.append(follower)
+    seats = event_seats(event)
     size = max(1, settings.COPIER_BATCH_SIZE)
-    batches = [followers[i : i + size] for i in range(0, len(followers), size)]
+    batches = [seats[i : i + size] for i in range(0, len(seats), size)]
     return Started(event, batches or [[]])
 
 
 def followers_copy(*, event_id: int, follower_ids: Sequence[int]) -> None:
     """Copy one batch of an event's followers (a fanned-out task)."""
     event = LeaderEvent.objects.get(pk=event_id)
-    followers = list(
-        Follower.objects.filter(pk__in=follower_ids).select_related("group").order_by("id")
-    )
-    gone = len(set(follower_ids)) - len(followers)
-    if gone:  # removed from the group since the fan-out: nobody left to decide for
-        LeaderEvent.objects.filter(pk=event_id).update(followers_total=F("followers_total") - gone)
-    batch_copy(event=event, followers=followers)
+    wanted = set(follower_ids)
+    batch_copy(event=event, seats=[s for s in event_seats(event) if s.follower_id in wanted])
 
 
-def batch_copy(*, event: LeaderEvent, followers: Sequence[Follower]) -> None:
-    """Decide and place for these followers of the event, in one transaction."""
-    if followers:
+def batch_copy(*, event: LeaderEvent, seats: Sequence[Seat]) -> None:
+    """Decide and place for these followers of the event, in one transaction.
+
+    If the batch fails, each follower is tried again alone (looking its orders up
+    first: the failed try may have reached the broker), so that one follower's
+    failure never stops another's copy; the one that still fails is left undecided
+    for the periodic re-dispatch.
+    """
+    if seats:
         try:
             with transaction.atomic():
-                _Batch(event, followers).run()
+                _Batch(event, seats).run()
         except Exception:
-            # The batch rolled back; the event stays not-done and the periodic
-            # re-dispatch comes back for it, looking orders up before resending.
-            log.exception("copying event %s to %d followers failed", event.pk, len(followers))
-            raise
+            log.exception("copying event %s to %d followers failed; trying each alone",
+                          event.pk, len(seats))
+            for seat in seats:
+                _seat_copy_alone(event, seat)
     event_finish_if_complete(event_id=event.pk)
+
+
+def _seat_copy_alone(event: LeaderEvent, seat: Seat) -> None:
+    try:
+        with transaction.atomic():
+            if not TradingAccount.objects.filter(pk=seat.account_id).exists():
+                # the account was deleted since the event first ran: nobody to decide for
+                LeaderEvent.objects.filter(pk=event.pk).update(
+                    followers_total=F("followers_total") - 1)
+                return
+            _Batch(event, [seat], look_up_first=True).run()
+    except Exception as exc:
+        log.exception("copying event %s to account %s failed; the others went on",
+                      event.pk, seat.account_id)
+        TradingAccount.objects.filter(pk=seat.account_id).update(
+            last_error=f"copy of leader event {event.pk} failed: {exc!r}"[:2000])
 
 
 FINISH_EVENT_SQL = """
@@ -141,7 +189,7 @@ class _Work:
     """One follower's evaluation of one event, from the rules to the broker's answers."""
 
     event: LeaderEvent
-    follower: Follower
+    seat: Seat
     position: Position
     outcome: rules.Decision
     notes: list[str]
@@ -155,29 +203,41 @@ class _Work:
     def account(self) -> TradingAccount:
         return self.position.account
 
+    def spec(self, index: int) -> OrderSpec:
+        return OrderSpec(account=self.account, symbol=self.event.symbol, leg=self.legs[index],
+                         client_order_id=copy_order_id(self.event.pk, self.account.pk, index))
+
 
 class _Batch:
-    def __init__(self, event: LeaderEvent, followers: Sequence[Follower]) -> None:
+    def __init__(self, event: LeaderEvent, seats: Sequence[Seat], *,
+                 look_up_first: bool = False) -> None:
         self.event = event
-        self.followers = followers
+        self.seats = seats
         # A second run of this event may follow a crash that left orders at the
         # broker: look them up before sending anything again.
-        self.look_up_first = event.runs > 1
+        self.look_up_first = look_up_first or event.runs > 1
 
     def run(self) -> None:
-        positions = positions_lock([f.account_id for f in self.followers], self.event.symbol)
-        todo: list[tuple[Follower, Position, int]] = []
-        for follower in self.followers:
-            position = positions[follower.account_id]
-            floor = max(position.last_event_id or 0, follower.start_event_id)
+        positions = positions_lock([s.account_id for s in self.seats], self.event.symbol)
+        todo: list[tuple[Seat, Position, int]] = []
+        for seat in self.seats:
+            position = positions[seat.account_id]
+            floor = max(position.last_event_id or 0, seat.start_event_id)
             if floor < self.event.pk:  # else decided already: a redelivered or repeated task
-                todo.append((follower, position, floor))
+                todo.append((seat, position, floor))
+        for _seat, position, _floor in todo:
+            position.blocked = ""
+            if position.unknown_orders:
+                settled = unknown_orders_settle(account=position.account,
+                                                symbol=self.event.symbol)
+                position.qty += settled.moved
+                position.blocked = settled.blocked
         self._catch_up(todo)
-        work = [self._evaluate(self.event, f, position) for f, position, _ in todo]
+        work = [self._evaluate(self.event, seat, position) for seat, position, _ in todo]
         self._place(work)
         self._save(work)
 
-    def _catch_up(self, todo: list[tuple[Follower, Position, int]]) -> None:
+    def _catch_up(self, todo: list[tuple[Seat, Position, int]]) -> None:
         """Earlier events still undecided for some followers (their tasks are late): decide
         them first, oldest first, each placed before the next is judged."""
         prev = self.event.prev_event_id
@@ -189,23 +249,22 @@ class _Batch:
             id__gt=min(floor for _, _, floor in behind), id__lt=self.event.pk,
         ).order_by("id")
         for ev in earlier:
-            work = [self._evaluate(ev, f, position) for f, position, floor in behind
-                    if floor < ev.pk]
+            frozen = {s.account_id: s for s in event_seats(ev)}
+            work = [self._evaluate(ev, frozen.get(seat.account_id, seat), position)
+                    for seat, position, floor in behind if floor < ev.pk]
             self._place(work, look_up_first=self.look_up_first or ev.runs > 0)
             self._save(work)
 
-    def _evaluate(self, ev: LeaderEvent, follower: Follower, position: Position) -> _Work:
+    def _evaluate(self, ev: LeaderEvent, seat: Seat, position: Position) -> _Work:
         account = position.account
-        group = follower.group
-        enabled = group.enabled and follower.enabled
         paused = account.copy_paused
-        if enabled and paused:
+        if seat.enabled and paused:
             paused = not sync_guard.pause_heal_check(
                 account=account, leader_override={ev.symbol: ev.p0}
             )
         facts = rules.FollowerFacts(
-            position=position.qty, multiplier=follower.multiplier, reverse=group.reverse,
-            exit_mode=rules.ExitMode(group.exit_mode), enabled=enabled, paused=paused,
+            position=position.qty, multiplier=seat.multiplier, reverse=seat.reverse,
+            exit_mode=seat.exit_mode, enabled=seat.enabled, paused=paused,
             quarantined=position.quarantined, close_only=ev.close_only,
         )
         outcome = rules.decide(rules.LeaderMove(ev.p0, ev.p1), facts)
@@ -219,7 +278,7 @@ class _Batch:
                               reason=Quarantine.Reason.OPPOSITE_SIDE, event=ev,
                               detail=f"follower {position.qty:+d} against the leader's side")
             position.quarantined = True
-        return _Work(ev, follower, position, outcome, notes, position.qty,
+        return _Work(ev, seat, position, outcome, notes, position.qty,
                      rules.ordered_for_placement(outcome.legs))
 
     def _place(self, work: list[_Work], *, look_up_first: bool | None = None) -> None:
@@ -231,17 +290,32 @@ class _Batch:
             for w in work:
                 if index >= len(w.legs):
                     continue
-                if w.stopped or not w.account.is_connected:
+                held = self._held(w, index, look_up=look_up)
+                if held is not None:
+                    self._sent(w, w.legs[index], held)
+                elif w.stopped or not w.account.is_connected:
                     self._not_sent(w, w.legs[index], disconnected=not w.account.is_connected)
                 else:
                     sending.append(w)
-            specs = [
-                OrderSpec(account=w.account, symbol=w.event.symbol, leg=w.legs[index],
-                          client_order_id=copy_order_id(w.event.pk, w.account.pk, index))
-                for w in sending
-            ]
+            specs = [w.spec(index) for w in sending]
             for w, sent in zip(sending, orders_place(specs, look_up_first=look_up), strict=True):
                 self._sent(w, w.legs[index], sent)
+
+    @staticmethod
+    def _held(w: _Work, index: int, *, look_up: bool) -> Sent | None:
+        """A leg the copier holds back itself, before any broker is asked (None: it may go)."""
+        if look_up and not w.account.is_connected:
+            # An earlier run may have sent it, and the broker cannot be asked now.
+            return order_in_doubt(w.spec(index), "sent by an earlier run? the follower is "
+                                  "disconnected: looked up when it is back")
+        if w.stopped:
+            return None
+        if w.position.blocked:
+            return order_not_sent(w.spec(index), TransientBrokerError(w.position.blocked))
+        denied = rules.entry_denied(w.legs[index])
+        if denied:  # a failed entry (never retried), no quarantine: exits still follow
+            return order_not_sent(w.spec(index), BrokerError(denied))
+        return None
 
     def _not_sent(self, w: _Work, leg: rules.Leg, *, disconnected: bool) -> None:
         """A leg after a failed one, or for a disconnected follower: nothing goes out."""
@@ -255,10 +329,11 @@ class _Batch:
         w.stopped = True
 
     def _sent(self, w: _Work, leg: rules.Leg, sent: Sent) -> None:
-        w.position.qty += rules.signed(leg.side, sent.filled)
+        w.position.qty += sent.moved
         if sent.order.status != Order.Status.FAILED:
             w.orders.append(sent.order)
-        outcome = rules.leg_outcome(leg, failed=sent.error is not None, permanent=sent.permanent)
+        outcome = rules.leg_outcome(leg, failed=sent.error is not None, permanent=sent.permanent,
+                                    disconnected=not w.account.is_connected)
         if sent.error is not None:
             _failed(w, leg, sent, outcome)
         w.results.append((leg, outcome))
@@ -293,6 +368,7 @@ def _failed(w: _Work, leg: rules.Leg, sent: Sent, outcome: rules.LegOutcome) -> 
     """Record what a failed leg leaves behind: a quarantine, a failed exit to retry."""
     assert sent.error is not None
     error = sent.error.message
+    w.notes.append(f"{leg.kind.value} {leg.side.value} {leg.qty}: {error}")
     if outcome == rules.LegOutcome.REJECTED:
         quarantine_create(account=w.account, symbol=w.event.symbol, event=w.event,
                           reason=Quarantine.Reason.REJECTED, detail=error)
@@ -300,7 +376,8 @@ def _failed(w: _Work, leg: rules.Leg, sent: Sent, outcome: rules.LegOutcome) -> 
     is_exit = leg.kind == rules.LegKind.EXIT
     if is_exit and outcome in (rules.LegOutcome.REJECTED, rules.LegOutcome.QUEUED):
         queued = failed_exits.failed_exit_queue(
-            account=w.account, symbol=w.event.symbol, leg=leg, event=w.event, attempts=1,
+            account=w.account, symbol=w.event.symbol, leg=leg, event=w.event,
+            attempts=1 if w.account.is_connected else 0,
             error=error, rejected=outcome == rules.LegOutcome.REJECTED,
         )
         sent.order.failed_exit = queued  # outcome unknown: the retry looks it up first

@@ -12,6 +12,7 @@ resend.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import logging
 import random
 
@@ -19,18 +20,16 @@ from django.conf import settings
 from django.db import transaction
 from django.db.models import Q
 
-from accounts.models import TradingAccount
-from brokers.base import BrokerError
-from brokers.registry import adapter_for
+from accounts.models import Position, TradingAccount
 from copier import clock, rules
-from copier.models import FailedExit, LeaderEvent, Quarantine
+from copier.models import FailedExit, Follower, LeaderEvent, Quarantine
 from copier.services.placement import (
     OrderSpec,
     order_send,
     retry_order_id,
-    unknown_orders_resolve,
+    unknown_orders_settle,
 )
-from copier.services.positions import position_lock
+from copier.services.positions import position_lock, positions_of, positions_save
 from copier.services.quarantine import quarantine_create
 
 log = logging.getLogger(__name__)
@@ -102,31 +101,52 @@ def failed_exit_attempt(*, failed_exit_id: int) -> str | None:
         return None
     with transaction.atomic():
         position = position_lock(row["account_id"], row["symbol"])
-        fe = FailedExit.objects.select_for_update().get(pk=failed_exit_id)
-        _attempt(fe, position, recovering=recovering)
-        position.save(update_fields=["qty", "updated_at"])
-        fe.in_flight_since = None
-        fe.updated_at = clock.now()
-        fe.save()
-    if fe.status == FailedExit.Status.PENDING:
-        transaction.on_commit(lambda: failed_exit_schedule(fe))
+        # Read after the lock: a reconnect that held it has committed its comparison,
+        # its pause and its connection state by now.
+        position.account = TradingAccount.objects.get(pk=row["account_id"])
+        # Queued exits of one (follower, symbol) go in queue order, whichever task came
+        # first: each is judged on what the ones before it left.
+        now = clock.now()
+        rows = list(
+            FailedExit.objects.select_for_update()
+            .filter(Q(pk=failed_exit_id) | Q(status=FailedExit.Status.IN_FLIGHT)
+                    | Q(status=FailedExit.Status.PENDING, next_attempt_at__lte=now),
+                    account_id=row["account_id"], symbol=row["symbol"], pk__lte=failed_exit_id)
+            .order_by("id")
+        )
+        for fe in rows:
+            if fe.status not in (FailedExit.Status.PENDING, FailedExit.Status.IN_FLIGHT):
+                continue
+            fe.status = FailedExit.Status.IN_FLIGHT
+            _attempt(fe, position, recovering=recovering or fe.pk != failed_exit_id)
+            fe.in_flight_since = None
+            fe.updated_at = clock.now()
+            fe.save()
+            if fe.status == FailedExit.Status.PENDING:
+                transaction.on_commit(functools.partial(failed_exit_schedule, fe))
+        positions_save([position])
     return fe.status
 
 
-def _attempt(fe: FailedExit, position, *, recovering: bool) -> None:  # type: ignore[no-untyped-def]
+def _attempt(fe: FailedExit, position: Position, *, recovering: bool) -> None:
     account = position.account
-    adapter = adapter_for(account)
+    if account.copy_paused:  # paused since the claim: it waits for the heal, uncounted
+        fe.status = FailedExit.Status.PENDING
+        return
+    if not account.is_connected:
+        # Nothing is decided from a view the copier cannot confirm: the attempt fails.
+        _failed(fe, "follower disconnected")
+        return
+    settled = unknown_orders_settle(account=account, symbol=fe.symbol)
+    position.qty += settled.moved
+    if fe.pk in settled.exits:  # its own order turned out filled or rejected
+        fe.status = settled.exits[fe.pk]
+        return
+    if settled.blocked:
+        _failed(fe, settled.blocked)
+        return
     side = rules.Side(fe.side)
-    try:
-        found = unknown_orders_resolve(adapter=adapter, failed_exit=fe)
-    except BrokerError as exc:
-        _failed(fe, exc.message)
-        return
-    if found:
-        position.qty += rules.signed(side, found)
-        fe.status = FailedExit.Status.DONE
-        return
-    qty = rules.cap_exit(side, fe.qty, position.qty)
+    qty = rules.exit_retry_qty(side, fe.qty, position.qty, _expected(fe, position))
     if qty == 0:
         fe.status = FailedExit.Status.RESOLVED
         return
@@ -135,7 +155,7 @@ def _attempt(fe: FailedExit, position, *, recovering: bool) -> None:  # type: ig
                   symbol=fe.symbol, leg=rules.Leg(side, qty, rules.LegKind.EXIT), failed_exit=fe),
         look_up_first=recovering,
     )
-    position.qty += rules.signed(side, sent.filled)
+    position.qty += sent.moved
     if sent.error is None:
         fe.status, fe.qty = FailedExit.Status.DONE, qty
     elif sent.permanent:
@@ -144,6 +164,20 @@ def _attempt(fe: FailedExit, position, *, recovering: bool) -> None:  # type: ig
                           detail=sent.error.message, event=fe.event)
     else:
         _failed(fe, sent.error.message)
+
+
+def _expected(fe: FailedExit, position: Position) -> int | None:
+    """E(P) for the leader's position after the last event decided for the follower on
+    the symbol (None in a with_leader group: there the target after a reduction is flat)."""
+    follower = Follower.objects.select_related("group").filter(account_id=fe.account_id).first()
+    if follower is None or follower.group.exit_mode != rules.ExitMode.PROPORTIONAL:
+        return None
+    leader_id = follower.group.leader_id
+    p1 = LeaderEvent.objects.filter(pk=position.last_event_id, account_id=leader_id).values_list(
+        "p1", flat=True).first()
+    if p1 is None:  # nothing of this leader decided for it yet: the leader's position now
+        p1 = positions_of(leader_id).get(fe.symbol, 0)
+    return rules.expected_position(p1, follower.multiplier, follower.group.reverse)
 
 
 def _failed(fe: FailedExit, error: str) -> None:

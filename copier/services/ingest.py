@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from django.core.exceptions import ValidationError
 from django.db import connection, transaction
+from django.db.models import F
 
 from accounts.models import TradingAccount
 from accounts.symbols import normalise_symbol
@@ -131,14 +132,20 @@ def events_dispatch(event_ids: list[int]) -> None:
             log.exception("could not enqueue leader event %s; the re-dispatch will", event_id)
 
 
-def events_redispatch(*, older_than_seconds: int) -> list[int]:
+def events_redispatch(*, older_than_seconds: int, limit: int = 1000) -> list[int]:
     """Events stored but not done after a while: their message was lost. Enqueue again."""
-    cutoff = clock.now() - dt.timedelta(seconds=older_than_seconds)
+    now = clock.now()
+    cutoff = now - dt.timedelta(seconds=older_than_seconds)
+    # The longest-waiting first: an event that keeps failing goes to the back of the
+    # line, so it can never starve newer lost events.
     ids = list(
         LeaderEvent.objects.exclude(status=LeaderEvent.Status.DONE)
-        .filter(received_at__lte=cutoff).order_by("id").values_list("id", flat=True)[:1000]
+        .filter(received_at__lte=cutoff)
+        .order_by(F("redispatched_at").asc(nulls_first=True), "id")
+        .values_list("id", flat=True)[:limit]
     )
     if ids:
+        LeaderEvent.objects.filter(pk__in=ids).update(redispatched_at=now)
         log.warning("re-dispatching %d leader events not done after %ss", len(ids),
                     older_than_seconds)
         events_dispatch(ids)

@@ -29,7 +29,7 @@ from brokers.registry import adapter_for
 from copier import clock, rules
 from copier.models import CopyGroup, Order, RefusedFill
 from copier.services.ingest import FillInput, leader_fill_ingest
-from copier.services.placement import is_copier_order_id
+from copier.services.placement import is_copier_order_id, order_fill_settle
 from copier.services.positions import position_lock
 from copier.services.sync_guard import (
     connection_lost,
@@ -201,13 +201,13 @@ def _manual_fill_first_seen(account: TradingAccount, fill: Fill) -> bool:
 
 def _copier_order_settled(fill: Fill) -> bool:
     """Our order's fill: True when it settles an order whose fill nobody counted yet."""
-    order = Order.objects.filter(client_order_id=fill.client_order_id).first()
+    order = (Order.objects.filter(client_order_id=fill.client_order_id)
+             .select_related("failed_exit").first())
     if order is None or order.status not in (Order.Status.UNKNOWN, Order.Status.ACCEPTED):
         return False
-    # Its outcome was unknown (or it was working): the fill settles it now.
-    order.move_to(Order.Status.FILLED)
-    order.filled_qty = fill.qty
-    order.save(update_fields=["status", "filled_qty"])
+    # Its outcome was unknown (or it was working): the fill settles it now, and
+    # the exit queued for it with it.
+    order_fill_settle(order, fill.qty)
     return True
 
 

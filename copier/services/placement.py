@@ -5,25 +5,32 @@ deterministic, so a resend after a crash is recognised by the broker; where
 an earlier try may have reached the broker (`look_up_first`, or an order whose
 outcome was unknown), the broker is asked by client order id before anything
 is sent again.
+
+An order whose outcome the copier could not establish (a timeout, then a
+look-up that failed too) is kept `unknown` until the broker says what
+happened; whatever settles it (a look-up, the stream's fill) settles the
+queued exit it left behind too, and nothing more is sent for that
+(follower, symbol) meanwhile.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from accounts.models import TradingAccount
 from brokers.base import (
-    BrokerAdapter,
     BrokerError,
     OrderOutcomeUnknown,
     OrderRequest,
     OrderResult,
+    PermanentBrokerError,
 )
 from brokers.registry import adapter_class, adapter_for
 from copier import clock, rules
-from copier.models import Decision, FailedExit, Order
+from copier.models import Decision, FailedExit, Order, Quarantine
+from copier.services.quarantine import quarantine_create
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +50,10 @@ def retry_order_id(failed_exit_id: int, attempt: int) -> str:
     return f"fx{failed_exit_id}-{attempt}"
 
 
+class LookUpFailed(OrderOutcomeUnknown):
+    """The broker could not be asked whether an earlier try of this order went out."""
+
+
 @dataclass(frozen=True, slots=True)
 class Sent:
     """What became of one order: filled quantity, or the error that stopped it."""
@@ -55,16 +66,25 @@ class Sent:
     def permanent(self) -> bool:
         return self.error is not None and self.error.permanent
 
+    @property
+    def moved(self) -> int:
+        """The signed move of the position: the side the broker executed, not the plan's."""
+        return rules.signed(self.order.side, self.filled)
 
-def _apply(order: Order, result: OrderResult) -> int:
+
+def result_apply(order: Order, result: OrderResult) -> tuple[int, BrokerError | None]:
+    """The broker's answer, from a placement or a look-up: a rejection is a rejection
+    however the copier learns of it. Returns (filled quantity, error)."""
     order.broker_order_id = result.broker_order_id
     order.message = result.message
+    if result.side is not None and result.qty:  # what went out is what counts
+        order.side, order.qty = result.side, result.qty
     if result.status == "rejected":
         order.move_to(Order.Status.REJECTED)
-        return 0
+        return 0, PermanentBrokerError(result.message or "rejected by the broker")
     order.filled_qty = result.filled_qty
     order.move_to(Order.Status.FILLED if result.status == "filled" else Order.Status.ACCEPTED)
-    return result.filled_qty
+    return result.filled_qty, None
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,40 +98,62 @@ class OrderSpec:
     decision: Decision | None = None
     failed_exit: FailedExit | None = None
 
+    def order(self) -> Order:
+        now = clock.now()
+        order = Order(
+            client_order_id=self.client_order_id, account=self.account, symbol=self.symbol,
+            side=self.leg.side, qty=self.leg.qty, kind=self.leg.kind, decision=self.decision,
+            failed_exit=self.failed_exit, created_at=now, submitted_at=now,
+        )
+        order.move_to(Order.Status.SUBMITTING)
+        return order
+
+
+Outcome = OrderResult | BrokerError | None
+
 
 def orders_place(specs: Sequence[OrderSpec], *, look_up_first: bool = False) -> list[Sent]:
     """Place many orders, batched per broker kind; the Order rows are returned unsaved.
 
-    The caller holds the (account, symbol) locks and saves the rows (in bulk).
+    The caller holds the (account, symbol) locks and saves the rows (in bulk),
+    except those left `failed` (never reached the broker: no order).
     `look_up_first`: an earlier run may have reached the broker (a crash), so
-    each client order id is looked up before anything is sent.
+    each client order id is looked up before anything is sent; one that cannot
+    be looked up is not sent and stays `unknown`.
     """
-    now = clock.now()
-    orders = []
-    for spec in specs:
-        order = Order(
-            client_order_id=spec.client_order_id, account=spec.account, symbol=spec.symbol,
-            side=spec.leg.side, qty=spec.leg.qty, kind=spec.leg.kind, decision=spec.decision,
-            failed_exit=spec.failed_exit, created_at=now, submitted_at=now,
-        )
-        order.move_to(Order.Status.SUBMITTING)
-        orders.append(order)
-    outcomes: list[OrderResult | BrokerError | None] = [None] * len(specs)
+    orders = [spec.order() for spec in specs]
+    outcomes: list[Outcome] = [None] * len(specs)
     if look_up_first:
         for i, spec in enumerate(specs):
-            outcomes[i] = _look_up(spec)
+            outcomes[i] = _look_up(spec.account, spec.client_order_id)
     by_kind: dict[str, list[int]] = {}
     for i, spec in enumerate(specs):
         if outcomes[i] is None:
             by_kind.setdefault(spec.account.broker, []).append(i)
     for kind, indexes in by_kind.items():
-        results = adapter_class(kind).place_many(
-            [(specs[i].account, _request(specs[i])) for i in indexes]
-        )
-        for i, result in zip(indexes, results, strict=True):
+        for i, result in zip(indexes, _place_many(kind, [specs[i] for i in indexes]), strict=True):
             outcomes[i] = result
-    return [_settle(spec, order, outcome)  # type: ignore[arg-type]
+    return [_settle(spec, order, outcome)
             for spec, order, outcome in zip(specs, orders, outcomes, strict=True)]
+
+
+def order_not_sent(spec: OrderSpec, error: BrokerError) -> Sent:
+    """An order the copier itself holds back (denied, or blocked behind an unknown one):
+    it never reaches the broker, so it is no order; its error decides what follows."""
+    order = spec.order()
+    order.move_to(Order.Status.FAILED)
+    order.message = error.message
+    order.completed_at = clock.now()
+    return Sent(order, 0, error)
+
+
+def order_in_doubt(spec: OrderSpec, reason: str) -> Sent:
+    """An order an earlier run may have sent, that cannot be asked about now: on record as
+    `unknown`, so that it is looked up before anything else goes out."""
+    order = spec.order()
+    order.move_to(Order.Status.UNKNOWN)
+    order.message = reason
+    return Sent(order, 0, OrderOutcomeUnknown(reason))
 
 
 def order_send(spec: OrderSpec, *, look_up_first: bool = False) -> Sent:
@@ -122,33 +164,47 @@ def order_send(spec: OrderSpec, *, look_up_first: bool = False) -> Sent:
     return sent
 
 
+def _place_many(kind: str, specs: Sequence[OrderSpec]) -> list[OrderResult | BrokerError]:
+    batch = [(spec.account, _request(spec)) for spec in specs]
+    try:
+        return adapter_class(kind).place_many(batch)
+    except Exception as exc:  # an adapter's bug must not fail the other followers
+        log.exception("%s adapter failed placing %d orders", kind, len(batch))
+        return [OrderOutcomeUnknown(f"adapter error: {exc}") for _ in batch]
+
+
 def _request(spec: OrderSpec) -> OrderRequest:
     return OrderRequest(spec.client_order_id, spec.symbol, spec.leg.side.value,  # type: ignore[arg-type]
                         spec.leg.qty)
 
 
-def _look_up(spec: OrderSpec) -> OrderResult | BrokerError | None:
+def _look_up(account: TradingAccount, client_order_id: str) -> OrderResult | BrokerError | None:
     try:
-        return adapter_for(spec.account).find_order(spec.client_order_id)
-    except BrokerError as exc:
-        return exc
+        return adapter_for(account).find_order(client_order_id)
+    except Exception as exc:  # BrokerError or an adapter's bug: either way, not known
+        message = exc.message if isinstance(exc, BrokerError) else repr(exc)
+        return LookUpFailed(f"look-up of {client_order_id} failed: {message}")
 
 
-def _settle(spec: OrderSpec, order: Order, outcome: OrderResult | BrokerError) -> Sent:
+def _settle(spec: OrderSpec, order: Order, outcome: Outcome) -> Sent:
     """Move the order's state machine to what the broker said."""
     error: BrokerError | None = None
     filled = 0
     if isinstance(outcome, OrderResult):
-        filled = _apply(order, outcome)
+        filled, error = result_apply(order, outcome)
+    elif isinstance(outcome, LookUpFailed):
+        order.move_to(Order.Status.UNKNOWN)
+        order.message, error = outcome.message, outcome
     elif isinstance(outcome, OrderOutcomeUnknown):
-        filled, error = _resolve_unknown(adapter_for(spec.account), order, outcome)
-    else:
+        filled, error = _resolve_unknown(spec.account, order, outcome)
+    elif outcome is not None:
         order.move_to(Order.Status.REJECTED if outcome.permanent else Order.Status.FAILED)
         order.message = outcome.message
         error = outcome
     # An attempt that never reached the broker (FAILED) is no order (COPY_RULES.md):
     # callers do not save it; its error lives on the decision or the failed exit.
-    order.completed_at = clock.now()
+    if order.status != Order.Status.UNKNOWN:
+        order.completed_at = clock.now()
     if error is not None:
         log.warning("order %s on %s: %s", order.client_order_id, spec.account.name,
                     error.message)
@@ -156,34 +212,89 @@ def _settle(spec: OrderSpec, order: Order, outcome: OrderResult | BrokerError) -
 
 
 def _resolve_unknown(
-    adapter: BrokerAdapter, order: Order, exc: OrderOutcomeUnknown
+    account: TradingAccount, order: Order, exc: OrderOutcomeUnknown
 ) -> tuple[int, BrokerError | None]:
     """A timeout: ask the broker once whether the order exists before deciding anything."""
     order.move_to(Order.Status.UNKNOWN)
     order.message = exc.message
-    try:
-        found = adapter.find_order(order.client_order_id)
-    except BrokerError as lookup_error:
-        log.warning("look-up of %s failed: %s", order.client_order_id, lookup_error.message)
+    found = _look_up(account, order.client_order_id)
+    if isinstance(found, BrokerError):
+        log.warning("%s", found.message)
         return 0, exc
     if found is None:
         order.move_to(Order.Status.FAILED)
         return 0, exc
-    return _apply(order, found), None
+    return result_apply(order, found)
 
 
-def unknown_orders_resolve(
-    *, adapter: BrokerAdapter, failed_exit: FailedExit
-) -> int:
-    """Settle a failed exit's orders left `unknown`; returns the quantity they filled."""
-    filled = 0
-    for order in Order.objects.filter(failed_exit=failed_exit, status=Order.Status.UNKNOWN):
-        found = adapter.find_order(order.client_order_id)
+@dataclass(frozen=True, slots=True)
+class Settled:
+    """What asking the broker about a (follower, symbol)'s unknown orders found."""
+
+    moved: int = 0  # signed move of the position by the orders that filled
+    blocked: str = ""  # why nothing may be sent yet: an order whose outcome is still unknown
+    exits: dict[int, str] = field(default_factory=dict)  # queued exits settled: id -> status
+
+
+def unknown_orders_settle(*, account: TradingAccount, symbol: str) -> Settled:
+    """Ask the broker about every order of (account, symbol) whose outcome is unknown.
+
+    The caller holds the position's lock and moves it by `moved`. An order the
+    broker filled or rejected settles the queued exit it left behind; one that
+    never arrived is `failed` (its queued exit will send it); one that still
+    cannot be asked about stays `unknown` and blocks the (follower, symbol).
+    """
+    moved, blocked, exits = 0, "", {}
+    for order in (Order.objects.filter(account=account, symbol=symbol,
+                                       status=Order.Status.UNKNOWN)
+                  .select_related("failed_exit").order_by("id")):
+        order.account = account
+        found = _look_up(account, order.client_order_id)
+        if isinstance(found, BrokerError):
+            blocked = f"order {order.client_order_id}: outcome unknown ({found.message})"
+            continue
         if found is None:
             order.move_to(Order.Status.FAILED)
             order.message = "not found at the broker after a timeout"
         else:
-            filled += _apply(order, found)
+            filled, _error = result_apply(order, found)
+            moved += rules.signed(order.side, filled)
+            settled = order_failed_exit_settle(order)
+            if settled:
+                exits[order.failed_exit_id] = settled
         order.completed_at = clock.now()
         order.save()
-    return filled
+    return Settled(moved, blocked, exits)
+
+
+def order_fill_settle(order: Order, qty: int) -> None:
+    """The stream's fill of an order left unknown (or working): it filled, and so did the
+    exit queued for it. The caller holds the position's lock and moves it."""
+    order.move_to(Order.Status.FILLED)
+    order.filled_qty = qty
+    order.completed_at = clock.now()
+    order.save(update_fields=["status", "filled_qty", "completed_at"])
+    order_failed_exit_settle(order)
+
+
+def order_failed_exit_settle(order: Order) -> str:
+    """A queued exit whose order turned out filled is done; rejected, it is rejected.
+    Returns the status it was given ('' when untouched)."""
+    fe = order.failed_exit
+    if fe is None or fe.status not in (FailedExit.Status.PENDING, FailedExit.Status.IN_FLIGHT):
+        return ""
+    if order.status == Order.Status.FILLED or (
+        order.status == Order.Status.ACCEPTED and order.filled_qty
+    ):
+        status, note = FailedExit.Status.DONE, f"settled: {order.client_order_id} filled"
+    elif order.status == Order.Status.REJECTED:
+        status, note = FailedExit.Status.REJECTED, order.message
+        quarantine_create(account=order.account, symbol=order.symbol, event=fe.event,
+                          reason=Quarantine.Reason.REJECTED, detail=order.message)
+    else:
+        return ""
+    FailedExit.objects.filter(pk=fe.pk).update(status=status, last_error=note[:2000],
+                                               in_flight_since=None, updated_at=clock.now())
+    fe.status = status
+    log.info("failed exit %s %s: %s", fe.pk, status, note)
+    return status

@@ -12,6 +12,7 @@ from collections.abc import Iterable, Sequence
 from django.db import connection
 
 from accounts.models import Position, TradingAccount
+from copier.models import Order
 
 
 def positions_ensure(account_ids: Iterable[int], symbol: str) -> None:
@@ -25,8 +26,9 @@ def positions_lock(account_ids: Sequence[int], symbol: str) -> dict[int, Positio
     """Lock (account, symbol) rows in one statement, in account order, with the facts
     evaluation needs read in the same query.
 
-    The account row comes fresh (pause and connection flags) and `quarantined`
-    tells whether an active quarantine covers the symbol.
+    The account row comes fresh (pause and connection flags), `quarantined`
+    tells whether an active quarantine covers the symbol and `unknown_orders`
+    whether an order of (account, symbol) has an outcome the copier does not know.
     """
     found = _positions_locked(account_ids, symbol)
     if len(found) < len(set(account_ids)):  # first event on this symbol for some of them
@@ -45,7 +47,9 @@ _LOCK_SQL = (
     "SELECT " + ", ".join(f"p.{c}" for c in _POSITION_FIELDS) + ", "  # noqa: S608 (column names)
     + ", ".join(f"a.{c}" for c in _ACCOUNT_FIELDS) + ", "
     "EXISTS (SELECT 1 FROM copier_quarantine q WHERE q.account_id = p.account_id"
-    " AND q.symbol = p.symbol AND q.lifted_at IS NULL)"
+    " AND q.symbol = p.symbol AND q.lifted_at IS NULL),"
+    " EXISTS (SELECT 1 FROM copier_order o WHERE o.account_id = p.account_id"
+    " AND o.symbol = p.symbol AND o.status = %s)"
     " FROM accounts_position p JOIN accounts_tradingaccount a ON a.id = p.account_id"
     " WHERE p.account_id = ANY(%s) AND p.symbol = %s ORDER BY p.account_id FOR UPDATE OF p"
 )
@@ -53,7 +57,7 @@ _LOCK_SQL = (
 
 def _positions_locked(account_ids: Sequence[int], symbol: str) -> dict[int, Position]:
     with connection.cursor() as cursor:
-        cursor.execute(_LOCK_SQL, [list(account_ids), symbol])
+        cursor.execute(_LOCK_SQL, [Order.Status.UNKNOWN.value, list(account_ids), symbol])
         rows = cursor.fetchall()
     split = len(_POSITION_FIELDS)
     found = {}
@@ -61,7 +65,8 @@ def _positions_locked(account_ids: Sequence[int], symbol: str) -> dict[int, Posi
         position = Position.from_db("default", _POSITION_FIELDS, row[:split])
         position.account = TradingAccount.from_db("default", _ACCOUNT_FIELDS,
                                                   row[split:split + len(_ACCOUNT_FIELDS)])
-        position.quarantined = row[-1]
+        position.quarantined = row[-2]
+        position.unknown_orders = row[-1]  # an order's outcome is unknown: ask before sending
         found[position.account_id] = position
     return found
 

@@ -19,10 +19,11 @@ from django.conf import settings
 from django.db import transaction
 
 from accounts.models import ConnectionState, Position, TradingAccount
-from brokers.base import BrokerAdapter, BrokerError, OrderResult, TransientBrokerError
+from brokers.base import BrokerAdapter, TransientBrokerError
 from brokers.registry import adapter_for
 from copier import clock, rules
 from copier.models import CopyGroup, Follower, LeaderEvent, Order
+from copier.services.placement import unknown_orders_settle
 from copier.services.positions import positions_lock_all, positions_of
 
 log = logging.getLogger(__name__)
@@ -109,46 +110,22 @@ def _orders_in_doubt_asked(account_id: int, adapter: BrokerAdapter,
 
     What they filled is in the broker's positions: left unknown, the comparison would
     take it for a trader's (a pause, the broker's view adopted) and the queued exit's
-    retry would then count it a second time. Counted here, once, it is the copier's.
-    A look-up that fails leaves the account disconnected: nothing is compared from a
-    view the copier cannot confirm.
+    retry would then count it a second time. Counted here, once, it is the copier's
+    (and the exit queued for it settled). A look-up that fails leaves the account
+    disconnected: nothing is compared from a view the copier cannot confirm.
     """
-    in_doubt = Order.objects.filter(account_id=account_id, status=Order.Status.UNKNOWN)
-    for order in in_doubt.order_by("id"):
-        try:
-            found = adapter.find_order(order.client_order_id)
-        except BrokerError as exc:
-            raise TransientBrokerError(
-                f"order {order.client_order_id} in doubt, the broker cannot tell: {exc.message}"
-            ) from exc
-        filled = _order_outcome(order, found)
-        if filled:
-            row = rows.get(order.symbol) or positions_lock_all(account_id, [order.symbol])[
-                order.symbol]
-            row.qty += rules.signed(order.side, filled)
+    account = TradingAccount.objects.get(pk=account_id)
+    symbols = (Order.objects.filter(account_id=account_id, status=Order.Status.UNKNOWN)
+               .values_list("symbol", flat=True).distinct())
+    for symbol in sorted(set(symbols)):
+        settled = unknown_orders_settle(account=account, symbol=symbol)
+        if settled.moved:
+            row = rows.get(symbol) or positions_lock_all(account_id, [symbol])[symbol]
+            row.qty += settled.moved
             row.save(update_fields=["qty", "updated_at"])
-            rows[order.symbol] = row
-        log.info("account %s: order %s in doubt was %s at the broker", order.account_id,
-                 order.client_order_id, order.status)
-
-
-def _order_outcome(order: Order, found: OrderResult | None) -> int:
-    """Record what the broker says of the order; returns the quantity it filled."""
-    order.completed_at = clock.now()
-    if found is None:
-        order.move_to(Order.Status.FAILED)
-        order.message = "not found at the broker after a timeout"
-        filled = 0
-    elif found.status == "rejected":
-        order.move_to(Order.Status.REJECTED)
-        order.message = found.message
-        filled = 0
-    else:
-        order.move_to(Order.Status.FILLED if found.status == "filled" else Order.Status.ACCEPTED)
-        order.broker_order_id, order.filled_qty = found.broker_order_id, found.filled_qty
-        filled = found.filled_qty
-    order.save()
-    return filled
+            rows[symbol] = row
+        if settled.blocked:
+            raise TransientBrokerError(settled.blocked)
 
 
 def _mark_connected(account: TradingAccount, snapshot: _Snapshot) -> None:

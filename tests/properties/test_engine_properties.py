@@ -13,7 +13,7 @@ import itertools
 import json
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from brokers.models import SimOrder
@@ -113,9 +113,17 @@ def check_exits_never_exceed_holdings(name: str) -> None:
         pos[fill.symbol] = after
 
 
+def _reverse_for(d: Decision) -> bool | None:
+    """The group side the decision was taken with (frozen on its event), None if unknown."""
+    for seat in d.event.followers_frozen or []:
+        if seat["account_id"] == d.account_id:
+            return seat["reverse"]
+    return None
+
+
 def check_normal_follower_never_opposite_leader(name: str) -> None:
     for d in Decision.objects.filter(account__name=name).select_related("event"):
-        if d.position_after is None or d.event.p1 == 0:
+        if d.position_after is None or d.event.p1 == 0 or _reverse_for(d) is not False:
             continue
         moved = d.position_after != d.position_before
         if moved:
@@ -176,3 +184,65 @@ def test_invariants_hold_for_random_event_sequences(case):
     for d in Decision.objects.filter(account__name__in=followers):
         assert d.state == Decision.State.SETTLED
     assert not FailedExit.objects.filter(account__name__in=followers, status="in_flight").exists()
+
+
+# --- crashes and settings changed between a crash and its re-run ---------------------------------
+
+
+def changes_strategy(followers: list[str]) -> st.SearchStrategy[list[dict]]:
+    """The steps above plus crashes, re-runs, joining and leaving, and settings changes."""
+    crash = st.fixed_dictionaries({"op": st.just("crash")})
+    recover = st.fixed_dictionaries({"op": st.just("recover")})
+    enable = st.fixed_dictionaries({"op": st.just("enable"), "account": st.sampled_from(followers),
+                                    "enabled": st.booleans()})
+    reverse = st.fixed_dictionaries({"op": st.just("reverse"), "group": st.just("g"),
+                                     "reverse": st.booleans()})
+    join = st.fixed_dictionaries({"op": st.just("join"), "account": st.sampled_from(followers),
+                                  "group": st.sampled_from(["g", "r"]),
+                                  "multiplier": st.sampled_from(["1", "2", "0.5"])})
+    leave = st.fixed_dictionaries({"op": st.just("leave"), "account": st.sampled_from(followers)})
+    step = st.one_of(steps_strategy(followers).map(lambda steps: steps[0]), crash, crash, recover,
+                     enable, reverse, join, leave)
+    return st.lists(step, min_size=1, max_size=16)
+
+
+@st.composite
+def changing_scenarios(draw: st.DrawFn) -> dict:
+    followers = ["F1", "F2"]
+    prefix = f"C{next(_names)}x"
+    doc = _scenario(prefix, draw(changes_strategy(followers)), False, ["1", "2"])
+    doc["groups"].append({"name": f"{prefix}r", "leader": f"{prefix}L", "reverse": True,
+                          "followers": []})
+    for s in doc["steps"]:
+        if "group" in s:
+            s["group"] = f"{prefix}{s['group']}"
+    doc["steps"][-1:-1] = [{"op": "recover"}]  # the re-dispatch before the final retries
+    return doc
+
+
+@settings(max_examples=60, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(doc=changing_scenarios())
+def test_invariants_hold_across_crashes_joins_and_settings_changes(doc):
+    """Crashes after the broker executed, re-runs with the follower disabled, removed, moved
+    or its group reversed in between: nothing is sent twice, no exit passes flat, no
+    normal-group follower is taken against the leader, and once everything is back the
+    copier's view is the broker's."""
+    with eager_tasks():
+        Replay(load(json.dumps(doc))).run()
+    names = [a["name"] for a in doc["accounts"]]
+    event(f"re-runs after a crash: {LeaderEvent.objects.filter(runs__gt=1).count() > 0}")
+    for name in names[1:]:
+        check_exits_never_exceed_holdings(name)
+        check_normal_follower_never_opposite_leader(name)
+        check_diverged_exposure_never_grows(name)
+        check_copied_follower_lands_on_e1(name)
+        check_nothing_sent_twice(name)
+    from accounts.models import TradingAccount
+
+    assert not LeaderEvent.objects.filter(account__name=names[0]).exclude(status="done").exists()
+    assert not Order.objects.filter(account__name__in=names, status="unknown").exists()
+    for name in names:
+        account = TradingAccount.objects.get(name=name)
+        for symbol in SYMBOLS:
+            assert copier_position(account, symbol) == broker_position(account, symbol), name

@@ -170,8 +170,8 @@ def test_diverged_flat_follower_has_nothing_to_close():
     assert run(2, 0, c=0).reason == Reason.NOTHING_TO_CLOSE
 
 
-def test_reverse_follower_on_the_leaders_side_has_nothing_to_close():
-    assert run(2, 0, c=1, reverse=True).reason == Reason.NOTHING_TO_CLOSE
+def test_reverse_follower_on_the_leaders_side_is_closed_when_the_leader_goes_flat():
+    assert run(2, 0, c=1, reverse=True).legs == (Leg(SELL, 1, EXIT),)
 
 
 def test_a_missed_leader_move_is_judged_close_only_even_in_sync():

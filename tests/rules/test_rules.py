@@ -494,13 +494,17 @@ def test_diverged_flat_follower_has_nothing_to_close_when_the_leader_reduces_or_
     assert judge(-3, 2, c=0).reason == Reason.NOTHING_TO_CLOSE
 
 
-def test_reverse_group_follower_on_the_leaders_side_is_on_the_wrong_side_of_e0():
-    d = judge(2, 0, c=1, reverse=True)  # E0 = -2, C = +1
-    assert (d.reason, d.legs) == (Reason.NOTHING_TO_CLOSE, ())
+def test_reverse_group_follower_on_the_leaders_side_is_not_reduced_on_a_leader_reduction():
     d = judge(-3, -1, c=-2, reverse=True)  # E0 = +3, C = -2, leader reduced
     assert (d.reason, d.legs) == (Reason.NOTHING_TO_CLOSE, ())
+
+
+def test_reverse_group_follower_on_the_leaders_side_is_closed_when_the_leader_unwinds():
+    """Rule 6: flat or reversed closes the follower fully, whatever side it holds."""
+    d = judge(2, 0, c=1, reverse=True)  # E0 = -2, C = +1
+    assert (d.reason, d.legs) == (Reason.CLOSE_ONLY, (exit_(SELL, 1),))
     d = judge(2, -2, c=3, reverse=True)  # leader reversed
-    assert (d.reason, d.legs) == (Reason.NOTHING_TO_CLOSE, ())
+    assert (d.reason, d.legs) == (Reason.CLOSE_ONLY, (exit_(SELL, 3),))
 
 
 def test_reverse_group_diverged_follower_on_e0s_side_is_closed():
@@ -510,10 +514,11 @@ def test_reverse_group_diverged_follower_on_e0s_side_is_closed():
     assert (d.reason, d.legs) == (Reason.CLOSE_ONLY, (exit_(BUY, 1),))
 
 
-def test_diverged_follower_whose_e0_rounds_to_flat_has_no_side_to_close():
-    """`when C is on the side of E0`: E0 = 0 has no side (see the report: a contract gap)."""
-    d = judge(4, 0, c=1, m="0.1")
-    assert (d.reason, d.legs) == (Reason.NOTHING_TO_CLOSE, ())
+def test_diverged_follower_whose_e0_rounds_to_flat_is_closed_when_the_leader_goes_flat():
+    d = judge(4, 0, c=1, m="0.1")  # E0 = 0: still an unwind
+    assert (d.reason, d.legs) == (Reason.CLOSE_ONLY, (exit_(SELL, 1),))
+    d = judge(4, -4, c=1, m="0.1")  # reversal
+    assert (d.reason, d.legs) == (Reason.CLOSE_ONLY, (exit_(SELL, 1),))
 
 
 # --- close_only facts: a leader move missed while disconnected -----------------------------------

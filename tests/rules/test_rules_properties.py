@@ -156,8 +156,11 @@ def contract(case: Case) -> tuple[Reason, int, bool, bool]:
             return Reason.NO_CHANGE, c, False, lift
         return Reason.COPIED, e1, False, lift
     if mv.p0 != 0 and (mv.p1 == 0 or sign(mv.p1) != sign(mv.p0)):
-        qty = abs(c)
-    elif mv.p0 != 0 and abs(mv.p1) < abs(mv.p0):
+        # an unwind: the follower is closed fully, whatever side it holds
+        if c == 0:
+            return Reason.NOTHING_TO_CLOSE, c, False, lift
+        return Reason.CLOSE_ONLY, 0, False, lift
+    if mv.p0 != 0 and abs(mv.p1) < abs(mv.p0):
         qty = min(abs(c), abs(e0) - abs(e1))
     else:  # the leader opened or added
         return Reason.CLOSE_ONLY, c, False, lift

@@ -93,6 +93,17 @@ BAD_INPUTS = {
     '{"accounts": [{"name": "L1"}], "groups": [{"name": "g", "leader": "L1",'
     ' "followers": [{"account": "L1"}]}]}': "both a leader and a follower",
     '[1, 2]': "expected an object",
+    '{"accounts": [{"name": "L1"}], "steps": [{"op": "reverse", "group": "x",'
+    ' "reverse": true}]}': "step 1 (reverse): unknown group 'x'",
+    '{"accounts": [{"name": "L1"}, {"name": "F1"}], "groups": [{"name": "g", "leader": "L1"}],'
+    ' "steps": [{"op": "join", "account": "L1", "group": "g"}]}': "L1 leads a group",
+    '{"accounts": [{"name": "L1"}, {"name": "F1"}], "groups": [{"name": "g", "leader": "L1"}],'
+    ' "steps": [{"op": "join", "account": "F1", "group": "g", "multiplier": "0"}]}':
+        "step 1 (join): multiplier must be > 0",
+    '{"accounts": [{"name": "L1"}, {"name": "F1"}], "steps": [{"op": "leave",'
+    ' "account": "F1"}]}': "step 1 (leave): F1 follows no group",
+    '{"accounts": [{"name": "L1"}, {"name": "F1"}], "groups": [{"name": "g", "leader": "L1",'
+    ' "followers": [{"account": "F1", "multiplier": "3000"}]}]}': "at most 100",
 }
 
 

@@ -8,7 +8,7 @@ class Migration(migrations.Migration):
 
     dependencies = [
         ('accounts', '0001_initial'),
-        ('copier', '0001_initial'),
+        ('copier', '0002_money_safety'),
     ]
 
     operations = [
