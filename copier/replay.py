@@ -257,7 +257,8 @@ class Replay:
         else:
             raise RuntimeError("too many retries inside one advance")
         clock.advance_to(target)
-        for periodic in (tasks.dispatch_due, tasks.heal_paused, tasks.prune_failed_exits):
+        for periodic in (tasks.dispatch_due, tasks.settle_positions, tasks.heal_paused,
+                         tasks.prune_failed_exits):
             self._run(periodic)
 
     def _run(self, task: Any, *args: Any) -> None:

@@ -170,6 +170,9 @@ COPIER_BATCH_SIZE = int(os.environ.get("COPIER_BATCH_SIZE", "100"))
 # followers of one broker do not retry in lockstep. Replay uses none.
 COPIER_RETRY_JITTER = float(os.environ.get("COPIER_RETRY_JITTER", "0.1"))
 COPIER_FAILED_EXIT_KEEP_DAYS = 7
+# A broker's position statement that no fill explains within this many seconds is applied
+# (a leader's as a missed move, close-only): venues send a position before its fill.
+COPIER_POSITION_GRACE_SECONDS = int(os.environ.get("COPIER_POSITION_GRACE_SECONDS", "3"))
 # An event stored but still unprocessed after this long is dispatched again.
 COPIER_REDISPATCH_AFTER_SECONDS = int(os.environ.get("COPIER_REDISPATCH_AFTER_SECONDS", "30"))
 

@@ -15,7 +15,7 @@ import redis
 from django.conf import settings
 
 from copier.celery import app
-from copier.services import engine, failed_exits, ingest, sync_guard
+from copier.services import engine, failed_exits, ingest, listener, sync_guard
 
 
 @app.task(name="copier.process_event")
@@ -52,9 +52,20 @@ def prune_failed_exits() -> int:
     return failed_exits.failed_exits_prune()
 
 
+@app.task(name="copier.prune_follower_fills")
+def prune_follower_fills() -> int:
+    return listener.follower_fills_prune()
+
+
 @app.task(name="copier.heal_paused")
 def heal_paused() -> list[str]:
     return sync_guard.paused_heal_all()
+
+
+@app.task(name="copier.settle_positions")
+def settle_positions() -> int:
+    """Position statements no fill explained within the grace: applied now."""
+    return sync_guard.position_disagreements_settle()
 
 
 @app.task(name="copier.noop")
@@ -75,4 +86,6 @@ PERIODIC_TASKS: dict[str, tuple[str, int]] = {
     "copier: re-dispatch lost events and due exit retries": ("copier.dispatch_due", 10),
     "copier: heal paused accounts": ("copier.heal_paused", 60),
     "copier: prune failed exits older than 7 days": ("copier.prune_failed_exits", 3600),
+    "copier: apply position statements no fill explained": ("copier.settle_positions", 5),
+    "copier: forget follower fill ids older than 30 days": ("copier.prune_follower_fills", 86400),
 }

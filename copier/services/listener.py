@@ -15,7 +15,7 @@ import logging
 from django.core.exceptions import ValidationError
 from django.db import connection, transaction
 
-from accounts.models import ConnectionState, Position, TradingAccount
+from accounts.models import ConnectionState, FollowerFill, Position, TradingAccount
 from accounts.symbols import normalise_symbol
 from brokers.base import (
     BrokerEvent,
@@ -261,3 +261,12 @@ def _heal_check(account: TradingAccount, position: Position) -> None:
     if fresh.copy_paused:
         pause_heal_check(account=fresh)
     account.copy_paused = fresh.copy_paused
+
+
+FOLLOWER_FILLS_KEEP = dt.timedelta(days=30)
+
+
+def follower_fills_prune() -> int:
+    """Forget manual follower fill ids older than any broker's redelivery (30 days)."""
+    deleted, _ = FollowerFill.objects.filter(seen_at__lt=clock.now() - FOLLOWER_FILLS_KEEP).delete()
+    return deleted

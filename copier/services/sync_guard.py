@@ -269,7 +269,7 @@ def position_disagreements_settle(*, account: TradingAccount | None = None) -> i
 
 
 def _disagreements_settled(account_id: int) -> int:
-    grace = dt.timedelta(seconds=getattr(settings, "COPIER_POSITION_GRACE_SECONDS", 3))
+    grace = dt.timedelta(seconds=settings.COPIER_POSITION_GRACE_SECONDS)
     now = clock.now()
     with transaction.atomic():
         rows = positions_lock_all(account_id, ())

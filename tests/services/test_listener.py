@@ -242,3 +242,18 @@ def test_symbols_new_to_the_copier_at_a_reconnect_are_compared_too(world):
     assert f1.copy_paused
     assert f1.pause_details == {"NQ": {"copier": 0, "broker": -2}}
     assert copier_position(f1, "NQ") == -2
+
+
+def test_follower_fill_ids_are_forgotten_after_thirty_days():
+    import datetime as dt
+
+    from accounts.models import FollowerFill
+    from copier import clock
+    from copier.services.listener import follower_fills_prune
+
+    f1 = account("PRUNE")
+    now = clock.now()
+    FollowerFill.objects.create(account=f1, fill_id="old", seen_at=now - dt.timedelta(days=31))
+    FollowerFill.objects.create(account=f1, fill_id="new", seen_at=now - dt.timedelta(days=29))
+    assert follower_fills_prune() == 1
+    assert list(FollowerFill.objects.values_list("fill_id", flat=True)) == ["new"]
