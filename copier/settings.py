@@ -3,7 +3,8 @@
 Everything comes from the environment so that the same code runs under the
 local runner (private PostgreSQL and Redis on loopback), the tests and
 `docker compose`. The defaults are safe for local use only; production mode
-(`COPIER_ENV=production`) refuses to start without real secrets.
+(`COPIER_ENV=production`) refuses to start without real secrets, and any other
+mode than `local` or `production` is refused (`copier.envcheck`).
 """
 
 from __future__ import annotations
@@ -14,9 +15,17 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
+from copier.envcheck import copier_env, production_problems
+
 BASE_DIR = Path(__file__).resolve().parent.parent
-ENV = os.environ.get("COPIER_ENV", "local")
+try:
+    ENV = copier_env(os.environ.get("COPIER_ENV"))
+except ValueError as exc:
+    raise ImproperlyConfigured(str(exc)) from None
 PRODUCTION = ENV == "production"
+if PRODUCTION and (_problems := production_problems(os.environ)):
+    raise ImproperlyConfigured("COPIER_ENV=production refuses to start:\n  - "
+                               + "\n  - ".join(_problems))
 
 
 def _env(name: str, default: str | None = None) -> str:
