@@ -18,6 +18,12 @@ from django.db import models
 
 @cache
 def _fernet(key: str) -> Fernet:
+    if not key:
+        raise ImproperlyConfigured(
+            "COPIER_ENCRYPTION_KEY is not set, so broker credentials can be neither stored nor "
+            "read. Locally, start the copier with `make run`: it generates a key, kept in "
+            ".stack/encryption-key. In production, set it in .env."
+        )
     try:
         return Fernet(key.encode())
     except ValueError as exc:

@@ -10,6 +10,7 @@ mode than `local` or `production` is refused (`copier.envcheck`).
 from __future__ import annotations
 
 import os
+import secrets
 from pathlib import Path
 
 import dj_database_url
@@ -28,25 +29,22 @@ if PRODUCTION and (_problems := production_problems(os.environ)):
                                + "\n  - ".join(_problems))
 
 
-def _env(name: str, default: str | None = None) -> str:
-    value = os.environ.get(name) or default  # set but empty counts as missing
-    if not value:
-        raise ImproperlyConfigured(f"Set the environment variable {name} (production mode).")
-    return value
-
-
 def _flag(name: str, default: bool) -> bool:
     return os.environ.get(name, "1" if default else "0").lower() in {"1", "true", "yes", "on"}
 
 
-# A fixed local key keeps sessions valid across restarts of the dev runner;
-# production must bring its own.
-SECRET_KEY = _env("SECRET_KEY", None if PRODUCTION else "local-dev-only-not-secret-" + "x" * 40)
-# Fernet key that encrypts broker credentials at rest (accounts.fields).
-COPIER_ENCRYPTION_KEY = _env(
-    "COPIER_ENCRYPTION_KEY",
-    None if PRODUCTION else "bG9jYWwtZGV2LW9ubHktZW5jcnlwdGlvbi1rZXkhISE=",
-)
+if PRODUCTION:  # both checked by production_problems above
+    SECRET_KEY = os.environ["SECRET_KEY"]
+    # Fernet key that encrypts broker credentials at rest (accounts.fields).
+    COPIER_ENCRYPTION_KEY = os.environ["COPIER_ENCRYPTION_KEY"]
+else:
+    # No key is written here: a key in public source protects nothing. `make run` and the
+    # test harness pass keys generated on first run and kept 0600 under .stack/. A bare
+    # `manage.py` command without them (copier_replay, collectstatic) signs with a key of its
+    # own process, and has no encryption key at all: credentials can then be neither stored
+    # nor read (accounts.fields says what to do) rather than locked with a key lost at exit.
+    SECRET_KEY = os.environ.get("SECRET_KEY") or secrets.token_urlsafe(50)
+    COPIER_ENCRYPTION_KEY = os.environ.get("COPIER_ENCRYPTION_KEY", "")
 # Off by default even locally: query logging costs the hot path a third of its time.
 DEBUG = _flag("DEBUG", False)
 ALLOWED_HOSTS = [h for h in os.environ.get("ALLOWED_HOSTS", "localhost,127.0.0.1").split(",") if h]
