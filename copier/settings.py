@@ -64,6 +64,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First: the container's health check speaks plain HTTP to 127.0.0.1 (docker-compose.yml).
+    "copier.middleware.HealthCheckMiddleware",
     "django.middleware.security.SecurityMiddleware",
     # The admin's CSS and JS from STATIC_ROOT under gunicorn (docker compose), with no
     # proxy to configure; `manage.py collectstatic` fills it (the Dockerfile runs it).
@@ -164,6 +166,10 @@ CELERY_BROKER_CONNECTION_TIMEOUT = 2
 CELERY_TASK_PUBLISH_RETRY = True
 CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.2}
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+# Write each task's last_run_at back as it is sent, not every 3 minutes: the beat health
+# check (copier_beat_health) reads it. One UPDATE per sent task, a few a minute.
+# https://docs.celeryq.dev/en/stable/userguide/configuration.html#beat-sync-every
+CELERY_BEAT_SYNC_EVERY = 1
 CELERY_WORKER_SEND_TASK_EVENTS = True  # Flower
 # No "task-sent" events: one more Redis publish on the hot path for a state
 # Flower can do without.
