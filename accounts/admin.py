@@ -1,7 +1,7 @@
 """Admin for trading accounts: connection and pause state, positions, sim controls.
 
 Credentials are write-only here: the form never renders the stored secret,
-and a blank field keeps it.
+a blank field keeps it, and a view-only page says whether one is set.
 """
 
 from __future__ import annotations
@@ -74,6 +74,17 @@ class TradingAccountAdmin(admin.ModelAdmin):
                        "pause_details", "paused_since", "created_at"]
     inlines = [PositionInline]
     actions = ["sim_outage", "sim_restore"]
+
+    def get_fields(self, request: HttpRequest, obj: Any = None) -> list[Any]:
+        """A view-only page renders every field's value: credentials show as set or not."""
+        fields = list(super().get_fields(request, obj))
+        if self.has_change_permission(request, obj):
+            return fields
+        return ["credentials_status" if f == "credentials" else f for f in fields]
+
+    @admin.display(description="credentials")
+    def credentials_status(self, obj: TradingAccount) -> str:
+        return "set" if obj.credentials else "not set"
 
     def get_urls(self) -> list[Any]:
         return [
