@@ -95,6 +95,8 @@ def _production_env(**overrides: str) -> dict[str, str]:
         "DATABASE_URL": _test_database_url(),
         "REDIS_URL": settings.REDIS_URL,
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+        # the code under test, even where another checkout is installed in the venv
+        "PYTHONPATH": str(settings.BASE_DIR),
         "HOSTNAME": socket.gethostname(),  # what a container's shell has
         "LOG_LEVEL": "WARNING",
     })
