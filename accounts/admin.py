@@ -1,7 +1,12 @@
 """Admin for trading accounts: connection and pause state, positions, sim controls.
 
 Credentials are write-only here: the form never renders the stored secret,
-and a blank field keeps it.
+a blank field keeps it, and a view-only page says whether one is set.
+
+The sim controls (a fill at the sim broker, an outage, a restore) act at the
+broker: they need `brokers.change_simaccount`, the permission that already
+guards the sim's fault switches, whatever the user may do to the account. No
+permission of its own, because this branch adds no migration.
 """
 
 from __future__ import annotations
@@ -10,7 +15,7 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
-from django.core.exceptions import ValidationError
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404, render
@@ -75,6 +80,27 @@ class TradingAccountAdmin(admin.ModelAdmin):
     inlines = [PositionInline]
     actions = ["sim_outage", "sim_restore"]
 
+    def get_fields(self, request: HttpRequest, obj: Any = None) -> list[Any]:
+        """A view-only page renders every field's value: credentials show as set or not."""
+        fields = list(super().get_fields(request, obj))
+        if self.has_change_permission(request, obj):
+            return fields
+        return ["credentials_status" if f == "credentials" else f for f in fields]
+
+    @admin.display(description="credentials")
+    def credentials_status(self, obj: TradingAccount) -> str:
+        return "set" if obj.credentials else "not set"
+
+    def has_sim_control_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        """A sim fill on a leader is copied to its followers: it trades, as a leader would."""
+        return request.user.has_perm("brokers.change_simaccount")
+
+    def change_view(self, request: HttpRequest, object_id: str, form_url: str = "",
+                    extra_context: dict[str, Any] | None = None) -> HttpResponse:
+        extra_context = {**(extra_context or {}),
+                         "can_sim_control": self.has_sim_control_permission(request)}
+        return super().change_view(request, object_id, form_url, extra_context)
+
     def get_urls(self) -> list[Any]:
         return [
             path("<int:pk>/sim-fill/", self.admin_site.admin_view(self.sim_fill_view),
@@ -90,11 +116,12 @@ class TradingAccountAdmin(admin.ModelAdmin):
                               messages.WARNING)
         return sims
 
-    @admin.action(description="sim: simulate a broker outage")
+    @admin.action(description="sim: simulate a broker outage", permissions=["sim_control"])
     def sim_outage(self, request: HttpRequest, queryset: QuerySet[TradingAccount]) -> None:
         self._set_reachable(request, queryset, reachable=False)
 
-    @admin.action(description="sim: restore the broker connection")
+    @admin.action(description="sim: restore the broker connection",
+                  permissions=["sim_control"])
     def sim_restore(self, request: HttpRequest, queryset: QuerySet[TradingAccount]) -> None:
         self._set_reachable(request, queryset, reachable=True)
 
@@ -116,6 +143,8 @@ class TradingAccountAdmin(admin.ModelAdmin):
         from brokers.sim import SimBroker
         from copier.services.listener import broker_events_pump
 
+        if not self.has_sim_control_permission(request):  # admin_view checks only is_staff
+            raise PermissionDenied
         account = get_object_or_404(TradingAccount, pk=pk, broker="sim")
         form = SimFillForm(request.POST or None)
         if request.method == "POST" and form.is_valid():

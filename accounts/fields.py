@@ -2,7 +2,8 @@
 
 Credentials are stored as Fernet tokens so that a database dump or backup
 does not leak broker logins; the key lives only in the environment
-(`COPIER_ENCRYPTION_KEY`). The field's repr never shows the plaintext.
+(`COPIER_ENCRYPTION_KEY`). The field's repr never shows the plaintext, and
+neither do Django's serializers (`dumpdata`): they get a token too.
 """
 
 from __future__ import annotations
@@ -18,6 +19,12 @@ from django.db import models
 
 @cache
 def _fernet(key: str) -> Fernet:
+    if not key:
+        raise ImproperlyConfigured(
+            "COPIER_ENCRYPTION_KEY is not set, so broker credentials can be neither stored nor "
+            "read. Locally, start the copier with `make run`: it generates a key, kept in "
+            ".stack/encryption-key. In production, set it in .env."
+        )
     try:
         return Fernet(key.encode())
     except ValueError as exc:
@@ -49,8 +56,21 @@ def decrypt(token: str) -> Secret:
         ) from exc
 
 
+# How a token is marked in serialized data (dumpdata, fixtures), so that loading it tells a
+# token from a plaintext value (a dump made before tokens were written) and decrypts it
+# rather than encrypting it a second time.
+SERIALIZED_PREFIX = "fernet:"
+
+
 class EncryptedTextField(models.TextField):
     """Stores `encrypt(value)`; reads give a `Secret`. Empty stays empty."""
+
+    def value_to_string(self, obj: models.Model) -> str:
+        """What serializers write: a token, never the plaintext (dumps travel)."""
+        value = self.value_from_object(obj)
+        if not value:
+            return ""
+        return SERIALIZED_PREFIX + encrypt(str(value))
 
     def from_db_value(self, value: str | None, expression: Any, connection: Any) -> Secret | None:
         if value is None or value == "":
@@ -58,8 +78,12 @@ class EncryptedTextField(models.TextField):
         return decrypt(value)
 
     def to_python(self, value: Any) -> Any:
+        """Also what deserializers call: a marked token is decrypted with today's key, and one
+        made under another key is refused rather than stored as what it is not."""
         if value is None or isinstance(value, Secret):
             return value
+        if isinstance(value, str) and value.startswith(SERIALIZED_PREFIX):
+            return decrypt(value.removeprefix(SERIALIZED_PREFIX))
         return Secret(value)
 
     def get_prep_value(self, value: Any) -> str | None:

@@ -9,6 +9,8 @@ from django import forms
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
+from django_celery_beat import admin as beat_admin
+from django_celery_beat.models import PeriodicTask
 
 from copier.models import CopyGroup, Decision, FailedExit, Follower, LeaderEvent, Order, Quarantine
 
@@ -88,7 +90,8 @@ class QuarantineAdmin(admin.ModelAdmin):
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
 
-    @admin.action(description="Lift the selected quarantines (copying resumes on that symbol)")
+    @admin.action(description="Lift the selected quarantines (copying resumes on that symbol)",
+                  permissions=["change"])
     def lift(self, request: HttpRequest, queryset: QuerySet[Quarantine]) -> None:
         from copier.services.quarantine import quarantine_lift
 
@@ -148,3 +151,28 @@ class FailedExitAdmin(AuditAdmin):
     list_filter = ["status", "symbol"]
     search_fields = ["account__name", "symbol"]
     list_select_related = ["account"]
+
+
+# django-celery-beat's actions check no permission: a view-only user could enable, disable
+# and run the periodic tasks (the re-dispatch, retries, heal, prune). Same admin, each
+# action behind the change permission.
+admin.site.unregister(PeriodicTask)
+
+
+@admin.register(PeriodicTask)
+class PeriodicTaskAdmin(beat_admin.PeriodicTaskAdmin):
+    @admin.action(description="Enable selected tasks", permissions=["change"])
+    def enable_tasks(self, request: HttpRequest, queryset: QuerySet[PeriodicTask]) -> None:
+        super().enable_tasks(request, queryset)
+
+    @admin.action(description="Disable selected tasks", permissions=["change"])
+    def disable_tasks(self, request: HttpRequest, queryset: QuerySet[PeriodicTask]) -> None:
+        super().disable_tasks(request, queryset)
+
+    @admin.action(description="Toggle activity of selected tasks", permissions=["change"])
+    def toggle_tasks(self, request: HttpRequest, queryset: QuerySet[PeriodicTask]) -> None:
+        super().toggle_tasks(request, queryset)
+
+    @admin.action(description="Run selected tasks", permissions=["change"])
+    def run_tasks(self, request: HttpRequest, queryset: QuerySet[PeriodicTask]) -> None:
+        super().run_tasks(request, queryset)

@@ -5,6 +5,12 @@ harness (`tests/stack.py`), and the `copier_replay` / `copier_bench`
 commands when they need servers of their own. Nothing here is needed in
 production, where `docker compose` provides the servers.
 
+Loopback is not private: any local user can reach these ports. So the stack
+has secrets of its own, generated on first run and kept in 0600 files under
+its folder (`StackSecrets`): PostgreSQL's password (SCRAM, never trust), Redis's
+`requirepass`, Django's SECRET_KEY and the Fernet key for broker credentials.
+They reach the copier's processes through their environment only.
+
     python -m copier.devstack run [--web-port 8000] [--flower-port 5555] [--stack-dir .stack]
 """
 
@@ -21,9 +27,14 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from urllib.parse import quote
+
+from cryptography.fernet import Fernet
 
 ROOT = Path(__file__).resolve().parent.parent
 _apt_updated = False
@@ -76,6 +87,66 @@ def _wait_port(port: int, timeout: float, what: str) -> None:
     raise RuntimeError(f"{what} did not answer on 127.0.0.1:{port} within {timeout:.0f} s")
 
 
+# --- secrets --------------------------------------------------------------------------------
+
+# StackSecrets field -> file under the stack folder, each 0600.
+SECRET_FILES = {
+    "postgres_password": "postgres-password",
+    "redis_password": "redis-password",
+    "secret_key": "secret-key",
+    "encryption_key": "encryption-key",
+}
+_MAKERS: dict[str, Callable[[], str]] = {
+    "postgres_password": lambda: secrets.token_urlsafe(24),
+    "redis_password": lambda: secrets.token_urlsafe(24),
+    "secret_key": lambda: secrets.token_urlsafe(50),
+    "encryption_key": lambda: Fernet.generate_key().decode(),
+}
+
+
+def _private_file(path: Path, make: Callable[[], str]) -> str:
+    """The secret in `path`, made on first use; never readable by anyone else, even briefly."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        os.chmod(path, 0o600)  # a copy or an editor may have widened it
+        value = path.read_text().strip()
+        if not value:
+            raise RuntimeError(f"{path} is empty: remove it to have a new secret made") from None
+        return value
+    value = make()
+    with os.fdopen(fd, "w") as out:
+        os.fchmod(out.fileno(), 0o600)
+        out.write(value + "\n")
+    return value
+
+
+@dataclass(frozen=True)
+class StackSecrets:
+    postgres_password: str
+    redis_password: str
+    secret_key: str
+    encryption_key: str
+
+    @classmethod
+    def load_or_create(cls, stack: Path) -> StackSecrets:
+        """The stack's secrets, the same on every start (its database holds data they encrypt)."""
+        stack.mkdir(mode=0o700, parents=True, exist_ok=True)
+        return cls(**{field: _private_file(stack / name, _MAKERS[field])
+                      for field, name in SECRET_FILES.items()})
+
+    @classmethod
+    def fresh(cls) -> StackSecrets:
+        """Secrets kept nowhere: for servers that outlive no run (the test harness)."""
+        return cls(**{field: make() for field, make in _MAKERS.items()})
+
+    def django_env(self) -> dict[str, str]:
+        return {"SECRET_KEY": self.secret_key, "COPIER_ENCRYPTION_KEY": self.encryption_key}
+
+    def __repr__(self) -> str:
+        return f"StackSecrets({', '.join(f'{k}=***' for k in asdict(self))})"
+
+
 # --- PostgreSQL -----------------------------------------------------------------------------
 
 
@@ -87,19 +158,21 @@ def _as_postgres_user() -> list[str]:
 
 
 class PostgresServer:
-    def __init__(self, datadir: Path, port: int) -> None:
+    def __init__(self, datadir: Path, port: int, password: str) -> None:
         self.datadir = datadir
         self.port = port
+        self.password = password
 
     @property
     def url(self) -> str:
-        return f"postgres://copier@127.0.0.1:{self.port}/copier"
+        return f"postgres://copier:{quote(self.password, safe='')}@127.0.0.1:{self.port}/copier"
 
     @classmethod
-    def start(cls, datadir: Path, port: int | None = None) -> PostgresServer:
+    def start(cls, datadir: Path, password: str, port: int | None = None) -> PostgresServer:
         ensure_server_packages()
         datadir = datadir.resolve()
-        datadir.mkdir(parents=True, exist_ok=True)
+        _refuse_trust_auth(datadir)
+        datadir.mkdir(mode=0o700, parents=True, exist_ok=True)
         if os.geteuid() == 0:
             pw = pwd.getpwnam("postgres")
             for path in datadir.parents:  # postgres must be able to traverse to its dir
@@ -107,13 +180,26 @@ class PostgresServer:
                 if not mode & 0o001:
                     os.chmod(path, mode | 0o001)
             os.chown(datadir, pw.pw_uid, pw.pw_gid)
-        server = cls(datadir, port or free_port())
+        server = cls(datadir, port or free_port(), password)
         if not (datadir / "PG_VERSION").exists():
-            server._run("initdb", "-D", str(datadir), "--auth=trust", "-U", "copier",
-                        "-E", "UTF8", "--no-sync")
+            server._initdb()
         server._start()
         server._create_database()
         return server
+
+    def _initdb(self) -> None:
+        """SCRAM for every connection, socket included; the password file lives for initdb only."""
+        fd, name = tempfile.mkstemp(prefix=".pwfile-", dir=self.datadir.parent)
+        try:
+            with os.fdopen(fd, "w") as out:
+                out.write(self.password + "\n")
+            if os.geteuid() == 0:  # initdb runs as postgres and must read it
+                pw = pwd.getpwnam("postgres")
+                os.chown(name, pw.pw_uid, pw.pw_gid)
+            self._run("initdb", "-D", str(self.datadir), "--auth=scram-sha-256",
+                      f"--pwfile={name}", "-U", "copier", "-E", "UTF8", "--no-sync")
+        finally:
+            os.unlink(name)
 
     def _run(self, tool: str, *args: str) -> subprocess.CompletedProcess[str]:
         bin_dir = _pg_bin()
@@ -132,14 +218,15 @@ class PostgresServer:
     def _create_database(self) -> None:
         bin_dir = _pg_bin()
         assert bin_dir is not None
+        env = {**os.environ, "PGPASSWORD": self.password}
         exists = subprocess.run(
             [str(bin_dir / "psql"), "-h", "127.0.0.1", "-p", str(self.port), "-U", "copier",
              "-d", "postgres", "-tAc", "SELECT 1 FROM pg_database WHERE datname = 'copier'"],
-            check=True, capture_output=True, text=True,
+            check=True, capture_output=True, text=True, env=env,
         )
         if exists.stdout.strip() != "1":
             subprocess.run([str(bin_dir / "createdb"), "-h", "127.0.0.1", "-p", str(self.port),
-                            "-U", "copier", "copier"], check=True, capture_output=True)
+                            "-U", "copier", "copier"], check=True, capture_output=True, env=env)
 
     def stop(self) -> None:
         with contextlib.suppress(subprocess.CalledProcessError):
@@ -151,31 +238,52 @@ class PostgresServer:
         self._start()
 
 
+def _refuse_trust_auth(datadir: Path) -> None:
+    """A data directory from before the passwords would keep trusting every local user."""
+    hba = datadir / "pg_hba.conf"
+    if not (datadir / "PG_VERSION").exists() or not hba.exists():
+        return
+    rules = [line.split() for line in hba.read_text().splitlines()
+             if line.strip() and not line.lstrip().startswith("#")]
+    if any("trust" in rule for rule in rules):
+        raise RuntimeError(
+            f"{datadir} was made with trust authentication (before the local stack had "
+            "passwords): any local user could read it. Its data is local only; remove the "
+            "stack with `make clean` (or delete that folder) and start again."
+        )
+
+
 # --- Redis ----------------------------------------------------------------------------------
 
 
 class RedisServer:
-    def __init__(self, workdir: Path, port: int) -> None:
+    def __init__(self, workdir: Path, port: int, password: str) -> None:
         self.workdir = workdir
         self.port = port
+        self.password = password
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        return f"redis://:{quote(self.password, safe='')}@127.0.0.1:{self.port}/0"
 
     @classmethod
-    def start(cls, workdir: Path, port: int | None = None) -> RedisServer:
+    def start(cls, workdir: Path, password: str, port: int | None = None) -> RedisServer:
         ensure_server_packages()
-        workdir.mkdir(parents=True, exist_ok=True)
-        server = cls(workdir, port or free_port())
+        workdir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        server = cls(workdir, port or free_port(), password)
         server._start()
         return server
 
     def _start(self) -> None:
+        # The password in a 0600 file, not on the command line, which every local user can read.
+        config = self.workdir / "redis.conf"
+        config.touch(mode=0o600)
+        config.chmod(0o600)
+        config.write_text(f"requirepass {self.password}\n")
         self.process = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", str(self.workdir), "--protected-mode", "no"],
+            ["redis-server", str(config), "--port", str(self.port), "--bind", "127.0.0.1",
+             "--save", "", "--appendonly", "no", "--dir", str(self.workdir)],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
         _wait_port(self.port, 20, "Redis")
@@ -195,14 +303,27 @@ class RedisServer:
         self._start()
 
 
+@dataclass(frozen=True)
+class Stack:
+    pg: PostgresServer
+    redis: RedisServer
+    keys: StackSecrets
+
+    def env(self) -> dict[str, str]:
+        """What a copier process needs to use this stack: servers and keys."""
+        return {"DATABASE_URL": self.pg.url, "REDIS_URL": self.redis.url,
+                **self.keys.django_env()}
+
+
 @contextlib.contextmanager
-def private_stack(root: Path) -> Iterator[tuple[PostgresServer, RedisServer]]:
-    """PostgreSQL and Redis under `root`, always stopped on the way out."""
-    pg = PostgresServer.start(root / "pg")
+def private_stack(root: Path) -> Iterator[Stack]:
+    """PostgreSQL and Redis under `root`, with its secrets, always stopped on the way out."""
+    keys = StackSecrets.load_or_create(root)
+    pg = PostgresServer.start(root / "pg", keys.postgres_password)
     try:
-        redis = RedisServer.start(root / "redis")
+        redis = RedisServer.start(root / "redis", keys.redis_password)
         try:
-            yield pg, redis
+            yield Stack(pg, redis, keys)
         finally:
             redis.stop()
     finally:
@@ -231,18 +352,16 @@ def _admin_login(env: dict[str, str], stack: Path) -> str:
         "import os; u.set_password(os.environ['COPIER_ADMIN_PASSWORD']); u.save()"
     )
     _manage({**env, "COPIER_ADMIN_PASSWORD": password}, "shell", "-c", code)
-    path.write_text(password + "\n")
-    path.chmod(0o600)
+    _private_file(path, lambda: password)
     return f"admin login: user `admin`, password `{password}` (kept in {path})"
 
 
 def run(web_port: int, flower_port: int, stack: Path) -> int:
     ensure_server_packages()
     stack = stack.resolve()
-    stack.mkdir(parents=True, exist_ok=True)
-    with private_stack(stack) as (pg, redis):
-        env = {**os.environ, "DATABASE_URL": pg.url, "REDIS_URL": redis.url,
-               "PYTHONUNBUFFERED": "1"}
+    stack.mkdir(mode=0o700, parents=True, exist_ok=True)
+    with private_stack(stack) as servers:
+        env = {**os.environ, **servers.env(), "PYTHONUNBUFFERED": "1"}
         _manage(env, "migrate", "--noinput", "-v", "0")
         _manage(env, "copier_setup")
         login = _admin_login(env, stack)

@@ -3,41 +3,48 @@
 Everything comes from the environment so that the same code runs under the
 local runner (private PostgreSQL and Redis on loopback), the tests and
 `docker compose`. The defaults are safe for local use only; production mode
-(`COPIER_ENV=production`) refuses to start without real secrets.
+(`COPIER_ENV=production`) refuses to start without real secrets, and any other
+mode than `local` or `production` is refused (`copier.envcheck`).
 """
 
 from __future__ import annotations
 
 import os
+import secrets
 from pathlib import Path
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
+from copier.envcheck import copier_env, production_problems
+
 BASE_DIR = Path(__file__).resolve().parent.parent
-ENV = os.environ.get("COPIER_ENV", "local")
+try:
+    ENV = copier_env(os.environ.get("COPIER_ENV"))
+except ValueError as exc:
+    raise ImproperlyConfigured(str(exc)) from None
 PRODUCTION = ENV == "production"
-
-
-def _env(name: str, default: str | None = None) -> str:
-    value = os.environ.get(name) or default  # set but empty counts as missing
-    if not value:
-        raise ImproperlyConfigured(f"Set the environment variable {name} (production mode).")
-    return value
+if PRODUCTION and (_problems := production_problems(os.environ)):
+    raise ImproperlyConfigured("COPIER_ENV=production refuses to start:\n  - "
+                               + "\n  - ".join(_problems))
 
 
 def _flag(name: str, default: bool) -> bool:
     return os.environ.get(name, "1" if default else "0").lower() in {"1", "true", "yes", "on"}
 
 
-# A fixed local key keeps sessions valid across restarts of the dev runner;
-# production must bring its own.
-SECRET_KEY = _env("SECRET_KEY", None if PRODUCTION else "local-dev-only-not-secret-" + "x" * 40)
-# Fernet key that encrypts broker credentials at rest (accounts.fields).
-COPIER_ENCRYPTION_KEY = _env(
-    "COPIER_ENCRYPTION_KEY",
-    None if PRODUCTION else "bG9jYWwtZGV2LW9ubHktZW5jcnlwdGlvbi1rZXkhISE=",
-)
+if PRODUCTION:  # both checked by production_problems above
+    SECRET_KEY = os.environ["SECRET_KEY"]
+    # Fernet key that encrypts broker credentials at rest (accounts.fields).
+    COPIER_ENCRYPTION_KEY = os.environ["COPIER_ENCRYPTION_KEY"]
+else:
+    # No key is written here: a key in public source protects nothing. `make run` and the
+    # test harness pass keys generated on first run and kept 0600 under .stack/. A bare
+    # `manage.py` command without them (copier_replay, collectstatic) signs with a key of its
+    # own process, and has no encryption key at all: credentials can then be neither stored
+    # nor read (accounts.fields says what to do) rather than locked with a key lost at exit.
+    SECRET_KEY = os.environ.get("SECRET_KEY") or secrets.token_urlsafe(50)
+    COPIER_ENCRYPTION_KEY = os.environ.get("COPIER_ENCRYPTION_KEY", "")
 # Off by default even locally: query logging costs the hot path a third of its time.
 DEBUG = _flag("DEBUG", False)
 ALLOWED_HOSTS = [h for h in os.environ.get("ALLOWED_HOSTS", "localhost,127.0.0.1").split(",") if h]
@@ -57,6 +64,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First: the container's health check speaks plain HTTP to 127.0.0.1 (docker-compose.yml).
+    "copier.middleware.HealthCheckMiddleware",
     "django.middleware.security.SecurityMiddleware",
     # The admin's CSS and JS from STATIC_ROOT under gunicorn (docker compose), with no
     # proxy to configure; `manage.py collectstatic` fills it (the Dockerfile runs it).
@@ -157,6 +166,10 @@ CELERY_BROKER_CONNECTION_TIMEOUT = 2
 CELERY_TASK_PUBLISH_RETRY = True
 CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.2}
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+# Write each task's last_run_at back as it is sent, not every 3 minutes: the beat health
+# check (copier_beat_health) reads it. One UPDATE per sent task, a few a minute.
+# https://docs.celeryq.dev/en/stable/userguide/configuration.html#beat-sync-every
+CELERY_BEAT_SYNC_EVERY = 1
 CELERY_WORKER_SEND_TASK_EVENTS = True  # Flower
 # No "task-sent" events: one more Redis publish on the hot path for a state
 # Flower can do without.

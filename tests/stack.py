@@ -3,6 +3,10 @@
 Loaded before pytest-django reads the settings, so the servers are up and
 DATABASE_URL / REDIS_URL point at them when Django starts. Set DATABASE_URL
 yourself to run the suite against servers of your own instead.
+
+The servers have passwords and the run has its own Django and Fernet keys, as
+under the local runner (`copier.devstack.StackSecrets`), generated for this run
+and kept nowhere: the environment hands them to the subprocesses tests start.
 """
 
 from __future__ import annotations
@@ -15,18 +19,21 @@ from pathlib import Path
 
 import pytest
 
-from copier.devstack import PostgresServer, RedisServer
+from copier.devstack import PostgresServer, RedisServer, StackSecrets
 
 _servers: dict[str, object] = {}
 
 
 def _start() -> None:
+    keys = StackSecrets.fresh()
+    for name, value in keys.django_env().items():
+        os.environ.setdefault(name, value)
     if "DATABASE_URL" in os.environ or os.environ.get("PYTEST_XDIST_WORKER"):
         return
     root = Path(tempfile.mkdtemp(prefix="copier-tests-"))
     _servers["root"] = root
-    _servers["pg"] = pg = PostgresServer.start(root / "pg")
-    _servers["redis"] = redis = RedisServer.start(root / "redis")
+    _servers["pg"] = pg = PostgresServer.start(root / "pg", keys.postgres_password)
+    _servers["redis"] = redis = RedisServer.start(root / "redis", keys.redis_password)
     os.environ["DATABASE_URL"] = pg.url
     os.environ["REDIS_URL"] = redis.url
     atexit.register(_stop)

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from django.conf import settings
 
-from copier.devstack import free_port
+from copier.devstack import SECRET_FILES, free_port
 from tests.helpers import wait_until
 
 
@@ -30,7 +30,8 @@ def _status(url: str) -> int | None:
 @pytest.mark.slow
 def test_runner_brings_up_admin_worker_beat_and_flower(tmp_path: Path):
     web, flower = free_port(), free_port()
-    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("DATABASE_URL", "REDIS_URL", "SECRET_KEY", "COPIER_ENCRYPTION_KEY")}
     runner = subprocess.Popen(
         [sys.executable, "-m", "copier.devstack", "run", "--web-port", str(web),
          "--flower-port", str(flower), "--stack-dir", str(tmp_path / "stack")],
@@ -44,9 +45,10 @@ def test_runner_brings_up_admin_worker_beat_and_flower(tmp_path: Path):
                    timeout=60, interval=0.5, what="Flower healthcheck")
         assert _status(f"http://127.0.0.1:{web}/healthz") == 200
         assert _status(f"http://127.0.0.1:{web}/") == 200  # redirected to the admin login
-        password = tmp_path / "stack" / "admin-password.txt"
-        assert password.exists()
-        assert oct(password.stat().st_mode & 0o777) == "0o600"
+        for name in ("admin-password.txt", *SECRET_FILES.values()):
+            secret = tmp_path / "stack" / name
+            assert secret.exists(), name
+            assert oct(secret.stat().st_mode & 0o777) == "0o600", name
     finally:
         runner.send_signal(signal.SIGINT)
         try:

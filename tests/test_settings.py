@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 from cryptography.fernet import Fernet
 from django.conf import settings
 
@@ -48,3 +49,75 @@ def test_collected_static_files_are_served_without_a_proxy(tmp_path, settings, c
     response = client.get("/static/admin/css/base.css")
     assert response.status_code == 200
     assert b"".join(response.streaming_content).startswith(b"/*")
+
+
+# --- COPIER_ENV and the production secrets (issue 8, item 15) ------------------------------
+
+_SECRETS = ("COPIER_ENV", "SECRET_KEY", "COPIER_ENCRYPTION_KEY", "POSTGRES_PASSWORD",
+            "FLOWER_BASIC_AUTH")
+
+
+def _import_settings(**env: str) -> subprocess.CompletedProcess[str]:
+    """Import the settings in a fresh interpreter: they are read once, at import."""
+    base = {k: v for k, v in os.environ.items() if k not in _SECRETS}
+    return subprocess.run([sys.executable, "-c", "import copier.settings"],
+                          cwd=settings.BASE_DIR, env={**base, **env}, capture_output=True,
+                          text=True, timeout=60, check=False)
+
+
+def _good_production(**overrides: str) -> dict[str, str]:
+    good = {"COPIER_ENV": "production", "SECRET_KEY": "Zq8#vK2!pL9@wR4$tY7^uI1&oP3*aS6(dF0)" * 2,
+            "COPIER_ENCRYPTION_KEY": Fernet.generate_key().decode(),
+            "POSTGRES_PASSWORD": "u2C9-hW4x7QeLr0t", "FLOWER_BASIC_AUTH": "ops:kP3-vX8qLm2n"}
+    return {**good, **overrides}
+
+
+def _env_example() -> dict[str, str]:
+    lines = (settings.BASE_DIR / ".env.example").read_text().splitlines()
+    return dict(line.split("=", 1) for line in lines if line and not line.startswith("#"))
+
+
+def test_a_good_production_environment_is_accepted():
+    done = _import_settings(**_good_production())
+    assert done.returncode == 0, done.stderr
+
+
+@pytest.mark.parametrize("value", ["prod", "Production", "staging", "dev", "local "])
+def test_an_unknown_copier_env_is_refused_naming_the_allowed_values(value):
+    done = _import_settings(COPIER_ENV=value)
+    assert done.returncode != 0
+    assert f"COPIER_ENV={value!r}" in done.stderr
+    assert "local, production" in done.stderr
+
+
+@pytest.mark.parametrize("name", ["SECRET_KEY", "COPIER_ENCRYPTION_KEY", "POSTGRES_PASSWORD",
+                                  "FLOWER_BASIC_AUTH"])
+def test_each_placeholder_of_env_example_is_refused_in_production(name):
+    done = _import_settings(**_good_production(**{name: _env_example()[name]}))
+    assert done.returncode != 0
+    assert name in done.stderr
+    assert "ImproperlyConfigured" in done.stderr
+
+
+def test_env_example_as_it_comes_is_refused_naming_every_value_to_replace():
+    done = _import_settings(**{**_env_example(), "COPIER_ENV": "production"})
+    assert done.returncode != 0
+    for name in ("SECRET_KEY", "COPIER_ENCRYPTION_KEY", "POSTGRES_PASSWORD",
+                 "FLOWER_BASIC_AUTH"):
+        assert name in done.stderr
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    ({"SECRET_KEY": "short-but-not-a-placeholder"}, "SECRET_KEY is too short"),
+    ({"SECRET_KEY": "ab" * 40}, "SECRET_KEY has too few different characters"),
+    ({"SECRET_KEY": "django-insecure-" + "k3#Lp9!x" * 8}, "SECRET_KEY is Django's insecure"),
+    ({"COPIER_ENCRYPTION_KEY": "not-a-fernet-key"}, "COPIER_ENCRYPTION_KEY is not a Fernet key"),
+    ({"DATABASE_URL": "postgres://copier:change-me@postgres:5432/copier"},
+     "DATABASE_URL has the .env.example placeholder as its password"),
+    ({"FLOWER_BASIC_AUTH": "admin"}, "FLOWER_BASIC_AUTH must be user:password"),
+    ({"FLOWER_BASIC_AUTH": "admin:"}, "FLOWER_BASIC_AUTH must be user:password"),
+])
+def test_weak_production_secrets_are_refused_with_a_clear_error(overrides, message):
+    done = _import_settings(**_good_production(**overrides))
+    assert done.returncode != 0
+    assert message in done.stderr

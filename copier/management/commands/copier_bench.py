@@ -77,9 +77,9 @@ class Command(BaseCommand):
         ensure_server_packages()
         with (
             tempfile.TemporaryDirectory(prefix="copier-bench-") as tmp,
-            private_stack(Path(tmp)) as (pg, redis),
+            private_stack(Path(tmp)) as stack,
         ):
-            env = {**os.environ, "DATABASE_URL": pg.url, "REDIS_URL": redis.url}
+            env = {**os.environ, **stack.env()}
             manage = [sys.executable, str(Path(settings.BASE_DIR) / "manage.py")]
             subprocess.run([*manage, "migrate", "--noinput", "-v", "0"], env=env, check=True)
             argv = [*manage, "copier_bench"]

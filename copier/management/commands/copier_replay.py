@@ -88,13 +88,14 @@ class Command(BaseCommand):
 
     def _private(self, path: Path, indent: int) -> str:
         """A private PostgreSQL for this run only; the replay itself runs in a child."""
-        from copier.devstack import PostgresServer, ensure_server_packages
+        from copier.devstack import PostgresServer, StackSecrets, ensure_server_packages
 
         ensure_server_packages()
         with tempfile.TemporaryDirectory(prefix="copier-replay-") as tmp:
-            server = PostgresServer.start(Path(tmp) / "pg")
+            keys = StackSecrets.load_or_create(Path(tmp))
+            server = PostgresServer.start(Path(tmp) / "pg", keys.postgres_password)
             try:
-                env = {**os.environ, "DATABASE_URL": server.url}
+                env = {**os.environ, **keys.django_env(), "DATABASE_URL": server.url}
                 manage = [sys.executable, str(Path(settings.BASE_DIR) / "manage.py")]
                 migrate = subprocess.run([*manage, "migrate", "--noinput", "-v", "0"], env=env,
                                          capture_output=True, text=True, check=False)
