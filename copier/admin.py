@@ -1,5 +1,6 @@
 """The operator's interface: groups and followers, quarantines, and the read-only audit
-(leader events, the decision taken for each follower and why, orders, failed exits)."""
+(leader events, the decision taken for each follower and why, orders, failed exits, fills
+the copier refused)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,16 @@ from django.http import HttpRequest
 from django_celery_beat import admin as beat_admin
 from django_celery_beat.models import PeriodicTask
 
-from copier.models import CopyGroup, Decision, FailedExit, Follower, LeaderEvent, Order, Quarantine
+from copier.models import (
+    CopyGroup,
+    Decision,
+    FailedExit,
+    Follower,
+    LeaderEvent,
+    Order,
+    Quarantine,
+    RefusedFill,
+)
 
 
 class AuditAdmin(admin.ModelAdmin):
@@ -150,6 +160,14 @@ class FailedExitAdmin(AuditAdmin):
                     "first_failed_at", "next_attempt_at", "last_error"]
     list_filter = ["status", "symbol"]
     search_fields = ["account__name", "symbol"]
+    list_select_related = ["account"]
+
+
+@admin.register(RefusedFill)
+class RefusedFillAdmin(AuditAdmin):
+    list_display = ["received_at", "account", "fill_id", "reason", "payload"]
+    list_filter = ["account"]
+    search_fields = ["fill_id", "account__name", "reason"]
     list_select_related = ["account"]
 
 
