@@ -86,6 +86,17 @@ def test_follower_multiplier_must_be_positive(client, multiplier):
     assert not Follower.objects.exists()
 
 
+@pytest.mark.parametrize("multiplier", ["3000", "1e3", "99999999"])
+def test_follower_multiplier_beyond_the_bound_is_a_form_error(client, multiplier):
+    leader, f = account("L"), account("F")
+    page = client.post(reverse("admin:copier_copygroup_add"),
+                       _group_post("g", leader, [(f, multiplier)]))
+    assert page.status_code == 200
+    assert "at most 100" in page.content.decode()
+    assert not CopyGroup.objects.exists()
+    assert not Follower.objects.exists()
+
+
 def test_leader_cannot_follow_its_own_group(client):
     leader = account("L")
     page = client.post(reverse("admin:copier_copygroup_add"),
