@@ -108,8 +108,8 @@ def load(text: str) -> Scenario:
     by_name = {g.name: g for g in groups}
     raw_steps = _list("steps", doc.get("steps", []))
     # an account that joins a group at some step follows from then on
-    followers |= {r.get("account") for r in raw_steps
-                  if isinstance(r, dict) and r.get("op") == "join"}
+    followers |= {r["account"] for r in raw_steps if isinstance(r, dict)
+                  and r.get("op") == "join" and isinstance(r.get("account"), str)}
     steps = tuple(
         _step(i, raw, accounts, followers, by_name) for i, raw in enumerate(raw_steps, start=1)
     )

@@ -100,6 +100,8 @@ BAD_INPUTS = {
     '{"accounts": [{"name": "L1"}, {"name": "F1"}], "groups": [{"name": "g", "leader": "L1"}],'
     ' "steps": [{"op": "join", "account": "F1", "group": "g", "multiplier": "0"}]}':
         "step 1 (join): multiplier must be > 0",
+    '{"accounts": [{"name": "L1"}, {"name": "F1"}], "steps": [{"op": "join",'
+    ' "account": []}]}': "step 1 (join): account must be non-empty text",
     '{"accounts": [{"name": "L1"}, {"name": "F1"}], "steps": [{"op": "leave",'
     ' "account": "F1"}]}': "step 1 (leave): F1 follows no group",
     '{"accounts": [{"name": "L1"}, {"name": "F1"}], "groups": [{"name": "g", "leader": "L1",'
