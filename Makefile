@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint bench clean
+.PHONY: run test test-fast lint bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -19,6 +19,12 @@ test: $(STAMP)
 	$(BIN)/python -m copier.devstack packages
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
+
+# The edit-run loop: everything but the slow fault, replay, runner and live-worker tests,
+# on two pytest workers sharing the private servers (a database each).
+test-fast: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest -m "not slow and not worker" -n 2 -q
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -21,6 +21,8 @@ from copier.services.ingest import FillInput
 from tests.factories import copier_position
 from tests.faults.common import build_world, check_outcome, drain
 
+pytestmark = pytest.mark.slow  # thousands of generated inputs: the full run, not the fast loop
+
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers(-10**12, 10**12) | st.floats(allow_nan=False)
     | st.text(max_size=12),

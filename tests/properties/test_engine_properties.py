@@ -23,7 +23,7 @@ from copier.replay import Replay, eager_tasks
 from copier.scenario import load
 from tests.factories import broker_position, copier_position
 
-pytestmark = pytest.mark.django_db(transaction=True, databases="__all__")
+pytestmark = [pytest.mark.django_db(transaction=True, databases="__all__"), pytest.mark.slow]
 
 _names = itertools.count(1)
 SYMBOLS = ["ES", "NQ"]

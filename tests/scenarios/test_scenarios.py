@@ -26,6 +26,11 @@ pytestmark = pytest.mark.django_db(transaction=True, databases="__all__")
 
 
 def test_the_shared_scenarios_are_there():
+    """The contract's worked examples live beside the repository (`../shared`), as in CI;
+    a clone of the public repository has only ours, and says so."""
+    if not SHARED.is_dir():
+        pytest.skip(f"{SHARED} is absent: the contract's worked scenarios are not run "
+                    "(set COPIER_SCENARIOS_DIR to run them)")
     assert len(list(SHARED.glob("*.json"))) >= 6, f"no scenarios found in {SHARED}"
 
 
