@@ -21,7 +21,7 @@ from django.db import transaction
 from django.db.models import Q
 
 from accounts.models import Position, TradingAccount
-from copier import clock, rules
+from copier import clock, publisher, rules
 from copier.models import FailedExit, Follower, LeaderEvent, Quarantine
 from copier.services.placement import (
     OrderSpec,
@@ -65,10 +65,8 @@ def failed_exit_schedule(fe: FailedExit) -> None:
     """Publish the retry for its due time. Under a controlled clock the replay runs it."""
     if clock.is_controlled():
         return
-    from copier import tasks
-
     try:
-        tasks.retry_failed_exit.apply_async((fe.pk,), eta=fe.next_attempt_at)
+        publisher.failed_exit_retry_publish(fe.pk, eta=fe.next_attempt_at)
     except Exception:
         log.exception("could not schedule retry of failed exit %s; the periodic task will", fe.pk)
 
@@ -200,18 +198,14 @@ def failed_exits_due(*, limit: int = 1000) -> list[int]:
 
 def failed_exits_dispatch_due() -> list[int]:
     """Re-send the due retries (their task may be lost); a duplicate task does nothing."""
-    from copier import tasks
-
     ids = failed_exits_due()
     for fe_id in ids:
-        tasks.retry_failed_exit.delay(fe_id)
+        publisher.failed_exit_retry_publish(fe_id)
     return ids
 
 
 def failed_exits_resume(*, account_id: int) -> list[int]:
     """Reconnect or heal: the account's queued exits become due at once and are sent."""
-    from copier import tasks
-
     now = clock.now()
     ids = list(
         FailedExit.objects.filter(account_id=account_id, status=FailedExit.Status.PENDING)
@@ -219,7 +213,7 @@ def failed_exits_resume(*, account_id: int) -> list[int]:
     )
     FailedExit.objects.filter(pk__in=ids).update(next_attempt_at=now, updated_at=now)
     for fe_id in ids:
-        tasks.retry_failed_exit.delay(fe_id)
+        publisher.failed_exit_retry_publish(fe_id)
     return ids
 
 
