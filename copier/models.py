@@ -19,6 +19,10 @@ from accounts.models import TradingAccount
 from accounts.symbols import normalise_symbol
 from copier import rules
 
+# The rules' words, as every model and form offers them: one list, never retyped.
+SIDE_CHOICES = [(side.value, side.value) for side in rules.Side]
+LEG_KIND_CHOICES = [(kind.value, kind.value) for kind in rules.LegKind]
+
 
 def validate_multiplier(value: Decimal) -> None:
     if value is None or value <= 0:
@@ -178,7 +182,7 @@ class LeaderEvent(models.Model):
     )
     fill_id = models.CharField("broker fill id", max_length=128)
     symbol = models.CharField(max_length=32)
-    side = models.CharField(max_length=4, choices=[("buy", "buy"), ("sell", "sell")])
+    side = models.CharField(max_length=4, choices=SIDE_CHOICES)
     qty = models.PositiveIntegerField()
     p0 = models.IntegerField("P0", help_text="Leader position before the fill.")
     p1 = models.IntegerField("P1", help_text="Leader position after the fill.")
@@ -281,7 +285,7 @@ class FailedExit(models.Model):
         TradingAccount, on_delete=models.CASCADE, related_name="failed_exits"
     )
     symbol = models.CharField(max_length=32)
-    side = models.CharField(max_length=4, choices=[("buy", "buy"), ("sell", "sell")])
+    side = models.CharField(max_length=4, choices=SIDE_CHOICES)
     qty = models.PositiveIntegerField()
     event = models.ForeignKey(
         LeaderEvent, null=True, blank=True, on_delete=models.SET_NULL, related_name="failed_exits"
@@ -342,9 +346,9 @@ class Order(models.Model):
     client_order_id = models.CharField(max_length=64, unique=True)
     account = models.ForeignKey(TradingAccount, on_delete=models.CASCADE, related_name="orders")
     symbol = models.CharField(max_length=32)
-    side = models.CharField(max_length=4, choices=[("buy", "buy"), ("sell", "sell")])
+    side = models.CharField(max_length=4, choices=SIDE_CHOICES)
     qty = models.PositiveIntegerField()
-    kind = models.CharField(max_length=8, choices=[("exit", "exit"), ("entry", "entry")])
+    kind = models.CharField(max_length=8, choices=LEG_KIND_CHOICES)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.PLANNED)
     filled_qty = models.PositiveIntegerField(default=0)
     broker_order_id = models.CharField(max_length=64, blank=True, default="")

@@ -22,17 +22,17 @@ from copier.services import engine, failed_exits, ingest, listener, sync_guard
 @app.task(name=publisher.PROCESS_EVENT)
 def process_event(event_id: int) -> None:
     """Fan a leader event out: extra batches to other workers, the first one here."""
-    started = engine.event_process(event_id=event_id)
+    started = engine.event_start(event_id=event_id)
     if started is None:
         return
     for batch in started.batches[1:]:
         publisher.batch_publish(event_id, [seat.follower_id for seat in batch])
-    engine.batch_copy(event=started.event, seats=started.batches[0])
+    engine.seats_copy(event=started.event, seats=started.batches[0])
 
 
 @app.task(name=publisher.COPY_FOLLOWERS)
 def copy_followers(event_id: int, follower_ids: list[int]) -> None:
-    engine.followers_copy(event_id=event_id, follower_ids=follower_ids)
+    engine.fanned_out_batch_copy(event_id=event_id, follower_ids=follower_ids)
 
 
 @app.task(name=publisher.RETRY_FAILED_EXIT)

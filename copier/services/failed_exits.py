@@ -133,7 +133,7 @@ def _attempt(fe: FailedExit, position: Position, *, recovering: bool) -> None:
         return
     if not account.is_connected:
         # Nothing is decided from a view the copier cannot confirm: the attempt fails.
-        _failed(fe, "follower disconnected")
+        _attempt_failed(fe, "follower disconnected")
         return
     settled = unknown_orders_settle(account=account, symbol=fe.symbol)
     position.qty += settled.moved
@@ -141,7 +141,7 @@ def _attempt(fe: FailedExit, position: Position, *, recovering: bool) -> None:
         fe.status = settled.exits[fe.pk]
         return
     if settled.blocked:
-        _failed(fe, settled.blocked)
+        _attempt_failed(fe, settled.blocked)
         return
     side = rules.Side(fe.side)
     qty = rules.exit_retry_qty(side, fe.qty, position.qty, _expected(fe, position))
@@ -161,7 +161,7 @@ def _attempt(fe: FailedExit, position: Position, *, recovering: bool) -> None:
         quarantine_create(account=account, symbol=fe.symbol, reason=Quarantine.Reason.REJECTED,
                           detail=sent.error.message, event=fe.event)
     else:
-        _failed(fe, sent.error.message)
+        _attempt_failed(fe, sent.error.message)
 
 
 def _expected(fe: FailedExit, position: Position) -> int | None:
@@ -178,7 +178,8 @@ def _expected(fe: FailedExit, position: Position) -> int | None:
     return rules.expected_position(p1, follower.multiplier, follower.group.reverse)
 
 
-def _failed(fe: FailedExit, error: str) -> None:
+def _attempt_failed(fe: FailedExit, error: str) -> None:
+    """Count the failed attempt and set the next one after the backoff."""
     fe.attempts += 1
     fe.status = FailedExit.Status.PENDING
     fe.next_attempt_at = clock.now() + _delay(fe.attempts)

@@ -174,8 +174,7 @@ def _place_many(kind: str, specs: Sequence[OrderSpec]) -> list[OrderResult | Bro
 
 
 def _request(spec: OrderSpec) -> OrderRequest:
-    return OrderRequest(spec.client_order_id, spec.symbol, spec.leg.side.value,  # type: ignore[arg-type]
-                        spec.leg.qty)
+    return OrderRequest(spec.client_order_id, spec.symbol, spec.leg.side, spec.leg.qty)
 
 
 def _look_up(account: TradingAccount, client_order_id: str) -> OrderResult | BrokerError | None:
