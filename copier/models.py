@@ -271,8 +271,17 @@ class Decision(models.Model):
         return f"event {self.event_id} / {self.account}: {self.reason}"
 
 
+class InvalidTransition(Exception):
+    """A state change that a state machine does not allow (a bug, never data)."""
+
+
 class FailedExit(models.Model):
-    """An exit that could not be placed yet: kept, retried with backoff, never dropped."""
+    """An exit that could not be placed yet: kept, retried with backoff, never dropped.
+
+    pending -> in_flight (claimed for an attempt) -> pending (failed, or paused meanwhile)
+    | done | resolved | rejected; in_flight -> in_flight (a stale claim taken over);
+    pending -> done | rejected (its unknown order settled by a look-up or the stream).
+    """
 
     class Status(models.TextChoices):
         PENDING = "pending"
@@ -280,6 +289,15 @@ class FailedExit(models.Model):
         DONE = "done"
         RESOLVED = "resolved", "Nothing left to close"
         REJECTED = "rejected"
+
+    TRANSITIONS = {
+        Status.PENDING: {Status.IN_FLIGHT, Status.DONE, Status.REJECTED},
+        Status.IN_FLIGHT: {Status.IN_FLIGHT, Status.PENDING, Status.DONE, Status.RESOLVED,
+                           Status.REJECTED},
+        Status.DONE: set(),
+        Status.RESOLVED: set(),
+        Status.REJECTED: set(),
+    }
 
     account = models.ForeignKey(
         TradingAccount, on_delete=models.CASCADE, related_name="failed_exits"
@@ -310,9 +328,22 @@ class FailedExit(models.Model):
     def __str__(self) -> str:
         return f"{self.account}: {self.side} {self.qty} {self.symbol} ({self.status})"
 
+    @classmethod
+    def moving_to(cls, status: str) -> list[str]:
+        """The statuses that may move to `status`: a conditional UPDATE filters on them, so
+        that a change made in bulk obeys the same table as `move_to`."""
+        sources = [source for source, targets in cls.TRANSITIONS.items() if status in targets]
+        if not sources:
+            raise InvalidTransition(f"failed exit: nothing moves to {status}")
+        return sources
 
-class InvalidTransition(Exception):
-    """An order state change that the state machine does not allow (a bug, never data)."""
+    def can_move_to(self, status: str) -> bool:
+        return status in self.TRANSITIONS[self.Status(self.status)]
+
+    def move_to(self, status: str) -> None:
+        if not self.can_move_to(status):
+            raise InvalidTransition(f"failed exit {self.pk}: {self.status} -> {status}")
+        self.status = status
 
 
 class Order(models.Model):

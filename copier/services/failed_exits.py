@@ -77,10 +77,11 @@ def _claim(fe_id: int) -> bool:
     claimable = Q(status=FailedExit.Status.PENDING, next_attempt_at__lte=now) | Q(
         status=FailedExit.Status.IN_FLIGHT, in_flight_since__lte=now - STALE_CLAIM
     )
+    in_flight = FailedExit.Status.IN_FLIGHT
     return bool(
-        FailedExit.objects.filter(claimable, pk=fe_id, account__copy_paused=False).update(
-            status=FailedExit.Status.IN_FLIGHT, in_flight_since=now, updated_at=now
-        )
+        FailedExit.objects.filter(claimable, status__in=FailedExit.moving_to(in_flight),
+                                  pk=fe_id, account__copy_paused=False)
+        .update(status=in_flight, in_flight_since=now, updated_at=now)
     )
 
 
@@ -113,9 +114,9 @@ def failed_exit_attempt(*, failed_exit_id: int) -> str | None:
             .order_by("id")
         )
         for fe in rows:
-            if fe.status not in (FailedExit.Status.PENDING, FailedExit.Status.IN_FLIGHT):
+            if not fe.can_move_to(FailedExit.Status.IN_FLIGHT):  # settled meanwhile
                 continue
-            fe.status = FailedExit.Status.IN_FLIGHT
+            fe.move_to(FailedExit.Status.IN_FLIGHT)
             _attempt(fe, position, recovering=recovering or fe.pk != failed_exit_id)
             fe.in_flight_since = None
             fe.updated_at = clock.now()
@@ -129,7 +130,7 @@ def failed_exit_attempt(*, failed_exit_id: int) -> str | None:
 def _attempt(fe: FailedExit, position: Position, *, recovering: bool) -> None:
     account = position.account
     if account.copy_paused:  # paused since the claim: it waits for the heal, uncounted
-        fe.status = FailedExit.Status.PENDING
+        fe.move_to(FailedExit.Status.PENDING)
         return
     if not account.is_connected:
         # Nothing is decided from a view the copier cannot confirm: the attempt fails.
@@ -138,7 +139,7 @@ def _attempt(fe: FailedExit, position: Position, *, recovering: bool) -> None:
     settled = unknown_orders_settle(account=account, symbol=fe.symbol)
     position.qty += settled.moved
     if fe.pk in settled.exits:  # its own order turned out filled or rejected
-        fe.status = settled.exits[fe.pk]
+        fe.move_to(settled.exits[fe.pk])
         return
     if settled.blocked:
         _attempt_failed(fe, settled.blocked)
@@ -146,7 +147,7 @@ def _attempt(fe: FailedExit, position: Position, *, recovering: bool) -> None:
     side = rules.Side(fe.side)
     qty = rules.exit_retry_qty(side, fe.qty, position.qty, _expected(fe, position))
     if qty == 0:
-        fe.status = FailedExit.Status.RESOLVED
+        fe.move_to(FailedExit.Status.RESOLVED)
         return
     sent = order_send(
         OrderSpec(account=account, client_order_id=retry_order_id(fe.pk, fe.attempts + 1),
@@ -155,9 +156,11 @@ def _attempt(fe: FailedExit, position: Position, *, recovering: bool) -> None:
     )
     position.qty += sent.moved
     if sent.error is None:
-        fe.status, fe.qty = FailedExit.Status.DONE, qty
+        fe.move_to(FailedExit.Status.DONE)
+        fe.qty = qty
     elif sent.permanent:
-        fe.status, fe.last_error = FailedExit.Status.REJECTED, sent.error.message
+        fe.move_to(FailedExit.Status.REJECTED)
+        fe.last_error = sent.error.message
         quarantine_create(account=account, symbol=fe.symbol, reason=Quarantine.Reason.REJECTED,
                           detail=sent.error.message, event=fe.event)
     else:
@@ -181,7 +184,7 @@ def _expected(fe: FailedExit, position: Position) -> int | None:
 def _attempt_failed(fe: FailedExit, error: str) -> None:
     """Count the failed attempt and set the next one after the backoff."""
     fe.attempts += 1
-    fe.status = FailedExit.Status.PENDING
+    fe.move_to(FailedExit.Status.PENDING)
     fe.next_attempt_at = clock.now() + _delay(fe.attempts)
     fe.last_error = error[:2000]
 

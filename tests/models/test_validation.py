@@ -11,7 +11,7 @@ from django.db import IntegrityError, transaction
 from accounts.fields import Secret
 from accounts.models import Position, TradingAccount
 from accounts.symbols import normalise_symbol
-from copier.models import CopyGroup, Follower, LeaderEvent, Order, Quarantine
+from copier.models import CopyGroup, FailedExit, Follower, LeaderEvent, Order, Quarantine
 from copier.services.ingest import FillInput
 from tests.factories import account, group
 
@@ -136,6 +136,28 @@ def test_order_state_machine_refuses_invalid_transitions():
     o.move_to(Order.Status.SUBMITTING)
     o.move_to(Order.Status.UNKNOWN)
     o.move_to(Order.Status.FILLED)
+
+
+def test_failed_exit_state_machine_refuses_invalid_transitions():
+    from copier.models import InvalidTransition
+
+    s = FailedExit.Status
+    fe = FailedExit(status=s.DONE)
+    with pytest.raises(InvalidTransition, match="done -> pending"):
+        fe.move_to(s.PENDING)
+    fe = FailedExit()  # queued: pending
+    for step in (s.IN_FLIGHT, s.PENDING, s.IN_FLIGHT, s.IN_FLIGHT, s.RESOLVED):
+        fe.move_to(step)
+    assert not fe.can_move_to(s.IN_FLIGHT)
+    with pytest.raises(InvalidTransition, match="pending -> resolved"):
+        FailedExit().move_to(s.RESOLVED)  # only an attempt finds nothing left to close
+
+
+def test_failed_exit_conditional_updates_filter_on_the_same_table():
+    s = FailedExit.Status
+    assert set(FailedExit.moving_to(s.IN_FLIGHT)) == {s.PENDING, s.IN_FLIGHT}
+    assert set(FailedExit.moving_to(s.DONE)) == {s.PENDING, s.IN_FLIGHT}
+    assert FailedExit.moving_to(s.RESOLVED) == [s.IN_FLIGHT]
 
 
 def test_credentials_are_encrypted_at_rest_and_masked_in_repr():
