@@ -132,7 +132,6 @@ class Quarantine(models.Model):
     class Reason(models.TextChoices):
         OPPOSITE_SIDE = "opposite_side"
         REJECTED = "rejected"
-        MANUAL = "manual"
 
     account = models.ForeignKey(
         TradingAccount, on_delete=models.CASCADE, related_name="quarantines"
@@ -238,11 +237,11 @@ class LeaderEvent(models.Model):
 
 
 class Decision(models.Model):
-    """What the rules decided for one follower on one leader event, and why."""
+    """What the rules decided for one follower on one leader event, and why.
 
-    class State(models.TextChoices):
-        OPEN = "open", "Orders being placed"
-        SETTLED = "settled"
+    Written once, settled, in the transaction that placed its orders: there is no
+    open decision to see (a crash rolls it back, and the event's re-run decides again).
+    """
 
     event = models.ForeignKey(LeaderEvent, on_delete=models.CASCADE, related_name="decisions")
     account = models.ForeignKey(TradingAccount, on_delete=models.CASCADE, related_name="decisions")
@@ -257,7 +256,6 @@ class Decision(models.Model):
     planned_legs = models.JSONField(default=list, blank=True)
     placed_legs = models.JSONField(default=list, blank=True)
     position_after = models.IntegerField(null=True, blank=True)
-    state = models.CharField(max_length=8, choices=State.choices, default=State.OPEN)
     created_at = models.DateTimeField()
     settled_at = models.DateTimeField(null=True, blank=True)
 
@@ -347,16 +345,18 @@ class FailedExit(models.Model):
 
 
 class Order(models.Model):
-    """An order of the copier's, from plan to the broker's answer.
+    """An order of the copier's, from the broker being asked to its answer.
 
-    planned -> submitting -> filled | accepted | rejected | unknown | failed;
+    submitting -> filled | accepted | rejected | unknown | failed;
     unknown -> filled | accepted | rejected | failed (after a look-up by client
     order id); accepted -> filled. `failed` means it never reached the broker.
+    An order is `submitting` only in memory, while the broker is asked: its row is
+    written with the answer, and one whose answer is lost is written `unknown`
+    (a constraint refuses a stored `submitting`). The plan is the decision's.
     """
 
     class Status(models.TextChoices):
-        PLANNED = "planned"
-        SUBMITTING = "submitting"
+        SUBMITTING = "submitting", "Being sent (never stored)"
         ACCEPTED = "accepted"
         FILLED = "filled"
         REJECTED = "rejected"
@@ -364,7 +364,6 @@ class Order(models.Model):
         FAILED = "failed", "Failed before reaching the broker"
 
     TRANSITIONS = {
-        Status.PLANNED: {Status.SUBMITTING},
         Status.SUBMITTING: {Status.FILLED, Status.ACCEPTED, Status.REJECTED, Status.UNKNOWN,
                             Status.FAILED},
         Status.UNKNOWN: {Status.FILLED, Status.ACCEPTED, Status.REJECTED, Status.FAILED},
@@ -380,7 +379,7 @@ class Order(models.Model):
     side = models.CharField(max_length=4, choices=SIDE_CHOICES)
     qty = models.PositiveIntegerField()
     kind = models.CharField(max_length=8, choices=LEG_KIND_CHOICES)
-    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PLANNED)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.SUBMITTING)
     filled_qty = models.PositiveIntegerField(default=0)
     broker_order_id = models.CharField(max_length=64, blank=True, default="")
     message = models.TextField(blank=True, default="")
@@ -396,7 +395,11 @@ class Order(models.Model):
 
     class Meta:
         ordering = ["id"]
-        constraints = [models.CheckConstraint(condition=Q(qty__gt=0), name="order_qty_gt_0")]
+        constraints = [
+            models.CheckConstraint(condition=Q(qty__gt=0), name="order_qty_gt_0"),
+            models.CheckConstraint(condition=~Q(status="submitting"),
+                                   name="order_stored_with_an_answer"),
+        ]
         indexes = [
             # "nothing for that (follower, symbol) is sent while an order's outcome is unknown"
             models.Index(fields=["account", "symbol"], condition=Q(status="unknown"),

@@ -352,7 +352,7 @@ class _Batch:
                 planned_legs=_legs_json(w.legs), position_after=w.position.qty,
                 placed_legs=[{**_legs_json([leg])[0], "outcome": result.value}
                              for leg, result in w.results],
-                state=Decision.State.SETTLED, created_at=now, settled_at=now,
+                created_at=now, settled_at=now,
             )
             for w in work
         ])

@@ -104,8 +104,8 @@ class OrderSpec:
             client_order_id=self.client_order_id, account=self.account, symbol=self.symbol,
             side=self.leg.side, qty=self.leg.qty, kind=self.leg.kind, decision=self.decision,
             failed_exit=self.failed_exit, created_at=now, submitted_at=now,
+            status=Order.Status.SUBMITTING,  # while the broker is asked; never stored so
         )
-        order.move_to(Order.Status.SUBMITTING)
         return order
 
 
