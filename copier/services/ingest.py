@@ -18,8 +18,9 @@ from django.db.models import F
 
 from accounts.models import TradingAccount
 from accounts.symbols import normalise_symbol
-from copier import clock, publisher, rules
+from copier import clock, rules
 from copier.models import LeaderEvent
+from copier.publisher import event_publish
 from copier.services.positions import positions_ensure
 
 log = logging.getLogger(__name__)
@@ -125,7 +126,7 @@ def events_dispatch(event_ids: list[int]) -> None:
     """
     for event_id in event_ids:
         try:
-            publisher.event_publish(event_id)
+            event_publish(event_id)
         except Exception:  # the broker (Redis) is unreachable: the row is safe
             log.exception("could not enqueue leader event %s; the re-dispatch will", event_id)
 
