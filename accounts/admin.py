@@ -23,6 +23,7 @@ from django.urls import path, reverse
 
 from accounts.models import Position, TradingAccount
 from accounts.symbols import normalise_symbol
+from copier.models import SIDE_CHOICES
 
 
 class TradingAccountForm(forms.ModelForm):
@@ -57,7 +58,7 @@ class PositionInline(admin.TabularInline):
 
 class SimFillForm(forms.Form):
     symbol = forms.CharField(max_length=32, initial="MNQ")
-    side = forms.ChoiceField(choices=[("buy", "buy"), ("sell", "sell")])
+    side = forms.ChoiceField(choices=SIDE_CHOICES)
     qty = forms.IntegerField(min_value=1, max_value=10_000, initial=1)
 
     def clean_symbol(self) -> str:

@@ -71,10 +71,6 @@ class TradingAccount(models.Model):
     def is_connected(self) -> bool:
         return self.connection_state == ConnectionState.CONNECTED
 
-    @property
-    def broker_account_id(self) -> str:
-        return self.external_id or self.name
-
 
 class Position(models.Model):
     """The copier's confirmed position (account, symbol): `C` for a follower, `P` for a leader.

@@ -2,23 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from django.contrib import admin
 from django.http import HttpRequest
 
 from brokers.models import SimAccount, SimOrder, SimPosition
-
-
-class ReadOnly(admin.ModelAdmin):
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
+from copier.admin import AuditAdmin
 
 
 @admin.register(SimAccount)
@@ -33,13 +21,13 @@ class SimAccountAdmin(admin.ModelAdmin):
 
 
 @admin.register(SimPosition)
-class SimPositionAdmin(ReadOnly):
+class SimPositionAdmin(AuditAdmin):
     list_display = ["book", "symbol", "qty"]
     list_select_related = ["book__account"]
 
 
 @admin.register(SimOrder)
-class SimOrderAdmin(ReadOnly):
+class SimOrderAdmin(AuditAdmin):
     list_display = ["id", "book", "client_order_id", "symbol", "side", "qty", "status",
                     "created_at", "delivered", "missed"]
     list_filter = ["status", "symbol"]

@@ -12,7 +12,7 @@ An adapter module provides (the checklist for adding a broker, see README):
 | `place_order`     | yes      | market order carrying the copier's client order id         |
 | `find_order`      | yes      | look-up by client order id before anything is resent       |
 | `positions`       | yes      | the Sync Divergence Guard compares these on reconnect      |
-| `poll_events`     | yes      | the stream: fills and connection changes, for the listener |
+| `poll_events`     | yes      | the stream: fills, position updates, a lost connection     |
 | `connect`/`disconnect` | yes | the listener's session lifecycle                           |
 | `fills_cursor`    | no       | newest fill in the last `positions()`: late fills not recounted |
 
@@ -29,10 +29,15 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar, Literal
 
+# The rules' vocabulary, re-exported for adapters: an order's side means one thing from
+# the rules to the broker. The rules import only the standard library, so this makes no
+# import circle (tests/test_import_graph.py).
+from copier.rules import Side as Side
+from copier.rules import signed as signed
+
 if TYPE_CHECKING:
     from accounts.models import TradingAccount
 
-Side = Literal["buy", "sell"]
 PLACE_MANY_THREADS = 32
 
 
@@ -113,12 +118,9 @@ class ConnectionLost:
     reason: str = ""
 
 
-@dataclass(frozen=True, slots=True)
-class ConnectionRestored:
-    pass
-
-
-BrokerEvent = Fill | PositionUpdate | ConnectionLost | ConnectionRestored
+# No "connection restored" event: the listener's next turn reconnects an account that is
+# not connected, and only the positions read then say the connection is back.
+BrokerEvent = Fill | PositionUpdate | ConnectionLost
 
 
 class BrokerAdapter(abc.ABC):

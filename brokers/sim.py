@@ -28,6 +28,7 @@ from brokers.base import (
     PermanentBrokerError,
     Side,
     TransientBrokerError,
+    signed,
 )
 from brokers.models import SimAccount, SimOrder
 from copier import clock
@@ -38,10 +39,6 @@ if TYPE_CHECKING:
 DB = "broker"
 
 
-def _signed(side: str, qty: int) -> int:
-    return qty if side == "buy" else -qty
-
-
 def _result(order: SimOrder) -> OrderResult:
     return OrderResult(
         client_order_id=order.client_order_id or "",
@@ -50,7 +47,7 @@ def _result(order: SimOrder) -> OrderResult:
         filled_qty=order.qty if order.status == SimOrder.Status.FILLED else 0,
         message=order.message,
         symbol=order.symbol,
-        side=order.side,  # type: ignore[arg-type]
+        side=Side(order.side),
         qty=order.qty,
     )
 
@@ -136,7 +133,7 @@ class _Tape:
         if rejected:
             return lambda: PermanentBrokerError(order.message)
         key = (book.pk, request.symbol)
-        self.deltas[key] = self.deltas.get(key, 0) + _signed(request.side, request.qty)
+        self.deltas[key] = self.deltas.get(key, 0) + signed(request.side, request.qty)
         if book.timeout_next:
             book.timeout_next -= 1
             self.changed_books.add(book)
@@ -307,7 +304,7 @@ class SimBroker(BrokerAdapter):
             )
             SimOrder.objects.using(DB).filter(pk__in=[r.pk for r in rows]).update(delivered=True)
         return [
-            Fill(fill_id=r.fill_id, symbol=r.symbol, side=r.side, qty=r.qty,  # type: ignore[arg-type]
+            Fill(fill_id=r.fill_id, symbol=r.symbol, side=Side(r.side), qty=r.qty,
                  time=r.created_at, client_order_id=r.client_order_id, seq=r.pk)
             for r in rows
         ]
@@ -334,7 +331,7 @@ class SimBroker(BrokerAdapter):
                 side=side, qty=qty, status=SimOrder.Status.FILLED, created_at=clock.now(),
                 missed=not book.reachable,
             )
-            sql, params = _positions_move_sql({(book.pk, symbol): _signed(side, qty)})
+            sql, params = _positions_move_sql({(book.pk, symbol): signed(side, qty)})
             with connections[DB].cursor() as cursor:
                 cursor.execute(sql, params)
         return order.fill_id

@@ -26,7 +26,9 @@ from copier.models import (
 
 
 class AuditAdmin(admin.ModelAdmin):
-    """Rows the copier writes as it works: people read them, never edit them."""
+    """Rows written as the copier (or the sim broker) works: people read them, never edit
+    them, or the record of what happened and why would no longer be one. The one read-only
+    base, the sim's books use it too."""
 
     def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False

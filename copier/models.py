@@ -19,6 +19,10 @@ from accounts.models import TradingAccount
 from accounts.symbols import normalise_symbol
 from copier import rules
 
+# The rules' words, as every model and form offers them: one list, never retyped.
+SIDE_CHOICES = [(side.value, side.value) for side in rules.Side]
+LEG_KIND_CHOICES = [(kind.value, kind.value) for kind in rules.LegKind]
+
 
 def validate_multiplier(value: Decimal) -> None:
     if value is None or value <= 0:
@@ -128,7 +132,6 @@ class Quarantine(models.Model):
     class Reason(models.TextChoices):
         OPPOSITE_SIDE = "opposite_side"
         REJECTED = "rejected"
-        MANUAL = "manual"
 
     account = models.ForeignKey(
         TradingAccount, on_delete=models.CASCADE, related_name="quarantines"
@@ -178,7 +181,7 @@ class LeaderEvent(models.Model):
     )
     fill_id = models.CharField("broker fill id", max_length=128)
     symbol = models.CharField(max_length=32)
-    side = models.CharField(max_length=4, choices=[("buy", "buy"), ("sell", "sell")])
+    side = models.CharField(max_length=4, choices=SIDE_CHOICES)
     qty = models.PositiveIntegerField()
     p0 = models.IntegerField("P0", help_text="Leader position before the fill.")
     p1 = models.IntegerField("P1", help_text="Leader position after the fill.")
@@ -234,11 +237,11 @@ class LeaderEvent(models.Model):
 
 
 class Decision(models.Model):
-    """What the rules decided for one follower on one leader event, and why."""
+    """What the rules decided for one follower on one leader event, and why.
 
-    class State(models.TextChoices):
-        OPEN = "open", "Orders being placed"
-        SETTLED = "settled"
+    Written once, settled, in the transaction that placed its orders: there is no
+    open decision to see (a crash rolls it back, and the event's re-run decides again).
+    """
 
     event = models.ForeignKey(LeaderEvent, on_delete=models.CASCADE, related_name="decisions")
     account = models.ForeignKey(TradingAccount, on_delete=models.CASCADE, related_name="decisions")
@@ -253,7 +256,6 @@ class Decision(models.Model):
     planned_legs = models.JSONField(default=list, blank=True)
     placed_legs = models.JSONField(default=list, blank=True)
     position_after = models.IntegerField(null=True, blank=True)
-    state = models.CharField(max_length=8, choices=State.choices, default=State.OPEN)
     created_at = models.DateTimeField()
     settled_at = models.DateTimeField(null=True, blank=True)
 
@@ -267,8 +269,17 @@ class Decision(models.Model):
         return f"event {self.event_id} / {self.account}: {self.reason}"
 
 
+class InvalidTransition(Exception):
+    """A state change that a state machine does not allow (a bug, never data)."""
+
+
 class FailedExit(models.Model):
-    """An exit that could not be placed yet: kept, retried with backoff, never dropped."""
+    """An exit that could not be placed yet: kept, retried with backoff, never dropped.
+
+    pending -> in_flight (claimed for an attempt) -> pending (failed, or paused meanwhile)
+    | done | resolved | rejected; in_flight -> in_flight (a stale claim taken over);
+    pending -> done | rejected (its unknown order settled by a look-up or the stream).
+    """
 
     class Status(models.TextChoices):
         PENDING = "pending"
@@ -277,11 +288,20 @@ class FailedExit(models.Model):
         RESOLVED = "resolved", "Nothing left to close"
         REJECTED = "rejected"
 
+    TRANSITIONS = {
+        Status.PENDING: {Status.IN_FLIGHT, Status.DONE, Status.REJECTED},
+        Status.IN_FLIGHT: {Status.IN_FLIGHT, Status.PENDING, Status.DONE, Status.RESOLVED,
+                           Status.REJECTED},
+        Status.DONE: set(),
+        Status.RESOLVED: set(),
+        Status.REJECTED: set(),
+    }
+
     account = models.ForeignKey(
         TradingAccount, on_delete=models.CASCADE, related_name="failed_exits"
     )
     symbol = models.CharField(max_length=32)
-    side = models.CharField(max_length=4, choices=[("buy", "buy"), ("sell", "sell")])
+    side = models.CharField(max_length=4, choices=SIDE_CHOICES)
     qty = models.PositiveIntegerField()
     event = models.ForeignKey(
         LeaderEvent, null=True, blank=True, on_delete=models.SET_NULL, related_name="failed_exits"
@@ -306,22 +326,37 @@ class FailedExit(models.Model):
     def __str__(self) -> str:
         return f"{self.account}: {self.side} {self.qty} {self.symbol} ({self.status})"
 
+    @classmethod
+    def moving_to(cls, status: str) -> list[str]:
+        """The statuses that may move to `status`: a conditional UPDATE filters on them, so
+        that a change made in bulk obeys the same table as `move_to`."""
+        sources = [source for source, targets in cls.TRANSITIONS.items() if status in targets]
+        if not sources:
+            raise InvalidTransition(f"failed exit: nothing moves to {status}")
+        return sources
 
-class InvalidTransition(Exception):
-    """An order state change that the state machine does not allow (a bug, never data)."""
+    def can_move_to(self, status: str) -> bool:
+        return status in self.TRANSITIONS[self.Status(self.status)]
+
+    def move_to(self, status: str) -> None:
+        if not self.can_move_to(status):
+            raise InvalidTransition(f"failed exit {self.pk}: {self.status} -> {status}")
+        self.status = status
 
 
 class Order(models.Model):
-    """An order of the copier's, from plan to the broker's answer.
+    """An order of the copier's, from the broker being asked to its answer.
 
-    planned -> submitting -> filled | accepted | rejected | unknown | failed;
+    submitting -> filled | accepted | rejected | unknown | failed;
     unknown -> filled | accepted | rejected | failed (after a look-up by client
     order id); accepted -> filled. `failed` means it never reached the broker.
+    An order is `submitting` only in memory, while the broker is asked: its row is
+    written with the answer, and one whose answer is lost is written `unknown`
+    (a constraint refuses a stored `submitting`). The plan is the decision's.
     """
 
     class Status(models.TextChoices):
-        PLANNED = "planned"
-        SUBMITTING = "submitting"
+        SUBMITTING = "submitting", "Being sent (never stored)"
         ACCEPTED = "accepted"
         FILLED = "filled"
         REJECTED = "rejected"
@@ -329,7 +364,6 @@ class Order(models.Model):
         FAILED = "failed", "Failed before reaching the broker"
 
     TRANSITIONS = {
-        Status.PLANNED: {Status.SUBMITTING},
         Status.SUBMITTING: {Status.FILLED, Status.ACCEPTED, Status.REJECTED, Status.UNKNOWN,
                             Status.FAILED},
         Status.UNKNOWN: {Status.FILLED, Status.ACCEPTED, Status.REJECTED, Status.FAILED},
@@ -342,10 +376,10 @@ class Order(models.Model):
     client_order_id = models.CharField(max_length=64, unique=True)
     account = models.ForeignKey(TradingAccount, on_delete=models.CASCADE, related_name="orders")
     symbol = models.CharField(max_length=32)
-    side = models.CharField(max_length=4, choices=[("buy", "buy"), ("sell", "sell")])
+    side = models.CharField(max_length=4, choices=SIDE_CHOICES)
     qty = models.PositiveIntegerField()
-    kind = models.CharField(max_length=8, choices=[("exit", "exit"), ("entry", "entry")])
-    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PLANNED)
+    kind = models.CharField(max_length=8, choices=LEG_KIND_CHOICES)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.SUBMITTING)
     filled_qty = models.PositiveIntegerField(default=0)
     broker_order_id = models.CharField(max_length=64, blank=True, default="")
     message = models.TextField(blank=True, default="")
@@ -361,7 +395,11 @@ class Order(models.Model):
 
     class Meta:
         ordering = ["id"]
-        constraints = [models.CheckConstraint(condition=Q(qty__gt=0), name="order_qty_gt_0")]
+        constraints = [
+            models.CheckConstraint(condition=Q(qty__gt=0), name="order_qty_gt_0"),
+            models.CheckConstraint(condition=~Q(status="submitting"),
+                                   name="order_stored_with_an_answer"),
+        ]
         indexes = [
             # "nothing for that (follower, symbol) is sent while an order's outcome is unknown"
             models.Index(fields=["account", "symbol"], condition=Q(status="unknown"),

@@ -173,13 +173,13 @@ class Replay:
             self._pump(leader)
             transaction.get_connection().run_on_commit.clear()  # the publish is lost too
         for event in LeaderEvent.objects.filter(account=leader, runs=0).order_by("id"):
-            started = engine.event_process(event_id=event.pk)
+            started = engine.event_start(event_id=event.pk)
             if started is None:
                 continue
             try:
                 with transaction.atomic():
                     for batch in started.batches:
-                        engine.batch_copy(event=started.event, seats=batch)
+                        engine.seats_copy(event=started.event, seats=batch)
                     raise _Crash
             except _Crash:
                 pass

@@ -92,7 +92,10 @@ class FollowerFacts:
 
 
 @dataclass(frozen=True, slots=True)
-class Decision:
+class Verdict:
+    """What the rules say to do for one follower and why; the engine records it as a
+    `copier.models.Decision` once its legs met the broker."""
+
     reason: Reason
     legs: tuple[Leg, ...] = ()
     e0: int = 0
@@ -107,6 +110,7 @@ def sign(n: int) -> int:
 
 
 def signed(side: Side | str, qty: int) -> int:
+    """A quantity as a position move: + buys, - sells. The one helper for it, the sim's too."""
     return qty if side == Side.BUY else -qty
 
 
@@ -181,7 +185,7 @@ def leader_side(move: LeaderMove) -> int:
     return sign(move.p0) if move.p0 != 0 else sign(move.p1)
 
 
-def decide(move: LeaderMove, facts: FollowerFacts) -> Decision:
+def decide(move: LeaderMove, facts: FollowerFacts) -> Verdict:
     """Rules 1-6 of COPY_RULES.md, in order; the first that decides, decides.
 
     Rule 2's heal check needs the follower's other symbols and is done by the
@@ -192,8 +196,8 @@ def decide(move: LeaderMove, facts: FollowerFacts) -> Decision:
     e1 = expected_position(move.p1, facts.multiplier, facts.reverse)
     c = facts.position
 
-    def done(reason: Reason, legs: tuple[Leg, ...] = (), **kw: object) -> Decision:
-        return Decision(reason, legs, e0, e1, lift_quarantine=lifted, **kw)  # type: ignore[arg-type]
+    def done(reason: Reason, legs: tuple[Leg, ...] = (), **kw: object) -> Verdict:
+        return Verdict(reason, legs, e0, e1, lift_quarantine=lifted, **kw)  # type: ignore[arg-type]
 
     lifted = False
     # 1. Disabled
@@ -217,24 +221,24 @@ def decide(move: LeaderMove, facts: FollowerFacts) -> Decision:
     return _close_only(move, c, e0, e1, lifted)
 
 
-def _in_sync(move: LeaderMove, facts: FollowerFacts, e0: int, e1: int, lifted: bool) -> Decision:
+def _in_sync(move: LeaderMove, facts: FollowerFacts, e0: int, e1: int, lifted: bool) -> Verdict:
     same_side_reduction = (
         move.p1 != 0 and sign(move.p1) == sign(move.p0) and abs(move.p1) < abs(move.p0)
     )
     # with_leader closes on any same-side reduction, even one that rounding hides (E1 == E0)
     if facts.exit_mode == ExitMode.WITH_LEADER and same_side_reduction and facts.position:
-        return Decision(
+        return Verdict(
             Reason.COPIED, plan_move(facts.position, 0), e0, e1, lift_quarantine=lifted,
             note="exit_mode with_leader: the leader reduced, the follower closes fully",
         )
     if e1 == e0:
-        return Decision(Reason.NO_CHANGE, (), e0, e1, lift_quarantine=lifted)
-    return Decision(Reason.COPIED, plan_move(facts.position, e1), e0, e1, lift_quarantine=lifted)
+        return Verdict(Reason.NO_CHANGE, (), e0, e1, lift_quarantine=lifted)
+    return Verdict(Reason.COPIED, plan_move(facts.position, e1), e0, e1, lift_quarantine=lifted)
 
 
-def _close_only(move: LeaderMove, c: int, e0: int, e1: int, lifted: bool) -> Decision:
-    def d(reason: Reason, legs: tuple[Leg, ...] = (), note: str = "") -> Decision:
-        return Decision(reason, legs, e0, e1, lift_quarantine=lifted, note=note)
+def _close_only(move: LeaderMove, c: int, e0: int, e1: int, lifted: bool) -> Verdict:
+    def d(reason: Reason, legs: tuple[Leg, ...] = (), note: str = "") -> Verdict:
+        return Verdict(reason, legs, e0, e1, lift_quarantine=lifted, note=note)
 
     flat_or_reversed = move.p1 == 0 or sign(move.p1) == -sign(move.p0)  # from flat: an open
     reduced = not flat_or_reversed and move.p0 != 0 and abs(move.p1) < abs(move.p0)

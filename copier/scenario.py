@@ -224,7 +224,7 @@ def _group_args(
 
 
 def _fill_args(where: str, raw: dict[str, Any], _a: dict[str, Any], _f: set[str]) -> dict[str, Any]:
-    if raw.get("side") not in ("buy", "sell"):
+    if raw.get("side") not in tuple(rules.Side):
         raise ScenarioError(f"{where}: side must be buy or sell, got {raw.get('side')!r}")
     args = {"side": raw["side"], "qty": _count(where, raw.get("qty"), "qty", positive=True)}
     if "fill_id" in raw:

@@ -14,27 +14,28 @@ import time
 import redis
 from django.conf import settings
 
+from copier import publisher
 from copier.celery import app
 from copier.services import engine, failed_exits, ingest, listener, sync_guard
 
 
-@app.task(name="copier.process_event")
+@app.task(name=publisher.PROCESS_EVENT)
 def process_event(event_id: int) -> None:
     """Fan a leader event out: extra batches to other workers, the first one here."""
-    started = engine.event_process(event_id=event_id)
+    started = engine.event_start(event_id=event_id)
     if started is None:
         return
     for batch in started.batches[1:]:
-        copy_followers.delay(event_id, [seat.follower_id for seat in batch])
-    engine.batch_copy(event=started.event, seats=started.batches[0])
+        publisher.batch_publish(event_id, [seat.follower_id for seat in batch])
+    engine.seats_copy(event=started.event, seats=started.batches[0])
 
 
-@app.task(name="copier.copy_followers")
+@app.task(name=publisher.COPY_FOLLOWERS)
 def copy_followers(event_id: int, follower_ids: list[int]) -> None:
-    engine.followers_copy(event_id=event_id, follower_ids=follower_ids)
+    engine.fanned_out_batch_copy(event_id=event_id, follower_ids=follower_ids)
 
 
-@app.task(name="copier.retry_failed_exit")
+@app.task(name=publisher.RETRY_FAILED_EXIT)
 def retry_failed_exit(failed_exit_id: int) -> str | None:
     return failed_exits.failed_exit_attempt(failed_exit_id=failed_exit_id)
 

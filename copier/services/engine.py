@@ -100,18 +100,19 @@ def event_seats(event: LeaderEvent) -> list[Seat]:
 
 
 @dataclass
-class Started:
+class StartedEvent:
     """An event whose copy has started: its followers, in batches."""
 
     event: LeaderEvent
     batches: list[list[Seat]]
 
 
-def event_process(*, event_id: int) -> Started | None:
+def event_start(*, event_id: int) -> StartedEvent | None:
     """Count the run (a second run means a crash may have left orders) and batch the followers.
 
-    The caller (a task) copies the first batch itself and enqueues the rest,
-    so a small group costs a single task hop.
+    It copies nothing: the caller (a task) copies the first batch itself
+    (`seats_copy`) and publishes the rest, so a small group costs a single task hop.
+    None: nothing to copy (no such event, or done already).
     """
     with connection.cursor() as cursor:
         cursor.execute(RUN_EVENT_SQL, [event_id, clock.now(), event_id])
@@ -125,17 +126,18 @@ def event_process(*, event_id: int) -> Started | None:
     seats = event_seats(event)
     size = max(1, settings.COPIER_BATCH_SIZE)
     batches = [seats[i : i + size] for i in range(0, len(seats), size)]
-    return Started(event, batches or [[]])
+    return StartedEvent(event, batches or [[]])
 
 
-def followers_copy(*, event_id: int, follower_ids: Sequence[int]) -> None:
-    """Copy one batch of an event's followers (a fanned-out task)."""
+def fanned_out_batch_copy(*, event_id: int, follower_ids: Sequence[int]) -> None:
+    """A batch published to another worker: only ids travel in the message, so the event
+    and the followers' frozen seats are loaded here, then copied as `seats_copy` does."""
     event = LeaderEvent.objects.get(pk=event_id)
     wanted = set(follower_ids)
-    batch_copy(event=event, seats=[s for s in event_seats(event) if s.follower_id in wanted])
+    seats_copy(event=event, seats=[s for s in event_seats(event) if s.follower_id in wanted])
 
 
-def batch_copy(*, event: LeaderEvent, seats: Sequence[Seat]) -> None:
+def seats_copy(*, event: LeaderEvent, seats: Sequence[Seat]) -> None:
     """Decide and place for these followers of the event, in one transaction.
 
     If the batch fails, each follower is tried again alone (looking its orders up
@@ -191,7 +193,7 @@ class _Work:
     event: LeaderEvent
     seat: Seat
     position: Position
-    outcome: rules.Decision
+    verdict: rules.Verdict
     notes: list[str]
     before: int
     legs: tuple[rules.Leg, ...]
@@ -267,19 +269,19 @@ class _Batch:
             exit_mode=seat.exit_mode, enabled=seat.enabled, paused=paused,
             quarantined=position.quarantined, close_only=ev.close_only,
         )
-        outcome = rules.decide(rules.LeaderMove(ev.p0, ev.p1), facts)
-        notes = [outcome.note] if outcome.note else []
-        if outcome.lift_quarantine:
+        verdict = rules.decide(rules.LeaderMove(ev.p0, ev.p1), facts)
+        notes = [verdict.note] if verdict.note else []
+        if verdict.lift_quarantine:
             quarantine_lift(account=account, symbol=ev.symbol, by="auto: follower and leader flat")
             position.quarantined = False
             notes.insert(0, rules.Reason.QUARANTINE_LIFTED.value)
-        if outcome.quarantine:
+        if verdict.quarantine:
             quarantine_create(account=account, symbol=ev.symbol,
                               reason=Quarantine.Reason.OPPOSITE_SIDE, event=ev,
                               detail=f"follower {position.qty:+d} against the leader's side")
             position.quarantined = True
-        return _Work(ev, seat, position, outcome, notes, position.qty,
-                     rules.ordered_for_placement(outcome.legs))
+        return _Work(ev, seat, position, verdict, notes, position.qty,
+                     rules.ordered_for_placement(verdict.legs))
 
     def _place(self, work: list[_Work], *, look_up_first: bool | None = None) -> None:
         """Leg by leg across all followers: every first leg at once, then the second legs
@@ -335,7 +337,7 @@ class _Batch:
         outcome = rules.leg_outcome(leg, failed=sent.error is not None, permanent=sent.permanent,
                                     disconnected=not w.account.is_connected)
         if sent.error is not None:
-            _failed(w, leg, sent, outcome)
+            _leg_failure_record(w, leg, sent, outcome)
         w.results.append((leg, outcome))
         w.stopped = sent.error is not None
 
@@ -344,13 +346,13 @@ class _Batch:
         decisions = Decision.objects.bulk_create([
             Decision(
                 event=w.event, account=w.account, symbol=w.event.symbol,
-                reason=rules.placement_reason(w.outcome.reason, w.results),
+                reason=rules.placement_reason(w.verdict.reason, w.results),
                 detail="; ".join(w.notes), position_before=w.before,
-                expected_before=w.outcome.e0, expected_after=w.outcome.e1,
+                expected_before=w.verdict.e0, expected_after=w.verdict.e1,
                 planned_legs=_legs_json(w.legs), position_after=w.position.qty,
                 placed_legs=[{**_legs_json([leg])[0], "outcome": result.value}
                              for leg, result in w.results],
-                state=Decision.State.SETTLED, created_at=now, settled_at=now,
+                created_at=now, settled_at=now,
             )
             for w in work
         ])
@@ -364,7 +366,8 @@ class _Batch:
         positions_save([w.position for w in work])
 
 
-def _failed(w: _Work, leg: rules.Leg, sent: Sent, outcome: rules.LegOutcome) -> None:
+def _leg_failure_record(w: _Work, leg: rules.Leg, sent: Sent,
+                        outcome: rules.LegOutcome) -> None:
     """Record what a failed leg leaves behind: a quarantine, a failed exit to retry."""
     assert sent.error is not None
     error = sent.error.message

@@ -21,7 +21,7 @@ from django.db import transaction
 from django.db.models import Q
 
 from accounts.models import Position, TradingAccount
-from copier import clock, rules
+from copier import clock, publisher, rules
 from copier.models import FailedExit, Follower, LeaderEvent, Quarantine
 from copier.services.placement import (
     OrderSpec,
@@ -65,10 +65,8 @@ def failed_exit_schedule(fe: FailedExit) -> None:
     """Publish the retry for its due time. Under a controlled clock the replay runs it."""
     if clock.is_controlled():
         return
-    from copier import tasks
-
     try:
-        tasks.retry_failed_exit.apply_async((fe.pk,), eta=fe.next_attempt_at)
+        publisher.failed_exit_retry_publish(fe.pk, eta=fe.next_attempt_at)
     except Exception:
         log.exception("could not schedule retry of failed exit %s; the periodic task will", fe.pk)
 
@@ -79,10 +77,11 @@ def _claim(fe_id: int) -> bool:
     claimable = Q(status=FailedExit.Status.PENDING, next_attempt_at__lte=now) | Q(
         status=FailedExit.Status.IN_FLIGHT, in_flight_since__lte=now - STALE_CLAIM
     )
+    in_flight = FailedExit.Status.IN_FLIGHT
     return bool(
-        FailedExit.objects.filter(claimable, pk=fe_id, account__copy_paused=False).update(
-            status=FailedExit.Status.IN_FLIGHT, in_flight_since=now, updated_at=now
-        )
+        FailedExit.objects.filter(claimable, status__in=FailedExit.moving_to(in_flight),
+                                  pk=fe_id, account__copy_paused=False)
+        .update(status=in_flight, in_flight_since=now, updated_at=now)
     )
 
 
@@ -115,9 +114,9 @@ def failed_exit_attempt(*, failed_exit_id: int) -> str | None:
             .order_by("id")
         )
         for fe in rows:
-            if fe.status not in (FailedExit.Status.PENDING, FailedExit.Status.IN_FLIGHT):
+            if not fe.can_move_to(FailedExit.Status.IN_FLIGHT):  # settled meanwhile
                 continue
-            fe.status = FailedExit.Status.IN_FLIGHT
+            fe.move_to(FailedExit.Status.IN_FLIGHT)
             _attempt(fe, position, recovering=recovering or fe.pk != failed_exit_id)
             fe.in_flight_since = None
             fe.updated_at = clock.now()
@@ -131,24 +130,24 @@ def failed_exit_attempt(*, failed_exit_id: int) -> str | None:
 def _attempt(fe: FailedExit, position: Position, *, recovering: bool) -> None:
     account = position.account
     if account.copy_paused:  # paused since the claim: it waits for the heal, uncounted
-        fe.status = FailedExit.Status.PENDING
+        fe.move_to(FailedExit.Status.PENDING)
         return
     if not account.is_connected:
         # Nothing is decided from a view the copier cannot confirm: the attempt fails.
-        _failed(fe, "follower disconnected")
+        _attempt_failed(fe, "follower disconnected")
         return
     settled = unknown_orders_settle(account=account, symbol=fe.symbol)
     position.qty += settled.moved
     if fe.pk in settled.exits:  # its own order turned out filled or rejected
-        fe.status = settled.exits[fe.pk]
+        fe.move_to(settled.exits[fe.pk])
         return
     if settled.blocked:
-        _failed(fe, settled.blocked)
+        _attempt_failed(fe, settled.blocked)
         return
     side = rules.Side(fe.side)
     qty = rules.exit_retry_qty(side, fe.qty, position.qty, _expected(fe, position))
     if qty == 0:
-        fe.status = FailedExit.Status.RESOLVED
+        fe.move_to(FailedExit.Status.RESOLVED)
         return
     sent = order_send(
         OrderSpec(account=account, client_order_id=retry_order_id(fe.pk, fe.attempts + 1),
@@ -157,13 +156,15 @@ def _attempt(fe: FailedExit, position: Position, *, recovering: bool) -> None:
     )
     position.qty += sent.moved
     if sent.error is None:
-        fe.status, fe.qty = FailedExit.Status.DONE, qty
+        fe.move_to(FailedExit.Status.DONE)
+        fe.qty = qty
     elif sent.permanent:
-        fe.status, fe.last_error = FailedExit.Status.REJECTED, sent.error.message
+        fe.move_to(FailedExit.Status.REJECTED)
+        fe.last_error = sent.error.message
         quarantine_create(account=account, symbol=fe.symbol, reason=Quarantine.Reason.REJECTED,
                           detail=sent.error.message, event=fe.event)
     else:
-        _failed(fe, sent.error.message)
+        _attempt_failed(fe, sent.error.message)
 
 
 def _expected(fe: FailedExit, position: Position) -> int | None:
@@ -180,9 +181,10 @@ def _expected(fe: FailedExit, position: Position) -> int | None:
     return rules.expected_position(p1, follower.multiplier, follower.group.reverse)
 
 
-def _failed(fe: FailedExit, error: str) -> None:
+def _attempt_failed(fe: FailedExit, error: str) -> None:
+    """Count the failed attempt and set the next one after the backoff."""
     fe.attempts += 1
-    fe.status = FailedExit.Status.PENDING
+    fe.move_to(FailedExit.Status.PENDING)
     fe.next_attempt_at = clock.now() + _delay(fe.attempts)
     fe.last_error = error[:2000]
 
@@ -200,18 +202,14 @@ def failed_exits_due(*, limit: int = 1000) -> list[int]:
 
 def failed_exits_dispatch_due() -> list[int]:
     """Re-send the due retries (their task may be lost); a duplicate task does nothing."""
-    from copier import tasks
-
     ids = failed_exits_due()
     for fe_id in ids:
-        tasks.retry_failed_exit.delay(fe_id)
+        publisher.failed_exit_retry_publish(fe_id)
     return ids
 
 
 def failed_exits_resume(*, account_id: int) -> list[int]:
     """Reconnect or heal: the account's queued exits become due at once and are sent."""
-    from copier import tasks
-
     now = clock.now()
     ids = list(
         FailedExit.objects.filter(account_id=account_id, status=FailedExit.Status.PENDING)
@@ -219,7 +217,7 @@ def failed_exits_resume(*, account_id: int) -> list[int]:
     )
     FailedExit.objects.filter(pk__in=ids).update(next_attempt_at=now, updated_at=now)
     for fe_id in ids:
-        tasks.retry_failed_exit.delay(fe_id)
+        publisher.failed_exit_retry_publish(fe_id)
     return ids
 
 

@@ -20,6 +20,7 @@ from accounts.models import TradingAccount
 from accounts.symbols import normalise_symbol
 from copier import clock, rules
 from copier.models import LeaderEvent
+from copier.publisher import event_publish
 from copier.services.positions import positions_ensure
 
 log = logging.getLogger(__name__)
@@ -123,11 +124,9 @@ def events_dispatch(event_ids: list[int]) -> None:
     Nothing is written here: the worker marks the event when it starts, so the
     ingesting process does not compete with it for the database on the hot path.
     """
-    from copier import tasks
-
     for event_id in event_ids:
         try:
-            tasks.process_event.delay(event_id)
+            event_publish(event_id)
         except Exception:  # the broker (Redis) is unreachable: the row is safe
             log.exception("could not enqueue leader event %s; the re-dispatch will", event_id)
 

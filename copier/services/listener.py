@@ -20,7 +20,6 @@ from accounts.symbols import normalise_symbol
 from brokers.base import (
     BrokerEvent,
     ConnectionLost,
-    ConnectionRestored,
     Fill,
     PositionUpdate,
     TransientBrokerError,
@@ -70,19 +69,9 @@ def broker_events_handle(*, account: TradingAccount, events: list[BrokerEvent]) 
             position_update_record(account=account, update=event, is_leader=is_leader)
         elif isinstance(event, ConnectionLost):
             connection_lost(account=account, reason=event.reason)
-        elif isinstance(event, ConnectionRestored):
-            _reconnected(account)
     # Statements of the broker's that no fill explained within the grace are due now.
     position_disagreements_settle(account=account)
     return handled
-
-
-def _reconnected(account: TradingAccount) -> None:
-    """The stream says the session is back; until its positions are read, it is not."""
-    try:
-        connection_restored(account=account)
-    except TransientBrokerError as exc:
-        connection_lost(account=account, reason=exc.message)
 
 
 def _fill_handle(account: TradingAccount, event: Fill, *, is_leader: bool,

@@ -104,8 +104,8 @@ class OrderSpec:
             client_order_id=self.client_order_id, account=self.account, symbol=self.symbol,
             side=self.leg.side, qty=self.leg.qty, kind=self.leg.kind, decision=self.decision,
             failed_exit=self.failed_exit, created_at=now, submitted_at=now,
+            status=Order.Status.SUBMITTING,  # while the broker is asked; never stored so
         )
-        order.move_to(Order.Status.SUBMITTING)
         return order
 
 
@@ -174,8 +174,7 @@ def _place_many(kind: str, specs: Sequence[OrderSpec]) -> list[OrderResult | Bro
 
 
 def _request(spec: OrderSpec) -> OrderRequest:
-    return OrderRequest(spec.client_order_id, spec.symbol, spec.leg.side.value,  # type: ignore[arg-type]
-                        spec.leg.qty)
+    return OrderRequest(spec.client_order_id, spec.symbol, spec.leg.side, spec.leg.qty)
 
 
 def _look_up(account: TradingAccount, client_order_id: str) -> OrderResult | BrokerError | None:
@@ -280,21 +279,26 @@ def order_fill_settle(order: Order, qty: int) -> None:
 def order_failed_exit_settle(order: Order) -> str:
     """A queued exit whose order turned out filled is done; rejected, it is rejected.
     Returns the status it was given ('' when untouched)."""
-    fe = order.failed_exit
-    if fe is None or fe.status not in (FailedExit.Status.PENDING, FailedExit.Status.IN_FLIGHT):
-        return ""
     if order.status == Order.Status.FILLED or (
         order.status == Order.Status.ACCEPTED and order.filled_qty
     ):
         status, note = FailedExit.Status.DONE, f"settled: {order.client_order_id} filled"
     elif order.status == Order.Status.REJECTED:
         status, note = FailedExit.Status.REJECTED, order.message
-        quarantine_create(account=order.account, symbol=order.symbol, event=fe.event,
-                          reason=Quarantine.Reason.REJECTED, detail=order.message)
     else:
         return ""
-    FailedExit.objects.filter(pk=fe.pk).update(status=status, last_error=note[:2000],
-                                               in_flight_since=None, updated_at=clock.now())
-    fe.status = status
+    fe = order.failed_exit
+    if fe is None or not fe.can_move_to(status):  # nothing queued for it, or settled already
+        return ""
+    # Conditional on the row too: its status in the table may have moved since it was read
+    # (a claim for an attempt), and it must still be one that may move there.
+    if not FailedExit.objects.filter(pk=fe.pk, status__in=FailedExit.moving_to(status)).update(
+        status=status, last_error=note[:2000], in_flight_since=None, updated_at=clock.now()
+    ):
+        return ""
+    fe.move_to(status)
+    if status == FailedExit.Status.REJECTED:
+        quarantine_create(account=order.account, symbol=order.symbol, event=fe.event,
+                          reason=Quarantine.Reason.REJECTED, detail=order.message)
     log.info("failed exit %s %s: %s", fe.pk, status, note)
     return status

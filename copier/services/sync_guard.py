@@ -23,6 +23,8 @@ from brokers.base import BrokerAdapter, TransientBrokerError
 from brokers.registry import adapter_for
 from copier import clock, rules
 from copier.models import CopyGroup, Follower, LeaderEvent, Order
+from copier.services.failed_exits import failed_exits_resume
+from copier.services.ingest import FillInput, leader_fill_ingest
 from copier.services.placement import unknown_orders_settle
 from copier.services.positions import positions_lock_all, positions_of
 
@@ -147,8 +149,6 @@ def _mark_reconciled(account: TradingAccount, snapshot: _Snapshot) -> None:
 
 def _follower_compared(account: TradingAccount, adapter: BrokerAdapter) -> TradingAccount:
     """Compare, adopt, pause, mark connected and check the heal in one transaction."""
-    from copier.services.failed_exits import failed_exits_resume
-
     with transaction.atomic():
         snapshot = _snapshot_locked(account.pk, adapter, ask_orders_in_doubt=True)
         _statements_superseded(account.pk)
@@ -227,8 +227,6 @@ def leader_positions_reconcile(*, account: TradingAccount, broker: dict[str, int
                                complete: bool = False) -> None:
     """Leader positions that moved without the copier seeing the fills: missed leader
     events, copied close-only. `complete`: `broker` lists every symbol (flat ones omitted)."""
-    from copier.services.ingest import FillInput, leader_fill_ingest
-
     with transaction.atomic():
         rows = positions_lock_all(account.pk, broker)
         known = {symbol: row.qty for symbol, row in rows.items()
@@ -338,8 +336,6 @@ def pause_heal_check(
     account.copy_paused, account.pause_reason, account.pause_details = False, "", {}
     account.paused_since = None
     log.info("%s: positions line up with the leader again, pause cleared", account.name)
-    from copier.services.failed_exits import failed_exits_resume
-
     transaction.on_commit(lambda: failed_exits_resume(account_id=account.pk))
     return True
 

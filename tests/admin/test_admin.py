@@ -165,7 +165,7 @@ def test_lift_quarantine_action(client, world):
     _, f1, _ = world
     from copier.services.quarantine import quarantine_create
 
-    q = quarantine_create(account=f1, symbol="ES", reason="manual")
+    q = quarantine_create(account=f1, symbol="ES", reason="opposite_side")
     client.post(reverse("admin:copier_quarantine_changelist"),
                 {"action": "lift", "_selected_action": [q.pk]})
     q.refresh_from_db()

@@ -35,7 +35,7 @@ def world():
     group("g", leader, {f1: "1"})
     connect(leader, f1)
     leader_fill(leader, "ES", "buy", 1)
-    quarantine_create(account=f1, symbol="NQ", reason="manual")
+    quarantine_create(account=f1, symbol="NQ", reason="opposite_side")
     call_command("copier_setup", stdout=None)
     return leader, f1
 

@@ -11,7 +11,7 @@ from django.db import IntegrityError, transaction
 from accounts.fields import Secret
 from accounts.models import Position, TradingAccount
 from accounts.symbols import normalise_symbol
-from copier.models import CopyGroup, Follower, LeaderEvent, Order, Quarantine
+from copier.models import CopyGroup, FailedExit, Follower, LeaderEvent, Order, Quarantine
 from copier.services.ingest import FillInput
 from tests.factories import account, group
 
@@ -119,10 +119,10 @@ def test_malformed_leader_fills_are_refused_before_anything_is_written(kwargs, m
 
 def test_one_active_quarantine_per_symbol():
     a = account("F")
-    Quarantine.objects.create(account=a, symbol="ES", reason="manual",
+    Quarantine.objects.create(account=a, symbol="ES", reason="rejected",
                               created_at="2026-01-01T00:00Z")
     with pytest.raises(IntegrityError), transaction.atomic():
-        Quarantine.objects.create(account=a, symbol="ES", reason="manual",
+        Quarantine.objects.create(account=a, symbol="ES", reason="rejected",
                                   created_at="2026-01-01T00:00Z")
 
 
@@ -132,10 +132,39 @@ def test_order_state_machine_refuses_invalid_transitions():
     o = Order(client_order_id="x", status=Order.Status.FILLED)
     with pytest.raises(InvalidTransition, match="filled -> submitting"):
         o.move_to(Order.Status.SUBMITTING)
-    o = Order(client_order_id="y")
-    o.move_to(Order.Status.SUBMITTING)
+    o = Order(client_order_id="y")  # submitting: the broker is being asked
     o.move_to(Order.Status.UNKNOWN)
     o.move_to(Order.Status.FILLED)
+
+
+def test_an_order_is_never_stored_while_the_broker_is_being_asked():
+    a = account("F")
+    with pytest.raises(IntegrityError, match="order_stored_with_an_answer"), \
+            transaction.atomic():
+        Order.objects.create(client_order_id="z", account=a, symbol="ES", side="buy", qty=1,
+                             kind="entry", created_at="2026-01-01T00:00Z")  # submitting
+
+
+def test_failed_exit_state_machine_refuses_invalid_transitions():
+    from copier.models import InvalidTransition
+
+    s = FailedExit.Status
+    fe = FailedExit(status=s.DONE)
+    with pytest.raises(InvalidTransition, match="done -> pending"):
+        fe.move_to(s.PENDING)
+    fe = FailedExit()  # queued: pending
+    for step in (s.IN_FLIGHT, s.PENDING, s.IN_FLIGHT, s.IN_FLIGHT, s.RESOLVED):
+        fe.move_to(step)
+    assert not fe.can_move_to(s.IN_FLIGHT)
+    with pytest.raises(InvalidTransition, match="pending -> resolved"):
+        FailedExit().move_to(s.RESOLVED)  # only an attempt finds nothing left to close
+
+
+def test_failed_exit_conditional_updates_filter_on_the_same_table():
+    s = FailedExit.Status
+    assert set(FailedExit.moving_to(s.IN_FLIGHT)) == {s.PENDING, s.IN_FLIGHT}
+    assert set(FailedExit.moving_to(s.DONE)) == {s.PENDING, s.IN_FLIGHT}
+    assert FailedExit.moving_to(s.RESOLVED) == [s.IN_FLIGHT]
 
 
 def test_credentials_are_encrypted_at_rest_and_masked_in_repr():

@@ -7,7 +7,6 @@ from decimal import Decimal
 import pytest
 
 from copier.rules import (
-    Decision,
     ExitMode,
     FollowerFacts,
     LeaderMove,
@@ -16,6 +15,7 @@ from copier.rules import (
     LegOutcome,
     Reason,
     Side,
+    Verdict,
     backoff_seconds,
     cap_exit,
     close_by,
@@ -36,7 +36,7 @@ def facts(c: int = 0, m: str = "1", **kw: object) -> FollowerFacts:
     return FollowerFacts(position=c, multiplier=Decimal(m), **kw)  # type: ignore[arg-type]
 
 
-def run(p0: int, p1: int, **kw: object) -> Decision:
+def run(p0: int, p1: int, **kw: object) -> Verdict:
     return decide(LeaderMove(p0, p1), facts(**kw))
 
 
@@ -69,7 +69,7 @@ def test_a_leg_needs_a_positive_quantity():
 # --- rules 1-3 ---------------------------------------------------------------------------------
 
 def test_disabled_follower_gets_nothing():
-    assert run(0, 1, enabled=False) == Decision(Reason.DISABLED, (), 0, 1)
+    assert run(0, 1, enabled=False) == Verdict(Reason.DISABLED, (), 0, 1)
 
 
 def test_paused_follower_gets_nothing():
@@ -162,7 +162,7 @@ def test_diverged_reduction_is_proportional_to_the_leader():
 
 
 def test_diverged_follower_never_opens_or_adds():
-    assert run(1, 3, c=2) == Decision(Reason.CLOSE_ONLY, (), 1, 3, note=run(1, 3, c=2).note)
+    assert run(1, 3, c=2) == Verdict(Reason.CLOSE_ONLY, (), 1, 3, note=run(1, 3, c=2).note)
     assert run(0, 2, c=1).legs == ()
 
 

@@ -12,7 +12,6 @@ import pytest
 
 from copier.rules import (
     BACKOFF_CAP_SECONDS,
-    Decision,
     Divergence,
     ExitMode,
     FollowerFacts,
@@ -22,6 +21,7 @@ from copier.rules import (
     LegOutcome,
     Reason,
     Side,
+    Verdict,
     backoff_seconds,
     cap_exit,
     close_by,
@@ -48,7 +48,7 @@ def follower(c: int = 0, m: str = "1", **kw: object) -> FollowerFacts:
     return FollowerFacts(position=c, multiplier=Decimal(m), **kw)  # type: ignore[arg-type]
 
 
-def judge(p0: int, p1: int, c: int = 0, m: str = "1", **kw: object) -> Decision:
+def judge(p0: int, p1: int, c: int = 0, m: str = "1", **kw: object) -> Verdict:
     """decide() for a leader going from p0 to p1 and a follower holding c."""
     return decide(LeaderMove(p0, p1), follower(c, m, **kw))
 
@@ -169,7 +169,7 @@ def test_disabled_follower_gets_nothing_and_the_reason_says_disabled():
     d = judge(0, 2)
     assert d.legs
     d = judge(0, 2, enabled=False)
-    assert d == Decision(Reason.DISABLED, (), e0=0, e1=2)
+    assert d == Verdict(Reason.DISABLED, (), e0=0, e1=2)
 
 
 def test_disabled_wins_over_every_later_rule():
@@ -350,7 +350,7 @@ def test_leader_reversal_whose_new_side_rounds_to_zero_is_only_an_exit():
 
 def test_no_change_when_a_multiplier_of_one_half_rounds_e1_to_e0():
     d = judge(1, 2, c=1, m="0.5")  # 0.5 -> 1, 1 -> 1
-    assert d == Decision(Reason.NO_CHANGE, (), e0=1, e1=1)
+    assert d == Verdict(Reason.NO_CHANGE, (), e0=1, e1=1)
 
 
 def test_no_change_when_a_small_multiplier_keeps_the_follower_flat():

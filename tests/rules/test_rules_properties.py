@@ -18,7 +18,6 @@ from hypothesis import strategies as st
 
 from copier.rules import (
     BACKOFF_CAP_SECONDS,
-    Decision,
     ExitMode,
     FollowerFacts,
     LeaderMove,
@@ -26,6 +25,7 @@ from copier.rules import (
     LegKind,
     Reason,
     Side,
+    Verdict,
     backoff_seconds,
     cap_exit,
     close_by,
@@ -336,7 +336,7 @@ def test_decide_is_deterministic(case):
 
 
 def run_fills(p: int, c: int, deltas: list[int], m: Decimal, reverse: bool,
-              mode: ExitMode = ExitMode.PROPORTIONAL) -> list[tuple[int, int, Decision]]:
+              mode: ExitMode = ExitMode.PROPORTIONAL) -> list[tuple[int, int, Verdict]]:
     trail = []
     for delta in deltas:
         move = LeaderMove(p, p + delta)

@@ -97,9 +97,9 @@ def test_crash_after_the_broker_filled_is_resent_under_the_same_id_and_filled_on
     """The worker dies after the sim executed but before our transaction committed."""
     leader, f1, f2 = world
     event = _ingest_without_processing(leader, "c", "buy", 1)
-    started = engine.event_process(event_id=event.pk)
+    started = engine.event_start(event_id=event.pk)
     with pytest.raises(RuntimeError), transaction.atomic():
-        engine.batch_copy(event=started.event, seats=started.batches[0])
+        engine.seats_copy(event=started.event, seats=started.batches[0])
         raise RuntimeError("SIGKILL")
     assert Order.objects.count() == 0  # our side rolled back...
     assert broker_position(f1, "ES") == 1  # ...the broker's did not
@@ -188,10 +188,10 @@ def test_a_follower_removed_after_the_event_started_is_still_decided_and_the_eve
     the settings it had (orders may have gone out for it), and the event completes."""
     leader, f1, f2 = world
     event = _ingest_without_processing(leader, "r", "buy", 1)
-    started = engine.event_process(event_id=event.pk)
+    started = engine.event_start(event_id=event.pk)
     ids = [seat.follower_id for seat in started.batches[0]]
     Follower.objects.filter(account=f2).delete()
-    engine.followers_copy(event_id=event.pk, follower_ids=ids)
+    engine.fanned_out_batch_copy(event_id=event.pk, follower_ids=ids)
     event.refresh_from_db()
     assert (event.status, event.followers_total) == ("done", 2)
     assert (broker_position(f1, "ES"), broker_position(f2, "ES")) == (1, 2)

@@ -145,3 +145,19 @@ def test_entries_older_than_seven_days_are_pruned_and_pending_ones_logged(queued
         assert failed_exits.failed_exits_prune() == 2
     assert "abandoned" in caplog.text
     assert not FailedExit.objects.exists()
+
+
+def test_a_settled_exit_is_not_moved_again_by_its_orders_late_answer(queued):
+    """A filled or rejected order settles its queued exit only while the exit's table allows:
+    an exit resolved meanwhile stays resolved, and nothing is quarantined for it."""
+    from copier.services.placement import order_failed_exit_settle
+
+    f1, fe = queued
+    FailedExit.objects.filter(pk=fe.pk).update(status=FailedExit.Status.RESOLVED)
+    fe.refresh_from_db()
+    order = Order(client_order_id="fx-late", account=f1, symbol="ES", side="sell", qty=3,
+                  kind="exit", status=Order.Status.REJECTED, message="late", failed_exit=fe)
+    assert order_failed_exit_settle(order) == ""
+    fe.refresh_from_db()
+    assert fe.status == FailedExit.Status.RESOLVED
+    assert not Quarantine.objects.filter(account=f1).exists()

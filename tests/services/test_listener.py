@@ -216,13 +216,13 @@ def test_a_follower_position_update_ahead_of_its_manual_fill_is_not_counted_twic
     assert copier_position(f1, "ES") == 3
 
 
-def test_a_restored_connection_the_broker_cannot_confirm_leaves_the_account_disconnected(world):
-    from brokers.base import ConnectionRestored
-    from copier.services.listener import broker_events_handle
-
+def test_a_reconnect_the_broker_cannot_confirm_leaves_the_account_disconnected(world):
     _, f1 = world
     SimBroker(f1).set_reachable(False)
-    broker_events_handle(account=f1, events=[ConnectionRestored()])  # the read fails
+    broker_events_pump(account=f1)  # the stream drops
+    f1.refresh_from_db()
+    assert f1.connection_state == "disconnected"
+    broker_events_pump(account=f1)  # the reconnect's read fails
     f1.refresh_from_db()
     assert f1.connection_state == "disconnected"
     SimBroker(f1).set_reachable(True)

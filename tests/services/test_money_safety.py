@@ -66,10 +66,10 @@ def stored(leader: TradingAccount, fill_id: str, side: str, qty: int,
 
 def crash_mid_copy(event: LeaderEvent) -> None:
     """The worker dies after the broker executed, before the copier's transaction commits."""
-    started = engine.event_process(event_id=event.pk)
+    started = engine.event_start(event_id=event.pk)
     assert started is not None
     with pytest.raises(RuntimeError), transaction.atomic():
-        engine.batch_copy(event=started.event, seats=started.batches[0])
+        engine.seats_copy(event=started.event, seats=started.batches[0])
         raise RuntimeError("SIGKILL")
 
 

@@ -1,0 +1,43 @@
+"""The one module that sends Celery messages: work is published by task name.
+
+Services publish through here and never import `copier.tasks`; the tasks import
+the services. So the data path runs one way (DESIGN.md) and no import circle
+ties the services to the tasks that call them.
+
+A message by name needs none of the task's code in the publishing process (the
+listener, the web). Where the task is registered (a worker, the replay, tests:
+`CopierConfig.ready` imports the tasks), the signature goes through it, so eager
+mode still runs the task in-process.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+
+from copier.celery import app
+
+# The names a person reads in Flower; messages already queued carry them, so they
+# outlive any rename of the code behind them.
+PROCESS_EVENT = "copier.process_event"
+COPY_FOLLOWERS = "copier.copy_followers"
+RETRY_FAILED_EXIT = "copier.retry_failed_exit"
+
+
+def event_publish(event_id: int) -> None:
+    """A stored leader event is to be copied. Raises when the broker (Redis) is away."""
+    app.signature(PROCESS_EVENT).apply_async((event_id,))
+
+
+def batch_publish(event_id: int, follower_ids: Sequence[int]) -> None:
+    """One batch of an event's followers, for another worker process to copy."""
+    app.signature(COPY_FOLLOWERS).apply_async((event_id, list(follower_ids)))
+
+
+def failed_exit_retry_publish(failed_exit_id: int, *, eta: dt.datetime | None = None) -> None:
+    """The next attempt at a queued exit, at its due time (now without `eta`).
+
+    The backoff caps at 1 h, below the Redis visibility timeout, and a duplicate
+    delivery finds the row claimed or not due: nothing happens twice.
+    """
+    app.signature(RETRY_FAILED_EXIT).apply_async((failed_exit_id,), eta=eta)

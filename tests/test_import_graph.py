@@ -1,0 +1,97 @@
+"""The data path runs one way: no import circle among the project's own modules.
+
+An AST walk over copier/, brokers/ and accounts/ that counts every import that
+runs, lazy ones inside functions included (a lazy import only hides a circle
+from the interpreter, it does not remove it), and leaves out those under
+`if TYPE_CHECKING:`, which never run. Importing `a.b.c` runs `a` and `a.b`
+too, so those count as well. The standard library's `graphlib` finds the cycle.
+"""
+
+from __future__ import annotations
+
+import ast
+import graphlib
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGES = ("copier", "brokers", "accounts")
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+MODULES = {_module_name(p): p for pkg in PACKAGES for p in sorted((ROOT / pkg).rglob("*.py"))}
+
+
+def _is_type_checking(node: ast.If) -> bool:
+    test = node.test
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
+
+
+def _imported(module: str, node: ast.Import | ast.ImportFrom) -> list[str]:
+    """Every project module the statement runs: the named ones and their packages."""
+    if isinstance(node, ast.Import):
+        names = [alias.name for alias in node.names]
+    else:
+        base = node.module or ""
+        if node.level:
+            package = module if MODULES[module].name == "__init__.py" else module.rpartition(".")[0]
+            anchor = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
+            base = f"{anchor}.{base}" if base else anchor
+        names = [base, *(f"{base}.{alias.name}" for alias in node.names)]
+    found = set()
+    for name in names:
+        parts = name.split(".")
+        found.update(".".join(parts[:i]) for i in range(1, len(parts) + 1))
+    return sorted(found & MODULES.keys() - {module})
+
+
+def _imports(module: str) -> set[str]:
+    tree = ast.parse(MODULES[module].read_text(), filename=str(MODULES[module]))
+    edges: set[str] = set()
+    todo: list[ast.AST] = [tree]
+    while todo:
+        node = todo.pop()
+        if isinstance(node, ast.If) and _is_type_checking(node):
+            todo.extend(node.orelse)
+            continue
+        if isinstance(node, ast.Import | ast.ImportFrom):
+            edges.update(_imported(module, node))
+        todo.extend(ast.iter_child_nodes(node))
+    return edges
+
+
+def import_graph() -> dict[str, set[str]]:
+    return {module: _imports(module) for module in MODULES}
+
+
+def test_no_import_circle_in_the_projects_packages() -> None:
+    sorter = graphlib.TopologicalSorter(import_graph())
+    try:
+        sorter.prepare()
+    except graphlib.CycleError as exc:
+        # graphlib lists each module before the one importing it: reversed, it reads "imports"
+        circle = " -> ".join(reversed(exc.args[1]))
+        raise AssertionError(f"import circle: {circle}") from None
+
+
+def test_the_walk_sees_lazy_imports_and_skips_type_checking_ones() -> None:
+    graph = import_graph()
+    # imported inside an admin action, at run time only
+    assert "copier.services.quarantine" in graph["copier.admin"]
+    # only for annotations: never runs
+    assert "accounts.models" not in graph["brokers.registry"]
+    # relative import in a package's __init__
+    assert "copier.celery" in graph["copier"]
+
+
+def test_services_publish_through_the_publisher_never_the_tasks() -> None:
+    graph = import_graph()
+    services = [m for m in graph if m.startswith("copier.services.")]
+    assert services
+    for module in services:
+        assert "copier.tasks" not in graph[module], module
+    assert graph["copier.publisher"] <= {"copier", "copier.celery"}
