@@ -80,7 +80,7 @@ def leader_fill_ingest(
 def _store(event: LeaderEvent) -> LeaderEvent | None:
     """The event as stored (id, P0, P1, its predecessor); None when nothing was stored."""
     stored = sql.leader_fill_store(event=event, moved=rules.signed(event.side, event.qty))
-    if stored is not None:
+    if stored is not None:  # the caller's account: reading `stored.account` costs no query
         stored.account = event.account
     return stored
 
