@@ -14,9 +14,10 @@ import uuid
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
-from django.db import connections, transaction
+from django.db import transaction
 from django.db.models import F
 
+from brokers import sql
 from brokers.base import (
     BrokerAdapter,
     BrokerError,
@@ -36,7 +37,7 @@ from copier import clock
 if TYPE_CHECKING:
     from accounts.models import TradingAccount
 
-DB = "broker"
+DB = sql.DB
 
 
 def _result(order: SimOrder) -> OrderResult:
@@ -60,37 +61,6 @@ class _Twin(Exception):
     """A client order id in the batch was placed by a concurrent batch: decide again."""
 
 
-_BOOK_FIELDS = [f.attname for f in SimAccount._meta.concrete_fields]
-_ORDER_FIELDS = [f.attname for f in SimOrder._meta.concrete_fields]
-_INSERT_COLUMNS = ["book_id", "client_order_id", "fill_id", "symbol", "side", "qty", "status",
-                   "message", "created_at", "delivered", "missed"]
-# Written out: this statement is inside every copy's latency, and the ORM cost more
-# than the database did. Only fixed column names are joined in.
-_LOCK_SQL = (
-    "SELECT " + ", ".join(f"b.{c}" for c in _BOOK_FIELDS) + ", "  # noqa: S608
-    + ", ".join(f"o.{c}" for c in _ORDER_FIELDS)
-    + " FROM brokers_simaccount b LEFT JOIN brokers_simorder o ON o.book_id = b.id"
-    " AND o.client_order_id = ANY(%s) WHERE b.account_id = ANY(%s) ORDER BY b.id FOR UPDATE OF b"
-)
-
-
-_POSITIONS_SQL = (
-    "SELECT p.symbol, p.qty, c.seq FROM (SELECT COALESCE(max(id), 0) AS seq"
-    " FROM brokers_simorder WHERE book_id = %s) c"
-    " LEFT JOIN brokers_simposition p ON p.book_id = %s AND p.qty <> 0 ORDER BY p.symbol"
-)
-
-
-def _positions_move_sql(deltas: dict[tuple[int, str], int]) -> tuple[str, list[object]]:
-    """Add to many (book, symbol) positions in one statement."""
-    # only placeholders are joined in; every value is a bound parameter
-    sql = ("INSERT INTO brokers_simposition (book_id, symbol, qty) VALUES "  # noqa: S608
-           + ", ".join(["(%s, %s, %s)"] * len(deltas))
-           + " ON CONFLICT (book_id, symbol) DO UPDATE"
-           " SET qty = brokers_simposition.qty + EXCLUDED.qty")
-    return sql, [v for (book, symbol), qty in deltas.items() for v in (book, symbol, qty)]
-
-
 class _Tape:
     """What one batch of orders does to the books, decided in memory, written in bulk."""
 
@@ -108,9 +78,9 @@ class _Tape:
             return lambda: PermanentBrokerError(f"sim: invalid quantity {request.qty}")
         if not book.reachable:
             return lambda: TransientBrokerError("sim: broker unreachable (outage)")
-        existing = self.known.get((book.pk, request.client_order_id))
-        if existing is not None:
-            return lambda: _result(existing)
+        key = (book.pk, request.client_order_id)
+        if key in self.known:
+            return lambda: _result(self.known[key])  # the stored row, once written
         if book.fail_next:
             book.fail_next -= 1
             self.changed_books.add(book)
@@ -129,16 +99,16 @@ class _Tape:
             delivered=rejected,
         )
         self.new_orders.append(order)
-        self.known[(book.pk, request.client_order_id)] = order
+        self.known[key] = order
         if rejected:
             return lambda: PermanentBrokerError(order.message)
-        key = (book.pk, request.symbol)
-        self.deltas[key] = self.deltas.get(key, 0) + signed(request.side, request.qty)
+        position = (book.pk, request.symbol)
+        self.deltas[position] = self.deltas.get(position, 0) + signed(request.side, request.qty)
         if book.timeout_next:
             book.timeout_next -= 1
             self.changed_books.add(book)
             return lambda: OrderOutcomeUnknown("sim: timeout waiting for the order (injected)")
-        return lambda: _result(order)
+        return lambda: _result(self.known[key])
 
 
 class SimBroker(BrokerAdapter):
@@ -163,17 +133,12 @@ class SimBroker(BrokerAdapter):
         lock: a twin committed meanwhile is caught by `_write`'s insert instead.
         """
         def lock() -> tuple[dict[int, SimAccount], dict[tuple[int, str | None], SimOrder]]:
-            with connections[DB].cursor() as cursor:
-                cursor.execute(_LOCK_SQL, [client_order_ids, list(account_ids)])
-                rows = cursor.fetchall()
             books: dict[int, SimAccount] = {}
             known: dict[tuple[int, str | None], SimOrder] = {}
-            split = len(_BOOK_FIELDS)
-            for row in rows:
-                book = SimAccount.from_db(DB, _BOOK_FIELDS, row[:split])
-                book = books.setdefault(book.account_id, book)
-                if row[split] is not None:
-                    order = SimOrder.from_db(DB, _ORDER_FIELDS, row[split:])
+            for row_book, order in sql.books_lock(account_ids=list(account_ids),
+                                                  client_order_ids=client_order_ids):
+                book = books.setdefault(row_book.account_id, row_book)
+                if order is not None:
                     known[(book.pk, order.client_order_id)] = order
             return books, known
 
@@ -196,28 +161,11 @@ class SimBroker(BrokerAdapter):
         orders = tape.new_orders
         if not orders:
             return
-        row = "(" + ", ".join(["%s"] * len(_INSERT_COLUMNS)) + ")"
-        params: list[object] = [getattr(o, c) for o in orders for c in _INSERT_COLUMNS]
-        # only placeholders and fixed column names are joined in; values are bound
-        sql = (
-            "WITH ins AS (INSERT INTO brokers_simorder (" + ", ".join(_INSERT_COLUMNS)  # noqa: S608
-            + ") VALUES " + ", ".join([row] * len(orders))
-            + " ON CONFLICT DO NOTHING RETURNING id, book_id, client_order_id)"
-        )
-        tail = " SELECT id, book_id, client_order_id FROM ins"
-        if tape.deltas:
-            moved, moved_params = _positions_move_sql(tape.deltas)
-            sql += ", moved AS (" + moved + ")"
-            params += moved_params
-        with connections[DB].cursor() as cursor:
-            cursor.execute(sql + tail, params)
-            ids = {(book, coid): pk for pk, book, coid in cursor.fetchall()}
-        if len(ids) < len(orders):
+        stored = sql.orders_insert(orders, tape.deltas)
+        if len(stored) < len(orders):
             raise _Twin
-        for order in orders:
-            order.pk = ids[(order.book_id, order.client_order_id)]
-            order._state.adding = False
-            order._state.db = DB
+        for order in stored:  # the outcomes are read from the rows as stored
+            tape.known[(order.book_id, order.client_order_id)] = order
 
     # --- BrokerAdapter ----------------------------------------------------------------------
     def connect(self) -> None:
@@ -283,11 +231,8 @@ class SimBroker(BrokerAdapter):
             raise TransientBrokerError("sim: broker unreachable (outage)")
         # One statement, one snapshot: the positions and the newest order they include.
         # A book's orders are numbered under the book's lock, so ids follow commit order.
-        with connections[DB].cursor() as cursor:
-            cursor.execute(_POSITIONS_SQL, [book.pk, book.pk])
-            rows = cursor.fetchall()
-        self._cursor = rows[0][2]
-        return {symbol: qty for symbol, qty, _seq in rows if symbol is not None}
+        held, self._cursor = sql.positions_read(book_id=book.pk)
+        return held
 
     def fills_cursor(self) -> int | None:
         return self._cursor
@@ -331,9 +276,7 @@ class SimBroker(BrokerAdapter):
                 side=side, qty=qty, status=SimOrder.Status.FILLED, created_at=clock.now(),
                 missed=not book.reachable,
             )
-            sql, params = _positions_move_sql({(book.pk, symbol): signed(side, qty)})
-            with connections[DB].cursor() as cursor:
-                cursor.execute(sql, params)
+            sql.positions_move({(book.pk, symbol): signed(side, qty)})
         return order.fill_id
 
     def set_reachable(self, reachable: bool) -> None:

@@ -26,12 +26,12 @@ from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import transaction
 from django.db.models import F
 
 from accounts.models import Position, TradingAccount
 from brokers.base import BrokerError, TransientBrokerError
-from copier import clock, rules
+from copier import clock, rules, sql
 from copier.models import Decision, LeaderEvent, Order, Quarantine
 from copier.services import failed_exits, sync_guard
 from copier.services.placement import (
@@ -47,30 +47,6 @@ from copier.services.positions import positions_lock, positions_save
 from copier.services.quarantine import quarantine_create, quarantine_lift
 
 log = logging.getLogger(__name__)
-
-
-_EVENT_FIELDS = [f.attname for f in LeaderEvent._meta.concrete_fields]
-# The first round trip of every event, written out because the ORM's compile cost is a
-# good part of a one-follower copy's latency. It counts the run, marks the event picked
-# up and, on the first run, freezes the followers it concerns (those that joined before
-# it) with their settings: every later run (after a crash) decides for the same
-# followers with the same settings, so that no setting changed in between can make the
-# copier forget or misread an order that went out.
-RUN_EVENT_SQL = (
-    "WITH fr AS (SELECT COALESCE(jsonb_agg(jsonb_build_object("  # noqa: S608 (fixed column names)
-    "'follower_id', f.id, 'account_id', f.account_id, 'multiplier', f.multiplier::text,"
-    " 'enabled', f.enabled AND g.enabled, 'reverse', g.reverse, 'exit_mode', g.exit_mode,"
-    " 'start_event_id', f.start_event_id) ORDER BY f.id), '[]'::jsonb) AS v"
-    " FROM copier_leaderevent le JOIN copier_copygroup g ON g.leader_id = le.account_id"
-    " JOIN copier_follower f ON f.group_id = g.id"
-    " WHERE le.id = %s AND f.start_event_id < le.id)"
-    " UPDATE copier_leaderevent e SET runs = e.runs + 1,"
-    " status = CASE WHEN e.status = 'received' THEN 'dispatched' ELSE e.status END,"
-    " dispatched_at = COALESCE(e.dispatched_at, %s),"
-    " followers_frozen = COALESCE(e.followers_frozen, fr.v),"
-    " followers_total = COALESCE(e.followers_total, jsonb_array_length(fr.v))"
-    " FROM fr WHERE e.id = %s RETURNING " + ", ".join(f"e.{c}" for c in _EVENT_FIELDS)
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,13 +90,10 @@ def event_start(*, event_id: int) -> StartedEvent | None:
     (`seats_copy`) and publishes the rest, so a small group costs a single task hop.
     None: nothing to copy (no such event, or done already).
     """
-    with connection.cursor() as cursor:
-        cursor.execute(RUN_EVENT_SQL, [event_id, clock.now(), event_id])
-        row = cursor.fetchone()
-    if row is None:
+    event = sql.event_run(event_id=event_id, now=clock.now())
+    if event is None:
         log.error("leader event %s does not exist", event_id)
         return None
-    event = LeaderEvent.from_db("default", _EVENT_FIELDS, row)
     if event.status == LeaderEvent.Status.DONE:
         return None
     seats = event_seats(event)
@@ -173,17 +146,9 @@ def _seat_copy_alone(event: LeaderEvent, seat: Seat) -> None:
             last_error=f"copy of leader event {event.pk} failed: {exc!r}"[:2000])
 
 
-FINISH_EVENT_SQL = """
-UPDATE copier_leaderevent SET status = 'done', done_at = %s
-WHERE id = %s AND status <> 'done' AND followers_total IS NOT NULL
-  AND followers_total <= (SELECT count(*) FROM copier_decision WHERE event_id = %s)
-"""
-
-
 def event_finish_if_complete(*, event_id: int) -> None:
     """Done once every follower counted at fan-out has a decision (one conditional UPDATE)."""
-    with connection.cursor() as cursor:
-        cursor.execute(FINISH_EVENT_SQL, [clock.now(), event_id, event_id])
+    sql.event_finish(event_id=event_id, now=clock.now())
 
 
 @dataclass

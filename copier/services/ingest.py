@@ -13,12 +13,12 @@ import logging
 from dataclasses import dataclass
 
 from django.core.exceptions import ValidationError
-from django.db import connection, transaction
+from django.db import transaction
 from django.db.models import F
 
 from accounts.models import TradingAccount
 from accounts.symbols import normalise_symbol
-from copier import clock, rules
+from copier import clock, rules, sql
 from copier.models import LeaderEvent
 from copier.publisher import event_publish
 from copier.services.positions import positions_ensure
@@ -67,55 +67,23 @@ def leader_fill_ingest(
         received_at=received_at or clock.now(),
     )
     stored = _store(event)
-    if not stored:  # a duplicate, or the leader's first fill on this symbol: no row to lock yet
+    if stored is None:  # a duplicate, or the leader's first fill on this symbol: no row yet
         positions_ensure([account.pk], fill.symbol)
         stored = _store(event)
-    if not stored:
+    if stored is None:
         log.info("duplicate leader fill %s on %s ignored", fill.fill_id, account.name)
         return None
     # Inside a caller's transaction this waits for its commit; on its own it publishes now.
-    transaction.on_commit(lambda: events_dispatch([event.pk]))
-    return event
+    transaction.on_commit(lambda: events_dispatch([stored.pk]))
+    return stored
 
 
-_EVENT_COLUMNS = ["account_id", "fill_id", "symbol", "side", "qty", "close_only", "source",
-                  "fill_time", "received_at"]
-# The whole of ingestion in one statement, its own transaction unless the caller has one:
-# it sits between the fill being received and the copy starting. The leader's position
-# row is locked (so concurrent fills on a symbol are numbered one after the other: a
-# waiting statement locks the row as the first one left it), the event stored with P0/P1
-# from it, and the position moved. A fill id seen before inserts nothing, and so moves
-# nothing: that is the duplicate check, and the unique constraint makes it race-free.
-# A position the broker's stream stated ahead of this fill (`broker_qty`) is settled
-# when the fill brings the position there.
-_STORE_SQL = (
-    "WITH pos AS (SELECT id, qty, last_event_id FROM accounts_position"  # noqa: S608 (fixed column names)
-    " WHERE account_id = %s AND symbol = %s FOR UPDATE),"
-    " ev AS (INSERT INTO copier_leaderevent (" + ", ".join(_EVENT_COLUMNS)
-    + ", p0, p1, prev_event_id, runs, status) SELECT "
-    + ", ".join(["%s"] * len(_EVENT_COLUMNS))
-    + ", pos.qty, pos.qty + %s, pos.last_event_id, 0, 'received' FROM pos"
-    " ON CONFLICT (account_id, fill_id) DO NOTHING RETURNING id, p0, p1, prev_event_id)"
-    " UPDATE accounts_position p SET qty = ev.p1, last_event_id = ev.id, updated_at = now(),"
-    " broker_qty = CASE WHEN p.broker_qty = ev.p1 THEN NULL ELSE p.broker_qty END,"
-    " broker_qty_since = CASE WHEN p.broker_qty = ev.p1 THEN NULL ELSE p.broker_qty_since END"
-    " FROM ev, pos WHERE p.id = pos.id RETURNING ev.id, ev.p0, ev.p1, ev.prev_event_id"
-)
-
-
-def _store(event: LeaderEvent) -> bool:
-    """Fill in the event's id, P0, P1 from the row stored; False when nothing was stored."""
-    params = [event.account_id, event.symbol, *(getattr(event, c) for c in _EVENT_COLUMNS),
-              rules.signed(event.side, event.qty)]
-    with connection.cursor() as cursor:
-        cursor.execute(_STORE_SQL, params)
-        row = cursor.fetchone()
-    if row is None:
-        return False
-    event.pk, event.p0, event.p1, event.prev_event_id = row
-    event._state.adding = False
-    event._state.db = "default"
-    return True
+def _store(event: LeaderEvent) -> LeaderEvent | None:
+    """The event as stored (id, P0, P1, its predecessor); None when nothing was stored."""
+    stored = sql.leader_fill_store(event=event, moved=rules.signed(event.side, event.qty))
+    if stored is not None:  # the caller's account: reading `stored.account` costs no query
+        stored.account = event.account
+    return stored
 
 
 def events_dispatch(event_ids: list[int]) -> None:

@@ -37,6 +37,7 @@ from copier.services.sync_guard import (
     position_disagreements_settle,
     positions_reread,
 )
+from copier.sql import FOLLOWER_FILL_SEEN_SQL as _SEEN_SQL
 
 log = logging.getLogger(__name__)
 
@@ -170,12 +171,6 @@ def follower_fill_record(*, account: TradingAccount, fill: Fill, covered: bool =
         position.save(update_fields=["qty", "broker_qty", "broker_qty_since", "updated_at"])
         _heal_check(account, position)
     return True
-
-
-_SEEN_SQL = (
-    "INSERT INTO accounts_followerfill (account_id, fill_id, seen_at) VALUES (%s, %s, %s)"
-    " ON CONFLICT (account_id, fill_id) DO NOTHING RETURNING id"
-)
 
 
 def _manual_fill_first_seen(account: TradingAccount, fill: Fill) -> bool:

@@ -163,7 +163,7 @@ def test_a_twin_placed_while_waiting_for_the_book_is_found_not_executed_again(si
 
     from django.db import connection, connections, transaction
 
-    from brokers.sim import _positions_move_sql
+    from brokers import sql
     from copier import clock
 
     sim.place_order(order("warm", "buy", 1))  # the book exists
@@ -194,9 +194,7 @@ def test_a_twin_placed_while_waiting_for_the_book_is_found_not_executed_again(si
             qty=2, status=SimOrder.Status.FILLED, created_at=clock.now(),
         )
         # the twin moves the book as a real batch does
-        sql, params = _positions_move_sql({(book.pk, "MNQ"): 2})
-        with connections["broker"].cursor() as cursor:
-            cursor.execute(sql, params)
+        sql.positions_move({(book.pk, "MNQ"): 2})
     placer.join(10)
     assert [(r.status, r.broker_order_id) for r in outcome] == [("filled", f"SIM-{twin.pk}")]
     assert SimOrder.objects.using("broker").filter(client_order_id="twin").count() == 1

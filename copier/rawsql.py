@@ -1,0 +1,78 @@
+"""The pieces every hand-written statement is made of: a named statement, and rows made models.
+
+A few statements on the hot path are written out because the ORM's compile cost
+was a good part of a copy's latency. Writing them out by hand must not mean
+that a model change goes unnoticed until a trade: each statement names its
+result columns, the columns that are a model's are spelled by `ModelColumns`
+from the model itself, and tests/sql checks each statement's real result
+columns against them. Only Django is imported here, so that any app's
+`sql` module can use it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+from django.db import connections
+from django.db.models import Model
+
+M = TypeVar("M", bound=Model)
+
+
+@dataclass(frozen=True, slots=True)
+class Statement:
+    """One hand-written statement: its name (for tests and logs), its text, its result columns.
+
+    The text is the same bytes on every call, so psycopg prepares it on its fifth
+    run. Where a statement carries VALUES lists, only their number of rows varies:
+    `{key}` in the text becomes that many rows of placeholders, `widths[key]` wide.
+    Every value, enum values included, is a bound parameter.
+    """
+
+    name: str
+    sql: str
+    columns: tuple[str, ...] = ()
+    widths: Mapping[str, int] = field(default_factory=dict)
+
+    def text(self, rows: Mapping[str, int] | None = None) -> str:
+        """The text to send: `rows` gives each VALUES list's row count (`{"values": 3}`)."""
+        text = self.sql
+        for key, count in (rows or {}).items():
+            row = "(" + ", ".join(["%s"] * self.widths[key]) + ")"
+            text = text.replace("{" + key + "}", ", ".join([row] * count))
+        return text
+
+    def run(self, params: Sequence[Any], *, using: str = "default",
+            rows: Mapping[str, int] | None = None) -> list[tuple[Any, ...]]:
+        """Execute with bound parameters; the rows it returns (none for a plain write)."""
+        with connections[using].cursor() as cursor:
+            cursor.execute(self.text(rows) if rows else self.sql, params)
+            return cursor.fetchall() if self.columns else []
+
+
+@dataclass(frozen=True, slots=True)
+class ModelColumns(Generic[M]):
+    """A model's concrete columns, in the model's order: selected by a statement, read back.
+
+    The one place a row (or a slice of a joined row) becomes a model instance:
+    `Model.from_db` marks it as loaded from the database, as a queryset would.
+    """
+
+    model: type[M]
+    names: tuple[str, ...]
+
+    @classmethod
+    def of(cls, model: type[M], *, without: Sequence[str] = ()) -> ModelColumns[M]:
+        return cls(model, tuple(f.attname for f in model._meta.concrete_fields
+                                if f.name not in without))
+
+    def select(self, alias: str = "") -> str:
+        """The column list for a SELECT or RETURNING, each prefixed with `alias.` if given."""
+        prefix = f"{alias}." if alias else ""
+        return ", ".join(prefix + name for name in self.names)
+
+    def build(self, row: Sequence[Any], *, start: int = 0, using: str = "default") -> M:
+        """The instance from `row[start:]`'s first `len(names)` values."""
+        return self.model.from_db(using, self.names, row[start : start + len(self.names)])

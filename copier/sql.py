@@ -1,0 +1,171 @@
+"""The copier's hand-written statements, each named, each with its own test (tests/sql).
+
+They are written out because the ORM's compile cost was a good part of a copy's
+latency, each on the hot path as a single round trip. Status values are bound
+from the model enums, never spelled in the text; model columns are spelled from
+the models (`ModelColumns`), and rows come back as model instances through it.
+Never `SELECT *` or `RETURNING *`: a prepared statement whose result columns
+change under it (a migration adding a column) is refused by PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+
+from accounts.models import Position, TradingAccount
+from copier.models import LeaderEvent, Order
+from copier.rawsql import ModelColumns, Statement
+
+EVENT = ModelColumns.of(LeaderEvent)
+POSITION = ModelColumns.of(Position)
+# The account comes along without its (encrypted) credentials: evaluation never needs them.
+ACCOUNT = ModelColumns.of(TradingAccount, without=["credentials"])
+
+
+# The first round trip of every event. It counts the run, marks the event picked up
+# and, on the first run, freezes the followers it concerns (those that joined before
+# it) with their settings: every later run (after a crash) decides for the same
+# followers with the same settings, so that no setting changed in between can make
+# the copier forget or misread an order that went out.
+EVENT_RUN = Statement(
+    "event_run",
+    "WITH fr AS (SELECT COALESCE(jsonb_agg(jsonb_build_object("  # noqa: S608 (fixed column names)
+    "'follower_id', f.id, 'account_id', f.account_id, 'multiplier', f.multiplier::text,"
+    " 'enabled', f.enabled AND g.enabled, 'reverse', g.reverse, 'exit_mode', g.exit_mode,"
+    " 'start_event_id', f.start_event_id) ORDER BY f.id), '[]'::jsonb) AS v"
+    " FROM copier_leaderevent le JOIN copier_copygroup g ON g.leader_id = le.account_id"
+    " JOIN copier_follower f ON f.group_id = g.id"
+    " WHERE le.id = %s AND f.start_event_id < le.id)"
+    " UPDATE copier_leaderevent e SET runs = e.runs + 1,"
+    " status = CASE WHEN e.status = %s THEN %s ELSE e.status END,"
+    " dispatched_at = COALESCE(e.dispatched_at, %s),"
+    " followers_frozen = COALESCE(e.followers_frozen, fr.v),"
+    " followers_total = COALESCE(e.followers_total, jsonb_array_length(fr.v))"
+    " FROM fr WHERE e.id = %s RETURNING " + EVENT.select("e"),
+    EVENT.names,
+)
+
+
+def event_run(*, event_id: int, now: dt.datetime) -> LeaderEvent | None:
+    """Count a run of the event and freeze its followers; None if there is no such event."""
+    rows = EVENT_RUN.run([event_id, LeaderEvent.Status.RECEIVED.value,
+                          LeaderEvent.Status.DISPATCHED.value, now, event_id])
+    return EVENT.build(rows[0]) if rows else None
+
+
+# Done once every follower counted at fan-out has a decision: one conditional UPDATE,
+# so that of two batches finishing together exactly one marks the event done.
+EVENT_FINISH = Statement(
+    "event_finish",
+    "UPDATE copier_leaderevent SET status = %s, done_at = %s"
+    " WHERE id = %s AND status <> %s AND followers_total IS NOT NULL"
+    " AND followers_total <= (SELECT count(*) FROM copier_decision WHERE event_id = %s)",
+)
+
+
+def event_finish(*, event_id: int, now: dt.datetime) -> None:
+    done = LeaderEvent.Status.DONE.value
+    EVENT_FINISH.run([done, now, event_id, done, event_id])
+
+
+# The columns ingestion writes from the fill; the rest are computed or defaulted.
+_FILL_COLUMNS = ("account_id", "fill_id", "symbol", "side", "qty", "close_only", "source",
+                 "fill_time", "received_at")
+# The whole of ingestion in one statement, its own transaction unless the caller has one:
+# it sits between the fill being received and the copy starting. The leader's position
+# row is locked (so concurrent fills on a symbol are numbered one after the other: a
+# waiting statement locks the row as the first one left it), the event stored with P0/P1
+# from it, and the position moved. A fill id seen before inserts nothing, and so moves
+# nothing: that is the duplicate check, and the unique constraint makes it race-free.
+# A position the broker's stream stated ahead of this fill (`broker_qty`) is settled
+# when the fill brings the position there. No row: a duplicate, or no position row yet.
+LEADER_FILL_STORE = Statement(
+    "leader_fill_store",
+    "WITH pos AS (SELECT id, qty, last_event_id FROM accounts_position"  # noqa: S608 (column names)
+    " WHERE account_id = %s AND symbol = %s FOR UPDATE),"
+    " ev AS (INSERT INTO copier_leaderevent (" + ", ".join(_FILL_COLUMNS)
+    + ", p0, p1, prev_event_id, runs, status) SELECT "
+    + ", ".join(["%s"] * len(_FILL_COLUMNS))
+    + ", pos.qty, pos.qty + %s, pos.last_event_id, 0, %s FROM pos"
+    " ON CONFLICT (account_id, fill_id) DO NOTHING RETURNING " + EVENT.select() + ")"
+    " UPDATE accounts_position p SET qty = ev.p1, last_event_id = ev.id, updated_at = now(),"
+    " broker_qty = CASE WHEN p.broker_qty = ev.p1 THEN NULL ELSE p.broker_qty END,"
+    " broker_qty_since = CASE WHEN p.broker_qty = ev.p1 THEN NULL ELSE p.broker_qty_since END"
+    " FROM ev, pos WHERE p.id = pos.id RETURNING " + EVENT.select("ev"),
+    EVENT.names,
+)
+
+
+def leader_fill_store(*, event: LeaderEvent, moved: int) -> LeaderEvent | None:
+    """Store the (unsaved) event, moving the leader's position by `moved`; the stored row,
+    or None when nothing was stored."""
+    params = [event.account_id, event.symbol, *(getattr(event, c) for c in _FILL_COLUMNS),
+              moved, LeaderEvent.Status.RECEIVED.value]
+    rows = LEADER_FILL_STORE.run(params)
+    return EVENT.build(rows[0]) if rows else None
+
+
+# The hot path's one lock statement: the ORM spent four times longer compiling its
+# select_related + Exists + FOR UPDATE OF than PostgreSQL spent running it. Each row:
+# the position, its account, whether an active quarantine covers the symbol, and
+# whether an order of (account, symbol) has an outcome the copier does not know.
+POSITIONS_LOCK = Statement(
+    "positions_lock",
+    "SELECT " + POSITION.select("p") + ", " + ACCOUNT.select("a") + ","  # noqa: S608
+    " EXISTS (SELECT 1 FROM copier_quarantine q WHERE q.account_id = p.account_id"
+    " AND q.symbol = p.symbol AND q.lifted_at IS NULL) AS quarantined,"
+    " EXISTS (SELECT 1 FROM copier_order o WHERE o.account_id = p.account_id"
+    " AND o.symbol = p.symbol AND o.status = %s) AS unknown_orders"
+    " FROM accounts_position p JOIN accounts_tradingaccount a ON a.id = p.account_id"
+    " WHERE p.account_id = ANY(%s) AND p.symbol = %s ORDER BY p.account_id FOR UPDATE OF p",
+    (*POSITION.names, *ACCOUNT.names, "quarantined", "unknown_orders"),
+)
+
+
+def positions_lock(*, account_ids: Sequence[int], symbol: str) -> list[Position]:
+    """Lock the rows that exist, in account order; each with `account`, `quarantined` and
+    `unknown_orders` filled in."""
+    rows = POSITIONS_LOCK.run([Order.Status.UNKNOWN.value, list(account_ids), symbol])
+    found = []
+    for row in rows:
+        position = POSITION.build(row)
+        position.account = ACCOUNT.build(row, start=len(POSITION.names))
+        position.quarantined, position.unknown_orders = row[-2:]
+        found.append(position)
+    return found
+
+
+# Django's bulk_update builds a CASE expression per row, which costs more than the
+# whole fan-out's decisions; this is one UPDATE ... FROM (VALUES).
+POSITIONS_SAVE = Statement(
+    "positions_save",
+    "UPDATE accounts_position AS p SET qty = v.qty, last_event_id = v.last_event_id,"
+    " updated_at = now() FROM (VALUES {values}) AS v(id, qty, last_event_id)"
+    " WHERE p.id = v.id",
+    widths={"values": 3},
+)
+
+
+def positions_save(rows: Sequence[Position]) -> None:
+    """Write qty and watermark of many locked rows in one statement."""
+    if rows:
+        POSITIONS_SAVE.run([v for row in rows for v in (row.pk, row.qty, row.last_event_id)],
+                           rows={"values": len(rows)})
+
+
+# A fill on a follower's account that is not the copier's: counted once, however
+# often the stream delivers it (the unique constraint decides, race-free).
+FOLLOWER_FILL_SEEN = Statement(
+    "follower_fill_seen",
+    "INSERT INTO accounts_followerfill (account_id, fill_id, seen_at) VALUES (%s, %s, %s)"
+    " ON CONFLICT (account_id, fill_id) DO NOTHING RETURNING id",
+    ("id",),
+)
+# The listener executes the text itself (its module is not this change's to edit).
+FOLLOWER_FILL_SEEN_SQL = FOLLOWER_FILL_SEEN.sql
+
+
+def follower_fill_seen(*, account_id: int, fill_id: str, now: dt.datetime) -> bool:
+    """Record the fill id; False when it was recorded before."""
+    return bool(FOLLOWER_FILL_SEEN.run([account_id, fill_id, now]))

@@ -1,0 +1,217 @@
+"""Each of the copier's hand-written statements, run on its own on real rows.
+
+Besides what each returns, every test checks the columns the statement really
+returns against the model's fields, in name and order: a model change the SQL
+misses fails here, not in a trade.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from decimal import Decimal
+
+import pytest
+
+from accounts.models import FollowerFill, Position, TradingAccount
+from copier import sql
+from copier.models import Follower, LeaderEvent, Order, Quarantine
+from copier.rawsql import Statement
+from copier.services.engine import event_seats
+from tests.factories import account, group
+from tests.sql.helpers import check_columns, model_columns
+
+pytestmark = pytest.mark.django_db(databases="__all__")
+
+NOW = dt.datetime(2026, 1, 5, 14, 30, tzinfo=dt.UTC)
+
+
+def _event(leader: TradingAccount, fill_id: str = "f1", **kw: object) -> LeaderEvent:
+    fields: dict[str, object] = {"symbol": "ES", "side": "buy", "qty": 2, "p0": 0, "p1": 2,
+                                 "received_at": NOW, **kw}
+    return LeaderEvent.objects.create(account=leader, fill_id=fill_id, **fields)
+
+
+def _fill(leader: TradingAccount, fill_id: str, side: str = "buy", qty: int = 2) -> LeaderEvent:
+    """An unsaved event, as ingestion builds it from a fill."""
+    return LeaderEvent(account=leader, fill_id=fill_id, symbol="ES", side=side, qty=qty,
+                       received_at=NOW)
+
+
+@pytest.fixture
+def world() -> tuple[TradingAccount, TradingAccount, TradingAccount]:
+    leader, f1, f2 = account("L"), account("F1"), account("F2")
+    group("g", leader, {f1: "1", f2: "2.5"})
+    return leader, f1, f2
+
+
+# --- event_run --------------------------------------------------------------------------
+def test_event_run_counts_the_run_marks_it_dispatched_and_freezes_its_followers(world):
+    leader, f1, f2 = world
+    event = _event(leader)
+    Follower.objects.filter(account=f2).update(start_event_id=event.pk)  # joined after it
+
+    ran = sql.event_run(event_id=event.pk, now=NOW)
+
+    assert isinstance(ran, LeaderEvent)
+    assert (ran.pk, ran.runs, ran.status, ran.dispatched_at) == (
+        event.pk, 1, LeaderEvent.Status.DISPATCHED, NOW)
+    assert ran.followers_total == 1
+    assert not ran._state.adding
+    seat = sql.event_run(event_id=event.pk, now=NOW + dt.timedelta(seconds=5))
+    assert seat is not None
+    assert (seat.runs, seat.dispatched_at, seat.followers_total) == (2, NOW, 1)
+    assert [s.account_id for s in event_seats(seat)] == [f1.pk]  # the same followers
+    check_columns(sql.EVENT_RUN, [event.pk, "received", "dispatched", NOW, event.pk],
+                  model_columns(LeaderEvent))
+
+
+def test_event_run_leaves_a_done_event_done_and_finds_no_missing_event(world):
+    leader, *_ = world
+    event = _event(leader, status=LeaderEvent.Status.DONE)
+    ran = sql.event_run(event_id=event.pk, now=NOW)
+    assert ran is not None
+    assert ran.status == LeaderEvent.Status.DONE
+    assert sql.event_run(event_id=event.pk + 1000, now=NOW) is None
+
+
+def test_event_run_freezes_each_followers_settings_as_text_the_engine_reads(world):
+    leader, _f1, f2 = world
+    ran = sql.event_run(event_id=_event(leader).pk, now=NOW)
+    assert ran is not None
+    seats = {s.account_id: s for s in event_seats(ran)}
+    assert seats[f2.pk].multiplier == Decimal("2.5")
+    assert seats[f2.pk].enabled
+
+
+# --- event_finish -----------------------------------------------------------------------
+def test_event_finish_marks_done_only_when_every_follower_counted_has_a_decision(world):
+    from copier.models import Decision
+
+    leader, f1, f2 = world
+    event = _event(leader, followers_total=2, status=LeaderEvent.Status.DISPATCHED)
+
+    def decide(acct: TradingAccount) -> None:
+        Decision.objects.create(event=event, account=acct, symbol="ES", reason="copied",
+                                position_before=0, expected_before=0, expected_after=0,
+                                position_after=0, created_at=NOW)
+
+    decide(f1)
+    sql.event_finish(event_id=event.pk, now=NOW)
+    event.refresh_from_db()
+    assert (event.status, event.done_at) == (LeaderEvent.Status.DISPATCHED, None)
+    decide(f2)
+    sql.event_finish(event_id=event.pk, now=NOW)
+    event.refresh_from_db()
+    assert (event.status, event.done_at) == (LeaderEvent.Status.DONE, NOW)
+    sql.event_finish(event_id=event.pk, now=NOW + dt.timedelta(seconds=1))  # done stays done
+    event.refresh_from_db()
+    assert event.done_at == NOW
+    check_columns(sql.EVENT_FINISH, ["done", NOW, event.pk, "done", event.pk], [])
+
+
+# --- leader_fill_store ------------------------------------------------------------------
+def test_leader_fill_store_numbers_the_fill_and_moves_the_leaders_position(world):
+    leader, *_ = world
+    Position.objects.create(account=leader, symbol="ES", qty=3, broker_qty=1,
+                            broker_qty_since=NOW)
+
+    first = sql.leader_fill_store(event=_fill(leader, "a", "sell", 2), moved=-2)
+
+    assert isinstance(first, LeaderEvent)
+    assert not first._state.adding
+    assert (first.p0, first.p1, first.prev_event_id, first.runs) == (3, 1, None, 0)
+    assert first.status == LeaderEvent.Status.RECEIVED
+    stored = LeaderEvent.objects.get(pk=first.pk)
+    assert [getattr(first, c) for c in model_columns(LeaderEvent)] == [
+        getattr(stored, c) for c in model_columns(LeaderEvent)]
+    position = Position.objects.get(account=leader, symbol="ES")
+    assert (position.qty, position.last_event_id) == (1, first.pk)
+    assert (position.broker_qty, position.broker_qty_since) == (None, None)  # settled
+
+    second = sql.leader_fill_store(event=_fill(leader, "b"), moved=2)
+    assert second is not None
+    assert (second.p0, second.p1, second.prev_event_id) == (1, 3, first.pk)
+    check_columns(sql.LEADER_FILL_STORE,
+                  [leader.pk, "ES", leader.pk, "c", "ES", "buy", 1, False, "stream", None, NOW,
+                   1, "received"],
+                  model_columns(LeaderEvent))
+
+
+def test_leader_fill_store_stores_nothing_for_a_duplicate_or_without_a_position_row(world):
+    leader, *_ = world
+    assert sql.leader_fill_store(event=_fill(leader, "a"), moved=2) is None  # no row to lock
+    assert not LeaderEvent.objects.exists()
+    Position.objects.create(account=leader, symbol="ES")
+    assert sql.leader_fill_store(event=_fill(leader, "a"), moved=2) is not None
+    assert sql.leader_fill_store(event=_fill(leader, "a"), moved=2) is None
+    assert Position.objects.get(account=leader).qty == 2
+    assert LeaderEvent.objects.count() == 1
+
+
+# --- positions_lock ---------------------------------------------------------------------
+def test_positions_lock_reads_position_account_quarantine_and_unknown_orders(world):
+    _leader, f1, f2 = world
+    TradingAccount.objects.filter(pk=f2.pk).update(copy_paused=True)
+    for acct, qty in ((f2, -4), (f1, 3)):
+        Position.objects.create(account=acct, symbol="ES", qty=qty, last_event_id=7)
+    Position.objects.create(account=f1, symbol="NQ", qty=9)
+    Quarantine.objects.create(account=f2, symbol="ES", reason=Quarantine.Reason.REJECTED,
+                              created_at=NOW)
+    Order.objects.create(client_order_id="c-1", account=f1, symbol="ES", side="buy", qty=1,
+                         kind="entry", status=Order.Status.UNKNOWN, created_at=NOW)
+
+    rows = sql.positions_lock(account_ids=[f2.pk, f1.pk, f2.pk + 1000], symbol="ES")
+
+    assert [(p.account_id, p.symbol, p.qty, p.last_event_id) for p in rows] == [
+        (f1.pk, "ES", 3, 7), (f2.pk, "ES", -4, 7)]
+    assert [(p.quarantined, p.unknown_orders) for p in rows] == [(False, True), (True, False)]
+    assert [(p.account.pk, p.account.name, p.account.copy_paused) for p in rows] == [
+        (f1.pk, "F1", False), (f2.pk, "F2", True)]
+    assert not rows[0]._state.adding
+    assert not rows[0].account._state.adding
+    assert "credentials" in rows[0].account.get_deferred_fields()
+    check_columns(sql.POSITIONS_LOCK, ["unknown", [f1.pk], "ES"],
+                  [*model_columns(Position),
+                   *model_columns(TradingAccount, without=["credentials"]),
+                   "quarantined", "unknown_orders"])
+
+
+# --- positions_save ---------------------------------------------------------------------
+def test_positions_save_writes_qty_and_watermark_of_each_row_in_one_statement(world):
+    _leader, f1, f2 = world
+    rows = [Position.objects.create(account=a, symbol="ES") for a in (f1, f2)]
+    rows[0].qty, rows[0].last_event_id = 2, 11
+    rows[1].qty, rows[1].last_event_id = -5, 12
+    sql.positions_save(rows)
+    sql.positions_save([])  # nothing to write: no statement
+    assert sorted(Position.objects.values_list("qty", "last_event_id")) == [(-5, 12), (2, 11)]
+    check_columns(sql.POSITIONS_SAVE, [rows[0].pk, 2, 11], [], rows={"values": 1})
+
+
+# --- follower_fill_seen -----------------------------------------------------------------
+def test_follower_fill_seen_records_a_fill_id_once(world):
+    _leader, f1, _f2 = world
+    assert sql.follower_fill_seen(account_id=f1.pk, fill_id="m-1", now=NOW)
+    assert not sql.follower_fill_seen(account_id=f1.pk, fill_id="m-1", now=NOW)
+    assert FollowerFill.objects.get().fill_id == "m-1"
+    check_columns(sql.FOLLOWER_FILL_SEEN, [f1.pk, "m-2", NOW], ["id"])
+
+
+# --- all of them ------------------------------------------------------------------------
+STATEMENTS = [s for s in vars(sql).values() if isinstance(s, Statement)]
+
+
+def test_every_statement_of_the_copier_has_a_test_of_its_own():
+    tested = {name.removeprefix("test_") for name in globals() if name.startswith("test_")}
+    missing = [s.name for s in STATEMENTS
+               if not any(name.startswith(s.name + "_") for name in tested)]
+    assert not missing
+    assert len(STATEMENTS) == 6
+
+
+@pytest.mark.parametrize("statement", STATEMENTS, ids=lambda s: s.name)
+def test_status_values_are_bound_never_spelled_in_the_text(statement: Statement):
+    enums = [LeaderEvent.Status, LeaderEvent.Source, Order.Status, Quarantine.Reason]
+    spelled = [v for enum in enums for v in enum.values if f"'{v}'" in statement.sql]
+    assert not spelled
+    assert "*" not in statement.sql.replace("count(*)", "")  # never SELECT/RETURNING *
