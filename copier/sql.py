@@ -163,7 +163,6 @@ FOLLOWER_FILL_SEEN = Statement(
     ("id",),
 )
 # The listener executes the text itself (its module is not this change's to edit).
-FOLLOWER_FILL_SEEN_SQL = FOLLOWER_FILL_SEEN.sql
 
 
 def follower_fill_seen(*, account_id: int, fill_id: str, now: dt.datetime) -> bool:

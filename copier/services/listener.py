@@ -13,7 +13,7 @@ import datetime as dt
 import logging
 
 from django.core.exceptions import ValidationError
-from django.db import connection, transaction
+from django.db import transaction
 
 from accounts.models import ConnectionState, FollowerFill, Position, TradingAccount
 from accounts.symbols import normalise_symbol
@@ -25,7 +25,7 @@ from brokers.base import (
     TransientBrokerError,
 )
 from brokers.registry import adapter_for
-from copier import clock, rules
+from copier import clock, rules, sql
 from copier.models import CopyGroup, Order, RefusedFill
 from copier.services.ingest import FillInput, leader_fill_ingest
 from copier.services.placement import is_copier_order_id, order_fill_settle
@@ -37,7 +37,6 @@ from copier.services.sync_guard import (
     position_disagreements_settle,
     positions_reread,
 )
-from copier.sql import FOLLOWER_FILL_SEEN_SQL as _SEEN_SQL
 
 log = logging.getLogger(__name__)
 
@@ -175,9 +174,8 @@ def follower_fill_record(*, account: TradingAccount, fill: Fill, covered: bool =
 
 def _manual_fill_first_seen(account: TradingAccount, fill: Fill) -> bool:
     """Record the fill id; False when it was recorded before (a repeated delivery)."""
-    with connection.cursor() as cursor:
-        cursor.execute(_SEEN_SQL, [account.pk, fill.fill_id.strip(), clock.now()])
-        first = cursor.fetchone() is not None
+    first = sql.follower_fill_seen(account_id=account.pk, fill_id=fill.fill_id.strip(),
+                                   now=clock.now())
     if not first:
         log.info("%s: fill %s delivered again; counted once", account.name, fill.fill_id)
     return first
