@@ -18,12 +18,14 @@ run: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m copier.devstack packages
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 	$(BIN)/python -m pytest
 
 # The edit-run loop: everything but the slow fault, replay, runner and live-worker tests,
 # on two pytest workers sharing the private servers (a database each).
 test-fast: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 	$(BIN)/python -m pytest -m "not slow and not worker" -n 2 -q
 
 lint: $(STAMP)

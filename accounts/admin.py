@@ -46,8 +46,8 @@ class TradingAccountForm(forms.ModelForm):
 
 class PositionInline(admin.TabularInline):
     model = Position
-    fields = ["symbol", "qty", "last_event_id", "updated_at"]
-    readonly_fields = fields
+    readonly_fields = ("symbol", "qty", "last_event_id", "updated_at")
+    fields = readonly_fields
     extra = 0
     can_delete = False
     verbose_name_plural = "positions (the copier's confirmed view)"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import Q
@@ -93,6 +95,13 @@ class Position(models.Model):
     broker_qty_since = models.DateTimeField(null=True, blank=True, editable=False)
     updated_at = models.DateTimeField(auto_now=True)
 
+    # Read with the row by the engine's lock statement, never stored: whether an active
+    # quarantine covers the symbol, whether an order of it has an unknown outcome, and
+    # (set by the engine) why nothing may be sent for it now.
+    quarantined: bool = False
+    unknown_orders: bool = False
+    blocked: str = ""
+
     class Meta:
         constraints = [
             models.UniqueConstraint(fields=["account", "symbol"], name="position_account_symbol")
@@ -106,7 +115,7 @@ class Position(models.Model):
     def __str__(self) -> str:
         return f"{self.account}:{self.symbol}={self.qty:+d}"
 
-    def save(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
+    def save(self, *args: Any, **kwargs: Any) -> None:
         self.symbol = normalise_symbol(self.symbol)
         super().save(*args, **kwargs)
 

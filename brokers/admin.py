@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from django.contrib import admin
 from django.http import HttpRequest
 
 from brokers.models import SimAccount, SimOrder, SimPosition
 from copier.admin import AuditAdmin
 
+if TYPE_CHECKING:  # generic in django-stubs only, not at run time
+    _ModelAdmin = admin.ModelAdmin[SimAccount]
+else:
+    _ModelAdmin = admin.ModelAdmin
+
 
 @admin.register(SimAccount)
-class SimAccountAdmin(admin.ModelAdmin):
+class SimAccountAdmin(_ModelAdmin):
     list_display = ["account", "reachable", "fail_next", "reject_next", "timeout_next", "closed"]
     list_select_related = ["account"]
     fields = ["account", "reachable", "fail_next", "reject_next", "timeout_next", "closed"]

@@ -26,7 +26,8 @@ def adapter_class(kind: str) -> type[BrokerAdapter]:
         path, _label = BROKERS[kind]
     except KeyError:
         raise ValueError(f"unknown broker kind {kind!r}; known: {', '.join(BROKERS)}") from None
-    return import_string(path)
+    adapter: type[BrokerAdapter] = import_string(path)
+    return adapter
 
 
 def adapter_for(account: TradingAccount) -> BrokerAdapter:

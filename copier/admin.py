@@ -117,9 +117,9 @@ class QuarantineAdmin(admin.ModelAdmin):
 
 class DecisionInline(admin.TabularInline):
     model = Decision
-    fields = ["account", "reason", "position_before", "expected_before", "expected_after",
-              "position_after", "placed_legs", "detail"]
-    readonly_fields = fields
+    readonly_fields = ("account", "reason", "position_before", "expected_before",
+                       "expected_after", "position_after", "placed_legs", "detail")
+    fields = readonly_fields
     extra = 0
     can_delete = False
 

@@ -330,7 +330,9 @@ class FailedExit(models.Model):
     def moving_to(cls, status: str) -> list[str]:
         """The statuses that may move to `status`: a conditional UPDATE filters on them, so
         that a change made in bulk obeys the same table as `move_to`."""
-        sources = [source for source, targets in cls.TRANSITIONS.items() if status in targets]
+        sources: list[str] = [
+            source for source, targets in cls.TRANSITIONS.items() if status in targets
+        ]
         if not sources:
             raise InvalidTransition(f"failed exit: nothing moves to {status}")
         return sources

@@ -126,10 +126,10 @@ class Replay:
             self.tracker.wait_quiet()
 
     def _setup(self) -> None:
-        taken = TradingAccount.objects.filter(name__in=self.scenario.accounts)
-        if taken.exists():
+        taken = TradingAccount.objects.filter(name__in=self.scenario.accounts).first()
+        if taken is not None:
             raise ScenarioError(
-                f"accounts: {taken.first().name} already exists in this database; "
+                f"accounts: {taken.name} already exists in this database; "
                 "replay on a fresh one (run without --keep)"
             )
         for name in self.scenario.accounts:

@@ -324,7 +324,8 @@ def backoff_seconds(attempts: int) -> int:
         return 0
     if attempts > 20:  # 2^19 * 5 s is far past the cap already
         return BACKOFF_CAP_SECONDS
-    return min(BACKOFF_BASE_SECONDS * 2 ** (attempts - 1), BACKOFF_CAP_SECONDS)
+    delay: int = BACKOFF_BASE_SECONDS * 2 ** (attempts - 1)
+    return min(delay, BACKOFF_CAP_SECONDS)
 
 
 # --- Sync Divergence Guard ---------------------------------------------------------------------

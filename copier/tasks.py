@@ -74,7 +74,9 @@ def noop(sent_at: float) -> None:
     """The engine's floor in `copier_bench`: a task that only says when it ran."""
     elapsed_ms = (time.time() - sent_at) * 1000
     with _bench_redis().pipeline() as pipe:
-        pipe.rpush("copier:bench:noop:ms", elapsed_ms).rpush("copier:bench:noop", 1).execute()
+        pipe.rpush("copier:bench:noop:ms", elapsed_ms)
+        pipe.rpush("copier:bench:noop", 1)
+        pipe.execute()
 
 
 @functools.cache

@@ -174,8 +174,10 @@ def _expected(fe: FailedExit, position: Position) -> int | None:
     if follower is None or follower.group.exit_mode != rules.ExitMode.PROPORTIONAL:
         return None
     leader_id = follower.group.leader_id
-    p1 = LeaderEvent.objects.filter(pk=position.last_event_id, account_id=leader_id).values_list(
-        "p1", flat=True).first()
+    p1 = None
+    if position.last_event_id is not None:
+        p1 = LeaderEvent.objects.filter(pk=position.last_event_id, account_id=leader_id
+                                        ).values_list("p1", flat=True).first()
     if p1 is None:  # nothing of this leader decided for it yet: the leader's position now
         p1 = positions_of(leader_id).get(fe.symbol, 0)
     return rules.expected_position(p1, follower.multiplier, follower.group.reverse)

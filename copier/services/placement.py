@@ -39,7 +39,7 @@ ORDER_ID_PREFIXES = ("cp", "fx")
 
 def is_copier_order_id(client_order_id: str | None) -> bool:
     """Fills carrying one of our ids are already counted when the order settles."""
-    return bool(client_order_id) and client_order_id.startswith(ORDER_ID_PREFIXES)
+    return client_order_id is not None and client_order_id.startswith(ORDER_ID_PREFIXES)
 
 
 def copy_order_id(event_id: int, account_id: int, leg_index: int) -> str:
@@ -259,7 +259,7 @@ def unknown_orders_settle(*, account: TradingAccount, symbol: str) -> Settled:
             filled, _error = result_apply(order, found)
             moved += rules.signed(order.side, filled)
             settled = order_failed_exit_settle(order)
-            if settled:
+            if settled and order.failed_exit_id is not None:
                 exits[order.failed_exit_id] = settled
         order.completed_at = clock.now()
         order.save()

@@ -176,15 +176,17 @@ class Bench:
             tasks.noop.delay(time.time())
             if self.redis.blpop([NOOP_KEY], timeout=30) is None:
                 raise CommandError("no-op task did not run within 30 s")
-        return [float(x) for x in self.redis.lrange(NOOP_KEY + ":ms", 0, -1)]
+        samples: list[bytes] = self.redis.lrange(NOOP_KEY + ":ms", 0, -1)  # type: ignore[assignment]
+        return [float(x) for x in samples]
 
     def _fill(self, leader: Any) -> int:
         from brokers.sim import SimBroker
         from copier.models import LeaderEvent
+        from copier.rules import Side
         from copier.services.listener import broker_events_pump
 
         self._n = getattr(self, "_n", 0) + 1
-        side = "buy" if self._n % 2 else "sell"
+        side = Side.BUY if self._n % 2 else Side.SELL
         SimBroker(leader).execute_fill("MNQ", side, 1)
         broker_events_pump(account=leader)
         return LeaderEvent.objects.filter(account=leader).latest("id").pk
@@ -206,6 +208,7 @@ class Bench:
             (done - event.received_at).total_seconds() * 1000
             for done in Order.objects.filter(decision__event_id=event_id, status="filled")
             .values_list("completed_at", flat=True)
+            if done is not None
         ]
 
     def _latency(self, leader: Any) -> tuple[dict[str, float], ...]:
@@ -230,7 +233,7 @@ class Bench:
                 fanout.append(max(samples))
         return percentiles(noops), percentiles(orders), percentiles(fanout)
 
-    def _throughput(self, leader: Any) -> dict[str, float]:
+    def _throughput(self, leader: Any) -> dict[str, float | None]:
         from copier.models import LeaderEvent, Order
 
         if not self.o["burst"]:
@@ -239,8 +242,8 @@ class Bench:
         ids = [self._fill(leader) for _ in range(self.o["burst"])]
         self._wait_done(ids, timeout=600)
         first = LeaderEvent.objects.filter(pk__in=ids).earliest("received_at").received_at
-        last = max(Order.objects.filter(decision__event_id__in=ids)
-                   .values_list("completed_at", flat=True))
+        last = max(done for done in Order.objects.filter(decision__event_id__in=ids)
+                   .values_list("completed_at", flat=True) if done is not None)
         count = Order.objects.filter(decision__event_id__in=ids, status="filled").count()
         seconds = (last - first).total_seconds()
         return {"events": len(ids), "orders": count, "seconds": round(seconds, 3),

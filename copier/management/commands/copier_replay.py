@@ -46,14 +46,10 @@ class Command(BaseCommand):
             scenario = load(text)
         except ScenarioError as exc:
             raise CommandError(str(exc)) from None
-        if options["live"]:
-            result = self._live(scenario)
-        elif options["keep"]:
-            result = self._eager(scenario)
-        else:
-            result = self._private(path, options["indent"])
-            self.stdout.write(result, ending="")
+        if not (options["live"] or options["keep"]):
+            self.stdout.write(self._private(path, options["indent"]), ending="")
             return
+        result = self._live(scenario) if options["live"] else self._eager(scenario)
         self.stdout.write(json.dumps(result, indent=options["indent"]))
 
     def _eager(self, scenario: Scenario) -> dict[str, Any]:
