@@ -12,7 +12,9 @@ from celery.signals import task_postrun
 from django.conf import settings
 from django.db import connections
 
+from copier import clock
 from copier.celery import app
+from tests.factories import T0
 
 
 @pytest.fixture
@@ -22,6 +24,14 @@ def eager_tasks() -> Iterator[None]:
     app.conf.task_always_eager = True
     yield
     app.conf.task_always_eager = old
+
+
+@pytest.fixture
+def frozen_clock() -> Iterator[None]:
+    """A controlled clock from T0: retries run when the test says, not on Celery's timer."""
+    clock.freeze(T0)
+    yield
+    clock.release()
 
 
 @pytest.fixture
@@ -54,3 +64,22 @@ def celery_worker(clean_redis: None) -> Iterator[object]:
 
 def _close_thread_connections(**_: object) -> None:
     connections.close_all()
+
+
+# A transactional test ends with a flush; without `available_apps` Django re-runs every
+# post_migrate handler after it (content types, one permission per model and action),
+# which costs more than most of these tests. Tests of the copier's own apps get the
+# cheap flush; those that need users and permissions (the admin's) keep the full one.
+OWN_APPS = ["accounts", "brokers", "copier", "django_celery_beat"]
+NEEDS_AUTH = ("tests/admin/", "tests/test_")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        marker = item.get_closest_marker("django_db")
+        if marker is None or not marker.kwargs.get("transaction"):
+            continue
+        if "available_apps" in marker.kwargs or item.nodeid.startswith(NEEDS_AUTH):
+            continue
+        item.add_marker(pytest.mark.django_db(**marker.kwargs, available_apps=OWN_APPS),
+                        append=False)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from decimal import Decimal
 
 from accounts.models import Position, TradingAccount
@@ -9,6 +10,8 @@ from brokers.models import SimPosition
 from brokers.sim import SimBroker
 from copier.models import CopyGroup, Follower
 from copier.services.listener import broker_events_pump
+
+T0 = dt.datetime(2026, 3, 2, 15, 0, tzinfo=dt.UTC)  # where a controlled clock starts
 
 
 def account(name: str, **kw: object) -> TradingAccount:

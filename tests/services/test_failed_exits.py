@@ -13,17 +13,22 @@ from copier import clock, tasks
 from copier.models import FailedExit, Order, Quarantine
 from copier.services import failed_exits
 from copier.services.listener import broker_events_pump
-from tests.factories import account, broker_position, connect, copier_position, group, leader_fill
+from tests.factories import (
+    T0,
+    account,
+    broker_position,
+    connect,
+    copier_position,
+    group,
+    leader_fill,
+)
 
 pytestmark = pytest.mark.django_db(transaction=True, databases="__all__")
-T0 = dt.datetime(2026, 3, 2, 15, 0, tzinfo=dt.UTC)
 
 
 @pytest.fixture(autouse=True)
-def controlled(eager_tasks):
-    clock.freeze(T0)
-    yield
-    clock.release()
+def controlled(eager_tasks, frozen_clock):
+    """Tasks in-process, the clock in the test's hands."""
 
 
 @pytest.fixture

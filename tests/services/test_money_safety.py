@@ -9,7 +9,6 @@ broker's brief trouble is one of the sim's own fault controls.
 
 from __future__ import annotations
 
-import datetime as dt
 from decimal import Decimal
 
 import pytest
@@ -34,16 +33,7 @@ from tests.factories import (
 )
 
 pytestmark = [pytest.mark.django_db(transaction=True, databases="__all__"),
-              pytest.mark.usefixtures("eager_tasks")]
-T0 = dt.datetime(2026, 3, 2, 15, 0, tzinfo=dt.UTC)
-
-
-@pytest.fixture(autouse=True)
-def controlled():
-    """A controlled clock: retries run when the test says, not on Celery's timer."""
-    clock.freeze(T0)
-    yield
-    clock.release()
+              pytest.mark.usefixtures("eager_tasks", "frozen_clock")]
 
 
 @pytest.fixture
