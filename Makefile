@@ -26,7 +26,7 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy
-	$(BIN)/python -m pytest -m "not slow and not worker" -n 2 -q
+	COPIER_TEST_FAST=1 $(BIN)/python -m pytest -m "not slow and not worker" -n 2 -q
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

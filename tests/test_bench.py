@@ -14,6 +14,8 @@ import sys
 import pytest
 from django.conf import settings
 
+pytestmark = pytest.mark.slow  # runs the benchmark command: the full run, not the edit loop
+
 
 def _bench(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "manage.py", "copier_bench", *args],

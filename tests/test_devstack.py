@@ -20,6 +20,8 @@ from django.conf import settings
 
 from copier.devstack import SECRET_FILES, PostgresServer, StackSecrets, private_stack
 
+pytestmark = pytest.mark.slow  # starts the local stack's servers: the full run, not the edit loop
+
 
 def _mode(path: Path) -> int:
     return path.stat().st_mode & 0o777

@@ -10,6 +10,8 @@ import pytest
 from cryptography.fernet import Fernet
 from django.conf import settings
 
+pytestmark = pytest.mark.slow  # settings imported in fresh processes: not the edit loop
+
 
 def _manage(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
     base = {k: v for k, v in os.environ.items()

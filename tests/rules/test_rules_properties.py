@@ -9,6 +9,7 @@ page and not from the code, and `decide` is compared with it.
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
 from decimal import Decimal
 from fractions import Fraction
@@ -40,8 +41,14 @@ from copier.rules import (
     signed,
 )
 
-FAST = settings(max_examples=200, deadline=None)
-THOROUGH = settings(max_examples=400, deadline=None)
+
+def examples(n: int) -> int:
+    """The full run tries `n` cases; `make test-fast` (COPIER_TEST_FAST=1) a quarter."""
+    return max(25, n // 4) if os.environ.get("COPIER_TEST_FAST") else n
+
+
+FAST = settings(max_examples=examples(200), deadline=None)
+THOROUGH = settings(max_examples=examples(400), deadline=None)
 
 SET_MULTIPLIERS = [Decimal(m) for m in ("0.1", "0.5", "1", "1.5", "2", "3", "7")]
 multipliers = st.one_of(
@@ -298,7 +305,7 @@ def test_in_sync_follower_ends_exactly_at_e1_or_flat_in_with_leader_reduction(ca
     assert d.legs == plan_move(case.c, end)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(cases(in_sync=True, flags=False, close_only=False))
 @example(Case(LeaderMove(2, 1), FollowerFacts(1, Decimal("0.5"), exit_mode=ExitMode.WITH_LEADER)))
 def test_with_leader_in_sync_reduction_always_ends_flat(case):
@@ -346,7 +353,7 @@ def run_fills(p: int, c: int, deltas: list[int], m: Decimal, reverse: bool,
     return trail
 
 
-@settings(max_examples=250, deadline=None)
+@settings(max_examples=examples(250), deadline=None)
 @given(multipliers, st.booleans(), st.integers(-20, 20), st.lists(fills, max_size=30))
 def test_a_follower_starting_in_sync_whose_legs_fill_stays_in_sync(m, reverse, p, deltas):
     c = expected_position(p, m, reverse)
@@ -355,14 +362,14 @@ def test_a_follower_starting_in_sync_whose_legs_fill_stays_in_sync(m, reverse, p
         assert d.reason in (Reason.COPIED, Reason.NO_CHANGE)
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=examples(150), deadline=None)
 @given(st.sampled_from(SET_MULTIPLIERS), st.booleans(), st.lists(fills, max_size=30))
 def test_set_multipliers_stay_in_sync_from_flat(m, reverse, deltas):
     for leader, follower, _d in run_fills(0, 0, deltas, m, reverse):
         assert follower == expected_position(leader, m, reverse)
 
 
-@settings(max_examples=250, deadline=None)
+@settings(max_examples=examples(250), deadline=None)
 @given(multipliers, st.booleans(), st.lists(fills, max_size=30))
 def test_a_with_leader_follower_is_always_at_e_of_p_or_flat(m, reverse, deltas):
     """Once it closed early it stays flat (diverged, close-only) until the leader is flat."""
@@ -379,7 +386,7 @@ events = st.one_of(
 )
 
 
-@settings(max_examples=250, deadline=None)
+@settings(max_examples=examples(250), deadline=None)
 @given(multipliers, st.booleans(), exit_modes, st.lists(events, max_size=30))
 def test_invariants_hold_for_any_sequence_of_fills_missed_moves_and_hand_trades(
         m, reverse, mode, steps):

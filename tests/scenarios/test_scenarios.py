@@ -40,6 +40,7 @@ def replay(path: Path, *flags: str) -> dict:
     return json.loads(out.getvalue())
 
 
+@pytest.mark.slow  # every replay: the full run's, not the edit loop's
 @pytest.mark.parametrize("path", SCENARIOS, ids=lambda p: p.stem)
 def test_scenario_replays_as_expected(path: Path):
     expected = json.loads(path.read_text())["expected"]
