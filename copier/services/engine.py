@@ -156,7 +156,6 @@ class _Work:
     """One follower's evaluation of one event, from the rules to the broker's answers."""
 
     event: LeaderEvent
-    seat: Seat
     position: Position
     verdict: rules.Verdict
     notes: list[str]
@@ -245,7 +244,7 @@ class _Batch:
                               reason=Quarantine.Reason.OPPOSITE_SIDE, event=ev,
                               detail=f"follower {position.qty:+d} against the leader's side")
             position.quarantined = True
-        return _Work(ev, seat, position, verdict, notes, position.qty,
+        return _Work(ev, position, verdict, notes, position.qty,
                      rules.ordered_for_placement(verdict.legs))
 
     def _place(self, work: list[_Work], *, look_up_first: bool | None = None) -> None:

@@ -140,6 +140,7 @@ def _attempt(fe: FailedExit, position: Position, *, recovering: bool) -> None:
     position.qty += settled.moved
     if fe.pk in settled.exits:  # its own order turned out filled or rejected
         fe.move_to(settled.exits[fe.pk])
+        fe.refresh_from_db(fields=["last_error"])  # the settlement's note, kept by the save
         return
     if settled.blocked:
         _attempt_failed(fe, settled.blocked)

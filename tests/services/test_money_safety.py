@@ -116,6 +116,8 @@ def test_nothing_is_sent_for_a_follower_symbol_while_an_order_is_unknown(world):
     assert fe.attempts == 3
     assert sent_at_broker(f1) == [("buy", 2), ("sell", 2)]
     assert retry_due(fe) == "done"  # the look-up answers: it filled
+    fe.refresh_from_db()
+    assert fe.last_error.startswith("settled:")  # says why it is done
     assert broker_position(f1, "ES") == copier_position(f1, "ES") == 0
     assert sent_at_broker(f1) == [("buy", 2), ("sell", 2)]
 
