@@ -69,7 +69,8 @@ def _close_thread_connections(**_: object) -> None:
 # A transactional test ends with a flush; without `available_apps` Django re-runs every
 # post_migrate handler after it (content types, one permission per model and action),
 # which costs more than most of these tests. Tests of the copier's own apps get the
-# cheap flush; those that need users and permissions (the admin's) keep the full one.
+# cheap flush; those that need users and permissions (the admin's), or start a worker in
+# this process, keep the full one.
 OWN_APPS = ["accounts", "brokers", "copier", "django_celery_beat"]
 NEEDS_AUTH = ("tests/admin/", "tests/test_")
 
@@ -80,6 +81,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         if marker is None or not marker.kwargs.get("transaction"):
             continue
         if "available_apps" in marker.kwargs or item.nodeid.startswith(NEEDS_AUTH):
+            continue
+        # a worker started in this process imports every installed app's modules
+        if item.get_closest_marker("worker") or "celery_worker" in item.fixturenames:
             continue
         item.add_marker(pytest.mark.django_db(**marker.kwargs, available_apps=OWN_APPS),
                         append=False)
