@@ -56,6 +56,13 @@ class TradingAccount(models.Model):
         null=True, blank=True, editable=False,
         help_text="When the positions were last re-read from the broker.",
     )
+    # Which listener holds the account's stream (its lease is a PostgreSQL advisory lock
+    # held by that listener's session; these two say who, for the operator).
+    stream_owner = models.CharField(
+        max_length=128, blank=True, default="", editable=False,
+        help_text="The copier_listen process that holds this account's stream.",
+    )
+    stream_owned_since = models.DateTimeField(null=True, blank=True, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

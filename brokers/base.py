@@ -15,6 +15,16 @@ An adapter module provides (the checklist for adding a broker, see README):
 | `poll_events`     | yes      | the stream: fills, position updates, a lost connection     |
 | `connect`/`disconnect` | yes | the listener's session lifecycle                           |
 | `fills_cursor`    | no       | newest fill in the last `positions()`: late fills not recounted |
+| `stream`          | yes      | the live stream `copier_listen` runs (`BrokerStream`)    |
+| `session_obtain`  | venues with logins | log in / renew; only the owning listener calls it |
+| `credential_fields`, `credentials_clean` | venues with logins | the admin's form per kind |
+| `connection_test` | venues with logins | the admin's "test connection" action         |
+| `flatten`         | no       | close one symbol's position at the venue (kill switch)      |
+
+Sessions: a venue's login (token) belongs to the account's owning listener, which
+obtains and renews it and stores it encrypted (`brokers.sessions`); the Celery
+workers that place orders only read it. No login per order: Tradovate flags
+accounts that open thousands of sessions and ProjectX limits them.
 
 A `Fill` carries the broker's `seq` where the venue numbers its fills in order
 (sim: its order id; Tradovate: the fill id; ProjectX: the trade id).
@@ -24,10 +34,10 @@ from __future__ import annotations
 
 import abc
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar, Literal
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 # The rules' vocabulary, re-exported for adapters: an order's side means one thing from
 # the rules to the broker. The rules import only the standard library, so this makes no
@@ -52,7 +62,15 @@ class BrokerError(Exception):
 
 
 class TransientBrokerError(BrokerError):
-    """Unreachable, timeout, 5xx, rate limit: usually resolves itself, so exits are retried."""
+    """Unreachable, timeout, 5xx, rate limit: usually resolves itself, so exits are retried.
+
+    `retry_after`: the seconds the venue asked us to wait (HTTP 429 Retry-After,
+    Tradovate's penalty ticket `p-time`), so that a retry does not come sooner.
+    """
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class OrderOutcomeUnknown(TransientBrokerError):
@@ -118,23 +136,126 @@ class ConnectionLost:
     reason: str = ""
 
 
+@dataclass(frozen=True, slots=True)
+class Session:
+    """A venue login: the token the owning listener obtained, and until when it is good.
+
+    `data` holds what the venue said with it that orders need (Tradovate's user id,
+    the venue's account id): never a password. The token is stored encrypted.
+    """
+
+    token: str
+    expires_at: dt.datetime
+    data: Mapping[str, Any] = field(default_factory=dict)
+
+    def __repr__(self) -> str:  # tokens never reach a log
+        return f"Session(token='***', expires_at={self.expires_at.isoformat()})"
+
+
+@dataclass(frozen=True, slots=True)
+class CredentialField:
+    """One field of a broker kind's login, as the admin asks for it."""
+
+    name: str
+    label: str
+    secret: bool = False
+    required: bool = True
+    help_text: str = ""
+    choices: tuple[tuple[str, str], ...] = ()
+
+
 # No "connection restored" event: the listener's next turn reconnects an account that is
 # not connected, and only the positions read then say the connection is back.
 BrokerEvent = Fill | PositionUpdate | ConnectionLost
 
 
+class BrokerStream(abc.ABC):
+    """One account's live stream, run by the account's owning listener on its event loop.
+
+    The listener opens it, then re-reads the account's positions (the Sync
+    Divergence Guard), then hands every batch `receive` returns to the copier.
+    Opening before reading means nothing falls between the two; what the read
+    already counted, the fills' `seq` tells (see `BrokerAdapter.fills_cursor`).
+    Nothing here may block the loop: blocking work goes to a thread.
+    """
+
+    def __init__(self, adapter: BrokerAdapter, session: Session | None) -> None:
+        self.adapter = adapter
+        self.session = session
+
+    @abc.abstractmethod
+    async def open(self) -> None:
+        """Connect and subscribe; from its return every event of the account is delivered.
+
+        Raises TransientBrokerError (unreachable, refused for now) or
+        PermanentBrokerError (the login is refused: a person must fix it).
+        """
+
+    @abc.abstractmethod
+    async def receive(self) -> list[BrokerEvent]:
+        """Wait for the next events, oldest first (never an empty list).
+
+        Raises TransientBrokerError when the stream is lost: the listener marks
+        the account disconnected, closes the stream and opens a new one after a
+        backoff. Events a venue replays on a new connection (a snapshot's old
+        fills and rejects) are the stream's to drop, by the venue's entity id.
+        """
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Close the connection; safe to call twice and after a failed `open`."""
+
+
 class BrokerAdapter(abc.ABC):
-    """One account's session at one broker."""
+    """One account at one broker: what the workers and the listener ask the venue.
+
+    Instances are reused (`brokers.registry.adapter_for` keeps one per account
+    and process), so an adapter keeps its HTTP connection pool and its cached
+    session warm between orders; it must be safe to call from several threads.
+    """
 
     kind: ClassVar[str]
     label: ClassVar[str]
+    # The admin's credentials form for this kind; empty: the venue needs no login (sim).
+    credential_fields: ClassVar[tuple[CredentialField, ...]] = ()
 
     def __init__(self, account: TradingAccount) -> None:
         self.account = account
 
+    @classmethod
+    def credentials_clean(cls, values: dict[str, str]) -> dict[str, str]:
+        """Check a login as typed in the admin; raise ValueError saying what is wrong."""
+        missing = [f.label for f in cls.credential_fields if f.required and not values.get(f.name)]
+        if missing:
+            raise ValueError(f"missing: {', '.join(missing)}")
+        return {f.name: values[f.name] for f in cls.credential_fields if values.get(f.name)}
+
+    def session_obtain(self, current: Session | None) -> Session | None:
+        """Log in, or renew `current` while it is still good; None: the venue has no login.
+
+        Only the account's owning listener calls this, so there is one session per
+        account however many workers place orders.
+        """
+        return None
+
+    def connection_test(self) -> str:
+        """Log in and list what the venue shows of the account, for a person to read.
+
+        Raises BrokerError saying what failed (the login, the account, the positions).
+        """
+        return f"{self.label}: {len(self.positions())} open position(s)"
+
+    def flatten(self, symbol: str) -> None:
+        """Ask the venue to close the account's position in `symbol` (a request, not a fill)."""
+        raise PermanentBrokerError(f"{self.label}: flatten is not supported")
+
+    def stream(self, session: Session | None) -> BrokerStream:
+        """A new, unopened stream of this account for the listener."""
+        raise NotImplementedError(f"{self.label} has no live stream")
+
     @abc.abstractmethod
     def connect(self) -> None:
-        """Open the session (log in, subscribe to the account's stream)."""
+        """Ready the account for a reconnect's reads (sim: the stream starts from now)."""
 
     @abc.abstractmethod
     def disconnect(self) -> None:
@@ -160,8 +281,10 @@ class BrokerAdapter(abc.ABC):
         """
         def one(item: tuple[TradingAccount, OrderRequest]) -> OrderResult | BrokerError:
             account, request = item
+            from brokers.registry import adapter_for
+
             try:
-                return cls(account).place_order(request)
+                return adapter_for(account).place_order(request)
             except BrokerError as exc:
                 return exc
 
@@ -188,6 +311,10 @@ class BrokerAdapter(abc.ABC):
         """
         return None
 
-    @abc.abstractmethod
     def poll_events(self) -> list[BrokerEvent]:
-        """Stream events received since the last poll, oldest first."""
+        """Events received since the last poll, oldest first: a poll-only venue's stream.
+
+        The sim's stream is its book's undelivered fills; a venue that pushes events
+        over a socket delivers them through `stream()` instead.
+        """
+        raise NotImplementedError(f"{self.label} streams through copier_listen only")

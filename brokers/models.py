@@ -11,6 +11,8 @@ from __future__ import annotations
 from django.db import models
 from django.db.models import Q
 
+from accounts.fields import EncryptedTextField
+
 
 class SimAccount(models.Model):
     """Fault injection switches and reachability of one account at the sim broker."""
@@ -92,3 +94,26 @@ class SimOrder(models.Model):
     def __str__(self) -> str:
         return f"{self.side} {self.qty} {self.symbol} ({self.status})"
 
+
+
+class BrokerSession(models.Model):
+    """A venue login of one account: obtained and renewed by the account's owning listener,
+    read by the workers that place its orders (one session per account, not per order).
+
+    The token is encrypted at rest like the credentials; `data` holds what the venue
+    answered with it that orders need (user id, the venue's account id), never a secret.
+    """
+
+    account = models.OneToOneField(
+        "accounts.TradingAccount", on_delete=models.CASCADE, related_name="broker_session"
+    )
+    token = EncryptedTextField()
+    expires_at = models.DateTimeField()
+    data = models.JSONField(default=dict, blank=True)
+    obtained_at = models.DateTimeField()
+    obtained_by = models.CharField(
+        max_length=128, blank=True, default="", help_text="The listener that logged in."
+    )
+
+    def __str__(self) -> str:
+        return f"session of account {self.account_id} until {self.expires_at:%Y-%m-%d %H:%M}"
