@@ -1,0 +1,121 @@
+"""Local servers that speak a venue's documented wire protocol, on loopback.
+
+The adapters' tests, the replay and fault tests on real protocols, and
+`copier_bench --broker projectx|tradovate` run the real adapters against
+these: REST and the streaming socket as the venue frames them, with the
+venue's failure modes switchable (`inject`). They keep the books a venue
+keeps (accounts, orders by client id, fills, positions) in memory.
+
+Each server runs its own asyncio loop on a thread of the process that
+starts it, so a synchronous test, a Celery worker subprocess and a listener
+subprocess can all talk to it. aiohttp is a development dependency: this
+package is imported by tests and the benchmark only.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import threading
+from collections.abc import Coroutine
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+# What `LocalVenue.inject` can switch on, each for the next N requests of its kind:
+FAULTS = (
+    "http_5xx",        # next order placements answer HTTP 503 (not executed)
+    "rate_limit",      # next requests answer the venue's rate limit (429 / penalty ticket)
+    "reject",          # next order placements are rejected for good by the venue
+    "lose_response",   # next placements execute but the connection drops before the answer
+    "lookup_fail",     # next order look-ups answer HTTP 503
+    "partial",         # next placements fill in two parts (two fills on the stream)
+    "late_fill",       # next placements answer "accepted/working"; the fill comes ~0.3 s later
+    "auth_refused",    # next logins are refused (wrong credentials)
+)
+
+
+class LocalVenue(abc.ABC):
+    """A venue on loopback. Start it, point an account's credentials at it, drive it."""
+
+    kind: str  # the broker kind of the adapter that speaks to it
+
+    def __init__(self) -> None:
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+
+    # --- lifecycle ----------------------------------------------------------------------
+    def start(self) -> LocalVenue:
+        ready = threading.Event()
+
+        def run() -> None:
+            loop = asyncio.new_event_loop()
+            self._loop = loop
+            asyncio.set_event_loop(loop)
+            loop.run_until_complete(self._start())
+            ready.set()
+            loop.run_forever()
+            loop.run_until_complete(self._stop())
+            loop.close()
+
+        self._thread = threading.Thread(target=run, name=f"{self.kind}-venue", daemon=True)
+        self._thread.start()
+        if not ready.wait(10):
+            raise RuntimeError(f"local {self.kind} venue did not start")
+        return self
+
+    def stop(self) -> None:
+        if self._loop is not None and self._thread is not None:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(10)
+            self._loop = self._thread = None
+
+    def call(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Run a coroutine on the venue's loop from any thread and wait for it."""
+        assert self._loop is not None, "venue not started"
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(10)
+
+    @abc.abstractmethod
+    async def _start(self) -> None:
+        """Bind 127.0.0.1 on a free port and serve."""
+
+    @abc.abstractmethod
+    async def _stop(self) -> None: ...
+
+    # --- what a test or the benchmark drives --------------------------------------------
+    @abc.abstractmethod
+    def credentials(self, account_external_id: str) -> dict[str, str]:
+        """Credentials JSON that point an account of this kind at this server."""
+
+    @abc.abstractmethod
+    def account_add(self, name: str) -> str:
+        """Open an account at the venue; returns its venue id (`TradingAccount.external_id`)."""
+
+    @abc.abstractmethod
+    def trade(self, account_external_id: str, symbol: str, side: str, qty: int) -> str:
+        """A trade made at the venue outside the copier (a leader's, a manual one): fills,
+        moves the position and is pushed on the account's stream. Returns the fill id."""
+
+    @abc.abstractmethod
+    def positions(self, account_external_id: str) -> dict[str, int]:
+        """Net position per contract name, flat omitted (what the venue holds)."""
+
+    @abc.abstractmethod
+    def orders(self, account_external_id: str) -> list[dict[str, Any]]:
+        """Every order the venue received for the account, in order (for assertions)."""
+
+    @abc.abstractmethod
+    def inject(self, fault: str, count: int = 1) -> None:
+        """Switch a failure mode on for the next `count` requests (see FAULTS)."""
+
+    @abc.abstractmethod
+    def streams_drop(self) -> None:
+        """Close every open stream socket, as a venue restart or network blip does."""
+
+    @abc.abstractmethod
+    def tokens_expire(self) -> None:
+        """Make every issued token expire now (the next call with one gets 401)."""
+
+    @abc.abstractmethod
+    def set_reachable(self, reachable: bool) -> None:
+        """Refuse every connection (REST and stream) while False: an outage."""
