@@ -92,9 +92,17 @@ class LocalVenue(abc.ABC):
         """Open an account at the venue; returns its venue id (`TradingAccount.external_id`)."""
 
     @abc.abstractmethod
-    def trade(self, account_external_id: str, symbol: str, side: str, qty: int) -> str:
+    def trade(self, account_external_id: str, symbol: str, side: str, qty: int,
+              fill_id: str | None = None) -> str:
         """A trade made at the venue outside the copier (a leader's, a manual one): fills,
-        moves the position and is pushed on the account's stream. Returns the fill id."""
+        moves the position and is pushed on the account's stream. Returns the fill id.
+
+        A `fill_id` the venue made before is not a new trade: the stream delivers that
+        fill again (a venue's duplicate delivery) and nothing moves."""
+
+    @abc.abstractmethod
+    def contract_add(self, name: str) -> None:
+        """List a contract (by its name, e.g. `ESZ6`) at the venue; idempotent."""
 
     @abc.abstractmethod
     def positions(self, account_external_id: str) -> dict[str, int]:
@@ -105,8 +113,10 @@ class LocalVenue(abc.ABC):
         """Every order the venue received for the account, in order (for assertions)."""
 
     @abc.abstractmethod
-    def inject(self, fault: str, count: int = 1) -> None:
-        """Switch a failure mode on for the next `count` requests (see FAULTS)."""
+    def inject(self, fault: str, count: int = 1, *,
+               account_external_id: str | None = None) -> None:
+        """Switch a failure mode on for the next `count` requests (see FAULTS), of one
+        account's or of any."""
 
     @abc.abstractmethod
     def streams_drop(self) -> None:
@@ -117,5 +127,6 @@ class LocalVenue(abc.ABC):
         """Make every issued token expire now (the next call with one gets 401)."""
 
     @abc.abstractmethod
-    def set_reachable(self, reachable: bool) -> None:
-        """Refuse every connection (REST and stream) while False: an outage."""
+    def set_reachable(self, reachable: bool, *, account_external_id: str | None = None) -> None:
+        """While False, refuse every request and stream of the account (or of all) and
+        drop its open streams: an outage as the copier sees it."""
