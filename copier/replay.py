@@ -1,6 +1,7 @@
-"""Scenario replay: drive the real services and Celery tasks against the sim broker.
+"""Scenario replay: drive the real services and Celery tasks against a broker.
 
-Each step acts on the sim broker the way a trader or an outage would, then
+Each step acts at the broker (the sim, or a local venue server: see
+`copier.replay_brokers`) the way a trader or an outage would, then
 lets the copier's listener see it (`broker_events_pump`), exactly as in
 production. Time is a controlled clock: `advance` runs every retry that falls
 due, at its due time and in order, then the periodic tasks. The tasks run
@@ -21,17 +22,14 @@ from celery import signals
 from django.db import transaction
 
 from accounts.models import TradingAccount
-from brokers.models import SimPosition
-from brokers.sim import SimBroker
 from copier import clock, tasks
 from copier.celery import app
 from copier.models import CopyGroup, Decision, FailedExit, Follower, LeaderEvent, Order, Quarantine
+from copier.replay_brokers import SimBrokerDriver, VenueBrokerDriver
 from copier.scenario import Scenario, ScenarioError, Step
 from copier.services import engine
 from copier.services.ingest import events_redispatch
-from copier.services.listener import broker_events_pump
 from copier.services.quarantine import quarantine_lift
-from copier.services.sync_guard import connection_restored
 
 EPOCH = dt.datetime(2026, 1, 5, 14, 30, tzinfo=dt.UTC)
 MAX_RETRIES_PER_ADVANCE = 10_000
@@ -98,9 +96,11 @@ class _Crash(Exception):
 
 
 class Replay:
-    def __init__(self, scenario: Scenario, *, tracker: TaskTracker | None = None) -> None:
+    def __init__(self, scenario: Scenario, *, tracker: TaskTracker | None = None,
+                 broker: SimBrokerDriver | VenueBrokerDriver | None = None) -> None:
         self.scenario = scenario
         self.tracker = tracker
+        self.broker = broker or SimBrokerDriver()
         self.accounts: dict[str, TradingAccount] = {}
         self.crash_next = False
 
@@ -133,7 +133,7 @@ class Replay:
                 "replay on a fresh one (run without --keep)"
             )
         for name in self.scenario.accounts:
-            self.accounts[name] = TradingAccount.objects.create(name=name, broker="sim")
+            self.accounts[name] = self.broker.account_create(name)
         for spec in self.scenario.groups:
             group = CopyGroup.objects.create(
                 name=spec.name, leader=self.accounts[spec.leader], reverse=spec.reverse,
@@ -147,19 +147,17 @@ class Replay:
         self._settle()
 
     def _pump(self, account: TradingAccount) -> None:
-        account.refresh_from_db()
-        broker_events_pump(account=account)
+        self.broker.pump(account)
 
-    def _sim(self, step: Step) -> tuple[TradingAccount, SimBroker]:
-        account = self.accounts[step.args["account"]]
-        return account, SimBroker(account)
+    def _account(self, step: Step) -> TradingAccount:
+        return self.accounts[step.args["account"]]
 
     # --- ops -------------------------------------------------------------------------------
     def _op_fill(self, step: Step) -> None:
-        account, sim = self._sim(step)
+        account = self._account(step)
         a = step.args
         # no fill_id: a fill of its own, never a duplicate of another step's
-        sim.execute_fill(a["symbol"], a["side"], a["qty"], a.get("fill_id"))
+        self.broker.fill(account, a["symbol"], a["side"], a["qty"], a.get("fill_id"))
         if self.crash_next and account.led_groups.exists():
             self.crash_next = False
             self._crash_copy(account)
@@ -185,25 +183,22 @@ class Replay:
                 pass
 
     def _op_outage(self, step: Step) -> None:
-        account, sim = self._sim(step)
-        sim.set_reachable(False)
+        account = self._account(step)
+        self.broker.reachable_set(account, False)
         self._pump(account)
 
     def _op_restore(self, step: Step) -> None:
         """A reconnect, on an account that is connected too: a new session, positions
         compared, queued exits attempted at once."""
-        account, sim = self._sim(step)
-        sim.set_reachable(True)
-        account.refresh_from_db()
-        if account.is_connected:
-            connection_restored(account=account)
-        self._pump(account)
+        account = self._account(step)
+        self.broker.reachable_set(account, True)
+        self.broker.reconnect(account)
 
     def _op_fail_orders(self, step: Step) -> None:
-        self._sim(step)[1].inject(fail=step.args["count"])
+        self.broker.inject(self._account(step), "fail", step.args["count"])
 
     def _op_reject_orders(self, step: Step) -> None:
-        self._sim(step)[1].inject(reject=step.args["count"])
+        self.broker.inject(self._account(step), "reject", step.args["count"])
 
     def _op_release(self, step: Step) -> None:
         quarantine_lift(account=self.accounts[step.args["account"]], symbol=step.args["symbol"],
@@ -268,13 +263,7 @@ class Replay:
     # --- output ----------------------------------------------------------------------------
     def output(self) -> dict[str, Any]:
         names = self.scenario.accounts
-        positions: dict[str, dict[str, int]] = {}
-        for row in (
-            SimPosition.objects.using("broker").filter(book__account__name__in=names)
-            .exclude(qty=0).order_by("book__account__name", "symbol")
-            .values("book__account__name", "symbol", "qty")
-        ):
-            positions.setdefault(row["book__account__name"], {})[row["symbol"]] = row["qty"]
+        positions = self.broker.positions(names)
         event_numbers = {
             pk: n for n, pk in enumerate(
                 LeaderEvent.objects.filter(account__name__in=names).order_by("id")

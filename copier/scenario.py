@@ -57,6 +57,11 @@ class Scenario:
     groups: tuple[GroupSpec, ...]
     steps: tuple[Step, ...]
 
+    @property
+    def symbols(self) -> list[str]:
+        """Every symbol the steps trade: a venue lists them as contracts before the replay."""
+        return sorted({str(s.args["symbol"]) for s in self.steps if "symbol" in s.args})
+
 
 def _text(where: str, value: Any, what: str) -> str:
     if not isinstance(value, str) or not value.strip():

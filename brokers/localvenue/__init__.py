@@ -130,3 +130,22 @@ class LocalVenue(abc.ABC):
     def set_reachable(self, reachable: bool, *, account_external_id: str | None = None) -> None:
         """While False, refuse every request and stream of the account (or of all) and
         drop its open streams: an outage as the copier sees it."""
+
+
+VENUES = {
+    "projectx": "brokers.localvenue.projectx.ProjectXVenue",
+    "tradovate": "brokers.localvenue.tradovate.TradovateVenue",
+}
+
+
+def venue_start(kind: str) -> LocalVenue:
+    """A started local server of the venue behind broker kind `kind`."""
+    from django.utils.module_loading import import_string
+
+    try:
+        path = VENUES[kind]
+    except KeyError:
+        raise ValueError(f"no local server for broker {kind!r}; known: {', '.join(VENUES)}") \
+            from None
+    venue: LocalVenue = import_string(path)()
+    return venue.start()

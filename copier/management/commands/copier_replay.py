@@ -34,6 +34,9 @@ class Command(BaseCommand):
         parser.add_argument("--live", action="store_true",
                             help="run tasks through the configured Redis and a real worker "
                                  "(implies --keep)")
+        parser.add_argument("--broker", default="sim", choices=["sim", "projectx", "tradovate"],
+                            help="where the accounts trade: the sim, or a local server that "
+                                 "speaks the venue's protocol, through the real adapter")
         parser.add_argument("--indent", type=int, default=1)
 
     def handle(self, *args: Any, **options: Any) -> None:
@@ -46,6 +49,7 @@ class Command(BaseCommand):
             scenario = load(text)
         except ScenarioError as exc:
             raise CommandError(str(exc)) from None
+        self.broker: str = options["broker"]
         if not (options["live"] or options["keep"]):
             self.stdout.write(self._private(path, options["indent"]), ending="")
             return
@@ -53,16 +57,16 @@ class Command(BaseCommand):
         self.stdout.write(json.dumps(result, indent=options["indent"]))
 
     def _eager(self, scenario: Scenario) -> dict[str, Any]:
-        from copier.replay import Replay, eager_tasks
+        from copier.replay import eager_tasks
 
         with eager_tasks():
-            return self._replay(Replay(scenario))
+            return self._replay(scenario)
 
     def _live(self, scenario: Scenario) -> dict[str, Any]:
         from celery.contrib.testing.worker import start_worker
 
         from copier.celery import app
-        from copier.replay import Replay, TaskTracker
+        from copier.replay import TaskTracker
 
         tracker = TaskTracker()
         tracker.connect()
@@ -71,16 +75,32 @@ class Command(BaseCommand):
         try:
             with start_worker(app, pool="threads", concurrency=4, perform_ping_check=False,
                               loglevel="WARNING", shutdown_timeout=30):
-                return self._replay(Replay(scenario, tracker=tracker))
+                return self._replay(scenario, tracker=tracker)
         finally:
             task_postrun.disconnect(_close_thread_connections)
             tracker.disconnect()
 
-    def _replay(self, replay: Any) -> dict[str, Any]:
+    def _replay(self, scenario: Scenario, tracker: Any = None) -> dict[str, Any]:
+        from copier.replay import Replay
+        from copier.replay_brokers import SimBrokerDriver, VenueBrokerDriver
+
+        broker: SimBrokerDriver | VenueBrokerDriver
+        venue = None
+        if self.broker == "sim":
+            broker = SimBrokerDriver()
+        else:
+            from brokers.localvenue import venue_start
+
+            venue = venue_start(self.broker)
+            broker = VenueBrokerDriver(venue, scenario.symbols)
         try:
-            return replay.run()
+            return Replay(scenario, tracker=tracker, broker=broker).run()
         except ScenarioError as exc:
             raise CommandError(str(exc)) from None
+        finally:
+            broker.close()
+            if venue is not None:
+                venue.stop()
 
     def _private(self, path: Path, indent: int) -> str:
         """A private PostgreSQL for this run only; the replay itself runs in a child."""
@@ -99,7 +119,8 @@ class Command(BaseCommand):
                     raise CommandError(f"migrating the private database failed: "
                                        f"{migrate.stderr.strip().splitlines()[-1:]}")
                 child = subprocess.run(
-                    [*manage, "copier_replay", "--keep", "--indent", str(indent), str(path)],
+                    [*manage, "copier_replay", "--keep", "--indent", str(indent),
+                     "--broker", self.broker, str(path)],
                     env=env, capture_output=True, text=True, check=False,
                 )
             finally:

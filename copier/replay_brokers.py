@@ -1,0 +1,178 @@
+"""Where a replay's accounts trade: the sim, or a local server speaking a venue's protocol.
+
+The replay's steps act at the broker (a trade, an outage, a rejected order) and
+then let the copier's listener see it. On the sim, "seeing" is one poll of its
+book; on a venue (`--broker projectx|tradovate`), the real adapter's stream
+reads the frames the local server pushed, over a socket, and the same
+`broker_events_handle` as in `copier_listen` gets them: the scenarios then prove
+the adapters and their streams, not only the engine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from accounts.models import TradingAccount
+from brokers.base import BrokerError, BrokerStream, Session, Side, TransientBrokerError
+from brokers.models import SimPosition
+from brokers.registry import adapter_for
+from brokers.sessions import session_save
+from brokers.sim import SimBroker
+from copier.services.listener import broker_events_handle, broker_events_pump
+from copier.services.sync_guard import connection_lost, connection_restored
+
+if TYPE_CHECKING:
+    from brokers.localvenue import LocalVenue
+
+# A stream has said all it will about a step when it stays quiet this long: the local
+# server has pushed every frame of the step before its call returned.
+QUIET_SECONDS = 0.15
+# Each step's faults at the venue, by the scenario op that asks for them.
+FAULT_OF_OP = {"fail": "http_5xx", "reject": "reject"}
+
+
+class SimBrokerDriver:
+    kind = "sim"
+
+    def account_create(self, name: str) -> TradingAccount:
+        return TradingAccount.objects.create(name=name, broker="sim")
+
+    def pump(self, account: TradingAccount) -> None:
+        account.refresh_from_db()
+        broker_events_pump(account=account)
+
+    def reconnect(self, account: TradingAccount) -> None:
+        account.refresh_from_db()
+        if account.is_connected:
+            connection_restored(account=account)
+        self.pump(account)
+
+    def fill(self, account: TradingAccount, symbol: str, side: str, qty: int,
+             fill_id: str | None) -> None:
+        SimBroker(account).execute_fill(symbol, Side(side), qty, fill_id)
+
+    def reachable_set(self, account: TradingAccount, reachable: bool) -> None:
+        SimBroker(account).set_reachable(reachable)
+
+    def inject(self, account: TradingAccount, fault: str, count: int) -> None:
+        SimBroker(account).inject(**{fault: count})
+
+    def positions(self, names: Sequence[str]) -> dict[str, dict[str, int]]:
+        held: dict[str, dict[str, int]] = {}
+        for row in (
+            SimPosition.objects.using("broker").filter(book__account__name__in=names)
+            .exclude(qty=0).order_by("book__account__name", "symbol")
+            .values("book__account__name", "symbol", "qty")
+        ):
+            held.setdefault(row["book__account__name"], {})[row["symbol"]] = row["qty"]
+        return held
+
+    def close(self) -> None:
+        """Nothing to stop: the sim lives in the database."""
+
+
+class VenueBrokerDriver:
+    """Accounts at a local protocol server; each with the real adapter's stream, kept open
+    on an event loop of its own thread, as the listener keeps them."""
+
+    def __init__(self, venue: LocalVenue, symbols: list[str]) -> None:
+        self.venue = venue
+        self.kind = venue.kind
+        for symbol in symbols:
+            venue.contract_add(symbol)
+        self.streams: dict[int, BrokerStream] = {}
+        self.sessions: dict[int, Session | None] = {}
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name="replay-streams",
+                                       daemon=True)
+        self.thread.start()
+
+    def _run(self, coro: Any) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(30)
+
+    def account_create(self, name: str) -> TradingAccount:
+        external_id = self.venue.account_add(name)
+        account = TradingAccount.objects.create(
+            name=name, broker=self.kind, external_id=external_id,
+            credentials=json.dumps(self.venue.credentials(external_id)),
+        )
+        session = adapter_for(account).session_obtain(None)
+        if session is not None:
+            session_save(account.pk, session, obtained_by="replay")
+        self.sessions[account.pk] = session
+        return account
+
+    def _stream_open(self, account: TradingAccount) -> bool:
+        """The listener's connect: the stream first, then the positions (the guard)."""
+        stream = adapter_for(account).stream(self.sessions[account.pk])
+        try:
+            self._run(stream.open())
+            connection_restored(account=account)
+        except BrokerError as exc:
+            self._run(stream.close())
+            connection_lost(account=account, reason=exc.message)
+            return False
+        self.streams[account.pk] = stream
+        return True
+
+    def _stream_drop(self, account: TradingAccount, reason: str) -> None:
+        stream = self.streams.pop(account.pk, None)
+        if stream is not None:
+            self._run(stream.close())
+        connection_lost(account=account, reason=reason)
+
+    async def _drain(self, stream: BrokerStream) -> list[Any]:
+        events: list[Any] = []
+        while True:
+            try:
+                events += await asyncio.wait_for(stream.receive(), QUIET_SECONDS)
+            except TimeoutError:
+                return events
+
+    def pump(self, account: TradingAccount) -> None:
+        account.refresh_from_db()
+        needs_connect = account.pk not in self.streams or not account.is_connected
+        if needs_connect and not self._stream_open(account):
+            return
+        try:
+            events = self._run(self._drain(self.streams[account.pk]))
+        except TransientBrokerError as exc:
+            self._stream_drop(account, exc.message)
+            return
+        if events:
+            broker_events_handle(account=account, events=events)
+
+    def reconnect(self, account: TradingAccount) -> None:
+        account.refresh_from_db()
+        if account.pk in self.streams:
+            self._stream_drop(account, "reconnect")
+        self.pump(account)
+
+    def fill(self, account: TradingAccount, symbol: str, side: str, qty: int,
+             fill_id: str | None) -> None:
+        self.venue.trade(account.external_id, symbol, side, qty, fill_id)
+
+    def reachable_set(self, account: TradingAccount, reachable: bool) -> None:
+        self.venue.set_reachable(reachable, account_external_id=account.external_id)
+
+    def inject(self, account: TradingAccount, fault: str, count: int) -> None:
+        self.venue.inject(FAULT_OF_OP[fault], count, account_external_id=account.external_id)
+
+    def positions(self, names: Sequence[str]) -> dict[str, dict[str, int]]:
+        held: dict[str, dict[str, int]] = {}
+        for account in TradingAccount.objects.filter(name__in=names).order_by("name"):
+            venue_held = self.venue.positions(account.external_id)
+            if venue_held:
+                held[account.name] = dict(sorted(venue_held.items()))
+        return held
+
+    def close(self) -> None:
+        for stream in self.streams.values():
+            self._run(stream.close())
+        self.streams.clear()
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
