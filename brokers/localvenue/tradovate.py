@@ -248,6 +248,13 @@ class TradovateVenue(LocalVenue):
                 await self._listen()
         self.call(switch())
 
+    def fill_replay(self, fill_id: str) -> None:
+        """Push a fill entity again, as a venue does on a replay (eventType Updated)."""
+        async def replay() -> None:
+            fill = self._fills[int(fill_id)]
+            self._push(self._orders[fill["orderId"]]["accountId"], "fill", "Updated", fill)
+        self.call(replay())
+
     def socket_count(self) -> int:
         async def count() -> int:
             return len(self._sockets)
