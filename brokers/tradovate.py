@@ -438,15 +438,16 @@ class TradovateBroker(BrokerAdapter):
         """What the order did so far: filled (all, or all it ever will), rejected, working."""
         fills = self._call("GET", "/fill/deps", params={"masterid": order_id})
         filled = sum(int(f.get("qty", 0)) for f in fills if f.get("active", True))
-        if filled >= qty and order is None:
+        complete = qty > 0 and filled >= qty
+        if complete and order is None:
             return OrderResult(client_order_id, str(order_id), "filled", filled)
         if order is None:
             order = self._call("GET", "/order/item", params={"id": order_id})
             assert isinstance(order, dict)
         status = str(order.get("ordStatus", ""))
-        if filled >= qty or (filled and status in DONE_STATUSES):
+        if complete or (filled and status in DONE_STATUSES):
             return OrderResult(client_order_id, str(order_id), "filled", filled,
-                               message="" if filled >= qty else f"{status} after {filled}")
+                               message="" if complete else f"{status} after {filled}")
         if status in DONE_STATUSES:
             return OrderResult(client_order_id, str(order_id), "rejected", 0,
                                message=self._reject_text(order_id, status))
