@@ -624,7 +624,13 @@ class TradovateStream(BrokerStream):
             async with asyncio.timeout(SYNC_TIMEOUT):
                 await self._ws.send(f"user/syncrequest\n1\n\n{json.dumps({'users': [user_id]})}")
                 reply = await self._reply(1)
-            if reply.get("s") != 200 or not isinstance(reply.get("d"), dict):
+            snapshot = reply.get("d")
+            if isinstance(snapshot, dict) and "p-ticket" in snapshot:  # penalties apply here too
+                wait = CAPTCHA_WAIT if snapshot.get("p-captcha") else float(
+                    snapshot.get("p-time") or 60)
+                raise TransientBrokerError(f"{LABEL} stream: syncrequest rate limited",
+                                           retry_after=wait)
+            if reply.get("s") != 200 or not isinstance(snapshot, dict):
                 raise TransientBrokerError(f"{LABEL} stream: syncrequest refused "
                                            f"({reply.get('s')}: {reply.get('d')})")
             self._snapshot_learn(reply["d"])
