@@ -1,0 +1,727 @@
+"""A local Tradovate: its REST paths and its WebSocket framing, with its books in memory.
+
+What it reproduces, because the adapter has to survive each of these at the real venue:
+- paths matched case-insensitively (the official examples send both `placeOrder` and
+  `placeorder`); tokens with an `expirationTime` that expire (401 after);
+  `renewaccesstoken` keeps the session, `accesstokenrequest` opens a new one (counted);
+- penalty tickets: HTTP 200 `{"p-ticket", "p-time"}` (`p-captcha` on a login flood); a
+  resend carrying the ticket passes; an auth rate limit per user;
+- orders as the venue keeps them: Order, OrderVersion (the quantity), Command (the
+  `clOrdId`), CommandReport (the reject reason), Fill, Position, all numbered from one
+  increasing counter (fill ids grow with time, as the adapter's `seq` needs);
+- the socket: `o`, `h`, `a[...]`, `c[code,"reason"]` frames, `authorize`, the
+  `user/syncrequest` snapshot, `props` pushes, a client silent too long is dropped, a
+  connection quota per user that closes the OLDEST socket (shutdown
+  `ConnectionQuotaReached`) and revokes its token.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import itertools
+import json
+import secrets
+import socket
+import time
+import weakref
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import WSMsgType, web
+
+from brokers.localvenue import FAULTS, LocalVenue
+
+CONTRACTS = {"ESZ6": 3_570_918, "MESZ6": 3_570_919, "NQZ6": 3_570_920, "MNQZ6": 3_570_921}
+PRICES = {"ESZ6": 6_012.25, "MESZ6": 6_012.25, "NQZ6": 21_450.5, "MNQZ6": 21_450.5}
+USER_NAME = "copier-demo"
+PASSWORD = "local-venue-password"  # noqa: S105 - a local test server's fixed login
+APP_SECRET = "local-venue-app-secret"  # noqa: S105
+LOOKUP_PATHS = ("/command/list", "/command/deps", "/order/item", "/fill/deps")
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def _iso(at: dt.datetime) -> str:
+    return at.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _trade_date(at: dt.datetime) -> dict[str, int]:
+    return {"year": at.year, "month": at.month, "day": at.day}
+
+
+@dataclass
+class _Token:
+    value: str
+    user_id: int
+    session_id: int
+    expires_at: float  # time.time()
+    revoked: bool = False
+
+    @property
+    def good(self) -> bool:
+        return not self.revoked and self.expires_at > time.time()
+
+
+@dataclass
+class _Socket:
+    ws: web.WebSocketResponse
+    opened_at: float
+    last_heard: float
+    token: _Token | None = None
+    synced: bool = False
+    heartbeats: int = 0
+    # One writer per socket: frames leave in the order they were queued; None closes.
+    outbox: asyncio.Queue[str | None] = field(default_factory=asyncio.Queue)
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+
+class TradovateVenue(LocalVenue):
+    """Tradovate on loopback; every public method is safe to call from the test's thread."""
+
+    kind = "tradovate"
+
+    def __init__(self, *, ws_quota: int = 3, auth_per_minute: int = 10,
+                 token_lifetime: float = 80 * 60, penalty_seconds: float = 1.0,
+                 silence_limit: float = 10.0, server_heartbeat: float = 2.5) -> None:
+        super().__init__()
+        self.ws_quota = ws_quota
+        self.auth_per_minute = auth_per_minute
+        self.token_lifetime = token_lifetime
+        self.penalty_seconds = penalty_seconds
+        self.silence_limit = silence_limit
+        self.server_heartbeat = server_heartbeat
+        self.reject_reason = "AccountClosed"
+        self.reject_text = "Account is closed"
+        self.user_id = 90_001
+        self._ids = itertools.count(1_000_001)
+        self._accounts: dict[int, dict[str, Any]] = {}
+        self._orders: dict[int, dict[str, Any]] = {}
+        self._versions: dict[int, dict[str, Any]] = {}
+        self._commands: dict[int, dict[str, Any]] = {}
+        self._reports: dict[int, dict[str, Any]] = {}
+        self._fills: dict[int, dict[str, Any]] = {}
+        self._positions: dict[tuple[int, int], dict[str, Any]] = {}
+        self._tokens: dict[str, _Token] = {}
+        self._tickets: set[str] = set()
+        self._logins: list[float] = []
+        self._faults: dict[str, int] = dict.fromkeys(FAULTS, 0)
+        self._sockets: list[_Socket] = []
+        self._transports: weakref.WeakSet[asyncio.BaseTransport] = weakref.WeakSet()
+        self._reachable = True
+        self._runner: web.AppRunner | None = None
+        self._site: web.SockSite | None = None
+        self.port = 0
+        self._heartbeats_total = 0
+        # What a test asserts on.
+        self.sessions_opened = 0
+        self.renewals = 0
+        self.requests: list[tuple[str, str, dict[str, Any]]] = []
+
+    # --- lifecycle ----------------------------------------------------------------------
+    async def _start(self) -> None:
+        app = web.Application(middlewares=[self._middleware])
+        app.router.add_route("*", "/{tail:.*}", self._route)
+        self._runner = web.AppRunner(app, handle_signals=False, access_log=None)
+        await self._runner.setup()
+        await self._listen()
+
+    async def _listen(self) -> None:
+        assert self._runner is not None
+        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", self.port))
+        self.port = listener.getsockname()[1]
+        self._site = web.SockSite(self._runner, listener)
+        await self._site.start()
+
+    async def _stop(self) -> None:
+        for sock in list(self._sockets):
+            await self._socket_close(sock, None)
+        await asyncio.sleep(0)
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    @property
+    def api_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/v1/websocket"
+
+    # --- what a test drives -------------------------------------------------------------
+    def credentials(self, account_external_id: str) -> dict[str, str]:
+        return {"name": USER_NAME, "password": PASSWORD, "app_id": "copier",
+                "app_version": "1.0", "cid": "8", "sec": APP_SECRET, "environment": "demo",
+                "api_url": self.api_url, "ws_url": self.ws_url}
+
+    def account_add(self, name: str) -> str:
+        async def add() -> str:
+            account_id = next(self._ids)
+            self._accounts[account_id] = {
+                "id": account_id, "name": name, "userId": self.user_id, "accountType": "Customer",
+                "active": True, "clearingHouseId": 2, "riskCategoryId": 2,
+                "autoLiqProfileId": 2, "marginAccountType": "Speculator",
+                "legalStatus": "Individual", "archived": False,
+                "timestamp": _iso(_now()),
+            }
+            return str(account_id)
+        return self.call(add())
+
+    def trade(self, account_external_id: str, symbol: str, side: str, qty: int) -> str:
+        async def trade() -> str:
+            order = self._order_new(int(account_external_id), symbol, side, qty, cl_ord_id=None,
+                                    automated=False)
+            return str(self._fill(order, qty))
+        return self.call(trade())
+
+    def positions(self, account_external_id: str) -> dict[str, int]:
+        async def read() -> dict[str, int]:
+            names = {v: k for k, v in CONTRACTS.items()}
+            return {names[p["contractId"]]: p["netPos"] for p in self._positions.values()
+                    if p["accountId"] == int(account_external_id) and p["netPos"]}
+        return self.call(read())
+
+    def orders(self, account_external_id: str) -> list[dict[str, Any]]:
+        async def read() -> list[dict[str, Any]]:
+            names = {v: k for k, v in CONTRACTS.items()}
+            out = []
+            for order in self._orders.values():
+                if order["accountId"] != int(account_external_id):
+                    continue
+                command = next(c for c in self._commands.values() if c["orderId"] == order["id"])
+                out.append({
+                    "id": order["id"], "clOrdId": command.get("clOrdId"),
+                    "symbol": names[order["contractId"]], "action": order["action"],
+                    "orderQty": self._versions[order["id"]]["orderQty"],
+                    "ordStatus": order["ordStatus"], "isAutomated": command["isAutomated"],
+                    "filled": sum(f["qty"] for f in self._fills.values()
+                                  if f["orderId"] == order["id"]),
+                })
+            return out
+        return self.call(read())
+
+    def inject(self, fault: str, count: int = 1) -> None:
+        if fault not in FAULTS:
+            raise ValueError(f"unknown fault {fault!r}; known: {', '.join(FAULTS)}")
+
+        async def add() -> None:
+            self._faults[fault] += count
+        self.call(add())
+
+    def streams_drop(self) -> None:
+        async def drop() -> None:
+            for sock in list(self._sockets):
+                await self._socket_close(sock, None)
+        self.call(drop())
+
+    def streams_shutdown(self, reason_code: str = "Maintenance") -> None:
+        """The venue's own goodbye: a `shutdown` event, then the socket closes."""
+        async def shutdown() -> None:
+            for sock in list(self._sockets):
+                await self._socket_close(sock, reason_code)
+        self.call(shutdown())
+
+    def tokens_expire(self) -> None:
+        async def expire() -> None:
+            for token in self._tokens.values():
+                token.expires_at = time.time() - 1
+        self.call(expire())
+
+    def set_reachable(self, reachable: bool) -> None:
+        async def switch() -> None:
+            self._reachable = reachable
+            if not reachable:
+                if self._site is not None:
+                    await self._site.stop()
+                    self._site = None
+                for transport in list(self._transports):
+                    transport.close()
+                for sock in list(self._sockets):
+                    await self._socket_close(sock, None)
+            elif self._site is None:
+                await self._listen()
+        self.call(switch())
+
+    def fill_replay(self, fill_id: str) -> None:
+        """Push a fill entity again, as a venue does on a replay (eventType Updated)."""
+        async def replay() -> None:
+            fill = self._fills[int(fill_id)]
+            self._push(self._orders[fill["orderId"]]["accountId"], "fill", "Updated", fill)
+        self.call(replay())
+
+    def socket_count(self) -> int:
+        async def count() -> int:
+            return len(self._sockets)
+        return self.call(count())
+
+    def heartbeats_heard(self) -> int:
+        """Client `[]` heartbeats heard, over every socket ever opened."""
+        async def count() -> int:
+            return self._heartbeats_total
+        return self.call(count())
+
+    # --- HTTP -----------------------------------------------------------------------------
+    @web.middleware
+    async def _middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.transport is not None:
+            self._transports.add(request.transport)
+        if not self._reachable:
+            if request.transport is not None:
+                request.transport.close()
+            raise web.HTTPServiceUnavailable
+        return await handler(request)
+
+    async def _route(self, request: web.Request) -> web.StreamResponse:
+        path = request.path.lower()
+        if path == "/v1/websocket":
+            return await self._socket(request)
+        if not path.startswith("/v1/"):
+            raise web.HTTPNotFound
+        path = path[3:]
+        body: dict[str, Any] = {}
+        if request.can_read_body:
+            try:
+                body = await request.json()
+            except json.JSONDecodeError:
+                return web.json_response({"errorText": "malformed JSON"}, status=400)
+        self.requests.append((request.method, path, body))
+        penalty = self._penalty(body)
+        if penalty is not None:
+            return web.json_response(penalty)
+        if path == "/auth/accesstokenrequest" and request.method == "POST":
+            return self._login(body)
+        token = self._bearer(request)
+        if token is None:
+            return web.Response(status=401, text="Access is denied")
+        handler = self._handlers().get((request.method, path))
+        if handler is None:
+            raise web.HTTPNotFound
+        if path in LOOKUP_PATHS and self._take("lookup_fail"):
+            return web.Response(status=503, text="Service Unavailable")
+        return await handler(request, token, body)
+
+    def _handlers(self) -> dict[tuple[str, str], Callable[..., Awaitable[web.StreamResponse]]]:
+        return {
+            ("GET", "/auth/renewaccesstoken"): self._renew,
+            ("GET", "/account/list"): self._account_list,
+            ("GET", "/position/list"): self._position_list,
+            ("GET", "/fill/list"): self._fill_list,
+            ("GET", "/fill/deps"): self._fill_deps,
+            ("GET", "/order/list"): self._order_list,
+            ("GET", "/order/item"): self._order_item,
+            ("GET", "/orderversion/deps"): self._version_deps,
+            ("GET", "/command/list"): self._command_list,
+            ("GET", "/command/deps"): self._command_deps,
+            ("GET", "/commandreport/deps"): self._report_deps,
+            ("GET", "/contract/item"): self._contract_item,
+            ("GET", "/contract/find"): self._contract_find,
+            ("POST", "/order/placeorder"): self._place,
+            ("POST", "/order/liquidateposition"): self._liquidate,
+        }
+
+    def _take(self, fault: str) -> bool:
+        if self._faults[fault] > 0:
+            self._faults[fault] -= 1
+            return True
+        return False
+
+    def _penalty(self, body: dict[str, Any]) -> dict[str, Any] | None:
+        """A resend carrying a ticket we issued passes; otherwise a rate_limit fault tickets."""
+        ticket = body.pop("p-ticket", None)
+        if ticket in self._tickets:
+            self._tickets.discard(ticket)
+            return None
+        if self._take("rate_limit"):
+            return self._ticket(captcha=False)
+        return None
+
+    def _ticket(self, *, captcha: bool) -> dict[str, Any]:
+        ticket = secrets.token_hex(16)
+        self._tickets.add(ticket)
+        answer: dict[str, Any] = {"p-ticket": ticket, "p-time": self.penalty_seconds}
+        if captcha:
+            answer["p-captcha"] = True
+        return answer
+
+    def _bearer(self, request: web.Request) -> _Token | None:
+        header = request.headers.get("Authorization", "")
+        if not header.startswith("Bearer "):
+            return None
+        token = self._tokens.get(header[7:].strip())
+        return token if token is not None and token.good else None
+
+    def _token_issue(self, user_id: int, session_id: int) -> _Token:
+        token = _Token(secrets.token_urlsafe(32), user_id, session_id,
+                       time.time() + self.token_lifetime)
+        self._tokens[token.value] = token
+        return token
+
+    def _token_answer(self, token: _Token) -> dict[str, Any]:
+        expires = dt.datetime.fromtimestamp(token.expires_at, dt.UTC)
+        return {"accessToken": token.value, "mdAccessToken": secrets.token_urlsafe(32),
+                "expirationTime": _iso(expires), "userStatus": "Active",
+                "userId": token.user_id, "name": USER_NAME, "hasLive": False}
+
+    def _login(self, body: dict[str, Any]) -> web.Response:
+        now = time.time()
+        self._logins = [t for t in self._logins if t > now - 60]
+        if len(self._logins) >= self.auth_per_minute:  # a login flood: the captcha penalty
+            return web.json_response(self._ticket(captcha=True))
+        self._logins.append(now)
+        refused = self._take("auth_refused") or (body.get("name"), body.get("password"),
+                                                 body.get("sec")) != (USER_NAME, PASSWORD,
+                                                                      APP_SECRET)
+        if refused:
+            return web.json_response({"errorText": "Incorrect username or password. Please "
+                                      "try again noting that passwords are case-sensitive."})
+        self.sessions_opened += 1
+        token = self._token_issue(self.user_id, self.sessions_opened)
+        return web.json_response(self._token_answer(token))
+
+    async def _renew(self, request: web.Request, token: _Token, body: Any) -> web.Response:
+        self.renewals += 1
+        return web.json_response(self._token_answer(self._token_issue(token.user_id,
+                                                                      token.session_id)))
+
+    # --- reads ------------------------------------------------------------------------------
+    def _mine(self, token: _Token) -> set[int]:
+        return {a for a, row in self._accounts.items() if row["userId"] == token.user_id}
+
+    async def _account_list(self, request: web.Request, token: _Token, body: Any) -> web.Response:
+        return web.json_response([a for a in self._accounts.values()
+                                  if a["userId"] == token.user_id])
+
+    async def _position_list(self, request: web.Request, token: _Token, body: Any
+                             ) -> web.Response:
+        mine = self._mine(token)
+        return web.json_response([p for p in self._positions.values() if p["accountId"] in mine])
+
+    def _fills_of(self, token: _Token) -> list[dict[str, Any]]:
+        mine = self._mine(token)
+        return [f for f in self._fills.values() if self._orders[f["orderId"]]["accountId"] in mine]
+
+    async def _fill_list(self, request: web.Request, token: _Token, body: Any) -> web.Response:
+        return web.json_response(self._fills_of(token))
+
+    @staticmethod
+    def _int_query(request: web.Request, name: str) -> int:
+        try:
+            return int(request.query[name])
+        except (KeyError, ValueError):
+            raise web.HTTPBadRequest(text=f"{name} required") from None
+
+    async def _fill_deps(self, request: web.Request, token: _Token, body: Any) -> web.Response:
+        master = self._int_query(request, "masterid")
+        return web.json_response([f for f in self._fills_of(token) if f["orderId"] == master])
+
+    async def _order_list(self, request: web.Request, token: _Token, body: Any) -> web.Response:
+        mine = self._mine(token)
+        return web.json_response([o for o in self._orders.values() if o["accountId"] in mine])
+
+    async def _order_item(self, request: web.Request, token: _Token, body: Any) -> web.Response:
+        order = self._orders.get(self._int_query(request, "id"))
+        if order is None or order["accountId"] not in self._mine(token):
+            raise web.HTTPNotFound
+        return web.json_response(order)
+
+    async def _version_deps(self, request: web.Request, token: _Token, body: Any
+                            ) -> web.Response:
+        version = self._versions.get(self._int_query(request, "masterid"))
+        return web.json_response([version] if version else [])
+
+    def _commands_of(self, token: _Token) -> list[dict[str, Any]]:
+        mine = self._mine(token)
+        return [c for c in self._commands.values()
+                if self._orders[c["orderId"]]["accountId"] in mine]
+
+    async def _command_list(self, request: web.Request, token: _Token, body: Any
+                            ) -> web.Response:
+        return web.json_response(self._commands_of(token))
+
+    async def _command_deps(self, request: web.Request, token: _Token, body: Any
+                            ) -> web.Response:
+        master = self._int_query(request, "masterid")
+        return web.json_response([c for c in self._commands_of(token) if c["orderId"] == master])
+
+    async def _report_deps(self, request: web.Request, token: _Token, body: Any
+                           ) -> web.Response:
+        master = self._int_query(request, "masterid")
+        return web.json_response([r for r in self._reports.values() if r["commandId"] == master])
+
+    async def _contract_item(self, request: web.Request, token: _Token, body: Any
+                             ) -> web.Response:
+        wanted = self._int_query(request, "id")
+        for name, contract_id in CONTRACTS.items():
+            if contract_id == wanted:
+                return web.json_response(self._contract(name))
+        raise web.HTTPNotFound
+
+    async def _contract_find(self, request: web.Request, token: _Token, body: Any
+                             ) -> web.Response:
+        name = request.query.get("name", "")
+        if name not in CONTRACTS:
+            raise web.HTTPNotFound
+        return web.json_response(self._contract(name))
+
+    @staticmethod
+    def _contract(name: str) -> dict[str, Any]:
+        return {"id": CONTRACTS[name], "name": name, "contractMaturityId": 50_000 + CONTRACTS[name]
+                % 1000, "status": "DefinitionChecked", "providerTickSize": 0.25}
+
+    # --- orders -----------------------------------------------------------------------------
+    async def _place(self, request: web.Request, token: _Token, body: dict[str, Any]
+                     ) -> web.StreamResponse:
+        account_id = body.get("accountId")
+        if account_id not in self._mine(token):
+            return web.json_response({"failureReason": "Unauthorized",
+                                      "failureText": "Access is denied"})
+        if body.get("symbol") not in CONTRACTS:
+            return web.json_response({"failureReason": "InvalidContract",
+                                      "failureText": f"Unknown symbol {body.get('symbol')}"})
+        qty = body.get("orderQty")
+        if (not isinstance(qty, int) or qty <= 0 or body.get("action") not in ("Buy", "Sell")
+                or body.get("orderType") != "Market"):
+            return web.json_response({"violations": [{"constraint": "invalid", "value": "",
+                                                      "description": "invalid order"}]},
+                                     status=400)
+        if self._take("http_5xx"):
+            return web.Response(status=503, text="Service Unavailable")
+        order = self._order_new(account_id, body["symbol"], body["action"].lower(), qty,
+                                cl_ord_id=body.get("clOrdId"),
+                                automated=bool(body.get("isAutomated")))
+        if self._take("reject"):
+            self._reject(order)
+            return web.json_response({"failureReason": self.reject_reason,
+                                      "failureText": self.reject_text, "orderId": order["id"]})
+        self._execute(order, qty)
+        if self._take("lose_response"):  # executed; the answer never leaves
+            if request.transport is not None:
+                request.transport.abort()
+            return web.Response(status=200)
+        return web.json_response({"orderId": order["id"]})
+
+    def _execute(self, order: dict[str, Any], qty: int) -> None:
+        if self._take("late_fill"):
+            asyncio.get_running_loop().call_later(0.3, self._fill, order, qty)
+        elif self._take("partial") and qty > 1:
+            self._fill(order, qty // 2, final=False)
+            self._fill(order, qty - qty // 2)
+        else:
+            self._fill(order, qty)
+
+    async def _liquidate(self, request: web.Request, token: _Token, body: dict[str, Any]
+                         ) -> web.Response:
+        account_id, contract_id = body.get("accountId"), body.get("contractId")
+        if account_id not in self._mine(token):
+            return web.json_response({"failureReason": "Unauthorized",
+                                      "failureText": "Access is denied"})
+        position = self._positions.get((int(account_id), int(contract_id or 0)))
+        if position is None or not position["netPos"]:
+            return web.json_response({"failureReason": "UnknownReason",
+                                      "failureText": "No position to liquidate"})
+        names = {v: k for k, v in CONTRACTS.items()}
+        net = position["netPos"]
+        order = self._order_new(int(account_id), names[position["contractId"]],
+                                "sell" if net > 0 else "buy", abs(net), cl_ord_id=None,
+                                automated=True)
+        self._fill(order, abs(net))
+        return web.json_response({"orderId": order["id"]})
+
+    def _order_new(self, account_id: int, symbol: str, side: str, qty: int, *,
+                   cl_ord_id: str | None, automated: bool) -> dict[str, Any]:
+        if account_id not in self._accounts:
+            raise ValueError(f"no account {account_id} at the local venue")
+        now = _iso(_now())
+        order_id = next(self._ids)
+        order: dict[str, Any] = {"id": order_id, "accountId": account_id,
+                 "contractId": CONTRACTS[symbol], "timestamp": now,
+                 "action": "Buy" if side == "buy" else "Sell", "ordStatus": "Working",
+                 "admin": False}
+        self._orders[order_id] = order
+        version = {"id": next(self._ids), "orderId": order_id, "orderQty": qty,
+                   "orderType": "Market", "timeInForce": "Day"}
+        self._versions[order_id] = version
+        command: dict[str, Any] = {"id": next(self._ids), "orderId": order_id, "timestamp": now,
+                   "commandType": "New", "commandStatus": "RiskPassed", "isAutomated": automated}
+        if cl_ord_id is not None:
+            command["clOrdId"] = cl_ord_id
+        self._commands[command["id"]] = command
+        self._push(account_id, "order", "Created", order)
+        self._push(account_id, "orderVersion", "Created", version)
+        self._push(account_id, "command", "Created", command)
+        return order
+
+    def _reject(self, order: dict[str, Any]) -> None:
+        order["ordStatus"] = "Rejected"
+        command = next(c for c in self._commands.values() if c["orderId"] == order["id"])
+        command["commandStatus"] = "RiskRejected"
+        report = {"id": next(self._ids), "commandId": command["id"], "timestamp": _iso(_now()),
+                  "commandStatus": "RiskRejected", "rejectReason": self.reject_reason,
+                  "text": self.reject_text, "ordStatus": "Rejected"}
+        self._reports[report["id"]] = report
+        for entity_type, entity in (("command", command), ("commandReport", report),
+                                    ("order", order)):
+            self._push(order["accountId"], entity_type, "Updated" if entity_type != "commandReport"
+                       else "Created", entity)
+
+    def _fill(self, order: dict[str, Any], qty: int, *, final: bool = True) -> int:
+        now = _now()
+        names = {v: k for k, v in CONTRACTS.items()}
+        fill = {"id": next(self._ids), "orderId": order["id"], "contractId": order["contractId"],
+                "timestamp": _iso(now), "tradeDate": _trade_date(now), "action": order["action"],
+                "qty": qty, "price": PRICES[names[order["contractId"]]], "active": True,
+                "finallyPaired": 0}
+        self._fills[fill["id"]] = fill
+        key = (order["accountId"], order["contractId"])
+        position = self._positions.get(key)
+        if position is None:
+            position = {"id": next(self._ids), "accountId": order["accountId"],
+                        "contractId": order["contractId"], "netPos": 0, "netPrice": fill["price"],
+                        "bought": 0, "boughtValue": 0.0, "sold": 0, "soldValue": 0.0,
+                        "prevPos": 0, "prevPrice": 0.0}
+            self._positions[key] = position
+        side = "bought" if order["action"] == "Buy" else "sold"
+        position[side] += qty
+        position[side + "Value"] += qty * fill["price"]
+        position["netPos"] = position["bought"] - position["sold"]
+        position.update(timestamp=fill["timestamp"], tradeDate=fill["tradeDate"])
+        if final:
+            order["ordStatus"] = "Filled"
+        self._push(order["accountId"], "fill", "Created", fill)
+        self._push(order["accountId"], "position", "Updated", position)
+        self._push(order["accountId"], "order", "Updated", order)
+        return int(fill["id"])
+
+    # --- the socket -------------------------------------------------------------------------
+    async def _socket(self, request: web.Request) -> web.StreamResponse:
+        ws = web.WebSocketResponse(autoping=True)
+        await ws.prepare(request)
+        sock = _Socket(ws, time.monotonic(), time.monotonic())
+        self._sockets.append(sock)
+        sock.tasks.append(asyncio.create_task(self._socket_writer(sock)))
+        sock.outbox.put_nowait("o")
+        sock.tasks.append(asyncio.create_task(self._socket_watch(sock)))
+        try:
+            async for msg in ws:
+                if msg.type != WSMsgType.TEXT:
+                    continue
+                sock.last_heard = time.monotonic()
+                await self._socket_frame(sock, msg.data)
+        finally:
+            for task in sock.tasks:
+                task.cancel()
+            if sock in self._sockets:
+                self._sockets.remove(sock)
+        return ws
+
+    async def _socket_watch(self, sock: _Socket) -> None:
+        """The venue's `h` frames, and the drop of a client that stopped sending `[]`."""
+        while not sock.ws.closed:
+            await asyncio.sleep(min(self.server_heartbeat, self.silence_limit / 2))
+            if time.monotonic() - sock.last_heard > self.silence_limit:
+                await self._socket_close(sock, None)
+                return
+            sock.outbox.put_nowait("h")
+
+    @staticmethod
+    async def _socket_writer(sock: _Socket) -> None:
+        try:
+            while True:
+                frame = await sock.outbox.get()
+                if frame is None or sock.ws.closed:
+                    break
+                await sock.ws.send_str(frame)
+        except ConnectionError:
+            pass
+        await sock.ws.close()
+
+    async def _socket_close(self, sock: _Socket, shutdown: str | None) -> None:
+        """Close after what is queued; `shutdown`: the venue says why first."""
+        if sock in self._sockets:
+            self._sockets.remove(sock)
+        if shutdown is not None:
+            sock.outbox.put_nowait("a" + json.dumps(
+                [{"e": "shutdown", "d": {"reasonCode": shutdown,
+                                         "reason": f"Connection closed: {shutdown}"}}]))
+            sock.outbox.put_nowait("c" + json.dumps([1000, shutdown]))
+        sock.outbox.put_nowait(None)
+
+    async def _socket_frame(self, sock: _Socket, data: str) -> None:
+        if data == "[]":
+            sock.heartbeats += 1
+            self._heartbeats_total += 1
+            return
+        parts = data.split("\n", 3)
+        if len(parts) < 4 or not parts[1].isdigit():
+            sock.outbox.put_nowait("a" + json.dumps([{"s": 400, "d": "malformed request"}]))
+            return
+        endpoint, request_id, body = parts[0].lower(), int(parts[1]), parts[3]
+        if endpoint == "authorize":
+            await self._authorize(sock, request_id, body)
+        elif sock.token is None or not sock.token.good:
+            await self._answer(sock, request_id, 401, "Access is denied")
+        elif endpoint == "user/syncrequest":
+            await self._answer(sock, request_id, 200, self._snapshot(sock.token))
+            sock.synced = True
+        else:
+            await self._answer(sock, request_id, 404, f"Unknown endpoint {endpoint}")
+
+    async def _answer(self, sock: _Socket, request_id: int, status: int, data: Any) -> None:
+        item: dict[str, Any] = {"i": request_id, "s": status}
+        if data is not None:
+            item["d"] = data
+        sock.outbox.put_nowait("a" + json.dumps([item]))
+
+    async def _authorize(self, sock: _Socket, request_id: int, body: str) -> None:
+        value = body.strip()
+        if value.startswith('"'):  # the tutorial sends the token JSON-quoted
+            value = json.loads(value)
+        token = self._tokens.get(value)
+        if token is None or not token.good:
+            await self._answer(sock, request_id, 401, "Access is denied")
+            return
+        sock.token = token
+        await self._answer(sock, request_id, 200, None)
+        mine = sorted((s for s in self._sockets if s.token is not None
+                       and s.token.user_id == token.user_id), key=lambda s: s.opened_at)
+        while len(mine) > self.ws_quota:  # the OLDEST goes, and its token with it
+            oldest = mine.pop(0)
+            assert oldest.token is not None
+            oldest.token.revoked = True
+            await self._socket_close(oldest, "ConnectionQuotaReached")
+
+    def _snapshot(self, token: _Token) -> dict[str, Any]:
+        mine = self._mine(token)
+        orders = [o for o in self._orders.values() if o["accountId"] in mine]
+        ids = {o["id"] for o in orders}
+        commands = [c for c in self._commands.values() if c["orderId"] in ids]
+        command_ids = {c["id"] for c in commands}
+        return {
+            "users": [{"id": token.user_id, "name": USER_NAME, "status": "Active"}],
+            "accounts": [self._accounts[a] for a in sorted(mine)],
+            "positions": [p for p in self._positions.values() if p["accountId"] in mine],
+            "orders": orders,
+            "orderVersions": [self._versions[i] for i in ids],
+            "commands": commands,
+            "commandReports": [r for r in self._reports.values()
+                               if r["commandId"] in command_ids],
+            "executionReports": [],
+            "fills": [f for f in self._fills.values() if f["orderId"] in ids],
+            "cashBalances": [],
+            "contracts": [self._contract(n) for n in CONTRACTS],
+        }
+
+    def _push(self, account_id: int, entity_type: str, event_type: str,
+              entity: dict[str, Any]) -> None:
+        user_id = self._accounts[account_id]["userId"]
+        frame = "a" + json.dumps([{"e": "props", "d": {
+            "entityType": entity_type, "eventType": event_type, "entity": dict(entity)}}])
+        for sock in self._sockets:
+            if sock.synced and sock.token is not None and sock.token.user_id == user_id:
+                sock.outbox.put_nowait(frame)

@@ -1,0 +1,810 @@
+"""Tradovate (and NinjaTrader accounts, same API): REST for orders, a WebSocket for the stream.
+
+Sessions: only the account's listener logs in (`session_obtain`) and renews with
+`/auth/renewaccesstoken`, because every `accesstokenrequest` opens a new session and
+Tradovate flags users that open thousands (tradovate/api#20). Workers read the stored
+session (`brokers.sessions.session_load`) and, on a 401, read it once more, fresh.
+
+Orders carry the copier's client order id as `clOrdId`, which Tradovate keeps on the
+order's Command. There is no look-up by `clOrdId`, so `find_order` lists the commands.
+What an order filled is read from its fills (`/fill/deps?masterid=<orderId>`), never
+inferred: a market order still working after the answer is reported "accepted" with
+nothing filled, and its fill on the stream settles it (counted once, see
+`copier.services.listener._copier_order_settled`).
+
+Penalty tickets (HTTP 200 `{"p-ticket","p-time","p-captcha"}`) are honoured, never looped
+on: the request is refused locally until `p-time` has passed, then resent with the ticket.
+A ticket with `p-captcha` cannot be cleared by a program: about an hour.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import json
+import logging
+import os
+import threading
+import time
+import uuid
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import httpx
+import websockets
+from websockets.asyncio.client import ClientConnection
+
+from brokers.base import (
+    BrokerAdapter,
+    BrokerError,
+    BrokerEvent,
+    BrokerStream,
+    CredentialField,
+    Fill,
+    OrderOutcomeUnknown,
+    OrderRequest,
+    OrderResult,
+    PermanentBrokerError,
+    PositionUpdate,
+    Session,
+    Side,
+    TransientBrokerError,
+)
+from copier import clock
+
+if TYPE_CHECKING:
+    from accounts.models import TradingAccount
+
+log = logging.getLogger(__name__)
+
+LABEL = "Tradovate"
+ENVIRONMENTS: dict[str, tuple[str, str]] = {
+    "demo": ("https://demo.tradovateapi.com/v1", "wss://demo.tradovateapi.com/v1/websocket"),
+    "live": ("https://live.tradovateapi.com/v1", "wss://live.tradovateapi.com/v1/websocket"),
+}
+TIMEOUT = httpx.Timeout(connect=2.0, read=5.0, write=5.0, pool=2.0)
+# Renew while this much of the token is left; below it, renewing races the expiry.
+RENEW_MARGIN = dt.timedelta(seconds=30)
+CAPTCHA_WAIT = 3600.0  # a penalty with p-captcha: "try again in an hour"
+LOCKOUT_WAIT = 3600.0  # HTTP 429 without Retry-After: the documented hour
+# failureReasons a retry can clear without a person: the venue was busy, had no price, or
+# the session was closed (it reopens). Everything else (AccountClosed, TradingLocked, the
+# position and quantity limits, InvalidContract, Unauthorized, UnknownReason...) needs a
+# person: a prop firm's TradingLocked lasts the day and a retry loop only burns requests.
+TRANSIENT_FAILURES = frozenset({
+    "AnotherCommandPending", "ExecutionProviderUnavailable", "RiskCheckTimeout", "NoQuote",
+    "NotEnoughLiquidity", "SessionClosed", "TooLate",
+})
+DONE_STATUSES = frozenset({"Filled", "Completed", "Canceled", "Expired", "Rejected"})
+FILLS_CURSOR_READS = 3
+# The stream: the answer to `authorize` and to the syncrequest; frames from a live venue
+# come at least every 2.5 s (`h`), so this long without one is a dead socket.
+AUTHORIZE_TIMEOUT = 10.0
+SYNC_TIMEOUT = 15.0
+HEARTBEAT_EVERY = 2.5
+SILENCE_LIMIT = 15.0
+
+_clients: dict[int, httpx.Client] = {}
+_clients_lock = threading.Lock()
+
+
+def _http() -> httpx.Client:
+    """This process's client: a forked child must not share its parent's sockets."""
+    pid = os.getpid()
+    with _clients_lock:
+        client = _clients.get(pid)
+        if client is None:
+            _clients.clear()  # a parent's client, inherited across fork: never used here
+            client = _clients[pid] = httpx.Client(
+                timeout=TIMEOUT, limits=httpx.Limits(max_keepalive_connections=32,
+                                                     keepalive_expiry=60))
+        return client
+
+
+class _Contracts:
+    """contractId <-> name, per venue (demo and live number contracts alike, not equally)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._names: dict[tuple[str, int], str] = {}
+        self._ids: dict[tuple[str, str], int] = {}
+
+    def name(self, base: str, contract_id: int) -> str | None:
+        with self._lock:
+            return self._names.get((base, contract_id))
+
+    def id(self, base: str, name: str) -> int | None:
+        with self._lock:
+            return self._ids.get((base, name))
+
+    def learn(self, base: str, contract_id: int, name: str) -> None:
+        with self._lock:
+            self._names[(base, contract_id)] = name
+            self._ids[(base, name)] = contract_id
+
+
+_contracts = _Contracts()
+
+
+class _Unauthorized(TransientBrokerError):
+    """HTTP 401: the token was renewed elsewhere, expired or revoked; the request did not run."""
+
+
+def _time(value: object) -> dt.datetime:
+    if isinstance(value, str):
+        with contextlib.suppress(ValueError):
+            at = dt.datetime.fromisoformat(value)
+            return at if at.tzinfo else at.replace(tzinfo=dt.UTC)
+    return clock.now()
+
+
+def _side(action: object) -> Side:
+    if action == "Buy":
+        return Side.BUY
+    if action == "Sell":
+        return Side.SELL
+    raise PermanentBrokerError(f"{LABEL}: unknown action {action!r}")
+
+
+class TradovateBroker(BrokerAdapter):
+    kind = "tradovate"
+    label = "Tradovate / NinjaTrader"
+    credential_fields: ClassVar[tuple[CredentialField, ...]] = (
+        CredentialField("name", "user name"),
+        CredentialField("password", "password", secret=True),
+        CredentialField("app_id", "app id", help_text="The API key's application id."),
+        CredentialField("app_version", "app version", help_text="e.g. 1.0"),
+        CredentialField("cid", "cid", help_text="The API key's client id (a number)."),
+        CredentialField("sec", "sec", secret=True, help_text="The API key's secret."),
+        CredentialField("environment", "environment", choices=(("demo", "demo"),
+                                                               ("live", "live"))),
+        CredentialField("api_url", "REST URL", required=False,
+                        help_text="Only to override the environment's."),
+        CredentialField("ws_url", "WebSocket URL", required=False,
+                        help_text="Only to override the environment's."),
+    )
+
+    def __init__(self, account: TradingAccount) -> None:
+        super().__init__(account)
+        self._lock = threading.Lock()
+        self._tickets: dict[str, tuple[str | None, float]] = {}  # path -> (ticket, not before)
+        self._cursor: int | None = None
+
+    # --- credentials ----------------------------------------------------------------------
+    @classmethod
+    def credentials_clean(cls, values: dict[str, str]) -> dict[str, str]:
+        cleaned = super().credentials_clean({k: str(v).strip() for k, v in values.items()
+                                             if v is not None})
+        if cleaned["environment"] not in ENVIRONMENTS:
+            raise ValueError(f"environment must be one of: {', '.join(ENVIRONMENTS)}")
+        if not cleaned["cid"].isdigit():
+            raise ValueError("cid must be a number (the API key's client id)")
+        for key, schemes in (("api_url", ("http://", "https://")),
+                             ("ws_url", ("ws://", "wss://"))):
+            if key in cleaned and not cleaned[key].startswith(schemes):
+                raise ValueError(f"{key} must start with {' or '.join(schemes)}")
+        return cleaned
+
+    def _creds(self) -> dict[str, str]:
+        try:
+            values = json.loads(str(self.account.credentials or "") or "{}")
+        except json.JSONDecodeError:
+            raise PermanentBrokerError(f"{LABEL}: the account's credentials are not JSON"
+                                       ) from None
+        if not isinstance(values, dict):
+            raise PermanentBrokerError(f"{LABEL}: the account's credentials are not an object")
+        try:
+            return self.credentials_clean(values)
+        except ValueError as exc:
+            raise PermanentBrokerError(f"{LABEL}: credentials: {exc}") from None
+
+    def _urls(self) -> tuple[str, str]:
+        creds = self._creds()
+        api, ws = ENVIRONMENTS[creds["environment"]]
+        return creds.get("api_url", api).rstrip("/"), creds.get("ws_url", ws)
+
+    def _account_id(self) -> int:
+        try:
+            return int(str(self.account.external_id).strip())
+        except ValueError:
+            raise PermanentBrokerError(
+                f"{LABEL}: the account's broker-side id must be the Tradovate account id "
+                f"(a number), not {self.account.external_id!r}") from None
+
+    # --- HTTP -----------------------------------------------------------------------------
+    def _send(self, method: str, path: str, *, token: str | None = None,
+              body: dict[str, Any] | None = None, params: Mapping[str, Any] | None = None,
+              placing: bool = False) -> Any:
+        """One request. A placement whose answer is lost is `OrderOutcomeUnknown`."""
+        body = self._ticket_attach(path, body)
+        headers = {"Accept": "application/json"}
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        try:
+            response = _http().request(method, self._urls()[0] + path, json=body,
+                                       params=dict(params or {}), headers=headers)
+        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
+            raise TransientBrokerError(f"{LABEL}: {path}: unreachable ({type(exc).__name__})"
+                                       ) from None
+        except httpx.TransportError as exc:  # sent: it may have run
+            lost = OrderOutcomeUnknown if placing else TransientBrokerError
+            raise lost(f"{LABEL}: {path}: no answer ({type(exc).__name__})") from None
+        return self._answer(path, response, placing=placing)
+
+    def _answer(self, path: str, response: httpx.Response, *, placing: bool) -> Any:
+        status = response.status_code
+        if status == 401:
+            raise _Unauthorized(f"{LABEL}: {path}: HTTP 401 (session refused)")
+        if status in (423, 429):
+            wait = _retry_after(response, 60.0 if status == 423 else LOCKOUT_WAIT)
+            raise TransientBrokerError(f"{LABEL}: {path}: HTTP {status} (rate limited)",
+                                       retry_after=wait)
+        if status >= 500:
+            raise TransientBrokerError(f"{LABEL}: {path}: HTTP {status}")
+        if status == 404:
+            raise PermanentBrokerError(f"{LABEL}: {path}: not found (HTTP 404)")
+        if status >= 400:
+            raise PermanentBrokerError(f"{LABEL}: {path}: HTTP {status}: {response.text[:300]}")
+        try:
+            answer = response.json()
+        except ValueError:
+            garbled = OrderOutcomeUnknown if placing else TransientBrokerError
+            raise garbled(f"{LABEL}: {path}: unreadable answer (HTTP {status})") from None
+        if isinstance(answer, dict) and "p-ticket" in answer:
+            raise self._ticket_keep(path, answer)
+        return answer
+
+    def _ticket_keep(self, path: str, answer: dict[str, Any]) -> TransientBrokerError:
+        captcha = bool(answer.get("p-captcha"))
+        try:
+            wait = CAPTCHA_WAIT if captcha else max(float(answer.get("p-time") or 0), 0.0)
+        except (TypeError, ValueError):
+            wait = 60.0
+        ticket = None if captcha else str(answer["p-ticket"])
+        with self._lock:
+            self._tickets[path] = (ticket, time.monotonic() + wait)
+        why = "penalty with captcha: about an hour" if captcha else f"wait {wait:g} s"
+        return TransientBrokerError(f"{LABEL}: {path}: rate limited ({why})", retry_after=wait)
+
+    def _ticket_attach(self, path: str, body: dict[str, Any] | None) -> dict[str, Any] | None:
+        """Before `p-time` is over nothing is sent; after it, the resend carries the ticket."""
+        with self._lock:
+            held = self._tickets.get(path)
+            if held is None:
+                return body
+            ticket, not_before = held
+            left = not_before - time.monotonic()
+            if left > 0:
+                raise TransientBrokerError(
+                    f"{LABEL}: {path}: rate limited, {left:.0f} s to wait", retry_after=left)
+            del self._tickets[path]
+        if ticket is None or body is None:
+            return body
+        return {**body, "p-ticket": ticket}
+
+    # --- sessions ---------------------------------------------------------------------------
+    def _session(self, *, fresh: bool = False) -> Session:
+        from brokers.sessions import session_load
+
+        session = None if self.account.pk is None else session_load(self.account.pk,
+                                                                    fresh=fresh)
+        if session is None:
+            raise TransientBrokerError("no session: the listener has not logged in yet")
+        return session
+
+    def _call(self, method: str, path: str, *, body: dict[str, Any] | None = None,
+              params: Mapping[str, Any] | None = None, placing: bool = False,
+              session: Session | None = None, token: str | None = None) -> Any:
+        """A request with the stored session (or `token`); a 401 reads the session again."""
+        used = token or (session or self._session()).token
+        try:
+            return self._send(method, path, token=used, body=body, params=params,
+                              placing=placing)
+        except _Unauthorized:
+            again = self._session(fresh=True)
+            if again.token == used:
+                raise TransientBrokerError(f"{LABEL}: {path}: the session was refused (401); "
+                                           "the listener logs in again") from None
+        try:
+            return self._send(method, path, token=again.token, body=body, params=params,
+                              placing=placing)
+        except _Unauthorized:
+            raise TransientBrokerError(f"{LABEL}: {path}: the session was refused (401) "
+                                       "twice") from None
+
+    def session_obtain(self, current: Session | None) -> Session | None:
+        """Renew while `current` is good (same session), else log in (a new one)."""
+        if current is not None and current.expires_at - RENEW_MARGIN > clock.now():
+            try:
+                answer = self._send("GET", "/auth/renewaccesstoken", token=current.token)
+            except _Unauthorized:
+                answer = None  # revoked (quota) or logged out: only a login helps
+            if isinstance(answer, dict) and answer.get("accessToken"):
+                log.info("%s: %s session renewed", self.account, LABEL)
+                return Session(token=str(answer["accessToken"]),
+                               expires_at=_time(answer.get("expirationTime")),
+                               data=dict(current.data))
+        token, expires, user_id = self._token_request()
+        spec = self._account_spec(token)
+        log.info("%s: logged in to %s (user %s, account %s)", self.account, LABEL, user_id, spec)
+        return Session(token=token, expires_at=expires,
+                       data={"userId": user_id, "accountSpec": spec,
+                             "accountId": self._account_id()})
+
+    def _token_request(self) -> tuple[str, dt.datetime, int]:
+        creds = self._creds()
+        device = uuid.uuid5(uuid.NAMESPACE_URL,
+                            f"trade-copier/tradovate/{self.account.pk or self.account.name}")
+        answer = self._send("POST", "/auth/accesstokenrequest", body={
+            "name": creds["name"], "password": creds["password"], "appId": creds["app_id"],
+            "appVersion": creds["app_version"], "cid": int(creds["cid"]), "sec": creds["sec"],
+            "deviceId": str(device),
+        })
+        if not isinstance(answer, dict):
+            raise TransientBrokerError(f"{LABEL}: login: unexpected answer")
+        if answer.get("errorText"):
+            raise PermanentBrokerError(f"{LABEL}: credentials refused: {answer['errorText']}")
+        if not answer.get("accessToken") or answer.get("userId") is None:
+            raise PermanentBrokerError(f"{LABEL}: login answered without a token")
+        return (str(answer["accessToken"]), _time(answer.get("expirationTime")),
+                int(answer["userId"]))
+
+    def _accounts_listed(self, token: str) -> list[dict[str, Any]]:
+        listed = self._send("GET", "/account/list", token=token)
+        return [a for a in listed if isinstance(a, dict)] if isinstance(listed, list) else []
+
+    def _account_spec(self, token: str) -> str:
+        wanted = self._account_id()
+        listed = self._accounts_listed(token)
+        for row in listed:
+            if row.get("id") == wanted:
+                return str(row.get("name"))
+        names = ", ".join(f"{a.get('name')} ({a.get('id')})" for a in listed) or "none"
+        raise PermanentBrokerError(f"{LABEL}: account {wanted} is not among this login's "
+                                   f"accounts: {names}")
+
+    # --- contracts --------------------------------------------------------------------------
+    def contract_name(self, contract_id: int, *, token: str | None = None) -> str:
+        base = self._urls()[0]
+        name = _contracts.name(base, contract_id)
+        if name is None:
+            try:
+                row = self._call("GET", "/contract/item", params={"id": contract_id},
+                                 token=token)
+            except PermanentBrokerError:
+                row = None
+            if not isinstance(row, dict) or not row.get("name"):
+                raise PermanentBrokerError(f"{LABEL}: unknown contract id {contract_id}")
+            name = str(row["name"])
+            _contracts.learn(base, contract_id, name)
+        return name
+
+    def contract_id(self, name: str) -> int:
+        base = self._urls()[0]
+        found = _contracts.id(base, name)
+        if found is None:
+            try:
+                row = self._call("GET", "/contract/find", params={"name": name})
+            except PermanentBrokerError:
+                row = None
+            if not isinstance(row, dict) or row.get("id") is None:
+                raise PermanentBrokerError(f"{LABEL}: unknown contract {name!r}")
+            found = int(row["id"])
+            _contracts.learn(base, found, name)
+        return found
+
+    # --- orders -----------------------------------------------------------------------------
+    def connect(self) -> None:
+        """Nothing to prepare: positions are read over REST with the listener's session."""
+
+    def disconnect(self) -> None:
+        """The session is the listener's: it is not closed by an adapter."""
+
+    def place_order(self, request: OrderRequest) -> OrderResult:
+        if request.qty <= 0:
+            raise PermanentBrokerError(f"{LABEL}: invalid quantity {request.qty}")
+        if not request.symbol:
+            raise PermanentBrokerError(f"{LABEL}: no symbol")
+        session = self._session()
+        body = {
+            "accountSpec": str(session.data.get("accountSpec", "")),
+            "accountId": self._account_id(), "action": "Buy" if request.side == Side.BUY
+            else "Sell", "symbol": request.symbol, "orderQty": request.qty,
+            "orderType": "Market", "isAutomated": True, "clOrdId": request.client_order_id,
+        }
+        answer = self._call("POST", "/order/placeorder", body=body, placing=True,
+                            session=session)
+        if not isinstance(answer, dict):
+            raise OrderOutcomeUnknown(f"{LABEL}: placeorder: unexpected answer")
+        failure = _failure(answer)
+        if failure is not None:
+            raise failure
+        if answer.get("orderId") is None:
+            raise OrderOutcomeUnknown(f"{LABEL}: placeorder answered without an order id")
+        order_id = int(answer["orderId"])
+        try:
+            return self._outcome(request.client_order_id, order_id, request.qty)
+        except BrokerError as exc:
+            # The order exists: only how much filled is unknown for now. The stream's fill
+            # settles it; raising here would make the copier think nothing was sent.
+            log.warning("%s: order %s placed, its fills unread (%s)", self.account, order_id,
+                        exc.message)
+            return OrderResult(request.client_order_id, str(order_id), "accepted", 0,
+                               message="placed; fills not read yet")
+
+    def _outcome(self, client_order_id: str, order_id: int, qty: int,
+                 order: dict[str, Any] | None = None) -> OrderResult:
+        """What the order did so far: filled (all, or all it ever will), rejected, working."""
+        fills = self._call("GET", "/fill/deps", params={"masterid": order_id})
+        filled = sum(int(f.get("qty", 0)) for f in fills if f.get("active", True))
+        complete = qty > 0 and filled >= qty
+        if complete and order is None:
+            return OrderResult(client_order_id, str(order_id), "filled", filled)
+        if order is None:
+            order = self._call("GET", "/order/item", params={"id": order_id})
+            assert isinstance(order, dict)
+        status = str(order.get("ordStatus", ""))
+        if complete or (filled and status in DONE_STATUSES):
+            return OrderResult(client_order_id, str(order_id), "filled", filled,
+                               message="" if complete else f"{status} after {filled}")
+        if status in DONE_STATUSES:
+            return OrderResult(client_order_id, str(order_id), "rejected", 0,
+                               message=self._reject_text(order_id, status))
+        # Working: "accepted" with nothing counted; each fill on the stream settles it.
+        return OrderResult(client_order_id, str(order_id), "accepted", 0,
+                           message=f"{status or 'working'}; filled {filled} of {qty} so far")
+
+    def _reject_text(self, order_id: int, status: str) -> str:
+        commands = self._call("GET", "/command/deps", params={"masterid": order_id})
+        for command in commands:
+            reports = self._call("GET", "/commandReport/deps", params={"masterid": command["id"]})
+            for report in reports:
+                if report.get("rejectReason"):
+                    return f"{report['rejectReason']}: {report.get('text') or ''}".strip(": ")
+        return f"order {status.lower()} unfilled"
+
+    def find_order(self, client_order_id: str) -> OrderResult | None:
+        commands = self._call("GET", "/command/list")
+        mine = self._account_id()
+        for command in commands:
+            if command.get("clOrdId") != client_order_id or command.get(
+                    "commandType", "New") != "New":
+                continue
+            order_id = int(command["orderId"])
+            try:
+                order = self._call("GET", "/order/item", params={"id": order_id})
+            except PermanentBrokerError:
+                continue  # not visible to this login: not ours
+            if not isinstance(order, dict) or order.get("accountId") != mine:
+                continue
+            versions = self._call("GET", "/orderVersion/deps", params={"masterid": order_id})
+            qty = max((int(v.get("orderQty", 0)) for v in versions), default=0)
+            found = self._outcome(client_order_id, order_id, qty, order=order)
+            return OrderResult(
+                found.client_order_id, found.broker_order_id, found.status, found.filled_qty,
+                found.message, symbol=self.contract_name(int(order["contractId"])),
+                side=_side(order.get("action")), qty=qty or None)
+        return None
+
+    def positions(self) -> dict[str, int]:
+        """Net positions, with the newest fill id they include (`fills_cursor`).
+
+        The fill list is read before and after the positions: equal, no fill landed in
+        between, so the positions hold exactly the fills up to that id.
+        """
+        mine = self._account_id()
+        cursor: int | None = None
+        rows: list[dict[str, Any]] = []
+        for _ in range(FILLS_CURSOR_READS):
+            before = self._fill_max()
+            rows = self._call("GET", "/position/list")
+            after = self._fill_max()
+            if before == after:
+                cursor = after
+                break
+        else:
+            log.warning("%s: fills kept arriving while positions were read; no cursor",
+                        self.account)
+        held: dict[str, int] = {}
+        for row in rows:
+            if row.get("accountId") == mine and row.get("netPos"):
+                name = self.contract_name(int(row["contractId"]))
+                held[name] = held.get(name, 0) + int(row["netPos"])
+        self._cursor = cursor
+        return {k: v for k, v in held.items() if v}
+
+    def _fill_max(self) -> int:
+        fills = self._call("GET", "/fill/list")
+        return max((int(f["id"]) for f in fills if f.get("id") is not None), default=0)
+
+    def fills_cursor(self) -> int | None:
+        return self._cursor
+
+    def flatten(self, symbol: str) -> None:
+        answer = self._call("POST", "/order/liquidateposition", body={
+            "accountId": self._account_id(), "contractId": self.contract_id(symbol),
+            "admin": False})
+        failure = _failure(answer) if isinstance(answer, dict) else None
+        if failure is not None:
+            raise failure
+
+    def connection_test(self) -> str:
+        """Log in (or use the listener's session), find the account, list its positions."""
+        self._creds()
+        mine = self._account_id()
+        stored = None
+        if self.account.pk is not None:
+            from brokers.sessions import session_load
+
+            stored = session_load(self.account.pk)
+        if stored is not None:
+            token, how = stored.token, "the listener's session"
+        else:
+            try:
+                token, _expires, user_id = self._token_request()
+            except BrokerError as exc:
+                raise type(exc)(f"login failed: {exc.message}") from None
+            how = f"a new login (user {user_id})"
+        try:
+            listed = self._accounts_listed(token)
+        except BrokerError as exc:
+            raise type(exc)(f"listing the accounts failed: {exc.message}") from None
+        spec = next((a.get("name") for a in listed if a.get("id") == mine), None)
+        if spec is None:
+            names = ", ".join(f"{a.get('name')} ({a.get('id')})" for a in listed) or "none"
+            raise PermanentBrokerError(f"account {mine} not found; this login has: {names}")
+        try:
+            rows = self._send("GET", "/position/list", token=token)
+            held = {self.contract_name(int(r["contractId"]), token=token): int(r["netPos"])
+                    for r in rows if r.get("accountId") == mine and r.get("netPos")}
+        except BrokerError as exc:
+            raise type(exc)(f"reading the positions failed: {exc.message}") from None
+        listed_held = ", ".join(f"{k} {v:+d}" for k, v in sorted(held.items())) or "flat"
+        return f"{self.label}: {how}; account {spec} ({mine}); positions: {listed_held}"
+
+    def stream(self, session: Session | None) -> BrokerStream:
+        return TradovateStream(self, session)
+
+
+def _retry_after(response: httpx.Response, default: float) -> float:
+    try:
+        return float(response.headers.get("Retry-After", default))
+    except ValueError:
+        return default
+
+
+def _failure(answer: dict[str, Any]) -> BrokerError | None:
+    """The venue's refusal inside an HTTP 200, as the error kind a retry can or cannot fix."""
+    reason = answer.get("failureReason")
+    if (reason in (None, "", "Success")) and not answer.get("errorText"):
+        return None
+    text = answer.get("failureText") or answer.get("errorText") or ""
+    message = f"{LABEL}: order refused: {reason or 'error'}" + (f": {text}" if text else "")
+    if reason in TRANSIENT_FAILURES:
+        return TransientBrokerError(message)
+    return PermanentBrokerError(message)
+
+
+class TradovateStream(BrokerStream):
+    """The account's events off the user's socket (`user/syncrequest`), deduplicated by id.
+
+    The snapshot a syncrequest answers with is the past: its fills and rejects are recorded
+    as seen and never delivered; the listener re-reads positions after `open` instead.
+    """
+
+    adapter: TradovateBroker
+
+    def __init__(self, adapter: TradovateBroker, session: Session | None) -> None:
+        super().__init__(adapter, session)
+        self._ws: ClientConnection | None = None
+        self._heartbeat: asyncio.Task[None] | None = None
+        self._pending: list[BrokerEvent] = []
+        self._early: list[dict[str, Any]] = []
+        self._error: TransientBrokerError | None = None
+        self._seen: set[int] = set()  # fill ids
+        self._order_accounts: dict[int, int] = {}
+        self._order_clids: dict[int, str | None] = {}
+        self._account = adapter._account_id()
+
+    # --- opening ---------------------------------------------------------------------------
+    async def open(self) -> None:
+        if self.session is None:
+            raise TransientBrokerError("no session: the listener has not logged in yet")
+        user_id = self.session.data.get("userId")
+        url = await asyncio.to_thread(lambda: self.adapter._urls()[1])
+        try:
+            self._ws = await websockets.connect(url, open_timeout=AUTHORIZE_TIMEOUT,
+                                                ping_interval=None, max_size=2 ** 24)
+        except (OSError, TimeoutError, websockets.WebSocketException) as exc:
+            raise TransientBrokerError(f"{LABEL} stream: cannot connect ({type(exc).__name__})"
+                                       ) from None
+        try:
+            await self._authorized()
+            async with asyncio.timeout(SYNC_TIMEOUT):
+                await self._ws.send(f"user/syncrequest\n1\n\n{json.dumps({'users': [user_id]})}")
+                reply = await self._reply(1)
+            snapshot = reply.get("d")
+            if isinstance(snapshot, dict) and "p-ticket" in snapshot:  # penalties apply here too
+                wait = CAPTCHA_WAIT if snapshot.get("p-captcha") else float(
+                    snapshot.get("p-time") or 60)
+                raise TransientBrokerError(f"{LABEL} stream: syncrequest rate limited",
+                                           retry_after=wait)
+            if reply.get("s") != 200 or not isinstance(snapshot, dict):
+                raise TransientBrokerError(f"{LABEL} stream: syncrequest refused "
+                                           f"({reply.get('s')}: {reply.get('d')})")
+            self._snapshot_learn(reply["d"])
+            for item in self._early:  # pushed before the snapshot answer: after it, in order
+                await self._message(item)
+            self._early = []
+        except TimeoutError:
+            await self.close()
+            raise TransientBrokerError(f"{LABEL} stream: no answer from the venue") from None
+        except websockets.ConnectionClosed:
+            await self.close()
+            raise TransientBrokerError(f"{LABEL} stream: closed while opening") from None
+        except BaseException:
+            await self.close()
+            raise
+
+    async def _authorized(self) -> None:
+        """`o`, then `authorize`: a refusal or silence raises within AUTHORIZE_TIMEOUT."""
+        assert self._ws is not None
+        assert self.session is not None
+        try:
+            async with asyncio.timeout(AUTHORIZE_TIMEOUT):
+                kind, _ = _frame(await self._ws.recv())
+                if kind != "o":
+                    raise TransientBrokerError(f"{LABEL} stream: expected 'o', got {kind!r}")
+                self._heartbeat = asyncio.create_task(self._heartbeats())
+                await self._ws.send(f"authorize\n0\n\n{self.session.token}")
+                reply = await self._reply(0)
+        except TimeoutError:
+            raise TransientBrokerError(f"{LABEL} stream: authorize unanswered in "
+                                       f"{AUTHORIZE_TIMEOUT:g} s") from None
+        if reply.get("s") != 200:
+            raise TransientBrokerError(f"{LABEL} stream: authorize refused ({reply.get('s')}: "
+                                       f"{reply.get('d')}); the session must be renewed")
+
+    async def _reply(self, request_id: int) -> dict[str, Any]:
+        assert self._ws is not None
+        while True:
+            kind, payload = _frame(await self._ws.recv())
+            if kind == "c":
+                raise TransientBrokerError(f"{LABEL} stream: closed by the venue: {payload}")
+            if kind != "a" or not isinstance(payload, list):
+                continue
+            found = None
+            for item in payload:
+                if not isinstance(item, dict):
+                    continue
+                if item.get("i") == request_id and found is None:
+                    found = item
+                else:
+                    self._early.append(item)
+            if found is not None:
+                return found
+
+    def _snapshot_learn(self, snapshot: dict[str, Any]) -> None:
+        for order in snapshot.get("orders") or ():
+            self._order_accounts[int(order["id"])] = int(order["accountId"])
+        for command in snapshot.get("commands") or ():
+            if command.get("commandType", "New") == "New":
+                self._order_clids[int(command["orderId"])] = command.get("clOrdId")
+        for fill in snapshot.get("fills") or ():
+            if fill.get("id") is not None:
+                self._seen.add(int(fill["id"]))
+
+    async def _heartbeats(self) -> None:
+        """`[]` on its own timer: a client that only answers frames goes quiet and is dropped."""
+        while self._ws is not None:
+            await asyncio.sleep(HEARTBEAT_EVERY)
+            try:
+                await self._ws.send("[]")
+            except (websockets.ConnectionClosed, AttributeError):
+                return
+
+    # --- receiving -------------------------------------------------------------------------
+    async def receive(self) -> list[BrokerEvent]:
+        while not self._pending:
+            if self._error is not None:
+                raise self._error
+            if self._ws is None:
+                raise TransientBrokerError(f"{LABEL} stream: not open")
+            try:
+                raw = await asyncio.wait_for(self._ws.recv(), SILENCE_LIMIT)
+            except TimeoutError:
+                raise TransientBrokerError(f"{LABEL} stream: silent for {SILENCE_LIMIT:g} s"
+                                           ) from None
+            except websockets.ConnectionClosed as exc:
+                raise TransientBrokerError(f"{LABEL} stream: connection lost ({exc.rcvd})"
+                                           ) from None
+            kind, payload = _frame(raw)
+            if kind == "c":
+                self._error = TransientBrokerError(f"{LABEL} stream: closed by the venue: "
+                                                   f"{payload}")
+            elif kind == "a" and isinstance(payload, list):
+                for item in payload:
+                    if isinstance(item, dict):
+                        await self._message(item)
+        events, self._pending = self._pending, []
+        return events
+
+    async def _message(self, item: dict[str, Any]) -> None:
+        if item.get("e") == "shutdown":
+            reason = (item.get("d") or {}).get("reasonCode", "unknown")
+            self._error = TransientBrokerError(f"{LABEL} stream: venue shutdown ({reason})")
+            return
+        if item.get("e") != "props" or not isinstance(item.get("d"), dict):
+            return
+        entity_type = item["d"].get("entityType")
+        entity = item["d"].get("entity")
+        if not isinstance(entity, dict):
+            return
+        if entity_type == "order" and entity.get("id") is not None:
+            self._order_accounts[int(entity["id"])] = int(entity["accountId"])
+        elif entity_type == "command" and entity.get("commandType", "New") == "New":
+            self._order_clids[int(entity["orderId"])] = entity.get("clOrdId")
+        elif entity_type == "fill":
+            fill = await self._fill(entity)
+            if fill is not None:
+                self._pending.append(fill)
+        elif entity_type == "position" and entity.get("accountId") == self._account:
+            name = await self._name(int(entity["contractId"]))
+            self._pending.append(PositionUpdate(name, int(entity.get("netPos", 0))))
+
+    async def _fill(self, entity: dict[str, Any]) -> Fill | None:
+        if entity.get("id") is None or int(entity["id"]) in self._seen:
+            return None  # a replayed entity is delivered once
+        fill_id, order_id = int(entity["id"]), int(entity["orderId"])
+        account = self._order_accounts.get(order_id)
+        if account is None:  # the order's entity did not come first: ask the venue
+            order = await self._lookup("/order/item", {"id": order_id})
+            account = int(order["accountId"]) if isinstance(order, dict) else -1
+            self._order_accounts[order_id] = account
+        if account != self._account:
+            self._seen.add(fill_id)
+            return None
+        if order_id not in self._order_clids:
+            commands = await self._lookup("/command/deps", {"masterid": order_id}) or []
+            self._order_clids[order_id] = next(
+                (c.get("clOrdId") for c in commands if c.get("commandType", "New") == "New"),
+                None)
+        fill = Fill(fill_id=str(fill_id), symbol=await self._name(int(entity["contractId"])),
+                    side=_side(entity.get("action")), qty=int(entity.get("qty", 0)),
+                    time=_time(entity.get("timestamp")),
+                    client_order_id=self._order_clids.get(order_id), seq=fill_id)
+        self._seen.add(fill_id)
+        return fill
+
+    async def _lookup(self, path: str, params: dict[str, object]) -> Any:
+        token = self.session.token if self.session else None
+        try:
+            return await asyncio.to_thread(self.adapter._call, "GET", path, params=params,
+                                           token=token)
+        except PermanentBrokerError:
+            return None  # not found: not this login's
+
+    async def _name(self, contract_id: int) -> str:
+        token = self.session.token if self.session else None
+        return await asyncio.to_thread(self.adapter.contract_name, contract_id, token=token)
+
+    async def close(self) -> None:
+        ws, self._ws = self._ws, None
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
+            self._heartbeat = None
+        if ws is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(ws.close(), 2)
+
+
+def _frame(raw: str | bytes) -> tuple[str, Any]:
+    """`o`, `h`, `a[...]`, `c[code,"reason"]`: the kind and its JSON, if any."""
+    text = raw.decode() if isinstance(raw, bytes) else raw
+    if not text:
+        return "", None
+    try:
+        return text[0], json.loads(text[1:]) if len(text) > 1 else None
+    except json.JSONDecodeError:
+        return text[0], None
