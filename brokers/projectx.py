@@ -693,16 +693,21 @@ class ProjectXStream(BrokerStream):
             except (OSError, ValueError) as exc:
                 raise TransientBrokerError(f"ProjectX hub: {type(exc).__name__}") from None
             silent_since = time.monotonic()
+            if record.get("type") == 6:  # the hub's keep-alive: answered, so it sees us too
+                await self._ping()
             events += await self._handle(record)
             await self._keepalive()
         return events
 
     async def _keepalive(self) -> None:
         if time.monotonic() - self._last_sent >= HUB_PING_INTERVAL:
-            try:
-                await self._send({"type": 6})
-            except websockets.ConnectionClosed:
-                raise TransientBrokerError("ProjectX hub: connection closed") from None
+            await self._ping()
+
+    async def _ping(self) -> None:
+        try:
+            await self._send({"type": 6})
+        except websockets.ConnectionClosed:
+            raise TransientBrokerError("ProjectX hub: connection closed") from None
 
     async def _handle(self, record: Mapping[str, Any]) -> list[BrokerEvent]:
         kind = record.get("type")
@@ -710,7 +715,7 @@ class ProjectXStream(BrokerStream):
             raise TransientBrokerError(
                 f"ProjectX hub closed the stream: {record.get('error') or 'no reason given'}")
         if kind != 1:
-            return []  # pings (answered on the keep-alive timer), completions
+            return []  # pings (answered in `receive`), completions
         target = record.get("target")
         events: list[BrokerEvent] = []
         for argument in record.get("arguments") or []:

@@ -44,7 +44,6 @@ CONTRACTS: dict[str, tuple[str, str, float, float]] = {
 PRICES = {"CON.F.US.EP.Z26": 5000.25, "CON.F.US.MES.Z26": 5000.25,
           "CON.F.US.ENQ.Z26": 18000.5, "CON.F.US.MNQ.Z26": 18000.5}
 ORDER_OPEN, ORDER_FILLED, ORDER_CANCELLED, ORDER_REJECTED = 1, 2, 3, 5
-LATE_FILL_DELAY = 0.3
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -89,6 +88,10 @@ class ProjectXVenue(LocalVenue):
         self.token_ttl = token_ttl
         self.rate_limit, self.rate_window = rate_limit, rate_window
         self.ping_interval = ping_interval
+        self.late_fill_delay = 0.3  # seconds a `late_fill` order stays working
+        # Whether a fill's order update goes out before its trade (the venue's order of
+        # pushes is not documented: the adapter must take either).
+        self.order_event_first = True
         self.user_name = "trader"
         self.api_key = secrets.token_urlsafe(24)
         self._secret = secrets.token_bytes(16)
@@ -102,6 +105,7 @@ class ProjectXVenue(LocalVenue):
         self.faults: dict[str, int] = dict.fromkeys(FAULTS, 0)
         self.calls: dict[str, int] = {}  # path -> how many requests (for assertions)
         self.hub_invocations: list[tuple[str, str, list[Any]]] = []  # (connection, target, args)
+        self.hub_pings_received = 0
         self._negotiated: set[str] = set()
         self._hubs: dict[str, _Hub] = {}
         self._hits: dict[str, deque[float]] = {}
@@ -225,6 +229,9 @@ class ProjectXVenue(LocalVenue):
                 if self._site is not None:
                     await self._site.stop()
                     self._site = None
+                server = self._runner.server
+                for connection in list(server.connections if server is not None else []):
+                    connection.force_close()  # kept-alive sockets drop as well
             else:
                 self._site = web.TCPSite(self._runner, "127.0.0.1", self.port)
                 await self._site.start()
@@ -398,7 +405,7 @@ class ProjectXVenue(LocalVenue):
         self._push_order(order)
         if self._take("late_fill"):
             handle = asyncio.get_running_loop().call_later(
-                LATE_FILL_DELAY, lambda: self._fill(order, order["size"]))
+                self.late_fill_delay, lambda: self._fill(order, order["size"]))
             self._late.add(handle)
             return
         if self._take("partial") and order["size"] > 1:
@@ -424,8 +431,11 @@ class ProjectXVenue(LocalVenue):
         self.trade_book.append(trade)
         position = self._position_move(order["accountId"], order["contractId"],
                                        qty if order["side"] == 0 else -qty, price)
-        self._push_order(order)
+        if self.order_event_first:
+            self._push_order(order)
         self._push("GatewayUserTrade", order["accountId"], trade)
+        if not self.order_event_first:
+            self._push_order(order)
         self._push("GatewayUserPosition", order["accountId"], position)
         return trade
 
@@ -563,6 +573,8 @@ class ProjectXVenue(LocalVenue):
         if record.get("type") == 7:
             await hub.ws.close()
             return
+        if record.get("type") == 6:
+            self.hub_pings_received += 1
         if record.get("type") != 1:
             return  # pings; the client's completions
         target, args = str(record.get("target")), list(record.get("arguments") or [])

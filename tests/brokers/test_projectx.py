@@ -6,6 +6,7 @@ import asyncio
 import datetime as dt
 import json
 import logging
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -451,3 +452,76 @@ def test_secrets_never_reach_logs_reprs_or_errors(venue, px, caplog):
     assert len(errors) == 3
     for secret in (venue.api_key, token, "bad-key-123"):
         assert secret not in text
+
+
+def test_a_fill_of_an_order_the_stream_never_saw_gets_its_tag_from_rest(venue, px):
+    venue.late_fill_delay = 1.0
+    venue.order_event_first = False  # the trade comes before any word of its order
+    lookups = venue.calls.get("/api/Order/searchById", 0)
+    try:
+        venue.inject("late_fill")
+        result = px.place_order(order("cp9-1-0", "sell", 1))  # before the stream opens
+
+        async def scenario() -> list[BrokerEvent]:
+            stream = px.stream(_session(px))
+            await stream.open()
+            try:
+                return await events_take(stream, 1)
+            finally:
+                await stream.close()
+
+        events = run(scenario())
+    finally:
+        venue.late_fill_delay = 0.3
+        venue.order_event_first = True
+    assert result.status == "accepted"
+    assert venue.calls["/api/Order/searchById"] == lookups + 2  # place's read-back, the stream's
+    fill = events[0]  # type: ignore[index]
+    assert isinstance(fill, Fill)
+    assert (fill.client_order_id, fill.side, fill.qty) == ("cp9-1-0", Side.SELL, 1)
+
+
+def test_hub_pings_are_answered_and_never_delivered_as_events():
+    chatty = ProjectXVenue(ping_interval=0.02).start()
+    try:
+        assert isinstance(chatty, ProjectXVenue)
+        external = chatty.account_add("pinged")
+        acct = TradingAccount(pk=10**9, name="pinged", broker="projectx", external_id=external,
+                              credentials=json.dumps(chatty.credentials(external)))
+        adapter = ProjectXBroker(acct)
+        session = adapter.session_obtain(None)
+
+        async def scenario() -> list[BrokerEvent]:
+            stream = adapter.stream(session)
+            await stream.open()
+            try:
+                await asyncio.sleep(0.2)  # ten pings arrive meanwhile
+                await asyncio.to_thread(chatty.trade, external, "ESZ6", "buy", 3)
+                return await events_take(stream, 2)
+            finally:
+                await stream.close()
+
+        events = run(scenario())
+        deadline = time.monotonic() + 2
+        while chatty.hub_pings_received < 3 and time.monotonic() < deadline:
+            time.sleep(0.01)  # the answers are on their way
+        answered = chatty.hub_pings_received
+    finally:
+        chatty.stop()
+    assert [type(e) for e in events] == [Fill, PositionUpdate]  # type: ignore[union-attr]
+    assert answered >= 3
+
+
+def test_outage_is_transient_and_nothing_executes(venue, px):
+    assert px.place_order(order("o0")).status == "filled"  # a kept-alive connection exists
+    venue.set_reachable(False)
+    try:
+        with pytest.raises(TransientBrokerError, match="unreachable") as caught:
+            px.place_order(order("o1"))
+        assert not isinstance(caught.value, OrderOutcomeUnknown)
+        with pytest.raises(TransientBrokerError, match="unreachable"):
+            run(px.stream(_session(px)).open())
+    finally:
+        venue.set_reachable(True)
+    assert len(venue.orders(ext(px))) == 1
+    assert px.place_order(order("o1")).status == "filled"
