@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 
 BROKERS: dict[str, tuple[str, str]] = {
     "sim": ("brokers.sim.SimBroker", "Sim (paper broker)"),
+    "projectx": ("brokers.projectx.ProjectXBroker", "ProjectX Gateway (TopstepX, prop firms)"),
     "tradovate": ("brokers.tradovate.TradovateBroker", "Tradovate / NinjaTrader"),
 }
 

@@ -1,0 +1,626 @@
+"""A ProjectX Gateway on loopback: the REST API and the SignalR user hub, as the adapter sees them.
+
+Field names and numeric codes follow the Gateway's documentation and what project-x-py
+(written against the real service) sends and reads: HTTP 200 with `success:false` and an
+`errorCode` for refusals, `customTag` unique per account and burned by rejected orders,
+trades numbered by a venue-wide increasing id, positions with `type` 1 long / 2 short and
+an unsigned `size`. The hub speaks SignalR's JSON protocol (records ended by 0x1E):
+negotiate, handshake, invocations with completions, pings, and `GatewayUser*` events
+pushed to the sockets that subscribed to the account. Nothing is replayed on a new socket.
+
+Market orders fill at once at a fixed price per contract; the faults of `FAULTS` bend that.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import datetime as dt
+import hashlib
+import hmac
+import itertools
+import json
+import secrets
+import time
+import uuid
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import WSMsgType, web
+
+from brokers.localvenue import FAULTS, LocalVenue
+
+RS = "\x1e"
+DEFAULT_TOKEN_TTL = 24 * 3600.0
+# name -> (contract id, description, tick size, tick value); and where market orders fill
+CONTRACTS: dict[str, tuple[str, str, float, float]] = {
+    "ESZ6": ("CON.F.US.EP.Z26", "E-mini S&P 500: December 2026", 0.25, 12.5),
+    "MESZ6": ("CON.F.US.MES.Z26", "Micro E-mini S&P 500: December 2026", 0.25, 1.25),
+    "NQZ6": ("CON.F.US.ENQ.Z26", "E-mini NASDAQ-100: December 2026", 0.25, 5.0),
+    "MNQZ6": ("CON.F.US.MNQ.Z26", "Micro E-mini Nasdaq-100: December 2026", 0.25, 0.5),
+}
+PRICES = {"CON.F.US.EP.Z26": 5000.25, "CON.F.US.MES.Z26": 5000.25,
+          "CON.F.US.ENQ.Z26": 18000.5, "CON.F.US.MNQ.Z26": 18000.5}
+ORDER_OPEN, ORDER_FILLED, ORDER_CANCELLED, ORDER_REJECTED = 1, 2, 3, 5
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _iso(at: float | None = None) -> str:
+    moment = dt.datetime.fromtimestamp(time.time() if at is None else at, dt.UTC)
+    return moment.isoformat()
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _refusal(code: int, message: str, **extra: Any) -> web.Response:
+    return web.json_response({**extra, "success": False, "errorCode": code,
+                              "errorMessage": message})
+
+
+def _ok(**payload: Any) -> web.Response:
+    return web.json_response({**payload, "success": True, "errorCode": 0, "errorMessage": None})
+
+
+@dataclass
+class _Hub:
+    """One hub socket: what it subscribed to."""
+
+    ws: web.WebSocketResponse
+    user: str
+    outbox: asyncio.Queue[str] = field(default_factory=asyncio.Queue)
+    accounts: bool = False
+    orders: set[int] = field(default_factory=set)
+    positions: set[int] = field(default_factory=set)
+    trades: set[int] = field(default_factory=set)
+
+
+class ProjectXVenue(LocalVenue):
+    kind = "projectx"
+
+    def __init__(self, *, token_ttl: float = DEFAULT_TOKEN_TTL, rate_limit: int = 200,
+                 rate_window: float = 60.0, ping_interval: float = 15.0) -> None:
+        super().__init__()
+        self.token_ttl = token_ttl
+        self.rate_limit, self.rate_window = rate_limit, rate_window
+        self.ping_interval = ping_interval
+        self.late_fill_delay = 0.3  # seconds a `late_fill` order stays working
+        # Whether a fill's order update goes out before its trade (the venue's order of
+        # pushes is not documented: the adapter must take either).
+        self.order_event_first = True
+        self.user_name = "trader"
+        self.api_key = secrets.token_urlsafe(24)
+        self._secret = secrets.token_bytes(16)
+        self._ids = itertools.count(1001)
+        self._trade_ids = itertools.count(50001)
+        self.accounts: dict[int, dict[str, Any]] = {}
+        self.order_book: list[dict[str, Any]] = []
+        self.trade_book: list[dict[str, Any]] = []
+        self.position_book: dict[tuple[int, str], dict[str, Any]] = {}
+        self.tokens: dict[str, float] = {}  # token -> expiry (epoch seconds)
+        self.faults: dict[str, int] = dict.fromkeys(FAULTS, 0)
+        self.calls: dict[str, int] = {}  # path -> how many requests (for assertions)
+        self.hub_invocations: list[tuple[str, str, list[Any]]] = []  # (connection, target, args)
+        self.hub_pings_received = 0
+        self._negotiated: set[str] = set()
+        self._hubs: dict[str, _Hub] = {}
+        self._hits: dict[str, deque[float]] = {}
+        self._reachable = True
+        self._runner: web.AppRunner | None = None
+        self._site: web.TCPSite | None = None
+        self._pinger: asyncio.Task[None] | None = None
+        self._late: set[asyncio.Handle] = set()
+        self.port = 0
+
+    # --- lifecycle ----------------------------------------------------------------------
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def _start(self) -> None:
+        app = web.Application(middlewares=[self._gate])
+        routes: dict[str, Handler] = {
+            "/api/Auth/loginKey": self._login, "/api/Auth/validate": self._validate,
+            "/api/Auth/logout": self._logout, "/api/Account/search": self._account_search,
+            "/api/Contract/search": self._contract_search,
+            "/api/Contract/searchById": self._contract_by_id,
+            "/api/Order/place": self._order_place, "/api/Order/search": self._order_search,
+            "/api/Order/searchById": self._order_by_id,
+            "/api/Order/searchOpen": self._order_search_open,
+            "/api/Position/searchOpen": self._position_search,
+            "/api/Position/closeContract": self._position_close,
+            "/api/Trade/search": self._trade_search,
+            "/hubs/user/negotiate": self._negotiate,
+        }
+        for path, handler in routes.items():
+            app.router.add_post(path, handler)
+        app.router.add_get("/api/Status/ping", self._ping)
+        app.router.add_get("/hubs/user", self._hub)
+        self._runner = web.AppRunner(app, handle_signals=False)
+        await self._runner.setup()
+        self._site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await self._site.start()
+        self.port = self._runner.addresses[0][1]
+        self._pinger = asyncio.get_running_loop().create_task(self._pings())
+
+    async def _stop(self) -> None:
+        if self._pinger is not None:
+            self._pinger.cancel()
+        for handle in self._late:
+            handle.cancel()
+        await self._hubs_close()
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    # --- what tests and the benchmark drive -----------------------------------------------
+    def credentials(self, account_external_id: str) -> dict[str, str]:
+        return {"username": self.user_name, "api_key": self.api_key, "api_url": self.url,
+                "rtc_url": self.url}
+
+    def account_add(self, name: str) -> str:
+        async def add() -> str:
+            account_id = next(self._ids)
+            self.accounts[account_id] = {"id": account_id, "name": name, "balance": 50000.0,
+                                         "canTrade": True, "isVisible": True,
+                                         "simulated": True}
+            return str(account_id)
+        return self.call(add())
+
+    def trade(self, account_external_id: str, symbol: str, side: str, qty: int) -> str:
+        async def trade() -> str:
+            order = self._order_new(int(account_external_id), CONTRACTS[symbol][0],
+                                    0 if side == "buy" else 1, qty, None)
+            self.order_book.append(order)
+            self._push_order(order)
+            return str(self._fill(order, qty)["id"])
+        return self.call(trade())
+
+    def positions(self, account_external_id: str) -> dict[str, int]:
+        async def read() -> dict[str, int]:
+            names = {cid: name for name, (cid, *_rest) in CONTRACTS.items()}
+            return {names[p["contractId"]]: self._signed(p)
+                    for (acct, _c), p in self.position_book.items()
+                    if acct == int(account_external_id) and p["size"]}
+        return self.call(read())
+
+    def orders(self, account_external_id: str) -> list[dict[str, Any]]:
+        async def read() -> list[dict[str, Any]]:
+            return [dict(o) for o in self.order_book
+                    if o["accountId"] == int(account_external_id)]
+        return self.call(read())
+
+    def trades(self, account_external_id: str) -> list[dict[str, Any]]:
+        async def read() -> list[dict[str, Any]]:
+            return [dict(t) for t in self.trade_book
+                    if t["accountId"] == int(account_external_id)]
+        return self.call(read())
+
+    def inject(self, fault: str, count: int = 1) -> None:
+        if fault not in FAULTS:
+            raise ValueError(f"unknown fault {fault!r}; known: {', '.join(FAULTS)}")
+
+        async def set_() -> None:
+            self.faults[fault] = count
+        self.call(set_())
+
+    def streams_drop(self, *, close_message: bool = False) -> None:
+        """`close_message`: say goodbye first with a SignalR close record (type 7)."""
+        async def drop() -> None:
+            await self._hubs_close(close_message=close_message)
+        self.call(drop())
+
+    def tokens_expire(self) -> None:
+        async def expire() -> None:
+            for token in self.tokens:
+                self.tokens[token] = 0.0
+        self.call(expire())
+
+    def set_reachable(self, reachable: bool) -> None:
+        async def switch() -> None:
+            if reachable == self._reachable or self._runner is None:
+                return
+            self._reachable = reachable
+            if not reachable:
+                await self._hubs_close()
+                if self._site is not None:
+                    await self._site.stop()
+                    self._site = None
+                server = self._runner.server
+                for connection in list(server.connections if server is not None else []):
+                    connection.force_close()  # kept-alive sockets drop as well
+            else:
+                self._site = web.TCPSite(self._runner, "127.0.0.1", self.port)
+                await self._site.start()
+        self.call(switch())
+
+    def hub_connections(self) -> int:
+        async def count() -> int:
+            return len(self._hubs)
+        return self.call(count())
+
+    # --- plumbing ------------------------------------------------------------------------
+    @web.middleware
+    async def _gate(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        """Outage, authentication and the rate limit, before any endpoint runs."""
+        if not self._reachable and request.transport is not None:
+            request.transport.abort()  # a connection kept alive from before the outage
+            raise web.HTTPServiceUnavailable
+        self.calls[request.path] = self.calls.get(request.path, 0) + 1
+        if request.path in ("/api/Auth/loginKey", "/api/Status/ping"):
+            return await handler(request)
+        token = self._bearer(request)
+        if token is None:
+            return web.Response(status=401)
+        if request.path.startswith("/api/") and self._rate_limited(token):
+            return web.json_response({"errorMessage": "Too many requests"}, status=429,
+                                     headers={"Retry-After": "1"})
+        return await handler(request)
+
+    def _bearer(self, request: web.Request) -> str | None:
+        """The request's token if it is one we issued and it has not expired."""
+        header = request.headers.get("Authorization", "")
+        token = header[7:] if header.startswith("Bearer ") else request.query.get("access_token")
+        if not token or self.tokens.get(token, 0.0) <= time.time():
+            return None
+        return token
+
+    def _rate_limited(self, token: str) -> bool:
+        if self._take("rate_limit"):
+            return True
+        now = time.monotonic()
+        hits = self._hits.setdefault(token, deque())
+        while hits and hits[0] <= now - self.rate_window:
+            hits.popleft()
+        if len(hits) >= self.rate_limit:
+            return True
+        hits.append(now)
+        return False
+
+    def _take(self, fault: str) -> bool:
+        if self.faults.get(fault, 0) > 0:
+            self.faults[fault] -= 1
+            return True
+        return False
+
+    def _token_new(self) -> str:
+        exp = time.time() + self.token_ttl
+        header = _b64(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
+        claims = _b64(json.dumps({"sub": self.user_name, "exp": int(exp),
+                                  "jti": uuid.uuid4().hex}).encode())
+        signature = _b64(hmac.new(self._secret, f"{header}.{claims}".encode(),
+                                  hashlib.sha256).digest())
+        token = f"{header}.{claims}.{signature}"
+        self.tokens[token] = exp
+        return token
+
+    async def _body(self, request: web.Request) -> dict[str, Any]:
+        try:
+            body = await request.json()
+        except (ValueError, UnicodeDecodeError):
+            raise web.HTTPBadRequest(text="body is not JSON") from None
+        if not isinstance(body, dict):
+            raise web.HTTPBadRequest(text="body is not a JSON object")
+        return body
+
+    async def _account_of(self, request: web.Request) -> tuple[dict[str, Any], int | None]:
+        """The body and its `accountId` when it is one of the user's accounts."""
+        body = await self._body(request)
+        account_id = body.get("accountId")
+        if not isinstance(account_id, int) or account_id not in self.accounts:
+            return body, None
+        return body, account_id
+
+    # --- auth ----------------------------------------------------------------------------
+    async def _login(self, request: web.Request) -> web.Response:
+        body = await self._body(request)
+        if self._take("auth_refused") or (body.get("userName"), body.get("apiKey")) != (
+                self.user_name, self.api_key):
+            return _refusal(3, "Invalid credentials", token=None)
+        return _ok(token=self._token_new())
+
+    async def _validate(self, request: web.Request) -> web.Response:
+        return _ok(newToken=self._token_new())
+
+    async def _logout(self, request: web.Request) -> web.Response:
+        token = self._bearer(request)
+        if token is not None:
+            self.tokens[token] = 0.0
+        return _ok()
+
+    async def _ping(self, request: web.Request) -> web.Response:
+        return web.Response(text="pong")
+
+    # --- accounts and contracts ---------------------------------------------------------
+    async def _account_search(self, request: web.Request) -> web.Response:
+        body = await self._body(request)
+        only_active = bool(body.get("onlyActiveAccounts"))
+        return _ok(accounts=[dict(a) for a in self.accounts.values()
+                             if a["canTrade"] or not only_active])
+
+    @staticmethod
+    def _contract(name: str) -> dict[str, Any]:
+        contract_id, description, tick_size, tick_value = CONTRACTS[name]
+        return {"id": contract_id, "name": name, "description": description,
+                "tickSize": tick_size, "tickValue": tick_value, "activeContract": True,
+                "symbolId": "F.US." + contract_id.split(".")[3]}
+
+    async def _contract_search(self, request: web.Request) -> web.Response:
+        body = await self._body(request)
+        text = str(body.get("searchText") or "").upper()
+        return _ok(contracts=[self._contract(name) for name, (_cid, description, *_r)
+                              in CONTRACTS.items()
+                              if text and (text in name or text in description.upper())])
+
+    async def _contract_by_id(self, request: web.Request) -> web.Response:
+        body = await self._body(request)
+        for name, (contract_id, *_rest) in CONTRACTS.items():
+            if contract_id == body.get("contractId"):
+                return _ok(contract=self._contract(name))
+        return _refusal(1, "Contract not found", contract=None)
+
+    # --- orders ----------------------------------------------------------------------------
+    def _order_new(self, account_id: int, contract_id: str, side: int, size: int,
+                   tag: str | None) -> dict[str, Any]:
+        now = _iso()
+        return {"id": next(self._ids), "accountId": account_id, "contractId": contract_id,
+                "symbolId": "F.US." + contract_id.split(".")[3], "creationTimestamp": now,
+                "updateTimestamp": now, "status": ORDER_OPEN, "type": 2, "side": side,
+                "size": size, "limitPrice": None, "stopPrice": None, "fillVolume": 0,
+                "filledPrice": None, "customTag": tag}
+
+    async def _order_place(self, request: web.Request) -> web.StreamResponse:
+        if self._take("http_5xx"):
+            return web.Response(status=503, text="Service Unavailable")
+        body, account_id = await self._account_of(request)
+        if account_id is None:
+            return _refusal(1, "Account not found", orderId=None)
+        size, side, tag = body.get("size"), body.get("side"), body.get("customTag")
+        contract_id = body.get("contractId")
+        if contract_id not in {cid for cid, *_r in CONTRACTS.values()}:
+            return _refusal(8, "Contract not found", orderId=None)
+        if body.get("type") != 2 or side not in (0, 1) or not isinstance(size, int) or size <= 0:
+            return _refusal(2, "Invalid order: market orders of a positive size only",
+                            orderId=None)
+        if tag is not None and any(o["accountId"] == account_id and o["customTag"] == tag
+                                   for o in self.order_book):
+            return _refusal(2, f"Custom tag {tag} is already in use on this account",
+                            orderId=None)
+        order = self._order_new(account_id, str(contract_id), side, size, tag)
+        self.order_book.append(order)
+        if self._take("reject"):
+            order["status"] = ORDER_REJECTED
+            self._push_order(order)
+            return _refusal(2, "Order rejected by risk (injected)", orderId=order["id"])
+        self._order_execute(order)
+        if self._take("lose_response") and request.transport is not None:
+            request.transport.abort()  # executed; the answer never leaves
+            await asyncio.sleep(0.05)
+        return _ok(orderId=order["id"])
+
+    def _order_execute(self, order: dict[str, Any]) -> None:
+        self._push_order(order)
+        if self._take("late_fill"):
+            handle = asyncio.get_running_loop().call_later(
+                self.late_fill_delay, lambda: self._fill(order, order["size"]))
+            self._late.add(handle)
+            return
+        if self._take("partial") and order["size"] > 1:
+            first = order["size"] // 2
+            self._fill(order, first)
+            self._fill(order, order["size"] - first)
+            return
+        self._fill(order, order["size"])
+
+    def _fill(self, order: dict[str, Any], qty: int) -> dict[str, Any]:
+        """One trade of `qty` on `order`: the order, the trade and the position move and are
+        pushed, in the order the Gateway pushes them."""
+        price = PRICES[order["contractId"]]
+        order["fillVolume"] += qty
+        order["filledPrice"] = price
+        order["updateTimestamp"] = _iso()
+        if order["fillVolume"] >= order["size"]:
+            order["status"] = ORDER_FILLED
+        trade = {"id": next(self._trade_ids), "accountId": order["accountId"],
+                 "contractId": order["contractId"], "creationTimestamp": _iso(),
+                 "price": price, "profitAndLoss": None, "fees": 0.37 * qty,
+                 "side": order["side"], "size": qty, "voided": False, "orderId": order["id"]}
+        self.trade_book.append(trade)
+        position = self._position_move(order["accountId"], order["contractId"],
+                                       qty if order["side"] == 0 else -qty, price)
+        if self.order_event_first:
+            self._push_order(order)
+        self._push("GatewayUserTrade", order["accountId"], trade)
+        if not self.order_event_first:
+            self._push_order(order)
+        self._push("GatewayUserPosition", order["accountId"], position)
+        return trade
+
+    def _position_move(self, account_id: int, contract_id: str, delta: int,
+                       price: float) -> dict[str, Any]:
+        key = (account_id, contract_id)
+        position = self.position_book.get(key)
+        if position is None or not position["size"]:
+            position = {"id": next(self._ids), "accountId": account_id,
+                        "contractId": contract_id, "creationTimestamp": _iso(), "type": 0,
+                        "size": 0, "averagePrice": price}
+            self.position_book[key] = position
+        signed = self._signed(position) + delta
+        position["size"], position["type"] = abs(signed), (1 if signed > 0 else 2)
+        return dict(position)
+
+    @staticmethod
+    def _signed(position: dict[str, Any]) -> int:
+        size: int = position["size"]
+        return size if position["type"] == 1 else -size
+
+    async def _order_search(self, request: web.Request) -> web.Response:
+        if self._take("lookup_fail"):
+            return web.Response(status=503, text="Service Unavailable")
+        body, account_id = await self._account_of(request)
+        if account_id is None:
+            return _refusal(1, "Account not found", orders=[])
+        since = str(body.get("startTimestamp") or "")
+        return _ok(orders=[dict(o) for o in self.order_book if o["accountId"] == account_id
+                           and self._after(o["creationTimestamp"], since)])
+
+    async def _order_search_open(self, request: web.Request) -> web.Response:
+        _body, account_id = await self._account_of(request)
+        return _ok(orders=[dict(o) for o in self.order_book
+                           if o["accountId"] == account_id and o["status"] == ORDER_OPEN])
+
+    async def _order_by_id(self, request: web.Request) -> web.Response:
+        if self._take("lookup_fail"):
+            return web.Response(status=503, text="Service Unavailable")
+        body, account_id = await self._account_of(request)
+        for order in self.order_book:
+            if order["accountId"] == account_id and order["id"] == body.get("orderId"):
+                return _ok(order=dict(order))
+        return _refusal(1, "Order not found", order=None)
+
+    @staticmethod
+    def _after(stamp: str, since: str) -> bool:
+        if not since:
+            return True
+        return dt.datetime.fromisoformat(stamp) >= dt.datetime.fromisoformat(since)
+
+    # --- positions and trades ----------------------------------------------------------
+    async def _position_search(self, request: web.Request) -> web.Response:
+        _body, account_id = await self._account_of(request)
+        if account_id is None:
+            return _refusal(1, "Account not found", positions=[])
+        return _ok(positions=[dict(p) for (acct, _c), p in self.position_book.items()
+                              if acct == account_id and p["size"]])
+
+    async def _position_close(self, request: web.Request) -> web.Response:
+        body, account_id = await self._account_of(request)
+        if account_id is None:
+            return _refusal(1, "Account not found")
+        position = self.position_book.get((account_id, str(body.get("contractId"))))
+        if position is None or not position["size"]:
+            return _refusal(2, "Position not found")
+        order = self._order_new(account_id, position["contractId"],
+                                1 if position["type"] == 1 else 0, position["size"], None)
+        self.order_book.append(order)
+        self._push_order(order)
+        self._fill(order, order["size"])
+        return _ok()
+
+    async def _trade_search(self, request: web.Request) -> web.Response:
+        body, account_id = await self._account_of(request)
+        if account_id is None:
+            return _refusal(1, "Account not found", trades=[])
+        since = str(body.get("startTimestamp") or "")
+        return _ok(trades=[dict(t) for t in self.trade_book if t["accountId"] == account_id
+                           and self._after(t["creationTimestamp"], since)])
+
+    # --- the user hub (SignalR JSON) -----------------------------------------------------
+    async def _negotiate(self, request: web.Request) -> web.Response:
+        connection_id = uuid.uuid4().hex
+        token = uuid.uuid4().hex
+        self._negotiated.add(token)
+        return web.json_response({
+            "negotiateVersion": 1, "connectionId": connection_id, "connectionToken": token,
+            "availableTransports": [{"transport": "WebSockets",
+                                     "transferFormats": ["Text", "Binary"]}],
+        })
+
+    async def _hub(self, request: web.Request) -> web.StreamResponse:
+        connection = request.query.get("id", "")
+        if connection not in self._negotiated:
+            return web.Response(status=404, text="No Connection with that ID")
+        self._negotiated.discard(connection)
+        ws = web.WebSocketResponse(autoping=True)
+        await ws.prepare(request)
+        buffer = ""
+        hub: _Hub | None = None
+        writer: asyncio.Task[None] | None = None
+        async for message in ws:
+            if message.type != WSMsgType.TEXT:
+                break
+            buffer += message.data
+            *records, buffer = buffer.split(RS)
+            for record in records:
+                if hub is None:  # the handshake comes first
+                    if json.loads(record).get("protocol") != "json":
+                        await ws.send_str(json.dumps({"error": "protocol not supported"}) + RS)
+                        await ws.close()
+                        return ws
+                    hub = _Hub(ws, self.user_name)
+                    await ws.send_str("{}" + RS)
+                    writer = asyncio.get_running_loop().create_task(self._hub_write(hub))
+                    self._hubs[connection] = hub
+                    continue
+                await self._hub_record(connection, hub, json.loads(record))
+        self._hubs.pop(connection, None)
+        if writer is not None:
+            writer.cancel()
+        return ws
+
+    @staticmethod
+    async def _hub_write(hub: _Hub) -> None:
+        while not hub.ws.closed:
+            frame = await hub.outbox.get()
+            try:
+                await hub.ws.send_str(frame)
+            except ConnectionError:
+                return
+
+    async def _hub_record(self, connection: str, hub: _Hub, record: dict[str, Any]) -> None:
+        if record.get("type") == 7:
+            await hub.ws.close()
+            return
+        if record.get("type") == 6:
+            self.hub_pings_received += 1
+        if record.get("type") != 1:
+            return  # pings; the client's completions
+        target, args = str(record.get("target")), list(record.get("arguments") or [])
+        self.hub_invocations.append((connection, target, args))
+        error = self._subscribe(hub, target, args)
+        if record.get("invocationId") is not None:
+            reply: dict[str, Any] = {"type": 3, "invocationId": record["invocationId"]}
+            if error:
+                reply["error"] = error
+            hub.outbox.put_nowait(json.dumps(reply) + RS)
+
+    def _subscribe(self, hub: _Hub, target: str, args: list[Any]) -> str:
+        if target == "SubscribeAccounts":
+            hub.accounts = True
+            return ""
+        books = {"SubscribeOrders": hub.orders, "SubscribePositions": hub.positions,
+                 "SubscribeTrades": hub.trades}
+        if target not in books:
+            return f"Method does not exist: {target}"
+        if len(args) != 1 or not isinstance(args[0], int) or args[0] not in self.accounts:
+            return f"{target}: unknown account"
+        books[target].add(args[0])
+        return ""
+
+    def _push(self, target: str, account_id: int, data: dict[str, Any]) -> None:
+        kind = {"GatewayUserOrder": "orders", "GatewayUserTrade": "trades",
+                "GatewayUserPosition": "positions"}[target]
+        frame = json.dumps({"type": 1, "target": target,
+                            "arguments": [{"action": 1, "data": dict(data)}]}) + RS
+        for hub in list(self._hubs.values()):
+            if account_id in getattr(hub, kind) and not hub.ws.closed:
+                hub.outbox.put_nowait(frame)  # one writer per socket keeps the order
+
+    def _push_order(self, order: dict[str, Any]) -> None:
+        self._push("GatewayUserOrder", order["accountId"], order)
+
+    async def _pings(self) -> None:
+        while True:
+            await asyncio.sleep(self.ping_interval)
+            for hub in list(self._hubs.values()):
+                hub.outbox.put_nowait(json.dumps({"type": 6}) + RS)
+
+    async def _hubs_close(self, *, close_message: bool = False) -> None:
+        for connection, hub in list(self._hubs.items()):
+            self._hubs.pop(connection, None)
+            if close_message and not hub.ws.closed:
+                await hub.ws.send_str(json.dumps({"type": 7, "error": "Server restarting",
+                                                  "allowReconnect": True}) + RS)
+            await hub.ws.close()

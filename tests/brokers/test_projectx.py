@@ -1,0 +1,527 @@
+"""The ProjectX adapter against the local ProjectX Gateway, over loopback (no patching)."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import logging
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from accounts.models import TradingAccount
+from brokers.base import (
+    BrokerEvent,
+    Fill,
+    OrderOutcomeUnknown,
+    OrderRequest,
+    PermanentBrokerError,
+    PositionUpdate,
+    Session,
+    Side,
+    TransientBrokerError,
+)
+from brokers.localvenue.projectx import ProjectXVenue
+from brokers.projectx import ProjectXBroker, ProjectXStream, token_expiry
+from brokers.registry import adapter_class, broker_choices
+from brokers.sessions import session_load, session_save
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(scope="module")
+def venue() -> Iterator[ProjectXVenue]:
+    v = ProjectXVenue().start()
+    assert isinstance(v, ProjectXVenue)
+    yield v
+    v.stop()
+
+
+def _account(venue: ProjectXVenue, name: str, **creds: str) -> TradingAccount:
+    external = venue.account_add(name)
+    return TradingAccount.objects.create(
+        name=name, broker="projectx", external_id=external,
+        credentials=json.dumps({**venue.credentials(external), **creds}))
+
+
+@pytest.fixture
+def px(venue: ProjectXVenue, request: pytest.FixtureRequest) -> ProjectXBroker:
+    """An account at the venue whose listener has logged in (its session stored)."""
+    acct = _account(venue, f"px-{request.node.name}"[:64])
+    adapter = ProjectXBroker(acct)
+    session = adapter.session_obtain(None)
+    assert session is not None
+    session_save(acct.pk, session, obtained_by="test listener")
+    return adapter
+
+
+def order(cid: str, side: str = "buy", qty: int = 2, symbol: str = "ESZ6") -> OrderRequest:
+    return OrderRequest(cid, symbol, Side(side), qty)
+
+
+def ext(px: ProjectXBroker) -> str:
+    return px.account.external_id
+
+
+def run(coro: object) -> object:
+    return asyncio.run(coro)  # type: ignore[arg-type]
+
+
+async def events_take(stream: ProjectXStream, n: int, timeout: float = 5.0) -> list[BrokerEvent]:
+    got: list[BrokerEvent] = []
+    async with asyncio.timeout(timeout):
+        while len(got) < n:
+            got += await stream.receive()
+    return got
+
+
+# --- registry and credentials ----------------------------------------------------------------
+def test_projectx_is_a_registered_kind():
+    assert adapter_class("projectx") is ProjectXBroker
+    assert ("projectx", ProjectXBroker.label) in broker_choices()
+
+
+def test_credentials_clean_defaults_and_normalises_urls():
+    cleaned = ProjectXBroker.credentials_clean(
+        {"username": " me ", "api_key": "k", "api_url": "https://gw.example.com/api/"})
+    assert cleaned == {"username": "me", "api_key": "k", "api_url": "https://gw.example.com",
+                       "rtc_url": "https://rtc.topstepx.com"}
+
+
+@pytest.mark.parametrize(("values", "error"), [
+    ({"api_key": "k"}, "missing: User name"),
+    ({"username": "me", "api_key": ""}, "missing: API key"),
+    ({"username": "me", "api_key": "k", "api_url": "ftp://x"}, "api_url: not an http"),
+    ({"username": "me", "api_key": "k", "rtc_url": "rtc.example.com"}, "rtc_url: not an http"),
+])
+def test_bad_credentials_are_refused_with_what_is_wrong(values, error):
+    with pytest.raises(ValueError, match=error):
+        ProjectXBroker.credentials_clean(values)
+
+
+def test_external_id_must_be_the_integer_account_id(venue):
+    acct = _account(venue, "bad-ext")
+    acct.external_id = "TOPSTEP-1"
+    with pytest.raises(PermanentBrokerError, match="'TOPSTEP-1' is not a ProjectX account id"):
+        ProjectXBroker(acct).place_order(order("x1"))
+
+
+def test_credentials_that_are_not_json_are_a_clear_permanent_error(venue):
+    acct = _account(venue, "bad-json")
+    acct.credentials = "user:key"
+    with pytest.raises(PermanentBrokerError, match="credentials are not JSON"):
+        ProjectXBroker(acct).session_obtain(None)
+
+
+# --- sessions ---------------------------------------------------------------------------------
+def test_login_reads_the_expiry_from_the_token(venue):
+    session = ProjectXBroker(_account(venue, "login")).session_obtain(None)
+    assert session is not None
+    left = session.expires_at - dt.datetime.now(dt.UTC)
+    assert dt.timedelta(hours=23) < left <= dt.timedelta(hours=24)
+    assert token_expiry("not-a-jwt") > dt.datetime.now(dt.UTC) + dt.timedelta(hours=23)
+
+
+def test_a_good_session_is_kept_and_one_running_out_renewed_by_validate(venue):
+    adapter = ProjectXBroker(_account(venue, "renew"))
+    fresh = adapter.session_obtain(None)
+    logins = venue.calls.get("/api/Auth/loginKey", 0)
+    assert adapter.session_obtain(fresh) is fresh
+    venue.token_ttl = 120.0  # tokens now last two minutes: inside the renewal window
+    try:
+        short = adapter.session_obtain(None)
+        assert short is not None
+        validates = venue.calls.get("/api/Auth/validate", 0)
+        renewed = adapter.session_obtain(short)
+    finally:
+        venue.token_ttl = 24 * 3600.0
+    assert renewed is not None
+    assert renewed.token != short.token
+    assert venue.calls["/api/Auth/validate"] == validates + 1
+    assert venue.calls["/api/Auth/loginKey"] == logins + 1  # only the short session's login
+
+
+def test_a_revoked_session_is_replaced_by_a_new_login(venue):
+    adapter = ProjectXBroker(_account(venue, "revoked"))
+    venue.token_ttl = 120.0
+    try:
+        current = adapter.session_obtain(None)
+    finally:
+        venue.token_ttl = 24 * 3600.0
+    venue.tokens_expire()
+    again = adapter.session_obtain(current)
+    assert again is not None
+    assert again.token != current.token
+    assert again.expires_at - dt.datetime.now(dt.UTC) > dt.timedelta(hours=23)
+
+
+def test_refused_login_is_permanent_and_says_why(venue):
+    adapter = ProjectXBroker(_account(venue, "wrongkey", api_key="nope"))
+    with pytest.raises(PermanentBrokerError, match="refused: InvalidCredentials"):
+        adapter.session_obtain(None)
+
+
+def test_no_stored_session_is_transient_and_place_never_logs_in(venue):
+    adapter = ProjectXBroker(_account(venue, "nosession"))
+    logins = venue.calls.get("/api/Auth/loginKey", 0)
+    with pytest.raises(TransientBrokerError, match="no session: the listener has not logged in"):
+        adapter.place_order(order("ns1"))
+    assert venue.calls.get("/api/Auth/loginKey", 0) == logins
+    assert venue.orders(adapter.account.external_id) == []
+
+
+def test_a_401_reloads_the_session_the_listener_renewed(venue, px):
+    assert px.place_order(order("r1")).status == "filled"
+    venue.tokens_expire()
+    with pytest.raises(TransientBrokerError, match=r"401.*not renewed it yet"):
+        px.place_order(order("r2"))
+    assert len(venue.orders(ext(px))) == 1
+    # The listener logs in again; the worker's cached session is stale until the 401.
+    fresh = px.session_obtain(None)
+    assert fresh is not None
+    from brokers.models import BrokerSession
+    BrokerSession.objects.filter(account=px.account).update(token=fresh.token)
+    assert session_load(px.account.pk).token != fresh.token  # type: ignore[union-attr]
+    assert px.place_order(order("r2")).status == "filled"
+    assert venue.positions(ext(px)) == {"ESZ6": 4}
+
+
+# --- orders -----------------------------------------------------------------------------------
+def test_market_order_fills_and_carries_the_client_id_as_custom_tag(venue, px):
+    result = px.place_order(order("cp1-1-0", "sell", 3))
+    assert (result.status, result.filled_qty, result.client_order_id) == ("filled", 3, "cp1-1-0")
+    assert (result.symbol, result.side, result.qty) == ("ESZ6", Side.SELL, 3)
+    [sent] = venue.orders(ext(px))
+    assert (sent["customTag"], sent["type"], sent["side"], sent["size"]) == ("cp1-1-0", 2, 1, 3)
+    assert sent["contractId"] == "CON.F.US.EP.Z26"
+    assert str(sent["id"]) == result.broker_order_id
+    assert px.positions() == {"ESZ6": -3}
+
+
+def test_the_same_client_id_twice_never_makes_a_second_order(venue, px):
+    first = px.place_order(order("dup", "buy", 2))
+    second = px.place_order(order("dup", "buy", 2))
+    assert second.broker_order_id == first.broker_order_id
+    assert (second.status, second.filled_qty) == ("filled", 2)
+    assert len(venue.orders(ext(px))) == 1
+    assert venue.positions(ext(px)) == {"ESZ6": 2}
+
+
+def test_lost_response_is_unknown_then_found_filled_and_nothing_doubles(venue, px):
+    venue.inject("lose_response")
+    with pytest.raises(OrderOutcomeUnknown):
+        px.place_order(order("lost", "buy", 2))
+    found = px.find_order("lost")
+    assert found is not None
+    assert (found.status, found.filled_qty, found.symbol, found.side, found.qty) == (
+        "filled", 2, "ESZ6", Side.BUY, 2)
+    again = px.place_order(order("lost", "buy", 2))  # what a blind resend would get
+    assert again.broker_order_id == found.broker_order_id
+    assert len(venue.orders(ext(px))) == 1
+    assert venue.positions(ext(px)) == {"ESZ6": 2}
+
+
+def test_find_order_of_an_id_never_sent_is_none_and_a_failed_lookup_transient(venue, px):
+    assert px.find_order("never") is None
+    venue.inject("lookup_fail")
+    with pytest.raises(TransientBrokerError, match="503"):
+        px.find_order("never")
+
+
+def test_rejection_is_permanent_and_burns_the_tag(venue, px):
+    venue.inject("reject")
+    with pytest.raises(PermanentBrokerError, match="OrderRejected"):
+        px.place_order(order("rej"))
+    with pytest.raises(PermanentBrokerError, match="rejected"):
+        px.place_order(order("rej"))  # the tag is taken by the rejected order
+    assert [o["status"] for o in venue.orders(ext(px))] == [5]
+    found = px.find_order("rej")
+    assert found is not None
+    assert (found.status, found.filled_qty) == ("rejected", 0)
+    assert px.place_order(order("rej-2")).status == "filled"  # a new tag goes through
+
+
+@pytest.mark.parametrize("fault", ["rate_limit", "http_5xx"])
+def test_rate_limit_and_5xx_are_transient_and_nothing_executes(venue, px, fault):
+    venue.inject(fault)
+    with pytest.raises(TransientBrokerError) as caught:
+        px.place_order(order("t1"))
+    assert not isinstance(caught.value, OrderOutcomeUnknown)
+    if fault == "rate_limit":
+        assert caught.value.retry_after == 1.0
+    assert venue.orders(ext(px)) == []
+    assert px.find_order("t1") is None
+    assert px.place_order(order("t1")).status == "filled"
+
+
+def test_partial_fills_are_summed(venue, px):
+    venue.inject("partial")
+    result = px.place_order(order("part", "buy", 5))
+    assert (result.status, result.filled_qty) == ("filled", 5)
+    assert [t["size"] for t in venue.trades(ext(px))] == [2, 3]
+    found = px.find_order("part")
+    assert found is not None
+    assert found.filled_qty == 5
+
+
+def test_unknown_contract_is_permanent_and_sends_nothing(venue, px):
+    with pytest.raises(PermanentBrokerError, match="no contract named 'ZZZ9'"):
+        px.place_order(order("u1", symbol="ZZZ9"))
+    assert venue.orders(ext(px)) == []
+    assert px.contract_id("MNQZ6") == "CON.F.US.MNQ.Z26"
+    assert px.contract_name("CON.F.US.ENQ.Z26") == "NQZ6"
+    with pytest.raises(PermanentBrokerError, match="unknown contract id"):
+        px.contract_name("CON.F.US.XX.Z26")
+
+
+# --- positions --------------------------------------------------------------------------------
+def test_positions_are_signed_and_flat_is_omitted(venue, px):
+    venue.trade(ext(px), "ESZ6", "buy", 2)
+    venue.trade(ext(px), "NQZ6", "sell", 3)
+    venue.trade(ext(px), "MESZ6", "buy", 1)
+    venue.trade(ext(px), "MESZ6", "sell", 1)
+    assert px.positions() == {"ESZ6": 2, "NQZ6": -3}
+
+
+def test_fills_cursor_is_the_newest_trade_in_the_positions_read(venue, px):
+    assert px.positions() == {}
+    assert px.fills_cursor() == 0
+    first = int(venue.trade(ext(px), "ESZ6", "buy", 1))
+    assert px.positions() == {"ESZ6": 1}
+    assert px.fills_cursor() == first
+    later = int(venue.trade(ext(px), "ESZ6", "buy", 1))
+    assert later > first  # a fill after the read is numbered above the cursor
+
+
+def test_flatten_closes_the_symbol(venue, px):
+    venue.trade(ext(px), "MNQZ6", "sell", 4)
+    px.flatten("MNQZ6")
+    assert venue.positions(ext(px)) == {}
+    with pytest.raises(PermanentBrokerError, match="closing MNQZ6 refused"):
+        px.flatten("MNQZ6")
+
+
+# --- the stream -----------------------------------------------------------------------------
+def _session(px: ProjectXBroker) -> Session:
+    session = session_load(px.account.pk)
+    assert session is not None
+    return session
+
+
+def test_stream_subscribes_and_maps_trades_and_positions(venue, px):
+    async def scenario() -> list[BrokerEvent]:
+        stream = px.stream(_session(px))
+        assert isinstance(stream, ProjectXStream)
+        await stream.open()
+        try:
+            await asyncio.to_thread(venue.trade, ext(px), "NQZ6", "sell", 2)
+            return await events_take(stream, 2)
+        finally:
+            await stream.close()
+            await stream.close()  # twice is fine
+
+    events = run(scenario())
+    account_id = int(ext(px))
+    mine = [(t, a) for _c, t, a in venue.hub_invocations if a in ([], [account_id])]
+    assert [t for t, _a in mine[-4:]] == ["SubscribeAccounts", "SubscribeOrders",
+                                          "SubscribePositions", "SubscribeTrades"]
+    [trade] = venue.trades(ext(px))
+    fill, position = events  # type: ignore[misc]
+    assert isinstance(fill, Fill)
+    assert isinstance(position, PositionUpdate)
+    assert (fill.fill_id, fill.seq, fill.symbol, fill.side, fill.qty, fill.client_order_id) == (
+        str(trade["id"]), trade["id"], "NQZ6", Side.SELL, 2, None)
+    assert fill.time.tzinfo is not None
+    assert position == PositionUpdate("NQZ6", -2)
+
+
+def test_late_fill_comes_on_the_stream_with_the_client_id(venue, px):
+    async def scenario() -> tuple[object, list[BrokerEvent]]:
+        stream = px.stream(_session(px))
+        await stream.open()
+        try:
+            venue.inject("late_fill")
+            result = await asyncio.to_thread(px.place_order, order("cp7-1-0", "buy", 2))
+            return result, await events_take(stream, 2)
+        finally:
+            await stream.close()
+
+    result, events = run(scenario())  # type: ignore[misc]
+    assert (result.status, result.filled_qty) == ("accepted", 0)
+    fill = next(e for e in events if isinstance(e, Fill))
+    assert (fill.client_order_id, fill.qty, fill.symbol) == ("cp7-1-0", 2, "ESZ6")
+    assert PositionUpdate("ESZ6", 2) in events
+    found = px.find_order("cp7-1-0")
+    assert found is not None
+    assert (found.status, found.filled_qty) == ("filled", 2)
+
+
+def test_dropped_stream_raises_and_a_new_one_resubscribes_without_replay(venue, px):
+    async def scenario() -> list[BrokerEvent]:
+        stream = px.stream(_session(px))
+        await stream.open()
+        await asyncio.to_thread(venue.trade, ext(px), "ESZ6", "buy", 1)
+        await events_take(stream, 2)
+        await asyncio.to_thread(venue.streams_drop)
+        with pytest.raises(TransientBrokerError, match="closed"):
+            await events_take(stream, 1)
+        await stream.close()
+        subscribed = len(venue.hub_invocations)
+        again = px.stream(_session(px))
+        await again.open()
+        assert len(venue.hub_invocations) == subscribed + 4
+        try:
+            await asyncio.to_thread(venue.trade, ext(px), "ESZ6", "sell", 1)
+            return await events_take(again, 2)
+        finally:
+            await again.close()
+
+    events = run(scenario())
+    fills = [e for e in events if isinstance(e, Fill)]
+    assert [(f.side, f.qty) for f in fills] == [(Side.SELL, 1)]  # the first trade not replayed
+    assert PositionUpdate("ESZ6", 0) in events
+
+
+def test_a_close_record_from_the_hub_is_transient(venue, px):
+    async def scenario() -> None:
+        stream = px.stream(_session(px))
+        await stream.open()
+        try:
+            await asyncio.to_thread(venue.streams_drop, close_message=True)
+            with pytest.raises(TransientBrokerError, match="Server restarting"):
+                await events_take(stream, 1)
+        finally:
+            await stream.close()
+
+    run(scenario())
+
+
+def test_stream_with_a_refused_token_fails_open_transiently(venue, px):
+    stale = _session(px)
+    venue.tokens_expire()
+
+    async def scenario() -> None:
+        stream = px.stream(stale)
+        with pytest.raises(TransientBrokerError, match="401"):
+            await stream.open()
+        await stream.close()
+        with pytest.raises(TransientBrokerError, match="no session"):
+            await px.stream(None).open()
+
+    run(scenario())
+
+
+# --- connection test and secrets ------------------------------------------------------------
+def test_connection_test_reports_the_account_and_its_positions(venue, px):
+    venue.trade(ext(px), "ESZ6", "buy", 1)
+    summary = px.connection_test()
+    assert f"account {ext(px)}" in summary
+    assert "ESZ6 +1" in summary
+
+
+def test_connection_test_says_what_failed(venue):
+    wrong = _account(venue, "ct-wrong", api_key="not-the-key")
+    with pytest.raises(PermanentBrokerError, match="login of 'trader' refused"):
+        ProjectXBroker(wrong).connection_test()
+    other = _account(venue, "ct-other")
+    other.external_id = "999999"
+    with pytest.raises(PermanentBrokerError, match="account 999999 is not among"):
+        ProjectXBroker(other).connection_test()
+
+
+def test_secrets_never_reach_logs_reprs_or_errors(venue, px, caplog):
+    caplog.set_level(logging.DEBUG)
+    token = _session(px).token
+    errors: list[str] = []
+    venue.inject("lose_response")
+    for call in (lambda: px.place_order(order("s1")),
+                 lambda: ProjectXBroker(_account(venue, "s-wrong", api_key="bad-key-123"))
+                 .connection_test()):
+        try:
+            call()
+        except Exception as exc:
+            errors.append(f"{exc!r} {exc}")
+    venue.tokens_expire()
+    try:
+        px.place_order(order("s2"))
+    except TransientBrokerError as exc:
+        errors.append(f"{exc!r} {exc}")
+    text = caplog.text + " ".join(errors) + repr(_session(px)) + repr(px.stream(_session(px)))
+    assert len(errors) == 3
+    for secret in (venue.api_key, token, "bad-key-123"):
+        assert secret not in text
+
+
+def test_a_fill_of_an_order_the_stream_never_saw_gets_its_tag_from_rest(venue, px):
+    venue.late_fill_delay = 1.0
+    venue.order_event_first = False  # the trade comes before any word of its order
+    lookups = venue.calls.get("/api/Order/searchById", 0)
+    try:
+        venue.inject("late_fill")
+        result = px.place_order(order("cp9-1-0", "sell", 1))  # before the stream opens
+
+        async def scenario() -> list[BrokerEvent]:
+            stream = px.stream(_session(px))
+            await stream.open()
+            try:
+                return await events_take(stream, 1)
+            finally:
+                await stream.close()
+
+        events = run(scenario())
+    finally:
+        venue.late_fill_delay = 0.3
+        venue.order_event_first = True
+    assert result.status == "accepted"
+    assert venue.calls["/api/Order/searchById"] == lookups + 2  # place's read-back, the stream's
+    fill = events[0]  # type: ignore[index]
+    assert isinstance(fill, Fill)
+    assert (fill.client_order_id, fill.side, fill.qty) == ("cp9-1-0", Side.SELL, 1)
+
+
+def test_hub_pings_are_answered_and_never_delivered_as_events():
+    chatty = ProjectXVenue(ping_interval=0.02).start()
+    try:
+        assert isinstance(chatty, ProjectXVenue)
+        external = chatty.account_add("pinged")
+        acct = TradingAccount(pk=10**9, name="pinged", broker="projectx", external_id=external,
+                              credentials=json.dumps(chatty.credentials(external)))
+        adapter = ProjectXBroker(acct)
+        session = adapter.session_obtain(None)
+
+        async def scenario() -> list[BrokerEvent]:
+            stream = adapter.stream(session)
+            await stream.open()
+            try:
+                await asyncio.sleep(0.2)  # ten pings arrive meanwhile
+                await asyncio.to_thread(chatty.trade, external, "ESZ6", "buy", 3)
+                return await events_take(stream, 2)
+            finally:
+                await stream.close()
+
+        events = run(scenario())
+        deadline = time.monotonic() + 2
+        while chatty.hub_pings_received < 3 and time.monotonic() < deadline:
+            time.sleep(0.01)  # the answers are on their way
+        answered = chatty.hub_pings_received
+    finally:
+        chatty.stop()
+    assert [type(e) for e in events] == [Fill, PositionUpdate]  # type: ignore[union-attr]
+    assert answered >= 3
+
+
+def test_outage_is_transient_and_nothing_executes(venue, px):
+    assert px.place_order(order("o0")).status == "filled"  # a kept-alive connection exists
+    venue.set_reachable(False)
+    try:
+        with pytest.raises(TransientBrokerError, match="unreachable") as caught:
+            px.place_order(order("o1"))
+        assert not isinstance(caught.value, OrderOutcomeUnknown)
+        with pytest.raises(TransientBrokerError, match="unreachable"):
+            run(px.stream(_session(px)).open())
+    finally:
+        venue.set_reachable(True)
+    assert len(venue.orders(ext(px))) == 1
+    assert px.place_order(order("o1")).status == "filled"
