@@ -128,11 +128,11 @@ class Position(models.Model):
 
 
 class FollowerFill(models.Model):
-    """A manual fill seen on a follower's stream, by the broker's fill id.
+    """A fill counted from a follower's stream, by the broker's fill id.
 
-    A broker may deliver a fill twice; the copier's own orders are settled once
-    through their Order rows, and this row does the same for the fills nobody
-    ordered: the second delivery finds it and moves nothing.
+    A broker may deliver a fill twice: the second delivery finds this row and
+    moves nothing. Kept for the fills nobody ordered (manual trades) and for the
+    parts of our own orders that were still working when the venue answered.
     """
 
     account = models.ForeignKey(TradingAccount, on_delete=models.CASCADE, related_name="+")

@@ -369,7 +369,8 @@ class Order(models.Model):
         Status.SUBMITTING: {Status.FILLED, Status.ACCEPTED, Status.REJECTED, Status.UNKNOWN,
                             Status.FAILED},
         Status.UNKNOWN: {Status.FILLED, Status.ACCEPTED, Status.REJECTED, Status.FAILED},
-        Status.ACCEPTED: {Status.FILLED},
+        # Working: more parts may fill (it stays accepted), or the venue ends it unfilled.
+        Status.ACCEPTED: {Status.ACCEPTED, Status.FILLED, Status.REJECTED},
         Status.FILLED: set(),
         Status.REJECTED: set(),
         Status.FAILED: set(),

@@ -28,7 +28,7 @@ from brokers.registry import adapter_for
 from copier import clock, rules, sql
 from copier.models import CopyGroup, Order, RefusedFill
 from copier.services.ingest import FillInput, leader_fill_ingest
-from copier.services.placement import is_copier_order_id, order_fill_settle
+from copier.services.placement import is_copier_order_id, order_fill_add
 from copier.services.positions import position_lock
 from copier.services.sync_guard import (
     connection_lost,
@@ -159,12 +159,12 @@ def follower_fill_record(*, account: TradingAccount, fill: Fill, covered: bool =
         # Waits for any placement holding this row, so our order's row is final here.
         position = position_lock(account.pk, symbol)
         if is_copier_order_id(fill.client_order_id):
-            counts = _copier_order_settled(fill) and not covered
+            qty = _copier_order_fill(account, fill, covered=covered)
         else:
-            counts = not covered and _manual_fill_first_seen(account, fill)
-        if not counts:
+            qty = fill.qty if not covered and _fill_first_seen(account, fill) else 0
+        if not qty:
             return False
-        position.qty += rules.signed(fill.side, fill.qty)
+        position.qty += rules.signed(fill.side, qty)
         if position.broker_qty == position.qty:  # the fill a broker's statement was ahead of
             position.broker_qty = position.broker_qty_since = None
         position.save(update_fields=["qty", "broker_qty", "broker_qty_since", "updated_at"])
@@ -172,8 +172,10 @@ def follower_fill_record(*, account: TradingAccount, fill: Fill, covered: bool =
     return True
 
 
-def _manual_fill_first_seen(account: TradingAccount, fill: Fill) -> bool:
-    """Record the fill id; False when it was recorded before (a repeated delivery)."""
+def _fill_first_seen(account: TradingAccount, fill: Fill) -> bool:
+    """Record the fill id; False when it was recorded before (a repeated delivery).
+
+    Our working orders' fills are recorded here too: they are counted one by one."""
     first = sql.follower_fill_seen(account_id=account.pk, fill_id=fill.fill_id.strip(),
                                    now=clock.now())
     if not first:
@@ -181,16 +183,22 @@ def _manual_fill_first_seen(account: TradingAccount, fill: Fill) -> bool:
     return first
 
 
-def _copier_order_settled(fill: Fill) -> bool:
-    """Our order's fill: True when it settles an order whose fill nobody counted yet."""
+def _copier_order_fill(account: TradingAccount, fill: Fill, *, covered: bool) -> int:
+    """Our order's fill: the quantity it adds to what the copier counted (0: nothing).
+
+    An order the copier counted at placement (filled) is in C already. One left
+    unknown or still working counts its fills as they come, each fill once (by its
+    id: a venue may deliver one twice), up to the order's quantity. A fill the
+    positions re-read at a reconnect already hold (`covered`) moves nothing: that
+    reconnect asked about the order too and counted what it had filled.
+    """
     order = (Order.objects.filter(client_order_id=fill.client_order_id)
              .select_related("failed_exit").first())
     if order is None or order.status not in (Order.Status.UNKNOWN, Order.Status.ACCEPTED):
-        return False
-    # Its outcome was unknown (or it was working): the fill settles it now, and
-    # the exit queued for it with it.
-    order_fill_settle(order, fill.qty)
-    return True
+        return 0
+    if covered or not _fill_first_seen(account, fill):
+        return 0
+    return order_fill_add(order, fill.qty)
 
 
 def position_update_record(*, account: TradingAccount, update: PositionUpdate,

@@ -74,7 +74,11 @@ class Sent:
 
 def result_apply(order: Order, result: OrderResult) -> tuple[int, BrokerError | None]:
     """The broker's answer, from a placement or a look-up: a rejection is a rejection
-    however the copier learns of it. Returns (filled quantity, error)."""
+    however the copier learns of it. Returns (quantity newly filled, error).
+
+    Newly: an order the copier already counted in part (a working order's fills seen
+    on the stream) moves the position only by what the broker reports beyond that.
+    """
     order.broker_order_id = result.broker_order_id
     order.message = result.message
     if result.side is not None and result.qty:  # what went out is what counts
@@ -82,9 +86,10 @@ def result_apply(order: Order, result: OrderResult) -> tuple[int, BrokerError | 
     if result.status == "rejected":
         order.move_to(Order.Status.REJECTED)
         return 0, PermanentBrokerError(result.message or "rejected by the broker")
-    order.filled_qty = result.filled_qty
+    counted = order.filled_qty if order.status == Order.Status.ACCEPTED else 0
+    order.filled_qty = max(counted, result.filled_qty)
     order.move_to(Order.Status.FILLED if result.status == "filled" else Order.Status.ACCEPTED)
-    return result.filled_qty, None
+    return order.filled_qty - counted, None
 
 
 @dataclass(frozen=True, slots=True)
@@ -235,24 +240,33 @@ class Settled:
     exits: dict[int, str] = field(default_factory=dict)  # queued exits settled: id -> status
 
 
-def unknown_orders_settle(*, account: TradingAccount, symbol: str) -> Settled:
+def unknown_orders_settle(*, account: TradingAccount, symbol: str,
+                          working_too: bool = False) -> Settled:
     """Ask the broker about every order of (account, symbol) whose outcome is unknown.
 
     The caller holds the position's lock and moves it by `moved`. An order the
     broker filled or rejected settles the queued exit it left behind; one that
     never arrived is `failed` (its queued exit will send it); one that still
     cannot be asked about stays `unknown` and blocks the (follower, symbol).
+    `working_too`: orders accepted and not yet filled are asked about as well (a
+    reconnect: their fills may have happened while the stream was down, and the
+    positions read then would show them as nobody's).
     """
+    statuses = [Order.Status.UNKNOWN, *([Order.Status.ACCEPTED] if working_too else [])]
     moved, blocked, exits = 0, "", {}
-    for order in (Order.objects.filter(account=account, symbol=symbol,
-                                       status=Order.Status.UNKNOWN)
+    for order in (Order.objects.filter(account=account, symbol=symbol, status__in=statuses)
                   .select_related("failed_exit").order_by("id")):
         order.account = account
         found = _look_up(account, order.client_order_id)
         if isinstance(found, BrokerError):
-            blocked = f"order {order.client_order_id}: outcome unknown ({found.message})"
+            if order.status == Order.Status.UNKNOWN:
+                blocked = f"order {order.client_order_id}: outcome unknown ({found.message})"
+            else:  # a working order stays what it is; its fills still come on the stream
+                blocked = f"order {order.client_order_id}: look-up failed ({found.message})"
             continue
         if found is None:
+            if order.status == Order.Status.ACCEPTED:
+                continue  # the broker acknowledged it: a look-up that misses it proves nothing
             order.move_to(Order.Status.FAILED)
             order.message = "not found at the broker after a timeout"
         else:
@@ -261,19 +275,27 @@ def unknown_orders_settle(*, account: TradingAccount, symbol: str) -> Settled:
             settled = order_failed_exit_settle(order)
             if settled and order.failed_exit_id is not None:
                 exits[order.failed_exit_id] = settled
-        order.completed_at = clock.now()
+        if order.status != Order.Status.ACCEPTED:
+            order.completed_at = clock.now()
         order.save()
     return Settled(moved, blocked, exits)
 
 
-def order_fill_settle(order: Order, qty: int) -> None:
-    """The stream's fill of an order left unknown (or working): it filled, and so did the
-    exit queued for it. The caller holds the position's lock and moves it."""
-    order.move_to(Order.Status.FILLED)
-    order.filled_qty = qty
-    order.completed_at = clock.now()
+def order_fill_add(order: Order, qty: int) -> int:
+    """A fill of our order seen on the stream, for an order left unknown or working:
+    counted toward it, up to what was ordered; the order is filled once all of it is, and
+    a queued exit it was sent for is settled. The caller holds the position's lock and
+    moves it by the quantity returned (a venue may fill an order in several parts)."""
+    counted = order.filled_qty if order.status == Order.Status.ACCEPTED else 0
+    added = max(0, min(qty, order.qty - counted))
+    order.filled_qty = counted + added
+    done = order.filled_qty >= order.qty
+    order.move_to(Order.Status.FILLED if done else Order.Status.ACCEPTED)
+    if done:
+        order.completed_at = clock.now()
     order.save(update_fields=["status", "filled_qty", "completed_at"])
     order_failed_exit_settle(order)
+    return added
 
 
 def order_failed_exit_settle(order: Order) -> str:

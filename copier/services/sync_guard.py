@@ -108,7 +108,8 @@ def _snapshot_locked(account_id: int, adapter: BrokerAdapter, *,
 
 def _orders_in_doubt_asked(account_id: int, adapter: BrokerAdapter,
                            rows: dict[str, Position]) -> None:
-    """Our orders whose outcome is unknown are asked about before the comparison.
+    """Our orders whose outcome is unknown, or that were still working, are asked about
+    before the comparison.
 
     What they filled is in the broker's positions: left unknown, the comparison would
     take it for a trader's (a pause, the broker's view adopted) and the queued exit's
@@ -117,10 +118,11 @@ def _orders_in_doubt_asked(account_id: int, adapter: BrokerAdapter,
     disconnected: nothing is compared from a view the copier cannot confirm.
     """
     account = TradingAccount.objects.get(pk=account_id)
-    symbols = (Order.objects.filter(account_id=account_id, status=Order.Status.UNKNOWN)
+    symbols = (Order.objects.filter(account_id=account_id,
+                                    status__in=[Order.Status.UNKNOWN, Order.Status.ACCEPTED])
                .values_list("symbol", flat=True).distinct())
     for symbol in sorted(set(symbols)):
-        settled = unknown_orders_settle(account=account, symbol=symbol)
+        settled = unknown_orders_settle(account=account, symbol=symbol, working_too=True)
         if settled.moved:
             row = rows.get(symbol) or positions_lock_all(account_id, [symbol])[symbol]
             row.qty += settled.moved
