@@ -21,27 +21,12 @@ from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404, render
 from django.urls import path, reverse
 
+from accounts.credentials import credential_fieldsets, trading_account_form
 from accounts.models import Position, TradingAccount
 from accounts.symbols import normalise_symbol
+from brokers.base import BrokerError
+from brokers.registry import adapter_for
 from copier.models import SIDE_CHOICES
-
-
-class TradingAccountForm(forms.ModelForm):
-    credentials = forms.CharField(
-        required=False, widget=forms.PasswordInput(render_value=False),
-        help_text="Broker login or API token (JSON). Stored encrypted; leave blank to keep "
-                  "the current value.",
-    )
-
-    class Meta:
-        model = TradingAccount
-        fields = ["name", "broker", "external_id", "credentials"]
-
-    def clean_credentials(self) -> str:
-        value = self.cleaned_data.get("credentials") or ""
-        if not value and self.instance.pk:
-            return self.instance.credentials or ""
-        return value
 
 
 class PositionInline(admin.TabularInline):
@@ -70,7 +55,7 @@ class SimFillForm(forms.Form):
 
 @admin.register(TradingAccount)
 class TradingAccountAdmin(admin.ModelAdmin):
-    form = TradingAccountForm
+    form = trading_account_form()
     list_display = ["name", "broker", "connection_state", "copy_paused", "pause_reason",
                     "paused_since", "last_error"]
     list_filter = ["broker", "connection_state", "copy_paused"]
@@ -79,18 +64,38 @@ class TradingAccountAdmin(admin.ModelAdmin):
                        "last_disconnected_at", "last_error", "copy_paused", "pause_reason",
                        "pause_details", "paused_since", "created_at"]
     inlines = [PositionInline]
-    actions = ["sim_outage", "sim_restore"]
+    actions = ["connection_test", "sim_outage", "sim_restore"]
 
-    def get_fields(self, request: HttpRequest, obj: Any = None) -> list[Any]:
-        """A view-only page renders every field's value: credentials show as set or not."""
-        fields = list(super().get_fields(request, obj))
-        if self.has_change_permission(request, obj):
-            return fields
-        return ["credentials_status" if f == "credentials" else f for f in fields]
+    def get_fieldsets(self, request: HttpRequest, obj: Any = None) -> list[Any]:
+        """The login per broker kind, write-only; a view-only page says only whether one is
+        set, and the state fields follow."""
+        main = ["name", "broker", "external_id"]
+        state = [f for f in self.readonly_fields]
+        if not self.has_change_permission(request, obj):
+            return [(None, {"fields": [*main, "credentials_status", *state]})]
+        return [(None, {"fields": main}), *credential_fieldsets(obj),
+                ("State", {"fields": state})] if obj else [
+            (None, {"fields": main}), *credential_fieldsets(obj)]
 
     @admin.display(description="credentials")
     def credentials_status(self, obj: TradingAccount) -> str:
         return "set" if obj.credentials else "not set"
+
+    @admin.action(description="test the broker connection (log in, list positions)",
+                  permissions=["change"])
+    def connection_test(self, request: HttpRequest,
+                        queryset: QuerySet[TradingAccount]) -> None:
+        """Log in with the stored login and say what the venue shows, or exactly what failed.
+
+        Sends no order; a person checks a new account here before copying to it.
+        """
+        for account in queryset:
+            try:
+                summary = adapter_for(account).connection_test()
+            except BrokerError as exc:
+                self.message_user(request, f"{account}: {exc.message}", messages.ERROR)
+            else:
+                self.message_user(request, f"{account}: {summary}", messages.SUCCESS)
 
     def has_sim_control_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         """A sim fill on a leader is copied to its followers: it trades, as a leader would."""

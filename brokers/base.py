@@ -230,6 +230,11 @@ class BrokerAdapter(abc.ABC):
             raise ValueError(f"missing: {', '.join(missing)}")
         return {f.name: values[f.name] for f in cls.credential_fields if values.get(f.name)}
 
+    @classmethod
+    def external_id_clean(cls, value: str) -> str:
+        """Check the venue's account id as typed in the admin; raise ValueError if malformed."""
+        return value.strip()
+
     def session_obtain(self, current: Session | None) -> Session | None:
         """Log in, or renew `current` while it is still good; None: the venue has no login.
 

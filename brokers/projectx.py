@@ -224,6 +224,16 @@ class ProjectXBroker(BrokerAdapter):
     def _api_url(self) -> str:
         return self._credentials()["api_url"]
 
+    @classmethod
+    def external_id_clean(cls, value: str) -> str:
+        """The venue's account id is a number: caught in the admin, not at the first order."""
+        value = value.strip()
+        if not value.isdigit():
+            raise ValueError(
+                f"the ProjectX account id is a whole number (as Account/search lists it; "
+                f"'test connection' shows it), not {value!r}")
+        return value
+
     def _account_id(self) -> int:
         external = str(self.account.external_id or "").strip()
         try:

@@ -204,6 +204,16 @@ class TradovateBroker(BrokerAdapter):
         api, ws = ENVIRONMENTS[creds["environment"]]
         return creds.get("api_url", api).rstrip("/"), creds.get("ws_url", ws)
 
+    @classmethod
+    def external_id_clean(cls, value: str) -> str:
+        """The venue's account id is a number: caught in the admin, not at the first order."""
+        value = value.strip()
+        if not value.isdigit():
+            raise ValueError(
+                f"the Tradovate account id is a whole number (as account/list lists it; "
+                f"'test connection' shows it), not {value!r}")
+        return value
+
     def _account_id(self) -> int:
         try:
             return int(str(self.account.external_id).strip())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+import json
 import re
 
 import pytest
@@ -170,10 +171,11 @@ POSITIONS_INLINE = {"positions-TOTAL_FORMS": "0", "positions-INITIAL_FORMS": "0"
 
 
 def test_credentials_are_encrypted_and_never_rendered(client):
+    login = {"cred_projectx_username": "trader", "cred_projectx_api_key": "s3cr3t-value"}
     page = client.post(reverse("admin:accounts_tradingaccount_add"),
-                       {"name": "T1", "broker": "sim", "credentials": '{"token": "s3cr3t-value"}',
+                       {"name": "T1", "broker": "projectx", "external_id": "1234", **login,
                         **POSITIONS_INLINE})
-    assert page.status_code == 302
+    assert page.status_code == 302, page.content.decode()[:3000]
     acct = TradingAccount.objects.get(name="T1")
     with connection.cursor() as cur:
         cur.execute("SELECT credentials FROM accounts_tradingaccount WHERE id = %s", [acct.pk])
@@ -181,9 +183,11 @@ def test_credentials_are_encrypted_and_never_rendered(client):
     page = client.get(reverse("admin:accounts_tradingaccount_change", args=[acct.pk]))
     assert "s3cr3t" not in page.content.decode()
     client.post(reverse("admin:accounts_tradingaccount_change", args=[acct.pk]),
-                {"name": "T1", "broker": "sim", "credentials": "", **POSITIONS_INLINE})
+                {"name": "T1", "broker": "projectx", "external_id": "1234",
+                 "cred_projectx_username": "trader", "cred_projectx_api_key": "",
+                 **POSITIONS_INLINE})
     acct.refresh_from_db()
-    assert acct.credentials == '{"token": "s3cr3t-value"}'  # blank keeps the secret
+    assert json.loads(acct.credentials)["api_key"] == "s3cr3t-value"  # blank keeps the secret
 
 
 def test_audit_rows_cannot_be_edited(client, world):
