@@ -1,9 +1,17 @@
 """`manage.py copier_bench`: copy latency and throughput through a real worker, as JSON.
 
 It measures what a trader feels: from the leader's fill being received to
-each follower order being accepted by the broker (`sim`), for one event at a
-time (latency) and for a burst (throughput). The same run measures a bare
-no-op task on the same worker: the floor any Celery-based engine pays.
+each follower order being accepted by the broker, for one event at a time
+(latency) and for a burst (throughput). The same run measures a bare no-op
+task on the same worker: the floor any Celery-based engine pays.
+
+`--broker sim` (default) trades at the sim and hands each fill to the copier
+as the listener would. `--broker projectx|tradovate` runs every account at a
+local server that speaks the venue's protocol, through the real adapters, with
+a real `copier_listen` process reading the leader's stream: the latency then
+runs from the leader's frame being read to the follower's order acknowledged
+by the venue, and the run also measures one HTTP round trip to that server, so
+the copier's own cost is the copy minus (bare task + one round trip).
 With `--private` it starts its own PostgreSQL and Redis (like the test
 harness) and removes them afterwards.
 """
@@ -25,6 +33,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 NOOP_KEY = "copier:bench:noop"
+SYMBOL = "MNQ"
 
 
 def percentiles(samples_ms: list[float]) -> dict[str, float]:
@@ -57,6 +66,9 @@ class Command(BaseCommand):
         parser.add_argument("--gap-ms", type=float, default=50.0,
                             help="idle time before each measured task, bare or copy: fills"
                                  " come seconds apart, so a copy starts on an idle worker")
+        parser.add_argument("--broker", default="sim", choices=["sim", "projectx", "tradovate"],
+                            help="where the accounts trade: the sim, or a local server that "
+                                 "speaks the venue's protocol (real adapters and listener)")
         parser.add_argument("--private", action="store_true",
                             help="start a private PostgreSQL and Redis for this run")
 
@@ -84,7 +96,7 @@ class Command(BaseCommand):
             subprocess.run([*manage, "migrate", "--noinput", "-v", "0"], env=env, check=True)
             argv = [*manage, "copier_bench"]
             for key in ("followers", "events", "warmup", "burst", "concurrency", "pool", "gap_ms",
-                        "batch_size"):
+                        "batch_size", "broker"):
                 if options[key] is not None:
                     argv += [f"--{key.replace('_', '-')}", str(options[key])]
             done = subprocess.run(argv, env=env, capture_output=True, text=True, check=False)
@@ -101,15 +113,33 @@ class Bench:
         import redis
 
         self.redis = redis.Redis.from_url(settings.REDIS_URL)
-        leader = self._setup()
         with ExitStack() as stack:
+            self.venue = None
+            if self.o["broker"] != "sim":
+                from brokers.localvenue import venue_start
+
+                self.venue = venue_start(self.o["broker"])
+                stack.callback(self.venue.stop)
+                self.venue.contract_add(SYMBOL)
+            leader = self._setup()
             stack.callback(self._stop_worker)
             self._start_worker()
+            if self.venue is not None:
+                stack.callback(self._stop_listener)
+                self._start_listener(leader)
             self._noop_samples(20)  # warm the worker up
             noop, latency, fanout = self._latency(leader)
             throughput = self._throughput(leader)
+            round_trip = self._round_trips(50) if self.venue is not None else {}
         one = latency.get("p50") if self.o["followers"] == 1 else None
+        venue = {}
+        if round_trip and noop and latency:
+            floor = noop["p50"] + round_trip["p50"]
+            venue = {"venue_round_trip_ms": round_trip,
+                     "floor_p50_ms": round(floor, 2),
+                     "copy_p50_over_floor_ms": round((one or fanout["p50"]) - floor, 2)}
         return {
+            "broker": self.o["broker"], **venue,
             "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
             "followers": self.o["followers"], "worker_pool": self.o["pool"],
             "worker_concurrency": self.o["concurrency"], "warmup_events": self.o["warmup"],
@@ -124,23 +154,76 @@ class Bench:
         }
 
     # --- setup --------------------------------------------------------------------------------
+    def _account(self, name: str) -> Any:
+        from accounts.models import TradingAccount
+
+        if self.venue is None:
+            return TradingAccount(name=name, broker="sim")
+        external_id = self.venue.account_add(name)
+        return TradingAccount(name=name, broker=self.venue.kind, external_id=external_id,
+                              credentials=json.dumps(self.venue.credentials(external_id)))
+
     def _setup(self) -> Any:
         from accounts.models import TradingAccount
         from copier.models import CopyGroup, Follower
         from copier.services.listener import broker_events_pump
 
         stamp = time.strftime("%H%M%S")
-        leader = TradingAccount.objects.create(name=f"BENCH-{stamp}-L", broker="sim")
+        leader = self._account(f"BENCH-{stamp}-L")
+        leader.save()
         group = CopyGroup.objects.create(name=f"bench-{stamp}", leader=leader)
         followers = TradingAccount.objects.bulk_create(
-            TradingAccount(name=f"BENCH-{stamp}-F{i}", broker="sim")
-            for i in range(self.o["followers"])
+            self._account(f"BENCH-{stamp}-F{i}") for i in range(self.o["followers"])
         )
         Follower.objects.bulk_create(Follower(group=group, account=a) for a in followers)
-        for account in [leader, *followers]:
-            broker_events_pump(account=account)
+        self.accounts = [leader, *followers]
+        if self.venue is None:  # the listener connects venue accounts
+            for account in self.accounts:
+                broker_events_pump(account=account)
         leader.refresh_from_db()
         return leader
+
+    def _start_listener(self, leader: Any) -> None:
+        """A real `copier_listen`, and wait until it has connected every account."""
+        from accounts.models import TradingAccount
+
+        self.listener = subprocess.Popen(
+            [sys.executable, str(Path(settings.BASE_DIR) / "manage.py"), "copier_listen"],
+            env=dict(os.environ), cwd=settings.BASE_DIR, stdout=sys.stderr, stderr=sys.stderr,
+        )
+        ids = [a.pk for a in self.accounts]
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if self.listener.poll() is not None:
+                raise CommandError("copier_listen exited while connecting the accounts")
+            if TradingAccount.objects.filter(pk__in=ids, connection_state="connected").count() \
+                    == len(ids):
+                return
+            time.sleep(0.1)
+        raise CommandError("copier_listen did not connect every account within 120 s")
+
+    def _stop_listener(self) -> None:
+        self.listener.terminate()
+        try:
+            self.listener.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.listener.kill()
+
+    def _round_trips(self, count: int) -> dict[str, float]:
+        """One HTTP request to the local venue and its answer, on a kept-alive connection:
+        the part of a copy that is the venue's, not the copier's."""
+        import httpx
+
+        assert self.venue is not None
+        url = self.venue.credentials(self.accounts[0].external_id).get("api_url", "")
+        samples: list[float] = []
+        with httpx.Client(timeout=5) as http:
+            for i in range(count + 5):
+                start = time.perf_counter()
+                http.get(url.rstrip("/") + "/bench-round-trip")
+                if i >= 5:
+                    samples.append((time.perf_counter() - start) * 1000)
+        return percentiles(samples)
 
     def _start_worker(self) -> None:
         env = dict(os.environ)
@@ -187,9 +270,20 @@ class Bench:
 
         self._n = getattr(self, "_n", 0) + 1
         side = Side.BUY if self._n % 2 else Side.SELL
-        SimBroker(leader).execute_fill("MNQ", side, 1)
-        broker_events_pump(account=leader)
-        return LeaderEvent.objects.filter(account=leader).latest("id").pk
+        if self.venue is None:
+            SimBroker(leader).execute_fill(SYMBOL, side, 1)
+            broker_events_pump(account=leader)
+            return LeaderEvent.objects.filter(account=leader).latest("id").pk
+        before = LeaderEvent.objects.filter(account=leader).count()
+        self.venue.trade(leader.external_id, SYMBOL, side.value, 1)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:  # the listener reads the frame and stores it
+            events = list(LeaderEvent.objects.filter(account=leader).order_by("id")
+                          .values_list("id", flat=True)[before:])
+            if events:
+                return events[0]
+            time.sleep(0.002)
+        raise CommandError("the listener did not store the leader's fill within 30 s")
 
     def _wait_done(self, ids: list[int], timeout: float = 120.0) -> None:
         from copier.models import LeaderEvent
