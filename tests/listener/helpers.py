@@ -15,7 +15,9 @@ from pathlib import Path
 from django.conf import settings
 from django.db import connection
 
+from accounts.models import TradingAccount
 from copier.listen import Listener
+from tests.helpers import wait_until
 
 
 def test_database_url() -> str:
@@ -99,3 +101,14 @@ def listener_thread(name: str = "in-process", scan_seconds: float = 0.2) -> Iter
         assert not thread.is_alive(), "the listener did not stop"
         if failure:
             raise failure[0]
+
+
+@contextlib.contextmanager
+def listening(*accounts: TradingAccount, name: str = "in-process") -> Iterator[Listener]:
+    """`listener_thread`, once it has connected these accounts' streams."""
+    with listener_thread(name) as listener:
+        wait_until(lambda: all(
+            TradingAccount.objects.filter(pk=a.pk, stream_owner=name,
+                                          connection_state="connected").exists()
+            for a in accounts), timeout=10, what="the listener connected the accounts")
+        yield listener
