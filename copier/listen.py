@@ -76,6 +76,7 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, TypeVar
 
 import psycopg
@@ -253,9 +254,12 @@ class _Pool:
 class Listener:
     """One `copier_listen` process (see the module's docstring)."""
 
-    def __init__(self, name: str | None = None, *, scan_seconds: float = SCAN_SECONDS) -> None:
+    def __init__(self, name: str | None = None, *, scan_seconds: float = SCAN_SECONDS,
+                 heartbeat: Path | None = None) -> None:
         self.name = (name or f"{socket.gethostname()}:{os.getpid()}")[:128]
         self.scan_seconds = scan_seconds
+        # touched after each turn that found the lease connection alive and scanned
+        self.heartbeat = heartbeat
         self._slots: dict[int, _Slot] = {}
         self._lease: psycopg.AsyncConnection[Any] | None = None
         self._lease_attempt = 0
@@ -298,8 +302,12 @@ class Listener:
             await self._scan()
         except (psycopg.Error, TimeoutError):
             await self._all_dropped()
+            return
         except Exception:
             log.exception("listener %s: scan failed; trying again", self.name)
+            return
+        if self.heartbeat is not None:
+            self.heartbeat.touch()
 
     async def _db(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
         """Run Django work on the listener's threads; a cancelled caller waits for it to end."""
