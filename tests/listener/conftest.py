@@ -7,7 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from copier.celery import app
 from tests.faults.conftest import WorkerProcess
+from tests.helpers import wait_until
 from tests.listener.helpers import ListenerProcess
 
 
@@ -43,6 +45,11 @@ def listeners(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Listen
 def worker(clean_redis: None) -> Iterator[WorkerProcess]:
     proc = WorkerProcess(pool="threads", concurrency=4)
     proc.start()
+    # Ready before the test's clock starts: a copy's time is then the listener's and the
+    # copy's, not a loaded machine's worker start-up.
+    wait_until(lambda: not proc.alive or app.control.ping(timeout=0.5), timeout=60,
+               interval=0.2, what="the worker answering")
+    assert proc.alive
     try:
         yield proc
     finally:

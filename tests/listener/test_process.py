@@ -28,6 +28,7 @@ def _connected(*accounts: TradingAccount, owner: str | None = None) -> bool:
                for r in rows)
 
 
+@pytest.mark.worker  # a Celery worker on the shared private Redis: not under -n
 def test_a_new_group_is_connected_and_its_leader_fill_copied_with_no_other_action(
         listeners, worker, capsys):
     first = listeners.start("A")
@@ -67,6 +68,7 @@ def test_an_account_enabled_later_is_connected_and_one_disabled_is_let_go(listen
     assert "not in an enabled copy group" in _state(f1).last_error
 
 
+@pytest.mark.worker  # a Celery worker on the shared private Redis: not under -n
 def test_an_outage_disconnects_and_a_restore_reconnects_and_reconciles(listeners, worker):
     leader, follower = account("L"), account("F1")
     group("g", leader, {follower: "1"})
@@ -107,6 +109,7 @@ def _copies(follower: TradingAccount) -> list[tuple[int, str, int]]:
                   .values_list("decision__event_id", "side", "filled_qty"))
 
 
+@pytest.mark.worker  # a Celery worker on the shared private Redis: not under -n
 def test_failover_the_survivor_takes_the_accounts_of_a_killed_listener_and_copies_once(
         listeners, worker, capsys):
     leader, f1, f2 = account("L"), account("F1"), account("F2")
