@@ -4,6 +4,8 @@ Credentials are write-only here: the form never renders the stored secret,
 a blank field keeps it, and a view-only page says whether one is set.
 
 The sim controls (a fill at the sim broker, an outage, a restore) act at the
+broker only, never on the copier: the copier learns of them from the account's
+stream in `copier_listen`, as it would of a venue's fill or outage. They act at the
 broker: they need `brokers.change_simaccount`, the permission that already
 guards the sim's fault switches, whatever the user may do to the account. No
 permission of its own, because this branch adds no migration.
@@ -133,21 +135,25 @@ class TradingAccountAdmin(admin.ModelAdmin):
 
     def _set_reachable(self, request: HttpRequest, queryset: QuerySet[TradingAccount], *,
                        reachable: bool) -> None:
+        """A fault at the sim broker, nothing more: the account's listener sees its stream
+        drop (or come back) as it would at a real venue, and says so on the account."""
         from brokers.sim import SimBroker
-        from copier.services.listener import broker_events_pump
 
         for account in self._sim_accounts(request, queryset):
             SimBroker(account).set_reachable(reachable)
-            broker_events_pump(account=account)
-            account.refresh_from_db()
-            self.message_user(request, f"{account}: {account.connection_state}"
-                              + (f", paused: {account.pause_reason}" if account.copy_paused
-                                 else ""))
+            self.message_user(
+                request, f"{account}: sim broker " + (
+                    "reachable again; the listener reconnects the account and compares "
+                    "its positions" if reachable else
+                    "unreachable; the listener marks the account disconnected"))
 
     def sim_fill_view(self, request: HttpRequest, pk: int) -> HttpResponse:
-        """A trade at the sim broker on this account: the leader's, or a manual one."""
+        """A trade at the sim broker on this account: the leader's, or a manual one.
+
+        It reaches the copier the way a venue's fill does, through the account's stream
+        in `copier_listen`; nothing here copies it.
+        """
         from brokers.sim import SimBroker
-        from copier.services.listener import broker_events_pump
 
         if not self.has_sim_control_permission(request):  # admin_view checks only is_staff
             raise PermissionDenied
@@ -156,9 +162,9 @@ class TradingAccountAdmin(admin.ModelAdmin):
         if request.method == "POST" and form.is_valid():
             data = form.cleaned_data
             SimBroker(account).execute_fill(data["symbol"], data["side"], data["qty"])
-            broker_events_pump(account=account)
             self.message_user(request, f"{account}: {data['side']} {data['qty']} "
-                                       f"{data['symbol']} filled at the sim broker")
+                                       f"{data['symbol']} filled at the sim broker; the "
+                                       f"listener takes it off the account's stream")
             return HttpResponseRedirect(
                 reverse("admin:accounts_tradingaccount_change", args=[pk]))
         context = {**self.admin_site.each_context(request), "form": form, "account": account,

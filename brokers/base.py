@@ -179,6 +179,12 @@ class BrokerStream(abc.ABC):
     Nothing here may block the loop: blocking work goes to a thread.
     """
 
+    # The owning listener renews the session before it expires and sets `session` to the
+    # new one. True: this venue's open stream must then be reopened to use the new token
+    # (the listener closes it, opens a new one and reconciles); False: the open
+    # connection lives on, and the next open uses the new token.
+    reopen_on_new_session: ClassVar[bool] = False
+
     def __init__(self, adapter: BrokerAdapter, session: Session | None) -> None:
         self.adapter = adapter
         self.session = session
@@ -254,9 +260,9 @@ class BrokerAdapter(abc.ABC):
         """Ask the venue to close the account's position in `symbol` (a request, not a fill)."""
         raise PermanentBrokerError(f"{self.label}: flatten is not supported")
 
+    @abc.abstractmethod
     def stream(self, session: Session | None) -> BrokerStream:
-        """A new, unopened stream of this account for the listener."""
-        raise NotImplementedError(f"{self.label} has no live stream")
+        """A new, unopened stream of this account for the listener (`copier_listen`)."""
 
     @abc.abstractmethod
     def connect(self) -> None:

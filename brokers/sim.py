@@ -6,15 +6,35 @@ rollback or crash of the copier, like a real venue's. It deduplicates on
 the client order id as real venues do, which is what makes a resent order
 harmless. Fault injection (outage, fail / reject / time out the next N
 orders) drives the copier's failure paths in tests, replay and the demo.
+
+Its live stream (`SimStream`, run by `copier_listen`) is PostgreSQL LISTEN/NOTIFY.
+Every write that creates a fill (`execute_fill`, the order inserts of
+`brokers.sql`) and the outage switch call `pg_notify` in their own transaction;
+PostgreSQL delivers a notification at commit only and drops it with a rollback,
+so no stream is woken for a fill that never happened, and none is woken before
+the fill is visible to its read. A stream woken for its book reads the book's
+undelivered fills (`poll_events`) in a thread. Why not Redis pub/sub: the fills
+live in PostgreSQL, and a publish to Redis after the commit could be lost between
+the two (a crash, Redis away) or arrive before the commit is visible; with NOTIFY
+the announcement is part of the transaction that made the fill. Either way a
+notification is only a wake-up, never the data: a stream that missed one (its
+LISTEN connection dropped) finds the fills at its next fallback poll, every
+`FALLBACK_POLL_SECONDS`. One LISTEN connection per event loop (the listener
+process) serves every sim stream on it, not one per account.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 import uuid
+import weakref
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
-from django.db import transaction
+import psycopg
+from django.db import close_old_connections, transaction
 from django.db.models import F
 
 from brokers import sql
@@ -22,22 +42,36 @@ from brokers.base import (
     BrokerAdapter,
     BrokerError,
     BrokerEvent,
+    BrokerStream,
     Fill,
     OrderOutcomeUnknown,
     OrderRequest,
     OrderResult,
     PermanentBrokerError,
+    Session,
     Side,
     TransientBrokerError,
     signed,
 )
 from brokers.models import SimAccount, SimOrder
 from copier import clock
+from copier.rawsql import database_conninfo
 
 if TYPE_CHECKING:
     from accounts.models import TradingAccount
 
 DB = sql.DB
+log = logging.getLogger(__name__)
+
+# A stream reads its book this often even without a notification (one lost with its
+# LISTEN connection); a notification wakes it at once.
+FALLBACK_POLL_SECONDS = 2.0
+# How long `open` waits for the shared LISTEN connection before saying the sim is away.
+LISTEN_READY_SECONDS = 5.0
+LISTEN_RECONNECT_SECONDS = 1.0
+# The LISTEN connection notices a dead server within ~10 s (libpq keepalives).
+_KEEPALIVES = {"keepalives": 1, "keepalives_idle": 5, "keepalives_interval": 2,
+               "keepalives_count": 3}
 
 
 def _result(order: SimOrder) -> OrderResult:
@@ -181,6 +215,22 @@ class SimBroker(BrokerAdapter):
     def disconnect(self) -> None:
         """Nothing to close: the sim has no socket."""
 
+    def stream(self, session: Session | None) -> BrokerStream:
+        return SimStream(self, session)
+
+    def stream_book(self) -> SimAccount:
+        """The book a stream opens on (a thread's work); raises while the sim is away."""
+        close_old_connections()
+        book = self._book(lock=False)
+        if not book.reachable:
+            raise TransientBrokerError("sim: broker unreachable (outage)")
+        return book
+
+    def stream_poll(self) -> list[BrokerEvent]:
+        """One read of the stream (a thread's work): the book's undelivered fills."""
+        close_old_connections()
+        return self.poll_events()
+
     def place_order(self, request: OrderRequest) -> OrderResult:
         outcome = self.place_many([(self.account, request)])[0]
         if isinstance(outcome, BrokerError):
@@ -270,6 +320,7 @@ class SimBroker(BrokerAdapter):
                 # not a second trade: the book does not move.
                 again = SimOrder.objects.using(DB).filter(book=book, fill_id=fill_id)
                 if again.update(delivered=False, missed=not book.reachable):
+                    sql.fills_announce([book.pk])
                     return fill_id
             order = SimOrder.objects.using(DB).create(
                 book=book, client_order_id=None, fill_id=fill_id or _new_fill_id(), symbol=symbol,
@@ -277,12 +328,15 @@ class SimBroker(BrokerAdapter):
                 missed=not book.reachable,
             )
             sql.positions_move({(book.pk, symbol): signed(side, qty)})
+            sql.fills_announce([book.pk])
         return order.fill_id
 
     def set_reachable(self, reachable: bool) -> None:
-        SimAccount.objects.using(DB).filter(pk=self._book(lock=False).pk).update(
-            reachable=reachable
-        )
+        """Switch the outage on or off; the book's stream is woken to notice it."""
+        with transaction.atomic(using=DB):
+            book = self._book(lock=False)
+            SimAccount.objects.using(DB).filter(pk=book.pk).update(reachable=reachable)
+            sql.fills_announce([book.pk])
 
     def inject(self, *, fail: int = 0, reject: int = 0, timeout: int = 0,
                lookup_fail: int = 0) -> None:
@@ -297,3 +351,147 @@ class SimBroker(BrokerAdapter):
             lookup_fail_next=F("lookup_fail_next") + lookup_fail,
         )
 
+
+
+class _Announcements:
+    """The one LISTEN connection of an event loop, waking the sim streams it serves.
+
+    Its own task keeps it: connect, LISTEN, hand each notification to the streams of
+    its book; on any failure reconnect after a second, and wake every stream then,
+    since what was announced meanwhile is lost (their reads find it).
+    """
+
+    def __init__(self) -> None:
+        self._waiters: dict[int, set[asyncio.Event]] = {}
+        self._listening = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    async def subscribe(self, book_id: int) -> asyncio.Event:
+        """An event set whenever the book is announced; raises while LISTEN cannot start."""
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(
+                self._run(), name="sim-announcements")
+        try:
+            await asyncio.wait_for(self._listening.wait(), LISTEN_READY_SECONDS)
+        except TimeoutError:
+            raise TransientBrokerError(
+                "sim: cannot LISTEN for fills (database unreachable)") from None
+        event = asyncio.Event()
+        self._waiters.setdefault(book_id, set()).add(event)
+        return event
+
+    def unsubscribe(self, book_id: int, event: asyncio.Event) -> None:
+        waiters = self._waiters.get(book_id)
+        if waiters is not None:
+            waiters.discard(event)
+            if not waiters:
+                del self._waiters[book_id]
+
+    @property
+    def listening(self) -> bool:
+        return self._listening.is_set()
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    def _wake_all(self) -> None:
+        for waiters in self._waiters.values():
+            for event in waiters:
+                event.set()
+
+    def _wake(self, payload: str) -> None:
+        try:
+            book_id = int(payload)
+        except ValueError:
+            log.warning("sim: notification with a payload that is not a book id ignored")
+            return
+        for event in self._waiters.get(book_id, ()):
+            event.set()
+
+    async def _run(self) -> None:
+        conninfo = database_conninfo(DB, application_name="copier sim stream", **_KEEPALIVES)
+        while True:
+            try:
+                async with await psycopg.AsyncConnection.connect(conninfo,
+                                                                 autocommit=True) as conn:
+                    await conn.execute(f"LISTEN {sql.FILLS_CHANNEL}")
+                    self._listening.set()
+                    self._wake_all()
+                    async for note in conn.notifies():
+                        self._wake(note.payload)
+            except psycopg.Error as exc:
+                log.warning("sim: LISTEN connection lost (%s); reconnecting",
+                            type(exc).__name__)
+            finally:
+                self._listening.clear()
+            self._wake_all()
+            await asyncio.sleep(LISTEN_RECONNECT_SECONDS)
+
+
+_announcements_by_loop: weakref.WeakKeyDictionary[
+    asyncio.AbstractEventLoop, _Announcements] = weakref.WeakKeyDictionary()
+
+
+def sim_announcements() -> _Announcements:
+    """The running loop's shared LISTEN connection (made on first use)."""
+    loop = asyncio.get_running_loop()
+    hub = _announcements_by_loop.get(loop)
+    if hub is None:
+        hub = _announcements_by_loop[loop] = _Announcements()
+    return hub
+
+
+async def sim_announcements_close() -> None:
+    """Close the running loop's LISTEN connection (the listener, on its way out)."""
+    hub = _announcements_by_loop.pop(asyncio.get_running_loop(), None)
+    if hub is not None:
+        await hub.close()
+
+
+class SimStream(BrokerStream):
+    """A sim account's live stream: woken by its book's notifications, read in a thread.
+
+    A read cut short by cancellation goes on in its thread; its fills are what the
+    next `receive` returns, so a cancelled wait loses nothing.
+    """
+
+    def __init__(self, adapter: SimBroker, session: Session | None) -> None:
+        super().__init__(adapter, session)
+        self.sim = adapter
+        self._book_id: int | None = None
+        self._wake: asyncio.Event | None = None
+        self._pending: asyncio.Future[list[BrokerEvent]] | None = None
+
+    async def open(self) -> None:
+        book = await asyncio.to_thread(self.sim.stream_book)
+        self._book_id = book.pk
+        self._wake = await sim_announcements().subscribe(book.pk)
+
+    async def receive(self) -> list[BrokerEvent]:
+        if self._wake is None:
+            raise TransientBrokerError("sim: the stream is not open")
+        while True:
+            if self._pending is None:
+                self._wake.clear()  # before the read: a notification during it wakes the next
+                self._pending = asyncio.ensure_future(asyncio.to_thread(self.sim.stream_poll))
+            pending = self._pending
+            try:
+                events = await asyncio.shield(pending)
+            finally:
+                if pending.done():
+                    self._pending = None
+            if events:
+                return events
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), FALLBACK_POLL_SECONDS)
+
+    async def close(self) -> None:
+        if self._wake is not None and self._book_id is not None:
+            hub = _announcements_by_loop.get(asyncio.get_running_loop())
+            if hub is not None:
+                hub.unsubscribe(self._book_id, self._wake)
+        self._wake = None

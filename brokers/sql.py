@@ -77,14 +77,38 @@ ORDERS_INSERT_MOVING = Statement(
 
 def orders_insert(orders: Sequence[SimOrder], deltas: Mapping[tuple[int, str], int]
                   ) -> list[SimOrder]:
-    """Insert the (unsaved) orders and add `deltas` to the positions; the orders stored."""
+    """Insert the (unsaved) orders and add `deltas` to the positions; the orders stored.
+
+    The books that got a fill are announced to their streams (`fills_announce`), in the
+    caller's transaction: on its commit, never before.
+    """
     params: list[object] = [getattr(o, c) for o in orders for c in _INSERTED]
     if deltas:
         rows = ORDERS_INSERT_MOVING.run(params + _moves_params(deltas), using=DB,
                                         rows={"orders": len(orders), "moves": len(deltas)})
     else:
         rows = ORDERS_INSERT.run(params, using=DB, rows={"orders": len(orders)})
-    return [ORDER.build(row, using=DB) for row in rows]
+    stored = [ORDER.build(row, using=DB) for row in rows]
+    fills_announce(sorted({o.book_id for o in stored if o.status == SimOrder.Status.FILLED}))
+    return stored
+
+
+# The channel the sim's streams LISTEN on; a notification's payload is a book's id.
+FILLS_CHANNEL = "copier_sim_book"
+# Notify each book's stream that something changed (a fill, an outage, a restore).
+# PostgreSQL delivers a transaction's notifications at its commit only, and drops them
+# with a rollback: no stream is woken for a fill that never happened.
+FILLS_ANNOUNCE = Statement(
+    "fills_announce",
+    "SELECT pg_notify(%s, book_id::text) FROM unnest(%s::bigint[]) AS book_id",
+    ("pg_notify",),
+)
+
+
+def fills_announce(book_ids: Sequence[int]) -> None:
+    """Wake the streams of these books when the caller's transaction commits."""
+    if book_ids:
+        FILLS_ANNOUNCE.run([FILLS_CHANNEL, list(book_ids)], using=DB)
 
 
 # One snapshot: the positions held and the newest order they include (a book's

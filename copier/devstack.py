@@ -373,6 +373,8 @@ def run(web_port: int, flower_port: int, stack: Path) -> int:
             "worker": [*celery, "worker", "-l", "INFO", "--concurrency", "2"],
             "beat": [*celery, "beat", "-l", "INFO", "-s", str(stack / "celerybeat-schedule")],
             "flower": [*celery, "flower", "--address=127.0.0.1", f"--port={flower_port}"],
+            # the broker streams: without it no fill reaches the copier
+            "listener": [sys.executable, str(ROOT / "manage.py"), "copier_listen"],
         }
         return _supervise(children, env, login, web_port, flower_port)
 

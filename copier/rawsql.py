@@ -76,3 +76,20 @@ class ModelColumns(Generic[M]):
     def build(self, row: Sequence[Any], *, start: int = 0, using: str = "default") -> M:
         """The instance from `row[start:]`'s first `len(names)` values."""
         return self.model.from_db(using, self.names, row[start : start + len(self.names)])
+
+
+def database_conninfo(alias: str = "default", **extra: str | int) -> str:
+    """A libpq connection string to the database of a Django alias, for the connections a
+    process keeps outside Django (the listener's LISTEN and lease connections).
+
+    From the settings as they stand, so a test run's database is the one connected to.
+    """
+    from psycopg.conninfo import make_conninfo
+
+    s = connections[alias].settings_dict
+    params: dict[str, str | int] = {"dbname": s["NAME"]}
+    for key, name in (("user", "USER"), ("password", "PASSWORD"), ("host", "HOST"),
+                      ("port", "PORT")):
+        if s.get(name):
+            params[key] = s[name]
+    return make_conninfo("", **params, **extra)

@@ -19,6 +19,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -41,7 +42,7 @@ from tests.helpers import wait_until
 
 COMPOSE = yaml.safe_load((Path(settings.BASE_DIR) / "docker-compose.yml").read_text())
 SERVICES = COMPOSE["services"]
-APPS = ["web", "worker", "beat", "flower"]
+APPS = ["web", "worker", "beat", "flower", "listener"]
 COMPOSE_PORTS = {"web": 8000, "flower": 5555}
 UNREACHABLE_DB = "postgres://copier:nope@127.0.0.1:9/copier"
 
@@ -56,7 +57,7 @@ def test_beat_waits_for_migrations_and_the_servers_not_for_the_web():
 
 
 def test_the_apps_start_after_the_one_shot_migration():
-    for name in ("web", "worker", "beat"):
+    for name in ("web", "worker", "beat", "listener"):
         assert _depends(name)["migrate"] == "service_completed_successfully", name
     migrate = SERVICES["migrate"]
     assert migrate["restart"] == "no"
@@ -70,6 +71,15 @@ def test_every_app_has_a_health_check_of_its_own():
         assert SERVICES[name]["healthcheck"]["test"][0] in ("CMD", "CMD-SHELL"), name
         assert SERVICES[name]["environment"]["COPIER_ENV"] == "production", name
     assert "/proc/1" not in str(SERVICES["beat"]["healthcheck"])  # always true: checks nothing
+
+
+def test_two_listener_replicas_run_the_broker_streams():
+    listener = SERVICES["listener"]
+    assert "manage.py copier_listen" in listener["command"]
+    assert listener["deploy"]["replicas"] == 2  # one takes over when the other dies
+    # long enough to close the streams and release the leases on SIGTERM
+    assert int(listener["stop_grace_period"].rstrip("s")) >= 10
+    assert "--health" in listener["healthcheck"]["test"]
 
 
 # --- running the services ------------------------------------------------------------------
@@ -261,3 +271,61 @@ def test_beat_health_check_fails_when_the_last_task_sent_is_old():
     PeriodicTask.objects.update(enabled=False)  # a disabled task's run does not count
     with pytest.raises(CommandError, match="not sent any enabled"):
         call_command("copier_beat_health")
+
+
+HEARTBEAT = "/tmp/copier_listen.alive"  # the container's, as compose names it
+
+
+def _listener_argv(argv: list[str], heartbeat: Path) -> list[str]:
+    """The container's /tmp is its own; here each test gets a file of its own."""
+    return [str(heartbeat) if arg == HEARTBEAT else arg for arg in argv]
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.slow
+def test_listener_health_check_passes_while_it_scans_and_it_stops_cleanly(tmp_path):
+    heartbeat = tmp_path / "alive"
+    env = _production_env()
+    kind, *check = SERVICES["listener"]["healthcheck"]["test"]
+    assert kind == "CMD"
+    check = _listener_argv(check, heartbeat)
+
+    def healthy() -> bool:
+        return subprocess.run(check, env=env, cwd=settings.BASE_DIR, capture_output=True,
+                              timeout=60, check=False).returncode == 0
+
+    assert not healthy()  # never ran
+    proc = subprocess.Popen(_listener_argv(_command("listener", {}), heartbeat), env=env,
+                            cwd=settings.BASE_DIR, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        wait_until(lambda: heartbeat.exists() or proc.poll() is not None, timeout=60,
+                   interval=0.3, what="the listener's first turn")
+        assert proc.poll() is None
+        assert healthy()
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err[-2000:]
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.slow
+def test_listener_health_check_fails_when_the_database_is_unreachable(tmp_path):
+    heartbeat = tmp_path / "alive"
+    env = _production_env(DATABASE_URL=UNREACHABLE_DB)
+    argv = _listener_argv(_command("listener", {}), heartbeat)
+    with subprocess.Popen(argv, env=env, cwd=settings.BASE_DIR, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.DEVNULL, start_new_session=True) as proc:
+        try:
+            time.sleep(4)  # several turns, none reaching PostgreSQL
+            assert proc.poll() is None  # it keeps trying, it does not crash
+            assert not heartbeat.exists()
+        finally:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=30)
+    _kind, *check = SERVICES["listener"]["healthcheck"]["test"]
+    done = subprocess.run(_listener_argv(check, heartbeat), env=env, cwd=settings.BASE_DIR,
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode != 0
+    assert "never completed a turn" in done.stderr

@@ -1,9 +1,10 @@
 """Routing what a broker's stream says into the services.
 
-`broker_events_pump` is one turn of a listener: it notices a dropped or
-restored connection and hands every fill to ingestion (leader) or to the
-follower's confirmed position. The sim and replay call it after each step;
-the `copier_listen` process calls it in a loop for the real brokers.
+`broker_events_handle` takes one batch off an account's stream and hands every fill
+to ingestion (leader) or to the follower's confirmed position; `copier_listen`
+(copier.listen) calls it for every batch its streams return. `broker_events_pump`
+is one synchronous poll turn of the sim's stream, for replay and the benchmark,
+which step the sim themselves.
 """
 
 from __future__ import annotations
@@ -54,12 +55,14 @@ def broker_events_pump(*, account: TradingAccount) -> int:
     return broker_events_handle(account=account, events=events)
 
 
-def broker_events_handle(*, account: TradingAccount, events: list[BrokerEvent]) -> int:
+def broker_events_handle(*, account: TradingAccount, events: list[BrokerEvent],
+                         received_at: dt.datetime | None = None) -> int:
     """Route stream events; returns how many fills were counted.
 
-    A leader fill's copy latency counts from here, where it came off the stream.
+    A leader fill's copy latency counts from `received_at`, when the listener read the
+    batch off the stream (now, if not given): the wait for a thread is part of it.
     """
-    received_at = clock.now()
+    received_at = received_at or clock.now()
     is_leader = CopyGroup.objects.filter(leader=account).exists()
     handled = 0
     for event in events:

@@ -12,8 +12,10 @@ from django.db import connection
 from django.urls import reverse
 
 from accounts.models import Position, TradingAccount
-from copier.models import CopyGroup, Decision, Follower, Quarantine
+from copier.models import CopyGroup, Decision, Follower, LeaderEvent, Quarantine
 from tests.factories import account, connect, group, leader_fill
+from tests.helpers import wait_until
+from tests.listener.helpers import listening
 
 pytestmark = [pytest.mark.django_db(transaction=True, databases="__all__"),
               pytest.mark.usefixtures("eager_tasks")]
@@ -128,30 +130,42 @@ def test_sim_fill_form_refuses_bad_input_and_changes_nothing(client, world, data
     assert list(Position.objects.values_list("account_id", "symbol", "qty")) == before
 
 
+def _qty(acct, symbol):
+    row = Position.objects.filter(account=acct, symbol=symbol).first()
+    return row.qty if row else 0
+
+
+def _state(acct):
+    return TradingAccount.objects.get(pk=acct.pk).connection_state
+
+
 def test_sim_fill_on_a_follower_is_a_manual_trade_the_copier_sees(client, world):
-    _, f1, _ = world
-    page = client.post(reverse("admin:accounts_tradingaccount_sim_fill", args=[f1.pk]),
-                       {"symbol": "nq", "side": "sell", "qty": "2"})
-    assert page.status_code == 302
-    assert Position.objects.get(account=f1, symbol="NQ").qty == -2
-
-
-def test_sim_fill_on_the_leader_is_copied(client, world):
     leader, f1, _ = world
-    client.post(reverse("admin:accounts_tradingaccount_sim_fill", args=[leader.pk]),
-                {"symbol": "ES", "side": "buy", "qty": "1"})
-    assert Position.objects.get(account=f1, symbol="ES").qty == 2
+    with listening(leader, f1):
+        page = client.post(reverse("admin:accounts_tradingaccount_sim_fill", args=[f1.pk]),
+                           {"symbol": "nq", "side": "sell", "qty": "2"})
+        assert page.status_code == 302
+        wait_until(lambda: _qty(f1, "NQ") == -2, what="the listener saw the fill")
 
 
-def test_sim_outage_and_restore_actions(client, world):
-    _, f1, _ = world
+def test_sim_fill_on_the_leader_is_copied_through_the_listener(client, world):
+    leader, f1, _ = world
+    with listening(leader, f1):
+        client.post(reverse("admin:accounts_tradingaccount_sim_fill", args=[leader.pk]),
+                    {"symbol": "ES", "side": "buy", "qty": "1"})
+        wait_until(lambda: _qty(f1, "ES") == 2, what="the listener copied the fill")
+    assert LeaderEvent.objects.filter(source="stream").count() == 2  # not "missed"
+
+
+def test_sim_outage_and_restore_actions_are_seen_by_the_listener(client, world):
+    leader, f1, _ = world
     url = reverse("admin:accounts_tradingaccount_changelist")
-    client.post(url, {"action": "sim_outage", "_selected_action": [f1.pk]})
-    f1.refresh_from_db()
-    assert f1.connection_state == "disconnected"
-    client.post(url, {"action": "sim_restore", "_selected_action": [f1.pk]})
-    f1.refresh_from_db()
-    assert f1.connection_state == "connected"
+    with listening(leader, f1):
+        client.post(url, {"action": "sim_outage", "_selected_action": [f1.pk]})
+        wait_until(lambda: _state(f1) == "disconnected", what="the outage seen")
+        assert "outage" in TradingAccount.objects.get(pk=f1.pk).last_error
+        client.post(url, {"action": "sim_restore", "_selected_action": [f1.pk]})
+        wait_until(lambda: _state(f1) == "connected", what="the reconnect")
 
 
 def test_lift_quarantine_action(client, world):

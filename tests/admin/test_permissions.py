@@ -19,9 +19,12 @@ from django.test import RequestFactory
 from django.urls import URLPattern, reverse
 
 from accounts.models import Position, TradingAccount
+from brokers.models import SimAccount
 from copier.models import Quarantine
 from copier.services.quarantine import quarantine_create
 from tests.factories import account, connect, group, leader_fill
+from tests.helpers import wait_until
+from tests.listener.helpers import listening
 
 pytestmark = [pytest.mark.django_db(transaction=True, databases="__all__"),
               pytest.mark.usefixtures("eager_tasks")]
@@ -165,6 +168,14 @@ def _only(django_user_model: Any, name: str, *codenames: str) -> Any:
     return _staff(django_user_model, name, Permission.objects.filter(codename__in=codenames))
 
 
+def _qty(acct: TradingAccount, symbol: str) -> int:
+    return Position.objects.get(account=acct, symbol=symbol).qty
+
+
+def _state(acct: TradingAccount) -> str:
+    return TradingAccount.objects.get(pk=acct.pk).connection_state
+
+
 def test_sim_fill_on_a_leader_needs_the_sim_permission_and_is_copied_with_it(
     world, client, django_user_model
 ):
@@ -174,28 +185,30 @@ def test_sim_fill_on_a_leader_needs_the_sim_permission_and_is_copied_with_it(
     client.force_login(_only(django_user_model, "viewer", "view_tradingaccount"))
     change = reverse("admin:accounts_tradingaccount_change", args=[leader.pk])
     assert url not in client.get(change).content.decode()  # no link to what it cannot do
-    assert client.post(url, fill).status_code == 403
-    assert Position.objects.get(account=f1, symbol="ES").qty == 1
-    client.force_login(_only(django_user_model, "trader", "view_tradingaccount",
-                             "change_simaccount"))
-    assert url in client.get(change).content.decode()
-    assert client.post(url, fill).status_code == 302
-    assert Position.objects.get(account=f1, symbol="ES").qty == 2
+    with listening(leader, f1):
+        assert client.post(url, fill).status_code == 403
+        client.force_login(_only(django_user_model, "trader", "view_tradingaccount",
+                                 "change_simaccount"))
+        assert url in client.get(change).content.decode()
+        assert _qty(f1, "ES") == 1
+        assert client.post(url, fill).status_code == 302
+        wait_until(lambda: _qty(f1, "ES") == 2, what="the listener copied the fill")
 
 
 def test_sim_outage_needs_the_sim_permission(world, client, django_user_model):
-    _, f1 = world
+    leader, f1 = world
     url = reverse("admin:accounts_tradingaccount_changelist")
-    client.force_login(_only(django_user_model, "editor", "view_tradingaccount",
-                             "change_tradingaccount"))
-    client.post(url, {"action": "sim_outage", "_selected_action": [f1.pk]})
-    assert TradingAccount.objects.get(pk=f1.pk).connection_state == "connected"
-    client.force_login(_only(django_user_model, "trader", "view_tradingaccount",
-                             "change_simaccount"))
-    client.post(url, {"action": "sim_outage", "_selected_action": [f1.pk]})
-    assert TradingAccount.objects.get(pk=f1.pk).connection_state == "disconnected"
-    client.post(url, {"action": "sim_restore", "_selected_action": [f1.pk]})
-    assert TradingAccount.objects.get(pk=f1.pk).connection_state == "connected"
+    with listening(leader, f1):
+        client.force_login(_only(django_user_model, "editor", "view_tradingaccount",
+                                 "change_tradingaccount"))
+        client.post(url, {"action": "sim_outage", "_selected_action": [f1.pk]})
+        assert not SimAccount.objects.using("broker").filter(account=f1, reachable=False).exists()
+        client.force_login(_only(django_user_model, "trader", "view_tradingaccount",
+                                 "change_simaccount"))
+        client.post(url, {"action": "sim_outage", "_selected_action": [f1.pk]})
+        wait_until(lambda: _state(f1) == "disconnected", what="the outage seen")
+        client.post(url, {"action": "sim_restore", "_selected_action": [f1.pk]})
+        wait_until(lambda: _state(f1) == "connected", what="the reconnect")
 
 
 def test_lifting_a_quarantine_needs_its_change_permission(world, client, django_user_model):

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import datetime as dt
 
+import psycopg
 import pytest
+from django.db import transaction
 
 from brokers import sql
 from brokers.models import SimAccount, SimOrder, SimPosition
-from copier.rawsql import Statement
+from copier.rawsql import Statement, database_conninfo
 from tests.factories import account
 from tests.sql.helpers import check_columns, model_columns
 
@@ -116,6 +118,33 @@ def test_positions_read_gives_non_flat_positions_and_the_newest_order_they_inclu
     check_columns(sql.POSITIONS_READ, [b1.pk, b1.pk], ["symbol", "qty", "seq"], using=DB)
 
 
+# --- fills_announce ---------------------------------------------------------------------
+def _notes(conn: psycopg.Connection) -> list[tuple[str, str]]:
+    return [(n.channel, n.payload) for n in conn.notifies(timeout=0.3)]
+
+
+def test_fills_announce_notifies_the_books_at_commit_and_never_after_a_rollback(books):
+    b1, b2 = books
+    with psycopg.connect(database_conninfo(DB), autocommit=True) as listening:
+        listening.execute(f"LISTEN {sql.FILLS_CHANNEL}")
+        with pytest.raises(RuntimeError), transaction.atomic(using=DB):
+            sql.fills_announce([b1.pk])
+            raise RuntimeError("rolled back")
+        assert _notes(listening) == []
+        with transaction.atomic(using=DB):
+            sql.fills_announce([b1.pk, b2.pk])
+            assert _notes(listening) == []  # not before the commit
+        assert sorted(_notes(listening)) == sorted(
+            [(sql.FILLS_CHANNEL, str(b1.pk)), (sql.FILLS_CHANNEL, str(b2.pk))])
+        sql.fills_announce([])  # nothing to announce: no statement
+        # an order insert that fills announces its book; a rejected one does not
+        sql.orders_insert([_order(b2, "r-1", status=SimOrder.Status.REJECTED)], {})
+        assert _notes(listening) == []
+        sql.orders_insert([_order(b1, "c-1")], {(b1.pk, "MNQ"): 2})
+        assert _notes(listening) == [(sql.FILLS_CHANNEL, str(b1.pk))]
+    check_columns(sql.FILLS_ANNOUNCE, [sql.FILLS_CHANNEL, [b1.pk]], ["pg_notify"], using=DB)
+
+
 # --- all of them ------------------------------------------------------------------------
 STATEMENTS = [s for s in vars(sql).values() if isinstance(s, Statement)]
 
@@ -125,7 +154,7 @@ def test_every_statement_of_the_sim_has_a_test_of_its_own():
     missing = [s.name for s in STATEMENTS
                if not any(name.startswith(s.name + "_") for name in tested)]
     assert not missing
-    assert len(STATEMENTS) == 5
+    assert len(STATEMENTS) == 6
 
 
 @pytest.mark.parametrize("statement", STATEMENTS, ids=lambda s: s.name)
