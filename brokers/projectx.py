@@ -587,6 +587,8 @@ class ProjectXStream(BrokerStream):
     """
 
     adapter: ProjectXBroker
+    # The hub's connection carries the token it was opened with: a new token, a new one.
+    reopen_on_new_session = True
 
     def __init__(self, adapter: BrokerAdapter, session: Session | None) -> None:
         super().__init__(adapter, session)

@@ -604,6 +604,9 @@ class TradovateStream(BrokerStream):
     """
 
     adapter: TradovateBroker
+    # The socket was authorized with the old token, which lapses at its expiry: a renewed
+    # session is authorized on a new socket (and its syncrequest reconciles).
+    reopen_on_new_session = True
 
     def __init__(self, adapter: TradovateBroker, session: Session | None) -> None:
         super().__init__(adapter, session)
