@@ -17,7 +17,7 @@ from __future__ import annotations
 import abc
 import asyncio
 import threading
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Iterable
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -33,6 +33,38 @@ FAULTS = (
     "late_fill",       # next placements answer "accepted/working"; the fill comes ~0.3 s later
     "auth_refused",    # next logins are refused (wrong credentials)
 )
+
+
+class FaultBook:
+    """The faults switched on: for any account's requests (key None) or for one account's.
+
+    Counts add up, as a scenario's `fail_orders` given twice does. A request takes an
+    account's own fault before a venue-wide one, so a fault aimed at one follower is
+    never spent by another's request. Used on the venue's loop only.
+    """
+
+    def __init__(self) -> None:
+        self._counts: dict[tuple[str, str | None], int] = {}
+
+    def add(self, fault: str, count: int, account_external_id: str | None) -> None:
+        if fault not in FAULTS:
+            raise ValueError(f"unknown fault {fault!r}; known: {', '.join(FAULTS)}")
+        if not isinstance(count, int) or count < 0:
+            raise ValueError(f"fault count must be a whole number >= 0, got {count!r}")
+        key = (fault, account_external_id)
+        self._counts[key] = self._counts.get(key, 0) + count
+
+    def take(self, fault: str, accounts: Iterable[object] = ()) -> bool:
+        """Spend one `fault` on a request of `accounts` (venue ids); False: none is due."""
+        for key in [*((fault, str(a)) for a in accounts), (fault, None)]:
+            if self._counts.get(key, 0) > 0:
+                self._counts[key] -= 1
+                return True
+        return False
+
+    def left(self, fault: str) -> int:
+        """How many of `fault` are still to come, over every account (for assertions)."""
+        return sum(n for (f, _a), n in self._counts.items() if f == fault)
 
 
 class LocalVenue(abc.ABC):
