@@ -86,6 +86,8 @@ class VenueBrokerDriver:
             venue.contract_add(symbol)
         self.streams: dict[int, BrokerStream] = {}
         self.sessions: dict[int, Session | None] = {}
+        # A scenario's fill id -> the venue's (which numbers fills itself), per account.
+        self.fill_ids: dict[tuple[int, str], str] = {}
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, name="replay-streams",
                                        daemon=True)
@@ -125,36 +127,56 @@ class VenueBrokerDriver:
             self._run(stream.close())
         connection_lost(account=account, reason=reason)
 
-    async def _drain(self, stream: BrokerStream) -> list[Any]:
+    async def _drain(self, stream: BrokerStream) -> tuple[list[Any], TransientBrokerError | None]:
+        """Every event until the stream stays quiet; and the error that ended it, if one
+        did (the events before it are the listener's all the same)."""
         events: list[Any] = []
         while True:
             try:
                 events += await asyncio.wait_for(stream.receive(), QUIET_SECONDS)
             except TimeoutError:
-                return events
+                return events, None
+            except TransientBrokerError as exc:
+                return events, exc
 
     def pump(self, account: TradingAccount) -> None:
         account.refresh_from_db()
         needs_connect = account.pk not in self.streams or not account.is_connected
         if needs_connect and not self._stream_open(account):
             return
-        try:
-            events = self._run(self._drain(self.streams[account.pk]))
-        except TransientBrokerError as exc:
-            self._stream_drop(account, exc.message)
-            return
+        events, error = self._run(self._drain(self.streams[account.pk]))
         if events:
             broker_events_handle(account=account, events=events)
+        if error is not None:
+            self._stream_drop(account, error.message)
 
     def reconnect(self, account: TradingAccount) -> None:
+        """As a listener reconnects: the stream closed, the session kept or renewed (a login
+        when it is gone), a new stream, positions compared."""
         account.refresh_from_db()
         if account.pk in self.streams:
             self._stream_drop(account, "reconnect")
+        try:
+            session = adapter_for(account).session_obtain(self.sessions.get(account.pk))
+        except BrokerError as exc:
+            connection_lost(account=account, reason=exc.message)
+            return
+        if session is not None and session != self.sessions.get(account.pk):
+            session_save(account.pk, session, obtained_by="replay")
+        self.sessions[account.pk] = session
         self.pump(account)
 
     def fill(self, account: TradingAccount, symbol: str, side: str, qty: int,
              fill_id: str | None) -> None:
-        self.venue.trade(account.external_id, symbol, side, qty, fill_id)
+        if fill_id is None:
+            self.venue.trade(account.external_id, symbol, side, qty)
+            return
+        made = self.fill_ids.get((account.pk, fill_id))
+        if made is not None:  # the same fill delivered again
+            self.venue.trade(account.external_id, symbol, side, qty, made)
+        else:
+            self.fill_ids[(account.pk, fill_id)] = self.venue.trade(
+                account.external_id, symbol, side, qty)
 
     def reachable_set(self, account: TradingAccount, reachable: bool) -> None:
         self.venue.set_reachable(reachable, account_external_id=account.external_id)
