@@ -17,6 +17,7 @@ from __future__ import annotations
 import abc
 import asyncio
 import threading
+from collections import Counter
 from collections.abc import Coroutine, Iterable
 from typing import Any, TypeVar
 
@@ -75,6 +76,8 @@ class LocalVenue(abc.ABC):
     def __init__(self) -> None:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
+        # Frames pushed per account, and (key None) sockets the venue closed.
+        self._activity: Counter[str | None] = Counter()
 
     # --- lifecycle ----------------------------------------------------------------------
     def start(self) -> LocalVenue:
@@ -149,6 +152,18 @@ class LocalVenue(abc.ABC):
                account_external_id: str | None = None) -> None:
         """Switch a failure mode on for the next `count` requests (see FAULTS), of one
         account's or of any."""
+
+    def activity(self, account_external_id: str) -> int:
+        """A number that moves whenever the venue pushes a frame for the account or closes
+        any stream socket. A driver that reads it unchanged since it last waited for the
+        account's stream to go quiet knows nothing is in flight there, and need not wait."""
+        async def read() -> int:
+            return self._activity[account_external_id] + self._activity[None]
+        return self.call(read())
+
+    def _activity_note(self, account_id: object | None) -> None:
+        """(On the venue's loop) a frame pushed for `account_id`; None: a socket closed."""
+        self._activity[None if account_id is None else str(account_id)] += 1
 
     @abc.abstractmethod
     def streams_drop(self) -> None:

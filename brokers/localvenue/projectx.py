@@ -284,6 +284,7 @@ class ProjectXVenue(LocalVenue):
         for connection, hub in list(self._hubs.items()):
             if account_id in hub.orders | hub.positions | hub.trades:
                 self._hubs.pop(connection, None)
+                self._activity_note(None)
                 await hub.ws.close()
 
     def hub_connections(self) -> int:
@@ -642,6 +643,7 @@ class ProjectXVenue(LocalVenue):
         error = self._subscribe(hub, target, args)
         if error == "unreachable":  # the account's outage: its sockets drop, unanswered
             self._hubs.pop(connection, None)
+            self._activity_note(None)
             await hub.ws.close()
             return
         if record.get("invocationId") is not None:
@@ -666,6 +668,7 @@ class ProjectXVenue(LocalVenue):
         return ""
 
     def _push(self, target: str, account_id: int, data: dict[str, Any]) -> None:
+        self._activity_note(account_id)
         kind = {"GatewayUserOrder": "orders", "GatewayUserTrade": "trades",
                 "GatewayUserPosition": "positions"}[target]
         frame = json.dumps({"type": 1, "target": target,
@@ -686,6 +689,7 @@ class ProjectXVenue(LocalVenue):
     async def _hubs_close(self, *, close_message: bool = False) -> None:
         for connection, hub in list(self._hubs.items()):
             self._hubs.pop(connection, None)
+            self._activity_note(None)
             if close_message and not hub.ws.closed:
                 await hub.ws.send_str(json.dumps({"type": 7, "error": "Server restarting",
                                                   "allowReconnect": True}) + RS)

@@ -743,6 +743,7 @@ class TradovateVenue(LocalVenue):
 
     async def _socket_close(self, sock: _Socket, shutdown: str | None) -> None:
         """Close after what is queued; `shutdown`: the venue says why first."""
+        self._activity_note(None)
         if sock in self._sockets:
             self._sockets.remove(sock)
         if shutdown is not None:
@@ -824,6 +825,8 @@ class TradovateVenue(LocalVenue):
     def _push(self, account_id: int, entity_type: str, event_type: str,
               entity: dict[str, Any]) -> None:
         user_id = self._accounts[account_id]["userId"]
+        for sibling in self._accounts_of(user_id):  # the user's sockets carry them all
+            self._activity_note(sibling)
         frame = "a" + json.dumps([{"e": "props", "d": {
             "entityType": entity_type, "eventType": event_type, "entity": dict(entity)}}])
         for sock in self._sockets:
