@@ -16,7 +16,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from celery import signals
 from django.db import transaction
@@ -30,6 +30,9 @@ from copier.scenario import Scenario, ScenarioError, Step
 from copier.services import engine
 from copier.services.ingest import events_redispatch
 from copier.services.quarantine import quarantine_lift
+
+if TYPE_CHECKING:
+    from brokers.localvenue import LocalVenue
 
 EPOCH = dt.datetime(2026, 1, 5, 14, 30, tzinfo=dt.UTC)
 MAX_RETRIES_PER_ADVANCE = 10_000
@@ -89,6 +92,28 @@ def eager_tasks() -> Iterator[None]:
         yield
     finally:
         app.conf.task_always_eager, app.conf.task_eager_propagates = old
+
+
+def replay_run(scenario: Scenario, *, broker: str = "sim", venue: LocalVenue | None = None,
+               tracker: TaskTracker | None = None) -> dict[str, Any]:
+    """Replay `scenario` with its accounts at `broker`: the sim, or a local server of that
+    venue (`venue`, already started and shared by several replays; else one of its own,
+    started and stopped here)."""
+    if broker == "sim":
+        return Replay(scenario, tracker=tracker, broker=SimBrokerDriver()).run()
+    from brokers.localvenue import venue_start
+
+    own = venue is None
+    server = venue_start(broker) if venue is None else venue
+    if server.kind != broker:
+        raise ValueError(f"a {server.kind} venue cannot replay on {broker}")
+    driver = VenueBrokerDriver(server, scenario.symbols)
+    try:
+        return Replay(scenario, tracker=tracker, broker=driver).run()
+    finally:
+        driver.close()
+        if own:
+            server.stop()
 
 
 class _Crash(Exception):

@@ -11,13 +11,14 @@ the adapters and their streams, not only the engine.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import threading
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from accounts.models import TradingAccount
-from brokers.base import BrokerError, BrokerStream, Session, Side, TransientBrokerError
+from brokers.base import BrokerError, BrokerEvent, BrokerStream, Session, Side
 from brokers.models import SimPosition
 from brokers.registry import adapter_for
 from brokers.sessions import session_save
@@ -75,17 +76,67 @@ class SimBrokerDriver:
         """Nothing to stop: the sim lives in the database."""
 
 
+class _Reader:
+    """Reads one stream all the time, as a listener does, and keeps what it said until the
+    account is pumped: the socket never backs up (the venue's pings are answered, a close
+    is prompt), and the copier still sees the events when the sim's poll would."""
+
+    def __init__(self, stream: BrokerStream) -> None:
+        self.stream = stream
+        self.events: list[BrokerEvent] = []
+        self.error: BrokerError | None = None
+        self.crash: Exception | None = None  # not the venue's doing: a bug, raised at the pump
+        self.arrived = asyncio.Event()
+        self.task = asyncio.get_running_loop().create_task(self._read())
+
+    async def _read(self) -> None:
+        try:
+            while True:
+                self.events += await self.stream.receive()
+                self.arrived.set()
+        except BrokerError as exc:  # the stream is over; a listener would reconnect
+            self.error = exc
+        except Exception as exc:
+            self.crash = exc
+        self.arrived.set()
+
+    async def quiet(self) -> None:
+        """Until nothing has come for QUIET_SECONDS (or the stream ended)."""
+        while self.error is None and self.crash is None:
+            self.arrived.clear()
+            try:
+                await asyncio.wait_for(self.arrived.wait(), QUIET_SECONDS)
+            except TimeoutError:
+                return
+
+    def taken(self) -> tuple[list[BrokerEvent], BrokerError | None]:
+        if self.crash is not None:
+            raise RuntimeError(f"the stream's reader failed: {self.crash!r}") from self.crash
+        events, self.events = self.events, []
+        return events, self.error
+
+    async def close(self) -> None:
+        self.task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self.task
+        await self.stream.close()
+
+
 class VenueBrokerDriver:
     """Accounts at a local protocol server; each with the real adapter's stream, kept open
-    on an event loop of its own thread, as the listener keeps them."""
+    and read on an event loop of its own thread, as the listener keeps them."""
 
     def __init__(self, venue: LocalVenue, symbols: list[str]) -> None:
         self.venue = venue
         self.kind = venue.kind
         for symbol in symbols:
             venue.contract_add(symbol)
-        self.streams: dict[int, BrokerStream] = {}
+        self.readers: dict[int, _Reader] = {}
         self.sessions: dict[int, Session | None] = {}
+        # The venue's activity count of the account when its stream last went quiet.
+        self.quiet_at: dict[int, int] = {}
+        # A scenario's fill id -> the venue's (which numbers fills itself), per account.
+        self.fill_ids: dict[tuple[int, str], str] = {}
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, name="replay-streams",
                                        daemon=True)
@@ -109,6 +160,7 @@ class VenueBrokerDriver:
     def _stream_open(self, account: TradingAccount) -> bool:
         """The listener's connect: the stream first, then the positions (the guard)."""
         stream = adapter_for(account).stream(self.sessions[account.pk])
+        before = self.venue.activity(account.external_id)  # a new stream replays nothing
         try:
             self._run(stream.open())
             connection_restored(account=account)
@@ -116,45 +168,64 @@ class VenueBrokerDriver:
             self._run(stream.close())
             connection_lost(account=account, reason=exc.message)
             return False
-        self.streams[account.pk] = stream
+
+        async def reader() -> _Reader:
+            return _Reader(stream)
+        self.readers[account.pk] = self._run(reader())
+        self.quiet_at[account.pk] = before
         return True
 
     def _stream_drop(self, account: TradingAccount, reason: str) -> None:
-        stream = self.streams.pop(account.pk, None)
-        if stream is not None:
-            self._run(stream.close())
+        reader = self.readers.pop(account.pk, None)
+        if reader is not None:
+            self._run(reader.close())
         connection_lost(account=account, reason=reason)
 
-    async def _drain(self, stream: BrokerStream) -> list[Any]:
-        events: list[Any] = []
-        while True:
-            try:
-                events += await asyncio.wait_for(stream.receive(), QUIET_SECONDS)
-            except TimeoutError:
-                return events
-
     def pump(self, account: TradingAccount) -> None:
+        """What the stream said since the last pump goes to the listener's handler, once the
+        stream is quiet: waited for only when the venue has pushed something meanwhile."""
         account.refresh_from_db()
-        needs_connect = account.pk not in self.streams or not account.is_connected
+        needs_connect = account.pk not in self.readers or not account.is_connected
         if needs_connect and not self._stream_open(account):
             return
-        try:
-            events = self._run(self._drain(self.streams[account.pk]))
-        except TransientBrokerError as exc:
-            self._stream_drop(account, exc.message)
-            return
+        reader = self.readers[account.pk]
+        activity = self.venue.activity(account.external_id)
+        if activity != self.quiet_at.get(account.pk):
+            self._run(reader.quiet())
+            self.quiet_at[account.pk] = activity
+        events, error = reader.taken()
         if events:
             broker_events_handle(account=account, events=events)
+        if error is not None:
+            self._stream_drop(account, error.message)
 
     def reconnect(self, account: TradingAccount) -> None:
+        """As a listener reconnects: the stream closed, the session kept or renewed (a login
+        when it is gone), a new stream, positions compared."""
         account.refresh_from_db()
-        if account.pk in self.streams:
+        if account.pk in self.readers:
             self._stream_drop(account, "reconnect")
+        try:
+            session = adapter_for(account).session_obtain(self.sessions.get(account.pk))
+        except BrokerError as exc:
+            connection_lost(account=account, reason=exc.message)
+            return
+        if session is not None and session != self.sessions.get(account.pk):
+            session_save(account.pk, session, obtained_by="replay")
+        self.sessions[account.pk] = session
         self.pump(account)
 
     def fill(self, account: TradingAccount, symbol: str, side: str, qty: int,
              fill_id: str | None) -> None:
-        self.venue.trade(account.external_id, symbol, side, qty, fill_id)
+        if fill_id is None:
+            self.venue.trade(account.external_id, symbol, side, qty)
+            return
+        made = self.fill_ids.get((account.pk, fill_id))
+        if made is not None:  # the same fill delivered again
+            self.venue.trade(account.external_id, symbol, side, qty, made)
+        else:
+            self.fill_ids[(account.pk, fill_id)] = self.venue.trade(
+                account.external_id, symbol, side, qty)
 
     def reachable_set(self, account: TradingAccount, reachable: bool) -> None:
         self.venue.set_reachable(reachable, account_external_id=account.external_id)
@@ -171,8 +242,9 @@ class VenueBrokerDriver:
         return held
 
     def close(self) -> None:
-        for stream in self.streams.values():
-            self._run(stream.close())
-        self.streams.clear()
+        async def close_all() -> None:
+            await asyncio.gather(*(r.close() for r in self.readers.values()))
+        self._run(close_all())
+        self.readers.clear()
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(10)

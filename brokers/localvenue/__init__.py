@@ -17,7 +17,8 @@ from __future__ import annotations
 import abc
 import asyncio
 import threading
-from collections.abc import Coroutine
+from collections import Counter
+from collections.abc import Coroutine, Iterable
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -35,6 +36,38 @@ FAULTS = (
 )
 
 
+class FaultBook:
+    """The faults switched on: for any account's requests (key None) or for one account's.
+
+    Counts add up, as a scenario's `fail_orders` given twice does. A request takes an
+    account's own fault before a venue-wide one, so a fault aimed at one follower is
+    never spent by another's request. Used on the venue's loop only.
+    """
+
+    def __init__(self) -> None:
+        self._counts: dict[tuple[str, str | None], int] = {}
+
+    def add(self, fault: str, count: int, account_external_id: str | None) -> None:
+        if fault not in FAULTS:
+            raise ValueError(f"unknown fault {fault!r}; known: {', '.join(FAULTS)}")
+        if not isinstance(count, int) or count < 0:
+            raise ValueError(f"fault count must be a whole number >= 0, got {count!r}")
+        key = (fault, account_external_id)
+        self._counts[key] = self._counts.get(key, 0) + count
+
+    def take(self, fault: str, accounts: Iterable[object] = ()) -> bool:
+        """Spend one `fault` on a request of `accounts` (venue ids); False: none is due."""
+        for key in [*((fault, str(a)) for a in accounts), (fault, None)]:
+            if self._counts.get(key, 0) > 0:
+                self._counts[key] -= 1
+                return True
+        return False
+
+    def left(self, fault: str) -> int:
+        """How many of `fault` are still to come, over every account (for assertions)."""
+        return sum(n for (f, _a), n in self._counts.items() if f == fault)
+
+
 class LocalVenue(abc.ABC):
     """A venue on loopback. Start it, point an account's credentials at it, drive it."""
 
@@ -43,6 +76,8 @@ class LocalVenue(abc.ABC):
     def __init__(self) -> None:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
+        # Frames pushed per account, and (key None) sockets the venue closed.
+        self._activity: Counter[str | None] = Counter()
 
     # --- lifecycle ----------------------------------------------------------------------
     def start(self) -> LocalVenue:
@@ -117,6 +152,18 @@ class LocalVenue(abc.ABC):
                account_external_id: str | None = None) -> None:
         """Switch a failure mode on for the next `count` requests (see FAULTS), of one
         account's or of any."""
+
+    def activity(self, account_external_id: str) -> int:
+        """A number that moves whenever the venue pushes a frame for the account or closes
+        any stream socket. A driver that reads it unchanged since it last waited for the
+        account's stream to go quiet knows nothing is in flight there, and need not wait."""
+        async def read() -> int:
+            return self._activity[account_external_id] + self._activity[None]
+        return self.call(read())
+
+    def _activity_note(self, account_id: object | None) -> None:
+        """(On the venue's loop) a frame pushed for `account_id`; None: a socket closed."""
+        self._activity[None if account_id is None else str(account_id)] += 1
 
     @abc.abstractmethod
     def streams_drop(self) -> None:

@@ -30,11 +30,12 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
-from brokers.localvenue import FAULTS, LocalVenue
+from brokers.localvenue import FaultBook, LocalVenue
 
 RS = "\x1e"
 DEFAULT_TOKEN_TTL = 24 * 3600.0
-# name -> (contract id, description, tick size, tick value); and where market orders fill
+# The contracts listed at start, name -> (contract id, description, tick size, tick value),
+# and where market orders fill; `contract_add` lists more (a venue instance's own).
 CONTRACTS: dict[str, tuple[str, str, float, float]] = {
     "ESZ6": ("CON.F.US.EP.Z26", "E-mini S&P 500: December 2026", 0.25, 12.5),
     "MESZ6": ("CON.F.US.MES.Z26", "Micro E-mini S&P 500: December 2026", 0.25, 1.25),
@@ -43,6 +44,7 @@ CONTRACTS: dict[str, tuple[str, str, float, float]] = {
 }
 PRICES = {"CON.F.US.EP.Z26": 5000.25, "CON.F.US.MES.Z26": 5000.25,
           "CON.F.US.ENQ.Z26": 18000.5, "CON.F.US.MNQ.Z26": 18000.5}
+ADDED_PRICE = 100.25  # where a contract listed by `contract_add` fills
 ORDER_OPEN, ORDER_FILLED, ORDER_CANCELLED, ORDER_REJECTED = 1, 2, 3, 5
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -102,7 +104,9 @@ class ProjectXVenue(LocalVenue):
         self.trade_book: list[dict[str, Any]] = []
         self.position_book: dict[tuple[int, str], dict[str, Any]] = {}
         self.tokens: dict[str, float] = {}  # token -> expiry (epoch seconds)
-        self.faults: dict[str, int] = dict.fromkeys(FAULTS, 0)
+        self.contracts: dict[str, tuple[str, str, float, float]] = dict(CONTRACTS)
+        self.prices: dict[str, float] = dict(PRICES)
+        self.faults = FaultBook()
         self.calls: dict[str, int] = {}  # path -> how many requests (for assertions)
         self.hub_invocations: list[tuple[str, str, list[Any]]] = []  # (connection, target, args)
         self.hub_pings_received = 0
@@ -110,6 +114,7 @@ class ProjectXVenue(LocalVenue):
         self._hubs: dict[str, _Hub] = {}
         self._hits: dict[str, deque[float]] = {}
         self._reachable = True
+        self._unreachable: set[int] = set()  # accounts in an outage of their own
         self._runner: web.AppRunner | None = None
         self._site: web.TCPSite | None = None
         self._pinger: asyncio.Task[None] | None = None
@@ -170,18 +175,46 @@ class ProjectXVenue(LocalVenue):
             return str(account_id)
         return self.call(add())
 
-    def trade(self, account_external_id: str, symbol: str, side: str, qty: int) -> str:
+    def trade(self, account_external_id: str, symbol: str, side: str, qty: int,
+              fill_id: str | None = None) -> str:
         async def trade() -> str:
-            order = self._order_new(int(account_external_id), CONTRACTS[symbol][0],
+            account_id = int(account_external_id)
+            if fill_id is not None:
+                return self._trade_again(account_id, fill_id)
+            if account_id not in self.accounts:
+                raise ValueError(f"no account {account_id} at the local venue")
+            if symbol not in self.contracts:
+                raise ValueError(f"contract {symbol!r} is not listed at the local venue")
+            order = self._order_new(account_id, self.contracts[symbol][0],
                                     0 if side == "buy" else 1, qty, None)
             self.order_book.append(order)
             self._push_order(order)
             return str(self._fill(order, qty)["id"])
         return self.call(trade())
 
+    def _trade_again(self, account_id: int, fill_id: str) -> str:
+        """The hub pushes a trade it pushed before (a duplicate delivery); nothing moves."""
+        trade = next((t for t in self.trade_book
+                      if str(t["id"]) == fill_id and t["accountId"] == account_id), None)
+        if trade is None:
+            raise ValueError(f"no trade {fill_id!r} of account {account_id} at the local venue")
+        self._push("GatewayUserTrade", account_id, trade)
+        return fill_id
+
+    def contract_add(self, name: str) -> None:
+        async def add() -> None:
+            if name in self.contracts:
+                return
+            if not name or not name.isalnum():
+                raise ValueError(f"contract name must be letters and digits, got {name!r}")
+            contract_id = f"CON.F.US.{name.upper()}.LOCAL"
+            self.contracts[name] = (contract_id, f"{name} (listed locally)", 0.25, 0.5)
+            self.prices[contract_id] = ADDED_PRICE
+        self.call(add())
+
     def positions(self, account_external_id: str) -> dict[str, int]:
         async def read() -> dict[str, int]:
-            names = {cid: name for name, (cid, *_rest) in CONTRACTS.items()}
+            names = {cid: name for name, (cid, *_rest) in self.contracts.items()}
             return {names[p["contractId"]]: self._signed(p)
                     for (acct, _c), p in self.position_book.items()
                     if acct == int(account_external_id) and p["size"]}
@@ -199,13 +232,11 @@ class ProjectXVenue(LocalVenue):
                     if t["accountId"] == int(account_external_id)]
         return self.call(read())
 
-    def inject(self, fault: str, count: int = 1) -> None:
-        if fault not in FAULTS:
-            raise ValueError(f"unknown fault {fault!r}; known: {', '.join(FAULTS)}")
-
-        async def set_() -> None:
-            self.faults[fault] = count
-        self.call(set_())
+    def inject(self, fault: str, count: int = 1, *,
+               account_external_id: str | None = None) -> None:
+        async def add() -> None:
+            self.faults.add(fault, count, account_external_id)
+        self.call(add())
 
     def streams_drop(self, *, close_message: bool = False) -> None:
         """`close_message`: say goodbye first with a SignalR close record (type 7)."""
@@ -219,7 +250,15 @@ class ProjectXVenue(LocalVenue):
                 self.tokens[token] = 0.0
         self.call(expire())
 
-    def set_reachable(self, reachable: bool) -> None:
+    def set_reachable(self, reachable: bool, *, account_external_id: str | None = None) -> None:
+        """One account's outage (`account_external_id`): its requests are answered 503 by
+        the gateway and its hub sockets drop; the user's other accounts trade on. The HTTP
+        pool is shared by a process's accounts, so a socket cannot be refused per account.
+        Without an account: the whole venue stops listening."""
+        if account_external_id is not None:
+            self.call(self._account_reachable_set(int(account_external_id), reachable))
+            return
+
         async def switch() -> None:
             if reachable == self._reachable or self._runner is None:
                 return
@@ -237,6 +276,17 @@ class ProjectXVenue(LocalVenue):
                 await self._site.start()
         self.call(switch())
 
+    async def _account_reachable_set(self, account_id: int, reachable: bool) -> None:
+        if reachable:
+            self._unreachable.discard(account_id)
+            return
+        self._unreachable.add(account_id)
+        for connection, hub in list(self._hubs.items()):
+            if account_id in hub.orders | hub.positions | hub.trades:
+                self._hubs.pop(connection, None)
+                self._activity_note(None)
+                await hub.ws.close()
+
     def hub_connections(self) -> int:
         async def count() -> int:
             return len(self._hubs)
@@ -250,12 +300,15 @@ class ProjectXVenue(LocalVenue):
             request.transport.abort()  # a connection kept alive from before the outage
             raise web.HTTPServiceUnavailable
         self.calls[request.path] = self.calls.get(request.path, 0) + 1
+        account = await self._account_named(request)
+        if account in self._unreachable:
+            return web.Response(status=503, text="Service Unavailable")
         if request.path in ("/api/Auth/loginKey", "/api/Status/ping"):
             return await handler(request)
         token = self._bearer(request)
         if token is None:
             return web.Response(status=401)
-        if request.path.startswith("/api/") and self._rate_limited(token):
+        if request.path.startswith("/api/") and self._rate_limited(token, account):
             return web.json_response({"errorMessage": "Too many requests"}, status=429,
                                      headers={"Retry-After": "1"})
         return await handler(request)
@@ -268,8 +321,19 @@ class ProjectXVenue(LocalVenue):
             return None
         return token
 
-    def _rate_limited(self, token: str) -> bool:
-        if self._take("rate_limit"):
+    async def _account_named(self, request: web.Request) -> int | None:
+        """The account a request is about (its body's `accountId`), for per-account faults."""
+        if request.method != "POST" or not request.can_read_body:
+            return None
+        try:
+            body = await request.json()  # aiohttp keeps the body: the handler reads it again
+        except (ValueError, UnicodeDecodeError):
+            return None
+        account = body.get("accountId") if isinstance(body, dict) else None
+        return account if isinstance(account, int) else None
+
+    def _rate_limited(self, token: str, account: int | None) -> bool:
+        if self._take("rate_limit", account):
             return True
         now = time.monotonic()
         hits = self._hits.setdefault(token, deque())
@@ -280,11 +344,8 @@ class ProjectXVenue(LocalVenue):
         hits.append(now)
         return False
 
-    def _take(self, fault: str) -> bool:
-        if self.faults.get(fault, 0) > 0:
-            self.faults[fault] -= 1
-            return True
-        return False
+    def _take(self, fault: str, account: int | None = None) -> bool:
+        return self.faults.take(fault, () if account is None else (account,))
 
     def _token_new(self) -> str:
         exp = time.time() + self.token_ttl
@@ -341,9 +402,8 @@ class ProjectXVenue(LocalVenue):
         return _ok(accounts=[dict(a) for a in self.accounts.values()
                              if a["canTrade"] or not only_active])
 
-    @staticmethod
-    def _contract(name: str) -> dict[str, Any]:
-        contract_id, description, tick_size, tick_value = CONTRACTS[name]
+    def _contract(self, name: str) -> dict[str, Any]:
+        contract_id, description, tick_size, tick_value = self.contracts[name]
         return {"id": contract_id, "name": name, "description": description,
                 "tickSize": tick_size, "tickValue": tick_value, "activeContract": True,
                 "symbolId": "F.US." + contract_id.split(".")[3]}
@@ -352,12 +412,12 @@ class ProjectXVenue(LocalVenue):
         body = await self._body(request)
         text = str(body.get("searchText") or "").upper()
         return _ok(contracts=[self._contract(name) for name, (_cid, description, *_r)
-                              in CONTRACTS.items()
+                              in self.contracts.items()
                               if text and (text in name or text in description.upper())])
 
     async def _contract_by_id(self, request: web.Request) -> web.Response:
         body = await self._body(request)
-        for name, (contract_id, *_rest) in CONTRACTS.items():
+        for name, (contract_id, *_rest) in self.contracts.items():
             if contract_id == body.get("contractId"):
                 return _ok(contract=self._contract(name))
         return _refusal(1, "Contract not found", contract=None)
@@ -373,14 +433,14 @@ class ProjectXVenue(LocalVenue):
                 "filledPrice": None, "customTag": tag}
 
     async def _order_place(self, request: web.Request) -> web.StreamResponse:
-        if self._take("http_5xx"):
-            return web.Response(status=503, text="Service Unavailable")
         body, account_id = await self._account_of(request)
+        if self._take("http_5xx", account_id):
+            return web.Response(status=503, text="Service Unavailable")
         if account_id is None:
             return _refusal(1, "Account not found", orderId=None)
         size, side, tag = body.get("size"), body.get("side"), body.get("customTag")
         contract_id = body.get("contractId")
-        if contract_id not in {cid for cid, *_r in CONTRACTS.values()}:
+        if contract_id not in {cid for cid, *_r in self.contracts.values()}:
             return _refusal(8, "Contract not found", orderId=None)
         if body.get("type") != 2 or side not in (0, 1) or not isinstance(size, int) or size <= 0:
             return _refusal(2, "Invalid order: market orders of a positive size only",
@@ -391,24 +451,25 @@ class ProjectXVenue(LocalVenue):
                             orderId=None)
         order = self._order_new(account_id, str(contract_id), side, size, tag)
         self.order_book.append(order)
-        if self._take("reject"):
+        if self._take("reject", account_id):
             order["status"] = ORDER_REJECTED
             self._push_order(order)
             return _refusal(2, "Order rejected by risk (injected)", orderId=order["id"])
         self._order_execute(order)
-        if self._take("lose_response") and request.transport is not None:
+        if self._take("lose_response", account_id) and request.transport is not None:
             request.transport.abort()  # executed; the answer never leaves
             await asyncio.sleep(0.05)
         return _ok(orderId=order["id"])
 
     def _order_execute(self, order: dict[str, Any]) -> None:
         self._push_order(order)
-        if self._take("late_fill"):
+        account = order["accountId"]
+        if self._take("late_fill", account):
             handle = asyncio.get_running_loop().call_later(
                 self.late_fill_delay, lambda: self._fill(order, order["size"]))
             self._late.add(handle)
             return
-        if self._take("partial") and order["size"] > 1:
+        if self._take("partial", account) and order["size"] > 1:
             first = order["size"] // 2
             self._fill(order, first)
             self._fill(order, order["size"] - first)
@@ -418,7 +479,7 @@ class ProjectXVenue(LocalVenue):
     def _fill(self, order: dict[str, Any], qty: int) -> dict[str, Any]:
         """One trade of `qty` on `order`: the order, the trade and the position move and are
         pushed, in the order the Gateway pushes them."""
-        price = PRICES[order["contractId"]]
+        price = self.prices[order["contractId"]]
         order["fillVolume"] += qty
         order["filledPrice"] = price
         order["updateTimestamp"] = _iso()
@@ -458,9 +519,9 @@ class ProjectXVenue(LocalVenue):
         return size if position["type"] == 1 else -size
 
     async def _order_search(self, request: web.Request) -> web.Response:
-        if self._take("lookup_fail"):
-            return web.Response(status=503, text="Service Unavailable")
         body, account_id = await self._account_of(request)
+        if self._take("lookup_fail", account_id):
+            return web.Response(status=503, text="Service Unavailable")
         if account_id is None:
             return _refusal(1, "Account not found", orders=[])
         since = str(body.get("startTimestamp") or "")
@@ -473,9 +534,9 @@ class ProjectXVenue(LocalVenue):
                            if o["accountId"] == account_id and o["status"] == ORDER_OPEN])
 
     async def _order_by_id(self, request: web.Request) -> web.Response:
-        if self._take("lookup_fail"):
-            return web.Response(status=503, text="Service Unavailable")
         body, account_id = await self._account_of(request)
+        if self._take("lookup_fail", account_id):
+            return web.Response(status=503, text="Service Unavailable")
         for order in self.order_book:
             if order["accountId"] == account_id and order["id"] == body.get("orderId"):
                 return _ok(order=dict(order))
@@ -580,6 +641,11 @@ class ProjectXVenue(LocalVenue):
         target, args = str(record.get("target")), list(record.get("arguments") or [])
         self.hub_invocations.append((connection, target, args))
         error = self._subscribe(hub, target, args)
+        if error == "unreachable":  # the account's outage: its sockets drop, unanswered
+            self._hubs.pop(connection, None)
+            self._activity_note(None)
+            await hub.ws.close()
+            return
         if record.get("invocationId") is not None:
             reply: dict[str, Any] = {"type": 3, "invocationId": record["invocationId"]}
             if error:
@@ -596,10 +662,13 @@ class ProjectXVenue(LocalVenue):
             return f"Method does not exist: {target}"
         if len(args) != 1 or not isinstance(args[0], int) or args[0] not in self.accounts:
             return f"{target}: unknown account"
+        if args[0] in self._unreachable:
+            return "unreachable"
         books[target].add(args[0])
         return ""
 
     def _push(self, target: str, account_id: int, data: dict[str, Any]) -> None:
+        self._activity_note(account_id)
         kind = {"GatewayUserOrder": "orders", "GatewayUserTrade": "trades",
                 "GatewayUserPosition": "positions"}[target]
         frame = json.dumps({"type": 1, "target": target,
@@ -620,6 +689,7 @@ class ProjectXVenue(LocalVenue):
     async def _hubs_close(self, *, close_message: bool = False) -> None:
         for connection, hub in list(self._hubs.items()):
             self._hubs.pop(connection, None)
+            self._activity_note(None)
             if close_message and not hub.ws.closed:
                 await hub.ws.send_str(json.dumps({"type": 7, "error": "Server restarting",
                                                   "allowReconnect": True}) + RS)

@@ -13,6 +13,10 @@ What it reproduces, because the adapter has to survive each of these at the real
   `user/syncrequest` snapshot, `props` pushes, a client silent too long is dropped, a
   connection quota per user that closes the OLDEST socket (shutdown
   `ConnectionQuotaReached`) and revokes its token.
+
+Users: each account gets a user (login) of its own unless `account_add(login=...)` puts it
+under an existing one; the socket quota and the auth rate limit are the user's, as at the
+venue, so a replay or a benchmark of many accounts is not throttled as one user would be.
 """
 
 from __future__ import annotations
@@ -25,18 +29,19 @@ import secrets
 import socket
 import time
 import weakref
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import WSMsgType, web
 
-from brokers.localvenue import FAULTS, LocalVenue
+from brokers.localvenue import FaultBook, LocalVenue
 
+# The contracts listed at start (name -> id) and their prices; `contract_add` lists more.
 CONTRACTS = {"ESZ6": 3_570_918, "MESZ6": 3_570_919, "NQZ6": 3_570_920, "MNQZ6": 3_570_921}
 PRICES = {"ESZ6": 6_012.25, "MESZ6": 6_012.25, "NQZ6": 21_450.5, "MNQZ6": 21_450.5}
-USER_NAME = "copier-demo"
-PASSWORD = "local-venue-password"  # noqa: S105 - a local test server's fixed login
+ADDED_PRICE = 100.25  # where a contract listed by `contract_add` fills
+PASSWORD = "local-venue-password"  # noqa: S105 - a local test server's fixed login, every user
 APP_SECRET = "local-venue-app-secret"  # noqa: S105
 LOOKUP_PATHS = ("/command/list", "/command/deps", "/order/item", "/fill/deps")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -97,8 +102,11 @@ class TradovateVenue(LocalVenue):
         self.server_heartbeat = server_heartbeat
         self.reject_reason = "AccountClosed"
         self.reject_text = "Account is closed"
-        self.user_id = 90_001
+        self._user_ids = itertools.count(90_001)
+        self._users: dict[str, int] = {}  # login name -> user id
         self._ids = itertools.count(1_000_001)
+        self.contracts: dict[str, int] = dict(CONTRACTS)
+        self.prices: dict[str, float] = dict(PRICES)
         self._accounts: dict[int, dict[str, Any]] = {}
         self._orders: dict[int, dict[str, Any]] = {}
         self._versions: dict[int, dict[str, Any]] = {}
@@ -108,11 +116,12 @@ class TradovateVenue(LocalVenue):
         self._positions: dict[tuple[int, int], dict[str, Any]] = {}
         self._tokens: dict[str, _Token] = {}
         self._tickets: set[str] = set()
-        self._logins: list[float] = []
-        self._faults: dict[str, int] = dict.fromkeys(FAULTS, 0)
+        self._logins: dict[str, list[float]] = {}  # login name -> its logins' times
+        self._faults = FaultBook()
         self._sockets: list[_Socket] = []
         self._transports: weakref.WeakSet[asyncio.BaseTransport] = weakref.WeakSet()
         self._reachable = True
+        self._unreachable: set[int] = set()  # accounts in an outage of their own
         self._runner: web.AppRunner | None = None
         self._site: web.SockSite | None = None
         self.port = 0
@@ -156,15 +165,36 @@ class TradovateVenue(LocalVenue):
 
     # --- what a test drives -------------------------------------------------------------
     def credentials(self, account_external_id: str) -> dict[str, str]:
-        return {"name": USER_NAME, "password": PASSWORD, "app_id": "copier",
-                "app_version": "1.0", "cid": "8", "sec": APP_SECRET, "environment": "demo",
-                "api_url": self.api_url, "ws_url": self.ws_url}
+        """The login of the account's user (any login for an id the venue does not know)."""
+        return {"name": self.login_of(account_external_id), "password": PASSWORD,
+                "app_id": "copier", "app_version": "1.0", "cid": "8", "sec": APP_SECRET,
+                "environment": "demo", "api_url": self.api_url, "ws_url": self.ws_url}
 
-    def account_add(self, name: str) -> str:
+    def login_of(self, account_external_id: str) -> str:
+        """The login name of the user that holds the account."""
+        user_id = self.user_id_of(account_external_id)
+        return next((n for n, u in self._users.items() if u == user_id), "nobody")
+
+    def user_id_of(self, account_external_id: str) -> int:
+        try:
+            row = self._accounts.get(int(account_external_id))
+        except ValueError:
+            row = None
+        return -1 if row is None else int(row["userId"])
+
+    def account_add(self, name: str, *, login: str | None = None) -> str:
+        """A new account; under user `login` (made if new) or, by default, a user of its own
+        named after the account."""
         async def add() -> str:
             account_id = next(self._ids)
+            user = login or f"{name}-user"
+            if login is None and user in self._users:  # a second account of that name
+                user = f"{name}-user-{account_id}"
+            if user not in self._users:
+                self._users[user] = next(self._user_ids)
             self._accounts[account_id] = {
-                "id": account_id, "name": name, "userId": self.user_id, "accountType": "Customer",
+                "id": account_id, "name": name, "userId": self._users[user],
+                "accountType": "Customer",
                 "active": True, "clearingHouseId": 2, "riskCategoryId": 2,
                 "autoLiqProfileId": 2, "marginAccountType": "Speculator",
                 "legalStatus": "Individual", "archived": False,
@@ -173,23 +203,46 @@ class TradovateVenue(LocalVenue):
             return str(account_id)
         return self.call(add())
 
-    def trade(self, account_external_id: str, symbol: str, side: str, qty: int) -> str:
+    def trade(self, account_external_id: str, symbol: str, side: str, qty: int,
+              fill_id: str | None = None) -> str:
         async def trade() -> str:
+            if fill_id is not None:
+                return self._fill_again(int(account_external_id), fill_id)
+            if symbol not in self.contracts:
+                raise ValueError(f"contract {symbol!r} is not listed at the local venue")
             order = self._order_new(int(account_external_id), symbol, side, qty, cl_ord_id=None,
                                     automated=False)
             return str(self._fill(order, qty))
         return self.call(trade())
 
+    def _fill_again(self, account_id: int, fill_id: str) -> str:
+        """The socket pushes a fill it pushed before (a duplicate delivery); nothing moves."""
+        fill = self._fills.get(int(fill_id)) if fill_id.isdigit() else None
+        if fill is None or self._orders[fill["orderId"]]["accountId"] != account_id:
+            raise ValueError(f"no fill {fill_id!r} of account {account_id} at the local venue")
+        self._push(account_id, "fill", "Updated", fill)
+        return fill_id
+
+    def contract_add(self, name: str) -> None:
+        async def add() -> None:
+            if name in self.contracts:
+                return
+            if not name or not name.isalnum():
+                raise ValueError(f"contract name must be letters and digits, got {name!r}")
+            self.contracts[name] = max(self.contracts.values()) + 1
+            self.prices[name] = ADDED_PRICE
+        self.call(add())
+
     def positions(self, account_external_id: str) -> dict[str, int]:
         async def read() -> dict[str, int]:
-            names = {v: k for k, v in CONTRACTS.items()}
+            names = {v: k for k, v in self.contracts.items()}
             return {names[p["contractId"]]: p["netPos"] for p in self._positions.values()
                     if p["accountId"] == int(account_external_id) and p["netPos"]}
         return self.call(read())
 
     def orders(self, account_external_id: str) -> list[dict[str, Any]]:
         async def read() -> list[dict[str, Any]]:
-            names = {v: k for k, v in CONTRACTS.items()}
+            names = {v: k for k, v in self.contracts.items()}
             out = []
             for order in self._orders.values():
                 if order["accountId"] != int(account_external_id):
@@ -206,12 +259,12 @@ class TradovateVenue(LocalVenue):
             return out
         return self.call(read())
 
-    def inject(self, fault: str, count: int = 1) -> None:
-        if fault not in FAULTS:
-            raise ValueError(f"unknown fault {fault!r}; known: {', '.join(FAULTS)}")
-
+    def inject(self, fault: str, count: int = 1, *,
+               account_external_id: str | None = None) -> None:
+        """An account's fault is spent by requests about it: its orders, and the reads and
+        logins of its user."""
         async def add() -> None:
-            self._faults[fault] += count
+            self._faults.add(fault, count, account_external_id)
         self.call(add())
 
     def streams_drop(self) -> None:
@@ -233,7 +286,16 @@ class TradovateVenue(LocalVenue):
                 token.expires_at = time.time() - 1
         self.call(expire())
 
-    def set_reachable(self, reachable: bool) -> None:
+    def set_reachable(self, reachable: bool, *, account_external_id: str | None = None) -> None:
+        """One account's outage (`account_external_id`): the requests of its user and about
+        it are answered 503 by the gateway (one HTTP pool serves every account of a process:
+        a socket cannot be refused per account) and its user's sockets drop. An outage is
+        the connection's, which is the user's: accounts sharing a login go dark together.
+        Without an account: the whole venue stops listening."""
+        if account_external_id is not None:
+            self.call(self._account_reachable_set(int(account_external_id), reachable))
+            return
+
         async def switch() -> None:
             self._reachable = reachable
             if not reachable:
@@ -247,6 +309,16 @@ class TradovateVenue(LocalVenue):
             elif self._site is None:
                 await self._listen()
         self.call(switch())
+
+    async def _account_reachable_set(self, account_id: int, reachable: bool) -> None:
+        if reachable:
+            self._unreachable.discard(account_id)
+            return
+        self._unreachable.add(account_id)
+        user_id = self._accounts[account_id]["userId"]
+        for sock in list(self._sockets):
+            if sock.token is not None and sock.token.user_id == user_id:
+                await self._socket_close(sock, None)
 
     def fill_replay(self, fill_id: str) -> None:
         """Push a fill entity again, as a venue does on a replay (eventType Updated)."""
@@ -291,20 +363,37 @@ class TradovateVenue(LocalVenue):
             except json.JSONDecodeError:
                 return web.json_response({"errorText": "malformed JSON"}, status=400)
         self.requests.append((request.method, path, body))
-        penalty = self._penalty(body)
-        if penalty is not None:
-            return web.json_response(penalty)
+        scope = self._scope(request, path, body)
+        refusal = self._refusal(body, scope)
+        if refusal is not None:
+            return refusal
         if path == "/auth/accesstokenrequest" and request.method == "POST":
-            return self._login(body)
+            return self._login(body, scope)
         token = self._bearer(request)
         if token is None:
             return web.Response(status=401, text="Access is denied")
         handler = self._handlers().get((request.method, path))
         if handler is None:
             raise web.HTTPNotFound
-        if path in LOOKUP_PATHS and self._take("lookup_fail"):
+        if path in LOOKUP_PATHS and self._take("lookup_fail", scope):
             return web.Response(status=503, text="Service Unavailable")
         return await handler(request, token, body)
+
+    def _scope(self, request: web.Request, path: str, body: dict[str, Any]) -> set[int]:
+        """The accounts a request is about: the body's `accountId`, else every account of
+        the user whose token (or login name) it carries."""
+        if isinstance(body.get("accountId"), int):
+            return {body["accountId"]}
+        if path == "/auth/accesstokenrequest":
+            user_id = self._users.get(str(body.get("name")))
+        else:
+            header = request.headers.get("Authorization", "")
+            token = self._tokens.get(header[7:].strip()) if header.startswith("Bearer ") else None
+            user_id = None if token is None else token.user_id
+        return set() if user_id is None else self._accounts_of(user_id)
+
+    def _accounts_of(self, user_id: int) -> set[int]:
+        return {a for a, row in self._accounts.items() if row["userId"] == user_id}
 
     def _handlers(self) -> dict[tuple[str, str], Callable[..., Awaitable[web.StreamResponse]]]:
         return {
@@ -325,19 +414,23 @@ class TradovateVenue(LocalVenue):
             ("POST", "/order/liquidateposition"): self._liquidate,
         }
 
-    def _take(self, fault: str) -> bool:
-        if self._faults[fault] > 0:
-            self._faults[fault] -= 1
-            return True
-        return False
+    def _take(self, fault: str, scope: Iterable[int] = ()) -> bool:
+        return self._faults.take(fault, sorted(scope))
 
-    def _penalty(self, body: dict[str, Any]) -> dict[str, Any] | None:
+    def _refusal(self, body: dict[str, Any], scope: set[int]) -> web.Response | None:
+        """What answers before the request runs: the account's outage, a penalty ticket."""
+        if scope & self._unreachable:
+            return web.Response(status=503, text="Service Unavailable")
+        penalty = self._penalty(body, scope)
+        return None if penalty is None else web.json_response(penalty)
+
+    def _penalty(self, body: dict[str, Any], scope: set[int]) -> dict[str, Any] | None:
         """A resend carrying a ticket we issued passes; otherwise a rate_limit fault tickets."""
         ticket = body.pop("p-ticket", None)
         if ticket in self._tickets:
             self._tickets.discard(ticket)
             return None
-        if self._take("rate_limit"):
+        if self._take("rate_limit", scope):
             return self._ticket(captcha=False)
         return None
 
@@ -362,26 +455,32 @@ class TradovateVenue(LocalVenue):
         self._tokens[token.value] = token
         return token
 
+    def _user_name(self, user_id: int) -> str:
+        return next((n for n, u in self._users.items() if u == user_id), "")
+
     def _token_answer(self, token: _Token) -> dict[str, Any]:
         expires = dt.datetime.fromtimestamp(token.expires_at, dt.UTC)
         return {"accessToken": token.value, "mdAccessToken": secrets.token_urlsafe(32),
                 "expirationTime": _iso(expires), "userStatus": "Active",
-                "userId": token.user_id, "name": USER_NAME, "hasLive": False}
+                "userId": token.user_id, "name": self._user_name(token.user_id),
+                "hasLive": False}
 
-    def _login(self, body: dict[str, Any]) -> web.Response:
+    def _login(self, body: dict[str, Any], scope: set[int]) -> web.Response:
+        """The auth rate limit is per login name, as the venue counts a user's logins."""
         now = time.time()
-        self._logins = [t for t in self._logins if t > now - 60]
-        if len(self._logins) >= self.auth_per_minute:  # a login flood: the captcha penalty
+        name = str(body.get("name"))
+        logins = self._logins[name] = [t for t in self._logins.get(name, []) if t > now - 60]
+        if len(logins) >= self.auth_per_minute:  # a login flood: the captcha penalty
             return web.json_response(self._ticket(captcha=True))
-        self._logins.append(now)
-        refused = self._take("auth_refused") or (body.get("name"), body.get("password"),
-                                                 body.get("sec")) != (USER_NAME, PASSWORD,
-                                                                      APP_SECRET)
-        if refused:
+        logins.append(now)
+        user_id = self._users.get(name)
+        refused = (self._take("auth_refused", scope) or user_id is None
+                   or (body.get("password"), body.get("sec")) != (PASSWORD, APP_SECRET))
+        if refused or user_id is None:
             return web.json_response({"errorText": "Incorrect username or password. Please "
                                       "try again noting that passwords are case-sensitive."})
         self.sessions_opened += 1
-        token = self._token_issue(self.user_id, self.sessions_opened)
+        token = self._token_issue(user_id, self.sessions_opened)
         return web.json_response(self._token_answer(token))
 
     async def _renew(self, request: web.Request, token: _Token, body: Any) -> web.Response:
@@ -391,7 +490,7 @@ class TradovateVenue(LocalVenue):
 
     # --- reads ------------------------------------------------------------------------------
     def _mine(self, token: _Token) -> set[int]:
-        return {a for a, row in self._accounts.items() if row["userId"] == token.user_id}
+        return self._accounts_of(token.user_id)
 
     async def _account_list(self, request: web.Request, token: _Token, body: Any) -> web.Response:
         return web.json_response([a for a in self._accounts.values()
@@ -457,7 +556,7 @@ class TradovateVenue(LocalVenue):
     async def _contract_item(self, request: web.Request, token: _Token, body: Any
                              ) -> web.Response:
         wanted = self._int_query(request, "id")
-        for name, contract_id in CONTRACTS.items():
+        for name, contract_id in self.contracts.items():
             if contract_id == wanted:
                 return web.json_response(self._contract(name))
         raise web.HTTPNotFound
@@ -465,13 +564,13 @@ class TradovateVenue(LocalVenue):
     async def _contract_find(self, request: web.Request, token: _Token, body: Any
                              ) -> web.Response:
         name = request.query.get("name", "")
-        if name not in CONTRACTS:
+        if name not in self.contracts:
             raise web.HTTPNotFound
         return web.json_response(self._contract(name))
 
-    @staticmethod
-    def _contract(name: str) -> dict[str, Any]:
-        return {"id": CONTRACTS[name], "name": name, "contractMaturityId": 50_000 + CONTRACTS[name]
+    def _contract(self, name: str) -> dict[str, Any]:
+        contract_id = self.contracts[name]
+        return {"id": contract_id, "name": name, "contractMaturityId": 50_000 + contract_id
                 % 1000, "status": "DefinitionChecked", "providerTickSize": 0.25}
 
     # --- orders -----------------------------------------------------------------------------
@@ -481,7 +580,7 @@ class TradovateVenue(LocalVenue):
         if account_id not in self._mine(token):
             return web.json_response({"failureReason": "Unauthorized",
                                       "failureText": "Access is denied"})
-        if body.get("symbol") not in CONTRACTS:
+        if body.get("symbol") not in self.contracts:
             return web.json_response({"failureReason": "InvalidContract",
                                       "failureText": f"Unknown symbol {body.get('symbol')}"})
         qty = body.get("orderQty")
@@ -490,26 +589,27 @@ class TradovateVenue(LocalVenue):
             return web.json_response({"violations": [{"constraint": "invalid", "value": "",
                                                       "description": "invalid order"}]},
                                      status=400)
-        if self._take("http_5xx"):
+        if self._take("http_5xx", {account_id}):
             return web.Response(status=503, text="Service Unavailable")
         order = self._order_new(account_id, body["symbol"], body["action"].lower(), qty,
                                 cl_ord_id=body.get("clOrdId"),
                                 automated=bool(body.get("isAutomated")))
-        if self._take("reject"):
+        if self._take("reject", {account_id}):
             self._reject(order)
             return web.json_response({"failureReason": self.reject_reason,
                                       "failureText": self.reject_text, "orderId": order["id"]})
         self._execute(order, qty)
-        if self._take("lose_response"):  # executed; the answer never leaves
+        if self._take("lose_response", {account_id}):  # executed; the answer never leaves
             if request.transport is not None:
                 request.transport.abort()
             return web.Response(status=200)
         return web.json_response({"orderId": order["id"]})
 
     def _execute(self, order: dict[str, Any], qty: int) -> None:
-        if self._take("late_fill"):
+        scope = {order["accountId"]}
+        if self._take("late_fill", scope):
             asyncio.get_running_loop().call_later(0.3, self._fill, order, qty)
-        elif self._take("partial") and qty > 1:
+        elif self._take("partial", scope) and qty > 1:
             self._fill(order, qty // 2, final=False)
             self._fill(order, qty - qty // 2)
         else:
@@ -525,7 +625,7 @@ class TradovateVenue(LocalVenue):
         if position is None or not position["netPos"]:
             return web.json_response({"failureReason": "UnknownReason",
                                       "failureText": "No position to liquidate"})
-        names = {v: k for k, v in CONTRACTS.items()}
+        names = {v: k for k, v in self.contracts.items()}
         net = position["netPos"]
         order = self._order_new(int(account_id), names[position["contractId"]],
                                 "sell" if net > 0 else "buy", abs(net), cl_ord_id=None,
@@ -540,7 +640,7 @@ class TradovateVenue(LocalVenue):
         now = _iso(_now())
         order_id = next(self._ids)
         order: dict[str, Any] = {"id": order_id, "accountId": account_id,
-                 "contractId": CONTRACTS[symbol], "timestamp": now,
+                 "contractId": self.contracts[symbol], "timestamp": now,
                  "action": "Buy" if side == "buy" else "Sell", "ordStatus": "Working",
                  "admin": False}
         self._orders[order_id] = order
@@ -572,10 +672,10 @@ class TradovateVenue(LocalVenue):
 
     def _fill(self, order: dict[str, Any], qty: int, *, final: bool = True) -> int:
         now = _now()
-        names = {v: k for k, v in CONTRACTS.items()}
+        names = {v: k for k, v in self.contracts.items()}
         fill = {"id": next(self._ids), "orderId": order["id"], "contractId": order["contractId"],
                 "timestamp": _iso(now), "tradeDate": _trade_date(now), "action": order["action"],
-                "qty": qty, "price": PRICES[names[order["contractId"]]], "active": True,
+                "qty": qty, "price": self.prices[names[order["contractId"]]], "active": True,
                 "finallyPaired": 0}
         self._fills[fill["id"]] = fill
         key = (order["accountId"], order["contractId"])
@@ -643,6 +743,7 @@ class TradovateVenue(LocalVenue):
 
     async def _socket_close(self, sock: _Socket, shutdown: str | None) -> None:
         """Close after what is queued; `shutdown`: the venue says why first."""
+        self._activity_note(None)
         if sock in self._sockets:
             self._sockets.remove(sock)
         if shutdown is not None:
@@ -686,6 +787,9 @@ class TradovateVenue(LocalVenue):
         if token is None or not token.good:
             await self._answer(sock, request_id, 401, "Access is denied")
             return
+        if self._accounts_of(token.user_id) & self._unreachable:  # the user's outage
+            await self._socket_close(sock, None)
+            return
         sock.token = token
         await self._answer(sock, request_id, 200, None)
         mine = sorted((s for s in self._sockets if s.token is not None
@@ -703,7 +807,8 @@ class TradovateVenue(LocalVenue):
         commands = [c for c in self._commands.values() if c["orderId"] in ids]
         command_ids = {c["id"] for c in commands}
         return {
-            "users": [{"id": token.user_id, "name": USER_NAME, "status": "Active"}],
+            "users": [{"id": token.user_id, "name": self._user_name(token.user_id),
+                       "status": "Active"}],
             "accounts": [self._accounts[a] for a in sorted(mine)],
             "positions": [p for p in self._positions.values() if p["accountId"] in mine],
             "orders": orders,
@@ -714,12 +819,14 @@ class TradovateVenue(LocalVenue):
             "executionReports": [],
             "fills": [f for f in self._fills.values() if f["orderId"] in ids],
             "cashBalances": [],
-            "contracts": [self._contract(n) for n in CONTRACTS],
+            "contracts": [self._contract(n) for n in self.contracts],
         }
 
     def _push(self, account_id: int, entity_type: str, event_type: str,
               entity: dict[str, Any]) -> None:
         user_id = self._accounts[account_id]["userId"]
+        for sibling in self._accounts_of(user_id):  # the user's sockets carry them all
+            self._activity_note(sibling)
         frame = "a" + json.dumps([{"e": "props", "d": {
             "entityType": entity_type, "eventType": event_type, "entity": dict(entity)}}])
         for sock in self._sockets:

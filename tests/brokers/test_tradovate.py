@@ -37,8 +37,10 @@ def venue() -> Iterator[TradovateVenue]:
     v.stop()
 
 
-def _account(venue: TradovateVenue, name: str = "T1", **creds: str) -> TradingAccount:
-    external = venue.account_add(f"DEMO-{name}")
+def _account(venue: TradovateVenue, name: str = "T1", *, login: str | None = None,
+             **creds: str) -> TradingAccount:
+    """An account with a user of its own, or under the user `login` (made if new)."""
+    external = venue.account_add(f"DEMO-{name}", login=login)
     values = {**venue.credentials(external), **creds}
     return TradingAccount.objects.create(name=name, broker="tradovate", external_id=external,
                                          credentials=json.dumps(values))
@@ -71,7 +73,7 @@ def run(coro):  # type: ignore[no-untyped-def]
 
 # --- credentials and sessions ---------------------------------------------------------------
 def test_registry_and_bad_credentials_input_say_what_is_wrong(venue: TradovateVenue) -> None:
-    good = venue.credentials("1")
+    good = venue.credentials(venue.account_add("DEMO-X"))
     assert TradovateBroker.credentials_clean(good)["environment"] == "demo"
     with pytest.raises(ValueError, match="missing: password"):
         TradovateBroker.credentials_clean({**good, "password": ""})
@@ -93,7 +95,7 @@ def test_login_stores_user_and_account_spec_and_renewal_opens_no_session(
     session = adapter.session_obtain(None)
     assert session is not None
     assert session.data["accountSpec"] == "DEMO-T1"
-    assert session.data["userId"] == venue.user_id
+    assert session.data["userId"] == venue.user_id_of(acct.external_id)
     assert session.expires_at > dt.datetime.now(dt.UTC) + dt.timedelta(minutes=70)
     renewed = adapter.session_obtain(session)
     assert renewed is not None
@@ -271,7 +273,7 @@ def test_positions_map_contracts_and_carry_the_fill_cursor(
     venue.trade(ext, "NQZ6", "buy", 2)
     venue.trade(ext, "ESZ6", "buy", 1)
     last = venue.trade(ext, "ESZ6", "sell", 1)  # flat: omitted
-    other = _account(venue, "T2")
+    other = _account(venue, "T2", login=venue.login_of(ext))
     venue.trade(other.external_id, "MNQZ6", "sell", 4)  # another account of the same user
     assert broker.positions() == {"NQZ6": 2}
     cursor = broker.fills_cursor()
@@ -377,7 +379,7 @@ def test_stream_snapshot_is_not_replayed_and_new_fills_carry_the_client_id(
 
 def test_stream_only_delivers_the_accounts_own_events_once(
         venue: TradovateVenue, broker: TradovateBroker) -> None:
-    other = _account(venue, "T2")
+    other = _account(venue, "T2", login=venue.login_of(broker.account.external_id))
     session = session_load(broker.account.pk)
 
     async def scenario() -> list[object]:

@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,9 @@ from django.conf import settings
 from django.core.management import CommandError, call_command
 
 from accounts.models import TradingAccount
+from brokers.localvenue import LocalVenue, venue_start
+from copier.replay import eager_tasks, replay_run
+from copier.scenario import load
 from tests.scenarios.compare import mismatches
 
 SHARED = Path(
@@ -40,14 +44,43 @@ def replay(path: Path, *flags: str) -> dict:
     return json.loads(out.getvalue())
 
 
+@pytest.fixture(scope="module")
+def venues() -> Iterator[dict[str, LocalVenue]]:
+    """One local server per venue for the module's replays (each replay opens accounts of
+    its own there), started when a replay first needs it."""
+    started: dict[str, LocalVenue] = {}
+    yield started
+    for venue in started.values():
+        venue.stop()
+
+
 @pytest.mark.slow  # every replay: the full run's, not the edit loop's
+@pytest.mark.parametrize("broker", ["sim", "projectx", "tradovate"])
 @pytest.mark.parametrize("path", SCENARIOS, ids=lambda p: p.stem)
-def test_scenario_replays_as_expected(path: Path):
+def test_scenario_replays_as_expected(path: Path, broker: str, venues: dict[str, LocalVenue]):
+    """On the sim through the command; on a venue through the real adapter and its stream,
+    against the module's local server of that venue."""
     expected = json.loads(path.read_text())["expected"]
-    actual = replay(path, "--keep")
+    if broker == "sim":
+        actual = replay(path, "--keep")
+    else:
+        venue = venues.get(broker) or venues.setdefault(broker, venue_start(broker))
+        with eager_tasks():
+            actual = replay_run(load(path.read_text()), broker=broker, venue=venue)
     assert mismatches(expected, actual) == []
     if "decisions" in expected:
         assert actual["decisions"] == expected["decisions"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("broker", ["projectx", "tradovate"])
+def test_replay_command_runs_on_a_venue_of_its_own(broker: str):
+    """`--broker`: the command starts the venue's local server, replays, stops it."""
+    path = SHARED / "05_sync_guard_pause_and_heal.json"
+    if not path.is_file():
+        path = OURS / "24_follower_outage_for_minutes.json"
+    expected = json.loads(path.read_text())["expected"]
+    assert mismatches(expected, replay(path, "--keep", "--broker", broker)) == []
 
 
 @pytest.mark.worker

@@ -81,26 +81,12 @@ class Command(BaseCommand):
             tracker.disconnect()
 
     def _replay(self, scenario: Scenario, tracker: Any = None) -> dict[str, Any]:
-        from copier.replay import Replay
-        from copier.replay_brokers import SimBrokerDriver, VenueBrokerDriver
+        from copier.replay import replay_run
 
-        broker: SimBrokerDriver | VenueBrokerDriver
-        venue = None
-        if self.broker == "sim":
-            broker = SimBrokerDriver()
-        else:
-            from brokers.localvenue import venue_start
-
-            venue = venue_start(self.broker)
-            broker = VenueBrokerDriver(venue, scenario.symbols)
         try:
-            return Replay(scenario, tracker=tracker, broker=broker).run()
+            return replay_run(scenario, broker=self.broker, tracker=tracker)
         except ScenarioError as exc:
             raise CommandError(str(exc)) from None
-        finally:
-            broker.close()
-            if venue is not None:
-                venue.stop()
 
     def _private(self, path: Path, indent: int) -> str:
         """A private PostgreSQL for this run only; the replay itself runs in a child."""
