@@ -22,7 +22,8 @@ from django.db.models import Q
 
 from accounts.models import Position, TradingAccount
 from copier import clock, publisher, rules
-from copier.models import FailedExit, Follower, LeaderEvent, Quarantine
+from copier.alerts import alert_raise
+from copier.models import AlertKind, FailedExit, Follower, LeaderEvent, Quarantine
 from copier.services.placement import (
     OrderSpec,
     order_send,
@@ -66,7 +67,7 @@ def failed_exit_schedule(fe: FailedExit) -> None:
     if clock.is_controlled():
         return
     try:
-        publisher.failed_exit_retry_publish(fe.pk, eta=fe.next_attempt_at)
+        publisher.failed_exit_retry_publish(fe.pk, eta=fe.next_attempt_at, failed_exit=fe)
     except Exception:
         log.exception("could not schedule retry of failed exit %s; the periodic task will", fe.pk)
 
@@ -227,12 +228,22 @@ def failed_exits_resume(*, account_id: int) -> list[int]:
 def failed_exits_prune() -> int:
     """Delete every entry older than the retention, whatever its status; log abandoned ones."""
     cutoff = clock.now() - dt.timedelta(days=settings.COPIER_FAILED_EXIT_KEEP_DAYS)
-    old = FailedExit.objects.filter(first_failed_at__lt=cutoff)
-    for fe in old.filter(status__in=[FailedExit.Status.PENDING, FailedExit.Status.IN_FLIGHT]):
-        log.error(
-            "failed exit abandoned after %s days: %s %s %s %s (attempts %s, last error %s)",
-            settings.COPIER_FAILED_EXIT_KEEP_DAYS, fe.account_id, fe.side, fe.qty, fe.symbol,
-            fe.attempts, fe.last_error,
-        )
-    deleted, _ = old.delete()
+    days = settings.COPIER_FAILED_EXIT_KEEP_DAYS
+    with transaction.atomic():  # the alerts exist exactly when the exits are gone
+        old = FailedExit.objects.filter(first_failed_at__lt=cutoff)
+        for fe in old.filter(status__in=[FailedExit.Status.PENDING, FailedExit.Status.IN_FLIGHT]
+                             ).select_related("account"):
+            log.error(
+                "failed exit abandoned after %s days: %s %s %s %s (attempts %s, last error %s)",
+                days, fe.account_id, fe.side, fe.qty, fe.symbol, fe.attempts, fe.last_error,
+            )
+            alert_raise(
+                kind=AlertKind.ABANDONED_EXIT, account=fe.account,
+                about=f"{fe.account.name} {fe.symbol}",
+                text=(f"{fe.account.name} {fe.symbol}: the exit {fe.side} {fe.qty} was given up "
+                      f"after {days} days and {fe.attempts} attempts (last error: "
+                      f"{fe.last_error or 'none'}). The position may still be open at the "
+                      f"broker: close it by hand."),
+            )
+        deleted, _ = old.delete()
     return deleted
