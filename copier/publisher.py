@@ -16,7 +16,6 @@ import datetime as dt
 from collections.abc import Sequence
 
 from copier.celery import app
-from copier.models import FailedExit, LeaderEvent
 
 # The names a person reads in Flower; messages already queued carry them, so they
 # outlive any rename of the code behind them.
@@ -25,56 +24,37 @@ COPY_FOLLOWERS = "copier.copy_followers"
 RETRY_FAILED_EXIT = "copier.retry_failed_exit"
 
 
-def event_publish(event_id: int, *, event: LeaderEvent | None = None) -> None:
+def event_publish(event_id: int, *, about: str = "") -> None:
     """A stored leader event is to be copied. Raises when the broker (Redis) is away.
 
-    `event`, when the caller has it, names the task in Flower without a query.
+    `about` ('L buy 2 MNQ', see `event_about`) is what Flower shows for the task
+    instead of its bare id; the caller has it at hand, so publishing costs no query.
     """
-    app.signature(PROCESS_EVENT).apply_async((event_id,), argsrepr=_event_repr(event_id, event))
+    app.signature(PROCESS_EVENT).apply_async(
+        (event_id,), argsrepr=f"event {event_id}: {about}" if about else None)
 
 
-def batch_publish(event_id: int, follower_ids: Sequence[int], *,
-                  event: LeaderEvent | None = None) -> None:
+def batch_publish(event_id: int, follower_ids: Sequence[int], *, about: str = "") -> None:
     """One batch of an event's followers, for another worker process to copy."""
     ids = list(follower_ids)
     app.signature(COPY_FOLLOWERS).apply_async(
-        (event_id, ids), argsrepr=f"{_event_repr(event_id, event)}, {len(ids)} followers")
+        (event_id, ids),
+        argsrepr=f"event {event_id}: {about}, {len(ids)} followers" if about else None)
 
 
 def failed_exit_retry_publish(failed_exit_id: int, *, eta: dt.datetime | None = None,
-                              failed_exit: FailedExit | None = None) -> None:
+                              about: str = "") -> None:
     """The next attempt at a queued exit, at its due time (now without `eta`).
 
     The backoff caps at 1 h, below the Redis visibility timeout, and a duplicate
-    delivery finds the row claimed or not due: nothing happens twice.
+    delivery finds the row claimed or not due: nothing happens twice. `about`
+    ('F1 sell 2 MNQ') names it in Flower.
     """
     app.signature(RETRY_FAILED_EXIT).apply_async(
-        (failed_exit_id,), eta=eta, argsrepr=_failed_exit_repr(failed_exit_id, failed_exit))
+        (failed_exit_id,), eta=eta,
+        argsrepr=f"failed exit {failed_exit_id}: {about}" if about else None)
 
 
-# What Flower shows for a task instead of its bare ids. A publisher without the row at
-# hand reads the few columns by primary key; a row that is gone shows the id alone.
-
-
-def _event_repr(event_id: int, event: LeaderEvent | None) -> str:
-    if event is not None and "account" in event._state.fields_cache:
-        leader, symbol, side, qty = event.account.name, event.symbol, event.side, event.qty
-    else:
-        row = LeaderEvent.objects.filter(pk=event_id).values_list(
-            "account__name", "symbol", "side", "qty").first()
-        if row is None:
-            return f"event {event_id}"
-        leader, symbol, side, qty = row
-    return f"event {event_id}: {leader} {side} {qty} {symbol}"
-
-
-def _failed_exit_repr(failed_exit_id: int, fe: FailedExit | None) -> str:
-    if fe is not None and "account" in fe._state.fields_cache:
-        account, symbol, side, qty = fe.account.name, fe.symbol, fe.side, fe.qty
-    else:
-        row = FailedExit.objects.filter(pk=failed_exit_id).values_list(
-            "account__name", "symbol", "side", "qty").first()
-        if row is None:
-            return f"failed exit {failed_exit_id}"
-        account, symbol, side, qty = row
-    return f"failed exit {failed_exit_id}: {account} {side} {qty} {symbol}"
+def event_about(who: str, side: str, qty: int, symbol: str) -> str:
+    """How Flower names a copy task or an exit's retry: account, side, quantity, symbol."""
+    return f"{who} {side} {qty} {symbol}"

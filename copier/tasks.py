@@ -28,8 +28,10 @@ def process_event(event_id: int) -> None:
         if started is None:
             return
         for batch in started.batches[1:]:
-            publisher.batch_publish(event_id, [seat.follower_id for seat in batch],
-                                    event=started.event)
+            ev = started.event
+            publisher.batch_publish(
+                event_id, [seat.follower_id for seat in batch],
+                about=publisher.event_about(ev.account.name, ev.side, ev.qty, ev.symbol))
         engine.seats_copy(event=started.event, seats=started.batches[0])
 
 

@@ -67,9 +67,14 @@ def failed_exit_schedule(fe: FailedExit) -> None:
     if clock.is_controlled():
         return
     try:
-        publisher.failed_exit_retry_publish(fe.pk, eta=fe.next_attempt_at, failed_exit=fe)
+        publisher.failed_exit_retry_publish(fe.pk, eta=fe.next_attempt_at, about=_about(fe))
     except Exception:
         log.exception("could not schedule retry of failed exit %s; the periodic task will", fe.pk)
+
+
+def _about(fe: FailedExit) -> str:
+    """Flower's name for the retry; the callers have the account loaded (no query)."""
+    return publisher.event_about(fe.account.name, fe.side, fe.qty, fe.symbol)
 
 
 def _claim(fe_id: int) -> bool:
@@ -118,6 +123,7 @@ def failed_exit_attempt(*, failed_exit_id: int) -> str | None:
             if not fe.can_move_to(FailedExit.Status.IN_FLIGHT):  # settled meanwhile
                 continue
             fe.move_to(FailedExit.Status.IN_FLIGHT)
+            fe.account = position.account  # loaded: nothing below reads it again
             _attempt(fe, position, recovering=recovering or fe.pk != failed_exit_id)
             fe.in_flight_since = None
             fe.updated_at = clock.now()
@@ -194,34 +200,43 @@ def _attempt_failed(fe: FailedExit, error: str) -> None:
 
 
 def failed_exits_due(*, limit: int = 1000) -> list[int]:
+    return [fe_id for fe_id, _about in _due_with_about(limit)]
+
+
+def _due_with_about(limit: int) -> list[tuple[int, str]]:
     now = clock.now()
-    return list(
+    rows = (
         FailedExit.objects.filter(
             Q(status=FailedExit.Status.PENDING, next_attempt_at__lte=now)
             | Q(status=FailedExit.Status.IN_FLIGHT, in_flight_since__lte=now - STALE_CLAIM),
             account__copy_paused=False,
-        ).order_by("next_attempt_at", "id").values_list("id", flat=True)[:limit]
+        ).order_by("next_attempt_at", "id")
+        .values_list("id", "account__name", "side", "qty", "symbol")[:limit]
     )
+    return [(fe_id, publisher.event_about(name, side, qty, symbol))
+            for fe_id, name, side, qty, symbol in rows]
 
 
 def failed_exits_dispatch_due() -> list[int]:
     """Re-send the due retries (their task may be lost); a duplicate task does nothing."""
-    ids = failed_exits_due()
-    for fe_id in ids:
-        publisher.failed_exit_retry_publish(fe_id)
-    return ids
+    due = _due_with_about(1000)
+    for fe_id, about in due:
+        publisher.failed_exit_retry_publish(fe_id, about=about)
+    return [fe_id for fe_id, _about in due]
 
 
 def failed_exits_resume(*, account_id: int) -> list[int]:
     """Reconnect or heal: the account's queued exits become due at once and are sent."""
     now = clock.now()
-    ids = list(
+    rows = list(
         FailedExit.objects.filter(account_id=account_id, status=FailedExit.Status.PENDING)
-        .order_by("id").values_list("id", flat=True)
+        .order_by("id").values_list("id", "account__name", "side", "qty", "symbol")
     )
+    ids = [row[0] for row in rows]
     FailedExit.objects.filter(pk__in=ids).update(next_attempt_at=now, updated_at=now)
-    for fe_id in ids:
-        publisher.failed_exit_retry_publish(fe_id)
+    for fe_id, name, side, qty, symbol in rows:
+        publisher.failed_exit_retry_publish(
+            fe_id, about=publisher.event_about(name, side, qty, symbol))
     return ids
 
 

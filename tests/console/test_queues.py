@@ -10,9 +10,10 @@ import pytest
 import redis
 from django.conf import settings
 
-from copier import alerts, publisher
+from copier import alerts, publisher, tasks
 from copier.celery import app
 from copier.models import Alert, FailedExit, LeaderEvent
+from copier.services.failed_exits import failed_exits_dispatch_due
 from copier.tasks import PERIODIC_TASKS
 from tests.factories import T0, account, connect, group, leader_fill
 
@@ -43,21 +44,26 @@ def _messages(queue: str) -> list[dict]:
 
 @pytest.mark.django_db(transaction=True, databases="__all__")
 @pytest.mark.usefixtures("clean_redis")
-def test_copy_tasks_say_what_they_are_about_in_flower():
-    leader, f1 = account("L"), account("F1")
-    group("g", leader, {f1: "1"})
-    connect(leader, f1)
+def test_copy_tasks_say_what_they_are_about_in_flower(settings):
+    settings.COPIER_BATCH_SIZE = 1
+    leader, f1, f2 = account("L"), account("F1"), account("F2")
+    group("g", leader, {f1: "1", f2: "1"})
+    connect(leader, f1, f2)
     leader_fill(leader, "MNQ", "buy", 2)  # stored, its processing published to Redis
+    redis.Redis.from_url(settings.REDIS_URL).flushdb()
     event = LeaderEvent.objects.get()
-    publisher.batch_publish(event.pk, [f1.pk])
-    fe = FailedExit.objects.create(account=f1, symbol="MNQ", side="sell", qty=2,
-                                   first_failed_at=T0, next_attempt_at=T0, updated_at=T0)
-    publisher.failed_exit_retry_publish(fe.pk)
+    tasks.process_event(event.pk)  # copies the first batch, publishes the second
+    FailedExit.objects.create(account=f1, symbol="MNQ", side="sell", qty=2,
+                              first_failed_at=T0, next_attempt_at=T0, updated_at=T0)
+    (fe_id,) = failed_exits_dispatch_due()
+    publisher.event_publish(event.pk, about=publisher.event_about("L", "buy", 2, "MNQ"))
+    publisher.event_publish(event.pk)  # a caller that names nothing: Celery's own repr
     headers = [m["headers"] for m in _messages("celery")]
     assert [(h["task"], h["argsrepr"]) for h in reversed(headers)] == [
-        ("copier.process_event", f"event {event.pk}: L buy 2 MNQ"),
         ("copier.copy_followers", f"event {event.pk}: L buy 2 MNQ, 1 followers"),
-        ("copier.retry_failed_exit", f"failed exit {fe.pk}: F1 sell 2 MNQ"),
+        ("copier.retry_failed_exit", f"failed exit {fe_id}: F1 sell 2 MNQ"),
+        ("copier.process_event", f"event {event.pk}: L buy 2 MNQ"),
+        ("copier.process_event", f"({event.pk},)"),
     ]
     app.signature("copier.send_alerts").apply_async()
     assert [m["headers"]["task"] for m in _messages("housekeeping")] == ["copier.send_alerts"]
