@@ -14,6 +14,7 @@ from django_celery_beat import admin as beat_admin
 from django_celery_beat.models import PeriodicTask
 
 from copier.models import (
+    AlertConfig,
     CopyGroup,
     Decision,
     FailedExit,
@@ -74,6 +75,31 @@ class CopyGroupAdmin(admin.ModelAdmin):
     @admin.display(description="followers")
     def follower_count(self, obj: CopyGroup) -> int:
         return obj.followers.count()
+
+
+class AlertConfigForm(forms.ModelForm):
+    class Meta:
+        model = AlertConfig
+        fields = ["group", "emails", "webhook_url", "disconnect_after_seconds", "on_quarantine",
+                  "on_pause", "on_abandoned_exit", "on_rejection", "on_disconnect",
+                  "on_kill_switch"]
+        # one line: the URL, never a text area that invites pasting more
+        widgets = {"webhook_url": forms.TextInput(attrs={"size": 80, "autocomplete": "off"}),
+                   "emails": forms.Textarea(attrs={"rows": 3})}
+
+
+@admin.register(AlertConfig)
+class AlertConfigAdmin(admin.ModelAdmin):
+    """Where a group's alerts go (copier.alerts); a group without one uses the operator's
+    addresses from the environment."""
+
+    form = AlertConfigForm
+    list_display = ["group", "emails", "disconnect_after_seconds"]
+    fieldsets = [
+        (None, {"fields": ["group", "emails", "webhook_url", "disconnect_after_seconds"]}),
+        ("Alert on", {"fields": ["on_quarantine", "on_pause", "on_abandoned_exit",
+                                 "on_rejection", "on_disconnect", "on_kill_switch"]}),
+    ]
 
 
 @admin.register(Follower)

@@ -12,9 +12,11 @@ from decimal import Decimal
 from typing import Any
 
 from django.core.exceptions import ValidationError
+from django.core.validators import MinValueValidator
 from django.db import models
 from django.db.models import Max, Q
 
+from accounts.fields import EncryptedTextField
 from accounts.models import TradingAccount
 from accounts.symbols import normalise_symbol
 from copier import rules
@@ -440,3 +442,162 @@ class RefusedFill(models.Model):
 
     def __str__(self) -> str:
         return f"{self.account}: fill {self.fill_id or '?'} refused ({self.reason})"
+
+
+class AlertKind(models.TextChoices):
+    """What a person is told about: the states in which copying stopped doing its job."""
+
+    QUARANTINE = "quarantine"
+    PAUSE = "pause"
+    ABANDONED_EXIT = "abandoned_exit", "Abandoned exit"
+    REJECTION = "rejection", "Permanent rejection"
+    DISCONNECT = "disconnect"
+    KILL_SWITCH = "kill_switch", "Kill switch"
+
+
+def validate_alert_emails(value: str) -> None:
+    """Each address on its own: the form names the one that is wrong."""
+    from django.core.validators import validate_email
+
+    bad = []
+    for address in alert_emails_split(value):
+        try:
+            validate_email(address)
+        except ValidationError:
+            bad.append(address)
+    if bad:
+        raise ValidationError(
+            "Not an email address: %(bad)s (one address per line, or comma separated).",
+            params={"bad": ", ".join(bad)},
+        )
+
+
+def alert_emails_split(value: str) -> list[str]:
+    return [a.strip() for a in value.replace(",", "\n").replace(";", "\n").splitlines()
+            if a.strip()]
+
+
+def validate_webhook_url(value: str) -> None:
+    """An http(s) URL; the message never repeats it (it carries the channel's token)."""
+    from django.core.validators import URLValidator
+
+    if not value:
+        return
+    try:
+        URLValidator(schemes=["http", "https"])(str(value))
+    except ValidationError:
+        raise ValidationError(
+            "Enter the webhook's full http(s) URL, e.g. https://hooks.slack.com/services/... "
+            "or https://discord.com/api/webhooks/...") from None
+
+
+class AlertConfig(models.Model):
+    """Where a copy group's alerts go and which ones it wants.
+
+    The webhook URL is encrypted at rest like broker credentials: a Slack or Discord
+    webhook URL is its own token, and anyone holding it can post to the channel.
+    """
+
+    group = models.OneToOneField(CopyGroup, on_delete=models.CASCADE, related_name="alert_config")
+    emails = models.TextField(
+        blank=True, default="", validators=[validate_alert_emails],
+        help_text="Addresses to email, one per line or comma separated.",
+    )
+    webhook_url = EncryptedTextField(
+        "webhook URL", blank=True, default="", validators=[validate_webhook_url],
+        help_text="A Slack or Discord compatible webhook (JSON with 'text' and 'content'). "
+                  "Encrypted at rest, never logged.",
+    )
+    on_quarantine = models.BooleanField("quarantines", default=True)
+    on_pause = models.BooleanField("pauses (Sync Divergence Guard)", default=True)
+    on_abandoned_exit = models.BooleanField("exits abandoned after 7 days", default=True)
+    on_rejection = models.BooleanField("permanent rejections", default=True)
+    on_disconnect = models.BooleanField("long disconnects", default=True)
+    on_kill_switch = models.BooleanField("kill switch", default=True)
+    disconnect_after_seconds = models.PositiveIntegerField(
+        default=120, validators=[MinValueValidator(10)],
+        help_text="An account of the group disconnected this long raises an alert.",
+    )
+
+    class Meta:
+        verbose_name = "alert configuration"
+
+    def __str__(self) -> str:
+        return f"alerts of {self.group}"
+
+    def wants(self, kind: str) -> bool:
+        return bool(getattr(self, f"on_{kind}", True))
+
+
+class Alert(models.Model):
+    """One alert in the outbox: written with the state change it reports, sent later.
+
+    pending -> sending (claimed by a sender) -> sent | pending (a delivery failed:
+    retried after a backoff) | dropped (nobody wants it); a claim left `sending` by a
+    sender that died is taken over after a while (sent at least once).
+    """
+
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        SENDING = "sending"
+        SENT = "sent"
+        DROPPED = "dropped", "Not sent (no destination, or the kind is turned off)"
+
+    kind = models.CharField(max_length=16, choices=AlertKind.choices)
+    group = models.ForeignKey(
+        CopyGroup, null=True, blank=True, on_delete=models.CASCADE, related_name="alerts"
+    )
+    account = models.ForeignKey(
+        TradingAccount, null=True, blank=True, on_delete=models.SET_NULL, related_name="alerts"
+    )
+    about = models.CharField(max_length=100, blank=True, default="",
+                             help_text="What it is about in a summary line, e.g. 'F1 MNQ'.")
+    text = models.TextField()
+    created_at = models.DateTimeField()
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    attempts = models.PositiveIntegerField(default=0)
+    next_attempt_at = models.DateTimeField()
+    claimed_at = models.DateTimeField(null=True, blank=True)
+    delivered = models.JSONField(default=list, blank=True,
+                                 help_text="Destinations it reached (email, webhook).")
+    sent_at = models.DateTimeField(null=True, blank=True)
+    last_error = models.TextField(blank=True, default="")
+    dedupe_key = models.CharField(max_length=200, null=True, blank=True, unique=True,
+                                  editable=False)
+
+    class Meta:
+        ordering = ["-id"]
+        indexes = [
+            models.Index(fields=["next_attempt_at"], condition=Q(status__in=["pending", "sending"]),
+                         name="alert_due"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind}: {self.about or self.text[:60]} ({self.status})"
+
+
+class AlertThrottle(models.Model):
+    """When a channel (a group's destinations, or the operator's) last got a message.
+
+    Its row is also the lock a sender holds while it claims that channel's alerts, so
+    two senders never both send to one channel within the rate limit.
+    """
+
+    key = models.CharField(max_length=32, unique=True)
+    last_sent_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"{self.key}: {self.last_sent_at}"
+
+
+class MetricTally(models.Model):
+    """A counter of /metrics, folded in from new rows at scrape time (copier.metrics).
+
+    Kept in the database so that every web process reports the same monotonic value.
+    """
+
+    key = models.CharField(max_length=200, unique=True)
+    value = models.FloatField(default=0)
+
+    def __str__(self) -> str:
+        return f"{self.key}={self.value}"

@@ -24,20 +24,37 @@ COPY_FOLLOWERS = "copier.copy_followers"
 RETRY_FAILED_EXIT = "copier.retry_failed_exit"
 
 
-def event_publish(event_id: int) -> None:
-    """A stored leader event is to be copied. Raises when the broker (Redis) is away."""
-    app.signature(PROCESS_EVENT).apply_async((event_id,))
+def event_publish(event_id: int, *, about: str = "") -> None:
+    """A stored leader event is to be copied. Raises when the broker (Redis) is away.
+
+    `about` ('L buy 2 MNQ', see `event_about`) is what Flower shows for the task
+    instead of its bare id; the caller has it at hand, so publishing costs no query.
+    """
+    app.signature(PROCESS_EVENT).apply_async(
+        (event_id,), argsrepr=f"event {event_id}: {about}" if about else None)
 
 
-def batch_publish(event_id: int, follower_ids: Sequence[int]) -> None:
+def batch_publish(event_id: int, follower_ids: Sequence[int], *, about: str = "") -> None:
     """One batch of an event's followers, for another worker process to copy."""
-    app.signature(COPY_FOLLOWERS).apply_async((event_id, list(follower_ids)))
+    ids = list(follower_ids)
+    app.signature(COPY_FOLLOWERS).apply_async(
+        (event_id, ids),
+        argsrepr=f"event {event_id}: {about}, {len(ids)} followers" if about else None)
 
 
-def failed_exit_retry_publish(failed_exit_id: int, *, eta: dt.datetime | None = None) -> None:
+def failed_exit_retry_publish(failed_exit_id: int, *, eta: dt.datetime | None = None,
+                              about: str = "") -> None:
     """The next attempt at a queued exit, at its due time (now without `eta`).
 
     The backoff caps at 1 h, below the Redis visibility timeout, and a duplicate
-    delivery finds the row claimed or not due: nothing happens twice.
+    delivery finds the row claimed or not due: nothing happens twice. `about`
+    ('F1 sell 2 MNQ') names it in Flower.
     """
-    app.signature(RETRY_FAILED_EXIT).apply_async((failed_exit_id,), eta=eta)
+    app.signature(RETRY_FAILED_EXIT).apply_async(
+        (failed_exit_id,), eta=eta,
+        argsrepr=f"failed exit {failed_exit_id}: {about}" if about else None)
+
+
+def event_about(who: str, side: str, qty: int, symbol: str) -> str:
+    """How Flower names a copy task or an exit's retry: account, side, quantity, symbol."""
+    return f"{who} {side} {qty} {symbol}"

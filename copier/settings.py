@@ -15,6 +15,7 @@ from pathlib import Path
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
+from kombu import Queue
 
 from copier.envcheck import copier_env, production_problems
 
@@ -127,14 +128,61 @@ STATIC_ROOT = BASE_DIR / "staticfiles"
 # from STATIC_ROOT as collected into the image, read once at start.
 WHITENOISE_USE_FINDERS = WHITENOISE_AUTOREFRESH = not PRODUCTION
 
+# Logs: one JSON object a line in production (a log shipper parses it; the fields the
+# code passes, event_id / follower / account / client_order_id, become searchable), plain
+# text locally. COPIER_LOG_FORMAT=json|plain overrides either (copier.logs).
+LOG_FORMAT = os.environ.get("COPIER_LOG_FORMAT", "json" if PRODUCTION else "plain").lower()
+if LOG_FORMAT not in {"json", "plain"}:
+    raise ImproperlyConfigured(f"COPIER_LOG_FORMAT must be json or plain, not {LOG_FORMAT!r}")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "filters": {"context": {"()": "copier.logs.ContextFilter"}},
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+        "json": {"()": "copier.logs.JsonFormatter"},
+    },
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT,
+                             "filters": ["context"]}},
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
-    "loggers": {"django.db.backends": {"level": "WARNING"}},
+    "loggers": {
+        "django.db.backends": {"level": "WARNING"},
+        # httpx logs every request's full URL at INFO: an alert webhook's URL is its token
+        "httpx": {"level": "WARNING"},
+        "httpcore": {"level": "WARNING"},
+    },
 }
+
+# --- Alerts (copier.alerts) -------------------------------------------------------------
+# Django's mail: an SMTP server from the environment.
+EMAIL_BACKEND = os.environ.get("EMAIL_BACKEND", "django.core.mail.backends.smtp.EmailBackend")
+EMAIL_HOST = os.environ.get("EMAIL_HOST", "localhost")
+EMAIL_PORT = int(os.environ.get("EMAIL_PORT", "25"))
+EMAIL_HOST_USER = os.environ.get("EMAIL_HOST_USER", "")
+EMAIL_HOST_PASSWORD = os.environ.get("EMAIL_HOST_PASSWORD", "")
+EMAIL_USE_TLS = _flag("EMAIL_USE_TLS", False)
+EMAIL_USE_SSL = _flag("EMAIL_USE_SSL", False)
+# A mail server that hangs must not hold the housekeeping worker for long.
+EMAIL_TIMEOUT = int(os.environ.get("EMAIL_TIMEOUT", "10"))
+DEFAULT_FROM_EMAIL = os.environ.get("DEFAULT_FROM_EMAIL", "copier@localhost")
+# Where alerts of a group without an alert configuration (and of no group) go.
+COPIER_ALERT_EMAILS = os.environ.get("COPIER_ALERT_EMAILS", "")
+COPIER_ALERT_WEBHOOK_URL = os.environ.get("COPIER_ALERT_WEBHOOK_URL", "")
+COPIER_ALERT_WEBHOOK_TIMEOUT = float(os.environ.get("COPIER_ALERT_WEBHOOK_TIMEOUT", "10"))
+# At most one message per channel this often: a storm becomes one summary.
+COPIER_ALERT_INTERVAL_SECONDS = int(os.environ.get("COPIER_ALERT_INTERVAL_SECONDS", "60"))
+# An account disconnected this long alerts (a group's alert configuration overrides it).
+COPIER_ALERT_DISCONNECT_SECONDS = int(os.environ.get("COPIER_ALERT_DISCONNECT_SECONDS", "120"))
+
+# --- Metrics (copier.metrics, GET /metrics) -----------------------------------------------
+# With a token, a scrape must send `Authorization: Bearer <token>`; without one, /metrics
+# answers only requests from loopback that no proxy forwarded.
+COPIER_METRICS_TOKEN = os.environ.get("COPIER_METRICS_TOKEN", "")
+# Rows are counted once they are this old: a transaction still open then (a slow copy)
+# would otherwise commit a row behind the counters' watermark, never to be counted.
+COPIER_METRICS_SETTLE_SECONDS = int(os.environ.get("COPIER_METRICS_SETTLE_SECONDS", "30"))
+# Prometheus scrapes over plain HTTP from inside the network.
+SECURE_REDIRECT_EXEMPT = [r"^metrics$"]
 
 # --- Celery -----------------------------------------------------------------
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -171,6 +219,20 @@ CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 # https://docs.celeryq.dev/en/stable/userguide/configuration.html#beat-sync-every
 CELERY_BEAT_SYNC_EVERY = 1
 CELERY_WORKER_SEND_TASK_EVENTS = True  # Flower
+# Two queues, so that Flower's view of the copy tasks is not buried under the periodic
+# housekeeping. A worker consumes every queue listed here unless told otherwise (-Q), so
+# `celery worker` with no -Q serves both.
+CELERY_TASK_DEFAULT_QUEUE = "celery"
+CELERY_TASK_QUEUES = (Queue("celery"), Queue("housekeeping"))
+HOUSEKEEPING_TASKS = [
+    "copier.dispatch_due", "copier.heal_paused", "copier.prune_failed_exits",
+    "copier.settle_positions", "copier.prune_follower_fills", "copier.send_alerts",
+    "copier.check_disconnects",
+]
+CELERY_TASK_ROUTES = {name: {"queue": "housekeeping"} for name in HOUSEKEEPING_TASKS}
+# With JSON logs the worker keeps Django's logging (one format for every process)
+# instead of installing its own handlers on the root logger.
+CELERY_WORKER_HIJACK_ROOT_LOGGER = LOG_FORMAT != "json"
 # No "task-sent" events: one more Redis publish on the hot path for a state
 # Flower can do without.
 CELERY_TASK_SEND_SENT_EVENT = False

@@ -14,30 +14,37 @@ import time
 import redis
 from django.conf import settings
 
-from copier import publisher
+from copier import alerts, publisher
 from copier.celery import app
+from copier.logs import log_context
 from copier.services import engine, failed_exits, ingest, listener, sync_guard
 
 
 @app.task(name=publisher.PROCESS_EVENT)
 def process_event(event_id: int) -> None:
     """Fan a leader event out: extra batches to other workers, the first one here."""
-    started = engine.event_start(event_id=event_id)
-    if started is None:
-        return
-    for batch in started.batches[1:]:
-        publisher.batch_publish(event_id, [seat.follower_id for seat in batch])
-    engine.seats_copy(event=started.event, seats=started.batches[0])
+    with log_context(event_id=event_id, task=publisher.PROCESS_EVENT):
+        started = engine.event_start(event_id=event_id)
+        if started is None:
+            return
+        for batch in started.batches[1:]:
+            ev = started.event
+            publisher.batch_publish(
+                event_id, [seat.follower_id for seat in batch],
+                about=publisher.event_about(ev.account.name, ev.side, ev.qty, ev.symbol))
+        engine.seats_copy(event=started.event, seats=started.batches[0])
 
 
 @app.task(name=publisher.COPY_FOLLOWERS)
 def copy_followers(event_id: int, follower_ids: list[int]) -> None:
-    engine.fanned_out_batch_copy(event_id=event_id, follower_ids=follower_ids)
+    with log_context(event_id=event_id, task=publisher.COPY_FOLLOWERS):
+        engine.fanned_out_batch_copy(event_id=event_id, follower_ids=follower_ids)
 
 
 @app.task(name=publisher.RETRY_FAILED_EXIT)
 def retry_failed_exit(failed_exit_id: int) -> str | None:
-    return failed_exits.failed_exit_attempt(failed_exit_id=failed_exit_id)
+    with log_context(failed_exit_id=failed_exit_id, task=publisher.RETRY_FAILED_EXIT):
+        return failed_exits.failed_exit_attempt(failed_exit_id=failed_exit_id)
 
 
 @app.task(name="copier.dispatch_due")
@@ -69,6 +76,18 @@ def settle_positions() -> int:
     return sync_guard.position_disagreements_settle()
 
 
+@app.task(name="copier.send_alerts")
+def send_alerts() -> int:
+    """The alerts' outbox: due alerts sent, one message per channel and interval."""
+    return alerts.alerts_send()
+
+
+@app.task(name="copier.check_disconnects")
+def check_disconnects() -> int:
+    """Accounts disconnected longer than their group allows: an alert each."""
+    return alerts.disconnects_check()
+
+
 @app.task(name="copier.noop")
 def noop(sent_at: float) -> None:
     """The engine's floor in `copier_bench`: a task that only says when it ran."""
@@ -91,4 +110,6 @@ PERIODIC_TASKS: dict[str, tuple[str, int]] = {
     "copier: prune failed exits older than 7 days": ("copier.prune_failed_exits", 3600),
     "copier: apply position statements no fill explained": ("copier.settle_positions", 5),
     "copier: forget follower fill ids older than 30 days": ("copier.prune_follower_fills", 86400),
+    "copier: send due alerts": ("copier.send_alerts", 10),
+    "copier: alert on long disconnects": ("copier.check_disconnects", 15),
 }

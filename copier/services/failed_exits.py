@@ -22,7 +22,8 @@ from django.db.models import Q
 
 from accounts.models import Position, TradingAccount
 from copier import clock, publisher, rules
-from copier.models import FailedExit, Follower, LeaderEvent, Quarantine
+from copier.alerts import alert_raise
+from copier.models import AlertKind, FailedExit, Follower, LeaderEvent, Quarantine
 from copier.services.placement import (
     OrderSpec,
     order_send,
@@ -66,9 +67,14 @@ def failed_exit_schedule(fe: FailedExit) -> None:
     if clock.is_controlled():
         return
     try:
-        publisher.failed_exit_retry_publish(fe.pk, eta=fe.next_attempt_at)
+        publisher.failed_exit_retry_publish(fe.pk, eta=fe.next_attempt_at, about=_about(fe))
     except Exception:
         log.exception("could not schedule retry of failed exit %s; the periodic task will", fe.pk)
+
+
+def _about(fe: FailedExit) -> str:
+    """Flower's name for the retry; the callers have the account loaded (no query)."""
+    return publisher.event_about(fe.account.name, fe.side, fe.qty, fe.symbol)
 
 
 def _claim(fe_id: int) -> bool:
@@ -117,6 +123,7 @@ def failed_exit_attempt(*, failed_exit_id: int) -> str | None:
             if not fe.can_move_to(FailedExit.Status.IN_FLIGHT):  # settled meanwhile
                 continue
             fe.move_to(FailedExit.Status.IN_FLIGHT)
+            fe.account = position.account  # loaded: nothing below reads it again
             _attempt(fe, position, recovering=recovering or fe.pk != failed_exit_id)
             fe.in_flight_since = None
             fe.updated_at = clock.now()
@@ -193,46 +200,65 @@ def _attempt_failed(fe: FailedExit, error: str) -> None:
 
 
 def failed_exits_due(*, limit: int = 1000) -> list[int]:
+    return [fe_id for fe_id, _about in _due_with_about(limit)]
+
+
+def _due_with_about(limit: int) -> list[tuple[int, str]]:
     now = clock.now()
-    return list(
+    rows = (
         FailedExit.objects.filter(
             Q(status=FailedExit.Status.PENDING, next_attempt_at__lte=now)
             | Q(status=FailedExit.Status.IN_FLIGHT, in_flight_since__lte=now - STALE_CLAIM),
             account__copy_paused=False,
-        ).order_by("next_attempt_at", "id").values_list("id", flat=True)[:limit]
+        ).order_by("next_attempt_at", "id")
+        .values_list("id", "account__name", "side", "qty", "symbol")[:limit]
     )
+    return [(fe_id, publisher.event_about(name, side, qty, symbol))
+            for fe_id, name, side, qty, symbol in rows]
 
 
 def failed_exits_dispatch_due() -> list[int]:
     """Re-send the due retries (their task may be lost); a duplicate task does nothing."""
-    ids = failed_exits_due()
-    for fe_id in ids:
-        publisher.failed_exit_retry_publish(fe_id)
-    return ids
+    due = _due_with_about(1000)
+    for fe_id, about in due:
+        publisher.failed_exit_retry_publish(fe_id, about=about)
+    return [fe_id for fe_id, _about in due]
 
 
 def failed_exits_resume(*, account_id: int) -> list[int]:
     """Reconnect or heal: the account's queued exits become due at once and are sent."""
     now = clock.now()
-    ids = list(
+    rows = list(
         FailedExit.objects.filter(account_id=account_id, status=FailedExit.Status.PENDING)
-        .order_by("id").values_list("id", flat=True)
+        .order_by("id").values_list("id", "account__name", "side", "qty", "symbol")
     )
+    ids = [row[0] for row in rows]
     FailedExit.objects.filter(pk__in=ids).update(next_attempt_at=now, updated_at=now)
-    for fe_id in ids:
-        publisher.failed_exit_retry_publish(fe_id)
+    for fe_id, name, side, qty, symbol in rows:
+        publisher.failed_exit_retry_publish(
+            fe_id, about=publisher.event_about(name, side, qty, symbol))
     return ids
 
 
 def failed_exits_prune() -> int:
     """Delete every entry older than the retention, whatever its status; log abandoned ones."""
     cutoff = clock.now() - dt.timedelta(days=settings.COPIER_FAILED_EXIT_KEEP_DAYS)
-    old = FailedExit.objects.filter(first_failed_at__lt=cutoff)
-    for fe in old.filter(status__in=[FailedExit.Status.PENDING, FailedExit.Status.IN_FLIGHT]):
-        log.error(
-            "failed exit abandoned after %s days: %s %s %s %s (attempts %s, last error %s)",
-            settings.COPIER_FAILED_EXIT_KEEP_DAYS, fe.account_id, fe.side, fe.qty, fe.symbol,
-            fe.attempts, fe.last_error,
-        )
-    deleted, _ = old.delete()
+    days = settings.COPIER_FAILED_EXIT_KEEP_DAYS
+    with transaction.atomic():  # the alerts exist exactly when the exits are gone
+        old = FailedExit.objects.filter(first_failed_at__lt=cutoff)
+        for fe in old.filter(status__in=[FailedExit.Status.PENDING, FailedExit.Status.IN_FLIGHT]
+                             ).select_related("account"):
+            log.error(
+                "failed exit abandoned after %s days: %s %s %s %s (attempts %s, last error %s)",
+                days, fe.account_id, fe.side, fe.qty, fe.symbol, fe.attempts, fe.last_error,
+            )
+            alert_raise(
+                kind=AlertKind.ABANDONED_EXIT, account=fe.account,
+                about=f"{fe.account.name} {fe.symbol}",
+                text=(f"{fe.account.name} {fe.symbol}: the exit {fe.side} {fe.qty} was given up "
+                      f"after {days} days and {fe.attempts} attempts (last error: "
+                      f"{fe.last_error or 'none'}). The position may still be open at the "
+                      f"broker: close it by hand."),
+            )
+        deleted, _ = old.delete()
     return deleted

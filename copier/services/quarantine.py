@@ -8,7 +8,8 @@ from django.db import IntegrityError, transaction
 
 from accounts.models import TradingAccount
 from copier import clock
-from copier.models import LeaderEvent, Quarantine
+from copier.alerts import alert_raise
+from copier.models import AlertKind, LeaderEvent, Quarantine
 
 log = logging.getLogger(__name__)
 
@@ -29,10 +30,29 @@ def quarantine_create(
                 account=account, symbol=symbol, reason=reason, detail=detail, event=event,
                 created_at=clock.now(),
             )
+            _alert(q)
     except IntegrityError:  # a concurrent one won: one active quarantine per symbol
         return Quarantine.objects.get(account=account, symbol=symbol, lifted_at__isnull=True)
     log.warning("quarantined %s %s: %s %s", account.name, symbol, reason, detail)
     return q
+
+
+def _alert(q: Quarantine) -> None:
+    """In the quarantine's transaction: the alert exists exactly when the quarantine does.
+    A quarantine for a rejection is the broker refusing an order for good: that is what
+    a person is told."""
+    name, symbol = q.account.name, q.symbol
+    if q.reason == Quarantine.Reason.REJECTED:
+        kind = AlertKind.REJECTION
+        text = (f"{name} {symbol}: an order was rejected for good by the broker "
+                f"({q.detail or 'no reason given'}); {symbol} is quarantined on {name} until "
+                f"a person lifts it")
+    else:
+        kind = AlertKind.QUARANTINE
+        text = (f"{name} {symbol} quarantined: {q.reason.replace('_', ' ')}"
+                f"{': ' + q.detail if q.detail else ''}; nothing is copied to {name} on "
+                f"{symbol} until a person lifts it or both sides are flat")
+    alert_raise(kind=kind, account=q.account, about=f"{name} {symbol}", text=text)
 
 
 def quarantine_lift(*, account: TradingAccount, symbol: str, by: str) -> int:

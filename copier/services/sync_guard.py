@@ -22,7 +22,8 @@ from accounts.models import ConnectionState, Position, TradingAccount
 from brokers.base import BrokerAdapter, TransientBrokerError
 from brokers.registry import adapter_for
 from copier import clock, rules
-from copier.models import CopyGroup, Follower, LeaderEvent, Order
+from copier.alerts import alert_raise
+from copier.models import AlertKind, CopyGroup, Follower, LeaderEvent, Order
 from copier.services.failed_exits import failed_exits_resume
 from copier.services.ingest import FillInput, leader_fill_ingest
 from copier.services.placement import unknown_orders_settle
@@ -181,6 +182,9 @@ def _pause(account: TradingAccount, diff: rules.Divergence) -> None:
     account.paused_since = clock.now()
     account.save(update_fields=["copy_paused", "pause_reason", "pause_details", "paused_since"])
     log.warning("%s paused: %s", account.name, account.pause_reason)
+    alert_raise(kind=AlertKind.PAUSE, account=account, about=account.name,
+                text=f"{account.name} paused: {account.pause_reason}. Copying to it resumes "
+                     f"by itself once its positions line up with the leader again.")
 
 
 def _leader_reconciled(account: TradingAccount, adapter: BrokerAdapter) -> TradingAccount:
