@@ -20,7 +20,7 @@ from accounts.models import TradingAccount
 from accounts.symbols import normalise_symbol
 from copier import clock, rules, sql
 from copier.models import LeaderEvent
-from copier.publisher import event_publish
+from copier.publisher import event_about, event_publish
 from copier.services.positions import positions_ensure
 
 log = logging.getLogger(__name__)
@@ -74,7 +74,8 @@ def leader_fill_ingest(
         log.info("duplicate leader fill %s on %s ignored", fill.fill_id, account.name)
         return None
     # Inside a caller's transaction this waits for its commit; on its own it publishes now.
-    transaction.on_commit(lambda: events_dispatch([stored.pk]))
+    about = event_about(account.name, fill.side, fill.qty, fill.symbol)
+    transaction.on_commit(lambda: events_dispatch([stored.pk], about=about))
     return stored
 
 
@@ -86,15 +87,16 @@ def _store(event: LeaderEvent) -> LeaderEvent | None:
     return stored
 
 
-def events_dispatch(event_ids: list[int]) -> None:
+def events_dispatch(event_ids: list[int], *, about: str = "") -> None:
     """Publish processing tasks; a failed publish is logged, the periodic re-dispatch retries.
 
     Nothing is written here: the worker marks the event when it starts, so the
     ingesting process does not compete with it for the database on the hot path.
+    `about`: what Flower shows for a single event's task (its leader, side, size, symbol).
     """
     for event_id in event_ids:
         try:
-            event_publish(event_id)
+            event_publish(event_id, about=about)
         except Exception:  # the broker (Redis) is unreachable: the row is safe
             log.exception("could not enqueue leader event %s; the re-dispatch will", event_id)
 
