@@ -51,13 +51,12 @@ def test_copy_tasks_say_what_they_are_about_in_flower(settings):
     leader, f1, f2 = account("L"), account("F1"), account("F2")
     group("g", leader, {f1: "1", f2: "1"})
     connect(leader, f1, f2)
-    leader_fill(leader, "QQQ9", "buy", 2)
+    leader_fill(leader, "QQQ9", "buy", 2)  # ingestion publishes the event's task, named
     event = LeaderEvent.objects.get()
     tasks.process_event(event.pk)  # copies the first batch, publishes the second
     FailedExit.objects.create(account=f1, symbol="QQQ9", side="sell", qty=2,
                               first_failed_at=T0, next_attempt_at=T0, updated_at=T0)
     (fe_id,) = failed_exits_dispatch_due()
-    publisher.event_publish(event.pk, about=publisher.event_about("L", "buy", 2, "QQQ9"))
     app.signature("copier.send_alerts").apply_async()
     mine = [(h["task"], h["argsrepr"]) for h in (m["headers"] for m in _messages("celery"))
             if "QQQ9" in h["argsrepr"]]
