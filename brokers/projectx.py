@@ -61,6 +61,7 @@ from brokers.base import (
     Side,
     TransientBrokerError,
 )
+from copier import clock
 
 if TYPE_CHECKING:
     from accounts.models import TradingAccount
@@ -331,8 +332,10 @@ class ProjectXBroker(BrokerAdapter):
 
     # --- sessions ----------------------------------------------------------------------------
     def session_obtain(self, current: Session | None) -> Session | None:
-        """Keep a good session, renew one that is running out, log in otherwise."""
-        now = dt.datetime.now(dt.UTC)
+        """Keep a good session, renew one that is running out, log in otherwise.
+
+        Judged on the copier's clock, as the listener that asks and `session_load` judge."""
+        now = clock.now()
         if current is not None and current.expires_at - now > RENEW_BEFORE:
             return current
         if current is not None and current.expires_at > now:

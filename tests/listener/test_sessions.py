@@ -1,0 +1,75 @@
+"""The owning listener keeps each venue account's session: it logs in once, renews before
+expiry (no new login: venues flag accounts that open sessions by the thousand), stores the
+token for the workers, and reopens the stream on the new token (issue 10, "Sessions")."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Iterator
+
+import pytest
+
+from accounts.models import TradingAccount
+from brokers.localvenue import LocalVenue, venue_start
+from brokers.models import BrokerSession
+from brokers.sessions import session_load
+from copier import clock
+from tests.factories import group
+from tests.helpers import wait_until
+from tests.listener.helpers import listening
+
+pytestmark = pytest.mark.django_db(transaction=True, databases="__all__")
+
+
+@pytest.fixture
+def projectx() -> Iterator[LocalVenue]:
+    venue = venue_start("projectx")
+    try:
+        yield venue
+    finally:
+        venue.stop()
+
+
+def _account(venue: LocalVenue, name: str) -> TradingAccount:
+    ext = venue.account_add(name)
+    return TradingAccount.objects.create(name=name, broker=venue.kind, external_id=ext,
+                                         credentials=json.dumps(venue.credentials(ext)))
+
+
+def test_the_listener_logs_in_once_and_stores_the_session_encrypted(projectx):
+    leader, f1 = _account(projectx, "L"), _account(projectx, "F1")
+    group("g", leader, {f1: "1"})
+    with listening(leader, f1):
+        stored = session_load(f1.pk, fresh=True)
+        assert stored is not None
+        assert projectx.calls.get("/api/Auth/loginKey") == 2  # one per account, not per call
+        raw = BrokerSession.objects.extra(select={"raw": "token"}).values_list("raw", flat=True)
+        assert stored.token not in list(raw)  # encrypted at rest
+        assert BrokerSession.objects.get(account=f1).obtained_by == "in-process"
+
+
+def test_a_session_near_expiry_is_renewed_without_a_new_login_and_the_stream_reopens(
+    projectx
+):
+    """The copier's clock stands 3 s before the tokens' expiry: the listener renews them
+    (Auth/validate), never logs in again, stores the new token and reconnects on it."""
+    leader, f1 = _account(projectx, "L"), _account(projectx, "F1")
+    group("g", leader, {f1: "1"})
+    with listening(leader, f1):
+        first = session_load(f1.pk, fresh=True)
+        assert first is not None
+    clock.freeze(first.expires_at - dt.timedelta(seconds=3))
+    try:
+        with listening(leader, f1):
+            wait_until(lambda: projectx.calls.get("/api/Auth/validate", 0) >= 2, timeout=15,
+                       what=f"both sessions renewed ({projectx.calls})")
+            wait_until(lambda: (s := session_load(f1.pk, fresh=True)) is not None
+                       and s.token != first.token, what="the renewed token stored")
+            wait_until(lambda: TradingAccount.objects.filter(
+                pk__in=[leader.pk, f1.pk], connection_state="connected").count() == 2,
+                what="both reconnected on the new token")
+            clock.release()  # the renewed tokens are good for a day: no more renewals
+            assert projectx.calls.get("/api/Auth/loginKey") == 2  # the first listener's only
+    finally:
+        clock.release()
