@@ -14,8 +14,11 @@ import asyncio
 import contextlib
 import json
 import threading
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from django.db import connections
 
 from accounts.models import TradingAccount
 from brokers.base import BrokerError, BrokerEvent, BrokerStream, Session, Side
@@ -29,6 +32,7 @@ from copier.services.sync_guard import connection_lost, connection_restored
 if TYPE_CHECKING:
     from brokers.localvenue import LocalVenue
 
+T = TypeVar("T")
 # A stream has said all it will about a step when it stays quiet this long: the local
 # server has pushed every frame of the step before its call returned.
 QUIET_SECONDS = 0.15
@@ -74,6 +78,20 @@ class SimBrokerDriver:
 
     def close(self) -> None:
         """Nothing to stop: the sim lives in the database."""
+
+
+class _ClosingExecutor(ThreadPoolExecutor):
+    """The streams' `asyncio.to_thread` work (an adapter reading a session or a contract)
+    touches the database from pool threads: each job closes its thread's connections, or
+    they would outlive the replay (and keep a test database from being dropped)."""
+
+    def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
+        def job() -> T:
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                connections.close_all()
+        return super().submit(job)
 
 
 class _Reader:
@@ -138,6 +156,8 @@ class VenueBrokerDriver:
         # A scenario's fill id -> the venue's (which numbers fills itself), per account.
         self.fill_ids: dict[tuple[int, str], str] = {}
         self.loop = asyncio.new_event_loop()
+        self.loop.set_default_executor(_ClosingExecutor(max_workers=4,
+                                                        thread_name_prefix="replay-io"))
         self.thread = threading.Thread(target=self.loop.run_forever, name="replay-streams",
                                        daemon=True)
         self.thread.start()
@@ -246,5 +266,6 @@ class VenueBrokerDriver:
             await asyncio.gather(*(r.close() for r in self.readers.values()))
         self._run(close_all())
         self.readers.clear()
+        self._run(self.loop.shutdown_default_executor())
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(10)

@@ -119,6 +119,7 @@ class ProjectXVenue(LocalVenue):
         self._site: web.TCPSite | None = None
         self._pinger: asyncio.Task[None] | None = None
         self._late: set[asyncio.Handle] = set()
+        self._closing: set[asyncio.Task[bool]] = set()
         self.port = 0
 
     # --- lifecycle ----------------------------------------------------------------------
@@ -283,9 +284,13 @@ class ProjectXVenue(LocalVenue):
         self._unreachable.add(account_id)
         for connection, hub in list(self._hubs.items()):
             if account_id in hub.orders | hub.positions | hub.trades:
-                self._hubs.pop(connection, None)
+                self._hubs.pop(connection, None)  # nothing more is pushed to it
                 self._activity_note(None)
-                await hub.ws.close()
+                # Closed in the background: a client slow to answer the close must not
+                # hold up the caller (the socket drops for it all the same).
+                task = asyncio.get_running_loop().create_task(hub.ws.close())
+                self._closing.add(task)
+                task.add_done_callback(self._closing.discard)
 
     def hub_connections(self) -> int:
         async def count() -> int:

@@ -525,3 +525,90 @@ def test_outage_is_transient_and_nothing_executes(venue, px):
         venue.set_reachable(True)
     assert len(venue.orders(ext(px))) == 1
     assert px.place_order(order("o1")).status == "filled"
+
+
+# --- what the replay drives: one account's faults and outage, contracts, redeliveries --------
+def test_a_fault_aimed_at_one_account_is_spent_by_that_account_only(venue, px):
+    other = ProjectXBroker(_account(venue, "px-other-fault"))
+    session_save(other.account.pk, other.session_obtain(None) or _session(px))
+    venue.inject("http_5xx", 2, account_external_id=ext(px))
+    assert other.place_order(order("f-other-1")).status == "filled"
+    for cid in ("f-mine-1", "f-mine-2"):
+        with pytest.raises(TransientBrokerError, match="HTTP 503"):
+            px.place_order(order(cid))
+    assert px.place_order(order("f-mine-3")).status == "filled"
+    assert venue.faults.left("http_5xx") == 0
+
+
+def test_one_accounts_outage_leaves_the_others_trading(venue, px):
+    other = ProjectXBroker(_account(venue, "px-other-outage"))
+    session_save(other.account.pk, other.session_obtain(None) or _session(px))
+
+    async def stream_opened() -> None:
+        stream = px.stream(_session(px))
+        try:
+            await stream.open()
+            await events_take(stream, 1, timeout=2)
+        finally:
+            await stream.close()
+
+    venue.set_reachable(False, account_external_id=ext(px))
+    try:
+        with pytest.raises(TransientBrokerError) as caught:
+            px.place_order(order("out-1"))
+        assert not isinstance(caught.value, OrderOutcomeUnknown)  # refused, not lost
+        with pytest.raises(TransientBrokerError):
+            px.positions()
+        with pytest.raises(TransientBrokerError):
+            run(stream_opened())
+        assert other.place_order(order("out-other")).status == "filled"
+    finally:
+        venue.set_reachable(True, account_external_id=ext(px))
+    assert venue.orders(ext(px)) == []
+    assert px.place_order(order("out-1")).status == "filled"
+
+
+def test_an_outage_drops_the_accounts_open_stream(venue, px):
+    async def scenario() -> None:
+        stream = px.stream(_session(px))
+        await stream.open()
+        try:
+            await asyncio.to_thread(venue.set_reachable, False, account_external_id=ext(px))
+            with pytest.raises(TransientBrokerError, match="closed"):
+                await events_take(stream, 1, timeout=3)
+        finally:
+            await stream.close()
+            await asyncio.to_thread(venue.set_reachable, True, account_external_id=ext(px))
+
+    run(scenario())
+
+
+def test_a_contract_listed_by_name_is_found_and_traded(venue, px):
+    venue.contract_add("MNQ")
+    venue.contract_add("MNQ")  # idempotent
+    assert px.place_order(order("root-1", symbol="MNQ", qty=3)).status == "filled"
+    assert venue.positions(ext(px)) == {"MNQ": 3}
+    with pytest.raises(ValueError, match="letters and digits"):
+        venue.contract_add("M$Q")
+
+
+def test_a_trade_given_its_fill_id_again_is_delivered_again_and_moves_nothing(venue, px):
+    async def scenario() -> list[BrokerEvent]:
+        stream = px.stream(_session(px))
+        await stream.open()
+        try:
+            first = await asyncio.to_thread(venue.trade, ext(px), "ESZ6", "buy", 1)
+            got = await events_take(stream, 2)
+            again = await asyncio.to_thread(venue.trade, ext(px), "ESZ6", "buy", 1, first)
+            assert again == first
+            await asyncio.to_thread(venue.trade, ext(px), "NQZ6", "sell", 1)
+            return got + await events_take(stream, 2)
+        finally:
+            await stream.close()
+
+    events = run(scenario())
+    assert [f.symbol for f in events if isinstance(f, Fill)] == ["ESZ6", "NQZ6"]  # once each
+    assert venue.positions(ext(px)) == {"ESZ6": 1, "NQZ6": -1}
+    assert len(venue.trades(ext(px))) == 2
+    with pytest.raises(ValueError, match="no trade"):
+        venue.trade(ext(px), "ESZ6", "buy", 1, "999999")

@@ -22,7 +22,7 @@ from brokers.base import (
     Side,
     TransientBrokerError,
 )
-from brokers.localvenue.tradovate import PASSWORD, TradovateVenue
+from brokers.localvenue.tradovate import CONTRACTS, PASSWORD, TradovateVenue
 from brokers.registry import adapter_for, adapters_forget
 from brokers.sessions import session_load, session_save
 from brokers.tradovate import TradovateBroker, TradovateStream
@@ -538,3 +538,128 @@ def test_venue_drops_a_client_that_sends_no_heartbeats() -> None:
         assert quiet.socket_count() == 0
     finally:
         quiet.stop()
+
+
+# --- a user per account; what the replay drives -----------------------------------------------
+def _logged_in(acct: TradingAccount) -> TradovateBroker:
+    adapter = TradovateBroker(acct)
+    session = adapter.session_obtain(None)
+    assert session is not None
+    session_save(acct.pk, session)
+    return adapter
+
+
+def test_each_account_has_a_user_of_its_own_with_its_own_quota_and_auth_limit() -> None:
+    small = TradovateVenue(ws_quota=1, auth_per_minute=1).start()
+    try:
+        a, b = _account(small, "A"), _account(small, "B")
+        assert small.login_of(a.external_id) != small.login_of(b.external_id)
+        first, second = _logged_in(a), _logged_in(b)  # one login each: no captcha
+        sessions = [session_load(a.pk), session_load(b.pk)]
+
+        async def scenario() -> None:
+            streams = [first.stream(sessions[0]), second.stream(sessions[1])]
+            for s in streams:
+                await s.open()
+            try:
+                await asyncio.to_thread(small.trade, b.external_id, "ESZ6", "buy", 1)
+                got = await _events(streams[1], 2)  # the quota of 1 is B's alone
+                assert PositionUpdate("ESZ6", 1) in got
+            finally:
+                for s in streams:
+                    await s.close()
+
+        run(scenario())
+        assert small.positions(a.external_id) == {}  # B's trade never reached A's user
+        shared = _account(small, "C", login=small.login_of(a.external_id))
+        assert json.loads(str(shared.credentials))["name"] == small.login_of(a.external_id)
+        with pytest.raises(TransientBrokerError) as caught:  # A's user logged in this minute
+            TradovateBroker(shared).session_obtain(None)
+        assert caught.value.retry_after == 3600
+    finally:
+        small.stop()
+
+
+def test_a_fault_aimed_at_one_account_is_spent_by_that_account_only(
+        venue: TradovateVenue, broker: TradovateBroker) -> None:
+    other = _logged_in(_account(venue, "T2"))
+    venue.inject("http_5xx", 2, account_external_id=broker.account.external_id)
+    assert other.place_order(order("f-other")).status == "filled"
+    for cid in ("f-1", "f-2"):
+        with pytest.raises(TransientBrokerError, match="HTTP 503"):
+            broker.place_order(order(cid))
+    assert broker.place_order(order("f-3")).status == "filled"
+
+
+def test_one_accounts_outage_refuses_its_user_and_drops_its_stream(
+        venue: TradovateVenue, broker: TradovateBroker) -> None:
+    other = _logged_in(_account(venue, "T2"))
+    ext = broker.account.external_id
+    session = session_load(broker.account.pk)
+
+    async def dropped() -> None:
+        stream = broker.stream(session)
+        await stream.open()
+        try:
+            await asyncio.to_thread(venue.set_reachable, False, account_external_id=ext)
+            with pytest.raises(TransientBrokerError, match=r"lost|closed"):
+                await _events(stream, 1)
+        finally:
+            await stream.close()
+
+    async def refused() -> None:
+        stream = broker.stream(session)
+        try:
+            with pytest.raises(TransientBrokerError):
+                await stream.open()
+        finally:
+            await stream.close()
+
+    run(dropped())
+    try:
+        with pytest.raises(TransientBrokerError) as caught:
+            broker.place_order(order("down-1"))
+        assert not isinstance(caught.value, OrderOutcomeUnknown)  # refused, not lost
+        with pytest.raises(TransientBrokerError, match="503"):
+            broker.positions()
+        with pytest.raises(TransientBrokerError, match="503"):
+            TradovateBroker(broker.account).session_obtain(None)
+        run(refused())
+        assert other.place_order(order("up-1")).status == "filled"
+    finally:
+        venue.set_reachable(True, account_external_id=ext)
+    assert venue.orders(ext) == []
+    assert broker.place_order(order("down-1")).status == "filled"
+
+
+def test_a_contract_listed_by_name_is_found_and_traded(venue: TradovateVenue,
+                                                       broker: TradovateBroker) -> None:
+    venue.contract_add("ES")
+    venue.contract_add("ES")  # idempotent
+    assert broker.place_order(order("root-1", symbol="ES", qty=2)).status == "filled"
+    assert broker.positions() == {"ES": 2}
+    assert broker.contract_id("ES") not in CONTRACTS.values()
+
+
+def test_a_trade_given_its_fill_id_again_is_delivered_again_and_moves_nothing(
+        venue: TradovateVenue, broker: TradovateBroker) -> None:
+    ext = broker.account.external_id
+    session = session_load(broker.account.pk)
+
+    async def scenario() -> list[object]:
+        stream = broker.stream(session)
+        await stream.open()
+        try:
+            first = await asyncio.to_thread(venue.trade, ext, "ESZ6", "buy", 1)
+            got = await _events(stream, 2)
+            assert await asyncio.to_thread(venue.trade, ext, "ESZ6", "buy", 1, first) == first
+            await asyncio.to_thread(venue.trade, ext, "NQZ6", "sell", 1)
+            return got + await _events(stream, 2)
+        finally:
+            await stream.close()
+
+    events = run(scenario())
+    assert [e.symbol for e in events if isinstance(e, Fill)] == ["ESZ6", "NQZ6"]
+    assert venue.positions(ext) == {"ESZ6": 1, "NQZ6": -1}
+    with pytest.raises(ValueError, match="no fill"):
+        venue.trade(ext, "ESZ6", "buy", 1, "12")
