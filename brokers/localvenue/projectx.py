@@ -146,7 +146,8 @@ class ProjectXVenue(LocalVenue):
             app.router.add_post(path, handler)
         app.router.add_get("/api/Status/ping", self._ping)
         app.router.add_get("/hubs/user", self._hub)
-        self._runner = web.AppRunner(app, handle_signals=False)
+        # no access log: the hub URLs carry access tokens
+        self._runner = web.AppRunner(app, handle_signals=False, access_log=None)
         await self._runner.setup()
         self._site = web.TCPSite(self._runner, "127.0.0.1", 0)
         await self._site.start()
