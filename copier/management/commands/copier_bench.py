@@ -138,8 +138,11 @@ class Bench:
             venue = {"venue_round_trip_ms": round_trip,
                      "floor_p50_ms": round(floor, 2),
                      "copy_p50_over_floor_ms": round((one or fanout["p50"]) - floor, 2)}
+        stages = {name: percentiles(v)["p50"]
+                  for name, v in getattr(self, "stages", {}).items()}
         return {
             "broker": self.o["broker"], **venue,
+            "copy_stages_p50_ms": stages,
             "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
             "followers": self.o["followers"], "worker_pool": self.o["pool"],
             "worker_concurrency": self.o["concurrency"], "warmup_events": self.o["warmup"],
@@ -325,7 +328,29 @@ class Bench:
                 noops += floor
                 orders += samples
                 fanout.append(max(samples))
+                self._stages_add(event_id)
         return percentiles(noops), percentiles(orders), percentiles(fanout)
+
+    def _stages_add(self, event_id: int) -> None:
+        """Where one copy's time went, from the rows' own stamps: the fill read until the
+        worker started the event (ingest, publish, pick-up), until its first order went to
+        the broker (locks, rules), the broker's answer, and the rest of the transaction."""
+        from copier.models import LeaderEvent, Order
+
+        event = LeaderEvent.objects.get(pk=event_id)
+        order = (Order.objects.filter(decision__event_id=event_id).order_by("submitted_at")
+                 .first())
+        if order is None:
+            return
+        marks = [event.received_at, event.dispatched_at, order.submitted_at,
+                 order.completed_at, event.done_at]
+        if any(mark is None for mark in marks):
+            return
+        names = ["read_to_started", "started_to_sent", "sent_to_answered", "answered_to_done"]
+        stages: dict[str, list[float]] = self.__dict__.setdefault("stages", {})
+        for name, a, b in zip(names, marks, marks[1:], strict=False):
+            assert a is not None and b is not None
+            stages.setdefault(name, []).append((b - a).total_seconds() * 1000)
 
     def _throughput(self, leader: Any) -> dict[str, float | None]:
         from copier.models import LeaderEvent, Order
