@@ -42,6 +42,9 @@ def test_a_new_group_is_connected_and_its_leader_fill_copied_with_no_other_actio
     SimBroker(leader).execute_fill("ES", "buy", 2)  # what the admin's sim fill does
     wait_until(lambda: broker_position(follower, "ES") == 2, timeout=10, what="the copy")
     copied_after = time.monotonic() - placed
+    # the sim executes on its own connection before the copier's transaction commits
+    wait_until(lambda: LeaderEvent.objects.filter(status="done").exists(), timeout=10,
+               what="the copy committed")
     event = LeaderEvent.objects.get()
     assert event.source == LeaderEvent.Source.STREAM  # not "missed while disconnected"
     assert copier_position(follower, "ES") == 2
