@@ -266,3 +266,56 @@ def test_action_decisions_name_their_action(world):
     assert str(d).startswith(f"action {action.pk} / ")
     assert str(action) == f"#{action.pk} entries_stop by alice"
     assert d.created_at - clock.now() < dt.timedelta(minutes=1)
+
+
+# --- the commands ------------------------------------------------------------------------------
+
+
+def _command(*args: str, stdin: str | None = None) -> str:
+    import io
+
+    from django.core.management import call_command
+
+    out = io.StringIO()
+    kw = {"stdin": io.StringIO(stdin)} if stdin is not None else {}
+    call_command(*args, stdout=out, **kw)
+    return out.getvalue()
+
+
+def test_copier_flatten_prints_the_plan_asks_and_sends(world):
+    from django.core.management.base import CommandError
+
+    _g, leader, f1, f2 = world
+    leader_fill(leader, "ES", "buy", 1)
+    with pytest.raises(CommandError, match="not confirmed"):
+        _command("copier_flatten", "--group", "g", stdin="n\n")
+    assert broker_position(f1, "ES") == 1
+    out = _command("copier_flatten", "--follower", "F1", "--by", "ops", stdin="y\n")
+    assert "F1 ES: sell 1" in out
+    assert "F1 ES: sell 1 placed (flattened); now +0" in out
+    assert (broker_position(f1, "ES"), broker_position(f2, "ES")) == (0, 2)
+    out = _command("copier_flatten", "--all", "--yes")
+    assert "F2 ES: sell 2 placed (flattened)" in out
+    assert OperatorAction.objects.filter(by="ops").count() == 1
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    ((), "say what"), (("--group", "nope"), "no such copy group: nope"),
+    (("--follower", "L"), "not a follower of any group: L"),
+    (("--all", "--group", "g"), "cannot be combined")])
+def test_copier_flatten_refuses_bad_input_and_changes_nothing(world, args, message):
+    from django.core.management.base import CommandError
+
+    with pytest.raises(CommandError, match=message):
+        _command("copier_flatten", *args, "--yes")
+    assert not OperatorAction.objects.exists()
+
+
+def test_copier_kill_stops_and_resumes_entries(world):
+    g, *_ = world
+    assert "entries stopped on: g" in _command("copier_kill", "stop", "--group", "g")
+    g.refresh_from_db()
+    assert g.mode == Mode.EXITS_ONLY
+    assert "entries resumed on: g" in _command("copier_kill", "resume", "--all")
+    g.refresh_from_db()
+    assert g.mode == Mode.ACTIVE
