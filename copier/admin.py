@@ -8,8 +8,10 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.admin import helpers
 from django.db.models import QuerySet
 from django.http import HttpRequest
+from django.template.response import TemplateResponse
 from django_celery_beat import admin as beat_admin
 from django_celery_beat.models import PeriodicTask
 
@@ -20,10 +22,13 @@ from copier.models import (
     FailedExit,
     Follower,
     LeaderEvent,
+    Mode,
+    OperatorAction,
     Order,
     Quarantine,
     RefusedFill,
 )
+from copier.services import killswitch
 
 
 class AuditAdmin(admin.ModelAdmin):
@@ -55,26 +60,156 @@ class FollowerFormSet(forms.BaseInlineFormSet):
                 form.add_error("account", "The group's leader cannot follow its own group.")
 
 
+ON_DISABLE_CHOICES = [
+    ("", "—"),
+    ("exits_only", "Exits only: follow the leader's exits until flat (recommended)"),
+    ("off", "Off anyway: stop copying; the positions stay open and unmanaged"),
+]
+
+
+class _ModeFormMixin(forms.ModelForm):
+    """`mode` beside `enabled`, and the question unticking `enabled` asks when the account
+    (or a follower of the group) holds positions: exits only (default) or off anyway.
+
+    A model's `clean` cannot ask a person anything: the form does, with a field that is
+    required only then. The first save shows the question with exits only chosen.
+    """
+
+    on_disable = forms.ChoiceField(
+        choices=ON_DISABLE_CHOICES, required=False, label="if unticked while holding",
+        help_text="Asked when 'enabled' is unticked while positions are held.")
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["mode"].required = False  # an older client's post keeps the mode
+
+    def _held(self) -> dict[str, dict[str, int]]:
+        """Account name -> positions held, of the accounts that unticking would strand."""
+        raise NotImplementedError
+
+    def clean(self) -> dict[str, Any]:
+        super().clean()
+        data = self.cleaned_data
+        if not data.get("mode"):
+            data["mode"] = getattr(self.instance, "mode", "") or Mode.ACTIVE
+        disabling = bool(self.instance.pk) and self.initial.get("enabled") and not data.get(
+            "enabled")
+        held_by = self._held() if disabling else {}
+        if not held_by:
+            return data
+        choice = data.get("on_disable")
+        if choice == "exits_only":
+            data["enabled"], data["mode"] = True, Mode.EXITS_ONLY
+        elif choice != "off":
+            held = "; ".join(f"{name} holds {killswitch.describe_held(h)}"
+                             for name, h in sorted(held_by.items()))
+            shown = self.data.copy()  # type: ignore[attr-defined]  # a QueryDict
+            shown[self.add_prefix("on_disable")] = "exits_only"  # shown again, exits only chosen
+            self.data = shown
+            self.add_error("on_disable", (
+                f"{held}. Choose what happens: exits only (recommended: its exits are still "
+                f"copied until flat) or off anyway (the positions stay open, unmanaged); "
+                f"or flatten first."))
+        return data
+
+
+class FollowerForm(_ModeFormMixin):
+    class Meta:
+        model = Follower
+        fields = ["group", "account", "multiplier", "enabled", "mode"]
+
+    def _held(self) -> dict[str, dict[str, int]]:
+        account_id = self.instance.account_id
+        held = killswitch.held_positions([account_id]).get(account_id)
+        return {self.instance.account.name: held} if held else {}
+
+
+class CopyGroupForm(_ModeFormMixin):
+    class Meta:
+        model = CopyGroup
+        fields = ["name", "leader", "reverse", "exit_mode", "enabled", "mode"]
+
+    def _held(self) -> dict[str, dict[str, int]]:
+        followers = list(self.instance.followers.filter(enabled=True).select_related("account"))
+        held = killswitch.held_positions(f.account_id for f in followers)
+        return {f.account.name: held[f.account_id] for f in followers if f.account_id in held}
+
+
 class FollowerInline(admin.TabularInline):
     model = Follower
+    form = FollowerForm
     formset = FollowerFormSet
-    fields = ["account", "multiplier", "enabled"]
+    fields = ["account", "multiplier", "enabled", "mode", "on_disable"]
     autocomplete_fields = ["account"]
     extra = 1
 
 
+class KillSwitchActions:
+    """Permission checks of the kill switch's admin actions (`permissions=[...]`)."""
+
+    def has_kill_switch_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("copier.kill_switch")
+
+    def has_flatten_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("copier.flatten")
+
+
+def _flatten_confirmed(model_admin: admin.ModelAdmin, request: HttpRequest, *,
+                       groups: list[CopyGroup] | None = None,
+                       followers: list[Follower] | None = None) -> TemplateResponse | None:
+    """The page listing every order a flatten will send; None once confirmed (flattened)."""
+    if request.POST.get("confirm") == "yes":
+        result = killswitch.flatten(groups=groups, followers=followers,
+                                    by=request.user.get_username())
+        lines = result.lines()
+        model_admin.message_user(
+            request, f"Flattened and left exits only: {'; '.join(lines) or 'nothing was open'}.",
+            messages.SUCCESS)
+        return None
+    plan = killswitch.flatten_plan(groups=groups, followers=followers)
+    return TemplateResponse(request, "admin/copier/flatten_confirm.html", {
+        **model_admin.admin_site.each_context(request),
+        "title": "Flatten and stop entries?",
+        "plan": plan,
+        "targets": [str(g) for g in groups or []] + [f.account.name for f in followers or []],
+        "selected": request.POST.getlist(helpers.ACTION_CHECKBOX_NAME),
+        "action": request.POST.get("action", ""),
+        "opts": model_admin.model._meta,
+    })
+
+
 @admin.register(CopyGroup)
-class CopyGroupAdmin(admin.ModelAdmin):
-    list_display = ["name", "leader", "reverse", "exit_mode", "enabled", "follower_count"]
-    list_filter = ["enabled", "reverse", "exit_mode"]
+class CopyGroupAdmin(KillSwitchActions, admin.ModelAdmin):
+    form = CopyGroupForm
+    fields = ["name", "leader", "reverse", "exit_mode", "enabled", "mode", "on_disable"]
+    list_display = ["name", "leader", "reverse", "exit_mode", "enabled", "mode", "follower_count"]
+    list_filter = ["enabled", "mode", "reverse", "exit_mode"]
     search_fields = ["name", "leader__name"]
     list_select_related = ["leader"]
     autocomplete_fields = ["leader"]
     inlines = [FollowerInline]
+    actions = ["stop_entries", "resume_entries", "flatten_and_stop"]
 
     @admin.display(description="followers")
     def follower_count(self, obj: CopyGroup) -> int:
         return obj.followers.count()
+
+    @admin.action(description="Stop copying entries (exits only: exits are still copied)",
+                  permissions=["kill_switch"])
+    def stop_entries(self, request: HttpRequest, queryset: QuerySet[CopyGroup]) -> None:
+        action = killswitch.entries_stop(groups=list(queryset), by=request.user.get_username())
+        self.message_user(request, f"{action.detail} (action #{action.pk}).", messages.SUCCESS)
+
+    @admin.action(description="Resume copying entries", permissions=["kill_switch"])
+    def resume_entries(self, request: HttpRequest, queryset: QuerySet[CopyGroup]) -> None:
+        action = killswitch.entries_resume(groups=list(queryset), by=request.user.get_username())
+        self.message_user(request, f"{action.detail} (action #{action.pk}).", messages.SUCCESS)
+
+    @admin.action(description="Flatten and stop entries (asks for confirmation)",
+                  permissions=["flatten"])
+    def flatten_and_stop(self, request: HttpRequest,
+                         queryset: QuerySet[CopyGroup]) -> TemplateResponse | None:
+        return _flatten_confirmed(self, request, groups=list(queryset))
 
 
 class AlertConfigForm(forms.ModelForm):
@@ -103,12 +238,32 @@ class AlertConfigAdmin(admin.ModelAdmin):
 
 
 @admin.register(Follower)
-class FollowerAdmin(admin.ModelAdmin):
-    list_display = ["account", "group", "multiplier", "enabled"]
-    list_filter = ["enabled", "group"]
+class FollowerAdmin(KillSwitchActions, admin.ModelAdmin):
+    form = FollowerForm
+    fields = ["group", "account", "multiplier", "enabled", "mode", "on_disable"]
+    list_display = ["account", "group", "multiplier", "enabled", "mode"]
+    list_filter = ["enabled", "mode", "group"]
     search_fields = ["account__name", "group__name"]
     list_select_related = ["account", "group"]
     autocomplete_fields = ["account"]
+    actions = ["flatten"]
+
+    @admin.action(description="Flatten (close every position) and leave exits only",
+                  permissions=["flatten"])
+    def flatten(self, request: HttpRequest,
+                queryset: QuerySet[Follower]) -> TemplateResponse | None:
+        return _flatten_confirmed(self, request,
+                                  followers=list(queryset.select_related("account")))
+
+
+@admin.register(OperatorAction)
+class OperatorActionAdmin(AuditAdmin):
+    """Who stopped entries, resumed them or flattened, and when."""
+
+    list_display = ["id", "kind", "group", "by", "created_at", "detail"]
+    list_filter = ["kind"]
+    search_fields = ["by", "group__name", "detail"]
+    list_select_related = ["group"]
 
 
 @admin.register(Quarantine)

@@ -36,6 +36,15 @@ def validate_multiplier(value: Decimal) -> None:
         )
 
 
+MODE_HELP = ("Active: copies entries and exits. Exits only (wind-down): follows the leader's "
+             "exits and reductions until flat, never enters. Off is 'enabled' unticked.")
+
+
+class Mode(models.TextChoices):
+    ACTIVE = rules.Mode.ACTIVE.value, "Active"
+    EXITS_ONLY = rules.Mode.EXITS_ONLY.value, "Exits only (wind-down)"
+
+
 def current_event_watermark() -> int:
     """Id of the newest leader event: a new follower copies only what comes after."""
     return LeaderEvent.objects.aggregate(m=Max("id"))["m"] or 0
@@ -55,6 +64,10 @@ class CopyGroup(models.Model):
         max_length=16, choices=ExitMode.choices, default=ExitMode.PROPORTIONAL
     )
     enabled = models.BooleanField(default=True)
+    mode = models.CharField(
+        max_length=16, choices=Mode.choices, default=Mode.ACTIVE,
+        help_text=MODE_HELP + " A group in exits only makes all its followers exits only.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -90,6 +103,8 @@ class Follower(models.Model):
         max_digits=12, decimal_places=4, default=Decimal("1"), validators=[validate_multiplier]
     )
     enabled = models.BooleanField(default=True)
+    mode = models.CharField(max_length=16, choices=Mode.choices, default=Mode.ACTIVE,
+                            help_text=MODE_HELP)
     start_event_id = models.BigIntegerField(
         default=current_event_watermark, editable=False,
         help_text="Leader events up to this id happened before the account joined.",
@@ -238,23 +253,57 @@ class LeaderEvent(models.Model):
         self.symbol = normalise_symbol(self.symbol)
 
 
+class OperatorAction(models.Model):
+    """A person's kill-switch action (copier.services.killswitch): stop entries, resume
+    them, or flatten. Each follower it touched gets a Decision that points here, so that
+    a follower's history shows what a person did to it, beside what the rules did."""
+
+    class Kind(models.TextChoices):
+        ENTRIES_STOP = "entries_stop", "Stop copying entries"
+        ENTRIES_RESUME = "entries_resume", "Resume entries"
+        FLATTEN = "flatten", "Flatten and stop entries"
+
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    group = models.ForeignKey(CopyGroup, null=True, blank=True, on_delete=models.SET_NULL,
+                              related_name="operator_actions",
+                              help_text="The group it was taken on; empty: several or all.")
+    by = models.CharField(max_length=150, help_text="Who: a user name, or cli:<user>.")
+    created_at = models.DateTimeField()
+    detail = models.TextField(blank=True, default="")
+
+    class Meta:
+        ordering = ["-id"]
+        permissions = [
+            ("kill_switch", "Can stop and resume the copying of entries (kill switch)"),
+            ("flatten", "Can flatten followers' positions"),
+        ]
+
+    def __str__(self) -> str:
+        return f"#{self.pk} {self.kind} by {self.by}"
+
+
 class Decision(models.Model):
-    """What the rules decided for one follower on one leader event, and why.
+    """What the rules decided for one follower on one leader event, and why; or what an
+    operator's action (kill switch, flatten) did to it (`action` instead of `event`).
 
     Written once, settled, in the transaction that placed its orders: there is no
     open decision to see (a crash rolls it back, and the event's re-run decides again).
     """
 
-    event = models.ForeignKey(LeaderEvent, on_delete=models.CASCADE, related_name="decisions")
+    event = models.ForeignKey(LeaderEvent, null=True, blank=True, on_delete=models.CASCADE,
+                              related_name="decisions")
+    action = models.ForeignKey(OperatorAction, null=True, blank=True, on_delete=models.CASCADE,
+                               related_name="decisions")
     account = models.ForeignKey(TradingAccount, on_delete=models.CASCADE, related_name="decisions")
     symbol = models.CharField(max_length=32)
     reason = models.CharField(max_length=24, choices=[(r.value, r.value) for r in rules.Reason])
     detail = models.TextField(blank=True, default="")
-    position_before = models.IntegerField(help_text="C when evaluated.")
+    position_before = models.IntegerField(
+        null=True, blank=True, help_text="C when evaluated (empty: an action on all symbols).")
     # E0 and E1 are what the rules computed, however large: an absurd multiplier must be
-    # recorded and denied, never fail the batch it is in.
-    expected_before = models.BigIntegerField(help_text="E0.")
-    expected_after = models.BigIntegerField(help_text="E1.")
+    # recorded and denied, never fail the batch it is in. An operator action has none.
+    expected_before = models.BigIntegerField(null=True, blank=True, help_text="E0.")
+    expected_after = models.BigIntegerField(null=True, blank=True, help_text="E1.")
     planned_legs = models.JSONField(default=list, blank=True)
     placed_legs = models.JSONField(default=list, blank=True)
     position_after = models.IntegerField(null=True, blank=True)
@@ -264,10 +313,19 @@ class Decision(models.Model):
     class Meta:
         ordering = ["-event_id", "account__name"]
         constraints = [
-            models.UniqueConstraint(fields=["event", "account"], name="decision_event_account")
+            models.UniqueConstraint(fields=["event", "account"], name="decision_event_account"),
+            models.UniqueConstraint(fields=["action", "account", "symbol"],
+                                    name="decision_action_account_symbol"),
+            models.CheckConstraint(
+                condition=Q(event__isnull=False, action__isnull=True)
+                | Q(event__isnull=True, action__isnull=False),
+                name="decision_event_xor_action",
+            ),
         ]
 
     def __str__(self) -> str:
+        if self.event_id is None:
+            return f"action {self.action_id} / {self.account}: {self.reason}"
         return f"event {self.event_id} / {self.account}: {self.reason}"
 
 
@@ -307,6 +365,11 @@ class FailedExit(models.Model):
     qty = models.PositiveIntegerField()
     event = models.ForeignKey(
         LeaderEvent, null=True, blank=True, on_delete=models.SET_NULL, related_name="failed_exits"
+    )
+    action = models.ForeignKey(
+        OperatorAction, null=True, blank=True, on_delete=models.SET_NULL,
+        related_name="failed_exits",
+        help_text="The flatten it closes for: its target is flat, not the leader's E(P).",
     )
     first_failed_at = models.DateTimeField()
     attempts = models.PositiveIntegerField(default=0)

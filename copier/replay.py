@@ -14,7 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -258,6 +258,31 @@ class Replay:
     def _op_leave(self, step: Step) -> None:
         Follower.objects.filter(account=self.accounts[step.args["account"]]).delete()
 
+    def _op_mode(self, step: Step) -> None:
+        """A person sets a follower's mode: active, exits only, or off (not enabled)."""
+        mode = step.args["mode"]
+        Follower.objects.filter(account=self.accounts[step.args["account"]]).update(
+            enabled=mode != "off", **({} if mode == "off" else {"mode": mode}))
+
+    def _op_group_mode(self, step: Step) -> None:
+        mode = step.args["mode"]
+        CopyGroup.objects.filter(name=step.args["group"]).update(
+            enabled=mode != "off", **({} if mode == "off" else {"mode": mode}))
+
+    def _op_flatten(self, step: Step) -> None:
+        """A person flattens a group or a follower (the kill switch); the followers' streams
+        then say what filled, as the listener would see it."""
+        from copier.services import killswitch
+
+        if "group" in step.args:
+            group = CopyGroup.objects.get(name=step.args["group"])
+            result = killswitch.flatten(groups=[group], by="replay")
+        else:
+            follower = Follower.objects.get(account=self.accounts[step.args["account"]])
+            result = killswitch.flatten(followers=[follower], by="replay")
+        for account_id in sorted({d.account_id for d in result.decisions}):
+            self._pump(TradingAccount.objects.get(pk=account_id))
+
     def _op_advance(self, step: Step) -> None:
         target = clock.now() + dt.timedelta(seconds=step.args["seconds"])
         for _ in range(MAX_RETRIES_PER_ADVANCE):
@@ -322,9 +347,22 @@ class Replay:
                 ).select_related("account").order_by("id")
             ],
             "decisions": [
-                {"event": event_numbers[d.event_id], "account": d.account.name,
-                 "symbol": d.symbol, "reason": d.reason}
-                for d in Decision.objects.filter(account__name__in=names)
-                .select_related("account").order_by("event_id", "account__name")
-            ],
+                {"event": event_numbers[event_id], "account": account, "symbol": symbol,
+                 "reason": reason}
+                for event_id, account, symbol, reason in Decision.objects.filter(
+                    account__name__in=names, event__isnull=False
+                ).order_by("event_id", "account__name").values_list(
+                    "event_id", "account__name", "symbol", "reason")
+            ] + self._action_decisions(names),
         }
+
+    @staticmethod
+    def _action_decisions(names: Sequence[str]) -> list[dict[str, Any]]:
+        """An operator action's decisions (kill switch, flatten) after the events', each
+        numbered by the action's place among this replay's actions."""
+        rows = list(Decision.objects.filter(account__name__in=names, action__isnull=False)
+                    .order_by("action_id", "account__name", "symbol")
+                    .values_list("action_id", "account__name", "symbol", "reason"))
+        numbers = {pk: n for n, pk in enumerate(sorted({row[0] for row in rows}), start=1)}
+        return [{"action": numbers[action_id], "account": account, "symbol": symbol,
+                 "reason": reason} for action_id, account, symbol, reason in rows]

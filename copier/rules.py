@@ -9,7 +9,7 @@ are ints (positions) and Decimals (multipliers), never floats.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import ROUND_HALF_UP, Decimal
 from enum import StrEnum
 
@@ -33,6 +33,20 @@ class Reason(StrEnum):
     DISCONNECTED = "disconnected"
     ENTRY_FAILED = "entry_failed"
     REJECTED = "rejected"
+    # An exits-only follower (wind-down, or the kill switch): what the rules would have
+    # opened or added was held back and nothing else was left to send.
+    EXITS_ONLY = "exits_only"
+    # Operator actions (copier.services.killswitch): not rules of a leader event, but
+    # recorded as decisions too, so a follower's history says who did what.
+    ENTRIES_RESUMED = "entries_resumed"
+    FLATTENED = "flattened"
+
+
+class Mode(StrEnum):
+    """A follower's (and a group's) copying mode beside its `enabled` flag (off)."""
+
+    ACTIVE = "active"
+    EXITS_ONLY = "exits_only"
 
 
 class ExitMode(StrEnum):
@@ -89,6 +103,7 @@ class FollowerFacts:
     paused: bool = False  # after the heal check: the pause stays
     quarantined: bool = False  # an active quarantine on (follower, symbol)
     close_only: bool = False  # a leader move missed while disconnected (reconnect)
+    exits_only: bool = False  # the follower's or its group's mode: wind-down, never enters
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,7 +201,8 @@ def leader_side(move: LeaderMove) -> int:
 
 
 def decide(move: LeaderMove, facts: FollowerFacts) -> Verdict:
-    """Rules 1-6 of COPY_RULES.md, in order; the first that decides, decides.
+    """Rules 1-6 of COPY_RULES.md, in order (the first that decides, decides), then the
+    exits-only filter (docs/rules.md).
 
     Rule 2's heal check needs the follower's other symbols and is done by the
     caller before: `facts.paused` means the pause stays. Lifting a quarantine
@@ -216,9 +232,34 @@ def decide(move: LeaderMove, facts: FollowerFacts) -> Verdict:
         return done(Reason.OPPOSITE_SIDE, quarantine=True)
     # 5. In sync
     if c == e0 and not facts.close_only:
-        return _in_sync(move, facts, e0, e1, lifted)
+        verdict = _in_sync(move, facts, e0, e1, lifted)
     # 6. Diverged: close-only
-    return _close_only(move, c, e0, e1, lifted)
+    else:
+        verdict = _close_only(move, c, e0, e1, lifted)
+    # 7. Exits only: what 5 or 6 would open or add is held back; exits still go
+    return _exits_only(verdict) if facts.exits_only else verdict
+
+
+def _exits_only(verdict: Verdict) -> Verdict:
+    """An exits-only follower keeps the exit legs of the verdict and never its entries.
+
+    A leader reversal closes the follower and does not open it on the new side; a
+    leader's open or add leaves it as it is (`exits_only`, not `close_only`: the mode,
+    not a divergence, is why nothing was entered). Exits are never held back.
+    """
+    held = [leg for leg in verdict.legs if leg.kind == LegKind.ENTRY]
+    kept = tuple(leg for leg in verdict.legs if leg.kind == LegKind.EXIT)
+    notes = [verdict.note] if verdict.note else []
+    if held:
+        notes.append("exits only: held back " + ", ".join(
+            f"entry {leg.side.value} {leg.qty}" for leg in held))
+        reason = verdict.reason if kept else Reason.EXITS_ONLY
+    elif verdict.reason == Reason.CLOSE_ONLY and not kept:
+        notes.append("exits only: the leader opened or added, nothing is entered")
+        reason = Reason.EXITS_ONLY
+    else:
+        return verdict
+    return replace(verdict, reason=reason, legs=kept, note="; ".join(notes))
 
 
 def _in_sync(move: LeaderMove, facts: FollowerFacts, e0: int, e1: int, lifted: bool) -> Verdict:

@@ -25,7 +25,11 @@ OPS = ("fill", "outage", "restore", "fail_orders", "reject_orders", "advance", "
        "enable",
        # beyond COPY_RULES.md's list, for our own scenarios and the property model
        # (docs/scenarios.md): crashes and settings changed between a crash and its re-run
-       "crash", "recover", "reverse", "join", "leave")
+       "crash", "recover", "reverse", "join", "leave",
+       # follower and group modes, and the kill switch's flatten (docs/scenarios.md)
+       "mode", "group_mode", "flatten")
+
+MODES = ("active", "exits_only", "off")
 
 
 @dataclass(frozen=True)
@@ -200,8 +204,10 @@ def _step(index: int, raw: Any, accounts: list[str], followers: set[str],
         raise ScenarioError(f"{where}: unknown op {op!r} (one of {', '.join(OPS)})")
     where = f"step {index} ({op})"
     args: dict[str, Any] = {}
-    if op not in ("advance", "crash", "recover", "reverse"):
+    if op not in ("advance", "crash", "recover", "reverse", "group_mode", "flatten"):
         args["account"] = _known(where, raw.get("account"), accounts, "account")
+    if op in ("group_mode", "flatten"):
+        args.update(_target_args(where, raw, accounts, followers, groups))
     if op in ("fill", "release"):
         try:
             args["symbol"] = normalise_symbol(raw.get("symbol"))
@@ -226,6 +232,40 @@ def _group_args(
     if args["account"] in {g.leader for g in groups.values()}:
         raise ScenarioError(f"{where}: {args['account']} leads a group and cannot follow")
     return {"group": name, "multiplier": _multiplier(where, raw.get("multiplier", "1"))}
+
+
+def _target_args(where: str, raw: dict[str, Any], accounts: list[str], followers: set[str],
+                 groups: dict[str, GroupSpec]) -> dict[str, Any]:
+    """A group (`group_mode`, `flatten`) or a follower (`flatten`), and a mode where due."""
+    args: dict[str, Any] = {}
+    if raw["op"] == "flatten" and ("group" in raw) == ("account" in raw):
+        raise ScenarioError(f"{where}: give either a group or an account")
+    if raw["op"] == "group_mode" or "group" in raw:
+        name = _text(where, raw.get("group"), "group")
+        if name not in groups:
+            raise ScenarioError(f"{where}: unknown group {name!r}")
+        args["group"] = name
+    else:
+        args["account"] = _known(where, raw.get("account"), accounts, "account")
+        if args["account"] not in followers:
+            raise ScenarioError(f"{where}: {args['account']} follows no group")
+    if raw["op"] == "group_mode":
+        args["mode"] = _mode(where, raw.get("mode"))
+    return args
+
+
+def _mode(where: str, value: Any) -> str:
+    if value not in MODES:
+        raise ScenarioError(f"{where}: mode must be one of {', '.join(MODES)}, got {value!r}")
+    return str(value)
+
+
+def _mode_args(
+    where: str, raw: dict[str, Any], args: dict[str, Any], followers: set[str]
+) -> dict[str, Any]:
+    if args["account"] not in followers:
+        raise ScenarioError(f"{where}: {args['account']} follows no group")
+    return {"mode": _mode(where, raw.get("mode"))}
 
 
 def _fill_args(where: str, raw: dict[str, Any], _a: dict[str, Any], _f: set[str]) -> dict[str, Any]:
@@ -277,4 +317,5 @@ _OP_ARGS = {
     "advance": _advance_args,
     "enable": _enable_args,
     "leave": _leave_args,
+    "mode": _mode_args,
 }

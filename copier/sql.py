@@ -14,7 +14,7 @@ import datetime as dt
 from collections.abc import Sequence
 
 from accounts.models import Position, TradingAccount
-from copier.models import LeaderEvent, Order
+from copier.models import LeaderEvent, Mode, Order
 from copier.rawsql import ModelColumns, Statement
 
 EVENT = ModelColumns.of(LeaderEvent)
@@ -33,6 +33,7 @@ EVENT_RUN = Statement(
     "WITH fr AS (SELECT COALESCE(jsonb_agg(jsonb_build_object("  # noqa: S608 (fixed column names)
     "'follower_id', f.id, 'account_id', f.account_id, 'multiplier', f.multiplier::text,"
     " 'enabled', f.enabled AND g.enabled, 'reverse', g.reverse, 'exit_mode', g.exit_mode,"
+    " 'exits_only', (f.mode = %s OR g.mode = %s),"
     " 'start_event_id', f.start_event_id) ORDER BY f.id), '[]'::jsonb) AS v"
     " FROM copier_leaderevent le JOIN copier_copygroup g ON g.leader_id = le.account_id"
     " JOIN copier_follower f ON f.group_id = g.id"
@@ -49,7 +50,8 @@ EVENT_RUN = Statement(
 
 def event_run(*, event_id: int, now: dt.datetime) -> LeaderEvent | None:
     """Count a run of the event and freeze its followers; None if there is no such event."""
-    rows = EVENT_RUN.run([event_id, LeaderEvent.Status.RECEIVED.value,
+    exits_only = Mode.EXITS_ONLY.value
+    rows = EVENT_RUN.run([exits_only, exits_only, event_id, LeaderEvent.Status.RECEIVED.value,
                           LeaderEvent.Status.DISPATCHED.value, now, event_id])
     return EVENT.build(rows[0]) if rows else None
 

@@ -60,12 +60,14 @@ class Seat:
     reverse: bool
     exit_mode: rules.ExitMode
     start_event_id: int
+    exits_only: bool = False  # the follower's or its group's mode
 
     @classmethod
     def parse(cls, raw: dict[str, Any]) -> Seat:
+        # An event frozen before modes existed has no `exits_only`: it was active then.
         return cls(raw["follower_id"], raw["account_id"], Decimal(raw["multiplier"]),
                    raw["enabled"], raw["reverse"], rules.ExitMode(raw["exit_mode"]),
-                   raw["start_event_id"])
+                   raw["start_event_id"], bool(raw.get("exits_only", False)))
 
 
 def event_seats(event: LeaderEvent) -> list[Seat]:
@@ -232,6 +234,7 @@ class _Batch:
             position=position.qty, multiplier=seat.multiplier, reverse=seat.reverse,
             exit_mode=seat.exit_mode, enabled=seat.enabled, paused=paused,
             quarantined=position.quarantined, close_only=ev.close_only,
+            exits_only=seat.exits_only,
         )
         verdict = rules.decide(rules.LeaderMove(ev.p0, ev.p1), facts)
         notes = [verdict.note] if verdict.note else []

@@ -23,7 +23,14 @@ from django.db.models import Q
 from accounts.models import Position, TradingAccount
 from copier import clock, publisher, rules
 from copier.alerts import alert_raise
-from copier.models import AlertKind, FailedExit, Follower, LeaderEvent, Quarantine
+from copier.models import (
+    AlertKind,
+    FailedExit,
+    Follower,
+    LeaderEvent,
+    OperatorAction,
+    Quarantine,
+)
 from copier.services.placement import (
     OrderSpec,
     order_send,
@@ -46,12 +53,13 @@ def _delay(attempts: int) -> dt.timedelta:
 
 def failed_exit_queue(
     *, account: TradingAccount, symbol: str, leg: rules.Leg, event: LeaderEvent | None,
-    attempts: int, error: str, rejected: bool = False,
+    attempts: int, error: str, rejected: bool = False, action: OperatorAction | None = None,
 ) -> FailedExit:
-    """Save an exit that could not go out; a rejected one is kept but never retried."""
+    """Save an exit that could not go out; a rejected one is kept but never retried.
+    `action`: a flatten's exit (its retry closes to flat, see `_expected`)."""
     now = clock.now()
     fe = FailedExit.objects.create(
-        account=account, symbol=symbol, side=leg.side, qty=leg.qty, event=event,
+        account=account, symbol=symbol, side=leg.side, qty=leg.qty, event=event, action=action,
         first_failed_at=now, attempts=attempts, next_attempt_at=now + _delay(attempts),
         status=FailedExit.Status.REJECTED if rejected else FailedExit.Status.PENDING,
         last_error=error[:2000], updated_at=now,
@@ -177,7 +185,10 @@ def _attempt(fe: FailedExit, position: Position, *, recovering: bool) -> None:
 
 def _expected(fe: FailedExit, position: Position) -> int | None:
     """E(P) for the leader's position after the last event decided for the follower on
-    the symbol (None in a with_leader group: there the target after a reduction is flat)."""
+    the symbol (None in a with_leader group: there the target after a reduction is flat;
+    None for a flatten's exit too: a person asked for flat, whatever the leader holds)."""
+    if fe.action_id is not None:
+        return None
     follower = Follower.objects.select_related("group").filter(account_id=fe.account_id).first()
     if follower is None or follower.group.exit_mode != rules.ExitMode.PROPORTIONAL:
         return None

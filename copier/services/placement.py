@@ -34,7 +34,7 @@ from copier.services.quarantine import quarantine_create
 
 log = logging.getLogger(__name__)
 
-ORDER_ID_PREFIXES = ("cp", "fx")
+ORDER_ID_PREFIXES = ("cp", "fx", "fl")
 
 
 def is_copier_order_id(client_order_id: str | None) -> bool:
@@ -48,6 +48,12 @@ def copy_order_id(event_id: int, account_id: int, leg_index: int) -> str:
 
 def retry_order_id(failed_exit_id: int, attempt: int) -> str:
     return f"fx{failed_exit_id}-{attempt}"
+
+
+def flatten_order_id(action_id: int, account_id: int, position_id: int) -> str:
+    """A flatten's closing order: one per (action, account, symbol), the symbol by its
+    position row (a symbol may hold characters a venue refuses in a client id)."""
+    return f"fl{action_id}-{account_id}-{position_id}"
 
 
 class LookUpFailed(OrderOutcomeUnknown):

@@ -774,3 +774,62 @@ def test_missed_leader_move_decided_close_only_never_opens():
     nq = decide(moves["NQ"], follower(0, close_only=True))
     assert es.legs == (exit_(SELL, 2),)
     assert (nq.reason, nq.legs) == (Reason.CLOSE_ONLY, ())
+
+
+# --- exits only (docs/rules.md "Modes"): the follower winds down, it never enters ---------------
+
+
+def test_exits_only_follower_does_not_copy_the_leaders_open():
+    d = judge(0, 2, c=0, exits_only=True)
+    assert (d.reason, d.legs) == (Reason.EXITS_ONLY, ())
+    assert "held back entry buy 2" in d.note
+
+
+def test_exits_only_follower_in_sync_does_not_copy_an_add():
+    d = judge(2, 3, c=2, exits_only=True)
+    assert (d.reason, d.legs) == (Reason.EXITS_ONLY, ())
+    assert "held back entry buy 1" in d.note
+
+
+def test_exits_only_follower_copies_the_leaders_reduction_and_exit():
+    assert judge(4, 3, c=4, exits_only=True).legs == (Leg(SELL, 1, EXIT),)
+    d = judge(3, 0, c=3, exits_only=True)
+    assert (d.reason, d.legs) == (Reason.COPIED, (Leg(SELL, 3, EXIT),))
+
+
+def test_exits_only_follower_closes_on_a_leader_reversal_and_does_not_open_the_new_side():
+    d = judge(3, -2, c=3, exits_only=True)
+    assert (d.reason, d.legs) == (Reason.COPIED, (Leg(SELL, 3, EXIT),))
+    assert "held back entry sell 2" in d.note
+
+
+def test_exits_only_follower_left_behind_by_an_add_says_exits_only_not_close_only():
+    # diverged because an entry was held back: the mode, not a divergence, is why
+    d = judge(4, 5, c=2, exits_only=True)
+    assert (d.reason, d.legs) == (Reason.EXITS_ONLY, ())
+    assert "diverged" in d.note
+    assert "exits only" in d.note
+
+
+def test_exits_only_follower_diverged_still_reduces_as_close_only():
+    d = judge(4, 3, c=2, exits_only=True)
+    assert (d.reason, d.legs) == (Reason.CLOSE_ONLY, (Leg(SELL, 1, EXIT),))
+
+
+def test_exits_only_changes_nothing_when_nothing_would_be_entered():
+    assert judge(2, 3, c=0, m="0.1", exits_only=True).reason == Reason.NO_CHANGE
+    assert judge(2, 0, c=0, exits_only=True) == judge(2, 0, c=0)
+    assert judge(2, 1, c=2, exit_mode=WITH_LEADER, exits_only=True) == judge(
+        2, 1, c=2, exit_mode=WITH_LEADER)
+
+
+@pytest.mark.parametrize(("flags", "reason"), [({"enabled": False}, Reason.DISABLED),
+                                          ({"paused": True}, Reason.PAUSED),
+                                          ({"quarantined": True}, Reason.QUARANTINED)])
+def test_rules_before_exits_only_still_decide_first(flags, reason):
+    assert judge(2, 3, c=2, exits_only=True, **flags).reason == reason
+
+
+def test_exits_only_keeps_the_opposite_side_quarantine():
+    d = judge(2, 3, c=-1, exits_only=True)
+    assert (d.reason, d.quarantine) == (Reason.OPPOSITE_SIDE, True)

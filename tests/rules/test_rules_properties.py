@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import Decimal
 from fractions import Fraction
+from itertools import pairwise
 
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
@@ -511,3 +512,55 @@ def test_heals_iff_every_symbol_sits_at_e_of_the_leaders_position(follower, lead
     expected = {s: e_of(p, m, reverse) for s, p in leader.items()}
     assert heals(follower, leader, m, reverse) == (not divergence(follower, expected))
     assert heals(expected, leader, m, reverse)
+
+
+# --- exits only: the follower's |position| never grows, and its exits are never blocked --------
+
+
+def exits_only(case: Case) -> Case:
+    return Case(case.move, replace(case.facts, exits_only=True))
+
+
+@THOROUGH
+@given(cases())
+def test_an_exits_only_follower_never_grows_nor_crosses_flat(case):
+    d = decide(case.move, exits_only(case).facts)
+    assert all(leg.kind == LegKind.EXIT for leg in d.legs)
+    for before, now in pairwise(path(case.c, d.legs)):
+        assert abs(now) <= abs(before)
+        assert now == 0 or sign(now) == sign(before)
+
+
+@THOROUGH
+@given(cases())
+def test_exits_only_never_blocks_an_exit_the_rules_would_send(case):
+    active = decide(case.move, case.facts)
+    held = decide(case.move, exits_only(case).facts)
+    assert held.legs == tuple(leg for leg in active.legs if leg.kind == LegKind.EXIT)
+    assert (held.e0, held.e1, held.quarantine, held.lift_quarantine) == (
+        active.e0, active.e1, active.quarantine, active.lift_quarantine)
+    entries = [leg for leg in active.legs if leg.kind == LegKind.ENTRY]
+    if entries and not held.legs:
+        assert held.reason == Reason.EXITS_ONLY
+    if entries:
+        assert "held back" in held.note
+    if not entries and active.reason != Reason.CLOSE_ONLY:
+        assert held == active
+
+
+@THOROUGH
+@given(multipliers, st.booleans(), exit_modes, positions, st.lists(fills, max_size=25))
+def test_an_exits_only_follower_winds_down_over_any_sequence_of_leader_fills(
+    m, reverse, exit_mode, p, deltas
+):
+    c = expected_position(p, m, reverse)  # in line when it goes exits only
+    for delta in deltas:
+        facts = FollowerFacts(position=c, multiplier=m, reverse=reverse, exit_mode=exit_mode,
+                              exits_only=True)
+        d = decide(LeaderMove(p, p + delta), facts)
+        now = after(c, d.legs)
+        assert abs(now) <= abs(c)
+        assert (now == 0 or sign(now) == sign(c))
+        if d.reason == Reason.OPPOSITE_SIDE:
+            break  # quarantined: nothing more is copied (a reverse group never gets here)
+        c, p = now, p + delta

@@ -61,7 +61,8 @@ def test_event_run_counts_the_run_marks_it_dispatched_and_freezes_its_followers(
     assert seat is not None
     assert (seat.runs, seat.dispatched_at, seat.followers_total) == (2, NOW, 1)
     assert [s.account_id for s in event_seats(seat)] == [f1.pk]  # the same followers
-    check_columns(sql.EVENT_RUN, [event.pk, "received", "dispatched", NOW, event.pk],
+    check_columns(sql.EVENT_RUN,
+                  ["exits_only", "exits_only", event.pk, "received", "dispatched", NOW, event.pk],
                   model_columns(LeaderEvent))
 
 

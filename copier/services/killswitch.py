@@ -1,0 +1,355 @@
+"""The kill switch: stop copying entries, resume them, and flatten followers.
+
+Used by the admin's actions, by `manage.py copier_flatten` / `copier_kill` and by a
+dashboard. Every call is an `OperatorAction` row (who, what, when), and every
+follower it touched gets a `Decision` pointing at it, beside the decisions the
+rules took for leader events: a follower's history then says why it stopped
+entering, or why its position was closed.
+
+Stopping entries never strands a position: the group goes to exits only, so its
+followers still follow the leader's exits and reductions until flat. Flatten closes
+what the copier has confirmed each follower holds, through the normal placement path
+(deterministic client order ids, the Order state machine), each (follower, symbol)
+under its position lock; an exit that cannot go out now (the follower disconnected,
+a transient failure, an order of it still in doubt) is queued in the Failed Exit
+Queue with the action, whose retry closes to flat, capped at what is held.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+from django.db import transaction
+from django.db.models import Q
+
+from accounts.models import Position, TradingAccount
+from copier import clock, rules
+from copier.alerts import alert_raise
+from copier.models import (
+    AlertKind,
+    CopyGroup,
+    Decision,
+    FailedExit,
+    Follower,
+    Mode,
+    OperatorAction,
+    Order,
+    Quarantine,
+)
+from copier.services import failed_exits
+from copier.services.placement import (
+    OrderSpec,
+    flatten_order_id,
+    orders_place,
+    unknown_orders_settle,
+)
+from copier.services.positions import position_lock, positions_save
+from copier.services.quarantine import quarantine_create
+
+log = logging.getLogger(__name__)
+
+ALL_SYMBOLS = ""  # the symbol of a decision about the follower as a whole (a mode change)
+
+
+# --- which followers -----------------------------------------------------------------------
+
+
+def _groups(groups: Sequence[CopyGroup] | None) -> list[CopyGroup]:
+    """None means every group; an empty list means none (a caller's empty selection)."""
+    if groups is None:
+        return list(CopyGroup.objects.order_by("name"))
+    return sorted({g.pk: g for g in groups}.values(), key=lambda g: g.name)
+
+
+def _followers(groups: Sequence[CopyGroup] | None,
+               followers: Sequence[Follower] | None) -> list[Follower]:
+    """The followers of the groups and the followers named; both None: every follower."""
+    q = Q(pk__in=[f.pk for f in followers or []])
+    if groups is not None:
+        q |= Q(group__in=[g.pk for g in groups])
+    elif followers is None:
+        q = Q()
+    return list(Follower.objects.filter(q).select_related("account", "group")
+                .order_by("account__name"))
+
+
+def held_positions(account_ids: Iterable[int]) -> dict[int, dict[str, int]]:
+    """What the copier has confirmed each account holds (flat symbols omitted)."""
+    held: dict[int, dict[str, int]] = {}
+    for account_id, symbol, qty in (Position.objects.filter(account_id__in=list(account_ids))
+                                    .exclude(qty=0).order_by("account_id", "symbol")
+                                    .values_list("account_id", "symbol", "qty")):
+        held.setdefault(account_id, {})[symbol] = qty
+    return held
+
+
+def describe_held(held: dict[str, int]) -> str:
+    return ", ".join(f"{symbol} {qty:+d}" for symbol, qty in sorted(held.items())) or "flat"
+
+
+# --- entries: stop and resume --------------------------------------------------------------
+
+
+def entries_stop(*, groups: Sequence[CopyGroup] | None, by: str) -> OperatorAction:
+    """The groups go to exits only: no entry is copied any more, exits still are.
+
+    Takes effect from the next leader event each follower sees (an event already being
+    copied decides with the settings it first saw). Recorded and alerted.
+    """
+    return _entries_switch(OperatorAction.Kind.ENTRIES_STOP, groups, by)
+
+
+def entries_resume(*, groups: Sequence[CopyGroup] | None, by: str) -> OperatorAction:
+    """The groups go back to active. A follower whose own mode is exits only stays so:
+    a person set that on the follower, and resuming a group does not undo it."""
+    return _entries_switch(OperatorAction.Kind.ENTRIES_RESUME, groups, by)
+
+
+def _entries_switch(kind: str, groups: Sequence[CopyGroup] | None, by: str) -> OperatorAction:
+    stop = kind == OperatorAction.Kind.ENTRIES_STOP
+    target, source = (Mode.EXITS_ONLY, Mode.ACTIVE) if stop else (Mode.ACTIVE, Mode.EXITS_ONLY)
+    chosen = _groups(groups)
+    now = clock.now()
+    with transaction.atomic():
+        locked = list(CopyGroup.objects.select_for_update().filter(
+            pk__in=[g.pk for g in chosen]).order_by("pk"))
+        changed = [g for g in locked if g.mode == source]
+        action = OperatorAction.objects.create(
+            kind=kind, group=locked[0] if len(locked) == 1 else None, by=by[:150],
+            created_at=now, detail=_switch_detail(stop, locked, changed))
+        CopyGroup.objects.filter(pk__in=[g.pk for g in changed]).update(mode=target)
+        followers = list(Follower.objects.filter(group__in=changed, enabled=True,
+                                                 mode=Mode.ACTIVE)
+                         .select_related("account", "group").order_by("account__name"))
+        held = held_positions(f.account_id for f in followers)
+        Decision.objects.bulk_create([
+            Decision(action=action, account=f.account, symbol=ALL_SYMBOLS,
+                     reason=rules.Reason.EXITS_ONLY if stop else rules.Reason.ENTRIES_RESUMED,
+                     detail=_switch_note(stop, by, f, held.get(f.account_id, {})),
+                     created_at=now, settled_at=now)
+            for f in followers
+        ])
+        for g in changed:
+            alert_raise(kind=AlertKind.KILL_SWITCH, group=g, about=g.name,
+                        text=_switch_alert(stop, by, g))
+    log.warning("%s by %s: %s", kind, by, action.detail)
+    return action
+
+
+def _switch_detail(stop: bool, groups: list[CopyGroup], changed: list[CopyGroup]) -> str:
+    verb = "entries stopped" if stop else "entries resumed"
+    names = ", ".join(g.name for g in changed) or "none"
+    same = [g.name for g in groups if g not in changed]
+    return f"{verb} on: {names}" + (f"; already so: {', '.join(same)}" if same else "")
+
+
+def _switch_note(stop: bool, by: str, follower: Follower, held: dict[str, int]) -> str:
+    if stop:
+        return (f"{by} stopped entries on group {follower.group.name}: exits only. Holds "
+                f"{describe_held(held)}; its exits and reductions are still copied.")
+    return (f"{by} resumed entries on group {follower.group.name}: active from the leader's "
+            f"next event. Holds {describe_held(held)}; what it holds is judged by the rules "
+            f"(diverged: close-only until it is in line).")
+
+
+def _switch_alert(stop: bool, by: str, group: CopyGroup) -> str:
+    if stop:
+        return (f"Kill switch: {by} stopped copying entries on group {group.name}. Its "
+                f"followers are exits only: they follow the leader's exits until flat and "
+                f"enter nothing until entries are resumed.")
+    return f"Kill switch released: {by} resumed copying entries on group {group.name}."
+
+
+# --- flatten -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class PlannedExit:
+    """One order a flatten would send, from the copier's confirmed position."""
+
+    account_id: int
+    account: str
+    symbol: str
+    side: rules.Side
+    qty: int
+    connected: bool
+
+    def describe(self) -> str:
+        where = "" if self.connected else " (disconnected: queued, sent on reconnect)"
+        return f"{self.account} {self.symbol}: {self.side.value} {self.qty}{where}"
+
+
+@dataclass
+class FlattenResult:
+    action: OperatorAction
+    decisions: list[Decision] = field(default_factory=list)
+    orders: list[Order] = field(default_factory=list)
+
+    def described(self) -> list[tuple[Decision, str]]:
+        """What happened, one line per (follower, symbol) closed, for a person to read."""
+        out = []
+        for d in self.decisions:
+            if d.symbol == ALL_SYMBOLS:
+                continue
+            legs = ", ".join(f"{leg['side']} {leg['qty']} {leg['outcome']}"
+                             for leg in d.placed_legs) or "nothing sent"
+            out.append((d, f"{d.account.name} {d.symbol}: {legs} ({d.reason}); "
+                           f"now {d.position_after or 0:+d}"))
+        return out
+
+    def lines(self) -> list[str]:
+        return [line for _d, line in self.described()]
+
+
+def flatten_plan(*, groups: Sequence[CopyGroup] | None = None,
+                 followers: Sequence[Follower] | None = None) -> list[PlannedExit]:
+    """Every order a flatten would send now (a confirmation page lists them).
+
+    From the copier's confirmed positions. A (follower, symbol) whose exit an earlier
+    flatten queued is left out: that queued exit closes it (a second flatten sends
+    nothing twice).
+    """
+    chosen = _followers(groups, followers)
+    queued = _flatten_queued({f.account_id for f in chosen})
+    accounts = {f.account_id: f.account for f in chosen}
+    plan = []
+    for account_id, symbols in sorted(held_positions(accounts).items(),
+                                      key=lambda item: accounts[item[0]].name):
+        for symbol, qty in symbols.items():
+            if (account_id, symbol) in queued:
+                continue
+            plan.append(PlannedExit(account_id, accounts[account_id].name, symbol,
+                                    rules.side_for(-qty), abs(qty),
+                                    accounts[account_id].is_connected))
+    return plan
+
+
+def _flatten_queued(account_ids: set[int]) -> set[tuple[int, str]]:
+    return set(FailedExit.objects.filter(
+        account_id__in=account_ids, action__isnull=False,
+        status__in=[FailedExit.Status.PENDING, FailedExit.Status.IN_FLIGHT],
+    ).values_list("account_id", "symbol"))
+
+
+def flatten(*, groups: Sequence[CopyGroup] | None = None,
+            followers: Sequence[Follower] | None = None, by: str) -> FlattenResult:
+    """Close every position of the chosen followers and leave them in exits only.
+
+    Both None: every follower of every group. The mode goes first (committed), so that
+    a leader event that starts after it does not enter again what is being closed;
+    then each (follower, symbol) is closed in a transaction of its own, under its
+    position lock, at the quantity the copier holds then. The followers stay exits
+    only until a person sets them active again; a follower or group that was off is
+    switched to exits only, so its connection is kept and its queued exits can go.
+    """
+    chosen_groups = _groups(groups) if groups is not None or followers is None else []
+    chosen = _followers(groups, followers)
+    now = clock.now()
+    with transaction.atomic():
+        action = OperatorAction.objects.create(
+            kind=OperatorAction.Kind.FLATTEN, by=by[:150], created_at=now,
+            group=chosen_groups[0] if len(chosen_groups) == 1 else None,
+            detail=_flatten_detail(chosen_groups, chosen))
+        CopyGroup.objects.filter(pk__in=[g.pk for g in chosen_groups]).update(
+            mode=Mode.EXITS_ONLY, enabled=True)
+        Follower.objects.filter(pk__in=[f.pk for f in chosen]).update(
+            mode=Mode.EXITS_ONLY, enabled=True)
+    result = FlattenResult(action)
+    plan = {(p.account_id, p.symbol) for p in flatten_plan(followers=chosen)}
+    for f in chosen:
+        symbols = sorted(s for a, s in plan if a == f.account_id)
+        for symbol in symbols:
+            _close(result, f.account, symbol, by)
+        if not symbols:
+            result.decisions.append(Decision.objects.create(
+                action=action, account=f.account, symbol=ALL_SYMBOLS,
+                reason=rules.Reason.EXITS_ONLY, created_at=clock.now(), settled_at=clock.now(),
+                detail=f"{by} flattened: nothing to close (or its exit is queued already); "
+                       f"exits only from now on"))
+    group_of = {f.account_id: f.group for f in chosen}
+    with transaction.atomic():
+        for g in chosen_groups or sorted(set(group_of.values()), key=lambda g: g.name):
+            lines = [line for d, line in result.described()
+                     if group_of[d.account_id].pk == g.pk]
+            alert_raise(kind=AlertKind.KILL_SWITCH, group=g, about=g.name,
+                        text=(f"Kill switch: {by} flattened followers of group {g.name} and "
+                              f"left them exits only. ")
+                        + ("; ".join(lines) if lines else "Nothing was open."))
+    log.warning("flatten by %s: %s", by, "; ".join(result.lines()) or "nothing to close")
+    return result
+
+
+def _flatten_detail(groups: list[CopyGroup], followers: list[Follower]) -> str:
+    if groups:
+        return "flatten groups: " + ", ".join(g.name for g in groups)
+    return "flatten followers: " + ", ".join(f.account.name for f in followers)
+
+
+def _close(result: FlattenResult, account: TradingAccount, symbol: str, by: str) -> None:
+    """Close one (follower, symbol) at what the copier holds under the lock."""
+    action = result.action
+    with transaction.atomic():
+        position = position_lock(account.pk, symbol)
+        account = position.account
+        blocked = ""
+        if position.unknown_orders:  # an order in doubt: ask first, it may have moved C
+            settled = unknown_orders_settle(account=account, symbol=symbol)
+            position.qty += settled.moved
+            blocked = settled.blocked
+        before = position.qty
+        notes = [f"{by} flattened"]
+        results: list[tuple[rules.Leg, rules.LegOutcome]] = []
+        orders: list[Order] = []
+        legs = rules.close_by(before, abs(before))
+        if _flatten_queued({account.pk}) & {(account.pk, symbol)}:
+            notes.append("an earlier flatten's exit is queued: it closes this")
+            legs = ()
+        for leg in legs:
+            if blocked or not account.is_connected:
+                why = blocked or "follower disconnected"
+                failed_exits.failed_exit_queue(account=account, symbol=symbol, leg=leg,
+                                               event=None, action=action, attempts=0, error=why)
+                notes.append(f"exit {leg.side.value} {leg.qty} queued: {why}")
+                results.append((leg, rules.LegOutcome.QUEUED))
+                continue
+            spec = OrderSpec(account=account, symbol=symbol, leg=leg,
+                             client_order_id=flatten_order_id(action.pk, account.pk,
+                                                              position.pk))
+            sent = orders_place([spec])[0]
+            position.qty += sent.moved
+            outcome = rules.leg_outcome(leg, failed=sent.error is not None,
+                                        permanent=sent.permanent)
+            if sent.error is not None:
+                notes.append(f"exit {leg.side.value} {leg.qty}: {sent.error.message}")
+                if outcome == rules.LegOutcome.REJECTED:
+                    quarantine_create(account=account, symbol=symbol,
+                                      reason=Quarantine.Reason.REJECTED,
+                                      detail=sent.error.message)
+                sent.order.failed_exit = failed_exits.failed_exit_queue(
+                    account=account, symbol=symbol, leg=leg, event=None, action=action,
+                    attempts=1, error=sent.error.message,
+                    rejected=outcome == rules.LegOutcome.REJECTED)
+            if sent.order.status != Order.Status.FAILED:
+                orders.append(sent.order)
+            results.append((leg, outcome))
+        now = clock.now()
+        decision = Decision.objects.create(
+            action=action, account=account, symbol=symbol,
+            reason=rules.placement_reason(rules.Reason.FLATTENED, results),
+            detail="; ".join(notes), position_before=before, position_after=position.qty,
+            planned_legs=[_leg_json(leg) for leg in legs],
+            placed_legs=[{**_leg_json(leg), "outcome": outcome.value}
+                         for leg, outcome in results],
+            created_at=now, settled_at=now)
+        for order in orders:
+            order.decision = decision
+            order.save()
+        positions_save([position])
+    result.decisions.append(decision)
+    result.orders.extend(orders)
+
+
+def _leg_json(leg: rules.Leg) -> dict[str, object]:
+    return {"side": leg.side.value, "qty": leg.qty, "kind": leg.kind.value}

@@ -1,0 +1,321 @@
+"""The kill switch (copier.services.killswitch) and the modes it sets, against the sim broker.
+
+Each test drives the copier as the listener does (fills at the sim, pumped), calls the
+service as the admin or the command would, and reads the broker's books for the truth.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+from django.db import IntegrityError, transaction
+
+from brokers.sim import SimBroker
+from copier import clock, tasks
+from copier.models import (
+    Alert,
+    AlertKind,
+    CopyGroup,
+    Decision,
+    FailedExit,
+    Follower,
+    LeaderEvent,
+    Mode,
+    OperatorAction,
+    Order,
+    Quarantine,
+)
+from copier.rules import Reason, Side
+from copier.services import engine, killswitch
+from copier.services.ingest import FillInput, leader_fill_ingest
+from copier.services.placement import is_copier_order_id
+from tests.factories import (
+    account,
+    broker_position,
+    connect,
+    copier_position,
+    group,
+    leader_fill,
+)
+
+pytestmark = [pytest.mark.django_db(transaction=True, databases="__all__"),
+              pytest.mark.usefixtures("eager_tasks")]
+
+
+@pytest.fixture
+def world():
+    leader, f1, f2 = account("L"), account("F1"), account("F2")
+    g = group("g", leader, {f1: "1", f2: "2"})
+    connect(leader, f1, f2)
+    return g, leader, f1, f2
+
+
+def _reasons(**filters) -> list[tuple[str, str, str]]:
+    return list(Decision.objects.filter(**filters).order_by("account__name", "symbol")
+                .values_list("account__name", "symbol", "reason"))
+
+
+# --- entries: stop and resume ------------------------------------------------------------------
+
+
+def test_entries_stop_holds_back_entries_and_still_copies_exits(world):
+    g, leader, f1, f2 = world
+    leader_fill(leader, "ES", "buy", 2)
+    action = killswitch.entries_stop(groups=[g], by="alice")
+    g.refresh_from_db()
+    assert g.mode == Mode.EXITS_ONLY
+    assert (action.kind, action.by, action.group) == (OperatorAction.Kind.ENTRIES_STOP, "alice", g)
+    assert _reasons(action=action) == [("F1", "", "exits_only"), ("F2", "", "exits_only")]
+    assert "ES +2" in Decision.objects.get(action=action, account=f1).detail
+    assert Alert.objects.filter(kind=AlertKind.KILL_SWITCH, group=g).count() == 1
+
+    leader_fill(leader, "ES", "buy", 1)  # an add: not copied
+    assert (broker_position(f1, "ES"), broker_position(f2, "ES")) == (2, 4)
+    leader_fill(leader, "ES", "sell", 3)  # the exit: copied
+    assert (broker_position(f1, "ES"), broker_position(f2, "ES")) == (0, 0)
+    event_reasons = list(Decision.objects.filter(event__isnull=False).order_by(
+        "event_id", "account__name").values_list("reason", flat=True))
+    assert event_reasons == ["copied", "copied", "exits_only", "exits_only",
+                             "close_only", "close_only"]
+
+
+def test_entries_stop_twice_records_the_second_press_and_changes_nothing(world):
+    g, *_ = world
+    killswitch.entries_stop(groups=[g], by="alice")
+    again = killswitch.entries_stop(groups=None, by="bob")  # every group
+    assert "already so: g" in again.detail
+    assert not again.decisions.exists()
+    assert Alert.objects.filter(kind=AlertKind.KILL_SWITCH).count() == 1
+
+
+def test_entries_resume_sets_the_group_active_but_keeps_a_followers_own_exits_only(world):
+    g, leader, f1, f2 = world
+    Follower.objects.filter(account=f2).update(mode=Mode.EXITS_ONLY)
+    killswitch.entries_stop(groups=[g], by="alice")
+    action = killswitch.entries_resume(groups=[g], by="alice")
+    g.refresh_from_db()
+    assert g.mode == Mode.ACTIVE
+    assert _reasons(action=action) == [("F1", "", "entries_resumed")]
+    leader_fill(leader, "ES", "buy", 1)
+    assert (broker_position(f1, "ES"), broker_position(f2, "ES")) == (1, 0)
+
+
+# --- seats: the mode is frozen with the event ---------------------------------------------------
+
+
+def _stored(leader, fill_id, side, qty):
+    with transaction.atomic():
+        event = leader_fill_ingest(account=leader, fill=FillInput(fill_id, "ES", side, qty))
+        transaction.get_connection().run_on_commit.clear()  # its publish lost
+    return event
+
+
+@pytest.mark.parametrize(("first", "then", "copied"), [(Mode.ACTIVE, Mode.EXITS_ONLY, 1),
+                                               (Mode.EXITS_ONLY, Mode.ACTIVE, 0)])
+def test_a_run_decides_with_the_mode_the_event_first_saw(world, first, then, copied):
+    g, leader, f1, _f2 = world
+    CopyGroup.objects.filter(pk=g.pk).update(mode=first)
+    event = _stored(leader, "a", "buy", 1)
+    started = engine.event_start(event_id=event.pk)  # the first run freezes the seats
+    assert started is not None
+    CopyGroup.objects.filter(pk=g.pk).update(mode=then)  # changed before the copy ran
+    for batch in started.batches:
+        engine.seats_copy(event=started.event, seats=batch)
+    assert broker_position(f1, "ES") == copied
+
+
+def test_an_event_frozen_before_modes_existed_is_read_as_active(world):
+    _g, leader, _f1, _f2 = world
+    event = _stored(leader, "a", "buy", 1)
+    started = engine.event_start(event_id=event.pk)
+    assert started is not None
+    raw = [{k: v for k, v in seat.items() if k != "exits_only"}
+           for seat in LeaderEvent.objects.get(pk=event.pk).followers_frozen]
+    assert all(s.exits_only is False for s in (engine.Seat.parse(r) for r in raw))
+
+
+# --- flatten -----------------------------------------------------------------------------------
+
+
+def test_flatten_plan_lists_every_order_from_the_confirmed_positions(world):
+    g, leader, _f1, f2 = world
+    leader_fill(leader, "ES", "buy", 2)
+    leader_fill(leader, "NQ", "sell", 1)
+    plan = killswitch.flatten_plan(groups=[g])
+    assert [(p.account, p.symbol, p.side, p.qty) for p in plan] == [
+        ("F1", "ES", Side.SELL, 2), ("F1", "NQ", Side.BUY, 1),
+        ("F2", "ES", Side.SELL, 4), ("F2", "NQ", Side.BUY, 2)]
+    assert killswitch.flatten_plan(followers=[Follower.objects.get(account=f2)])[0].account == "F2"
+    assert Order.objects.count() == 4  # a plan sends nothing
+
+
+def test_flatten_closes_every_position_then_the_next_entry_is_not_copied(world):
+    g, leader, f1, f2 = world
+    leader_fill(leader, "ES", "buy", 2)
+    result = killswitch.flatten(groups=[g], by="alice")
+    assert (broker_position(f1, "ES"), broker_position(f2, "ES")) == (0, 0)
+    assert (copier_position(f1, "ES"), copier_position(f2, "ES")) == (0, 0)
+    assert _reasons(action=result.action) == [("F1", "ES", "flattened"), ("F2", "ES", "flattened")]
+    ids = [o.client_order_id for o in result.orders]
+    assert all(i.startswith(f"fl{result.action.pk}-") and is_copier_order_id(i) for i in ids)
+    assert [(o.side, o.qty, o.status, o.decision.action_id) for o in result.orders] == [
+        ("sell", 2, "filled", result.action.pk), ("sell", 4, "filled", result.action.pk)]
+    g.refresh_from_db()
+    assert (g.mode, g.enabled) == (Mode.EXITS_ONLY, True)
+    assert Alert.objects.filter(kind=AlertKind.KILL_SWITCH, group=g).exists()
+
+    connect(f1, f2)  # the fills of our flatten orders on the stream: counted once
+    assert (copier_position(f1, "ES"), copier_position(f2, "ES")) == (0, 0)
+    leader_fill(leader, "ES", "buy", 1)
+    assert (broker_position(f1, "ES"), broker_position(f2, "ES")) == (0, 0)
+
+    again = killswitch.flatten(groups=[g], by="alice")  # safe twice: nothing to close
+    assert again.orders == []
+    assert _reasons(action=again.action) == [("F1", "", "exits_only"), ("F2", "", "exits_only")]
+
+
+def test_flatten_of_one_follower_leaves_the_group_and_the_others_alone(world):
+    g, leader, f1, f2 = world
+    leader_fill(leader, "ES", "buy", 1)
+    killswitch.flatten(followers=[Follower.objects.get(account=f1)], by="alice")
+    g.refresh_from_db()
+    assert g.mode == Mode.ACTIVE
+    assert Follower.objects.get(account=f1).mode == Mode.EXITS_ONLY
+    assert Follower.objects.get(account=f2).mode == Mode.ACTIVE
+    assert (broker_position(f1, "ES"), broker_position(f2, "ES")) == (0, 2)
+
+
+def test_flatten_switches_an_off_follower_to_exits_only_so_its_exit_can_go(world):
+    _g, leader, f1, _f2 = world
+    leader_fill(leader, "ES", "buy", 1)
+    Follower.objects.filter(account=f1).update(enabled=False)
+    killswitch.flatten(followers=[Follower.objects.get(account=f1)], by="alice")
+    f = Follower.objects.get(account=f1)
+    assert (f.enabled, f.mode, broker_position(f1, "ES")) == (True, Mode.EXITS_ONLY, 0)
+
+
+@pytest.mark.usefixtures("frozen_clock")
+def test_a_transient_failure_queues_the_exit_and_the_retry_closes_to_flat(world):
+    """The leader still holds: an event's queued exit would resolve (C == E(P)); a flatten's
+    target is flat, so its retry closes what the follower holds."""
+    g, leader, f1, _f2 = world
+    leader_fill(leader, "ES", "buy", 2)
+    SimBroker(f1).inject(fail=1)
+    result = killswitch.flatten(groups=[g], by="alice")
+    assert _reasons(action=result.action)[0] == ("F1", "ES", "exit_queued")
+    fe = FailedExit.objects.get(account=f1)
+    assert (fe.action_id, fe.side, fe.qty, fe.attempts, fe.status) == (
+        result.action.pk, "sell", 2, 1, "pending")
+    assert killswitch.flatten_plan(groups=[g]) == []  # its queued exit closes it
+    assert broker_position(f1, "ES") == 2
+    clock.advance_to(fe.next_attempt_at)
+    tasks.retry_failed_exit(fe.pk)
+    fe.refresh_from_db()
+    assert fe.status == FailedExit.Status.DONE
+    assert (broker_position(f1, "ES"), copier_position(f1, "ES")) == (0, 0)
+
+
+def test_a_rejected_flatten_order_quarantines_and_is_kept_rejected(world):
+    g, leader, f1, _f2 = world
+    leader_fill(leader, "ES", "buy", 1)
+    SimBroker(f1).inject(reject=1)
+    result = killswitch.flatten(groups=[g], by="alice")
+    assert _reasons(action=result.action)[0] == ("F1", "ES", "rejected")
+    assert FailedExit.objects.get(account=f1).status == FailedExit.Status.REJECTED
+    assert Quarantine.objects.filter(account=f1, symbol="ES", lifted_at__isnull=True).exists()
+
+
+@pytest.mark.usefixtures("frozen_clock")  # the retry runs when the test says: at the reconnect
+def test_a_disconnected_followers_exit_is_queued_and_sent_on_reconnect(world):
+    g, leader, f1, f2 = world
+    leader_fill(leader, "ES", "buy", 1)
+    SimBroker(f1).set_reachable(False)
+    connect(f1)
+    result = killswitch.flatten(groups=[g], by="alice")
+    assert _reasons(action=result.action) == [("F1", "ES", "exit_queued"),
+                                              ("F2", "ES", "flattened")]
+    fe = FailedExit.objects.get(account=f1)
+    assert (fe.status, fe.attempts, fe.qty) == (FailedExit.Status.PENDING, 0, 1)
+    assert broker_position(f1, "ES") == 1
+    SimBroker(f1).set_reachable(True)
+    connect(f1)
+    fe.refresh_from_db()
+    assert fe.status == FailedExit.Status.DONE
+    assert (broker_position(f1, "ES"), broker_position(f2, "ES")) == (0, 0)
+
+
+# --- the record --------------------------------------------------------------------------------
+
+
+def test_a_decision_belongs_to_exactly_one_event_or_action(world):
+    _g, leader, f1, _f2 = world
+    leader_fill(leader, "ES", "buy", 1)
+    action = OperatorAction.objects.create(kind="flatten", by="x", created_at=clock.now())
+    event = LeaderEvent.objects.get()
+    for kw in ({}, {"event": event, "action": action}):
+        with pytest.raises(IntegrityError), transaction.atomic():
+            Decision.objects.create(account=f1, symbol="NQ", reason=Reason.FLATTENED,
+                                    created_at=clock.now(), **kw)
+
+
+def test_action_decisions_name_their_action(world):
+    g, *_ = world
+    action = killswitch.entries_stop(groups=[g], by="alice")
+    d = Decision.objects.filter(action=action).first()
+    assert str(d).startswith(f"action {action.pk} / ")
+    assert str(action) == f"#{action.pk} entries_stop by alice"
+    assert d.created_at - clock.now() < dt.timedelta(minutes=1)
+
+
+# --- the commands ------------------------------------------------------------------------------
+
+
+def _command(*args: str, stdin: str | None = None) -> str:
+    import io
+
+    from django.core.management import call_command
+
+    out = io.StringIO()
+    kw = {"stdin": io.StringIO(stdin)} if stdin is not None else {}
+    call_command(*args, stdout=out, **kw)
+    return out.getvalue()
+
+
+def test_copier_flatten_prints_the_plan_asks_and_sends(world):
+    from django.core.management.base import CommandError
+
+    _g, leader, f1, f2 = world
+    leader_fill(leader, "ES", "buy", 1)
+    with pytest.raises(CommandError, match="not confirmed"):
+        _command("copier_flatten", "--group", "g", stdin="n\n")
+    assert broker_position(f1, "ES") == 1
+    out = _command("copier_flatten", "--follower", "F1", "--by", "ops", stdin="y\n")
+    assert "F1 ES: sell 1" in out
+    assert "F1 ES: sell 1 placed (flattened); now +0" in out
+    assert (broker_position(f1, "ES"), broker_position(f2, "ES")) == (0, 2)
+    out = _command("copier_flatten", "--all", "--yes")
+    assert "F2 ES: sell 2 placed (flattened)" in out
+    assert OperatorAction.objects.filter(by="ops").count() == 1
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    ((), "say what"), (("--group", "nope"), "no such copy group: nope"),
+    (("--follower", "L"), "not a follower of any group: L"),
+    (("--all", "--group", "g"), "cannot be combined")])
+def test_copier_flatten_refuses_bad_input_and_changes_nothing(world, args, message):
+    from django.core.management.base import CommandError
+
+    with pytest.raises(CommandError, match=message):
+        _command("copier_flatten", *args, "--yes")
+    assert not OperatorAction.objects.exists()
+
+
+def test_copier_kill_stops_and_resumes_entries(world):
+    g, *_ = world
+    assert "entries stopped on: g" in _command("copier_kill", "stop", "--group", "g")
+    g.refresh_from_db()
+    assert g.mode == Mode.EXITS_ONLY
+    assert "entries resumed on: g" in _command("copier_kill", "resume", "--all")
+    g.refresh_from_db()
+    assert g.mode == Mode.ACTIVE
