@@ -141,6 +141,10 @@ class LinkedLookups:
     def account_link(self, obj: Any) -> str:
         return link(change_url(obj.account), obj.account.name)
 
+    @admin.display(description="follower", ordering="account__name")
+    def follower_link(self, obj: Any) -> str:
+        return link(change_url(obj.account), obj.account.name)
+
     @admin.display(description="event", ordering="event_id")
     def event_link(self, obj: Any) -> str:
         if obj.event_id is None:
@@ -274,11 +278,11 @@ class DecisionAdmin(LinkedLookups, AuditAdmin):
     """A few readable columns: when, which event, which follower, which symbol, and what
     happened in a sentence; the numbers behind the sentence on the detail page."""
 
-    list_display = ["time", "event_link", "account_link", "symbol", "sentence"]
+    list_display = ["time", "event_link", "follower_link", "symbol", "sentence"]
     list_filter = ["reason", "symbol"]
     search_fields = ["account__name", "event__fill_id", "symbol"]
     list_select_related = ["event__account", "account"]
-    readonly_fields = ("sentence", "time", "event_link", "account_link", "symbol", "reason",
+    readonly_fields = ("sentence", "time", "event_link", "follower_link", "symbol", "reason",
                        "position_before", "expected_before", "expected_after",
                        "position_after", "planned", "placed", "detail", "order_list")
     fields = readonly_fields

@@ -53,8 +53,6 @@ ALLOWED_HOSTS = [h for h in os.environ.get("ALLOWED_HOSTS", "localhost,127.0.0.1
 CSRF_TRUSTED_ORIGINS = [o for o in os.environ.get("CSRF_TRUSTED_ORIGINS", "").split(",") if o]
 
 INSTALLED_APPS = [
-    # Django's admin with the copier's site: its name, and a "System" section
-    "copier.console.apps.CopierAdminConfig",
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -64,6 +62,9 @@ INSTALLED_APPS = [
     "accounts",
     "brokers",
     "copier",
+    # Django's admin with the copier's site (its name, a "System" section); last, so that
+    # the copier's admin/base_site.html (favicon, dashboard link) wins over the admin's own.
+    "copier.console.apps.CopierAdminConfig",
 ]
 
 MIDDLEWARE = [
