@@ -158,6 +158,9 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
     "loggers": {
         "django.db.backends": {"level": "WARNING"},
+        # runserver's line per request (the dashboard polls every few seconds): `make run`
+        # sets WARNING unless -v; its lines then go through the handler above.
+        "django.server": {"level": os.environ.get("COPIER_ACCESS_LOG_LEVEL", "INFO")},
         # httpx logs every request's full URL at INFO: an alert webhook's URL is its token
         "httpx": {"level": "WARNING"},
         "httpcore": {"level": "WARNING"},
