@@ -8,7 +8,7 @@ from urllib.parse import urlencode
 from django.db.models import QuerySet
 from django.urls import reverse
 from django.utils.html import format_html, format_html_join
-from django.utils.safestring import SafeString
+from django.utils.safestring import SafeString, mark_safe
 
 from copier.console.latency import SLOW_MS
 from copier.console.sentences import DecisionFacts, decision_sentence
@@ -62,7 +62,7 @@ def order_latency_ms(order: Order, event: LeaderEvent | None) -> float | None:
 
 def latency_html(ms: float | None) -> SafeString:
     if ms is None:
-        return format_html('<span class="latency none">-</span>')
+        return mark_safe('<span class="latency none">-</span>')  # a constant
     slow = ms > SLOW_MS
     return format_html('<span class="latency{}" data-testid="latency"{}>{} ms</span>',
                        " slow" if slow else "",
