@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test test-fast lint bench clean
+.PHONY: run banner test test-fast lint bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -12,8 +12,13 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	touch $(STAMP)
 
+# RUN_ARGS: e.g. `make run RUN_ARGS="-v --web-port 8001"`
 run: $(STAMP)
-	$(BIN)/python -m copier.devstack run
+	$(BIN)/python -m copier.devstack run $(RUN_ARGS)
+
+# The running copier's addresses and login again, from another terminal.
+banner:
+	$(BIN)/python -m copier.devstack banner
 
 test: $(STAMP)
 	$(BIN)/python -m copier.devstack packages

@@ -22,12 +22,15 @@ from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404, render
 from django.urls import path, reverse
+from django.utils.html import format_html
 
 from accounts.credentials import credential_fieldsets, trading_account_form
 from accounts.models import Position, TradingAccount
 from accounts.symbols import normalise_symbol
 from brokers.base import BrokerError
 from brokers.registry import adapter_for
+from copier.console.decisions import changelist_url, links
+from copier.console.display import time_display
 from copier.models import SIDE_CHOICES
 
 
@@ -58,8 +61,9 @@ class SimFillForm(forms.Form):
 @admin.register(TradingAccount)
 class TradingAccountAdmin(admin.ModelAdmin):
     form = trading_account_form()
-    list_display = ["name", "broker", "connection_state", "copy_paused", "pause_reason",
-                    "paused_since", "last_error"]
+    # "healthy" reads the right way round (a tick is good); the pause's reason beside it.
+    list_display = ["name", "broker", "connection", "healthy", "pause_reason", "paused",
+                    "last_error", "related"]
     list_filter = ["broker", "connection_state", "copy_paused"]
     search_fields = ["name", "external_id"]
     readonly_fields = ["connection_state", "connection_changed_at", "last_connected_at",
@@ -78,6 +82,30 @@ class TradingAccountAdmin(admin.ModelAdmin):
         return [(None, {"fields": main}), *credential_fieldsets(obj),
                 ("State", {"fields": state})] if obj else [
             (None, {"fields": main}), *credential_fieldsets(obj)]
+
+    @admin.display(description="connection", ordering="connection_state")
+    def connection(self, obj: TradingAccount) -> str:
+        since = time_display(obj.connection_changed_at) if obj.connection_changed_at else ""
+        return format_html('<span class="conn {}" title="since {}">{}</span>',
+                           obj.connection_state, since, obj.get_connection_state_display())
+
+    @admin.display(description="healthy", boolean=True)
+    def healthy(self, obj: TradingAccount) -> bool:
+        """Connected and not paused: copying can reach it."""
+        return obj.is_connected and not obj.copy_paused
+
+    @admin.display(description="paused since", ordering="paused_since")
+    def paused(self, obj: TradingAccount) -> str:
+        return time_display(obj.paused_since) if obj.copy_paused else "-"
+
+    @admin.display(description="see")
+    def related(self, obj: TradingAccount) -> str:
+        return links([
+            (changelist_url("copier.decision", account__id__exact=obj.pk), "decisions"),
+            (changelist_url("copier.order", account__id__exact=obj.pk), "orders"),
+            (changelist_url("copier.quarantine", account__id__exact=obj.pk), "quarantines"),
+            (changelist_url("copier.leaderevent", account__id__exact=obj.pk), "leader events"),
+        ])
 
     @admin.display(description="credentials")
     def credentials_status(self, obj: TradingAccount) -> str:
@@ -141,11 +169,20 @@ class TradingAccountAdmin(admin.ModelAdmin):
 
         for account in self._sim_accounts(request, queryset):
             SimBroker(account).set_reachable(reachable)
-            self.message_user(
-                request, f"{account}: sim broker " + (
-                    "reachable again; the listener reconnects the account and compares "
-                    "its positions" if reachable else
-                    "unreachable; the listener marks the account disconnected"))
+            if not reachable:
+                self.message_user(request, f"{account}: sim broker unreachable; the listener "
+                                           "marks the account disconnected", messages.WARNING)
+            elif account.copy_paused:
+                # reachable, but copying does not resume until the pause heals
+                self.message_user(
+                    request, f"{account}: sim broker reachable again, but the account is "
+                             f"still PAUSED ({account.pause_reason or 'positions changed'}): "
+                             "nothing is copied to it until its positions match the "
+                             "leader's", messages.ERROR)
+            else:
+                self.message_user(request, f"{account}: sim broker reachable again; the "
+                                           "listener reconnects the account and compares "
+                                           "its positions", messages.SUCCESS)
 
     def sim_fill_view(self, request: HttpRequest, pk: int) -> HttpResponse:
         """A trade at the sim broker on this account: the leader's, or a manual one.

@@ -36,7 +36,7 @@ class SimAccount(models.Model):
     )
 
     def __str__(self) -> str:
-        return f"sim book of {self.account_id}"
+        return f"sim book of {self.account}"
 
 
 class SimPosition(models.Model):

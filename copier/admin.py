@@ -12,9 +12,23 @@ from django.contrib.admin import helpers
 from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.template.response import TemplateResponse
+from django.urls import reverse
+from django.utils.html import format_html, format_html_join
 from django_celery_beat import admin as beat_admin
 from django_celery_beat.models import PeriodicTask
 
+from copier.console.decisions import (
+    change_url,
+    changelist_url,
+    decision_text,
+    event_follower_latencies,
+    latency_html,
+    link,
+    links,
+    order_latency_ms,
+)
+from copier.console.display import signed, time_display
+from copier.console.sentences import legs_text
 from copier.models import (
     AlertConfig,
     CopyGroup,
@@ -266,22 +280,69 @@ class OperatorActionAdmin(AuditAdmin):
     list_select_related = ["group"]
 
 
+class LinkedLookups:
+    """The changelist filters the console links to (account <-> event <-> decision <->
+    order), allowed although they are not in list_filter."""
+
+    linked_lookups: tuple[str, ...] = ()
+
+    def lookup_allowed(self, lookup: str, value: str, request: HttpRequest | None = None
+                       ) -> bool:
+        if lookup in self.linked_lookups:
+            return True
+        return super().lookup_allowed(lookup, value, request)  # type: ignore[misc]
+
+    @admin.display(description="account", ordering="account__name")
+    def account_link(self, obj: Any) -> str:
+        return link(change_url(obj.account), obj.account.name)
+
+    @admin.display(description="follower", ordering="account__name")
+    def follower_link(self, obj: Any) -> str:
+        return link(change_url(obj.account), obj.account.name)
+
+    @admin.display(description="event", ordering="event_id")
+    def event_link(self, obj: Any) -> str:
+        if obj.event_id is None:
+            return "-"
+        return link(reverse("admin:copier_leaderevent_change", args=[obj.event_id]),
+                    f"#{obj.event_id}")
+
+
 @admin.register(Quarantine)
-class QuarantineAdmin(admin.ModelAdmin):
-    list_display = ["account", "symbol", "reason", "detail", "created_at", "lifted_at",
-                    "lifted_by"]
+class QuarantineAdmin(LinkedLookups, admin.ModelAdmin):
+    list_display = ["created", "account_link", "symbol", "reason", "detail", "lifted",
+                    "lifted_by", "related"]
     list_filter = ["reason", ("lifted_at", admin.EmptyFieldListFilter)]
     search_fields = ["account__name", "symbol"]
     list_select_related = ["account"]
-    readonly_fields = ["account", "symbol", "reason", "detail", "event", "created_at",
-                       "lifted_at", "lifted_by"]
+    readonly_fields = ("account", "symbol", "reason", "detail", "event", "created", "lifted",
+                       "lifted_by", "related")
+    fields = readonly_fields
     actions = ["lift"]
+    linked_lookups = ("account__id__exact", "event__id__exact", "symbol")
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
+
+    @admin.display(description="since", ordering="created_at")
+    def created(self, obj: Quarantine) -> str:
+        return time_display(obj.created_at)
+
+    @admin.display(description="lifted", ordering="lifted_at")
+    def lifted(self, obj: Quarantine) -> str:
+        return time_display(obj.lifted_at) if obj.lifted_at else "active"
+
+    @admin.display(description="see")
+    def related(self, obj: Quarantine) -> str:
+        pairs = [(changelist_url("copier.decision", account__id__exact=obj.account_id,
+                                 symbol=obj.symbol), "decisions")]
+        if obj.event_id:
+            pairs.append((reverse("admin:copier_leaderevent_change", args=[obj.event_id]),
+                          f"event #{obj.event_id}"))
+        return links(pairs)
 
     @admin.action(description="Lift the selected quarantines (copying resumes on that symbol)",
                   permissions=["change"])
@@ -297,53 +358,179 @@ class QuarantineAdmin(admin.ModelAdmin):
 
 
 class DecisionInline(admin.TabularInline):
+    """An event's decisions: who, what it means in words, how fast."""
+
     model = Decision
-    readonly_fields = ("account", "reason", "position_before", "expected_before",
-                       "expected_after", "position_after", "placed_legs", "detail")
+    readonly_fields = ("follower", "sentence", "latency")
     fields = readonly_fields
     extra = 0
     can_delete = False
+    verbose_name_plural = "decisions (one per follower)"
 
     def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
 
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Decision]:
+        return super().get_queryset(request).select_related("account", "event")
+
+    @admin.display(description="follower")
+    def follower(self, obj: Decision) -> str:
+        return link(change_url(obj), obj.account.name)
+
+    @admin.display(description="what happened")
+    def sentence(self, obj: Decision) -> str:
+        return decision_text(obj)
+
+    @admin.display(description="latency")
+    def latency(self, obj: Decision) -> str:
+        if obj.event is None:  # an operator action's decision: no leader fill to time from
+            return latency_html(None)
+        return latency_html(event_follower_latencies(obj.event).get(obj.account_id))
+
 
 @admin.register(LeaderEvent)
-class LeaderEventAdmin(AuditAdmin):
-    list_display = ["id", "account", "symbol", "side", "qty", "p0", "p1", "source", "status",
-                    "received_at", "done_at"]
+class LeaderEventAdmin(LinkedLookups, AuditAdmin):
+    list_display = ["id", "received", "account", "move", "source", "status", "latency",
+                    "related"]
     list_filter = ["status", "source", "symbol"]
     search_fields = ["fill_id", "account__name"]
     list_select_related = ["account"]
     inlines = [DecisionInline]
+    readonly_fields = ("account", "move", "fill_id", "source", "status", "received", "fill",
+                       "done", "followers_total", "runs", "latency", "related")
+    fields = readonly_fields
+    linked_lookups = ("account__id__exact", "id__exact")
+
+    @admin.display(description="fill read", ordering="received_at")
+    def received(self, obj: LeaderEvent) -> str:
+        return time_display(obj.received_at)
+
+    @admin.display(description="fill time at the broker", ordering="fill_time")
+    def fill(self, obj: LeaderEvent) -> str:
+        return time_display(obj.fill_time)
+
+    @admin.display(description="done", ordering="done_at")
+    def done(self, obj: LeaderEvent) -> str:
+        return time_display(obj.done_at)
+
+    @admin.display(description="leader move")
+    def move(self, obj: LeaderEvent) -> str:
+        return f"{obj.side} {obj.qty} {obj.symbol}: {signed(obj.p0)} \u2192 {signed(obj.p1)}"
+
+    @admin.display(description="slowest copy")
+    def latency(self, obj: LeaderEvent) -> str:
+        values = event_follower_latencies(obj).values()
+        return latency_html(max(values) if values else None)
+
+    @admin.display(description="see")
+    def related(self, obj: LeaderEvent) -> str:
+        return links([
+            (changelist_url("copier.decision", event__id__exact=obj.pk), "decisions"),
+            (changelist_url("copier.order", decision__event__id__exact=obj.pk), "orders"),
+        ])
 
 
 @admin.register(Decision)
-class DecisionAdmin(AuditAdmin):
-    list_display = ["event", "account", "symbol", "reason", "position_before",
-                    "expected_before", "expected_after", "position_after", "planned_legs",
-                    "placed_legs", "detail"]
+class DecisionAdmin(LinkedLookups, AuditAdmin):
+    """A few readable columns: when, which event, which follower, which symbol, and what
+    happened in a sentence; the numbers behind the sentence on the detail page."""
+
+    list_display = ["time", "event_link", "follower_link", "symbol", "sentence"]
     list_filter = ["reason", "symbol"]
-    search_fields = ["account__name", "event__fill_id"]
+    search_fields = ["account__name", "event__fill_id", "symbol"]
     list_select_related = ["event__account", "account"]
+    readonly_fields = ("sentence", "time", "event_link", "follower_link", "symbol", "reason",
+                       "position_before", "expected_before", "expected_after",
+                       "position_after", "planned", "placed", "detail", "order_list")
+    fields = readonly_fields
+    linked_lookups = ("account__id__exact", "event__id__exact", "symbol")
+
+    @admin.display(description="time", ordering="created_at")
+    def time(self, obj: Decision) -> str:
+        return time_display(obj.created_at)
+
+    @admin.display(description="what happened")
+    def sentence(self, obj: Decision) -> str:
+        return format_html('<span class="sentence" data-testid="decision-sentence">{}</span>',
+                           decision_text(obj))
+
+    @admin.display(description="planned")
+    def planned(self, obj: Decision) -> str:
+        return legs_text(obj.planned_legs or ())
+
+    @admin.display(description="placed")
+    def placed(self, obj: Decision) -> str:
+        return legs_text(obj.placed_legs or (), outcomes=True)
+
+    @admin.display(description="orders (latency: fill read to the broker's answer)")
+    def order_list(self, obj: Decision) -> str:
+        orders = list(obj.orders.all())
+        if not orders:
+            return "none"
+        return format_html_join(
+            format_html("<br>"), "{} {}", (
+                (link(change_url(o), f"{o.side} {o.qty} {o.symbol}: {o.status}"),
+                 latency_html(order_latency_ms(o, obj.event))) for o in orders))
 
 
 @admin.register(Order)
-class OrderAdmin(AuditAdmin):
-    list_display = ["client_order_id", "account", "symbol", "side", "qty", "kind", "status",
-                    "broker_order_id", "message", "created_at", "completed_at"]
+class OrderAdmin(LinkedLookups, AuditAdmin):
+    list_display = ["created", "account_link", "symbol", "what", "status", "latency",
+                    "decision_link", "message"]
     list_filter = ["status", "kind", "symbol"]
     search_fields = ["client_order_id", "broker_order_id", "account__name"]
-    list_select_related = ["account"]
+    list_select_related = ["account", "decision__event"]
+    readonly_fields = ("client_order_id", "broker_order_id", "account_link", "symbol", "what",
+                       "status", "filled_qty", "message", "decision_link", "created",
+                       "completed", "latency", "failed_exit")
+    fields = readonly_fields
+    linked_lookups = ("account__id__exact", "decision__id__exact",
+                      "decision__event__id__exact")
+
+    @admin.display(description="created", ordering="created_at")
+    def created(self, obj: Order) -> str:
+        return time_display(obj.created_at)
+
+    @admin.display(description="answered", ordering="completed_at")
+    def completed(self, obj: Order) -> str:
+        return time_display(obj.completed_at)
+
+    @admin.display(description="order")
+    def what(self, obj: Order) -> str:
+        return f"{obj.side} {obj.qty} ({obj.kind})"
+
+    @admin.display(description="latency")
+    def latency(self, obj: Order) -> str:
+        event = obj.decision.event if obj.decision is not None else None
+        return latency_html(order_latency_ms(obj, event))
+
+    @admin.display(description="decision")
+    def decision_link(self, obj: Order) -> str:
+        if obj.decision_id is None:
+            return "retry of a queued exit" if obj.failed_exit_id else "-"
+        decision = obj.decision
+        assert decision is not None
+        return links([(change_url(decision), "decision"),
+                      (reverse("admin:copier_leaderevent_change",
+                               args=[decision.event_id]), f"event #{decision.event_id}")])
 
 
 @admin.register(FailedExit)
-class FailedExitAdmin(AuditAdmin):
-    list_display = ["account", "symbol", "side", "qty", "status", "attempts",
-                    "first_failed_at", "next_attempt_at", "last_error"]
+class FailedExitAdmin(LinkedLookups, AuditAdmin):
+    list_display = ["account_link", "symbol", "side", "qty", "status", "attempts",
+                    "first_failed", "next_attempt", "event_link", "last_error"]
     list_filter = ["status", "symbol"]
     search_fields = ["account__name", "symbol"]
     list_select_related = ["account"]
+    linked_lookups = ("account__id__exact", "event__id__exact", "symbol")
+
+    @admin.display(description="first failure", ordering="first_failed_at")
+    def first_failed(self, obj: FailedExit) -> str:
+        return time_display(obj.first_failed_at)
+
+    @admin.display(description="next attempt", ordering="next_attempt_at")
+    def next_attempt(self, obj: FailedExit) -> str:
+        return time_display(obj.next_attempt_at)
 
 
 @admin.register(RefusedFill)

@@ -11,7 +11,8 @@ its folder (`StackSecrets`): PostgreSQL's password (SCRAM, never trust), Redis's
 `requirepass`, Django's SECRET_KEY and the Fernet key for broker credentials.
 They reach the copier's processes through their environment only.
 
-    python -m copier.devstack run [--web-port 8000] [--flower-port 5555] [--stack-dir .stack]
+    python -m copier.devstack run [--web-port 8000] [--flower-port 5555] [--stack-dir .stack] [-v]
+    python -m copier.devstack banner    # the running copier's addresses and login again
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
@@ -356,33 +358,221 @@ def _admin_login(env: dict[str, str], stack: Path) -> str:
     return f"admin login: user `admin`, password `{password}` (kept in {path})"
 
 
-def run(web_port: int, flower_port: int, stack: Path) -> int:
+def ports_check(ports: dict[str, int]) -> list[str]:
+    """What is already listening on the ports the runner needs, said before anything starts
+    (a taken port found by runserver after everything else is up is found too late)."""
+    taken = []
+    for what, port in ports.items():
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                taken.append(f"port {port} ({what}) is taken: another program (an earlier "
+                             f"`make run`?) is listening on 127.0.0.1:{port}. Stop it, or "
+                             f"choose another port (--{what.lower()}-port).")
+    return taken
+
+
+def run(web_port: int, flower_port: int, stack: Path, *, verbose: bool = False) -> int:
+    taken = ports_check({"Web": web_port, "Flower": flower_port})
+    if taken:
+        for line in taken:
+            print(line, file=sys.stderr, flush=True)
+        return 2
     ensure_server_packages()
     stack = stack.resolve()
     stack.mkdir(mode=0o700, parents=True, exist_ok=True)
     with private_stack(stack) as servers:
         env = {**os.environ, **servers.env(), "PYTHONUNBUFFERED": "1"}
+        if not verbose:
+            # periodic chatter (beat's sends, the worker's task lines, each page request)
+            # stays out of the terminal; warnings and errors still show
+            env.update({"LOG_LEVEL": "WARNING", "COPIER_ACCESS_LOG_LEVEL": "WARNING"})
         _manage(env, "migrate", "--noinput", "-v", "0")
         _manage(env, "copier_setup")
-        login = _admin_login(env, stack)
+        _admin_login(env, stack)
         _manage(env, "copier_demo")
+        level = "INFO" if verbose else "WARNING"
         celery = [sys.executable, "-m", "celery", "-A", "copier"]
+        # Listed in start order (the web once the others answer); stopped in reverse, the
+        # dependents first: web, Flower, beat, listener, worker; then Redis and PostgreSQL.
         children = {
+            # the broker streams: without it no fill reaches the copier
+            "worker": [*celery, "worker", "-l", level, "--concurrency", "2"],
+            "listener": [sys.executable, str(ROOT / "manage.py"), "copier_listen"],
+            "beat": [*celery, "beat", "-l", level, "-s", str(stack / "celerybeat-schedule")],
+            "flower": [*celery, "flower", "--address=127.0.0.1", f"--port={flower_port}",
+                       f"--logging={level.lower()}"],
             "web": [sys.executable, str(ROOT / "manage.py"), "runserver",
                     f"127.0.0.1:{web_port}", "--noreload", "--insecure"],  # static files
-            "worker": [*celery, "worker", "-l", "INFO", "--concurrency", "2"],
-            "beat": [*celery, "beat", "-l", "INFO", "-s", str(stack / "celerybeat-schedule")],
-            "flower": [*celery, "flower", "--address=127.0.0.1", f"--port={flower_port}"],
-            # the broker streams: without it no fill reaches the copier
-            "listener": [sys.executable, str(ROOT / "manage.py"), "copier_listen"],
         }
-        return _supervise(children, env, login, web_port, flower_port)
+        banner = Banner(stack, web_port, flower_port, verbose)
+        return _supervise(children, env, banner, Readiness(servers, web_port, flower_port))
 
 
-def _supervise(children: dict[str, list[str]], env: dict[str, str], login: str,
-               web_port: int, flower_port: int) -> int:
-    procs = {name: subprocess.Popen(argv, env=env, cwd=ROOT, start_new_session=True)
-             for name, argv in children.items()}
+@dataclass
+class Banner:
+    """The addresses and the login, printed once everything answers, again on Enter, and
+    kept (0600: it holds the password) for `python -m copier.devstack banner`."""
+
+    stack: Path
+    web_port: int
+    flower_port: int
+    verbose: bool
+
+    @property
+    def path(self) -> Path:
+        return self.stack / "banner.txt"
+
+    def text(self) -> str:
+        password_file = self.stack / "admin-password.txt"
+        password = password_file.read_text().strip() if password_file.exists() else "?"
+        web = f"http://127.0.0.1:{self.web_port}"
+        rule = "=" * 72
+        return (f"\n{rule}\n copier is running\n"
+                f"   dashboard   {web}/     user `admin`, password `{password}`\n"
+                f"   all tables  {web}/admin/\n"
+                f"   Flower      http://127.0.0.1:{self.flower_port}/\n"
+                f" web, worker, listener, beat and Flower answer. Logs: "
+                f"{'everything (-v)' if self.verbose else 'warnings only (-v for more)'}.\n"
+                f" Enter shows this again (or `make banner` in another terminal); "
+                f"Ctrl-C stops everything.\n{rule}\n")
+
+    def show(self) -> None:
+        text = self.text()
+        print(text, flush=True)
+        self.path.unlink(missing_ok=True)
+        _private_file(self.path, lambda: text.strip("\n"))
+
+    def clear(self) -> None:
+        self.path.unlink(missing_ok=True)
+
+
+def _http_ok(url: str) -> bool:
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=1) as response:  # noqa: S310 (loopback)
+            return bool(response.status == 200)
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+class Readiness:
+    """Whether each part answers: the web its health check, Flower its own, a worker a
+    Celery ping, the listener a stream lease taken on an account (or no account to hold)."""
+
+    def __init__(self, stack: Stack, web_port: int, flower_port: int) -> None:
+        self.stack, self.web_port, self.flower_port = stack, web_port, flower_port
+
+    def web(self) -> bool:
+        return _http_ok(f"http://127.0.0.1:{self.web_port}/healthz")
+
+    def flower(self) -> bool:
+        return _http_ok(f"http://127.0.0.1:{self.flower_port}/healthcheck")
+
+    def worker(self) -> bool:
+        from celery import Celery
+
+        app = Celery(broker=self.stack.redis.url)
+        try:
+            return bool(app.control.ping(timeout=1.0))
+        except Exception:  # not up yet, whatever the reason
+            return False
+        finally:
+            app.close()
+
+    def listener(self) -> bool:
+        import psycopg
+
+        try:
+            with psycopg.connect(self.stack.pg.url, connect_timeout=2) as conn:
+                owned, total = conn.execute(
+                    "SELECT count(*) FILTER (WHERE stream_owner <> ''), count(*) "
+                    "FROM accounts_tradingaccount").fetchone() or (0, 0)
+        except psycopg.Error:
+            return False
+        return bool(total == 0 or owned > 0)
+
+    def waiting_for(self, done: set[str]) -> list[str]:
+        """The parts that do not answer yet (those in `done` are not asked again)."""
+        checks: dict[str, Callable[[], bool]] = {
+            "web": self.web, "worker": self.worker, "listener": self.listener,
+            "Flower": self.flower}
+        for name, check in checks.items():
+            if name not in done and check():
+                done.add(name)
+        return [name for name in checks if name not in done]
+
+
+def _enter_watch(pressed: threading.Event) -> None:
+    """Enter on the terminal asks for the banner again."""
+    if not sys.stdin or not sys.stdin.isatty():
+        return
+
+    def read() -> None:
+        for _line in sys.stdin:
+            pressed.set()
+
+    threading.Thread(target=read, name="banner-on-enter", daemon=True).start()
+
+
+class _Startup:
+    """Who answers yet, the web started once the rest does, the banner once all do."""
+
+    def __init__(self, children: dict[str, list[str]], env: dict[str, str], banner: Banner,
+                 readiness: Readiness, ready_timeout: float) -> None:
+        self.children, self.env, self.banner, self.readiness = children, env, banner, readiness
+        self.ready_timeout = ready_timeout
+        self.procs = {name: self.start(name) for name in children if name != "web"}
+        self.started = self.told = time.monotonic()
+        self.answered: set[str] = set()
+        self.waiting: list[str] = ["everything"]
+
+    def start(self, name: str) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(self.children[name], env=self.env, cwd=ROOT,
+                                start_new_session=True)
+
+    def exited(self) -> bool:
+        for name, proc in self.procs.items():
+            if proc.poll() is not None:
+                print(f"{name} exited with code {proc.returncode}; stopping everything",
+                      file=sys.stderr, flush=True)
+                return True
+        return False
+
+    def step(self) -> None:
+        if not self.waiting:
+            return
+        self.waiting = self.readiness.waiting_for(self.answered)
+        if self.waiting == ["web"] and "web" not in self.procs:
+            self.procs["web"] = self.start("web")
+        if not self.waiting:
+            self.banner.show()
+        elif time.monotonic() - self.told > 15:
+            self.told = time.monotonic()
+            late = time.monotonic() - self.started > self.ready_timeout
+            print(f"{'NOT answering after' if late else 'still waiting, after'} "
+                  f"{time.monotonic() - self.started:.0f} s, for: {', '.join(self.waiting)}",
+                  file=sys.stderr if late else sys.stdout, flush=True)
+
+    def banner_again(self) -> None:
+        print(self.banner.text() if not self.waiting else
+              f"not ready yet: {', '.join(self.waiting)}", flush=True)
+
+    def last_look(self) -> None:
+        """Up between the last look and the Ctrl-C: say so before stopping."""
+        if self.waiting and "web" in self.procs and not self.readiness.waiting_for(
+                self.answered):
+            self.banner.show()
+
+
+def _supervise(children: dict[str, list[str]], env: dict[str, str], banner: Banner,
+               readiness: Readiness, ready_timeout: float = 180.0) -> int:
+    """Start the back (worker, listener, beat, Flower), then the web once they answer, so
+    that the first page a person opens finds a copier that works; the banner once the web
+    answers too. A child that exits stops everything."""
     stopping = False
 
     def stop(_signum: int, _frame: object) -> None:
@@ -391,27 +581,53 @@ def _supervise(children: dict[str, list[str]], env: dict[str, str], login: str,
 
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
-    print(f"\ncopier is running:\n  admin  http://127.0.0.1:{web_port}/   ({login})\n"
-          f"  Flower http://127.0.0.1:{flower_port}/\nCtrl-C stops everything.\n", flush=True)
+    pressed = threading.Event()
+    _enter_watch(pressed)
+    print("starting the worker, listener, beat and Flower, then the web ...", flush=True)
+    startup = _Startup(children, env, banner, readiness, ready_timeout)
     code = 0
     while not stopping:
-        for name, proc in procs.items():
-            if proc.poll() is not None:
-                print(f"{name} exited with code {proc.returncode}; stopping everything",
-                      file=sys.stderr, flush=True)
-                code, stopping = 1, True
-                break
-        time.sleep(0.2)
-    for proc in procs.values():
+        if startup.exited():
+            code = 1
+            break
+        startup.step()
+        if pressed.is_set():
+            pressed.clear()
+            startup.banner_again()
+        time.sleep(0.1 if startup.waiting else 0.2)
+    if code == 0:
+        startup.last_look()
+    banner.clear()
+    _stop_in_order(startup.procs)
+    return code
+
+
+def _stop_in_order(procs: dict[str, subprocess.Popen[bytes]]) -> None:
+    """The dependents first (the reverse of the start order), each gone before the next is
+    asked: the worker never sees its broker vanish under it, nor the web its database."""
+    for name in reversed(list(procs)):
+        proc = procs[name]
         if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-    for proc in procs.values():
+            print(f"stopping {name}", flush=True)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
         try:
             proc.wait(timeout=20)
         except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
-    return code
+    print("stopping Redis and PostgreSQL", flush=True)
+
+
+def banner_print(stack: Path) -> int:
+    """`make banner`: the running copier's addresses and login, from another terminal."""
+    path = stack.resolve() / "banner.txt"
+    if not path.exists():
+        print(f"no copier is running from {stack} (or it is still starting)", file=sys.stderr)
+        return 1
+    print(path.read_text())
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -421,12 +637,18 @@ def main(argv: list[str] | None = None) -> int:
     run_cmd.add_argument("--web-port", type=int, default=8000)
     run_cmd.add_argument("--flower-port", type=int, default=5555)
     run_cmd.add_argument("--stack-dir", type=Path, default=ROOT / ".stack")
+    run_cmd.add_argument("-v", "--verbose", action="store_true",
+                         help="every process's INFO logs (periodic tasks, each request)")
+    banner_cmd = sub.add_parser("banner", help="print the running copier's addresses and login")
+    banner_cmd.add_argument("--stack-dir", type=Path, default=ROOT / ".stack")
     sub.add_parser("packages", help="install postgresql and redis-server when missing")
     args = parser.parse_args(argv)
     if args.command == "packages":
         ensure_server_packages()
         return 0
-    return run(args.web_port, args.flower_port, args.stack_dir)
+    if args.command == "banner":
+        return banner_print(args.stack_dir)
+    return run(args.web_port, args.flower_port, args.stack_dir, verbose=args.verbose)
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import secrets
 from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
@@ -52,7 +53,6 @@ ALLOWED_HOSTS = [h for h in os.environ.get("ALLOWED_HOSTS", "localhost,127.0.0.1
 CSRF_TRUSTED_ORIGINS = [o for o in os.environ.get("CSRF_TRUSTED_ORIGINS", "").split(",") if o]
 
 INSTALLED_APPS = [
-    "django.contrib.admin",
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -62,6 +62,9 @@ INSTALLED_APPS = [
     "accounts",
     "brokers",
     "copier",
+    # Django's admin with the copier's site (its name, a "System" section); last, so that
+    # the copier's admin/base_site.html (favicon, dashboard link) wins over the admin's own.
+    "copier.console.apps.CopierAdminConfig",
 ]
 
 MIDDLEWARE = [
@@ -121,6 +124,14 @@ LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
 USE_I18N = True
 USE_TZ = True
+# The zone the console shows times in (an IANA name: America/New_York, Europe/London);
+# stored times and every process stay in UTC. Shown beside each time with its name.
+COPIER_DISPLAY_TZ = os.environ.get("COPIER_DISPLAY_TZ", "UTC")
+try:
+    ZoneInfo(COPIER_DISPLAY_TZ)
+except (ZoneInfoNotFoundError, ValueError):
+    raise ImproperlyConfigured(f"COPIER_DISPLAY_TZ={COPIER_DISPLAY_TZ!r} is not a time zone: "
+                               "use an IANA name such as UTC or America/New_York") from None
 
 STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"
@@ -147,6 +158,9 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
     "loggers": {
         "django.db.backends": {"level": "WARNING"},
+        # runserver's line per request (the dashboard polls every few seconds): `make run`
+        # sets WARNING unless -v; its lines then go through the handler above.
+        "django.server": {"level": os.environ.get("COPIER_ACCESS_LOG_LEVEL", "INFO")},
         # httpx logs every request's full URL at INFO: an alert webhook's URL is its token
         "httpx": {"level": "WARNING"},
         "httpcore": {"level": "WARNING"},

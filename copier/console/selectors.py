@@ -1,0 +1,262 @@
+"""What the dashboard shows, read in a fixed handful of statements whatever the number of
+groups and followers: per follower its connection, pause, quarantines, per symbol what it
+holds beside what the rules expect for the leader's current position, exits waiting, orders
+in doubt, and its last copy latency; and a colour that says who has to act.
+
+Colours: red needs the trader (quarantined, paused, disconnected too long, rejected, or out
+of line with nothing under way to fix it: the copier only ever closes such a position);
+amber is the copier working on it (an exit queued, an order being looked up, reconnecting,
+a leader move being copied now); green is in sync; grey is switched off.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+from django.conf import settings
+from django.db import connection
+from django.db.models import Q
+
+from accounts.models import ConnectionState, Position, TradingAccount
+from copier import clock, rules
+from copier.models import CopyGroup, FailedExit, Follower, LeaderEvent, Order, Quarantine
+
+RED, AMBER, GREEN, OFF = "red", "amber", "green", "off"
+_RANK = {OFF: 0, GREEN: 1, AMBER: 2, RED: 3}
+
+
+def worst(*colours: str) -> str:
+    return max(colours, key=_RANK.__getitem__, default=GREEN)
+
+
+# A quarantine's reason as the trader reads it.
+QUARANTINE_WORDS = {
+    Quarantine.Reason.OPPOSITE_SIDE: "on the opposite side of the leader",
+    Quarantine.Reason.REJECTED: "the broker refused an order for good",
+}
+
+
+@dataclass
+class SymbolRow:
+    symbol: str
+    leader: int
+    held: int
+    expected: int
+    quarantine: Quarantine | None = None
+    exits_waiting: list[FailedExit] = field(default_factory=list)
+    exits_rejected: list[FailedExit] = field(default_factory=list)
+    in_doubt: int = 0
+    copying: bool = False
+    colour: str = GREEN
+    why: list[str] = field(default_factory=list)
+
+    @property
+    def in_sync(self) -> bool:
+        return self.held == self.expected
+
+    @property
+    def quarantine_text(self) -> str:
+        if self.quarantine is None:
+            return ""
+        return QUARANTINE_WORDS.get(self.quarantine.reason,  # type: ignore[call-overload]
+                                    self.quarantine.reason.replace("_", " "))
+
+    @property
+    def exits_waiting_qty(self) -> int:
+        return sum(fe.qty for fe in self.exits_waiting)
+
+
+@dataclass
+class FollowerCard:
+    follower: Follower
+    account: TradingAccount
+    rows: list[SymbolRow]
+    latency_ms: float | None = None
+    latency_at: dt.datetime | None = None
+    latency_event_id: int | None = None
+    colour: str = GREEN
+    why: list[str] = field(default_factory=list)
+    disconnected_too_long: bool = False
+
+    @property
+    def slow(self) -> bool:
+        from copier.console.latency import SLOW_MS
+
+        return self.latency_ms is not None and self.latency_ms > SLOW_MS
+
+
+@dataclass
+class GroupPanel:
+    group: CopyGroup
+    leader_positions: dict[str, int]
+    cards: list[FollowerCard]
+
+    @property
+    def colour(self) -> str:
+        active = [c.colour for c in self.cards]
+        return worst(*active) if active else OFF
+
+    def count(self, colour: str) -> int:
+        return sum(1 for c in self.cards if c.colour == colour)
+
+
+def _disconnect_limit(group: CopyGroup) -> int:
+    config = getattr(group, "alert_config", None)
+    if config is not None:
+        return int(config.disconnect_after_seconds)
+    return int(settings.COPIER_ALERT_DISCONNECT_SECONDS)
+
+
+def _last_latencies(account_ids: list[int]) -> dict[int, tuple[float, dt.datetime, int]]:
+    """Each follower's last copy: fill read -> its broker's answer, ms (copier.console.latency)."""
+    if not account_ids:
+        return {}
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            SELECT a.id, x.ms, x.completed_at, x.event_id
+            FROM unnest(%s::bigint[]) AS a(id)
+            CROSS JOIN LATERAL (
+                SELECT GREATEST(EXTRACT(EPOCH FROM (o.completed_at - e.received_at)) * 1000, 0)
+                           AS ms, o.completed_at, e.id AS event_id
+                FROM copier_order o
+                JOIN copier_decision d ON d.id = o.decision_id
+                JOIN copier_leaderevent e ON e.id = d.event_id
+                WHERE o.account_id = a.id AND o.completed_at IS NOT NULL
+                  AND o.status IN ('filled', 'accepted', 'rejected')
+                ORDER BY o.id DESC LIMIT 1
+            ) AS x
+            """, [account_ids])
+        return {aid: (float(ms), at, eid) for aid, ms, at, eid in cursor.fetchall()}
+
+
+@dataclass
+class _World:
+    """Everything the dashboard reads, keyed for the judging below."""
+
+    positions: dict[int, dict[str, int]]
+    quarantines: dict[tuple[int, str], Quarantine]
+    exits: dict[tuple[int, str], list[FailedExit]]
+    in_doubt: dict[tuple[int, str], int]
+    copying: set[tuple[int, str]]
+    latencies: dict[int, tuple[float, dt.datetime, int]]
+
+
+def _world_read(leader_ids: set[int], follower_ids: list[int]) -> _World:
+    positions: dict[int, dict[str, int]] = defaultdict(dict)
+    for aid, symbol, qty in Position.objects.filter(
+            account_id__in=[*leader_ids, *follower_ids]).values_list("account_id", "symbol",
+                                                                     "qty"):
+        positions[aid][symbol] = qty
+    quarantines = {(q.account_id, q.symbol): q for q in Quarantine.objects.filter(
+        account_id__in=follower_ids, lifted_at__isnull=True)}
+    exits: dict[tuple[int, str], list[FailedExit]] = defaultdict(list)
+    for fe in FailedExit.objects.filter(
+            account_id__in=follower_ids,
+            status__in=[FailedExit.Status.PENDING, FailedExit.Status.IN_FLIGHT,
+                        FailedExit.Status.REJECTED]):
+        exits[(fe.account_id, fe.symbol)].append(fe)
+    in_doubt: dict[tuple[int, str], int] = defaultdict(int)
+    for aid, symbol in Order.objects.filter(account_id__in=follower_ids,
+                                            status=Order.Status.UNKNOWN).values_list(
+            "account_id", "symbol"):
+        in_doubt[(aid, symbol)] += 1
+    copying = set(LeaderEvent.objects.filter(account_id__in=leader_ids).filter(
+        ~Q(status=LeaderEvent.Status.DONE)).values_list("account_id", "symbol"))
+    return _World(positions, quarantines, exits, in_doubt, copying,
+                  _last_latencies(follower_ids))
+
+
+def dashboard_groups(*, now: dt.datetime | None = None) -> list[GroupPanel]:
+    """Every group with its followers' state: a fixed number of statements."""
+    now = now or clock.now()
+    groups = list(CopyGroup.objects.select_related("leader", "alert_config").order_by("name"))
+    followers = list(Follower.objects.select_related("account").filter(group__in=groups)
+                     .order_by("account__name"))
+    world = _world_read({g.leader_id for g in groups}, [f.account_id for f in followers])
+    by_group: dict[int, list[Follower]] = defaultdict(list)
+    for f in followers:
+        by_group[f.group_id].append(f)
+    panels = []
+    for g in groups:
+        cards = [_card(g, f, world, now) for f in by_group[g.pk]]
+        leader_pos = world.positions.get(g.leader_id, {})
+        panels.append(GroupPanel(g, {s: q for s, q in sorted(leader_pos.items()) if q}, cards))
+    return panels
+
+
+def _card(g: CopyGroup, f: Follower, world: _World, now: dt.datetime) -> FollowerCard:
+    leader_pos = world.positions.get(g.leader_id, {})
+    held = world.positions.get(f.account_id, {})
+    mine = {s for (a, s) in [*world.quarantines, *world.exits, *world.in_doubt]
+            if a == f.account_id}
+    rows = []
+    for symbol in sorted(set(leader_pos) | set(held) | mine):
+        p = leader_pos.get(symbol, 0)
+        row = SymbolRow(
+            symbol, p, held.get(symbol, 0), rules.expected_position(p, f.multiplier, g.reverse),
+            quarantine=world.quarantines.get((f.account_id, symbol)),
+            in_doubt=world.in_doubt.get((f.account_id, symbol), 0),
+            copying=(g.leader_id, symbol) in world.copying)
+        for fe in world.exits.get((f.account_id, symbol), []):
+            (row.exits_rejected if fe.status == FailedExit.Status.REJECTED
+             else row.exits_waiting).append(fe)
+        if row.leader or row.held or symbol in mine:
+            rows.append(_row_judge(row))
+    card = FollowerCard(f, f.account, rows)
+    if f.account_id in world.latencies:
+        card.latency_ms, card.latency_at, card.latency_event_id = world.latencies[f.account_id]
+    _card_judge(card, g, now)
+    return card
+
+
+def _row_judge(row: SymbolRow) -> SymbolRow:
+    colours = [GREEN]
+    if row.quarantine is not None:
+        colours.append(RED)
+        row.why.append(f"quarantined: {row.quarantine_text}")
+    if row.exits_rejected:
+        colours.append(RED)
+        row.why.append("exit rejected by the broker")
+    if row.exits_waiting:
+        colours.append(AMBER)
+        row.why.append(f"exit of {row.exits_waiting_qty} queued")
+    if row.in_doubt:
+        colours.append(AMBER)
+        row.why.append("order outcome unknown: being looked up")
+    if not row.in_sync:
+        if row.copying:
+            colours.append(AMBER)
+            row.why.append("copying the leader's move now")
+        elif len(colours) == 1:
+            colours.append(RED)
+            row.why.append("out of line: the copier only closes, a person decides the rest")
+    row.colour = worst(*colours)
+    return row
+
+
+def _card_judge(card: FollowerCard, group: CopyGroup, now: dt.datetime) -> None:
+    account = card.account
+    if not (card.follower.enabled and group.enabled):
+        card.colour = OFF
+        card.why.append("switched off" if not card.follower.enabled else "group switched off")
+        return
+    colours = [GREEN, *(r.colour for r in card.rows)]
+    if account.copy_paused:
+        colours.append(RED)
+        card.why.append("paused")
+    if account.connection_state != ConnectionState.CONNECTED:
+        since = account.connection_changed_at or account.last_disconnected_at
+        too_long = since is None or (now - since).total_seconds() > _disconnect_limit(group)
+        if account.connection_state == ConnectionState.DISCONNECTED and too_long:
+            card.disconnected_too_long = True
+            colours.append(RED)
+            card.why.append("disconnected")
+        else:
+            colours.append(AMBER)
+            card.why.append("connecting" if account.connection_state == ConnectionState.UNKNOWN
+                            else "reconnecting")
+    card.why.extend(f"{r.symbol}: {w}" for r in card.rows for w in r.why)
+    card.colour = worst(*colours)
