@@ -175,6 +175,21 @@ def rejected(f: DecisionFacts) -> str:
             f"quarantined {f.symbol} on {f.follower}{_after(f)}")
 
 
+def exits_only(f: DecisionFacts) -> str:
+    sent = _legs(f) if f.planned else "nothing sent"
+    return (f"{_opening(f)}: {f.follower} copies exits only (winding down); {_leader(f)}, "
+            f"and no entry is copied to it: {sent}{_after(f)}")
+
+
+def flattened(f: DecisionFacts) -> str:
+    return (f"{f.follower} was flattened by a person on {f.symbol}: {_legs(f)}{_why(f)}"
+            f"{_after(f)}; it copies exits only until a person switches it back")
+
+
+def entries_resumed(f: DecisionFacts) -> str:
+    return f"{f.follower}: a person resumed copying entries; nothing sent"
+
+
 def generic(f: DecisionFacts) -> str:
     """A reason without a renderer of its own (added after this module) still reads."""
     return (f"{_opening(f)}: {_leader(f)}; decided {f.reason.replace('_', ' ')}{_why(f)}; "
@@ -195,6 +210,9 @@ RENDERERS: dict[str, Callable[[DecisionFacts], str]] = {
     Reason.DISCONNECTED: disconnected,
     Reason.ENTRY_FAILED: entry_failed,
     Reason.REJECTED: rejected,
+    Reason.EXITS_ONLY: exits_only,
+    Reason.FLATTENED: flattened,
+    Reason.ENTRIES_RESUMED: entries_resumed,
 }
 
 

@@ -155,3 +155,22 @@ def test_the_kill_switch_actions_need_their_permissions(client, django_user_mode
     _action(client, "copygroup", "stop_entries", [g.pk])
     g.refresh_from_db()
     assert g.mode == Mode.EXITS_ONLY
+
+
+@pytest.mark.django_db(transaction=True, databases="__all__")
+@pytest.mark.usefixtures("eager_tasks")
+def test_a_kill_switch_action_reads_as_a_sentence_in_the_decisions(client, django_user_model):
+    from copier.services import killswitch
+    from tests.factories import account, connect, group, leader_fill
+
+    boss = django_user_model.objects.create_superuser("boss2", "b2@example.com", "pw-123456")
+    client.force_login(boss)
+    leader, f1 = account("KL"), account("KF1")
+    g = group("kg", leader, {f1: "1"})
+    connect(leader, f1)
+    leader_fill(leader, "MNQ", "buy", 2)
+    killswitch.flatten(groups=[g], by="boss2")
+    page = client.get("/copier/decision/")
+    assert page.status_code == 200
+    text = page.content.decode()
+    assert "Flatten and stop entries by boss2 on KF1, held +2 MNQ: sell 2 (sent)" in text

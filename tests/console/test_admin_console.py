@@ -180,3 +180,4 @@ def test_every_console_model_page_answers(boss, world):
                   "copier/quarantine", "copier/failedexit", "brokers/simaccount"):
         assert boss.get(f"/{model}/").status_code == 200, model
     assert admin.site.site_header == "Trade copier"
+

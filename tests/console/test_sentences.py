@@ -78,6 +78,16 @@ CASES: dict[str, tuple[DecisionFacts, list[str]]] = {
               detail="exit sell 2: account closed", held_after=2),
         ["refused for good", "sell 2 (rejected by the broker)", "account closed",
          "quarantined MNQ on F2"]),
+    Reason.EXITS_ONLY: (
+        facts("exits_only", held=0, expected_before=0, expected_after=2, leader_before=0,
+              leader_after=2),
+        ["F2 held 0, expected +2", "exits only", "no entry is copied", "nothing sent"]),
+    Reason.FLATTENED: (
+        facts("flattened", planned=[SELL2], placed=[{**SELL2, "outcome": "placed"}],
+              held_after=0),
+        ["F2 was flattened by a person on MNQ", "sell 2 (sent)", "now 0", "exits only"]),
+    Reason.ENTRIES_RESUMED: (facts("entries_resumed"), ["F2", "resumed copying entries",
+                                                        "nothing sent"]),
 }
 
 
