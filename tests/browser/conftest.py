@@ -26,6 +26,7 @@ import redis
 from django.conf import settings
 
 from copier.celery import app
+from copier.devstack import CHROMIUM
 from tests.faults.conftest import WorkerProcess
 from tests.helpers import wait_until
 from tests.listener.helpers import ListenerProcess
@@ -35,8 +36,6 @@ if TYPE_CHECKING:  # playwright may be missing locally: the fixture skips then
 
     from tests.browser.helpers import Shots
 
-CHROMIUM = Path("/usr/bin/chromium")
-
 
 def _browser_missing() -> str | None:
     if importlib.util.find_spec("playwright") is None:
@@ -44,7 +43,7 @@ def _browser_missing() -> str | None:
                 "(pip install -e '.[dev]'; no `playwright install` is needed)")
     if not CHROMIUM.exists():
         return (f"{CHROMIUM} is missing: `sudo apt-get install chromium` (`make test` "
-                "installs it when run as root)")
+                "installs it when run as root: python -m copier.devstack packages)")
     return None
 
 

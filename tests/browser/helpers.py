@@ -29,7 +29,6 @@ from copier.devstack import free_port
 from tests.listener.helpers import test_database_url
 
 ARTIFACTS = Path(settings.BASE_DIR) / "test-artifacts" / "browser"
-CHROMIUM = Path("/usr/bin/chromium")
 # A copy goes fill -> listener -> worker -> sim -> dashboard refresh (2.5 s): a few seconds
 # on a loaded two-core machine; every wait is bounded by this, none sleeps and hopes.
 COPY_TIMEOUT_MS = 20_000
