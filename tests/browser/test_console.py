@@ -6,8 +6,9 @@ group with two followers in the admin's forms; a leader trade copied; a follower
 not copy, and why; its quarantine lifted; the kill switch. A failure names its step. Every
 page the trader sees is kept as a screenshot under test-artifacts/browser/.
 
-Everything is done through the pages. The database is read only to check, behind the
-pages, that the sim broker holds what the dashboard says.
+Everything the trader does is done through the pages. The test touches the database only
+to make the superuser, to learn the new accounts' ids, and to check behind the pages that
+the sim broker holds what the dashboard says.
 """
 
 from __future__ import annotations
@@ -256,6 +257,12 @@ def _kill_switch(console: Console) -> None:
                 "0", timeout=COPY_TIMEOUT_MS)
     mouse_away(page)
     console.shot("dashboard-flat")
+    # the dashboard does not show a follower's mode: the followers' list does
+    page.goto(f"{console.url}/copier/follower/")
+    for name in (F1, F2):
+        expect(page.locator("#result_list tbody tr", has_text=name)).to_contain_text(
+            "Exits only")
+    console.shot("followers-exits-only")
     # behind the page: the sim broker holds nothing on either follower
     held = db_call(lambda: {
         (name, symbol): broker_position(TradingAccount.objects.get(name=name), symbol)
