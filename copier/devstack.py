@@ -56,7 +56,6 @@ def _pg_bin() -> Path | None:
 
 def ensure_server_packages() -> None:
     """Install Debian's postgresql and redis-server when missing (as root), or say what to do."""
-    global _apt_updated
     if _pg_bin() is not None and shutil.which("redis-server"):
         return
     if os.geteuid() != 0 or not shutil.which("apt-get"):
@@ -64,14 +63,41 @@ def ensure_server_packages() -> None:
             "PostgreSQL and Redis are needed: install the Debian packages "
             "`postgresql` and `redis-server` (sudo apt-get install postgresql redis-server)."
         )
+    _apt_install("postgresql", "redis-server")
+    if _pg_bin() is None or not shutil.which("redis-server"):
+        raise RuntimeError("installing postgresql and redis-server did not provide their binaries")
+
+
+def _apt_install(*packages: str) -> None:
+    global _apt_updated
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     if not _apt_updated:
         subprocess.run(["apt-get", "update", "-qq"], check=True, env=env)
         _apt_updated = True
-    subprocess.run(["apt-get", "install", "-y", "-qq", "postgresql", "redis-server"],
+    subprocess.run(["apt-get", "install", "-y", "-qq", *packages],
                    check=True, env=env, stdout=subprocess.DEVNULL)
-    if _pg_bin() is None or not shutil.which("redis-server"):
-        raise RuntimeError("installing postgresql and redis-server did not provide their binaries")
+
+
+# The browser tests (tests/browser) drive Debian's Chromium through Playwright: the
+# distribution's build, kept up to date by apt, rather than a browser Playwright downloads.
+CHROMIUM = Path("/usr/bin/chromium")
+
+
+def ensure_browser_package() -> str | None:
+    """Install Debian's chromium for the browser tests when missing (as root); otherwise
+    say how, and the browser tests skip: only the test command needs it, never the copier."""
+    if CHROMIUM.exists():
+        return None
+    if os.geteuid() != 0 or not shutil.which("apt-get"):
+        return (f"{CHROMIUM} is missing, so the browser tests will be skipped: install "
+                "the Debian package `chromium` (sudo apt-get install chromium).")
+    try:
+        _apt_install("chromium")
+    except subprocess.CalledProcessError as exc:  # a distribution without the package
+        return f"installing chromium failed ({exc}), so the browser tests will be skipped."
+    if not CHROMIUM.exists():
+        return f"installing chromium did not provide {CHROMIUM}: the browser tests will be skipped."
+    return None
 
 
 def free_port() -> int:
@@ -641,10 +667,14 @@ def main(argv: list[str] | None = None) -> int:
                          help="every process's INFO logs (periodic tasks, each request)")
     banner_cmd = sub.add_parser("banner", help="print the running copier's addresses and login")
     banner_cmd.add_argument("--stack-dir", type=Path, default=ROOT / ".stack")
-    sub.add_parser("packages", help="install postgresql and redis-server when missing")
+    sub.add_parser("packages", help="install postgresql and redis-server when missing, and "
+                                     "chromium for the browser tests (what `make test` needs)")
     args = parser.parse_args(argv)
     if args.command == "packages":
         ensure_server_packages()
+        note = ensure_browser_package()
+        if note:
+            print(note, file=sys.stderr)
         return 0
     if args.command == "banner":
         return banner_print(args.stack_dir)
