@@ -21,7 +21,7 @@ from django.db.models import Q
 
 from accounts.models import ConnectionState, Position, TradingAccount
 from copier import clock, rules
-from copier.models import CopyGroup, FailedExit, Follower, LeaderEvent, Order, Quarantine
+from copier.models import CopyGroup, FailedExit, Follower, LeaderEvent, Mode, Order, Quarantine
 
 RED, AMBER, GREEN, OFF = "red", "amber", "green", "off"
 _RANK = {OFF: 0, GREEN: 1, AMBER: 2, RED: 3}
@@ -79,6 +79,7 @@ class FollowerCard:
     colour: str = GREEN
     why: list[str] = field(default_factory=list)
     disconnected_too_long: bool = False
+    exits_only: bool = False  # the follower's or its group's mode: winding down
 
     @property
     def slow(self) -> bool:
@@ -190,6 +191,7 @@ def dashboard_groups(*, now: dt.datetime | None = None) -> list[GroupPanel]:
 def _card(g: CopyGroup, f: Follower, world: _World, now: dt.datetime) -> FollowerCard:
     leader_pos = world.positions.get(g.leader_id, {})
     held = world.positions.get(f.account_id, {})
+    exits_only = Mode.EXITS_ONLY in (f.mode, g.mode)
     mine = {s for (a, s) in [*world.quarantines, *world.exits, *world.in_doubt]
             if a == f.account_id}
     rows = []
@@ -204,15 +206,22 @@ def _card(g: CopyGroup, f: Follower, world: _World, now: dt.datetime) -> Followe
             (row.exits_rejected if fe.status == FailedExit.Status.REJECTED
              else row.exits_waiting).append(fe)
         if row.leader or row.held or symbol in mine:
-            rows.append(_row_judge(row))
-    card = FollowerCard(f, f.account, rows)
+            rows.append(_row_judge(row, exits_only=exits_only))
+    card = FollowerCard(f, f.account, rows, exits_only=exits_only)
     if f.account_id in world.latencies:
         card.latency_ms, card.latency_at, card.latency_event_id = world.latencies[f.account_id]
     _card_judge(card, g, now)
     return card
 
 
-def _row_judge(row: SymbolRow) -> SymbolRow:
+def _wound_down(row: SymbolRow) -> bool:
+    """An exits-only follower holds at most what the leader calls for, on its side: as
+    intended (it never enters, so it may hold less, or nothing)."""
+    return row.held == 0 or (rules.sign(row.held) == rules.sign(row.expected)
+                             and abs(row.held) <= abs(row.expected))
+
+
+def _row_judge(row: SymbolRow, *, exits_only: bool = False) -> SymbolRow:
     colours = [GREEN]
     if row.quarantine is not None:
         colours.append(RED)
@@ -226,7 +235,9 @@ def _row_judge(row: SymbolRow) -> SymbolRow:
     if row.in_doubt:
         colours.append(AMBER)
         row.why.append("order outcome unknown: being looked up")
-    if not row.in_sync:
+    if not row.in_sync and exits_only and _wound_down(row):
+        row.why.append("exits only: winding down with the leader's exits")
+    elif not row.in_sync:
         if row.copying:
             colours.append(AMBER)
             row.why.append("copying the leader's move now")
@@ -244,6 +255,8 @@ def _card_judge(card: FollowerCard, group: CopyGroup, now: dt.datetime) -> None:
         card.why.append("switched off" if not card.follower.enabled else "group switched off")
         return
     colours = [GREEN, *(r.colour for r in card.rows)]
+    if card.exits_only:
+        card.why.append("exits only: no entry is copied")
     if account.copy_paused:
         colours.append(RED)
         card.why.append("paused")

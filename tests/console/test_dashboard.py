@@ -225,3 +225,17 @@ def test_the_dashboard_reads_in_a_fixed_number_of_queries(world, django_assert_m
     with django_assert_max_num_queries(8):
         panels = dashboard_groups()
     assert len(panels[0].cards) == 6
+
+
+def test_a_wound_down_follower_is_shown_exits_only_not_out_of_line(boss, world):
+    """After stop entries or a flatten, a follower holding less than the leader calls for
+    (or nothing) is as intended: an exits-only badge, not the red "out of line"."""
+    world.group.mode = "exits_only"
+    world.group.save(update_fields=["mode"])
+    Position.objects.filter(account=world.ok.account).update(qty=0)  # flattened
+    html = boss.get("/").content.decode()
+    assert f'data-testid="group-{world.group.pk}-exits-only"' in html
+    assert f'data-testid="follower-{world.ok.pk}-exits-only"' in html
+    assert _status(html, world.ok) == "green"
+    Position.objects.filter(account=world.ok.account).update(qty=-3)  # the wrong side: red
+    assert _status(boss.get("/").content.decode(), world.ok) == "red"
