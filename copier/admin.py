@@ -438,7 +438,10 @@ class DecisionAdmin(LinkedLookups, AuditAdmin):
     list_display = ["time", "event_link", "follower_link", "symbol", "sentence"]
     list_filter = ["reason", "symbol"]
     search_fields = ["account__name", "event__fill_id", "symbol"]
-    list_select_related = ["event__account", "account"]
+    list_select_related = ["event__account", "account", "action"]
+    # Newest first by when they were decided: a person's kill-switch decisions (no event)
+    # take their place in time among the leader's, not above them all.
+    ordering = ["-created_at", "-id"]
     readonly_fields = ("sentence", "time", "event_link", "follower_link", "symbol", "reason",
                        "position_before", "expected_before", "expected_after",
                        "position_after", "planned", "placed", "detail", "order_list")
