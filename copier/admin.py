@@ -14,6 +14,7 @@ from django.http import HttpRequest
 from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils.html import format_html, format_html_join
+from django.utils.safestring import mark_safe
 from django_celery_beat import admin as beat_admin
 from django_celery_beat.models import PeriodicTask
 
@@ -471,7 +472,7 @@ class DecisionAdmin(LinkedLookups, AuditAdmin):
         if not orders:
             return "none"
         return format_html_join(
-            format_html("<br>"), "{} {}", (
+            mark_safe("<br>"), "{} {}", (
                 (link(change_url(o), f"{o.side} {o.qty} {o.symbol}: {o.status}"),
                  latency_html(order_latency_ms(o, obj.event))) for o in orders))
 
