@@ -138,6 +138,7 @@ def validate_time_zone(value: str) -> None:
             f"Europe/London or UTC.") from None
 
 
+# The follower's sizing and risk-limit fields, in the order the admin shows them.
 RISK_FIELDS = ["fixed_qty", "max_order_qty", "max_position", "max_symbols", "window_start",
                "window_end", "window_tz", "window_days"]
 
@@ -261,10 +262,6 @@ class Follower(models.Model):
             return None
         return rules.TradingWindow(self.window_start, self.window_end, self.window_tz or "UTC",
                                    rules.days_parse(self.window_days))
-
-    def risk_limits(self) -> rules.RiskLimits:
-        return rules.RiskLimits(self.max_order_qty, self.max_position, self.max_symbols,
-                                self.trading_window())
 
     def expected_position(self, p: int, *, reverse: bool | None = None) -> int:
         """E(P) with this follower's sizing (multiplier or fixed quantity) and max position:
