@@ -31,6 +31,7 @@ from copier.console.decisions import (
 from copier.console.display import signed, time_display
 from copier.console.sentences import legs_text
 from copier.models import (
+    RISK_FIELDS,
     AlertConfig,
     CopyGroup,
     Decision,
@@ -128,10 +129,27 @@ class _ModeFormMixin(forms.ModelForm):
         return data
 
 
+def sizing_preview(follower: Follower | None) -> str:
+    """What one (and five) leader contracts become on this follower, as saved: the number
+    a trader checks before trusting a multiplier, a fixed quantity or a cap."""
+    if follower is None or follower.pk is None or follower.group_id is None:
+        return "shown once saved"
+    one, five = follower.expected_position(1), follower.expected_position(5)
+    side = " (on the opposite side: reverse group)" if follower.group.reverse else ""
+    text = (f"1 leader contract \u2192 {abs(one)} on this follower; "
+            f"5 \u2192 {abs(five)}{side}")
+    if follower.max_position is not None and abs(five) < follower.per_leader_contract(5):
+        text += f" (capped at the max position, {follower.max_position})"
+    return text
+
+
 class FollowerForm(_ModeFormMixin):
     class Meta:
         model = Follower
-        fields = ["group", "account", "multiplier", "enabled", "mode"]
+        fields = ["group", "account", "multiplier", "enabled", "mode", *RISK_FIELDS]
+        widgets = {"window_tz": forms.TextInput(attrs={"size": 20,
+                                                       "placeholder": "America/New_York"}),
+                   "window_days": forms.TextInput(attrs={"size": 12, "placeholder": "mon-fri"})}
 
     def _held(self) -> dict[str, dict[str, int]]:
         account_id = self.instance.account_id
@@ -154,9 +172,15 @@ class FollowerInline(admin.TabularInline):
     model = Follower
     form = FollowerForm
     formset = FollowerFormSet
-    fields = ["account", "multiplier", "enabled", "mode", "on_disable"]
+    fields = ["account", "multiplier", "fixed_qty", "preview", "enabled", "mode", "on_disable",
+              *RISK_FIELDS[1:]]
+    readonly_fields = ["preview"]
     autocomplete_fields = ["account"]
     extra = 1
+
+    @admin.display(description="sizing")
+    def preview(self, obj: Follower | None) -> str:
+        return sizing_preview(obj)
 
 
 class KillSwitchActions:
@@ -255,13 +279,39 @@ class AlertConfigAdmin(admin.ModelAdmin):
 @admin.register(Follower)
 class FollowerAdmin(KillSwitchActions, admin.ModelAdmin):
     form = FollowerForm
-    fields = ["group", "account", "multiplier", "enabled", "mode", "on_disable"]
-    list_display = ["account", "group", "multiplier", "enabled", "mode"]
+    fieldsets = [
+        (None, {"fields": ["group", "account", "multiplier", "fixed_qty", "preview", "enabled",
+                           "mode", "on_disable"]}),
+        ("Risk limits (entries only: exits always go out)", {
+            "fields": ["max_order_qty", "max_position", "max_symbols",
+                       ("window_start", "window_end", "window_tz", "window_days")],
+            "description": "Empty: no limit. An entry beyond max per order or max position "
+                           "is cut to fit; one that would open a symbol beyond max open "
+                           "symbols, or that comes outside the trading window, is not "
+                           "copied. Each cut or block is a decision with reason risk_limit."}),
+    ]
+    readonly_fields = ["preview"]
+    list_display = ["account", "group", "multiplier", "fixed_qty", "preview", "limits",
+                    "enabled", "mode"]
     list_filter = ["enabled", "mode", "group"]
     search_fields = ["account__name", "group__name"]
     list_select_related = ["account", "group"]
     autocomplete_fields = ["account"]
     actions = ["flatten"]
+
+    @admin.display(description="sizing")
+    def preview(self, obj: Follower | None) -> str:
+        return sizing_preview(obj)
+
+    @admin.display(description="risk limits")
+    def limits(self, obj: Follower) -> str:
+        parts = [f"{label} {value}" for label, value in (
+            ("max/order", obj.max_order_qty), ("max position", obj.max_position),
+            ("max symbols", obj.max_symbols)) if value is not None]
+        window = obj.trading_window()
+        if window is not None:
+            parts.append(f"window {window.describe()}")
+        return ", ".join(parts) or "none"
 
     @admin.action(description="Flatten (close every position) and leave exits only",
                   permissions=["flatten"])

@@ -8,6 +8,7 @@ or repeated task finds nothing left to do.
 
 from __future__ import annotations
 
+import datetime as dt
 from decimal import Decimal
 from typing import Any
 
@@ -93,6 +94,55 @@ class CopyGroup(models.Model):
             )
 
 
+def validate_fixed_qty(value: int | None) -> None:
+    if value is not None and not 0 < value <= rules.MAX_ORDER_QTY:
+        raise ValidationError(
+            f"The fixed quantity must be from 1 to {rules.MAX_ORDER_QTY} contracts "
+            f"(leave it empty to use the multiplier), got {value}.")
+
+
+def _limit_check(what: str, bound: int, value: int | None) -> None:
+    if value is not None and not 0 < value <= bound:
+        raise ValidationError(
+            f"The {what} must be from 1 to {bound} (leave it empty for no limit; "
+            f"to stop entries altogether use exits only), got {value}.")
+
+
+def validate_max_order_qty(value: int | None) -> None:
+    _limit_check("max contracts per order", rules.MAX_ORDER_QTY, value)
+
+
+def validate_max_position(value: int | None) -> None:
+    _limit_check("max position per symbol", rules.MAX_POSITION_LIMIT, value)
+
+
+def validate_max_symbols(value: int | None) -> None:
+    _limit_check("max open symbols", rules.MAX_SYMBOLS_LIMIT, value)
+
+
+def validate_window_days(value: str) -> None:
+    try:
+        rules.days_parse(value)
+    except ValueError as exc:
+        raise ValidationError(str(exc)) from None
+
+
+def validate_time_zone(value: str) -> None:
+    if not value:
+        return
+    try:
+        rules.TradingWindow(dt.time(0), dt.time(1), value)
+    except ValueError:
+        raise ValidationError(
+            f"Unknown time zone {value!r}: use a name like America/New_York, "
+            f"Europe/London or UTC.") from None
+
+
+# The follower's sizing and risk-limit fields, in the order the admin shows them.
+RISK_FIELDS = ["fixed_qty", "max_order_qty", "max_position", "max_symbols", "window_start",
+               "window_end", "window_tz", "window_days"]
+
+
 class Follower(models.Model):
     group = models.ForeignKey(CopyGroup, on_delete=models.CASCADE, related_name="followers")
     account = models.OneToOneField(
@@ -105,6 +155,38 @@ class Follower(models.Model):
     enabled = models.BooleanField(default=True)
     mode = models.CharField(max_length=16, choices=Mode.choices, default=Mode.ACTIVE,
                             help_text=MODE_HELP)
+    # Sizing and risk limits (docs/rules.md): empty is "not used" / "no limit".
+    fixed_qty = models.PositiveIntegerField(
+        "fixed quantity", null=True, blank=True, validators=[validate_fixed_qty],
+        help_text="Contracts this follower holds whenever the leader holds any (on the "
+                  "leader's side, or the opposite one in a reverse group), instead of the "
+                  "multiplier. Empty: use the multiplier.")
+    max_order_qty = models.PositiveIntegerField(
+        "max contracts per order", null=True, blank=True,
+        validators=[validate_max_order_qty],
+        help_text="A copied entry larger than this is cut to it. Exits are never cut.")
+    max_position = models.PositiveIntegerField(
+        "max position per symbol", null=True, blank=True,
+        validators=[validate_max_position],
+        help_text="The follower never holds more than this many contracts on a symbol "
+                  "through a copied entry; its expected position is capped at it.")
+    max_symbols = models.PositiveIntegerField(
+        "max open symbols", null=True, blank=True,
+        validators=[validate_max_symbols],
+        help_text="An entry that would open one more symbol than this is not copied.")
+    window_start = models.TimeField(
+        "trading window from", null=True, blank=True,
+        help_text="Entries are copied only inside the window; exits always. Empty: always.")
+    window_end = models.TimeField(
+        "trading window to", null=True, blank=True,
+        help_text="Before 'from' means overnight (e.g. 18:00 to 17:00).")
+    window_tz = models.CharField(
+        "window time zone", max_length=64, blank=True, default="",
+        validators=[validate_time_zone], help_text="e.g. America/New_York; empty: UTC.")
+    window_days = models.CharField(
+        "window days", max_length=64, blank=True, default="",
+        validators=[validate_window_days],
+        help_text="Days a window opens: mon-fri, sun-thu, mon,wed,fri; empty: every day.")
     start_event_id = models.BigIntegerField(
         default=current_event_watermark, editable=False,
         help_text="Leader events up to this id happened before the account joined.",
@@ -114,10 +196,20 @@ class Follower(models.Model):
     class Meta:
         ordering = ["group", "account"]
         constraints = [
-            models.CheckConstraint(condition=Q(multiplier__gt=0), name="follower_multiplier_gt_0")
+            models.CheckConstraint(condition=Q(multiplier__gt=0), name="follower_multiplier_gt_0"),
+            *(models.CheckConstraint(condition=Q(**{f"{name}__isnull": True})
+                                     | Q(**{f"{name}__gt": 0}), name=f"follower_{name}_gt_0")
+              for name in ("fixed_qty", "max_order_qty", "max_position", "max_symbols")),
+            models.CheckConstraint(
+                condition=Q(window_start__isnull=True, window_end__isnull=True)
+                | (Q(window_start__isnull=False, window_end__isnull=False)
+                   & ~Q(window_start=models.F("window_end"))),
+                name="follower_window_both_and_not_empty"),
         ]
 
     def __str__(self) -> str:
+        if self.fixed_qty is not None:
+            return f"{self.account} follows {self.group} fixed {self.fixed_qty}"
         return f"{self.account} follows {self.group} x{self.multiplier.normalize()}"
 
     def save(self, *args: Any, **kwargs: Any) -> None:
@@ -139,8 +231,50 @@ class Follower(models.Model):
             errors["account"] = (
                 "This account leads a group; an account is a leader or a follower, never both."
             )
+        errors.update(self._risk_errors())
         if errors:
             raise ValidationError(errors)
+
+    def _risk_errors(self) -> dict[str, str]:
+        """Sizing and risk limits that cannot work together; field by field, in words."""
+        errors: dict[str, str] = {}
+        if self.fixed_qty is not None and self.multiplier is not None and (
+                self.multiplier != 1):
+            errors["fixed_qty"] = (
+                "Either a multiplier or a fixed quantity: empty the fixed quantity to size by "
+                f"the multiplier ({self.multiplier.normalize():f}), or set the multiplier back "
+                "to 1 to use the fixed quantity.")
+        if (self.window_start is None) != (self.window_end is None):
+            missing = "window_end" if self.window_end is None else "window_start"
+            errors[missing] = ("A trading window needs both its start and its end (leave both "
+                               "empty to copy entries at any time).")
+        elif self.window_start is not None and self.window_start == self.window_end:
+            errors["window_end"] = ("The window ends when it starts: leave both empty to copy "
+                                    "entries at any time (an end before the start is an "
+                                    "overnight window).")
+        elif self.window_start is None and (self.window_tz or self.window_days):
+            errors["window_start"] = ("A time zone or days were given without a window: set "
+                                      "its start and end, or empty them.")
+        return errors
+
+    def trading_window(self) -> rules.TradingWindow | None:
+        if self.window_start is None or self.window_end is None:
+            return None
+        return rules.TradingWindow(self.window_start, self.window_end, self.window_tz or "UTC",
+                                   rules.days_parse(self.window_days))
+
+    def expected_position(self, p: int, *, reverse: bool | None = None) -> int:
+        """E(P) with this follower's sizing (multiplier or fixed quantity) and max position:
+        the one place the settings meet the rule, for every caller outside an event's seats."""
+        return rules.expected_position(
+            p, self.multiplier, self.group.reverse if reverse is None else reverse,
+            fixed_qty=self.fixed_qty, max_position=self.max_position)
+
+    def per_leader_contract(self, leader_qty: int = 1) -> int:
+        """What `leader_qty` leader contracts become on this follower (the admin's preview),
+        before any max position."""
+        return abs(rules.expected_position(leader_qty, self.multiplier, False,
+                                           fixed_qty=self.fixed_qty))
 
 
 class Quarantine(models.Model):

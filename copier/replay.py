@@ -166,7 +166,8 @@ class Replay:
             )
             for f in spec.followers:
                 Follower.objects.create(group=group, account=self.accounts[f.account],
-                                        multiplier=f.multiplier, enabled=f.enabled)
+                                        multiplier=f.multiplier, enabled=f.enabled,
+                                        **f.risk_fields())
         for account in self.accounts.values():
             self._pump(account)  # the listener's first connect
         self._settle()

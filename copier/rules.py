@@ -8,15 +8,21 @@ are ints (positions) and Decimals (multipliers), never floats.
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from decimal import ROUND_HALF_UP, Decimal
 from enum import StrEnum
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 # Quantity limits, checked before anything is sent (COPY_RULES.md "Joining, settings and
 # crashes": one follower's impossible order must never fail the others' copy).
 MAX_MULTIPLIER = Decimal(100)
 MAX_ORDER_QTY = 10_000  # contracts in one copied entry; exits are never limited
+# Bounds of a follower's own settings (fixed quantity, risk limits): beyond them a value is
+# a typo, refused by the admin and the scenario files with a clear error.
+MAX_POSITION_LIMIT = 100_000
+MAX_SYMBOLS_LIMIT = 1_000
 
 
 class Reason(StrEnum):
@@ -40,6 +46,9 @@ class Reason(StrEnum):
     # recorded as decisions too, so a follower's history says who did what.
     ENTRIES_RESUMED = "entries_resumed"
     FLATTENED = "flattened"
+    # A follower's own risk limit (max per order, max position, max open symbols, trading
+    # window) cut or held back an entry; the note names the limit and the numbers.
+    RISK_LIMIT = "risk_limit"
 
 
 class Mode(StrEnum):
@@ -91,6 +100,92 @@ class LeaderMove:
             raise ValueError("a leader fill always moves the position (qty > 0)")
 
 
+DAY_NAMES = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")  # datetime.weekday() order
+
+
+@dataclass(frozen=True, slots=True)
+class TradingWindow:
+    """When a follower takes entries: from `start` to `end` local time in `tz`, on `days`.
+
+    `end` before `start` is an overnight window (18:00-17:00, a futures session): a time
+    after midnight belongs to the window that opened the day before, so `days` are the
+    days a window opens. `start == end` is refused: no window at all is no limit (None).
+    """
+
+    start: dt.time
+    end: dt.time
+    tz: str = "UTC"
+    days: frozenset[int] = frozenset(range(7))
+
+    def __post_init__(self) -> None:
+        if self.start == self.end:
+            raise ValueError("a trading window needs an end different from its start")
+        if not self.days or not self.days <= set(range(7)):
+            raise ValueError(f"trading window days must be some of 0-6 (Monday 0), "
+                             f"got {sorted(self.days)}")
+        try:
+            ZoneInfo(self.tz)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {self.tz!r}") from None
+
+    @property
+    def overnight(self) -> bool:
+        return self.end < self.start
+
+    def contains(self, when: dt.datetime) -> bool:
+        """Whether `when` (aware) falls inside a window; the end itself is outside."""
+        local = when.astimezone(ZoneInfo(self.tz))
+        t, day = local.time().replace(tzinfo=None), local.weekday()
+        if not self.overnight:
+            return day in self.days and self.start <= t < self.end
+        if t >= self.start:
+            return day in self.days
+        return t < self.end and (day - 1) % 7 in self.days
+
+    def describe(self) -> str:
+        days = "every day" if len(self.days) == 7 else days_text(self.days)
+        return (f"{self.start:%H:%M}-{self.end:%H:%M} {self.tz} {days}"
+                + (" (overnight)" if self.overnight else ""))
+
+
+def days_parse(text: str) -> frozenset[int]:
+    """'mon-fri', 'sun-thu', 'mon,wed,fri', 'fri-mon' (a range may wrap the week); '' is
+    every day. Raises ValueError naming the part it cannot read."""
+    days: set[int] = set()
+    for part in (p.strip().lower() for p in text.split(",")):
+        if not part:
+            continue
+        first, _, last = part.partition("-")
+        try:
+            a = DAY_NAMES.index(first.strip()[:3])
+            b = DAY_NAMES.index(last.strip()[:3]) if last else a
+        except ValueError:
+            raise ValueError(f"unknown day {part!r}: use mon, tue, wed, thu, fri, sat, sun "
+                             f"and ranges like mon-fri") from None
+        days.update((a + i) % 7 for i in range((b - a) % 7 + 1))
+    return frozenset(days) if days else frozenset(range(7))
+
+
+def days_text(days: frozenset[int]) -> str:
+    return ",".join(DAY_NAMES[d] for d in sorted(days))
+
+
+@dataclass(frozen=True, slots=True)
+class RiskLimits:
+    """A follower's own limits on entries (None: no limit). Exits are never limited."""
+
+    max_order_qty: int | None = None  # contracts in one copied entry order
+    max_position: int | None = None  # |position| per symbol
+    max_symbols: int | None = None  # symbols held at once
+    window: TradingWindow | None = None  # when entries are copied
+
+    def __post_init__(self) -> None:
+        for name in ("max_order_qty", "max_position", "max_symbols"):
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                raise ValueError(f"{name} must be > 0 (or None: no limit), got {value}")
+
+
 @dataclass(frozen=True, slots=True)
 class FollowerFacts:
     """What the copier knows about one follower for this symbol when it evaluates."""
@@ -104,6 +199,11 @@ class FollowerFacts:
     quarantined: bool = False  # an active quarantine on (follower, symbol)
     close_only: bool = False  # a leader move missed while disconnected (reconnect)
     exits_only: bool = False  # the follower's or its group's mode: wind-down, never enters
+    # Sizing and risk limits (docs/rules.md "Sizing" and "Risk limits").
+    fixed_qty: int | None = None  # contracts per leader position, instead of the multiplier
+    limits: RiskLimits = RiskLimits()
+    open_symbols: int = 0  # other symbols the follower holds (for limits.max_symbols)
+    when: dt.datetime | None = None  # the leader's fill as the copier read it (window)
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,11 +233,26 @@ def side_for(delta: int) -> Side:
     return Side.BUY if delta > 0 else Side.SELL
 
 
-def expected_position(p: int, multiplier: Decimal, reverse: bool) -> int:
-    """E(P) = d * sign(P) * round(|P| * m), round half away from zero."""
-    if multiplier <= 0:
-        raise ValueError("multiplier must be > 0")
-    magnitude = int((Decimal(abs(p)) * multiplier).quantize(Decimal(1), rounding=ROUND_HALF_UP))
+def expected_position(p: int, multiplier: Decimal, reverse: bool, *,
+                      fixed_qty: int | None = None, max_position: int | None = None) -> int:
+    """E(P) = d * sign(P) * round(|P| * m), round half away from zero.
+
+    With a fixed quantity `q`: E(P) = d * sign(P) * q whatever |P| (0 when flat). With a
+    max position, |E(P)| is capped at it: a follower at its cap is in line, so the
+    leader's later reductions are copied as reductions of what it holds, not as a
+    divergence (docs/rules.md "Risk limits").
+    """
+    if fixed_qty is not None:
+        if fixed_qty <= 0:
+            raise ValueError("fixed quantity must be > 0")
+        magnitude = fixed_qty if p else 0
+    else:
+        if multiplier <= 0:
+            raise ValueError("multiplier must be > 0")
+        magnitude = int(
+            (Decimal(abs(p)) * multiplier).quantize(Decimal(1), rounding=ROUND_HALF_UP))
+    if max_position is not None:
+        magnitude = min(magnitude, max_position)
     return (-1 if reverse else 1) * sign(p) * magnitude
 
 
@@ -208,8 +323,11 @@ def decide(move: LeaderMove, facts: FollowerFacts) -> Verdict:
     caller before: `facts.paused` means the pause stays. Lifting a quarantine
     on flat/flat is reported with `lift_quarantine` and evaluation goes on.
     """
-    e0 = expected_position(move.p0, facts.multiplier, facts.reverse)
-    e1 = expected_position(move.p1, facts.multiplier, facts.reverse)
+    cap = facts.limits.max_position
+    e0 = expected_position(move.p0, facts.multiplier, facts.reverse, fixed_qty=facts.fixed_qty,
+                           max_position=cap)
+    e1 = expected_position(move.p1, facts.multiplier, facts.reverse, fixed_qty=facts.fixed_qty,
+                           max_position=cap)
     c = facts.position
 
     def done(reason: Reason, legs: tuple[Leg, ...] = (), **kw: object) -> Verdict:
@@ -233,11 +351,15 @@ def decide(move: LeaderMove, facts: FollowerFacts) -> Verdict:
     # 5. In sync
     if c == e0 and not facts.close_only:
         verdict = _in_sync(move, facts, e0, e1, lifted)
-    # 6. Diverged: close-only
+    # 6. Diverged: close-only (a reduction is the leader's, uncapped: a max position never
+    # shrinks an exit)
     else:
-        verdict = _close_only(move, c, e0, e1, lifted)
+        verdict = _close_only(move, c, e0, e1, lifted, reduction=_uncapped_reduction(move, facts))
     # 7. Exits only: what 5 or 6 would open or add is held back; exits still go
-    return _exits_only(verdict) if facts.exits_only else verdict
+    if facts.exits_only:
+        verdict = _exits_only(verdict)
+    # 8. Risk limits: what is left of the entries, cut or held back; exits always pass
+    return risk_limits_apply(verdict, move, facts)
 
 
 def _exits_only(verdict: Verdict) -> Verdict:
@@ -277,7 +399,8 @@ def _in_sync(move: LeaderMove, facts: FollowerFacts, e0: int, e1: int, lifted: b
     return Verdict(Reason.COPIED, plan_move(facts.position, e1), e0, e1, lift_quarantine=lifted)
 
 
-def _close_only(move: LeaderMove, c: int, e0: int, e1: int, lifted: bool) -> Verdict:
+def _close_only(move: LeaderMove, c: int, e0: int, e1: int, lifted: bool,
+                reduction: int | None = None) -> Verdict:
     def d(reason: Reason, legs: tuple[Leg, ...] = (), note: str = "") -> Verdict:
         return Verdict(reason, legs, e0, e1, lift_quarantine=lifted, note=note)
 
@@ -293,12 +416,98 @@ def _close_only(move: LeaderMove, c: int, e0: int, e1: int, lifted: bool) -> Ver
         # to 0, or a reverse-group follower may sit on the leader's side.
         legs = close_by(c, abs(c))
     elif sign(c) == sign(e0):
-        legs = close_by(c, min(abs(c), abs(e0) - abs(e1)))
+        cut = abs(e0) - abs(e1) if reduction is None else reduction
+        legs = close_by(c, min(abs(c), cut))
     else:
         return d(Reason.NOTHING_TO_CLOSE, note=f"diverged (C={c}, E0={e0}): nothing on E0's side")
     if not legs:
         return d(Reason.NOTHING_TO_CLOSE, note=f"diverged (C={c}, E0={e0}): nothing left to reduce")
     return d(Reason.CLOSE_ONLY, legs, note=f"diverged (C={c}, E0={e0}): reduce by {legs[0].qty}")
+
+
+# --- risk limits (docs/rules.md "Risk limits") ------------------------------------------------
+
+
+def _uncapped_reduction(move: LeaderMove, facts: FollowerFacts) -> int | None:
+    """|E0| - |E1| without the max position's cap (None when there is no cap): what rule 6
+    reduces a diverged follower by, so that the cap never makes an exit smaller."""
+    if facts.limits.max_position is None:
+        return None
+    e0, e1 = (expected_position(p, facts.multiplier, facts.reverse, fixed_qty=facts.fixed_qty)
+              for p in (move.p0, move.p1))
+    return abs(e0) - abs(e1)
+
+
+def leader_enters(move: LeaderMove) -> bool:
+    """The leader opened, added or reversed: its move has an entry in it."""
+    return move.p0 == 0 or sign(move.p1) == -sign(move.p0) or abs(move.p1) > abs(move.p0)
+
+
+def entry_allowed(leg: Leg, *, position: int, opens_symbol: bool, open_symbols: int,
+                  limits: RiskLimits, when: dt.datetime | None) -> tuple[int, list[str]]:
+    """How many contracts of an entry leg a follower's risk limits let go out, and why not
+    all of them (notes naming the limit and the numbers). `position` is the follower's
+    position once the exits before this entry went out.
+
+    The window and max open symbols hold an entry back whole (a part of an entry outside
+    the hours is still an entry outside them); max position and max per order cut it to
+    what fits, which keeps the follower as close to the leader as its limits allow.
+    """
+    what = f"entry {leg.side.value} {leg.qty}"
+    window = limits.window
+    if window is not None and (when is None or not window.contains(when)):
+        at = "at an unknown time" if when is None else (
+            f"at {when.astimezone(ZoneInfo(window.tz)):%a %H:%M} {window.tz}")
+        return 0, [f"trading window {window.describe()}: {what} {at} is outside it, "
+                   f"not copied"]
+    if limits.max_symbols is not None and opens_symbol and open_symbols >= limits.max_symbols:
+        return 0, [f"max open symbols {limits.max_symbols}: {open_symbols} other symbol(s) "
+                   f"open, {what} would open one more, not copied"]
+    qty, notes = leg.qty, []
+    if limits.max_position is not None and abs(position) + qty > limits.max_position:
+        room = max(0, limits.max_position - abs(position))
+        notes.append(f"max position {limits.max_position}: holds {position:+d}, {what} "
+                     + (f"cut to {room}" if room else "not copied"))
+        qty = room
+    if limits.max_order_qty is not None and qty > limits.max_order_qty:
+        notes.append(f"max {limits.max_order_qty} contracts per order: {what} cut to "
+                     f"{limits.max_order_qty}")
+        qty = limits.max_order_qty
+    return qty, notes
+
+
+def risk_limits_apply(verdict: Verdict, move: LeaderMove, facts: FollowerFacts) -> Verdict:
+    """The follower's risk limits on the verdict of rules 1-7: its entries cut or held back,
+    its exits untouched. Any cut, and a max position that kept the follower from following
+    the leader's entry, makes the reason `risk_limit` (exits may still go out with it)."""
+    limits = facts.limits
+    notes: list[str] = []
+    cap = limits.max_position
+    if (cap is not None and not facts.exits_only and leader_enters(move)
+            and verdict.reason in (Reason.COPIED, Reason.NO_CHANGE)):
+        uncapped = expected_position(move.p1, facts.multiplier, facts.reverse,
+                                     fixed_qty=facts.fixed_qty)
+        if abs(uncapped) > abs(verdict.e1):
+            notes.append(f"max position {cap}: the leader's position calls for "
+                         f"{uncapped:+d}, the follower holds at most {verdict.e1:+d}")
+    legs: list[Leg] = []
+    position = facts.position
+    for leg in verdict.legs:
+        if leg.kind == LegKind.EXIT:
+            legs.append(leg)
+            position += leg.signed
+            continue
+        qty, why = entry_allowed(leg, position=position, opens_symbol=facts.position == 0,
+                                 open_symbols=facts.open_symbols, limits=limits,
+                                 when=facts.when)
+        notes += why
+        if qty:
+            legs.append(Leg(leg.side, qty, leg.kind))
+            position += signed(leg.side, qty)
+    if not notes:
+        return verdict
+    return replace(verdict, reason=Reason.RISK_LIMIT, legs=tuple(legs),
+                   note="; ".join([verdict.note, *notes] if verdict.note else notes))
 
 
 # --- placing the plan --------------------------------------------------------------------------
@@ -404,10 +613,14 @@ def heals(
     leader: Mapping[str, int],
     multiplier: Decimal,
     reverse: bool,
+    *,
+    fixed_qty: int | None = None,
+    max_position: int | None = None,
 ) -> bool:
     """A paused follower heals when every symbol sits at E(P) for the leader's position."""
     return all(
-        follower.get(s, 0) == expected_position(leader.get(s, 0), multiplier, reverse)
+        follower.get(s, 0) == expected_position(leader.get(s, 0), multiplier, reverse,
+                                                fixed_qty=fixed_qty, max_position=max_position)
         for s in set(follower) | set(leader)
     )
 

@@ -6,6 +6,7 @@ replay does nothing at all: no half-built database to clean up.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
@@ -37,6 +38,21 @@ class FollowerSpec:
     account: str
     multiplier: Decimal
     enabled: bool
+    # sizing and risk limits (docs/scenarios.md "Followers"): None is "not used"/"no limit"
+    fixed_qty: int | None = None
+    max_order_qty: int | None = None
+    max_position: int | None = None
+    max_symbols: int | None = None
+    window: rules.TradingWindow | None = None
+
+    def risk_fields(self) -> dict[str, Any]:
+        """The Follower model's fields for these settings."""
+        w = self.window
+        return {"fixed_qty": self.fixed_qty, "max_order_qty": self.max_order_qty,
+                "max_position": self.max_position, "max_symbols": self.max_symbols,
+                "window_start": w.start if w else None, "window_end": w.end if w else None,
+                "window_tz": w.tz if w else "", "window_days": rules.days_text(w.days) if w
+                else ""}
 
 
 @dataclass(frozen=True)
@@ -163,7 +179,8 @@ def _groups(raw: list[Any], accounts: list[str]) -> tuple[GroupSpec, ...]:
                 raise ScenarioError(f"{fw}: {account} already follows a group")
             seen_followers.add(account)
             followers.append(FollowerSpec(account, _multiplier(fw, f.get("multiplier", "1")),
-                                          _bool(fw, f.get("enabled", True), "enabled")))
+                                          _bool(fw, f.get("enabled", True), "enabled"),
+                                          **_risk_settings(fw, f)))
         groups.append(GroupSpec(name, leader, _bool(where, item.get("reverse", False), "reverse"),
                                 exit_mode, tuple(followers)))
     leaders = {g.leader for g in groups}
@@ -193,6 +210,59 @@ def _multiplier(where: str, value: Any) -> Decimal:
         raise ScenarioError(f"{where}: multiplier must be > 0 (and at most "
                             f"{rules.MAX_MULTIPLIER}), got {value!r}")
     return m
+
+
+# A follower's own limits: the bounds the admin enforces (copier.models), so that a scenario
+# can never set what a person could not.
+_LIMITS = {"fixed_qty": rules.MAX_ORDER_QTY, "max_order_qty": rules.MAX_ORDER_QTY,
+           "max_position": rules.MAX_POSITION_LIMIT, "max_symbols": rules.MAX_SYMBOLS_LIMIT}
+
+
+def _risk_settings(where: str, raw: dict[str, Any]) -> dict[str, Any]:
+    """`fixed_qty`, `max_order_qty`, `max_position`, `max_symbols` and `window` of a follower."""
+    out: dict[str, Any] = {}
+    for name, bound in _LIMITS.items():
+        value = raw.get(name)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= bound:
+            raise ScenarioError(f"{where}: {name} must be a whole number from 1 to {bound} "
+                                f"(or absent: none), got {value!r}")
+        out[name] = value
+    if "fixed_qty" in out and "multiplier" in raw:
+        raise ScenarioError(f"{where}: either a multiplier or a fixed_qty, not both")
+    if raw.get("window") is not None:
+        out["window"] = _window(f"{where}.window", raw["window"])
+    return out
+
+
+def _window(where: str, raw: Any) -> rules.TradingWindow:
+    raw = _object(where, raw)
+    unknown = set(raw) - {"start", "end", "tz", "days"}
+    if unknown:
+        raise ScenarioError(f"{where}: unknown keys {sorted(unknown)}")
+    times = []
+    for key in ("start", "end"):
+        text = raw.get(key)
+        try:
+            if not isinstance(text, str) or len(text) != 5:
+                raise ValueError
+            times.append(dt.time.fromisoformat(text))
+        except ValueError:
+            raise ScenarioError(f"{where}: {key} must be a time HH:MM, got {text!r}") from None
+    days = raw.get("days", "")
+    if isinstance(days, list) and all(isinstance(d, str) for d in days):
+        days = ",".join(days)
+    if not isinstance(days, str):
+        raise ScenarioError(f"{where}: days must be text like 'mon-fri' or a list of day "
+                            f"names, got {days!r}")
+    tz = raw.get("tz", "UTC")
+    if not isinstance(tz, str):
+        raise ScenarioError(f"{where}: tz must be a time zone name, got {tz!r}")
+    try:
+        return rules.TradingWindow(times[0], times[1], tz, rules.days_parse(days))
+    except ValueError as exc:
+        raise ScenarioError(f"{where}: {exc}") from None
 
 
 def _step(index: int, raw: Any, accounts: list[str], followers: set[str],

@@ -198,7 +198,8 @@ def _card(g: CopyGroup, f: Follower, world: _World, now: dt.datetime) -> Followe
     for symbol in sorted(set(leader_pos) | set(held) | mine):
         p = leader_pos.get(symbol, 0)
         row = SymbolRow(
-            symbol, p, held.get(symbol, 0), rules.expected_position(p, f.multiplier, g.reverse),
+            symbol, p, held.get(symbol, 0), rules.expected_position(
+                p, f.multiplier, g.reverse, fixed_qty=f.fixed_qty, max_position=f.max_position),
             quarantine=world.quarantines.get((f.account_id, symbol)),
             in_doubt=world.in_doubt.get((f.account_id, symbol), 0),
             copying=(g.leader_id, symbol) in world.copying)

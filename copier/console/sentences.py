@@ -190,6 +190,13 @@ def entries_resumed(f: DecisionFacts) -> str:
     return f"{f.follower}: a person resumed copying entries; nothing sent"
 
 
+def risk_limit(f: DecisionFacts) -> str:
+    sent = _legs(f) if f.planned else "nothing"
+    limits = "; ".join(n for n in f.notes if not n.startswith(_SAID)) or "a risk limit"
+    return (f"{_opening(f)}: {_leader(f)}, and {f.follower}'s own risk limits cut or held "
+            f"back the entry ({limits}); exits are never limited; sent: {sent}{_after(f)}")
+
+
 def generic(f: DecisionFacts) -> str:
     """A reason without a renderer of its own (added after this module) still reads."""
     return (f"{_opening(f)}: {_leader(f)}; decided {f.reason.replace('_', ' ')}{_why(f)}; "
@@ -213,6 +220,7 @@ RENDERERS: dict[str, Callable[[DecisionFacts], str]] = {
     Reason.EXITS_ONLY: exits_only,
     Reason.FLATTENED: flattened,
     Reason.ENTRIES_RESUMED: entries_resumed,
+    Reason.RISK_LIMIT: risk_limit,
 }
 
 

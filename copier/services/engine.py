@@ -18,6 +18,7 @@ at the broker before sending anything again.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import logging
 from collections.abc import Sequence
@@ -43,7 +44,7 @@ from copier.services.placement import (
     orders_place,
     unknown_orders_settle,
 )
-from copier.services.positions import positions_lock, positions_save
+from copier.services.positions import open_symbols_count, positions_lock, positions_save
 from copier.services.quarantine import quarantine_create, quarantine_lift
 
 log = logging.getLogger(__name__)
@@ -61,13 +62,28 @@ class Seat:
     exit_mode: rules.ExitMode
     start_event_id: int
     exits_only: bool = False  # the follower's or its group's mode
+    fixed_qty: int | None = None  # instead of the multiplier
+    limits: rules.RiskLimits = field(default_factory=rules.RiskLimits)
 
     @classmethod
     def parse(cls, raw: dict[str, Any]) -> Seat:
-        # An event frozen before modes existed has no `exits_only`: it was active then.
+        # An event frozen before modes existed has no `exits_only`: it was active then;
+        # one frozen before risk limits has none of them: it had none.
         return cls(raw["follower_id"], raw["account_id"], Decimal(raw["multiplier"]),
                    raw["enabled"], raw["reverse"], rules.ExitMode(raw["exit_mode"]),
-                   raw["start_event_id"], bool(raw.get("exits_only", False)))
+                   raw["start_event_id"], bool(raw.get("exits_only", False)),
+                   raw.get("fixed_qty"), seat_limits_parse(raw))
+
+
+def seat_limits_parse(raw: dict[str, Any]) -> rules.RiskLimits:
+    """A seat's risk limits as frozen with the event (`sql.EVENT_RUN`)."""
+    window = None
+    if raw.get("window_start") and raw.get("window_end"):
+        window = rules.TradingWindow(
+            dt.time.fromisoformat(raw["window_start"]), dt.time.fromisoformat(raw["window_end"]),
+            raw.get("window_tz") or "UTC", rules.days_parse(raw.get("window_days") or ""))
+    return rules.RiskLimits(raw.get("max_order_qty"), raw.get("max_position"),
+                            raw.get("max_symbols"), window)
 
 
 def event_seats(event: LeaderEvent) -> list[Seat]:
@@ -184,6 +200,7 @@ class _Batch:
         # A second run of this event may follow a crash that left orders at the
         # broker: look them up before sending anything again.
         self.look_up_first = look_up_first or event.runs > 1
+        self.open_symbols: dict[int, int] = {}
 
     def run(self) -> None:
         positions = positions_lock([s.account_id for s in self.seats], self.event.symbol)
@@ -200,6 +217,11 @@ class _Batch:
                                                 symbol=self.event.symbol)
                 position.qty += settled.moved
                 position.blocked = settled.blocked
+        # Max open symbols needs the follower's other symbols: counted under a per-account
+        # lock (services.positions.open_symbols_count), only for followers with that limit.
+        self.open_symbols = open_symbols_count(
+            [seat.account_id for seat, _p, _f in todo if seat.limits.max_symbols is not None],
+            self.event.symbol)
         self._catch_up(todo)
         work = [self._evaluate(self.event, seat, position) for seat, position, _ in todo]
         self._place(work)
@@ -234,7 +256,8 @@ class _Batch:
             position=position.qty, multiplier=seat.multiplier, reverse=seat.reverse,
             exit_mode=seat.exit_mode, enabled=seat.enabled, paused=paused,
             quarantined=position.quarantined, close_only=ev.close_only,
-            exits_only=seat.exits_only,
+            exits_only=seat.exits_only, fixed_qty=seat.fixed_qty, limits=seat.limits,
+            open_symbols=self.open_symbols.get(account.pk, 0), when=ev.received_at,
         )
         verdict = rules.decide(rules.LeaderMove(ev.p0, ev.p1), facts)
         notes = [verdict.note] if verdict.note else []

@@ -199,7 +199,7 @@ def _expected(fe: FailedExit, position: Position) -> int | None:
                                         ).values_list("p1", flat=True).first()
     if p1 is None:  # nothing of this leader decided for it yet: the leader's position now
         p1 = positions_of(leader_id).get(fe.symbol, 0)
-    return rules.expected_position(p1, follower.multiplier, follower.group.reverse)
+    return follower.expected_position(p1)
 
 
 def _attempt_failed(fe: FailedExit, error: str) -> None:

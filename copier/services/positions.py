@@ -1,6 +1,7 @@
 """The copier's confirmed positions, and the row lock that serialises (account, symbol).
 
 Lock order, everywhere: Position rows (by account, then symbol), then the
+open-symbols lock of accounts (by account: `open_symbols_count`), then the
 TradingAccount row, then FailedExit rows. Keeping one order is what keeps
 concurrent events, retries and reconnects free of deadlocks.
 """
@@ -9,8 +10,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
+from django.db import connection
+
 from accounts.models import Position
 from copier import sql
+
+# The class of the transaction-level advisory locks that serialise, per account, the
+# copies that count its open symbols (max open symbols): an arbitrary constant.
+OPEN_SYMBOLS_LOCK_CLASS = 0x5359
 
 
 def positions_ensure(account_ids: Iterable[int], symbol: str) -> None:
@@ -64,3 +71,30 @@ def positions_lock_all(account_id: int, symbols: Iterable[str]) -> dict[str, Pos
 def positions_save(rows: Sequence[Position]) -> None:
     """Write qty and watermark of many locked rows in one statement (`sql.POSITIONS_SAVE`)."""
     sql.positions_save(rows)
+
+
+def open_symbols_count(account_ids: Sequence[int], symbol: str) -> dict[int, int]:
+    """How many symbols other than `symbol` each account holds, counted under a per-account
+    advisory lock held until the transaction ends.
+
+    Two events on different symbols copied at once to one follower would otherwise both
+    see the other symbol flat and both open one: the lock makes the second wait for the
+    first's commit, then count what it left. Taken after the Position rows (by account,
+    in one order for every batch) and never around anything that waits on a Position
+    row, so it cannot close a deadlock cycle. Rows of other symbols are read, not locked:
+    a row lock there would be taken in another order than a batch on that symbol takes it.
+    A manual trade on another symbol is not serialised with it: the copier never blocks
+    manual trading, and the next entry counts it.
+    """
+    ids = sorted(set(account_ids))
+    if not ids:
+        return {}
+    with connection.cursor() as cursor:
+        for account_id in ids:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)",
+                           [OPEN_SYMBOLS_LOCK_CLASS, account_id])
+    counts = dict.fromkeys(ids, 0)
+    for account_id in (Position.objects.filter(account_id__in=ids).exclude(qty=0)
+                       .exclude(symbol=symbol).values_list("account_id", flat=True)):
+        counts[account_id] += 1
+    return counts

@@ -334,7 +334,8 @@ def pause_heal_check(
     leader = positions_of(follower.group.leader_id)
     leader.update(leader_override or {})
     if not rules.heals(positions_of(account.pk), leader, follower.multiplier,
-                       follower.group.reverse):
+                       follower.group.reverse, fixed_qty=follower.fixed_qty,
+                       max_position=follower.max_position):
         return False
     TradingAccount.objects.filter(pk=account.pk).update(
         copy_paused=False, pause_reason="", pause_details={}, paused_since=None

@@ -88,6 +88,14 @@ CASES: dict[str, tuple[DecisionFacts, list[str]]] = {
         ["F2 was flattened by a person on MNQ", "sell 2 (sent)", "now 0", "exits only"]),
     Reason.ENTRIES_RESUMED: (facts("entries_resumed"), ["F2", "resumed copying entries",
                                                         "nothing sent"]),
+    Reason.RISK_LIMIT: (
+        facts("risk_limit", held=2, expected_before=2, expected_after=3, leader_before=2,
+              leader_after=5, planned=[BUY1], placed=[{**BUY1, "outcome": "placed"}],
+              held_after=3,
+              detail="max position 3: the leader's position calls for +5, the follower "
+                     "holds at most +3"),
+        ["F2 held +2, expected +3", "the leader went +2 \u2192 +5", "risk limits",
+         "max position 3", "calls for +5", "buy 1 (sent)", "now +3", "exits are never limited"]),
 }
 
 
