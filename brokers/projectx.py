@@ -405,10 +405,15 @@ class ProjectXBroker(BrokerAdapter):
                     return str(contract["id"])
         raise PermanentBrokerError(f"ProjectX: no contract named {symbol!r} (Contract/search)")
 
+    def contract_name_known(self, contract_id: str) -> str | None:
+        """The name if this process learned it already: no I/O, so the stream can skip a
+        thread hop on every fill."""
+        with _contracts_lock:
+            return _contract_names.get((self._api_url, contract_id))
+
     def contract_name(self, contract_id: str, *, token: str | None = None) -> str:
         api = self._api_url
-        with _contracts_lock:
-            known = _contract_names.get((api, contract_id))
+        known = self.contract_name_known(contract_id)
         if known is not None:
             return known
         data = self._call("/api/Contract/searchById", {"contractId": contract_id}, token=token)
@@ -775,6 +780,9 @@ class ProjectXStream(BrokerStream):
         return self.session.token
 
     async def _name(self, contract_id: str) -> str:
+        known = self.adapter.contract_name_known(contract_id)
+        if known is not None:  # the usual case: no thread hop on the fill's way in
+            return known
         return await asyncio.to_thread(self.adapter.contract_name, contract_id,
                                        token=self._token)
 

@@ -375,6 +375,11 @@ class TradovateBroker(BrokerAdapter):
                                    f"accounts: {names}")
 
     # --- contracts --------------------------------------------------------------------------
+    def contract_name_known(self, contract_id: int) -> str | None:
+        """The name if this process learned it already: no I/O, so the stream can skip a
+        thread hop on every fill."""
+        return _contracts.name(self._urls()[0], contract_id)
+
     def contract_name(self, contract_id: int, *, token: str | None = None) -> str:
         base = self._urls()[0]
         name = _contracts.name(base, contract_id)
@@ -799,6 +804,9 @@ class TradovateStream(BrokerStream):
             return None  # not found: not this login's
 
     async def _name(self, contract_id: int) -> str:
+        known = self.adapter.contract_name_known(contract_id)
+        if known is not None:  # the usual case: no thread hop on the fill's way in
+            return known
         token = self.session.token if self.session else None
         return await asyncio.to_thread(self.adapter.contract_name, contract_id, token=token)
 

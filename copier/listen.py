@@ -99,7 +99,7 @@ from brokers.sim import sim_announcements_close
 from copier import clock
 from copier.models import CopyGroup, Follower
 from copier.rawsql import database_conninfo
-from copier.services.listener import broker_events_handle
+from copier.services.listener import account_is_leader, broker_events_handle
 from copier.services.sync_guard import connection_lost, connection_restored
 
 log = logging.getLogger(__name__)
@@ -500,6 +500,7 @@ class Listener:
         try:
             await stream.open()
             await self._db(connection_restored, account=account)
+            is_leader = await self._db(account_is_leader, account)
             log.info("%s connected (stream owner %s)", account.name, self.name)
             on_connected()
             if session is not None:
@@ -509,7 +510,7 @@ class Listener:
                 events = await self._receive(stream, renewer)
                 received_at = clock.now()
                 await self._db(broker_events_handle, account=account, events=events,
-                               received_at=received_at)
+                               received_at=received_at, is_leader=is_leader)
                 lost = [e for e in events if isinstance(e, ConnectionLost)]
                 if lost:
                     raise TransientBrokerError(lost[-1].reason or "the venue closed the stream")
