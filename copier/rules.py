@@ -40,6 +40,8 @@ class Reason(StrEnum):
     # recorded as decisions too, so a follower's history says who did what.
     ENTRIES_RESUMED = "entries_resumed"
     FLATTENED = "flattened"
+    # Symbol mapping (copier.symbol_map): the follower does not trade this leader symbol.
+    NOT_MAPPED = "not_mapped"
 
 
 class Mode(StrEnum):

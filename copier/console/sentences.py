@@ -190,6 +190,10 @@ def entries_resumed(f: DecisionFacts) -> str:
     return f"{f.follower}: a person resumed copying entries; nothing sent"
 
 
+def not_mapped(f: DecisionFacts) -> str:
+    return f"{_leader(f)} on {f.symbol}; {f.follower} does not trade it here{_why(f)}: nothing sent"
+
+
 def generic(f: DecisionFacts) -> str:
     """A reason without a renderer of its own (added after this module) still reads."""
     return (f"{_opening(f)}: {_leader(f)}; decided {f.reason.replace('_', ' ')}{_why(f)}; "
@@ -213,6 +217,7 @@ RENDERERS: dict[str, Callable[[DecisionFacts], str]] = {
     Reason.EXITS_ONLY: exits_only,
     Reason.FLATTENED: flattened,
     Reason.ENTRIES_RESUMED: entries_resumed,
+    Reason.NOT_MAPPED: not_mapped,
 }
 
 

@@ -39,6 +39,21 @@ def _positions_locked(account_ids: Sequence[int], symbol: str) -> dict[int, Posi
     return {p.account_id: p for p in sql.positions_lock(account_ids=account_ids, symbol=symbol)}
 
 
+def positions_lock_pairs(pairs: Sequence[tuple[int, str]]) -> dict[int, Position]:
+    """Lock one (account, symbol) row per account, each on its own symbol (a mapped
+    follower's), in one statement in (account, symbol) order; keyed by account."""
+    found = _pairs_locked(pairs)
+    if len(found) < len({a for a, _s in pairs}):  # first event on a symbol for some of them
+        for symbol in sorted({s for _a, s in pairs}):
+            positions_ensure([a for a, s in pairs if s == symbol], symbol)
+        found = _pairs_locked(pairs)
+    return found
+
+
+def _pairs_locked(pairs: Sequence[tuple[int, str]]) -> dict[int, Position]:
+    return {p.account_id: p for p in sql.positions_lock_pairs(pairs=pairs)}
+
+
 def position_lock(account_id: int, symbol: str) -> Position:
     return positions_lock([account_id], symbol)[account_id]
 

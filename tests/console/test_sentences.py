@@ -88,6 +88,12 @@ CASES: dict[str, tuple[DecisionFacts, list[str]]] = {
         ["F2 was flattened by a person on MNQ", "sell 2 (sent)", "now 0", "exits only"]),
     Reason.ENTRIES_RESUMED: (facts("entries_resumed"), ["F2", "resumed copying entries",
                                                         "nothing sent"]),
+    Reason.NOT_MAPPED: (
+        facts("not_mapped", leader_before=0, leader_after=1,
+              detail="the mapping trades the leader's NQ as MNQ here: the leader's own MNQ "
+                     "is not copied"),
+        ["leader went 0 \u2192 +1 on MNQ", "F2 does not trade it here",
+         "trades the leader's NQ as MNQ", "nothing sent"]),
 }
 
 
