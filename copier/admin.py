@@ -17,6 +17,7 @@ from django.utils.html import format_html, format_html_join
 from django_celery_beat import admin as beat_admin
 from django_celery_beat.models import PeriodicTask
 
+from copier import symbol_map
 from copier.console.decisions import (
     change_url,
     changelist_url,
@@ -41,6 +42,7 @@ from copier.models import (
     Order,
     Quarantine,
     RefusedFill,
+    SymbolMapping,
 )
 from copier.services import killswitch
 
@@ -130,7 +132,7 @@ class _ModeFormMixin(forms.ModelForm):
 class FollowerForm(_ModeFormMixin):
     class Meta:
         model = Follower
-        fields = ["group", "account", "multiplier", "enabled", "mode"]
+        fields = ["group", "account", "multiplier", "enabled", "mode", "micro"]
 
     def _held(self) -> dict[str, dict[str, int]]:
         account_id = self.instance.account_id
@@ -251,11 +253,40 @@ class AlertConfigAdmin(admin.ModelAdmin):
     ]
 
 
+class SymbolMappingFormSet(forms.BaseInlineFormSet):
+    """The follower's rules together, with its mini/micro choice as the form above has it:
+    one rule per leader symbol, no follower root fed by two leader roots."""
+
+    def clean(self) -> None:
+        super().clean()
+        found = []
+        for form in self.forms:
+            if (not hasattr(form, "cleaned_data") or not form.cleaned_data
+                    or form.cleaned_data.get("DELETE") or form.errors):
+                continue
+            found.append(form.instance.rule())
+        try:
+            symbol_map.map_check(found, symbol_map.Micro(self.instance.micro))
+        except symbol_map.SymbolMapError as exc:
+            raise forms.ValidationError(str(exc)) from None
+
+
+class SymbolMappingInline(admin.TabularInline):
+    model = SymbolMapping
+    formset = SymbolMappingFormSet
+    fields = ["leader_symbol", "follower_symbol", "ratio"]
+    extra = 1
+    verbose_name = "symbol mapping"
+    verbose_name_plural = ("symbol mappings (the leader's symbol on the left is traded as the "
+                           "one on the right; the leader's contract month carries over)")
+
+
 @admin.register(Follower)
 class FollowerAdmin(KillSwitchActions, admin.ModelAdmin):
     form = FollowerForm
-    fields = ["group", "account", "multiplier", "enabled", "mode", "on_disable"]
-    list_display = ["account", "group", "multiplier", "enabled", "mode"]
+    fields = ["group", "account", "multiplier", "enabled", "mode", "micro", "on_disable"]
+    inlines = [SymbolMappingInline]
+    list_display = ["account", "group", "multiplier", "enabled", "mode", "micro"]
     list_filter = ["enabled", "mode", "group"]
     search_fields = ["account__name", "group__name"]
     list_select_related = ["account", "group"]
