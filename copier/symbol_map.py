@@ -232,9 +232,17 @@ class SymbolMap:
         event frozen before mappings existed copied symbol for symbol)."""
         if not raw:
             return cls()
-        return cls(tuple(SymbolRule(str(leader), str(follower), Decimal(str(ratio)))
+        return cls(tuple(SymbolRule(str(leader), str(follower), _frozen_ratio(leader, follower,
+                                                                              ratio))
                          for leader, follower, ratio in raw.get("rules") or []),
                    Micro(raw.get("micro") or Micro.OFF))
+
+
+def _frozen_ratio(leader: str, follower: str, ratio: object) -> Decimal:
+    """A rule frozen without a ratio (none given) has its pair's default (`default_ratio`)."""
+    if ratio is None:
+        return default_ratio(contract_parse(leader).root, contract_parse(follower).root)
+    return Decimal(str(ratio))
 
 
 NO_MAPPING = SymbolMap()  # the leader's own symbol at ratio 1 (a shared immutable default)
