@@ -134,6 +134,15 @@ class FollowerForm(_ModeFormMixin):
         model = Follower
         fields = ["group", "account", "multiplier", "enabled", "mode", "micro"]
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if "micro" in self.fields:  # an older client's post keeps the conversion
+            self.fields["micro"].required = False
+
+    def clean_micro(self) -> str:
+        return str(self.cleaned_data.get("micro") or self.instance.micro
+                   or symbol_map.Micro.OFF.value)
+
     def _held(self) -> dict[str, dict[str, int]]:
         account_id = self.instance.account_id
         held = killswitch.held_positions([account_id]).get(account_id)
