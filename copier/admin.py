@@ -18,6 +18,7 @@ from django.utils.safestring import mark_safe
 from django_celery_beat import admin as beat_admin
 from django_celery_beat.models import PeriodicTask
 
+from copier import symbol_map
 from copier.console.decisions import (
     change_url,
     changelist_url,
@@ -43,6 +44,7 @@ from copier.models import (
     Order,
     Quarantine,
     RefusedFill,
+    SymbolMapping,
 )
 from copier.services import killswitch
 
@@ -146,10 +148,19 @@ def sizing_preview(follower: Follower | None) -> str:
 class FollowerForm(_ModeFormMixin):
     class Meta:
         model = Follower
-        fields = ["group", "account", "multiplier", "enabled", "mode", *RISK_FIELDS]
+        fields = ["group", "account", "multiplier", "enabled", "mode", "micro", *RISK_FIELDS]
         widgets = {"window_tz": forms.TextInput(attrs={"size": 20,
                                                        "placeholder": "America/New_York"}),
                    "window_days": forms.TextInput(attrs={"size": 12, "placeholder": "mon-fri"})}
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if "micro" in self.fields:  # an older client's post keeps the conversion
+            self.fields["micro"].required = False
+
+    def clean_micro(self) -> str:
+        return str(self.cleaned_data.get("micro") or self.instance.micro
+                   or symbol_map.Micro.OFF.value)
 
     def _held(self) -> dict[str, dict[str, int]]:
         account_id = self.instance.account_id
@@ -276,23 +287,54 @@ class AlertConfigAdmin(admin.ModelAdmin):
     ]
 
 
+class SymbolMappingFormSet(forms.BaseInlineFormSet):
+    """The follower's rules together, with its mini/micro choice as the form above has it:
+    one rule per leader symbol, no follower root fed by two leader roots."""
+
+    def clean(self) -> None:
+        super().clean()
+        found = []
+        for form in self.forms:
+            if (not hasattr(form, "cleaned_data") or not form.cleaned_data
+                    or form.cleaned_data.get("DELETE") or form.errors):
+                continue
+            found.append(form.instance.rule())
+        try:
+            symbol_map.map_check(found, symbol_map.Micro(self.instance.micro))
+        except symbol_map.SymbolMapError as exc:
+            raise forms.ValidationError(str(exc)) from None
+
+
+class SymbolMappingInline(admin.TabularInline):
+    model = SymbolMapping
+    formset = SymbolMappingFormSet
+    fields = ["leader_symbol", "follower_symbol", "ratio"]
+    extra = 1
+    verbose_name = "symbol mapping"
+    verbose_name_plural = ("symbol mappings (the leader's symbol on the left is traded as the "
+                           "one on the right; the leader's contract month carries over)")
+
+
 @admin.register(Follower)
 class FollowerAdmin(KillSwitchActions, admin.ModelAdmin):
     form = FollowerForm
     fieldsets = [
         (None, {"fields": ["group", "account", "multiplier", "fixed_qty", "preview", "enabled",
-                           "mode", "on_disable"]}),
+                           "mode", "micro", "on_disable"]}),
         ("Risk limits (entries only: exits always go out)", {
             "fields": ["max_order_qty", "max_position", "max_symbols",
                        ("window_start", "window_end", "window_tz", "window_days")],
             "description": "Empty: no limit. An entry beyond max per order or max position "
                            "is cut to fit; one that would open a symbol beyond max open "
                            "symbols, or that comes outside the trading window, is not "
-                           "copied. Each cut or block is a decision with reason risk_limit."}),
+                           "copied. Each cut or block is a decision with reason risk_limit. "
+                           "The limits count the follower's own contracts (after a symbol "
+                           "mapping's ratio)."}),
     ]
     readonly_fields = ["preview"]
+    inlines = [SymbolMappingInline]
     list_display = ["account", "group", "multiplier", "fixed_qty", "preview", "limits",
-                    "enabled", "mode"]
+                    "enabled", "mode", "micro"]
     list_filter = ["enabled", "mode", "group"]
     search_fields = ["account__name", "group__name"]
     list_select_related = ["account", "group"]

@@ -20,7 +20,7 @@ from django.db.models import Max, Q
 from accounts.fields import EncryptedTextField
 from accounts.models import TradingAccount
 from accounts.symbols import normalise_symbol
-from copier import rules
+from copier import rules, symbol_map
 
 # The rules' words, as every model and form offers them: one list, never retyped.
 SIDE_CHOICES = [(side.value, side.value) for side in rules.Side]
@@ -44,6 +44,16 @@ MODE_HELP = ("Active: copies entries and exits. Exits only (wind-down): follows 
 class Mode(models.TextChoices):
     ACTIVE = rules.Mode.ACTIVE.value, "Active"
     EXITS_ONLY = rules.Mode.EXITS_ONLY.value, "Exits only (wind-down)"
+
+
+MICRO_CHOICES = [
+    (symbol_map.Micro.OFF.value, "Off"),
+    (symbol_map.Micro.TO_MICRO.value, "Mini to micro (1 ES -> 10 MES)"),
+    (symbol_map.Micro.TO_MINI.value, "Micro to mini (10 MES -> 1 ES)"),
+]
+MICRO_HELP = ("Trade the leader's mini contracts as micros (or micros as minis) of the same "
+              "underlying, keeping the notional: ES/MES, NQ/MNQ, YM/MYM, RTY/M2K, CL/MCL, "
+              "GC/MGC, ten micros to a mini. Symbol mappings below come first.")
 
 
 def current_event_watermark() -> int:
@@ -191,6 +201,12 @@ class Follower(models.Model):
         default=current_event_watermark, editable=False,
         help_text="Leader events up to this id happened before the account joined.",
     )
+    # Symbol mapping (copier.symbol_map): the automatic conversion here, explicit rules in
+    # SymbolMapping rows.
+    micro = models.CharField(
+        "mini/micro conversion", max_length=8, choices=MICRO_CHOICES,
+        default=symbol_map.Micro.OFF.value, help_text=MICRO_HELP,
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -214,14 +230,21 @@ class Follower(models.Model):
 
     def save(self, *args: Any, **kwargs: Any) -> None:
         """Joining (moved to another group, or its account replaced) starts with the next
-        event: the copier never replays a leader's history onto an account."""
+        event: the copier never replays a leader's history onto an account. So does a new
+        mini/micro conversion (`symbols_rejoin`)."""
         if self.pk and Follower.objects.filter(pk=self.pk).exclude(
-            group_id=self.group_id, account_id=self.account_id
+            group_id=self.group_id, account_id=self.account_id, micro=self.micro
         ).exists():
             self.start_event_id = current_event_watermark()
             if kwargs.get("update_fields") is not None:
                 kwargs["update_fields"] = {*kwargs["update_fields"], "start_event_id"}
         super().save(*args, **kwargs)
+
+    def symbols(self) -> symbol_map.SymbolMap:
+        """The follower's mapping as the rules read it (copier.symbol_map)."""
+        return symbol_map.SymbolMap(
+            tuple(m.rule() for m in sorted(self.symbol_mappings.all(), key=lambda m: m.pk)),
+            symbol_map.Micro(self.micro))
 
     def clean(self) -> None:
         errors: dict[str, str] = {}
@@ -263,18 +286,96 @@ class Follower(models.Model):
         return rules.TradingWindow(self.window_start, self.window_end, self.window_tz or "UTC",
                                    rules.days_parse(self.window_days))
 
-    def expected_position(self, p: int, *, reverse: bool | None = None) -> int:
+    def expected_position(self, p: int, *, reverse: bool | None = None,
+                          ratio: Decimal = Decimal(1)) -> int:
         """E(P) with this follower's sizing (multiplier or fixed quantity) and max position:
-        the one place the settings meet the rule, for every caller outside an event's seats."""
+        the one place the settings meet the rule, for every caller outside an event's seats.
+        `ratio`: the symbol mapping's for the symbol (`symbols().route(s).ratio`)."""
         return rules.expected_position(
             p, self.multiplier, self.group.reverse if reverse is None else reverse,
-            fixed_qty=self.fixed_qty, max_position=self.max_position)
+            fixed_qty=self.fixed_qty, max_position=self.max_position, ratio=ratio)
 
     def per_leader_contract(self, leader_qty: int = 1) -> int:
         """What `leader_qty` leader contracts become on this follower (the admin's preview),
         before any max position."""
         return abs(rules.expected_position(leader_qty, self.multiplier, False,
                                            fixed_qty=self.fixed_qty))
+
+
+def symbols_rejoin(follower_id: int) -> None:
+    """A follower whose symbol mapping changed starts again with the leader's next event,
+    as one that joins: events before were decided on the old symbols (their watermarks
+    are on those rows), and must never be decided again on the new ones."""
+    Follower.objects.filter(pk=follower_id).update(start_event_id=current_event_watermark())
+
+
+def _symbol_field_clean(value: str) -> str:
+    try:
+        return normalise_symbol(value)
+    except ValidationError as exc:
+        raise ValidationError(exc.messages[0]) from None
+
+
+class SymbolMapping(models.Model):
+    """One explicit symbol mapping of a follower: the leader's root (or one contract) is
+    traded on the follower as another root, at a ratio (copier.symbol_map)."""
+
+    follower = models.ForeignKey(Follower, on_delete=models.CASCADE,
+                                 related_name="symbol_mappings")
+    leader_symbol = models.CharField(
+        max_length=32, help_text="A root (NQ: every NQ contract) or one contract (NQZ6).")
+    follower_symbol = models.CharField(
+        max_length=32, help_text="A root (MNQ): the follower trades the leader's contract "
+                                 "month (NQZ6 -> MNQZ6) and rolls with it.")
+    ratio = models.DecimalField(
+        max_digits=12, decimal_places=4, null=True, blank=True,
+        help_text="Follower contracts per leader contract, times the multiplier. Empty: 10 "
+                  "for a mini to its micro (NQ -> MNQ), 0.1 the other way, else 1.")
+
+    class Meta:
+        ordering = ["follower", "id"]
+        constraints = [
+            models.UniqueConstraint(fields=["follower", "leader_symbol"],
+                                    name="symbolmapping_one_per_leader_symbol"),
+            models.CheckConstraint(condition=Q(ratio__isnull=True) | Q(ratio__gt=0),
+                                   name="symbolmapping_ratio_gt_0"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.leader_symbol} -> {self.follower_symbol} x{self.rule().ratio.normalize()}"
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        super().save(*args, **kwargs)
+        symbols_rejoin(self.follower_id)
+
+    def delete(self, *args: Any, **kwargs: Any) -> tuple[int, dict[str, int]]:
+        follower_id = self.follower_id
+        deleted = super().delete(*args, **kwargs)
+        symbols_rejoin(follower_id)
+        return deleted
+
+    def rule(self) -> symbol_map.SymbolRule:
+        return symbol_map.SymbolRule(
+            self.leader_symbol, self.follower_symbol,
+            self.ratio if self.ratio is not None else symbol_map.default_ratio(
+                symbol_map.contract_parse(self.leader_symbol).root,
+                symbol_map.contract_parse(self.follower_symbol).root))
+
+    def clean(self) -> None:
+        errors: dict[str, str] = {}
+        for name in ("leader_symbol", "follower_symbol"):
+            try:
+                setattr(self, name, _symbol_field_clean(getattr(self, name) or ""))
+            except ValidationError as exc:
+                errors[name] = exc.messages[0]
+        if errors:
+            raise ValidationError(errors)
+        try:
+            symbol_map.rule_check(self.leader_symbol, self.follower_symbol, self.ratio)
+        except symbol_map.SymbolMapError as exc:
+            field = "ratio" if str(exc).startswith("ratio") else (
+                "leader_symbol" if str(exc).startswith("leader") else "follower_symbol")
+            raise ValidationError({field: str(exc)}) from None
 
 
 class Quarantine(models.Model):

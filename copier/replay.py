@@ -24,7 +24,16 @@ from django.db import transaction
 from accounts.models import TradingAccount
 from copier import clock, tasks
 from copier.celery import app
-from copier.models import CopyGroup, Decision, FailedExit, Follower, LeaderEvent, Order, Quarantine
+from copier.models import (
+    CopyGroup,
+    Decision,
+    FailedExit,
+    Follower,
+    LeaderEvent,
+    Order,
+    Quarantine,
+    SymbolMapping,
+)
 from copier.replay_brokers import SimBrokerDriver, VenueBrokerDriver
 from copier.scenario import Scenario, ScenarioError, Step
 from copier.services import engine
@@ -165,9 +174,13 @@ class Replay:
                 exit_mode=spec.exit_mode,
             )
             for f in spec.followers:
-                Follower.objects.create(group=group, account=self.accounts[f.account],
-                                        multiplier=f.multiplier, enabled=f.enabled,
-                                        **f.risk_fields())
+                follower = Follower.objects.create(
+                    group=group, account=self.accounts[f.account], multiplier=f.multiplier,
+                    enabled=f.enabled, micro=f.symbols.micro.value, **f.risk_fields())
+                SymbolMapping.objects.bulk_create([
+                    SymbolMapping(follower=follower, leader_symbol=rule.leader,
+                                  follower_symbol=rule.follower, ratio=rule.ratio)
+                    for rule in f.symbols.rules])
         for account in self.accounts.values():
             self._pump(account)  # the listener's first connect
         self._settle()

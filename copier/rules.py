@@ -49,6 +49,8 @@ class Reason(StrEnum):
     # A follower's own risk limit (max per order, max position, max open symbols, trading
     # window) cut or held back an entry; the note names the limit and the numbers.
     RISK_LIMIT = "risk_limit"
+    # Symbol mapping (copier.symbol_map): the follower does not trade this leader symbol.
+    NOT_MAPPED = "not_mapped"
 
 
 class Mode(StrEnum):
@@ -201,6 +203,8 @@ class FollowerFacts:
     exits_only: bool = False  # the follower's or its group's mode: wind-down, never enters
     # Sizing and risk limits (docs/rules.md "Sizing" and "Risk limits").
     fixed_qty: int | None = None  # contracts per leader position, instead of the multiplier
+    # The symbol mapping's ratio (copier.symbol_map): scales the multiplier or the fixed qty.
+    ratio: Decimal = Decimal(1)
     limits: RiskLimits = RiskLimits()
     open_symbols: int = 0  # other symbols the follower holds (for limits.max_symbols)
     when: dt.datetime | None = None  # the leader's fill as the copier read it (window)
@@ -234,23 +238,30 @@ def side_for(delta: int) -> Side:
 
 
 def expected_position(p: int, multiplier: Decimal, reverse: bool, *,
-                      fixed_qty: int | None = None, max_position: int | None = None) -> int:
-    """E(P) = d * sign(P) * round(|P| * m), round half away from zero.
+                      fixed_qty: int | None = None, max_position: int | None = None,
+                      ratio: Decimal = Decimal(1)) -> int:
+    """E(P) = d * sign(P) * round(|P| * m * r), round half away from zero.
 
-    With a fixed quantity `q`: E(P) = d * sign(P) * q whatever |P| (0 when flat). With a
-    max position, |E(P)| is capped at it: a follower at its cap is in line, so the
-    leader's later reductions are copied as reductions of what it holds, not as a
-    divergence (docs/rules.md "Risk limits").
+    `r` is the symbol mapping's ratio (copier.symbol_map: 10 for ES traded as MES), 1 for
+    an unmapped symbol. With a fixed quantity `q`: E(P) = d * sign(P) * round(q * r)
+    whatever |P| (0 when flat): the ratio keeps the notional of a fixed quantity too (a
+    fixed 1 ES traded as MES is 10 MES). With a max position, |E(P)| is capped at it,
+    after the ratio (the cap counts the follower's own contracts): a follower at its cap
+    is in line, so the leader's later reductions are copied as reductions of what it
+    holds, not as a divergence (docs/rules.md "Risk limits").
     """
+    if ratio <= 0:
+        raise ValueError("ratio must be > 0")
     if fixed_qty is not None:
         if fixed_qty <= 0:
             raise ValueError("fixed quantity must be > 0")
-        magnitude = fixed_qty if p else 0
+        magnitude = int((Decimal(fixed_qty) * ratio).quantize(
+            Decimal(1), rounding=ROUND_HALF_UP)) if p else 0
     else:
         if multiplier <= 0:
             raise ValueError("multiplier must be > 0")
         magnitude = int(
-            (Decimal(abs(p)) * multiplier).quantize(Decimal(1), rounding=ROUND_HALF_UP))
+            (Decimal(abs(p)) * multiplier * ratio).quantize(Decimal(1), rounding=ROUND_HALF_UP))
     if max_position is not None:
         magnitude = min(magnitude, max_position)
     return (-1 if reverse else 1) * sign(p) * magnitude
@@ -325,9 +336,9 @@ def decide(move: LeaderMove, facts: FollowerFacts) -> Verdict:
     """
     cap = facts.limits.max_position
     e0 = expected_position(move.p0, facts.multiplier, facts.reverse, fixed_qty=facts.fixed_qty,
-                           max_position=cap)
+                           max_position=cap, ratio=facts.ratio)
     e1 = expected_position(move.p1, facts.multiplier, facts.reverse, fixed_qty=facts.fixed_qty,
-                           max_position=cap)
+                           max_position=cap, ratio=facts.ratio)
     c = facts.position
 
     def done(reason: Reason, legs: tuple[Leg, ...] = (), **kw: object) -> Verdict:
@@ -433,7 +444,8 @@ def _uncapped_reduction(move: LeaderMove, facts: FollowerFacts) -> int | None:
     reduces a diverged follower by, so that the cap never makes an exit smaller."""
     if facts.limits.max_position is None:
         return None
-    e0, e1 = (expected_position(p, facts.multiplier, facts.reverse, fixed_qty=facts.fixed_qty)
+    e0, e1 = (expected_position(p, facts.multiplier, facts.reverse, fixed_qty=facts.fixed_qty,
+                                ratio=facts.ratio)
               for p in (move.p0, move.p1))
     return abs(e0) - abs(e1)
 
@@ -486,7 +498,7 @@ def risk_limits_apply(verdict: Verdict, move: LeaderMove, facts: FollowerFacts) 
     if (cap is not None and not facts.exits_only and leader_enters(move)
             and verdict.reason in (Reason.COPIED, Reason.NO_CHANGE)):
         uncapped = expected_position(move.p1, facts.multiplier, facts.reverse,
-                                     fixed_qty=facts.fixed_qty)
+                                     fixed_qty=facts.fixed_qty, ratio=facts.ratio)
         if abs(uncapped) > abs(verdict.e1):
             notes.append(f"max position {cap}: the leader's position calls for "
                          f"{uncapped:+d}, the follower holds at most {verdict.e1:+d}")

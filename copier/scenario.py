@@ -15,7 +15,7 @@ from typing import Any
 from django.core.exceptions import ValidationError
 
 from accounts.symbols import normalise_symbol
-from copier import rules
+from copier import rules, symbol_map
 
 
 class ScenarioError(ValueError):
@@ -44,6 +44,7 @@ class FollowerSpec:
     max_position: int | None = None
     max_symbols: int | None = None
     window: rules.TradingWindow | None = None
+    symbols: symbol_map.SymbolMap = symbol_map.NO_MAPPING  # "symbols" and "micro"
 
     def risk_fields(self) -> dict[str, Any]:
         """The Follower model's fields for these settings."""
@@ -79,8 +80,16 @@ class Scenario:
 
     @property
     def symbols(self) -> list[str]:
-        """Every symbol the steps trade: a venue lists them as contracts before the replay."""
-        return sorted({str(s.args["symbol"]) for s in self.steps if "symbol" in s.args})
+        """Every symbol the steps trade, and every follower symbol a leader's fill maps to:
+        a venue lists them as contracts before the replay."""
+        traded = {str(s.args["symbol"]) for s in self.steps if "symbol" in s.args}
+        for group in self.groups:
+            led = {str(s.args["symbol"]) for s in self.steps
+                   if s.op == "fill" and s.args.get("account") == group.leader}
+            for f in group.followers:
+                traded |= {route.symbol for route in map(f.symbols.route, led)
+                           if not route.blocked}
+        return sorted(traded)
 
 
 def _text(where: str, value: Any, what: str) -> str:
@@ -178,8 +187,13 @@ def _groups(raw: list[Any], accounts: list[str]) -> tuple[GroupSpec, ...]:
             if account in seen_followers:
                 raise ScenarioError(f"{fw}: {account} already follows a group")
             seen_followers.add(account)
+            unknown = set(f) - {"account", "multiplier", "enabled", "symbols", "micro",
+                                "window", *_LIMITS}
+            if unknown:
+                raise ScenarioError(f"{fw}: unknown keys {sorted(unknown)}")
             followers.append(FollowerSpec(account, _multiplier(fw, f.get("multiplier", "1")),
                                           _bool(fw, f.get("enabled", True), "enabled"),
+                                          symbols=_symbol_map(fw, f),
                                           **_risk_settings(fw, f)))
         groups.append(GroupSpec(name, leader, _bool(where, item.get("reverse", False), "reverse"),
                                 exit_mode, tuple(followers)))
@@ -190,6 +204,41 @@ def _groups(raw: list[Any], accounts: list[str]) -> tuple[GroupSpec, ...]:
     if len({g.name for g in groups}) != len(groups):
         raise ScenarioError("groups: duplicate group name")
     return tuple(groups)
+
+
+def _symbol_map(where: str, raw: dict[str, Any]) -> symbol_map.SymbolMap:
+    """A follower's `symbols` ({"NQ": "MNQ"} or {"NQ": {"symbol": "MNQ", "ratio": "10"}})
+    and `micro` (true: mini to micro; "to_micro", "to_mini", false or "off")."""
+    micro_raw = raw.get("micro", False)
+    micro_values = {True: "to_micro", False: "off"}
+    micro = micro_values.get(micro_raw, micro_raw) if isinstance(micro_raw, bool) else micro_raw
+    if micro not in tuple(symbol_map.Micro):
+        raise ScenarioError(f"{where}: micro must be true, false, to_micro, to_mini or off, "
+                            f"got {micro_raw!r}")
+    rules_raw = _object(f"{where}.symbols", raw.get("symbols", {}))
+    found = []
+    for leader_raw, target in rules_raw.items():
+        at = f"{where}.symbols.{leader_raw}"
+        ratio = None
+        if isinstance(target, dict):
+            unknown = set(target) - {"symbol", "ratio"}
+            if unknown:
+                raise ScenarioError(f"{at}: unknown keys {sorted(unknown)}")
+            ratio, target = target.get("ratio"), target.get("symbol")
+        try:
+            leader, follower = normalise_symbol(leader_raw), normalise_symbol(target)
+            found.append(symbol_map.rule_check(
+                leader, follower, None if ratio is None else symbol_map.ratio_parse(ratio)))
+        except ValidationError as exc:
+            raise ScenarioError(f"{at}: {exc.messages[0]}") from None
+        except symbol_map.SymbolMapError as exc:
+            raise ScenarioError(f"{at}: {exc}") from None
+    smap = symbol_map.SymbolMap(tuple(found), symbol_map.Micro(str(micro)))
+    try:
+        symbol_map.map_check(smap.rules, smap.micro)
+    except symbol_map.SymbolMapError as exc:
+        raise ScenarioError(f"{where}.symbols: {exc}") from None
+    return smap
 
 
 def _known(where: str, value: Any, accounts: list[str], what: str) -> str:

@@ -38,7 +38,13 @@ EVENT_RUN = Statement(
     " 'max_position', f.max_position, 'max_symbols', f.max_symbols,"
     " 'window_start', f.window_start::text, 'window_end', f.window_end::text,"
     " 'window_tz', f.window_tz, 'window_days', f.window_days,"
-    " 'start_event_id', f.start_event_id) ORDER BY f.id), '[]'::jsonb) AS v"
+    " 'start_event_id', f.start_event_id,"
+    # the symbol mapping (copier.symbol_map.SymbolMap.to_json): the re-run trades the
+    # same follower symbols at the same ratios
+    " 'symbols', jsonb_build_object('micro', f.micro, 'rules', COALESCE((SELECT"
+    " jsonb_agg(jsonb_build_array(m.leader_symbol, m.follower_symbol, m.ratio::text)"
+    " ORDER BY m.id) FROM copier_symbolmapping m WHERE m.follower_id = f.id), '[]'::jsonb))"
+    ") ORDER BY f.id), '[]'::jsonb) AS v"
     " FROM copier_leaderevent le JOIN copier_copygroup g ON g.leader_id = le.account_id"
     " JOIN copier_follower f ON f.group_id = g.id"
     " WHERE le.id = %s AND f.start_event_id < le.id)"
@@ -124,7 +130,10 @@ POSITIONS_LOCK = Statement(
     " EXISTS (SELECT 1 FROM copier_order o WHERE o.account_id = p.account_id"
     " AND o.symbol = p.symbol AND o.status = %s) AS unknown_orders"
     " FROM accounts_position p JOIN accounts_tradingaccount a ON a.id = p.account_id"
-    " WHERE p.account_id = ANY(%s) AND p.symbol = %s ORDER BY p.account_id FOR UPDATE OF p",
+    # (account, symbol) pairs: a mapped follower's row is on its own symbol (copier.symbol_map)
+    " WHERE (p.account_id, p.symbol) IN (SELECT k.a, k.s FROM unnest(%s::bigint[], %s::text[])"
+    " AS k(a, s))"
+    " ORDER BY p.account_id, p.symbol FOR UPDATE OF p",
     (*POSITION.names, *ACCOUNT.names, "quarantined", "unknown_orders"),
 )
 
@@ -132,7 +141,14 @@ POSITIONS_LOCK = Statement(
 def positions_lock(*, account_ids: Sequence[int], symbol: str) -> list[Position]:
     """Lock the rows that exist, in account order; each with `account`, `quarantined` and
     `unknown_orders` filled in."""
-    rows = POSITIONS_LOCK.run([Order.Status.UNKNOWN.value, list(account_ids), symbol])
+    return positions_lock_pairs(pairs=[(a, symbol) for a in account_ids])
+
+
+def positions_lock_pairs(*, pairs: Sequence[tuple[int, str]]) -> list[Position]:
+    """`positions_lock` for rows of several symbols, one per follower (each on its mapped
+    symbol), locked in (account, symbol) order: the lock order everywhere."""
+    rows = POSITIONS_LOCK.run([Order.Status.UNKNOWN.value, [a for a, _s in pairs],
+                               [s for _a, s in pairs]])
     found = []
     for row in rows:
         position = POSITION.build(row)

@@ -20,7 +20,7 @@ from django.db import connection
 from django.db.models import Q
 
 from accounts.models import ConnectionState, Position, TradingAccount
-from copier import clock, rules
+from copier import clock, rules, symbol_map
 from copier.models import CopyGroup, FailedExit, Follower, LeaderEvent, Mode, Order, Quarantine
 
 RED, AMBER, GREEN, OFF = "red", "amber", "green", "off"
@@ -49,6 +49,7 @@ class SymbolRow:
     exits_rejected: list[FailedExit] = field(default_factory=list)
     in_doubt: int = 0
     copying: bool = False
+    leader_symbols: list[str] = field(default_factory=list)  # when mapped from another symbol
     colour: str = GREEN
     why: list[str] = field(default_factory=list)
 
@@ -174,7 +175,8 @@ def dashboard_groups(*, now: dt.datetime | None = None) -> list[GroupPanel]:
     """Every group with its followers' state: a fixed number of statements."""
     now = now or clock.now()
     groups = list(CopyGroup.objects.select_related("leader", "alert_config").order_by("name"))
-    followers = list(Follower.objects.select_related("account").filter(group__in=groups)
+    followers = list(Follower.objects.select_related("account").prefetch_related(
+                     "symbol_mappings").filter(group__in=groups)
                      .order_by("account__name"))
     world = _world_read({g.leader_id for g in groups}, [f.account_id for f in followers])
     by_group: dict[int, list[Follower]] = defaultdict(list)
@@ -195,14 +197,24 @@ def _card(g: CopyGroup, f: Follower, world: _World, now: dt.datetime) -> Followe
     mine = {s for (a, s) in [*world.quarantines, *world.exits, *world.in_doubt]
             if a == f.account_id}
     rows = []
-    for symbol in sorted(set(leader_pos) | set(held) | mine):
-        p = leader_pos.get(symbol, 0)
+    # On the follower's own symbols: a mapped follower's MNQ row expects E of the leader's NQ.
+    smap = f.symbols()
+    expected = symbol_map.expected_positions(leader_pos, f.multiplier, g.reverse, smap,
+                                             fixed_qty=f.fixed_qty, max_position=f.max_position)
+    sources: dict[str, list[str]] = defaultdict(list)
+    for leader_symbol in leader_pos:
+        route = smap.route(leader_symbol)
+        if not route.blocked:
+            sources[route.symbol].append(leader_symbol)
+    copying = {smap.route(s).symbol for (a, s) in world.copying if a == g.leader_id}
+    for symbol in sorted(set(expected) | set(held) | mine):
         row = SymbolRow(
-            symbol, p, held.get(symbol, 0), rules.expected_position(
-                p, f.multiplier, g.reverse, fixed_qty=f.fixed_qty, max_position=f.max_position),
+            symbol, sum(leader_pos.get(s, 0) for s in sources.get(symbol, [])),
+            held.get(symbol, 0), expected.get(symbol, 0),
             quarantine=world.quarantines.get((f.account_id, symbol)),
             in_doubt=world.in_doubt.get((f.account_id, symbol), 0),
-            copying=(g.leader_id, symbol) in world.copying)
+            copying=symbol in copying,
+            leader_symbols=sorted(s for s in sources.get(symbol, []) if s != symbol))
         for fe in world.exits.get((f.account_id, symbol), []):
             (row.exits_rejected if fe.status == FailedExit.Status.REJECTED
              else row.exits_waiting).append(fe)

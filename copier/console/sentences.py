@@ -197,6 +197,10 @@ def risk_limit(f: DecisionFacts) -> str:
             f"back the entry ({limits}); exits are never limited; sent: {sent}{_after(f)}")
 
 
+def not_mapped(f: DecisionFacts) -> str:
+    return f"{_leader(f)} on {f.symbol}; {f.follower} does not trade it here{_why(f)}: nothing sent"
+
+
 def generic(f: DecisionFacts) -> str:
     """A reason without a renderer of its own (added after this module) still reads."""
     return (f"{_opening(f)}: {_leader(f)}; decided {f.reason.replace('_', ' ')}{_why(f)}; "
@@ -221,6 +225,7 @@ RENDERERS: dict[str, Callable[[DecisionFacts], str]] = {
     Reason.FLATTENED: flattened,
     Reason.ENTRIES_RESUMED: entries_resumed,
     Reason.RISK_LIMIT: risk_limit,
+    Reason.NOT_MAPPED: not_mapped,
 }
 
 

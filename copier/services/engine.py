@@ -21,7 +21,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -44,8 +44,13 @@ from copier.services.placement import (
     orders_place,
     unknown_orders_settle,
 )
-from copier.services.positions import open_symbols_count, positions_lock, positions_save
+from copier.services.positions import (
+    open_symbols_count,
+    positions_lock_pairs,
+    positions_save,
+)
 from copier.services.quarantine import quarantine_create, quarantine_lift
+from copier.symbol_map import NO_MAPPING, Route, SymbolMap
 
 log = logging.getLogger(__name__)
 
@@ -64,15 +69,22 @@ class Seat:
     exits_only: bool = False  # the follower's or its group's mode
     fixed_qty: int | None = None  # instead of the multiplier
     limits: rules.RiskLimits = field(default_factory=rules.RiskLimits)
+    symbols: SymbolMap = NO_MAPPING  # where the leader's symbol goes on this follower
 
     @classmethod
     def parse(cls, raw: dict[str, Any]) -> Seat:
         # An event frozen before modes existed has no `exits_only`: it was active then;
-        # one frozen before risk limits has none of them: it had none.
+        # one frozen before risk limits has none of them: it had none; one frozen before
+        # symbol mappings has no `symbols`: it copied symbol for symbol.
         return cls(raw["follower_id"], raw["account_id"], Decimal(raw["multiplier"]),
                    raw["enabled"], raw["reverse"], rules.ExitMode(raw["exit_mode"]),
                    raw["start_event_id"], bool(raw.get("exits_only", False)),
-                   raw.get("fixed_qty"), seat_limits_parse(raw))
+                   raw.get("fixed_qty"), seat_limits_parse(raw),
+                   SymbolMap.from_json(raw.get("symbols")))
+
+    def route(self, leader_symbol: str) -> Route:
+        """The follower's symbol and ratio for the leader's symbol (copier.symbol_map)."""
+        return self.symbols.route(leader_symbol)
 
 
 def seat_limits_parse(raw: dict[str, Any]) -> rules.RiskLimits:
@@ -174,6 +186,7 @@ class _Work:
     """One follower's evaluation of one event, from the rules to the broker's answers."""
 
     event: LeaderEvent
+    symbol: str  # the follower's (mapped) symbol: its position, orders, quarantine, exits
     position: Position
     verdict: rules.Verdict
     notes: list[str]
@@ -188,7 +201,7 @@ class _Work:
         return self.position.account
 
     def spec(self, index: int) -> OrderSpec:
-        return OrderSpec(account=self.account, symbol=self.event.symbol, leg=self.legs[index],
+        return OrderSpec(account=self.account, symbol=self.symbol, leg=self.legs[index],
                          client_order_id=copy_order_id(self.event.pk, self.account.pk, index))
 
 
@@ -203,29 +216,66 @@ class _Batch:
         self.open_symbols: dict[int, int] = {}
 
     def run(self) -> None:
-        positions = positions_lock([s.account_id for s in self.seats], self.event.symbol)
+        routes = {s.account_id: s.route(self.event.symbol) for s in self.seats}
+        unmapped = {a: r.blocked for a, r in routes.items() if r.blocked}
+        seats = [s for s in self.seats if s.account_id not in unmapped]
+        positions = positions_lock_pairs(
+            sorted((s.account_id, routes[s.account_id].symbol) for s in seats))
         todo: list[tuple[Seat, Position, int]] = []
-        for seat in self.seats:
+        passed: list[int] = []
+        for seat in seats:
             position = positions[seat.account_id]
             floor = max(position.last_event_id or 0, seat.start_event_id)
             if floor < self.event.pk:  # else decided already: a redelivered or repeated task
                 todo.append((seat, position, floor))
+            else:
+                passed.append(seat.account_id)
+        self._unmapped_record(unmapped, passed, lambda a: positions[a].symbol)
         for _seat, position, _floor in todo:
             position.blocked = ""
             if position.unknown_orders:
                 settled = unknown_orders_settle(account=position.account,
-                                                symbol=self.event.symbol)
+                                                symbol=position.symbol)
                 position.qty += settled.moved
                 position.blocked = settled.blocked
         # Max open symbols needs the follower's other symbols: counted under a per-account
-        # lock (services.positions.open_symbols_count), only for followers with that limit.
+        # lock (services.positions.open_symbols_count), only for followers with that limit,
+        # beside the follower's own symbol for this event (a mapped follower's MNQZ6).
         self.open_symbols = open_symbols_count(
-            [seat.account_id for seat, _p, _f in todo if seat.limits.max_symbols is not None],
-            self.event.symbol)
+            {seat.account_id: position.symbol for seat, position, _f in todo
+             if seat.limits.max_symbols is not None})
         self._catch_up(todo)
         work = [self._evaluate(self.event, seat, position) for seat, position, _ in todo]
         self._place(work)
         self._save(work)
+
+    def _unmapped_record(self, unmapped: dict[int, str], passed: list[int],
+                         positions_symbol: Callable[[int], str]) -> None:
+        """Followers that do not trade this event's symbol get their decision, no order.
+
+        `unmapped`: their mapping blocks the leader's symbol (copier.symbol_map.Route).
+        `passed`: their row's watermark is past this event, yet nothing was decided for
+        them: a later event of another leader symbol, routed to the same follower
+        symbol after their mapping changed, was decided first. The event is not
+        judged on a position that a later one already moved; it is recorded, never
+        left undecided. (A redelivered task finds the decision there: nothing to do.)
+        """
+        if passed:
+            decided = set(Decision.objects.filter(event=self.event, account_id__in=passed)
+                          .values_list("account_id", flat=True))
+            for account_id in set(passed) - decided:
+                unmapped[account_id] = (
+                    f"a later event on {positions_symbol(account_id)} was decided first (the "
+                    f"follower's symbol mapping or group changed while this one was in "
+                    f"flight): not judged on a position it did not see")
+        if not unmapped:
+            return
+        now = clock.now()
+        Decision.objects.bulk_create([
+            Decision(event=self.event, account_id=account_id, symbol=self.event.symbol,
+                     reason=rules.Reason.NOT_MAPPED, detail=why, created_at=now, settled_at=now)
+            for account_id, why in sorted(unmapped.items())
+        ], ignore_conflicts=True)
 
     def _catch_up(self, todo: list[tuple[Seat, Position, int]]) -> None:
         """Earlier events still undecided for some followers (their tasks are late): decide
@@ -240,20 +290,27 @@ class _Batch:
         ).order_by("id")
         for ev in earlier:
             frozen = {s.account_id: s for s in event_seats(ev)}
+            # An earlier event that routed this follower to another symbol (its mapping
+            # changed in between) is not this row's: its own task decides it on its row.
             work = [self._evaluate(ev, frozen.get(seat.account_id, seat), position)
-                    for seat, position, floor in behind if floor < ev.pk]
+                    for seat, position, floor in behind if floor < ev.pk
+                    and frozen.get(seat.account_id, seat).route(ev.symbol).symbol
+                    == position.symbol]
             self._place(work, look_up_first=self.look_up_first or ev.runs > 0)
             self._save(work)
 
     def _evaluate(self, ev: LeaderEvent, seat: Seat, position: Position) -> _Work:
         account = position.account
+        route = seat.route(ev.symbol)  # the position row is on route.symbol (locked so)
+        symbol = position.symbol
         paused = account.copy_paused
         if seat.enabled and paused:
             paused = not sync_guard.pause_heal_check(
                 account=account, leader_override={ev.symbol: ev.p0}
             )
         facts = rules.FollowerFacts(
-            position=position.qty, multiplier=seat.multiplier, reverse=seat.reverse,
+            position=position.qty, multiplier=seat.multiplier, ratio=route.ratio,
+            reverse=seat.reverse,
             exit_mode=seat.exit_mode, enabled=seat.enabled, paused=paused,
             quarantined=position.quarantined, close_only=ev.close_only,
             exits_only=seat.exits_only, fixed_qty=seat.fixed_qty, limits=seat.limits,
@@ -262,15 +319,17 @@ class _Batch:
         verdict = rules.decide(rules.LeaderMove(ev.p0, ev.p1), facts)
         notes = [verdict.note] if verdict.note else []
         if verdict.lift_quarantine:
-            quarantine_lift(account=account, symbol=ev.symbol, by="auto: follower and leader flat")
+            quarantine_lift(account=account, symbol=symbol, by="auto: follower and leader flat")
             position.quarantined = False
             notes.insert(0, rules.Reason.QUARANTINE_LIFTED.value)
         if verdict.quarantine:
-            quarantine_create(account=account, symbol=ev.symbol,
+            quarantine_create(account=account, symbol=symbol,
                               reason=Quarantine.Reason.OPPOSITE_SIDE, event=ev,
                               detail=f"follower {position.qty:+d} against the leader's side")
             position.quarantined = True
-        return _Work(ev, position, verdict, notes, position.qty,
+        if symbol != ev.symbol:
+            notes.insert(0, f"leader {ev.symbol} -> {symbol} x{route.ratio.normalize():f}")
+        return _Work(ev, symbol, position, verdict, notes, position.qty,
                      rules.ordered_for_placement(verdict.legs))
 
     def _place(self, work: list[_Work], *, look_up_first: bool | None = None) -> None:
@@ -314,7 +373,7 @@ class _Batch:
         outcome = (rules.leg_outcome(leg, failed=False, disconnected=True) if disconnected
                    else rules.LegOutcome.DROPPED)
         if outcome == rules.LegOutcome.QUEUED:
-            failed_exits.failed_exit_queue(account=w.account, symbol=w.event.symbol, leg=leg,
+            failed_exits.failed_exit_queue(account=w.account, symbol=w.symbol, leg=leg,
                                            event=w.event, attempts=0,
                                            error="follower disconnected")
         w.results.append((leg, outcome))
@@ -335,7 +394,7 @@ class _Batch:
         now = clock.now()
         decisions = Decision.objects.bulk_create([
             Decision(
-                event=w.event, account=w.account, symbol=w.event.symbol,
+                event=w.event, account=w.account, symbol=w.symbol,
                 reason=rules.placement_reason(w.verdict.reason, w.results),
                 detail="; ".join(w.notes), position_before=w.before,
                 expected_before=w.verdict.e0, expected_after=w.verdict.e1,
@@ -363,13 +422,13 @@ def _leg_failure_record(w: _Work, leg: rules.Leg, sent: Sent,
     error = sent.error.message
     w.notes.append(f"{leg.kind.value} {leg.side.value} {leg.qty}: {error}")
     if outcome == rules.LegOutcome.REJECTED:
-        quarantine_create(account=w.account, symbol=w.event.symbol, event=w.event,
+        quarantine_create(account=w.account, symbol=w.symbol, event=w.event,
                           reason=Quarantine.Reason.REJECTED, detail=error)
         w.position.quarantined = True
     is_exit = leg.kind == rules.LegKind.EXIT
     if is_exit and outcome in (rules.LegOutcome.REJECTED, rules.LegOutcome.QUEUED):
         queued = failed_exits.failed_exit_queue(
-            account=w.account, symbol=w.event.symbol, leg=leg, event=w.event,
+            account=w.account, symbol=w.symbol, leg=leg, event=w.event,
             attempts=1 if w.account.is_connected else 0,
             error=error, rejected=outcome == rules.LegOutcome.REJECTED,
         )

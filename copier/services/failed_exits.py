@@ -21,7 +21,7 @@ from django.db import transaction
 from django.db.models import Q
 
 from accounts.models import Position, TradingAccount
-from copier import clock, publisher, rules
+from copier import clock, publisher, rules, symbol_map
 from copier.alerts import alert_raise
 from copier.models import (
     AlertKind,
@@ -193,13 +193,17 @@ def _expected(fe: FailedExit, position: Position) -> int | None:
     if follower is None or follower.group.exit_mode != rules.ExitMode.PROPORTIONAL:
         return None
     leader_id = follower.group.leader_id
-    p1 = None
+    smap = follower.symbols()  # the exit is on the follower's symbol, P on the leader's
     if position.last_event_id is not None:
-        p1 = LeaderEvent.objects.filter(pk=position.last_event_id, account_id=leader_id
-                                        ).values_list("p1", flat=True).first()
-    if p1 is None:  # nothing of this leader decided for it yet: the leader's position now
-        p1 = positions_of(leader_id).get(fe.symbol, 0)
-    return follower.expected_position(p1)
+        last = LeaderEvent.objects.filter(pk=position.last_event_id, account_id=leader_id
+                                          ).values_list("symbol", "p1").first()
+        if last is not None and smap.route(last[0]).symbol == fe.symbol:
+            return follower.expected_position(last[1], ratio=smap.route(last[0]).ratio)
+    # Nothing of this leader decided for it yet: the leader's positions now, mapped.
+    return symbol_map.expected_positions(
+        positions_of(leader_id), follower.multiplier, follower.group.reverse, smap,
+        fixed_qty=follower.fixed_qty, max_position=follower.max_position,
+    ).get(fe.symbol, 0)
 
 
 def _attempt_failed(fe: FailedExit, error: str) -> None:

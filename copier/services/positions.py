@@ -8,7 +8,7 @@ concurrent events, retries and reconnects free of deadlocks.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 from django.db import connection
 
@@ -46,6 +46,21 @@ def _positions_locked(account_ids: Sequence[int], symbol: str) -> dict[int, Posi
     return {p.account_id: p for p in sql.positions_lock(account_ids=account_ids, symbol=symbol)}
 
 
+def positions_lock_pairs(pairs: Sequence[tuple[int, str]]) -> dict[int, Position]:
+    """Lock one (account, symbol) row per account, each on its own symbol (a mapped
+    follower's), in one statement in (account, symbol) order; keyed by account."""
+    found = _pairs_locked(pairs)
+    if len(found) < len({a for a, _s in pairs}):  # first event on a symbol for some of them
+        for symbol in sorted({s for _a, s in pairs}):
+            positions_ensure([a for a, s in pairs if s == symbol], symbol)
+        found = _pairs_locked(pairs)
+    return found
+
+
+def _pairs_locked(pairs: Sequence[tuple[int, str]]) -> dict[int, Position]:
+    return {p.account_id: p for p in sql.positions_lock_pairs(pairs=pairs)}
+
+
 def position_lock(account_id: int, symbol: str) -> Position:
     return positions_lock([account_id], symbol)[account_id]
 
@@ -73,9 +88,11 @@ def positions_save(rows: Sequence[Position]) -> None:
     sql.positions_save(rows)
 
 
-def open_symbols_count(account_ids: Sequence[int], symbol: str) -> dict[int, int]:
-    """How many symbols other than `symbol` each account holds, counted under a per-account
-    advisory lock held until the transaction ends.
+def open_symbols_count(symbols: Mapping[int, str]) -> dict[int, int]:
+    """How many symbols other than its own `symbols[account]` each account holds, counted
+    under a per-account advisory lock held until the transaction ends. The symbol is the
+    follower's own (a mapped follower's MNQZ6 for the leader's NQZ6): its positions are
+    on its symbols, so the one being decided is the one not counted.
 
     Two events on different symbols copied at once to one follower would otherwise both
     see the other symbol flat and both open one: the lock makes the second wait for the
@@ -86,7 +103,7 @@ def open_symbols_count(account_ids: Sequence[int], symbol: str) -> dict[int, int
     A manual trade on another symbol is not serialised with it: the copier never blocks
     manual trading, and the next entry counts it.
     """
-    ids = sorted(set(account_ids))
+    ids = sorted(symbols)
     if not ids:
         return {}
     with connection.cursor() as cursor:
@@ -94,7 +111,8 @@ def open_symbols_count(account_ids: Sequence[int], symbol: str) -> dict[int, int
             cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)",
                            [OPEN_SYMBOLS_LOCK_CLASS, account_id])
     counts = dict.fromkeys(ids, 0)
-    for account_id in (Position.objects.filter(account_id__in=ids).exclude(qty=0)
-                       .exclude(symbol=symbol).values_list("account_id", flat=True)):
-        counts[account_id] += 1
+    for account_id, symbol in (Position.objects.filter(account_id__in=ids).exclude(qty=0)
+                               .values_list("account_id", "symbol")):
+        if symbol != symbols[account_id]:
+            counts[account_id] += 1
     return counts

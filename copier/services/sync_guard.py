@@ -21,7 +21,7 @@ from django.db import transaction
 from accounts.models import ConnectionState, Position, TradingAccount
 from brokers.base import BrokerAdapter, TransientBrokerError
 from brokers.registry import adapter_for
-from copier import clock, rules
+from copier import clock, rules, symbol_map
 from copier.alerts import alert_raise
 from copier.models import AlertKind, CopyGroup, Follower, LeaderEvent, Order
 from copier.services.failed_exits import failed_exits_resume
@@ -333,9 +333,10 @@ def pause_heal_check(
         return False
     leader = positions_of(follower.group.leader_id)
     leader.update(leader_override or {})
-    if not rules.heals(positions_of(account.pk), leader, follower.multiplier,
-                       follower.group.reverse, fixed_qty=follower.fixed_qty,
-                       max_position=follower.max_position):
+    # On the follower's own symbols: the leader's NQ is the follower's MNQ when mapped.
+    if not symbol_map.heals(positions_of(account.pk), leader, follower.multiplier,
+                            follower.group.reverse, follower.symbols(),
+                            fixed_qty=follower.fixed_qty, max_position=follower.max_position):
         return False
     TradingAccount.objects.filter(pk=account.pk).update(
         copy_paused=False, pause_reason="", pause_details={}, paused_since=None

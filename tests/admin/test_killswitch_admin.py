@@ -32,7 +32,10 @@ def world():
 
 def _follower_post(f: Follower, **extra: str) -> dict[str, object]:
     data: dict[str, object] = {"group": f.group_id, "account": f.account_id,
-                               "multiplier": "1", "mode": f.mode}
+                               "multiplier": "1", "mode": f.mode, "micro": f.micro,
+                               # the follower page's symbol mappings inline, empty
+                               "symbol_mappings-TOTAL_FORMS": "0",
+                               "symbol_mappings-INITIAL_FORMS": "0"}
     data.update(extra)  # `enabled` absent: unticked
     return data
 

@@ -96,6 +96,12 @@ CASES: dict[str, tuple[DecisionFacts, list[str]]] = {
                      "holds at most +3"),
         ["F2 held +2, expected +3", "the leader went +2 \u2192 +5", "risk limits",
          "max position 3", "calls for +5", "buy 1 (sent)", "now +3", "exits are never limited"]),
+    Reason.NOT_MAPPED: (
+        facts("not_mapped", leader_before=0, leader_after=1,
+              detail="the mapping trades the leader's NQ as MNQ here: the leader's own MNQ "
+                     "is not copied"),
+        ["leader went 0 \u2192 +1 on MNQ", "F2 does not trade it here",
+         "trades the leader's NQ as MNQ", "nothing sent"]),
 }
 
 

@@ -171,10 +171,25 @@ def test_positions_lock_reads_position_account_quarantine_and_unknown_orders(wor
     assert not rows[0]._state.adding
     assert not rows[0].account._state.adding
     assert "credentials" in rows[0].account.get_deferred_fields()
-    check_columns(sql.POSITIONS_LOCK, ["unknown", [f1.pk], "ES"],
+    check_columns(sql.POSITIONS_LOCK, ["unknown", [f1.pk], ["ES"]],
                   [*model_columns(Position),
                    *model_columns(TradingAccount, without=["credentials"]),
                    "quarantined", "unknown_orders"])
+
+
+def test_positions_lock_pairs_locks_each_account_on_its_own_symbol(world):
+    """A mapped follower's row is on its symbol (MNQ for the leader's NQ), another's on NQ:
+    one statement, only the pairs asked for, in (account, symbol) order."""
+    _leader, f1, f2 = world
+    Position.objects.create(account=f1, symbol="NQ", qty=1)
+    Position.objects.create(account=f1, symbol="MNQ", qty=10)
+    Position.objects.create(account=f2, symbol="NQ", qty=-2)
+    Position.objects.create(account=f2, symbol="MNQ", qty=5)
+
+    rows = sql.positions_lock_pairs(pairs=[(f2.pk, "NQ"), (f1.pk, "MNQ")])
+
+    assert [(p.account_id, p.symbol, p.qty) for p in rows] == [(f1.pk, "MNQ", 10),
+                                                              (f2.pk, "NQ", -2)]
 
 
 # --- positions_save ---------------------------------------------------------------------
