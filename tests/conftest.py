@@ -11,10 +11,25 @@ from celery.fixups.django import DjangoWorkerFixup
 from celery.signals import task_postrun
 from django.conf import settings
 from django.db import connections
+from django.test import override_settings
 
 from copier import clock
 from copier.celery import app
 from tests.factories import T0
+
+FAST_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture(autouse=True)
+def _fast_password_hashing(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Tests create users by the hundred: PBKDF2's deliberate slowness (~0.3 s a user) is
+    the point in production and only waste here. Browser tests log in through a server
+    process that runs the real settings, so they keep them."""
+    if request.node.get_closest_marker("browser") is not None:
+        yield
+        return
+    with override_settings(PASSWORD_HASHERS=FAST_HASHERS):  # clears the hashers' cache
+        yield
 
 
 @pytest.fixture

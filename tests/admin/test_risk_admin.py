@@ -11,7 +11,7 @@ from django.urls import reverse
 from copier.models import CopyGroup, Follower
 from tests.factories import account, group
 
-pytestmark = [pytest.mark.django_db(transaction=True, databases="__all__")]
+pytestmark = pytest.mark.django_db  # forms only: no sim, so a rolled-back transaction will do
 
 
 @pytest.fixture
