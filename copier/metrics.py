@@ -32,7 +32,7 @@ from collections import defaultdict
 from collections.abc import Iterator
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import transaction
 from django.db.models import Count, Min
 from django.http import HttpRequest, HttpResponse
 from prometheus_client.core import (
@@ -45,7 +45,7 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from accounts.models import ConnectionState, TradingAccount
-from copier import clock
+from copier import clock, sql
 from copier.models import Alert, Decision, FailedExit, LeaderEvent, MetricTally, Order
 
 # Seconds. A copy's own work is tens of milliseconds; a broker's answer decides the rest.
@@ -63,10 +63,8 @@ _ANSWERED = (Order.Status.FILLED, Order.Status.ACCEPTED, Order.Status.REJECTED)
 def tallies_fold() -> bool:
     """Count the rows written since the last fold. False when another scrape is folding."""
     with transaction.atomic():
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_try_advisory_xact_lock(%s)", [_FOLD_LOCK])
-            if not cursor.fetchone()[0]:
-                return False
+        if not sql.advisory_xact_try_lock(key=_FOLD_LOCK):
+            return False
         tallies = dict(MetricTally.objects.values_list("key", "value"))
         cutoff = clock.now() - _settle()
         add: Tally = defaultdict(float)
@@ -117,16 +115,8 @@ def _orders_fold(watermark: int, cutoff: dt.datetime, add: Tally) -> None:
 
 
 def _tallies_add(add: Tally) -> None:
-    """One upsert for every tally: INSERT ... ON CONFLICT adds to what is there."""
-    keys, values = zip(*sorted(add.items()), strict=True)
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"INSERT INTO {MetricTally._meta.db_table} (key, value) "  # noqa: S608 (a constant)
-            "SELECT * FROM unnest(%s::varchar[], %s::float8[]) "
-            "ON CONFLICT (key) DO UPDATE SET value = "
-            f"{MetricTally._meta.db_table}.value + EXCLUDED.value",
-            [list(keys), [float(v) for v in values]],
-        )
+    """One upsert for every tally (copier.sql.metric_tallies_add)."""
+    sql.metric_tallies_add(dict(add))
 
 
 # --- the collector ---------------------------------------------------------------------

@@ -14,7 +14,7 @@ import datetime as dt
 from collections.abc import Sequence
 
 from accounts.models import Position, TradingAccount
-from copier.models import LeaderEvent, Mode, Order
+from copier.models import LeaderEvent, MetricTally, Mode, Order
 from copier.rawsql import ModelColumns, Statement
 
 EVENT = ModelColumns.of(LeaderEvent)
@@ -190,3 +190,42 @@ FOLLOWER_FILL_SEEN = Statement(
 def follower_fill_seen(*, account_id: int, fill_id: str, now: dt.datetime) -> bool:
     """Record the fill id; False when it was recorded before."""
     return bool(FOLLOWER_FILL_SEEN.run([account_id, fill_id, now]))
+
+
+# A transaction-level advisory lock of (class, key), held until the transaction ends:
+# the counting of a follower's open symbols (risk limit `max_symbols`) is serialised per
+# account with it (copier.services.positions.open_symbols_count).
+ADVISORY_XACT_LOCK = Statement(
+    "advisory_xact_lock", "SELECT pg_advisory_xact_lock(%s, %s)", ("pg_advisory_xact_lock",),
+)
+
+
+def advisory_xact_lock(*, lock_class: int, key: int) -> None:
+    ADVISORY_XACT_LOCK.run([lock_class, key])
+
+
+# The same lock, single-key, tried without waiting: one metrics scrape folds new rows into
+# the tallies while another skips the fold (copier.metrics.tallies_fold).
+ADVISORY_XACT_TRY_LOCK = Statement(
+    "advisory_xact_try_lock", "SELECT pg_try_advisory_xact_lock(%s)",
+    ("pg_try_advisory_xact_lock",),
+)
+
+
+def advisory_xact_try_lock(*, key: int) -> bool:
+    return bool(ADVISORY_XACT_TRY_LOCK.run([key])[0][0])
+
+
+# Every tally a scrape adds, in one upsert: INSERT ... ON CONFLICT adds to what is there.
+_TALLY = MetricTally._meta.db_table
+METRIC_TALLIES_ADD = Statement(
+    "metric_tallies_add",
+    f"INSERT INTO {_TALLY} (key, value)"  # noqa: S608 - the model's table name
+    " SELECT k, v FROM unnest(%s::varchar[], %s::float8[]) AS t(k, v)"
+    f" ON CONFLICT (key) DO UPDATE SET value = {_TALLY}.value + EXCLUDED.value",
+)
+
+
+def metric_tallies_add(add: dict[str, float]) -> None:
+    keys, values = zip(*sorted(add.items()), strict=True)
+    METRIC_TALLIES_ADD.run([list(keys), [float(v) for v in values]])

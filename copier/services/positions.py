@@ -10,8 +10,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 
-from django.db import connection
-
 from accounts.models import Position
 from copier import sql
 
@@ -106,10 +104,8 @@ def open_symbols_count(symbols: Mapping[int, str]) -> dict[int, int]:
     ids = sorted(symbols)
     if not ids:
         return {}
-    with connection.cursor() as cursor:
-        for account_id in ids:
-            cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)",
-                           [OPEN_SYMBOLS_LOCK_CLASS, account_id])
+    for account_id in ids:
+        sql.advisory_xact_lock(lock_class=OPEN_SYMBOLS_LOCK_CLASS, key=account_id)
     counts = dict.fromkeys(ids, 0)
     for account_id, symbol in (Position.objects.filter(account_id__in=ids).exclude(qty=0)
                                .values_list("account_id", "symbol")):

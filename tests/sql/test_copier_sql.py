@@ -213,6 +213,43 @@ def test_follower_fill_seen_records_a_fill_id_once(world):
     check_columns(sql.FOLLOWER_FILL_SEEN, [f1.pk, "m-2", NOW], ["id"])
 
 
+# --- advisory locks and the metrics' tallies -----------------------------------------------
+def test_advisory_xact_lock_is_held_against_other_sessions(world):
+    """Another session cannot take the lock while the transaction that took it is open
+    (the test's own transaction: it ends, and the lock with it, after the test)."""
+    import psycopg
+
+    from copier.rawsql import database_conninfo
+
+    sql.advisory_xact_lock(lock_class=77, key=5)
+    with psycopg.connect(database_conninfo(), autocommit=True) as other:
+        assert other.execute("SELECT pg_try_advisory_lock(77, 5)").fetchone()[0] is False
+        assert other.execute("SELECT pg_try_advisory_lock(77, 6)").fetchone()[0] is True
+    check_columns(sql.ADVISORY_XACT_LOCK, [77, 6], ["pg_advisory_xact_lock"])
+
+
+def test_advisory_xact_try_lock_says_whether_it_got_the_lock(world):
+    import psycopg
+
+    from copier.rawsql import database_conninfo
+
+    assert sql.advisory_xact_try_lock(key=9101) is True
+    assert sql.advisory_xact_try_lock(key=9101) is True  # re-entrant in one session
+    with psycopg.connect(database_conninfo(), autocommit=True) as other:
+        other.execute("SELECT pg_advisory_lock(9103)")
+        assert sql.advisory_xact_try_lock(key=9103) is False  # held elsewhere: no wait
+    check_columns(sql.ADVISORY_XACT_TRY_LOCK, [9102], ["pg_try_advisory_xact_lock"])
+
+
+def test_metric_tallies_add_adds_to_what_is_there_in_one_statement(world):
+    from copier.models import MetricTally
+
+    sql.metric_tallies_add({"decisions:copied": 2.0, "orders:filled": 1.0})
+    sql.metric_tallies_add({"decisions:copied": 3.0})
+    assert dict(MetricTally.objects.values_list("key", "value")) == {
+        "decisions:copied": 5.0, "orders:filled": 1.0}
+
+
 # --- all of them ------------------------------------------------------------------------
 STATEMENTS = [s for s in vars(sql).values() if isinstance(s, Statement)]
 
@@ -222,7 +259,7 @@ def test_every_statement_of_the_copier_has_a_test_of_its_own():
     missing = [s.name for s in STATEMENTS
                if not any(name.startswith(s.name + "_") for name in tested)]
     assert not missing
-    assert len(STATEMENTS) == 6
+    assert len(STATEMENTS) == 9
 
 
 @pytest.mark.parametrize("statement", STATEMENTS, ids=lambda s: s.name)
