@@ -20,11 +20,15 @@ run: $(STAMP)
 banner:
 	$(BIN)/python -m copier.devstack banner
 
+# The whole suite in two runs: the tests that share nothing run on two pytest workers
+# (each its own database); the slow ones (servers restarted, processes killed, the browser)
+# and those with a live worker on the one private Redis run one at a time.
 test: $(STAMP)
 	$(BIN)/python -m copier.devstack packages
 	$(BIN)/ruff check .
 	$(BIN)/mypy
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -m "not slow and not worker" -n 2
+	$(BIN)/python -m pytest -m "slow or worker"
 
 # The edit-run loop: everything but the slow fault, replay, runner and live-worker tests,
 # on two pytest workers sharing the private servers (a database each).
