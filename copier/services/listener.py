@@ -162,8 +162,9 @@ def fill_covered(*, account: TradingAccount, fill: Fill) -> bool:
 def follower_fill_record(*, account: TradingAccount, fill: Fill, covered: bool = False) -> bool:
     """A fill on a follower: a manual trade moves C once; our own orders were counted already.
 
-    `covered`: the fill is in positions re-read since (see `fill_covered`): it settles
-    our order's row if it is ours, and moves nothing. True when the fill counted.
+    `covered`: the fill is in positions re-read since (see `fill_covered`): it moves
+    nothing (that reconnect also asked about our orders and counted what they filled).
+    True when the fill counted.
     """
     symbol = normalise_symbol(fill.symbol)
     with transaction.atomic():
