@@ -86,6 +86,19 @@ class PermanentBrokerError(BrokerError):
     permanent = True
 
 
+def orders_cancel_error(label: str, cancelled: int, failures: list[BrokerError]) -> BrokerError:
+    """One error for a cancel-all that failed on some orders, after trying every one.
+
+    Transient if any failure is (a retry may finish the job); the message says how many
+    were cancelled, so the caller's record is true even though no count is returned.
+    """
+    text = f"{label}: cancelled {cancelled} working order(s), {len(failures)} failed: " + \
+        "; ".join(f.message for f in failures[:5])
+    if any(not f.permanent for f in failures):
+        return TransientBrokerError(text)
+    return PermanentBrokerError(text)
+
+
 @dataclass(frozen=True, slots=True)
 class OrderRequest:
     client_order_id: str
@@ -259,6 +272,18 @@ class BrokerAdapter(abc.ABC):
     def flatten(self, symbol: str) -> None:
         """Ask the venue to close the account's position in `symbol` (a request, not a fill)."""
         raise PermanentBrokerError(f"{self.label}: flatten is not supported")
+
+    def orders_cancel_all(self) -> int:
+        """Cancel every working (open, unfilled) order of the account at the venue; how many.
+
+        A flatten calls it first: a resting order a trader left (a limit, a stop) could
+        fill after the positions are closed and open one again. The copier itself only
+        sends market orders, so this default answers 0 for venues whose orders fill at
+        once and never rest (the sim). Raises TransientBrokerError / PermanentBrokerError;
+        an adapter that fails on some orders still tries the rest before raising
+        (`orders_cancel_error`).
+        """
+        return 0
 
     @abc.abstractmethod
     def stream(self, session: Session | None) -> BrokerStream:

@@ -60,6 +60,7 @@ from brokers.base import (
     Session,
     Side,
     TransientBrokerError,
+    orders_cancel_error,
 )
 from copier import clock
 
@@ -540,6 +541,31 @@ class ProjectXBroker(BrokerAdapter):
             raise PermanentBrokerError(
                 f"ProjectX: closing {symbol} refused: errorCode {data.get('errorCode')} "
                 f"{data.get('errorMessage') or ''}".strip())
+
+    def orders_cancel_all(self) -> int:
+        """Order/searchOpen, then Order/cancel for each; every one is tried before a failure
+        is raised (one order filled meanwhile must not leave the others resting)."""
+        account_id = self._account_id()
+        data = self._call("/api/Order/searchOpen", {"accountId": account_id})
+        self._ok("/api/Order/searchOpen", data)
+        cancelled, failures = 0, []
+        for order in data.get("orders") or []:
+            if not isinstance(order, dict) or not isinstance(order.get("id"), int):
+                continue
+            try:
+                answer = self._call("/api/Order/cancel",
+                                    {"accountId": account_id, "orderId": order["id"]})
+                if answer.get("success") is False:
+                    raise PermanentBrokerError(
+                        f"ProjectX: cancelling order {order['id']} refused: errorCode "
+                        f"{answer.get('errorCode')} {answer.get('errorMessage') or ''}".strip())
+            except BrokerError as exc:
+                failures.append(exc)
+                continue
+            cancelled += 1
+        if failures:
+            raise orders_cancel_error("ProjectX", cancelled, failures)
+        return cancelled
 
     # --- positions -------------------------------------------------------------------------
     def positions(self) -> dict[str, int]:

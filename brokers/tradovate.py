@@ -50,6 +50,7 @@ from brokers.base import (
     Session,
     Side,
     TransientBrokerError,
+    orders_cancel_error,
 )
 from copier import clock
 
@@ -77,6 +78,8 @@ TRANSIENT_FAILURES = frozenset({
     "NotEnoughLiquidity", "SessionClosed", "TooLate",
 })
 DONE_STATUSES = frozenset({"Filled", "Completed", "Canceled", "Expired", "Rejected"})
+# An order still able to fill: what a flatten cancels (PendingCancel is already going).
+WORKING_STATUSES = frozenset({"Working", "PendingNew", "PendingReplace", "Suspended"})
 FILLS_CURSOR_READS = 3
 # The stream: the answer to `authorize` and to the syncrequest; frames from a live venue
 # come at least every 2.5 s (`h`), so this long without one is a dead socket.
@@ -543,6 +546,31 @@ class TradovateBroker(BrokerAdapter):
         failure = _failure(answer) if isinstance(answer, dict) else None
         if failure is not None:
             raise failure
+
+    def orders_cancel_all(self) -> int:
+        """order/list (the login's orders: this account's still working), then
+        order/cancelorder for each; every one is tried before a failure is raised."""
+        mine = self._account_id()
+        orders = self._call("GET", "/order/list")
+        cancelled, failures = 0, []
+        for order in orders if isinstance(orders, list) else []:
+            if (not isinstance(order, dict) or order.get("accountId") != mine
+                    or order.get("ordStatus") not in WORKING_STATUSES
+                    or order.get("id") is None):
+                continue
+            try:
+                answer = self._call("POST", "/order/cancelorder",
+                                    body={"orderId": int(order["id"]), "isAutomated": True})
+                failure = _failure(answer) if isinstance(answer, dict) else None
+                if failure is not None:
+                    raise failure
+            except BrokerError as exc:
+                failures.append(exc)
+                continue
+            cancelled += 1
+        if failures:
+            raise orders_cancel_error(LABEL, cancelled, failures)
+        return cancelled
 
     def connection_test(self) -> str:
         """Log in (or use the listener's session), find the account, list its positions."""

@@ -162,7 +162,7 @@ def positions_lock_pairs(*, pairs: Sequence[tuple[int, str]]) -> list[Position]:
 # whole fan-out's decisions; this is one UPDATE ... FROM (VALUES).
 POSITIONS_SAVE = Statement(
     "positions_save",
-    "UPDATE accounts_position AS p SET qty = v.qty, last_event_id = v.last_event_id,"
+    "UPDATE accounts_position AS p SET qty = v.qty, last_event_id = v.last_event_id::bigint,"
     " updated_at = now() FROM (VALUES {values}) AS v(id, qty, last_event_id)"
     " WHERE p.id = v.id",
     widths={"values": 3},

@@ -136,6 +136,13 @@ class LocalVenue(abc.ABC):
         fill again (a venue's duplicate delivery) and nothing moves."""
 
     @abc.abstractmethod
+    def working_order_add(self, account_external_id: str, symbol: str, side: str,
+                          qty: int) -> str:
+        """A limit order a trader left at the venue, away from the market: it rests, unfilled,
+        until cancelled, and is pushed on the account's stream as the venue pushes a new
+        order. Returns the venue's order id (what a flatten must cancel)."""
+
+    @abc.abstractmethod
     def contract_add(self, name: str) -> None:
         """List a contract (by its name, e.g. `ESZ6`) at the venue; idempotent."""
 

@@ -137,6 +137,7 @@ class ProjectXVenue(LocalVenue):
             "/api/Order/place": self._order_place, "/api/Order/search": self._order_search,
             "/api/Order/searchById": self._order_by_id,
             "/api/Order/searchOpen": self._order_search_open,
+            "/api/Order/cancel": self._order_cancel,
             "/api/Position/searchOpen": self._position_search,
             "/api/Position/closeContract": self._position_close,
             "/api/Trade/search": self._trade_search,
@@ -193,6 +194,27 @@ class ProjectXVenue(LocalVenue):
             self._push_order(order)
             return str(self._fill(order, qty)["id"])
         return self.call(trade())
+
+    def working_order_add(self, account_external_id: str, symbol: str, side: str,
+                          qty: int) -> str:
+        async def add() -> str:
+            account_id = int(account_external_id)
+            if account_id not in self.accounts:
+                raise ValueError(f"no account {account_id} at the local venue")
+            if symbol not in self.contracts:
+                raise ValueError(f"contract {symbol!r} is not listed at the local venue")
+            if side not in ("buy", "sell") or qty <= 0:
+                raise ValueError(f"a working order needs side buy|sell and qty > 0, got "
+                                 f"{side!r} {qty!r}")
+            contract_id = self.contracts[symbol][0]
+            order = self._order_new(account_id, contract_id, 0 if side == "buy" else 1, qty,
+                                    None)
+            away = 0.9 if side == "buy" else 1.1  # a limit away from the market: it rests
+            order.update(type=1, limitPrice=round(self.prices[contract_id] * away, 2))
+            self.order_book.append(order)
+            self._push_order(order)
+            return str(order["id"])
+        return self.call(add())
 
     def _trade_again(self, account_id: int, fill_id: str) -> str:
         """The hub pushes a trade it pushed before (a duplicate delivery); nothing moves."""
@@ -538,6 +560,20 @@ class ProjectXVenue(LocalVenue):
         _body, account_id = await self._account_of(request)
         return _ok(orders=[dict(o) for o in self.order_book
                            if o["accountId"] == account_id and o["status"] == ORDER_OPEN])
+
+    async def _order_cancel(self, request: web.Request) -> web.Response:
+        body, account_id = await self._account_of(request)
+        if account_id is None:
+            return _refusal(1, "Account not found")
+        order = next((o for o in self.order_book if o["accountId"] == account_id
+                      and o["id"] == body.get("orderId")), None)
+        if order is None:
+            return _refusal(2, "Order not found")
+        if order["status"] != ORDER_OPEN:
+            return _refusal(2, f"Order {order['id']} is not open")
+        order.update(status=ORDER_CANCELLED, updateTimestamp=_iso())
+        self._push_order(order)
+        return _ok()
 
     async def _order_by_id(self, request: web.Request) -> web.Response:
         body, account_id = await self._account_of(request)

@@ -215,6 +215,21 @@ class TradovateVenue(LocalVenue):
             return str(self._fill(order, qty))
         return self.call(trade())
 
+    def working_order_add(self, account_external_id: str, symbol: str, side: str,
+                          qty: int) -> str:
+        async def add() -> str:
+            if symbol not in self.contracts:
+                raise ValueError(f"contract {symbol!r} is not listed at the local venue")
+            if side not in ("buy", "sell") or qty <= 0:
+                raise ValueError(f"a working order needs side buy|sell and qty > 0, got "
+                                 f"{side!r} {qty!r}")
+            away = 0.9 if side == "buy" else 1.1  # a limit away from the market: it rests
+            order = self._order_new(int(account_external_id), symbol, side, qty,
+                                    cl_ord_id=None, automated=False,
+                                    limit=round(self.prices[symbol] * away, 2))
+            return str(order["id"])
+        return self.call(add())
+
     def _fill_again(self, account_id: int, fill_id: str) -> str:
         """The socket pushes a fill it pushed before (a duplicate delivery); nothing moves."""
         fill = self._fills.get(int(fill_id)) if fill_id.isdigit() else None
@@ -412,6 +427,7 @@ class TradovateVenue(LocalVenue):
             ("GET", "/contract/find"): self._contract_find,
             ("POST", "/order/placeorder"): self._place,
             ("POST", "/order/liquidateposition"): self._liquidate,
+            ("POST", "/order/cancelorder"): self._cancel,
         }
 
     def _take(self, fault: str, scope: Iterable[int] = ()) -> bool:
@@ -633,8 +649,32 @@ class TradovateVenue(LocalVenue):
         self._fill(order, abs(net))
         return web.json_response({"orderId": order["id"]})
 
+    async def _cancel(self, request: web.Request, token: _Token, body: dict[str, Any]
+                      ) -> web.Response:
+        """A Cancel command on a working order: the order goes Canceled, both pushed."""
+        order_id = body.get("orderId")
+        order = self._orders.get(order_id) if isinstance(order_id, int) else None
+        if order is None or order["accountId"] not in self._mine(token):
+            return web.json_response({"failureReason": "UnknownReason",
+                                      "failureText": f"Order {body.get('orderId')} not found"})
+        if order["ordStatus"] != "Working":
+            return web.json_response({"failureReason": "TooLate",
+                                      "failureText": f"Order {order['id']} is "
+                                                     f"{order['ordStatus']}"})
+        now = _iso(_now())
+        command: dict[str, Any] = {"id": next(self._ids), "orderId": order["id"],
+                                   "timestamp": now, "commandType": "Cancel",
+                                   "commandStatus": "ExecutionStopped",
+                                   "isAutomated": bool(body.get("isAutomated"))}
+        self._commands[command["id"]] = command
+        order["ordStatus"] = "Canceled"
+        self._push(order["accountId"], "command", "Created", command)
+        self._push(order["accountId"], "order", "Updated", order)
+        return web.json_response({"commandId": command["id"]})
+
     def _order_new(self, account_id: int, symbol: str, side: str, qty: int, *,
-                   cl_ord_id: str | None, automated: bool) -> dict[str, Any]:
+                   cl_ord_id: str | None, automated: bool,
+                   limit: float | None = None) -> dict[str, Any]:
         if account_id not in self._accounts:
             raise ValueError(f"no account {account_id} at the local venue")
         now = _iso(_now())
@@ -644,8 +684,10 @@ class TradovateVenue(LocalVenue):
                  "action": "Buy" if side == "buy" else "Sell", "ordStatus": "Working",
                  "admin": False}
         self._orders[order_id] = order
-        version = {"id": next(self._ids), "orderId": order_id, "orderQty": qty,
-                   "orderType": "Market", "timeInForce": "Day"}
+        version: dict[str, Any] = {"id": next(self._ids), "orderId": order_id, "orderQty": qty,
+                   "orderType": "Market" if limit is None else "Limit", "timeInForce": "Day"}
+        if limit is not None:
+            version["price"] = limit
         self._versions[order_id] = version
         command: dict[str, Any] = {"id": next(self._ids), "orderId": order_id, "timestamp": now,
                    "commandType": "New", "commandStatus": "RiskPassed", "isAutomated": automated}

@@ -7,7 +7,9 @@ rules took for leader events: a follower's history then says why it stopped
 entering, or why its position was closed.
 
 Stopping entries never strands a position: the group goes to exits only, so its
-followers still follow the leader's exits and reductions until flat. Flatten closes
+followers still follow the leader's exits and reductions until flat. Flatten first
+cancels each follower's working orders at the venue (a limit a trader left resting
+would fill later and open a position again), then closes
 what the copier has confirmed each follower holds, through the normal placement path
 (deterministic client order ids, the Order state machine), each (follower, symbol)
 under its position lock; an exit that cannot go out now (the follower disconnected,
@@ -25,6 +27,8 @@ from django.db import transaction
 from django.db.models import Q
 
 from accounts.models import Position, TradingAccount
+from brokers.base import BrokerError
+from brokers.registry import adapter_for
 from copier import clock, rules
 from copier.alerts import alert_raise
 from copier.models import (
@@ -259,15 +263,16 @@ def flatten(*, groups: Sequence[CopyGroup] | None = None,
     result = FlattenResult(action)
     plan = {(p.account_id, p.symbol) for p in flatten_plan(followers=chosen)}
     for f in chosen:
+        cancelled = _working_orders_cancel(f.account)
         symbols = sorted(s for a, s in plan if a == f.account_id)
         for symbol in symbols:
-            _close(result, f.account, symbol, by)
+            _close(result, f.account, symbol, by, cancelled)
         if not symbols:
             result.decisions.append(Decision.objects.create(
                 action=action, account=f.account, symbol=ALL_SYMBOLS,
                 reason=rules.Reason.EXITS_ONLY, created_at=clock.now(), settled_at=clock.now(),
                 detail=f"{by} flattened: nothing to close (or its exit is queued already); "
-                       f"exits only from now on"))
+                       f"{cancelled}; exits only from now on"))
     group_of = {f.account_id: f.group for f in chosen}
     with transaction.atomic():
         for g in chosen_groups or sorted(set(group_of.values()), key=lambda g: g.name):
@@ -287,8 +292,31 @@ def _flatten_detail(groups: list[CopyGroup], followers: list[Follower]) -> str:
     return "flatten followers: " + ", ".join(f.account.name for f in followers)
 
 
-def _close(result: FlattenResult, account: TradingAccount, symbol: str, by: str) -> None:
-    """Close one (follower, symbol) at what the copier holds under the lock."""
+def _working_orders_cancel(account: TradingAccount) -> str:
+    """Cancel the follower's working orders at the venue; what happened, for its decisions.
+
+    Called outside any transaction and position lock: it is a few venue round trips,
+    and nothing of ours needs to wait on it. A failure never stops the closing orders
+    (closing what is held matters more than a resting order), but it is written into
+    the follower's decisions and logged, so that a person knows to cancel by hand.
+    """
+    if not account.is_connected:
+        note = "working orders at the venue NOT cancelled: follower disconnected"
+    else:
+        try:
+            count = adapter_for(account).orders_cancel_all()
+        except BrokerError as exc:
+            note = f"working orders at the venue NOT cancelled: {exc.message}"
+        else:
+            return f"{count} working order(s) at the venue cancelled"
+    log.warning("flatten of %s: %s", account.name, note)
+    return note
+
+
+def _close(result: FlattenResult, account: TradingAccount, symbol: str, by: str,
+           cancelled: str) -> None:
+    """Close one (follower, symbol) at what the copier holds under the lock; `cancelled`:
+    what became of its working orders (`_working_orders_cancel`), for the decision."""
     action = result.action
     with transaction.atomic():
         position = position_lock(account.pk, symbol)
@@ -299,7 +327,7 @@ def _close(result: FlattenResult, account: TradingAccount, symbol: str, by: str)
             position.qty += settled.moved
             blocked = settled.blocked
         before = position.qty
-        notes = [f"{by} flattened"]
+        notes = [f"{by} flattened", cancelled]
         results: list[tuple[rules.Leg, rules.LegOutcome]] = []
         orders: list[Order] = []
         legs = rules.close_by(before, abs(before))

@@ -303,6 +303,43 @@ def test_flatten_closes_the_symbol(venue, px):
         px.flatten("MNQZ6")
 
 
+def _open_orders(venue: ProjectXVenue, external: str) -> list[int]:
+    return [o["id"] for o in venue.orders(external) if o["status"] == 1]
+
+
+def test_orders_cancel_all_cancels_the_working_orders_of_this_account_only(venue, px):
+    other = _account(venue, "px-cancel-other")
+    venue.trade(ext(px), "ESZ6", "buy", 1)
+    mine = {int(venue.working_order_add(ext(px), "ESZ6", "sell", 1)),
+            int(venue.working_order_add(ext(px), "NQZ6", "buy", 2))}
+    theirs = int(venue.working_order_add(other.external_id, "ESZ6", "buy", 1))
+    assert set(_open_orders(venue, ext(px))) == mine
+
+    assert px.orders_cancel_all() == 2
+    assert _open_orders(venue, ext(px)) == []
+    assert {o["id"]: o["status"] for o in venue.orders(ext(px))
+            if o["id"] in mine} == dict.fromkeys(mine, 3)  # cancelled, never filled
+    assert _open_orders(venue, other.external_id) == [theirs]
+    assert venue.positions(ext(px)) == {"ESZ6": 1}  # cancelling closes nothing
+
+
+def test_orders_cancel_all_with_nothing_working_is_zero(venue, px):
+    venue.trade(ext(px), "ESZ6", "buy", 1)
+    assert px.orders_cancel_all() == 0
+
+
+def test_orders_cancel_all_of_an_unreachable_account_is_transient(venue, px):
+    order_id = int(venue.working_order_add(ext(px), "ESZ6", "buy", 1))
+    venue.set_reachable(False, account_external_id=ext(px))
+    try:
+        with pytest.raises(TransientBrokerError):
+            px.orders_cancel_all()
+    finally:
+        venue.set_reachable(True, account_external_id=ext(px))
+    assert _open_orders(venue, ext(px)) == [order_id]
+    assert px.orders_cancel_all() == 1
+
+
 # --- the stream -----------------------------------------------------------------------------
 def _session(px: ProjectXBroker) -> Session:
     session = session_load(px.account.pk)

@@ -296,6 +296,37 @@ def test_flatten_liquidates_the_position(venue: TradovateVenue, broker: Tradovat
     assert sent["admin"] is False
 
 
+def _working(venue: TradovateVenue, external: str) -> list[int]:
+    return [o["id"] for o in venue.orders(external) if o["ordStatus"] == "Working"]
+
+
+def test_orders_cancel_all_cancels_this_accounts_working_orders_only(
+        venue: TradovateVenue, broker: TradovateBroker) -> None:
+    mine = broker.account.external_id
+    sibling = _account(venue, "T2", login=venue.login_of(mine))  # same login: order/list
+    venue.trade(mine, "MESZ6", "buy", 2)                            # shows both accounts
+    placed = {int(venue.working_order_add(mine, "MESZ6", "sell", 2)),
+              int(venue.working_order_add(mine, "MNQZ6", "buy", 1))}
+    theirs = int(venue.working_order_add(sibling.external_id, "MESZ6", "buy", 1))
+    assert set(_working(venue, mine)) == placed
+
+    assert broker.orders_cancel_all() == 2
+    assert _working(venue, mine) == []
+    assert {o["id"]: (o["ordStatus"], o["filled"]) for o in venue.orders(mine)
+            if o["id"] in placed} == dict.fromkeys(placed, ("Canceled", 0))
+    assert _working(venue, sibling.external_id) == [theirs]
+    assert venue.positions(mine) == {"MESZ6": 2}  # cancelling closes nothing
+    sent = [b for _m, p, b in venue.requests if p == "/order/cancelorder"]
+    assert sorted(b["orderId"] for b in sent) == sorted(placed)
+
+
+def test_orders_cancel_all_with_nothing_working_is_zero(
+        venue: TradovateVenue, broker: TradovateBroker) -> None:
+    venue.trade(broker.account.external_id, "MESZ6", "buy", 1)
+    assert broker.orders_cancel_all() == 0
+    assert not [p for _m, p, _b in venue.requests if p == "/order/cancelorder"]
+
+
 def test_unreachable_venue_is_transient(venue: TradovateVenue, broker: TradovateBroker
                                         ) -> None:
     venue.set_reachable(False)

@@ -7,10 +7,16 @@ service as the admin or the command would, and reads the broker's books for the 
 from __future__ import annotations
 
 import datetime as dt
+import json
+from collections.abc import Iterator
 
 import pytest
 from django.db import IntegrityError, transaction
 
+from accounts.models import ConnectionState, Position, TradingAccount
+from brokers.localvenue import LocalVenue, venue_start
+from brokers.registry import adapter_for, adapters_forget
+from brokers.sessions import session_save
 from brokers.sim import SimBroker
 from copier import clock, tasks
 from copier.models import (
@@ -173,6 +179,67 @@ def test_flatten_closes_every_position_then_the_next_entry_is_not_copied(world):
     again = killswitch.flatten(groups=[g], by="alice")  # safe twice: nothing to close
     assert again.orders == []
     assert _reasons(action=again.action) == [("F1", "", "exits_only"), ("F2", "", "exits_only")]
+
+
+@pytest.fixture(params=["projectx", "tradovate"])
+def venue(request: pytest.FixtureRequest) -> Iterator[LocalVenue]:
+    v = venue_start(request.param)
+    try:
+        yield v
+    finally:
+        v.stop()
+
+
+def _venue_follower(venue: LocalVenue, leader: TradingAccount) -> TradingAccount:
+    """A connected follower at the local venue, logged in (its session stored), holding
+    ESZ6 +2 there and in the copier's books, with a trader's sell limit resting."""
+    ext = venue.account_add("FV")
+    acct = TradingAccount.objects.create(
+        name="FV", broker=venue.kind, external_id=ext,
+        credentials=json.dumps(venue.credentials(ext)),
+        connection_state=ConnectionState.CONNECTED)
+    group("gv", leader, {acct: "1"})
+    adapters_forget()
+    session = adapter_for(acct).session_obtain(None)
+    assert session is not None
+    session_save(acct.pk, session)
+    venue.trade(ext, "ESZ6", "buy", 2)
+    Position.objects.create(account=acct, symbol="ESZ6", qty=2)
+    venue.working_order_add(ext, "ESZ6", "buy", 1)
+    return acct
+
+
+def _working(venue: LocalVenue, ext: str) -> int:
+    return sum(1 for o in venue.orders(ext) if o.get("ordStatus", o.get("status"))
+               in ("Working", 1))
+
+
+def test_flatten_cancels_the_followers_working_orders_then_closes_its_position(venue):
+    f = _venue_follower(venue, account("L"))
+    assert _working(venue, f.external_id) == 1
+    result = killswitch.flatten(followers=[Follower.objects.get(account=f)], by="alice")
+    assert _working(venue, f.external_id) == 0
+    assert venue.positions(f.external_id) == {}
+    assert copier_position(f, "ESZ6") == 0
+    [decision] = result.decisions
+    assert (decision.symbol, decision.reason) == ("ESZ6", Reason.FLATTENED)
+    assert "1 working order(s) at the venue cancelled" in decision.detail
+
+
+def test_a_failed_cancel_is_recorded_and_the_position_is_still_closed():
+    venue = venue_start("tradovate")
+    try:
+        f = _venue_follower(venue, account("L"))
+        venue.inject("rate_limit", 1, account_external_id=f.external_id)  # order/list
+        result = killswitch.flatten(followers=[Follower.objects.get(account=f)], by="alice")
+        assert _working(venue, f.external_id) == 1  # not cancelled: a person must
+        assert venue.positions(f.external_id) == {}
+        [decision] = result.decisions
+        assert decision.reason == Reason.FLATTENED
+        assert "working orders at the venue NOT cancelled" in decision.detail
+        assert "rate limited" in decision.detail
+    finally:
+        venue.stop()
 
 
 def test_flatten_of_one_follower_leaves_the_group_and_the_others_alone(world):

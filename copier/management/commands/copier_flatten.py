@@ -36,7 +36,8 @@ class Command(BaseCommand):
                 self.stdout.write(f"  {order.describe()}")
         else:
             self.stdout.write("Nothing is open: no order to send.")
-        self.stdout.write("The followers are then left exits only.")
+        self.stdout.write("Their working orders at the broker are cancelled first; "
+                          "the followers are then left exits only.")
         if not options["yes"]:
             stdin = options.get("stdin") or sys.stdin
             self.stdout.write("Flatten and stop entries? [y/N] ", ending="")
