@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -166,11 +165,8 @@ class VenueBrokerDriver:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(30)
 
     def account_create(self, name: str) -> TradingAccount:
-        external_id = self.venue.account_add(name)
-        account = TradingAccount.objects.create(
-            name=name, broker=self.kind, external_id=external_id,
-            credentials=json.dumps(self.venue.credentials(external_id)),
-        )
+        account = self.venue.trading_account(name)
+        account.save()
         session = adapter_for(account).session_obtain(None)
         if session is not None:
             session_save(account.pk, session, obtained_by="replay")

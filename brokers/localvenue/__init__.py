@@ -19,7 +19,10 @@ import asyncio
 import threading
 from collections import Counter
 from collections.abc import Coroutine, Iterable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
+
+if TYPE_CHECKING:
+    from accounts.models import TradingAccount
 
 T = TypeVar("T")
 
@@ -125,6 +128,17 @@ class LocalVenue(abc.ABC):
     @abc.abstractmethod
     def account_add(self, name: str) -> str:
         """Open an account at the venue; returns its venue id (`TradingAccount.external_id`)."""
+
+    def trading_account(self, name: str) -> TradingAccount:
+        """An account opened at the venue, as the copier's unsaved TradingAccount: the venue
+        id and the login that point at this server (the replay, the benchmark, tests)."""
+        import json
+
+        from accounts.models import TradingAccount
+
+        external_id = self.account_add(name)
+        return TradingAccount(name=name, broker=self.kind, external_id=external_id,
+                              credentials=json.dumps(self.credentials(external_id)))
 
     @abc.abstractmethod
     def trade(self, account_external_id: str, symbol: str, side: str, qty: int,

@@ -12,7 +12,6 @@ disconnected (COPY_RULES.md): copied close-only at the reconnect, never more.
 
 from __future__ import annotations
 
-import json
 import random
 import threading
 import time
@@ -60,9 +59,9 @@ def listeners(tmp_path, request) -> Iterator[Listeners]:
 
 
 def _account(venue: LocalVenue, name: str) -> TradingAccount:
-    ext = venue.account_add(name)
-    return TradingAccount.objects.create(name=name, broker=venue.kind, external_id=ext,
-                                         credentials=json.dumps(venue.credentials(ext)))
+    account = venue.trading_account(name)
+    account.save()
+    return account
 
 
 def venue_world(venue: LocalVenue) -> tuple[TradingAccount, dict[TradingAccount, str]]:

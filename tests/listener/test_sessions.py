@@ -5,7 +5,6 @@ token for the workers, and reopens the stream on the new token (issue 10, "Sessi
 from __future__ import annotations
 
 import datetime as dt
-import json
 from collections.abc import Iterator
 
 import pytest
@@ -32,9 +31,9 @@ def projectx() -> Iterator[LocalVenue]:
 
 
 def _account(venue: LocalVenue, name: str) -> TradingAccount:
-    ext = venue.account_add(name)
-    return TradingAccount.objects.create(name=name, broker=venue.kind, external_id=ext,
-                                         credentials=json.dumps(venue.credentials(ext)))
+    account = venue.trading_account(name)
+    account.save()
+    return account
 
 
 def test_the_listener_logs_in_once_and_stores_the_session_encrypted(projectx):

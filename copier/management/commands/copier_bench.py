@@ -162,9 +162,7 @@ class Bench:
 
         if self.venue is None:
             return TradingAccount(name=name, broker="sim")
-        external_id = self.venue.account_add(name)
-        return TradingAccount(name=name, broker=self.venue.kind, external_id=external_id,
-                              credentials=json.dumps(self.venue.credentials(external_id)))
+        return self.venue.trading_account(name)
 
     def _setup(self) -> Any:
         from accounts.models import TradingAccount
