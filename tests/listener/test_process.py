@@ -8,6 +8,7 @@ from __future__ import annotations
 import time
 
 import pytest
+from django.db.models.functions import Coalesce
 
 from accounts.models import TradingAccount
 from brokers.sim import SimBroker
@@ -107,9 +108,12 @@ def test_sigterm_closes_the_streams_releases_the_leases_and_exits_0(listeners):
 
 
 def _copies(follower: TradingAccount) -> list[tuple[int, str, int]]:
-    """(leader event, side, qty) of each filled copier order on the follower."""
+    """(leader event, side, qty) of each filled copier order on the follower: an exit that
+    went out through the Failed Exit Queue (the follower not yet reconnected by the new
+    owner) counts for the event it was queued for."""
     return sorted(Order.objects.filter(account=follower, status="filled")
-                  .values_list("decision__event_id", "side", "filled_qty"))
+                  .annotate(event=Coalesce("decision__event_id", "failed_exit__event_id"))
+                  .values_list("event", "side", "filled_qty"))
 
 
 @pytest.mark.worker  # a Celery worker on the shared private Redis: not under -n
