@@ -17,13 +17,14 @@ from dataclasses import dataclass
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Exists, OuterRef
 
 from accounts.models import ConnectionState, Position, TradingAccount
 from brokers.base import BrokerAdapter, TransientBrokerError
 from brokers.registry import adapter_for
 from copier import clock, rules, symbol_map
 from copier.alerts import alert_raise
-from copier.models import AlertKind, CopyGroup, Follower, LeaderEvent, Order
+from copier.models import AlertKind, CopyGroup, Decision, Follower, LeaderEvent, Order
 from copier.services.failed_exits import failed_exits_resume
 from copier.services.ingest import FillInput, leader_fill_ingest
 from copier.services.placement import unknown_orders_settle
@@ -157,6 +158,12 @@ def _follower_compared(account: TradingAccount, adapter: BrokerAdapter) -> Tradi
         _statements_superseded(account.pk)
         known = {symbol: row.qty for symbol, row in snapshot.rows.items() if row.qty}
         diff = rules.divergence(known, snapshot.broker)
+        in_flight = _events_in_flight(account.pk) if diff else []
+        if in_flight:
+            # Our own order of a run that never committed may be what differs: the
+            # difference waits for the re-run, which looks that order up and counts it.
+            _statements_waiting(account, snapshot, diff, in_flight)
+            diff = rules.Divergence({})
         for symbol, (_known, actual) in diff.symbols.items():
             snapshot.rows[symbol].qty = actual
             snapshot.rows[symbol].save(update_fields=["qty", "updated_at"])
@@ -171,6 +178,37 @@ def _follower_compared(account: TradingAccount, adapter: BrokerAdapter) -> Tradi
         else:
             transaction.on_commit(lambda: failed_exits_resume(account_id=account.pk))
     return fresh
+
+
+def _events_in_flight(account_id: int) -> list[int]:
+    """Leader events a worker started for this follower and has not decided yet.
+
+    Their orders may be at the broker with no row of ours: the run crashed and its
+    transaction rolled back, or it is still running. What the broker says about the
+    account then includes our own order; adopted as the trader's, it would be counted
+    again by the event's re-run, which looks the order up by its client id (and a
+    follower paused for it would be paused for nothing). Until those events are
+    decided, a difference on the account waits. (Per account, not per symbol: a
+    mapped follower's symbol is the event's route, which this module cannot see.)
+    """
+    decided = Decision.objects.filter(event=OuterRef("pk"), account_id=account_id)
+    return list(LeaderEvent.objects.exclude(status=LeaderEvent.Status.DONE)
+                .filter(runs__gte=1, followers_frozen__contains=[{"account_id": account_id}])
+                .exclude(Exists(decided)).order_by("pk").values_list("pk", flat=True)[:10])
+
+
+def _statements_waiting(account: TradingAccount, snapshot: _Snapshot, diff: rules.Divergence,
+                        in_flight: list[int]) -> None:
+    """A reconnect's differences become waiting statements: applied after the grace, once
+    the events in flight are decided (`position_disagreements_settle`), or cleared by the
+    re-run's own count when our order was the difference."""
+    log.warning("%s: the broker differs from the copier (%s) while leader events %s are "
+                "undecided for it; waiting for their re-run before comparing", account.name,
+                diff.describe(), in_flight)
+    for symbol, (_known, actual) in diff.symbols.items():
+        row = snapshot.rows[symbol]
+        row.broker_qty, row.broker_qty_since = actual, snapshot.taken_at
+        row.save(update_fields=["broker_qty", "broker_qty_since"])
 
 
 def _pause(account: TradingAccount, diff: rules.Divergence) -> None:
@@ -259,8 +297,9 @@ def position_disagreements_settle(*, account: TradingAccount | None = None) -> i
     fill that brings the position there clears it. One still standing after
     COPIER_POSITION_GRACE_SECONDS is a move whose fill never came: on a leader it is
     copied close-only, as a missed move; on a follower it is adopted (and a paused
-    one gets its heal check). A disconnected account's statements wait: its
-    reconnect reads everything again and supersedes them.
+    one gets its heal check), unless leader events are in flight for it
+    (`_events_in_flight`): then it waits for their re-run. A disconnected account's
+    statements wait: its reconnect reads everything again and supersedes them.
 
     `account`: that one only (the listener, after each batch of events); without, every
     account (the periodic task). Returns how many positions it applied.
@@ -280,18 +319,19 @@ def _disagreements_settled(account_id: int) -> int:
         account = TradingAccount.objects.get(pk=account_id)
         if not account.is_connected:
             return 0
-        due: dict[str, int] = {}
-        for symbol, row in rows.items():
-            stated, since = row.broker_qty, row.broker_qty_since
-            if stated is None or (stated != row.qty and since and now - since < grace):
-                continue
-            if stated != row.qty:
-                due[symbol] = stated
+        answered = [row for row in rows.values() if row.broker_qty is not None and (
+            row.broker_qty == row.qty or row.broker_qty_since is None
+            or now - row.broker_qty_since >= grace)]
+        due = {row.symbol: row.broker_qty for row in answered if row.broker_qty != row.qty}
+        is_leader = CopyGroup.objects.filter(leader_id=account_id).exists()
+        if due and not is_leader and _events_in_flight(account_id):
+            return 0  # our own order may be the difference: its event's re-run counts it
+        for row in answered:
             row.broker_qty = row.broker_qty_since = None
             row.save(update_fields=["broker_qty", "broker_qty_since"])
         if not due:
             return 0
-        if CopyGroup.objects.filter(leader_id=account_id).exists():
+        if is_leader:
             leader_positions_reconcile(account=account, broker=due)
         else:
             for symbol, stated in due.items():

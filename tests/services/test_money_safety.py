@@ -9,13 +9,14 @@ broker's brief trouble is one of the sim's own fault controls.
 
 from __future__ import annotations
 
+import datetime as dt
 from decimal import Decimal
 
 import pytest
 from django.core.exceptions import ValidationError
 from django.db import connection, transaction
 
-from accounts.models import TradingAccount
+from accounts.models import Position, TradingAccount
 from brokers.models import SimOrder
 from brokers.sim import SimBroker
 from copier import clock, tasks
@@ -381,3 +382,78 @@ def test_a_queued_exit_is_resolved_when_the_follower_already_holds_what_the_lead
     assert retry_due(fe) == "resolved"
     assert broker_position(f1, "ES") == copier_position(f1, "ES") == 3
     assert not Order.objects.filter(failed_exit=fe).exists()
+
+
+# --- a crashed run's own order is not a trader's ----------------------------------------------
+
+
+def _statement_waits_past_the_grace(f1: TradingAccount, stated: int) -> None:
+    from django.conf import settings
+
+    from brokers.base import PositionUpdate
+    from copier.services.listener import broker_events_handle
+    from copier.services.sync_guard import position_disagreements_settle
+
+    broker_events_handle(account=f1, events=[PositionUpdate("ES", stated)])
+    clock.advance_to(clock.now() + dt.timedelta(seconds=settings.COPIER_POSITION_GRACE_SECONDS + 1))
+    assert position_disagreements_settle() == 0  # the event in flight may explain it
+
+
+def test_a_follower_statement_after_a_crashed_run_waits_for_the_re_run_which_counts_it_once(world):
+    """The run placed F1's order and crashed before committing: F1's broker states +3 where
+    the copier has +2. Adopted after the grace, the re-run found F1 already at +3 and its
+    executed order went unrecorded (or, looked up, counted a second time)."""
+    from copier.services.sync_guard import position_disagreements_settle
+
+    leader, f1 = world
+    leader_fill(leader, "ES", "buy", 2)
+    entry = stored(leader, "x", "buy", 1)
+    crash_mid_copy(entry)
+    assert (broker_position(f1, "ES"), copier_position(f1, "ES")) == (3, 2)
+    _statement_waits_past_the_grace(f1, 3)
+    assert copier_position(f1, "ES") == 2
+    tasks.process_event(entry.pk)  # the re-run looks its order up: filled, counted once
+    assert copier_position(f1, "ES") == broker_position(f1, "ES") == 3
+    assert Order.objects.get(client_order_id__startswith=f"cp{entry.pk}-").status == "filled"
+    assert sent_at_broker(f1) == [("buy", 2), ("buy", 1)]
+    assert position_disagreements_settle() == 0  # the statement agrees now: answered
+    assert not Position.objects.filter(account=f1, broker_qty__isnull=False).exists()
+
+
+def test_a_trader_move_stated_while_no_event_is_in_flight_is_adopted_after_the_grace(world):
+    """The wait is for events in flight only: once decided, a difference is the trader's."""
+    from copier.services.sync_guard import position_disagreements_settle
+
+    leader, f1 = world
+    leader_fill(leader, "ES", "buy", 2)
+    SimBroker(f1).execute_fill("ES", "buy", 1)  # the trader's own contract
+    from brokers.base import PositionUpdate
+    from copier.services.listener import broker_events_handle
+
+    broker_events_handle(account=f1, events=[PositionUpdate("ES", 3)])
+    clock.advance_to(clock.now() + dt.timedelta(seconds=60))
+    assert position_disagreements_settle() == 1
+    assert copier_position(f1, "ES") == 3
+
+
+def test_a_follower_reconnecting_after_a_crashed_run_is_not_paused_for_the_runs_own_order(world):
+    """The reconnect's comparison found F1 at +3 where the copier had +2, its own order of a
+    run that crashed: it paused F1 and adopted +3, and the re-run then left the executed
+    order unrecorded. Now the difference waits for the re-run, which counts the order."""
+    leader, f1 = world
+    leader_fill(leader, "ES", "buy", 2)
+    entry = stored(leader, "x", "buy", 1)
+    crash_mid_copy(entry)
+    sim = SimBroker(f1)
+    sim.set_reachable(False)
+    broker_events_pump(account=f1)  # the stream drops
+    sim.set_reachable(True)
+    connect(f1)  # the reconnect compares
+    assert not f1.copy_paused
+    assert copier_position(f1, "ES") == 2
+    tasks.process_event(entry.pk)
+    assert copier_position(f1, "ES") == broker_position(f1, "ES") == 3
+    assert Order.objects.get(client_order_id__startswith=f"cp{entry.pk}-").status == "filled"
+    assert sent_at_broker(f1) == [("buy", 2), ("buy", 1)]
+    f1.refresh_from_db()
+    assert not f1.copy_paused
