@@ -319,14 +319,18 @@ def _disagreements_settled(account_id: int) -> int:
         account = TradingAccount.objects.get(pk=account_id)
         if not account.is_connected:
             return 0
-        answered = [row for row in rows.values() if row.broker_qty is not None and (
-            row.broker_qty == row.qty or row.broker_qty_since is None
-            or now - row.broker_qty_since >= grace)]
-        due = {row.symbol: row.broker_qty for row in answered if row.broker_qty != row.qty}
+        answered: dict[str, int] = {
+            symbol: row.broker_qty for symbol, row in rows.items()
+            if row.broker_qty is not None and (
+                row.broker_qty == row.qty or row.broker_qty_since is None
+                or now - row.broker_qty_since >= grace)}
+        due = {symbol: stated for symbol, stated in answered.items()
+               if stated != rows[symbol].qty}
         is_leader = CopyGroup.objects.filter(leader_id=account_id).exists()
         if due and not is_leader and _events_in_flight(account_id):
             return 0  # our own order may be the difference: its event's re-run counts it
-        for row in answered:
+        for symbol in answered:
+            row = rows[symbol]
             row.broker_qty = row.broker_qty_since = None
             row.save(update_fields=["broker_qty", "broker_qty_since"])
         if not due:
