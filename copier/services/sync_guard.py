@@ -262,9 +262,14 @@ def positions_reread(*, account: TradingAccount, is_leader: bool) -> None:
 
 
 def _broker_view_adopted(account: TradingAccount, snapshot: _Snapshot) -> None:
-    for symbol, row in snapshot.rows.items():
-        if row.qty != snapshot.broker.get(symbol, 0):
-            _adopted(account, row, snapshot.broker.get(symbol, 0))
+    known = {symbol: row.qty for symbol, row in snapshot.rows.items() if row.qty}
+    diff = rules.divergence(known, snapshot.broker)
+    in_flight = _events_in_flight(account.pk) if diff else []
+    if in_flight:  # as at a reconnect: our own order may be the difference
+        _statements_waiting(account, snapshot, diff, in_flight)
+        return
+    for symbol, (_known, actual) in diff.symbols.items():
+        _adopted(account, snapshot.rows[symbol], actual)
 
 
 def leader_positions_reconcile(*, account: TradingAccount, broker: dict[str, int],

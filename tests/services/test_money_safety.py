@@ -457,3 +457,20 @@ def test_a_follower_reconnecting_after_a_crashed_run_is_not_paused_for_the_runs_
     assert sent_at_broker(f1) == [("buy", 2), ("buy", 1)]
     f1.refresh_from_db()
     assert not f1.copy_paused
+
+
+def test_a_positions_re_read_after_a_crashed_run_leaves_the_runs_own_order_to_its_re_run(world):
+    """A refused follower fill re-reads the follower's positions; the crashed run's order
+    in them is not adopted as the trader's: the re-run counts it, once."""
+    from brokers.base import Fill
+    from copier.services.listener import broker_events_handle
+
+    leader, f1 = world
+    leader_fill(leader, "ES", "buy", 2)
+    entry = stored(leader, "x", "buy", 1)
+    crash_mid_copy(entry)
+    broker_events_handle(account=f1, events=[Fill("junk", "ES", "hold", 1, clock.now())])
+    assert copier_position(f1, "ES") == 2
+    tasks.process_event(entry.pk)
+    assert copier_position(f1, "ES") == broker_position(f1, "ES") == 3
+    assert Order.objects.get(client_order_id__startswith=f"cp{entry.pk}-").status == "filled"
