@@ -267,7 +267,7 @@ class AlertConfigForm(forms.ModelForm):
         model = AlertConfig
         fields = ["group", "emails", "webhook_url", "disconnect_after_seconds", "on_quarantine",
                   "on_pause", "on_abandoned_exit", "on_rejection", "on_disconnect",
-                  "on_kill_switch"]
+                  "on_kill_switch", "on_loss_limit"]
         # one line: the URL, never a text area that invites pasting more
         widgets = {"webhook_url": forms.TextInput(attrs={"size": 80, "autocomplete": "off"}),
                    "emails": forms.Textarea(attrs={"rows": 3})}
@@ -283,7 +283,8 @@ class AlertConfigAdmin(admin.ModelAdmin):
     fieldsets = [
         (None, {"fields": ["group", "emails", "webhook_url", "disconnect_after_seconds"]}),
         ("Alert on", {"fields": ["on_quarantine", "on_pause", "on_abandoned_exit",
-                                 "on_rejection", "on_disconnect", "on_kill_switch"]}),
+                                 "on_rejection", "on_disconnect", "on_kill_switch",
+                                 "on_loss_limit"]}),
     ]
 
 
