@@ -246,8 +246,9 @@ class _Batch:
             {seat.account_id: position.symbol for seat, position, _f in todo
              if seat.limits.max_symbols is not None})
         # The daily loss limit's locks (copier.services.losslimit): one read for the batch.
-        self.loss_locks = losslimit.follower_loss_locks(
-            [seat.follower_id for seat, _p, _f in todo], around=self.event.received_at)
+        if todo:
+            self.loss_locks = losslimit.follower_loss_locks(
+                [seat.follower_id for seat, _p, _f in todo], around=self.event.received_at)
         self._catch_up(todo)
         work = [self._evaluate(self.event, seat, position) for seat, position, _ in todo]
         self._place(work)
