@@ -20,6 +20,7 @@ An adapter module provides (the checklist for adding a broker, see README):
 | `credential_fields`, `credentials_clean` | venues with logins | the admin's form per kind |
 | `connection_test` | venues with logins | the admin's "test connection" action         |
 | `flatten`         | no       | close one symbol's position at the venue (kill switch)      |
+| `realized_pnl`    | no       | the session's realised P&L: the daily loss limit            |
 
 Sessions: a venue's login (token) belongs to the account's owning listener, which
 obtains and renews it and stores it encrypted (`brokers.sessions`); the Celery
@@ -37,6 +38,7 @@ import datetime as dt
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 # The rules' vocabulary, re-exported for adapters: an order's side means one thing from
@@ -225,6 +227,38 @@ class BrokerStream(abc.ABC):
         """Close the connection; safe to call twice and after a failed `open`."""
 
 
+def position_fill(net: int, average: Decimal | None, delta: int, price: Decimal | None
+                  ) -> tuple[int, Decimal | None, int, Decimal | None]:
+    """One fill of `delta` contracts at `price` on a position of `net` held at `average`:
+    (net after, average after, contracts closed, points realised on them, i.e. the price
+    move times the contracts closed, signed by the side held; times the point value it is
+    money). The average-cost method, as the venues report a day's realised P&L.
+
+    A fill toward flat realises (price - average) per contract closed, signed by the side
+    held; what it opens beyond flat starts a new average at its price. An unknown price or
+    average (None) makes what depends on it unknown (None), never zero.
+    """
+    realized: Decimal | None = Decimal(0)
+    closed = 0
+    if net and delta and (net > 0) != (delta > 0):
+        closed = min(abs(net), abs(delta))
+        realized = (None if price is None or average is None
+                    else (price - average) * closed * (1 if net > 0 else -1))
+        net += closed if net < 0 else -closed
+        delta += closed if delta < 0 else -closed
+        if net == 0:
+            average = None
+    if delta:
+        if net == 0:
+            average = price
+        elif average is not None and price is not None:
+            average = (average * abs(net) + price * abs(delta)) / (abs(net) + abs(delta))
+        else:
+            average = None
+        net += delta
+    return net, average, closed, realized
+
+
 class BrokerAdapter(abc.ABC):
     """One account at one broker: what the workers and the listener ask the venue.
 
@@ -284,6 +318,17 @@ class BrokerAdapter(abc.ABC):
         (`orders_cancel_error`).
         """
         return 0
+
+    def realized_pnl(self, since: dt.datetime) -> Decimal:
+        """The account's realised profit and loss since `since` (the session's start), in
+        the account's currency, net of the fees where the venue reports them.
+
+        What a daily loss limit is checked against (copier.services.losslimit). Raises
+        BrokerError when it cannot be read or valued (a fill without a price, a contract
+        whose point value is unknown): a guessed number could lock or free a follower
+        wrongly, so none is ever made up.
+        """
+        raise PermanentBrokerError(f"{self.label}: the realised P&L cannot be read here")
 
     @abc.abstractmethod
     def stream(self, session: Session | None) -> BrokerStream:

@@ -69,6 +69,9 @@ class SimOrder(models.Model):
     status = models.CharField(max_length=8, choices=Status.choices)
     message = models.TextField(blank=True, default="")
     created_at = models.DateTimeField()
+    # Where it filled: a trade made at the sim may say (`execute_fill(price=...)`), an order
+    # fills at the symbol's last price (SimQuote). None: no price known, its P&L unvalued.
+    price = models.DecimalField(max_digits=18, decimal_places=6, null=True, blank=True)
     # Stream bookkeeping: `missed` fills happened while the stream was down.
     delivered = models.BooleanField(default=False)
     missed = models.BooleanField(default=False)
@@ -94,6 +97,18 @@ class SimOrder(models.Model):
     def __str__(self) -> str:
         return f"{self.side} {self.qty} {self.symbol} ({self.status})"
 
+
+
+class SimQuote(models.Model):
+    """The sim's market: the last price of a symbol, set by a priced trade or by hand
+    (`SimBroker.price_set`). Orders of every book fill there."""
+
+    symbol = models.CharField(max_length=32, unique=True)
+    price = models.DecimalField(max_digits=18, decimal_places=6)
+    updated_at = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return f"{self.symbol} @ {self.price}"
 
 
 class BrokerSession(models.Model):

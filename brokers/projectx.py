@@ -37,6 +37,7 @@ import threading
 import time
 import uuid
 from collections.abc import Mapping
+from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 from urllib.parse import urlencode, urlsplit
 
@@ -162,6 +163,19 @@ def _side(value: Any) -> Side:
     if value == 1:
         return Side.SELL
     raise TransientBrokerError(f"ProjectX: unknown side {value!r} in the venue's data")
+
+
+def _money(value: Any, trade: Mapping[str, Any]) -> Decimal:
+    """An amount of a trade as the venue wrote it; one that is not a number is unreadable,
+    and the whole P&L with it (a skipped trade would be a made-up total)."""
+    try:
+        amount = Decimal(str(value)) if not isinstance(value, bool) else None
+    except InvalidOperation:
+        amount = None
+    if amount is None or not amount.is_finite():
+        raise TransientBrokerError(
+            f"ProjectX: trade {trade.get('id')} has an amount that is not a number: {value!r}")
+    return amount
 
 
 def _position_signed(data: Mapping[str, Any]) -> int:
@@ -603,6 +617,24 @@ class ProjectXBroker(BrokerAdapter):
 
     def fills_cursor(self) -> int | None:
         return self._cursor
+
+    def realized_pnl(self, since: dt.datetime) -> Decimal:
+        """Trade/search from `since`: the sum of each trade's `profitAndLoss` (null on a
+        half-turn, an opening trade) less every trade's `fees`; voided trades left out."""
+        data = self._call("/api/Trade/search", {
+            "accountId": self._account_id(),
+            "startTimestamp": since.astimezone(dt.UTC).isoformat()})
+        self._ok("/api/Trade/search", data)
+        total = Decimal(0)
+        for trade in data.get("trades") or []:
+            if not isinstance(trade, dict) or trade.get("voided"):
+                continue
+            pnl, fees = trade.get("profitAndLoss"), trade.get("fees")
+            if pnl is not None:
+                total += _money(pnl, trade)
+            if fees is not None:
+                total -= _money(fees, trade)
+        return total.quantize(Decimal("0.01"))
 
     def stream(self, session: Session | None) -> BrokerStream:
         return ProjectXStream(self, session)

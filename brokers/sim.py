@@ -27,10 +27,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import logging
 import uuid
 import weakref
 from collections.abc import Callable, Sequence
+from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING
 
 import psycopg
@@ -51,11 +53,13 @@ from brokers.base import (
     Session,
     Side,
     TransientBrokerError,
+    position_fill,
     signed,
 )
-from brokers.models import SimAccount, SimOrder
+from brokers.models import SimAccount, SimOrder, SimQuote
 from copier import clock
 from copier.rawsql import database_conninfo
+from copier.symbol_map import point_value
 
 if TYPE_CHECKING:
     from accounts.models import TradingAccount
@@ -87,6 +91,23 @@ def _result(order: SimOrder) -> OrderResult:
     )
 
 
+def price_clean(price: object) -> Decimal:
+    """A price as the sim stores it: a finite number > 0, or ValueError saying so."""
+    try:
+        value = Decimal(str(price)) if isinstance(price, int | float | str | Decimal) and (
+            not isinstance(price, bool)) else None
+    except InvalidOperation:
+        value = None
+    if value is None or not value.is_finite() or value <= 0 or value >= Decimal(10) ** 12:
+        raise ValueError(f"a price must be a finite number > 0, got {price!r}")
+    return value.quantize(Decimal("0.000001"))
+
+
+def _quote_save(symbol: str, price: Decimal) -> None:
+    SimQuote.objects.using(DB).update_or_create(
+        symbol=symbol, defaults={"price": price, "updated_at": clock.now()})
+
+
 def _new_fill_id() -> str:
     return f"simfill-{uuid.uuid4().hex[:16]}"
 
@@ -98,8 +119,10 @@ class _Twin(Exception):
 class _Tape:
     """What one batch of orders does to the books, decided in memory, written in bulk."""
 
-    def __init__(self, known: dict[tuple[int, str | None], SimOrder]) -> None:
+    def __init__(self, known: dict[tuple[int, str | None], SimOrder],
+                 quotes: dict[str, Decimal]) -> None:
         self.known = known
+        self.quotes = quotes
         self.new_orders: list[SimOrder] = []
         self.deltas: dict[tuple[int, str], int] = {}
         self.changed_books: set[SimAccount] = set()
@@ -130,7 +153,7 @@ class _Tape:
             fill_id=f"simrej-{uuid.uuid4().hex[:16]}" if rejected else _new_fill_id(),
             message=("sim: account closed" if book.closed else "sim: order rejected (injected)")
             if rejected else "",
-            delivered=rejected,
+            delivered=rejected, price=None if rejected else self.quotes.get(request.symbol),
         )
         self.new_orders.append(order)
         self.known[key] = order
@@ -250,7 +273,10 @@ class SimBroker(BrokerAdapter):
                 with transaction.atomic(using=DB):
                     books, known = cls._books_locked(
                         account_ids, [r.client_order_id for _, r in batch])
-                    tape = _Tape(known)
+                    tape = _Tape(known, dict(
+                        SimQuote.objects.using(DB).filter(
+                            symbol__in={r.symbol for _, r in batch})
+                        .values_list("symbol", "price")))
                     plan = [tape.execute(books[account.pk], request) for account, request in batch]
                     cls._write(tape)
                     for book in tape.changed_books:
@@ -287,6 +313,37 @@ class SimBroker(BrokerAdapter):
     def fills_cursor(self) -> int | None:
         return self._cursor
 
+    def realized_pnl(self, since: dt.datetime) -> Decimal:
+        """The book's fills at average cost, symbol by symbol, from its first: what the
+        fills since `since` realised, times the root's point value (no fees at the sim).
+
+        A fill in that span that closes contracts whose price or cost is unknown (a trade
+        without a price, an order before the symbol had one), or a root without a known
+        point value, cannot be valued: PermanentBrokerError naming it, never a guess.
+        """
+        book = self._book(lock=False)
+        if not book.reachable:
+            raise TransientBrokerError("sim: broker unreachable (outage)")
+        held: dict[str, tuple[int, Decimal | None]] = {}
+        total = Decimal(0)
+        for order in (SimOrder.objects.using(DB).filter(book=book, status=SimOrder.Status.FILLED)
+                      .order_by("id").only("symbol", "side", "qty", "price", "created_at")):
+            net, average = held.get(order.symbol, (0, None))
+            net, average, closed, points = position_fill(
+                net, average, signed(order.side, order.qty), order.price)
+            held[order.symbol] = (net, average)
+            if not closed or order.created_at < since:
+                continue
+            value = point_value(order.symbol)
+            if points is None or value is None:
+                why = ("no point value is known for it" if value is None else
+                       "a fill it closes or opens has no price")
+                raise PermanentBrokerError(
+                    f"sim: the realised P&L of {order.symbol} cannot be valued: {why} "
+                    f"(fill {order.fill_id})")
+            total += points * value
+        return total.quantize(Decimal("0.01"))
+
     def poll_events(self) -> list[BrokerEvent]:
         with transaction.atomic(using=DB):
             book = self._book(lock=True)
@@ -305,15 +362,24 @@ class SimBroker(BrokerAdapter):
         ]
 
     # --- the sim's own controls (demo, replay, tests) ------------------------------
-    def execute_fill(self, symbol: str, side: Side, qty: int, fill_id: str | None = None) -> str:
+    def execute_fill(self, symbol: str, side: Side, qty: int, fill_id: str | None = None,
+                     price: object = None) -> str:
         """A trade made at the broker outside the copier (the leader's or a manual one).
 
         While the broker is unreachable the trade still happens, unseen by the
-        copier's stream. Returns the fill id.
+        copier's stream. With a `price`, it is the symbol's price from then on (the
+        copier's orders fill there); without, it fills at the last price known.
+        Returns the fill id.
         """
         if qty <= 0:
             raise ValueError(f"quantity must be > 0, got {qty}")
+        priced = None if price is None else price_clean(price)
         with transaction.atomic(using=DB):
+            if priced is not None:
+                _quote_save(symbol, priced)
+            else:
+                quote = SimQuote.objects.using(DB).filter(symbol=symbol).first()
+                priced = quote.price if quote is not None else None
             book = self._book(lock=True)
             if fill_id is not None:
                 # The same fill id again is the stream delivering that fill twice,
@@ -325,11 +391,16 @@ class SimBroker(BrokerAdapter):
             order = SimOrder.objects.using(DB).create(
                 book=book, client_order_id=None, fill_id=fill_id or _new_fill_id(), symbol=symbol,
                 side=side, qty=qty, status=SimOrder.Status.FILLED, created_at=clock.now(),
-                missed=not book.reachable,
+                missed=not book.reachable, price=priced,
             )
             sql.positions_move({(book.pk, symbol): signed(side, qty)})
             sql.fills_announce([book.pk])
         return order.fill_id
+
+    @staticmethod
+    def price_set(symbol: str, price: object) -> None:
+        """The market moves: `symbol`'s orders fill at `price` from now on, at every book."""
+        _quote_save(symbol, price_clean(price))
 
     def set_reachable(self, reachable: bool) -> None:
         """Switch the outage on or off; the book's stream is woken to notice it."""

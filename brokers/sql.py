@@ -58,7 +58,7 @@ def positions_move(deltas: Mapping[tuple[int, str], int]) -> None:
 
 
 _INSERTED = ("book_id", "client_order_id", "fill_id", "symbol", "side", "qty", "status",
-             "message", "created_at", "delivered", "missed")
+             "message", "created_at", "delivered", "missed", "price")
 _INSERT = (
     "WITH ins AS (INSERT INTO brokers_simorder (" + ", ".join(_INSERTED)  # noqa: S608
     + ") VALUES {orders} ON CONFLICT DO NOTHING RETURNING " + ORDER.select() + ")"

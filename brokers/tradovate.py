@@ -29,6 +29,7 @@ import threading
 import time
 import uuid
 from collections.abc import Mapping
+from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import httpx
@@ -538,6 +539,28 @@ class TradovateBroker(BrokerAdapter):
 
     def fills_cursor(self) -> int | None:
         return self._cursor
+
+    def realized_pnl(self, since: dt.datetime) -> Decimal:
+        """cashBalance/getCashBalanceSnapshot's `realizedPnL`: the account's realised P&L of
+        the venue's own trading day, which for CME futures starts at 17:00 Chicago time as
+        the copier's session does (`since` cannot be asked for: the venue has one day).
+        The snapshot reports no fees beside it: the amount is the venue's."""
+        answer = self._call("POST", "/cashBalance/getCashBalanceSnapshot",
+                            body={"accountId": self._account_id()})
+        if not isinstance(answer, dict):
+            raise TransientBrokerError(f"{LABEL}: cash balance snapshot: unexpected answer")
+        if answer.get("errorText"):
+            raise PermanentBrokerError(
+                f"{LABEL}: cash balance snapshot refused: {answer['errorText']}")
+        value = answer.get("realizedPnL")
+        try:
+            amount = None if value is None or isinstance(value, bool) else Decimal(str(value))
+        except InvalidOperation:
+            amount = None
+        if amount is None or not amount.is_finite():
+            raise TransientBrokerError(
+                f"{LABEL}: cash balance snapshot without a realised P&L: {value!r}")
+        return amount.quantize(Decimal("0.01"))
 
     def flatten(self, symbol: str) -> None:
         answer = self._call("POST", "/order/liquidateposition", body={

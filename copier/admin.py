@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from django import forms
+from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
 from django.db.models import QuerySet
@@ -18,7 +19,7 @@ from django.utils.safestring import mark_safe
 from django_celery_beat import admin as beat_admin
 from django_celery_beat.models import PeriodicTask
 
-from copier import symbol_map
+from copier import clock, rules, symbol_map
 from copier.console.decisions import (
     change_url,
     changelist_url,
@@ -39,6 +40,7 @@ from copier.models import (
     FailedExit,
     Follower,
     LeaderEvent,
+    LossAction,
     Mode,
     OperatorAction,
     Order,
@@ -46,7 +48,7 @@ from copier.models import (
     RefusedFill,
     SymbolMapping,
 )
-from copier.services import killswitch
+from copier.services import killswitch, losslimit
 
 
 class AuditAdmin(admin.ModelAdmin):
@@ -145,6 +147,31 @@ def sizing_preview(follower: Follower | None) -> str:
     return text
 
 
+def session_loss_text(follower: Follower | None) -> str:
+    """The follower's realised P&L this session as last read, and its lock: what a person
+    checks before lifting one."""
+    if follower is None or follower.pk is None:
+        return "shown once saved"
+    if follower.daily_loss_limit is None:
+        return "no daily loss limit"
+    row = losslimit.session_loss_now(follower)
+    if row is None:
+        return "not read yet this session"
+    parts = []
+    if row.realized is not None and row.read_at is not None:
+        parts.append(f"realised {rules.money(row.realized)} (read {time_display(row.read_at)})")
+    if row.read_error:
+        parts.append(f"last read failed: {row.read_error}")
+    now = clock.now()
+    if row.locked_until is not None and row.locked_until > now:
+        parts.append(f"LOCKED: no entries until {time_display(row.locked_until)}")
+    elif row.cleared_by:
+        parts.append(f"lock lifted by {row.cleared_by}")
+    elif row.reached_at is not None:
+        parts.append(f"limit reached at {time_display(row.reached_at)} (alert only)")
+    return "; ".join(parts)
+
+
 class FollowerForm(_ModeFormMixin):
     class Meta:
         model = Follower
@@ -157,6 +184,12 @@ class FollowerForm(_ModeFormMixin):
         super().__init__(*args, **kwargs)
         if "micro" in self.fields:  # an older client's post keeps the conversion
             self.fields["micro"].required = False
+        if "daily_loss_action" in self.fields:  # and the loss limit's action
+            self.fields["daily_loss_action"].required = False
+
+    def clean_daily_loss_action(self) -> str:
+        return str(self.cleaned_data.get("daily_loss_action")
+                   or self.instance.daily_loss_action or LossAction.LOCK)
 
     def clean_micro(self) -> str:
         return str(self.cleaned_data.get("micro") or self.instance.micro
@@ -267,7 +300,7 @@ class AlertConfigForm(forms.ModelForm):
         model = AlertConfig
         fields = ["group", "emails", "webhook_url", "disconnect_after_seconds", "on_quarantine",
                   "on_pause", "on_abandoned_exit", "on_rejection", "on_disconnect",
-                  "on_kill_switch"]
+                  "on_kill_switch", "on_loss_limit"]
         # one line: the URL, never a text area that invites pasting more
         widgets = {"webhook_url": forms.TextInput(attrs={"size": 80, "autocomplete": "off"}),
                    "emails": forms.Textarea(attrs={"rows": 3})}
@@ -283,7 +316,8 @@ class AlertConfigAdmin(admin.ModelAdmin):
     fieldsets = [
         (None, {"fields": ["group", "emails", "webhook_url", "disconnect_after_seconds"]}),
         ("Alert on", {"fields": ["on_quarantine", "on_pause", "on_abandoned_exit",
-                                 "on_rejection", "on_disconnect", "on_kill_switch"]}),
+                                 "on_rejection", "on_disconnect", "on_kill_switch",
+                                 "on_loss_limit"]}),
     ]
 
 
@@ -323,15 +357,19 @@ class FollowerAdmin(KillSwitchActions, admin.ModelAdmin):
                            "mode", "micro", "on_disable"]}),
         ("Risk limits (entries only: exits always go out)", {
             "fields": ["max_order_qty", "max_position", "max_symbols",
-                       ("window_start", "window_end", "window_tz", "window_days")],
+                       ("window_start", "window_end", "window_tz", "window_days"),
+                       ("daily_loss_limit", "daily_loss_action"), "session_loss"],
             "description": "Empty: no limit. An entry beyond max per order or max position "
                            "is cut to fit; one that would open a symbol beyond max open "
                            "symbols, or that comes outside the trading window, is not "
                            "copied. Each cut or block is a decision with reason risk_limit. "
                            "The limits count the follower's own contracts (after a symbol "
-                           "mapping's ratio)."}),
+                           "mapping's ratio). The daily loss limit is checked against the "
+                           "account's realised P&L this session, read from its broker "
+                           "every 15 s; the session resets at "
+                           f"{settings.COPIER_SESSION_RESET}."}),
     ]
-    readonly_fields = ["preview"]
+    readonly_fields = ["preview", "session_loss"]
     inlines = [SymbolMappingInline]
     list_display = ["account", "group", "multiplier", "fixed_qty", "preview", "limits",
                     "enabled", "mode", "micro"]
@@ -339,11 +377,24 @@ class FollowerAdmin(KillSwitchActions, admin.ModelAdmin):
     search_fields = ["account__name", "group__name"]
     list_select_related = ["account", "group"]
     autocomplete_fields = ["account"]
-    actions = ["flatten"]
+    actions = ["flatten", "loss_lock_lift"]
 
     @admin.display(description="sizing")
     def preview(self, obj: Follower | None) -> str:
         return sizing_preview(obj)
+
+    @admin.display(description="this session")
+    def session_loss(self, obj: Follower | None) -> str:
+        return session_loss_text(obj)
+
+    @admin.action(description="Lift the daily loss lock (entries are copied again this session)",
+                  permissions=["kill_switch"])
+    def loss_lock_lift(self, request: HttpRequest, queryset: QuerySet[Follower]) -> None:
+        lifted = losslimit.loss_locks_lift(queryset.values_list("pk", flat=True),
+                                           by=request.user.get_username())
+        self.message_user(request, f"{lifted} daily loss lock(s) lifted; not taken again "
+                                   f"before the next session.",
+                          messages.SUCCESS if lifted else messages.WARNING)
 
     @admin.display(description="risk limits")
     def limits(self, obj: Follower) -> str:
@@ -353,6 +404,9 @@ class FollowerAdmin(KillSwitchActions, admin.ModelAdmin):
         window = obj.trading_window()
         if window is not None:
             parts.append(f"window {window.describe()}")
+        if obj.daily_loss_limit is not None:
+            parts.append(f"daily loss {rules.money(obj.daily_loss_limit)} "
+                         f"({obj.daily_loss_action})")
         return ", ".join(parts) or "none"
 
     @admin.action(description="Flatten (close every position) and leave exits only",

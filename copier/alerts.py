@@ -55,6 +55,7 @@ _PLURAL = {
     AlertKind.QUARANTINE: "quarantines", AlertKind.PAUSE: "pauses",
     AlertKind.ABANDONED_EXIT: "abandoned exits", AlertKind.REJECTION: "rejections",
     AlertKind.DISCONNECT: "disconnects", AlertKind.KILL_SWITCH: "kill switch alerts",
+    AlertKind.LOSS_LIMIT: "daily loss limit alerts",
 }
 
 

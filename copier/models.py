@@ -130,6 +130,20 @@ def validate_max_symbols(value: int | None) -> None:
     _limit_check("max open symbols", rules.MAX_SYMBOLS_LIMIT, value)
 
 
+def validate_daily_loss_limit(value: Decimal | None) -> None:
+    if value is not None and not (value.is_finite() and 0 < value <= rules.MAX_LOSS_LIMIT):
+        raise ValidationError(
+            f"The daily loss limit must be an amount from 0.01 to {rules.MAX_LOSS_LIMIT:,} in "
+            f"the account's currency (leave it empty for no limit), got {value}.")
+
+
+class LossAction(models.TextChoices):
+    """What reaching the daily loss limit does (docs/rules.md "Daily loss limit")."""
+
+    ALERT = "alert", "Alert only"
+    LOCK = "lock", "Lock: no entries until the next session"
+
+
 def validate_window_days(value: str) -> None:
     try:
         rules.days_parse(value)
@@ -150,7 +164,8 @@ def validate_time_zone(value: str) -> None:
 
 # The follower's sizing and risk-limit fields, in the order the admin shows them.
 RISK_FIELDS = ["fixed_qty", "max_order_qty", "max_position", "max_symbols", "window_start",
-               "window_end", "window_tz", "window_days"]
+               "window_end", "window_tz", "window_days", "daily_loss_limit",
+               "daily_loss_action"]
 
 
 class Follower(models.Model):
@@ -197,6 +212,17 @@ class Follower(models.Model):
         "window days", max_length=64, blank=True, default="",
         validators=[validate_window_days],
         help_text="Days a window opens: mon-fri, sun-thu, mon,wed,fri; empty: every day.")
+    daily_loss_limit = models.DecimalField(
+        "daily loss limit", max_digits=12, decimal_places=2, null=True, blank=True,
+        validators=[validate_daily_loss_limit],
+        help_text="An amount in the account's currency (e.g. 500): when the account's realised "
+                  "loss this session (from its broker) reaches it, you are alerted and, in "
+                  "lock mode, no entry is copied until the next session. Empty: no limit.")
+    daily_loss_action = models.CharField(
+        "when the loss limit is reached", max_length=8, choices=LossAction.choices,
+        default=LossAction.LOCK,
+        help_text="Alert only, or lock: no entries until the session resets (exits always go "
+                  "out).")
     start_event_id = models.BigIntegerField(
         default=current_event_watermark, editable=False,
         help_text="Leader events up to this id happened before the account joined.",
@@ -216,6 +242,9 @@ class Follower(models.Model):
             *(models.CheckConstraint(condition=Q(**{f"{name}__isnull": True})
                                      | Q(**{f"{name}__gt": 0}), name=f"follower_{name}_gt_0")
               for name in ("fixed_qty", "max_order_qty", "max_position", "max_symbols")),
+            models.CheckConstraint(
+                condition=Q(daily_loss_limit__isnull=True) | Q(daily_loss_limit__gt=0),
+                name="follower_daily_loss_limit_gt_0"),
             models.CheckConstraint(
                 condition=Q(window_start__isnull=True, window_end__isnull=True)
                 | (Q(window_start__isnull=False, window_end__isnull=False)
@@ -300,6 +329,43 @@ class Follower(models.Model):
         before any max position."""
         return abs(rules.expected_position(leader_qty, self.multiplier, False,
                                            fixed_qty=self.fixed_qty))
+
+
+class SessionLoss(models.Model):
+    """A follower's realised P&L in one trading session as last read from its broker, and
+    what its daily loss limit did about it (copier.services.losslimit).
+
+    One row per follower and session: the periodic check updates it. `reached_at` is when
+    the loss was first found at or beyond the limit (the alert is raised then, once);
+    `locked_until` is set in lock mode (the next session reset) and is what the engine
+    reads to hold entries. A failed read never changes the lock.
+    """
+
+    follower = models.ForeignKey(Follower, on_delete=models.CASCADE,
+                                 related_name="session_losses")
+    session_start = models.DateTimeField(help_text="The session's reset (COPIER_SESSION_RESET).")
+    realized = models.DecimalField("realised P&L", max_digits=16, decimal_places=2, null=True,
+                                   blank=True, help_text="As last read from the broker.")
+    read_at = models.DateTimeField(null=True, blank=True)
+    read_error = models.TextField(blank=True, default="",
+                                  help_text="Why the last read failed (empty: it worked).")
+    limit = models.DecimalField(max_digits=12, decimal_places=2, null=True, blank=True,
+                                help_text="The limit that was reached.")
+    reached_at = models.DateTimeField(null=True, blank=True)
+    locked_at = models.DateTimeField(null=True, blank=True)
+    locked_until = models.DateTimeField(null=True, blank=True)
+    cleared_by = models.CharField(max_length=150, blank=True, default="",
+                                  help_text="Who lifted the lock before the session ended.")
+
+    class Meta:
+        ordering = ["-session_start", "follower"]
+        constraints = [
+            models.UniqueConstraint(fields=["follower", "session_start"],
+                                    name="sessionloss_one_per_session"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.follower_id} session {self.session_start:%Y-%m-%d %H:%M}"
 
 
 def symbols_rejoin(follower_id: int) -> None:
@@ -751,6 +817,7 @@ class AlertKind(models.TextChoices):
     REJECTION = "rejection", "Permanent rejection"
     DISCONNECT = "disconnect"
     KILL_SWITCH = "kill_switch", "Kill switch"
+    LOSS_LIMIT = "loss_limit", "Daily loss limit"
 
 
 def validate_alert_emails(value: str) -> None:
@@ -812,6 +879,9 @@ class AlertConfig(models.Model):
     on_rejection = models.BooleanField("permanent rejections", default=True)
     on_disconnect = models.BooleanField("long disconnects", default=True)
     on_kill_switch = models.BooleanField("kill switch", default=True)
+    on_loss_limit = models.BooleanField(
+        "daily loss limits", default=True,
+        help_text="A follower's loss limit reached, or its realised P&L unreadable.")
     disconnect_after_seconds = models.PositiveIntegerField(
         default=120, validators=[MinValueValidator(10)],
         help_text="An account of the group disconnected this long raises an alert.",

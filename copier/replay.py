@@ -196,7 +196,8 @@ class Replay:
         account = self._account(step)
         a = step.args
         # no fill_id: a fill of its own, never a duplicate of another step's
-        self.broker.fill(account, a["symbol"], a["side"], a["qty"], a.get("fill_id"))
+        self.broker.fill(account, a["symbol"], a["side"], a["qty"], a.get("fill_id"),
+                         a.get("price"))
         if self.crash_next and account.led_groups.exists():
             self.crash_next = False
             self._crash_copy(account)
@@ -220,6 +221,10 @@ class Replay:
                     raise _Crash
             except _Crash:
                 pass
+
+    def _op_price(self, step: Step) -> None:
+        """The market moves: the broker's orders in the symbol fill there from now on."""
+        self.broker.price_set(step.args["symbol"], step.args["price"])
 
     def _op_outage(self, step: Step) -> None:
         account = self._account(step)
@@ -317,7 +322,7 @@ class Replay:
             raise RuntimeError("too many retries inside one advance")
         clock.advance_to(target)
         for periodic in (tasks.dispatch_due, tasks.settle_positions, tasks.heal_paused,
-                         tasks.prune_failed_exits):
+                         tasks.prune_failed_exits, tasks.check_loss_limits):
             self._run(periodic)
 
     def _run(self, task: Any, *args: Any) -> None:

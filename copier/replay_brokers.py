@@ -15,6 +15,7 @@ import contextlib
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from django.db import connections
@@ -56,8 +57,11 @@ class SimBrokerDriver:
         self.pump(account)
 
     def fill(self, account: TradingAccount, symbol: str, side: str, qty: int,
-             fill_id: str | None) -> None:
-        SimBroker(account).execute_fill(symbol, Side(side), qty, fill_id)
+             fill_id: str | None, price: Decimal | None = None) -> None:
+        SimBroker(account).execute_fill(symbol, Side(side), qty, fill_id, price=price)
+
+    def price_set(self, symbol: str, price: Decimal) -> None:
+        SimBroker.price_set(symbol, price)
 
     def reachable_set(self, account: TradingAccount, reachable: bool) -> None:
         SimBroker(account).set_reachable(reachable)
@@ -231,8 +235,13 @@ class VenueBrokerDriver:
         self.sessions[account.pk] = session
         self.pump(account)
 
+    def price_set(self, symbol: str, price: Decimal) -> None:
+        self.venue.price_set(symbol, price)
+
     def fill(self, account: TradingAccount, symbol: str, side: str, qty: int,
-             fill_id: str | None) -> None:
+             fill_id: str | None, price: Decimal | None = None) -> None:
+        if price is not None:  # a priced trade moves the venue's price, as the sim's does
+            self.venue.price_set(symbol, price)
         if fill_id is None:
             self.venue.trade(account.external_id, symbol, side, qty)
             return

@@ -23,6 +23,8 @@ MAX_ORDER_QTY = 10_000  # contracts in one copied entry; exits are never limited
 # a typo, refused by the admin and the scenario files with a clear error.
 MAX_POSITION_LIMIT = 100_000
 MAX_SYMBOLS_LIMIT = 1_000
+# A daily loss limit is an amount of money in the account's currency (cents at most).
+MAX_LOSS_LIMIT = Decimal(10_000_000)
 
 
 class Reason(StrEnum):
@@ -173,6 +175,93 @@ def days_text(days: frozenset[int]) -> str:
 
 
 @dataclass(frozen=True, slots=True)
+class SessionReset:
+    """When the trading day turns over (`COPIER_SESSION_RESET`, 17:00 America/Chicago: the
+    CME futures day): the daily loss limit counts the realised P&L since the last reset,
+    and a lock holds entries until the next one. Every day, weekends included: a lock
+    taken on Friday afternoon ends on Friday at 17:00, before the Sunday open."""
+
+    at: dt.time
+    tz: str
+
+    def __post_init__(self) -> None:
+        try:
+            ZoneInfo(self.tz)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {self.tz!r}") from None
+
+    @classmethod
+    def parse(cls, text: str) -> SessionReset:
+        """'17:00 America/Chicago' (HH:MM and a time zone name); ValueError saying what."""
+        clock, _, tz = str(text).strip().partition(" ")
+        try:
+            if len(clock) != 5:
+                raise ValueError
+            at = dt.time.fromisoformat(clock)
+        except ValueError:
+            raise ValueError(f"a session reset is 'HH:MM Time/Zone' (e.g. '17:00 "
+                             f"America/Chicago'), got {text!r}") from None
+        return cls(at, tz.strip() or "UTC")
+
+    def start(self, now: dt.datetime) -> dt.datetime:
+        """The last reset at or before `now` (aware), in UTC: the session `now` is in."""
+        zone = ZoneInfo(self.tz)
+        local = now.astimezone(zone)
+        day = local.date()
+        reset = dt.datetime.combine(day, self.at, tzinfo=zone)
+        if reset > local:
+            reset = dt.datetime.combine(day - dt.timedelta(days=1), self.at, tzinfo=zone)
+        return reset.astimezone(dt.UTC)
+
+    def next(self, now: dt.datetime) -> dt.datetime:
+        """The first reset after `now`, in UTC: when a lock taken at `now` ends."""
+        zone = ZoneInfo(self.tz)
+        start = self.start(now).astimezone(zone)
+        return dt.datetime.combine(start.date() + dt.timedelta(days=1), self.at,
+                                   tzinfo=zone).astimezone(dt.UTC)
+
+    def describe(self) -> str:
+        return f"{self.at:%H:%M} {self.tz}"
+
+
+def money(amount: Decimal) -> str:
+    """-612.5 -> '-$612.50': a trader's way of writing an amount (the account's currency)."""
+    sign_text = "-" if amount < 0 else ""
+    return f"{sign_text}${abs(amount):,.2f}"
+
+
+def loss_limit_reached(realized: Decimal, limit: Decimal) -> bool:
+    """The day's realised P&L has lost the limit or more (a loss of exactly the limit
+    counts: 'reaches')."""
+    if limit <= 0:
+        raise ValueError(f"a daily loss limit must be > 0, got {limit}")
+    return realized <= -limit
+
+
+@dataclass(frozen=True, slots=True)
+class LossLock:
+    """A follower's daily loss limit reached in lock mode: no entries from `since` (when the
+    check found it) until `until` (the next session reset). Exits are never held."""
+
+    limit: Decimal
+    realized: Decimal
+    since: dt.datetime
+    until: dt.datetime
+    tz: str = "UTC"  # the session reset's zone, to say `until` in the trader's time
+
+    def holds(self, when: dt.datetime | None) -> bool:
+        """Whether an entry of a leader fill read at `when` is held (unknown time: held).
+        A fill read before the lock was taken is not: a re-run after a crash decides it as
+        its first run did."""
+        return when is None or self.since <= when < self.until
+
+    def describe(self) -> str:
+        until = self.until.astimezone(ZoneInfo(self.tz))
+        return (f"daily loss limit {money(self.limit)}: realised {money(self.realized)} "
+                f"this session, entries held until {until:%a %H:%M} {self.tz}")
+
+
+@dataclass(frozen=True, slots=True)
 class RiskLimits:
     """A follower's own limits on entries (None: no limit). Exits are never limited."""
 
@@ -208,6 +297,8 @@ class FollowerFacts:
     limits: RiskLimits = RiskLimits()
     open_symbols: int = 0  # other symbols the follower holds (for limits.max_symbols)
     when: dt.datetime | None = None  # the leader's fill as the copier read it (window)
+    # The daily loss limit's lock, when one was taken this session (copier.services.losslimit)
+    loss_lock: LossLock | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -491,7 +582,9 @@ def entry_allowed(leg: Leg, *, position: int, opens_symbol: bool, open_symbols: 
 def risk_limits_apply(verdict: Verdict, move: LeaderMove, facts: FollowerFacts) -> Verdict:
     """The follower's risk limits on the verdict of rules 1-7: its entries cut or held back,
     its exits untouched. Any cut, and a max position that kept the follower from following
-    the leader's entry, makes the reason `risk_limit` (exits may still go out with it)."""
+    the leader's entry, makes the reason `risk_limit` (exits may still go out with it).
+    A daily loss limit's lock holds every entry back whole: the day's loss is already
+    there, and part of an entry is still new risk."""
     limits = facts.limits
     notes: list[str] = []
     cap = limits.max_position
@@ -504,10 +597,16 @@ def risk_limits_apply(verdict: Verdict, move: LeaderMove, facts: FollowerFacts) 
                          f"{uncapped:+d}, the follower holds at most {verdict.e1:+d}")
     legs: list[Leg] = []
     position = facts.position
+    lock = facts.loss_lock
+    locked = lock is not None and lock.holds(facts.when)
     for leg in verdict.legs:
         if leg.kind == LegKind.EXIT:
             legs.append(leg)
             position += leg.signed
+            continue
+        if locked:
+            assert lock is not None
+            notes.append(f"{lock.describe()}: entry {leg.side.value} {leg.qty} not copied")
             continue
         qty, why = entry_allowed(leg, position=position, opens_symbol=facts.position == 0,
                                  open_symbols=facts.open_symbols, limits=limits,

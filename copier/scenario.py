@@ -28,7 +28,9 @@ OPS = ("fill", "outage", "restore", "fail_orders", "reject_orders", "advance", "
        # (docs/scenarios.md): crashes and settings changed between a crash and its re-run
        "crash", "recover", "reverse", "join", "leave",
        # follower and group modes, and the kill switch's flatten (docs/scenarios.md)
-       "mode", "group_mode", "flatten")
+       "mode", "group_mode", "flatten",
+       # the market moves (a price for the daily loss limit's P&L, docs/scenarios.md)
+       "price")
 
 MODES = ("active", "exits_only", "off")
 
@@ -45,11 +47,15 @@ class FollowerSpec:
     max_symbols: int | None = None
     window: rules.TradingWindow | None = None
     symbols: symbol_map.SymbolMap = symbol_map.NO_MAPPING  # "symbols" and "micro"
+    daily_loss_limit: Decimal | None = None
+    daily_loss_action: str = "lock"
 
     def risk_fields(self) -> dict[str, Any]:
         """The Follower model's fields for these settings."""
         w = self.window
-        return {"fixed_qty": self.fixed_qty, "max_order_qty": self.max_order_qty,
+        return {"daily_loss_limit": self.daily_loss_limit,
+                "daily_loss_action": self.daily_loss_action,
+                "fixed_qty": self.fixed_qty, "max_order_qty": self.max_order_qty,
                 "max_position": self.max_position, "max_symbols": self.max_symbols,
                 "window_start": w.start if w else None, "window_end": w.end if w else None,
                 "window_tz": w.tz if w else "", "window_days": rules.days_text(w.days) if w
@@ -188,7 +194,7 @@ def _groups(raw: list[Any], accounts: list[str]) -> tuple[GroupSpec, ...]:
                 raise ScenarioError(f"{fw}: {account} already follows a group")
             seen_followers.add(account)
             unknown = set(f) - {"account", "multiplier", "enabled", "symbols", "micro",
-                                "window", *_LIMITS}
+                                "window", "daily_loss_limit", "daily_loss_action", *_LIMITS}
             if unknown:
                 raise ScenarioError(f"{fw}: unknown keys {sorted(unknown)}")
             followers.append(FollowerSpec(account, _multiplier(fw, f.get("multiplier", "1")),
@@ -282,7 +288,44 @@ def _risk_settings(where: str, raw: dict[str, Any]) -> dict[str, Any]:
         raise ScenarioError(f"{where}: either a multiplier or a fixed_qty, not both")
     if raw.get("window") is not None:
         out["window"] = _window(f"{where}.window", raw["window"])
+    if raw.get("daily_loss_limit") is not None:
+        out["daily_loss_limit"] = _loss_limit(where, raw["daily_loss_limit"])
+    action = raw.get("daily_loss_action", "lock")
+    if action not in ("alert", "lock"):
+        raise ScenarioError(f"{where}: daily_loss_action must be alert or lock, got {action!r}")
+    if "daily_loss_action" in raw and "daily_loss_limit" not in out:
+        raise ScenarioError(f"{where}: daily_loss_action without a daily_loss_limit")
+    out["daily_loss_action"] = action
     return out
+
+
+def _number(where: str, value: Any, what: str) -> Decimal:
+    """A number given as a JSON number or as text ('612.50'); NaN, infinities and
+    anything else are refused."""
+    try:
+        if isinstance(value, bool) or not isinstance(value, int | float | str):
+            raise InvalidOperation
+        number = Decimal(str(value))
+    except InvalidOperation:
+        number = None
+    if number is None or not number.is_finite():
+        raise ScenarioError(f"{where}: {what} must be a number, got {value!r}")
+    return number
+
+
+def _loss_limit(where: str, value: Any) -> Decimal:
+    limit = _number(where, value, "daily_loss_limit")
+    if not 0 < limit <= rules.MAX_LOSS_LIMIT or limit != limit.quantize(Decimal("0.01")):
+        raise ScenarioError(f"{where}: daily_loss_limit must be an amount from 0.01 to "
+                            f"{rules.MAX_LOSS_LIMIT} (cents at most), got {value!r}")
+    return limit
+
+
+def _price(where: str, value: Any) -> Decimal:
+    price = _number(where, value, "price")
+    if not 0 < price < Decimal(10) ** 12:
+        raise ScenarioError(f"{where}: price must be a number > 0, got {value!r}")
+    return price
 
 
 def _window(where: str, raw: Any) -> rules.TradingWindow:
@@ -323,11 +366,11 @@ def _step(index: int, raw: Any, accounts: list[str], followers: set[str],
         raise ScenarioError(f"{where}: unknown op {op!r} (one of {', '.join(OPS)})")
     where = f"step {index} ({op})"
     args: dict[str, Any] = {}
-    if op not in ("advance", "crash", "recover", "reverse", "group_mode", "flatten"):
+    if op not in ("advance", "crash", "recover", "reverse", "group_mode", "flatten", "price"):
         args["account"] = _known(where, raw.get("account"), accounts, "account")
     if op in ("group_mode", "flatten"):
         args.update(_target_args(where, raw, accounts, followers, groups))
-    if op in ("fill", "release"):
+    if op in ("fill", "release", "price"):
         try:
             args["symbol"] = normalise_symbol(raw.get("symbol"))
         except ValidationError as exc:
@@ -393,7 +436,15 @@ def _fill_args(where: str, raw: dict[str, Any], _a: dict[str, Any], _f: set[str]
     args = {"side": raw["side"], "qty": _count(where, raw.get("qty"), "qty", positive=True)}
     if "fill_id" in raw:
         args["fill_id"] = _text(where, raw["fill_id"], "fill_id")[:128]
+    if "price" in raw:
+        args["price"] = _price(where, raw["price"])
     return args
+
+
+def _price_args(
+    where: str, raw: dict[str, Any], _a: dict[str, Any], _f: set[str]
+) -> dict[str, Any]:
+    return {"price": _price(where, raw.get("price"))}
 
 
 def _fault_args(
@@ -437,4 +488,5 @@ _OP_ARGS = {
     "enable": _enable_args,
     "leave": _leave_args,
     "mode": _mode_args,
+    "price": _price_args,
 }

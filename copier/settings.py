@@ -241,7 +241,7 @@ CELERY_TASK_QUEUES = (Queue("celery"), Queue("housekeeping"))
 HOUSEKEEPING_TASKS = [
     "copier.dispatch_due", "copier.heal_paused", "copier.prune_failed_exits",
     "copier.settle_positions", "copier.prune_follower_fills", "copier.send_alerts",
-    "copier.check_disconnects",
+    "copier.check_disconnects", "copier.check_loss_limits",
 ]
 CELERY_TASK_ROUTES = {name: {"queue": "housekeeping"} for name in HOUSEKEEPING_TASKS}
 # With JSON logs the worker keeps Django's logging (one format for every process)
@@ -264,6 +264,18 @@ COPIER_FAILED_EXIT_KEEP_DAYS = 7
 COPIER_POSITION_GRACE_SECONDS = int(os.environ.get("COPIER_POSITION_GRACE_SECONDS", "3"))
 # An event stored but still unprocessed after this long is dispatched again.
 COPIER_REDISPATCH_AFTER_SECONDS = int(os.environ.get("COPIER_REDISPATCH_AFTER_SECONDS", "30"))
+# When the trading day turns over ("HH:MM Time/Zone"): a follower's daily loss limit counts
+# the realised P&L since the last one, and its lock lasts until the next (the CME futures
+# day by default). The one setting every part of the copier reads (copier.rules.SessionReset).
+COPIER_SESSION_RESET = os.environ.get("COPIER_SESSION_RESET", "17:00 America/Chicago")
+try:
+    from copier.rules import SessionReset as _SessionReset
+
+    _SessionReset.parse(COPIER_SESSION_RESET)
+except ValueError as _exc:
+    raise ImproperlyConfigured(f"COPIER_SESSION_RESET: {_exc}") from None
+# How often the daily loss limits are checked (the realised P&L read from each broker).
+COPIER_LOSS_CHECK_SECONDS = int(os.environ.get("COPIER_LOSS_CHECK_SECONDS", "15"))
 
 if PRODUCTION:
     SECURE_SSL_REDIRECT = _flag("SECURE_SSL_REDIRECT", True)

@@ -37,6 +37,14 @@ MICRO_OF: dict[str, str] = {
     "ES": "MES", "NQ": "MNQ", "YM": "MYM", "RTY": "M2K", "CL": "MCL", "GC": "MGC",
 }
 MINI_OF: dict[str, str] = {micro: mini for mini, micro in MICRO_OF.items()}
+# Money per point of price per contract, by root (CME/CBOT/NYMEX/COMEX contract specs): what
+# the sim values a realised P&L with (`brokers.sim`), and what the local venues list their
+# contracts with. A root not here has no known value: its P&L is never guessed.
+POINT_VALUES: dict[str, Decimal] = {
+    "ES": Decimal(50), "MES": Decimal(5), "NQ": Decimal(20), "MNQ": Decimal(2),
+    "YM": Decimal(5), "MYM": Decimal("0.5"), "RTY": Decimal(50), "M2K": Decimal(5),
+    "CL": Decimal(1000), "MCL": Decimal(100), "GC": Decimal(100), "MGC": Decimal(10),
+}
 MICRO_RATIO = Decimal(10)
 # A ratio beyond this is a typo, not a conversion (the multiplier's own limit).
 MAX_RATIO = Decimal(100)
@@ -78,6 +86,11 @@ def contract_parse(symbol: str) -> Contract:
     if m and _ROOT.match(m["root"]):
         return Contract(m["root"], m["month"] + m["year"])
     return Contract(symbol)
+
+
+def point_value(symbol: str) -> Decimal | None:
+    """Money per point per contract of a root or contract (`MNQZ6` -> 2); None: unknown."""
+    return POINT_VALUES.get(contract_parse(symbol).root)
 
 
 def is_root(symbol: str) -> bool:

@@ -17,7 +17,7 @@ from django.conf import settings
 from copier import alerts, publisher
 from copier.celery import app
 from copier.logs import log_context
-from copier.services import engine, failed_exits, ingest, listener, sync_guard
+from copier.services import engine, failed_exits, ingest, listener, losslimit, sync_guard
 
 
 @app.task(name=publisher.PROCESS_EVENT)
@@ -88,6 +88,14 @@ def check_disconnects() -> int:
     return alerts.disconnects_check()
 
 
+@app.task(name="copier.check_loss_limits")
+def check_loss_limits() -> dict[str, int]:
+    """Each follower's realised P&L this session against its daily loss limit."""
+    done = losslimit.loss_limits_check()
+    return {"read": done.read, "failed": done.failed, "reached": done.reached,
+            "locked": done.locked}
+
+
 @app.task(name="copier.noop")
 def noop(sent_at: float) -> None:
     """The engine's floor in `copier_bench`: a task that only says when it ran."""
@@ -112,4 +120,6 @@ PERIODIC_TASKS: dict[str, tuple[str, int]] = {
     "copier: forget follower fill ids older than 30 days": ("copier.prune_follower_fills", 86400),
     "copier: send due alerts": ("copier.send_alerts", 10),
     "copier: alert on long disconnects": ("copier.check_disconnects", 15),
+    "copier: check daily loss limits": ("copier.check_loss_limits",
+                                        settings.COPIER_LOSS_CHECK_SECONDS),
 }

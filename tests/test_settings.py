@@ -123,3 +123,20 @@ def test_weak_production_secrets_are_refused_with_a_clear_error(overrides, messa
     done = _import_settings(**_good_production(**overrides))
     assert done.returncode != 0
     assert message in done.stderr
+
+
+@pytest.mark.parametrize("value", ["5pm America/Chicago", "17:00 Mars/Olympus", "25:00 UTC"])
+def test_a_malformed_session_reset_refuses_to_start(value):
+    done = _import_settings(COPIER_SESSION_RESET=value)
+    assert done.returncode != 0
+    assert "COPIER_SESSION_RESET" in done.stderr
+
+
+def test_the_session_reset_is_read_from_the_environment():
+    base = {k: v for k, v in os.environ.items() if k not in _SECRETS}
+    done = subprocess.run(
+        [sys.executable, "-c", "import copier.settings as s; print(s.COPIER_SESSION_RESET)"],
+        cwd=settings.BASE_DIR, env={**base, "COPIER_SESSION_RESET": "16:00 America/New_York"},
+        capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "16:00 America/New_York"

@@ -19,6 +19,7 @@ import asyncio
 import threading
 from collections import Counter
 from collections.abc import Coroutine, Iterable
+from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
@@ -37,6 +38,27 @@ FAULTS = (
     "late_fill",       # next placements answer "accepted/working"; the fill comes ~0.3 s later
     "auth_refused",    # next logins are refused (wrong credentials)
 )
+
+
+def price_check(price: object) -> float:
+    """A price a test or the replay sets at a venue: a finite number > 0, else ValueError."""
+    try:
+        value = (Decimal(str(price)) if isinstance(price, int | float | str | Decimal)
+                 and not isinstance(price, bool) else None)
+    except InvalidOperation:
+        value = None
+    if value is None or not value.is_finite() or value <= 0:
+        raise ValueError(f"a price must be a finite number > 0, got {price!r}")
+    return float(value)
+
+
+def contract_point_value(name: str, default: float) -> float:
+    """Money per point of a contract listed at a local venue: the root's real one where the
+    copier knows it (so a replay values P&L as the sim does), else the venue's default."""
+    from copier.symbol_map import point_value
+
+    known = point_value(name)
+    return default if known is None else float(known)
 
 
 class FaultBook:
@@ -155,6 +177,12 @@ class LocalVenue(abc.ABC):
         """A limit order a trader left at the venue, away from the market: it rests, unfilled,
         until cancelled, and is pushed on the account's stream as the venue pushes a new
         order. Returns the venue's order id (what a flatten must cancel)."""
+
+    @abc.abstractmethod
+    def price_set(self, symbol: str, price: object) -> None:
+        """The market moves: market orders in the listed contract `symbol` fill at `price`
+        from now on (a closing trade then realises the move). ValueError for a price that is
+        not a finite number > 0, or a contract not listed."""
 
     @abc.abstractmethod
     def contract_add(self, name: str) -> None:

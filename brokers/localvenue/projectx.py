@@ -26,11 +26,13 @@ import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
 from aiohttp import WSMsgType, web
 
-from brokers.localvenue import FaultBook, LocalVenue
+from brokers.base import position_fill
+from brokers.localvenue import FaultBook, LocalVenue, contract_point_value, price_check
 
 RS = "\x1e"
 DEFAULT_TOKEN_TTL = 24 * 3600.0
@@ -232,9 +234,19 @@ class ProjectXVenue(LocalVenue):
             if not name or not name.isalnum():
                 raise ValueError(f"contract name must be letters and digits, got {name!r}")
             contract_id = f"CON.F.US.{name.upper()}.LOCAL"
-            self.contracts[name] = (contract_id, f"{name} (listed locally)", 0.25, 0.5)
+            tick_value = 0.25 * contract_point_value(name, 2.0)
+            self.contracts[name] = (contract_id, f"{name} (listed locally)", 0.25, tick_value)
             self.prices[contract_id] = ADDED_PRICE
         self.call(add())
+
+    def price_set(self, symbol: str, price: object) -> None:
+        value = price_check(price)
+
+        async def move() -> None:
+            if symbol not in self.contracts:
+                raise ValueError(f"contract {symbol!r} is not listed at the local venue")
+            self.prices[self.contracts[symbol][0]] = value
+        self.call(move())
 
     def positions(self, account_external_id: str) -> dict[str, int]:
         async def read() -> dict[str, int]:
@@ -513,13 +525,14 @@ class ProjectXVenue(LocalVenue):
         order["updateTimestamp"] = _iso()
         if order["fillVolume"] >= order["size"]:
             order["status"] = ORDER_FILLED
+        position, realized = self._position_move(order["accountId"], order["contractId"],
+                                                 qty if order["side"] == 0 else -qty, price)
+        # profitAndLoss: what a closing trade realised (null on a half-turn, as the Gateway)
         trade = {"id": next(self._trade_ids), "accountId": order["accountId"],
                  "contractId": order["contractId"], "creationTimestamp": _iso(),
-                 "price": price, "profitAndLoss": None, "fees": 0.37 * qty,
+                 "price": price, "profitAndLoss": realized, "fees": round(0.37 * qty, 2),
                  "side": order["side"], "size": qty, "voided": False, "orderId": order["id"]}
         self.trade_book.append(trade)
-        position = self._position_move(order["accountId"], order["contractId"],
-                                       qty if order["side"] == 0 else -qty, price)
         if self.order_event_first:
             self._push_order(order)
         self._push("GatewayUserTrade", order["accountId"], trade)
@@ -529,7 +542,9 @@ class ProjectXVenue(LocalVenue):
         return trade
 
     def _position_move(self, account_id: int, contract_id: str, delta: int,
-                       price: float) -> dict[str, Any]:
+                       price: float) -> tuple[dict[str, Any], float | None]:
+        """The position after a trade at its average price, and what the trade realised in
+        money (None: it closed nothing)."""
         key = (account_id, contract_id)
         position = self.position_book.get(key)
         if position is None or not position["size"]:
@@ -537,9 +552,18 @@ class ProjectXVenue(LocalVenue):
                         "contractId": contract_id, "creationTimestamp": _iso(), "type": 0,
                         "size": 0, "averagePrice": price}
             self.position_book[key] = position
-        signed = self._signed(position) + delta
-        position["size"], position["type"] = abs(signed), (1 if signed > 0 else 2)
-        return dict(position)
+        held = self._signed(position)
+        net, average, closed, points = position_fill(
+            held, Decimal(str(position["averagePrice"])) if held else None, delta,
+            Decimal(str(price)))
+        position["size"], position["type"] = abs(net), (1 if net > 0 else 2)
+        position["averagePrice"] = float(average) if average is not None else price
+        realized = None
+        if closed and points is not None:
+            _cid, _description, tick_size, tick_value = next(
+                c for c in self.contracts.values() if c[0] == contract_id)
+            realized = round(float(points) * tick_value / tick_size, 2)
+        return dict(position), realized
 
     @staticmethod
     def _signed(position: dict[str, Any]) -> int:

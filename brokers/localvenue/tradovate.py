@@ -31,11 +31,13 @@ import time
 import weakref
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
 from aiohttp import WSMsgType, web
 
-from brokers.localvenue import FaultBook, LocalVenue
+from brokers.base import position_fill
+from brokers.localvenue import FaultBook, LocalVenue, contract_point_value, price_check
 
 # The contracts listed at start (name -> id) and their prices; `contract_add` lists more.
 CONTRACTS = {"ESZ6": 3_570_918, "MESZ6": 3_570_919, "NQZ6": 3_570_920, "MNQZ6": 3_570_921}
@@ -107,6 +109,11 @@ class TradovateVenue(LocalVenue):
         self._ids = itertools.count(1_000_001)
         self.contracts: dict[str, int] = dict(CONTRACTS)
         self.prices: dict[str, float] = dict(PRICES)
+        # Money per point per contract (the root's, else 2): what a closing fill realises.
+        self.point_values: dict[str, float] = {
+            name: contract_point_value(name, 2.0) for name in CONTRACTS}
+        # Realised P&L per account over the venue's trading day (here: its whole life).
+        self._realized: dict[int, float] = {}
         self._accounts: dict[int, dict[str, Any]] = {}
         self._orders: dict[int, dict[str, Any]] = {}
         self._versions: dict[int, dict[str, Any]] = {}
@@ -246,7 +253,17 @@ class TradovateVenue(LocalVenue):
                 raise ValueError(f"contract name must be letters and digits, got {name!r}")
             self.contracts[name] = max(self.contracts.values()) + 1
             self.prices[name] = ADDED_PRICE
+            self.point_values[name] = contract_point_value(name, 2.0)
         self.call(add())
+
+    def price_set(self, symbol: str, price: object) -> None:
+        value = price_check(price)
+
+        async def move() -> None:
+            if symbol not in self.contracts:
+                raise ValueError(f"contract {symbol!r} is not listed at the local venue")
+            self.prices[symbol] = value
+        self.call(move())
 
     def positions(self, account_external_id: str) -> dict[str, int]:
         async def read() -> dict[str, int]:
@@ -428,6 +445,7 @@ class TradovateVenue(LocalVenue):
             ("POST", "/order/placeorder"): self._place,
             ("POST", "/order/liquidateposition"): self._liquidate,
             ("POST", "/order/cancelorder"): self._cancel,
+            ("POST", "/cashbalance/getcashbalancesnapshot"): self._cash_snapshot,
         }
 
     def _take(self, fault: str, scope: Iterable[int] = ()) -> bool:
@@ -523,6 +541,18 @@ class TradovateVenue(LocalVenue):
 
     async def _fill_list(self, request: web.Request, token: _Token, body: Any) -> web.Response:
         return web.json_response(self._fills_of(token))
+
+    async def _cash_snapshot(self, request: web.Request, token: _Token,
+                             body: dict[str, Any]) -> web.Response:
+        """The account's cash balance snapshot: `realizedPnL` is what its fills realised."""
+        account_id = body.get("accountId")
+        if account_id not in self._mine(token):
+            return web.json_response({"errorText": "Access is denied"})
+        realized = round(self._realized.get(int(account_id), 0.0), 2)
+        return web.json_response({
+            "errorText": None, "totalCashValue": 50_000.0 + realized, "totalPnL": realized,
+            "initialMargin": 0.0, "maintenanceMargin": 0.0, "netLiq": 50_000.0 + realized,
+            "openPnL": 0.0, "realizedPnL": realized, "weekRealizedPnL": realized})
 
     @staticmethod
     def _int_query(request: web.Request, name: str) -> int:
@@ -728,6 +758,15 @@ class TradovateVenue(LocalVenue):
                         "bought": 0, "boughtValue": 0.0, "sold": 0, "soldValue": 0.0,
                         "prevPos": 0, "prevPrice": 0.0}
             self._positions[key] = position
+        held = position["netPos"]
+        _net, average, closed, points = position_fill(
+            held, Decimal(str(position["netPrice"])) if held else None,
+            qty if order["action"] == "Buy" else -qty, Decimal(str(fill["price"])))
+        position["netPrice"] = float(average) if average is not None else fill["price"]
+        if closed and points is not None:
+            name = names[order["contractId"]]
+            self._realized[order["accountId"]] = (self._realized.get(order["accountId"], 0.0)
+                                                  + float(points) * self.point_values[name])
         side = "bought" if order["action"] == "Buy" else "sold"
         position[side] += qty
         position[side + "Value"] += qty * fill["price"]

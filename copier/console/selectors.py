@@ -21,7 +21,17 @@ from django.db.models import Q
 
 from accounts.models import ConnectionState, Position, TradingAccount
 from copier import clock, rules, symbol_map
-from copier.models import CopyGroup, FailedExit, Follower, LeaderEvent, Mode, Order, Quarantine
+from copier.console.display import time_display
+from copier.models import (
+    CopyGroup,
+    FailedExit,
+    Follower,
+    LeaderEvent,
+    Mode,
+    Order,
+    Quarantine,
+    SessionLoss,
+)
 
 RED, AMBER, GREEN, OFF = "red", "amber", "green", "off"
 _RANK = {OFF: 0, GREEN: 1, AMBER: 2, RED: 3}
@@ -81,6 +91,7 @@ class FollowerCard:
     why: list[str] = field(default_factory=list)
     disconnected_too_long: bool = False
     exits_only: bool = False  # the follower's or its group's mode: winding down
+    loss_locked_until: dt.datetime | None = None  # its daily loss limit's lock
 
     @property
     def slow(self) -> bool:
@@ -144,6 +155,14 @@ class _World:
     in_doubt: dict[tuple[int, str], int]
     copying: set[tuple[int, str]]
     latencies: dict[int, tuple[float, dt.datetime, int]]
+    loss_locks: dict[int, dt.datetime] = field(default_factory=dict)  # follower pk -> until
+
+
+def _loss_locks_read(now: dt.datetime) -> dict[int, dt.datetime]:
+    """Followers whose daily loss limit holds their entries now, and until when."""
+    return {follower_id: until for follower_id, until in SessionLoss.objects.filter(
+        locked_at__lte=now, locked_until__gt=now).values_list("follower_id", "locked_until")
+        if until is not None}
 
 
 def _world_read(leader_ids: set[int], follower_ids: list[int]) -> _World:
@@ -179,6 +198,7 @@ def dashboard_groups(*, now: dt.datetime | None = None) -> list[GroupPanel]:
                      "symbol_mappings").filter(group__in=groups)
                      .order_by("account__name"))
     world = _world_read({g.leader_id for g in groups}, [f.account_id for f in followers])
+    world.loss_locks = _loss_locks_read(now)
     by_group: dict[int, list[Follower]] = defaultdict(list)
     for f in followers:
         by_group[f.group_id].append(f)
@@ -220,7 +240,8 @@ def _card(g: CopyGroup, f: Follower, world: _World, now: dt.datetime) -> Followe
              else row.exits_waiting).append(fe)
         if row.leader or row.held or symbol in mine:
             rows.append(_row_judge(row, exits_only=exits_only))
-    card = FollowerCard(f, f.account, rows, exits_only=exits_only)
+    card = FollowerCard(f, f.account, rows, exits_only=exits_only,
+                        loss_locked_until=world.loss_locks.get(f.pk))
     if f.account_id in world.latencies:
         card.latency_ms, card.latency_at, card.latency_event_id = world.latencies[f.account_id]
     _card_judge(card, g, now)
@@ -270,6 +291,10 @@ def _card_judge(card: FollowerCard, group: CopyGroup, now: dt.datetime) -> None:
     colours = [GREEN, *(r.colour for r in card.rows)]
     if card.exits_only:
         card.why.append("exits only: no entry is copied")
+    if card.loss_locked_until is not None:
+        colours.append(AMBER)
+        card.why.append(f"daily loss limit reached: no entry is copied until "
+                        f"{time_display(card.loss_locked_until)}")
     if account.copy_paused:
         colours.append(RED)
         card.why.append("paused")

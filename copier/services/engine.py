@@ -34,7 +34,7 @@ from accounts.models import Position, TradingAccount
 from brokers.base import BrokerError, TransientBrokerError
 from copier import clock, rules, sql
 from copier.models import Decision, LeaderEvent, Order, Quarantine
-from copier.services import failed_exits, sync_guard
+from copier.services import failed_exits, losslimit, sync_guard
 from copier.services.placement import (
     OrderSpec,
     Sent,
@@ -214,6 +214,7 @@ class _Batch:
         # broker: look them up before sending anything again.
         self.look_up_first = look_up_first or event.runs > 1
         self.open_symbols: dict[int, int] = {}
+        self.loss_locks: dict[int, list[rules.LossLock]] = {}
 
     def run(self) -> None:
         routes = {s.account_id: s.route(self.event.symbol) for s in self.seats}
@@ -244,6 +245,10 @@ class _Batch:
         self.open_symbols = open_symbols_count(
             {seat.account_id: position.symbol for seat, position, _f in todo
              if seat.limits.max_symbols is not None})
+        # The daily loss limit's locks (copier.services.losslimit): one read for the batch.
+        if todo:
+            self.loss_locks = losslimit.follower_loss_locks(
+                [seat.follower_id for seat, _p, _f in todo], around=self.event.received_at)
         self._catch_up(todo)
         work = [self._evaluate(self.event, seat, position) for seat, position, _ in todo]
         self._place(work)
@@ -315,6 +320,8 @@ class _Batch:
             quarantined=position.quarantined, close_only=ev.close_only,
             exits_only=seat.exits_only, fixed_qty=seat.fixed_qty, limits=seat.limits,
             open_symbols=self.open_symbols.get(account.pk, 0), when=ev.received_at,
+            loss_lock=losslimit.loss_lock_at(self.loss_locks.get(seat.follower_id, ()),
+                                             ev.received_at),
         )
         verdict = rules.decide(rules.LeaderMove(ev.p0, ev.p1), facts)
         notes = [verdict.note] if verdict.note else []

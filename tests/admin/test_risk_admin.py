@@ -103,3 +103,71 @@ def test_a_reverse_group_preview_says_the_side(client):
     page = client.get(reverse("admin:copier_follower_change", args=[follower.pk]))
     assert "1 leader contract \u2192 2 on this follower; 5 \u2192 10 (on the opposite side" in (
         page.content.decode())
+
+
+# --- daily loss limit ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("fields", "message"), [
+    ({"daily_loss_limit": "0"}, "The daily loss limit must be an amount from 0.01 to"),
+    ({"daily_loss_limit": "-500"}, "The daily loss limit must be an amount from 0.01 to"),
+    ({"daily_loss_limit": "20000000"}, "to 10,000,000 in the account&#x27;s currency"),
+    ({"daily_loss_limit": "10000000.01"}, "The daily loss limit must be an amount"),
+    ({"daily_loss_limit": "12.345"}, "no more than 2 decimal places"),
+    ({"daily_loss_limit": "lots"}, "Enter a number"),
+    ({"daily_loss_limit": "NaN"}, "Enter a number"),
+    ({"daily_loss_limit": "500", "daily_loss_action": "panic"}, "Select a valid choice"),
+])
+def test_a_bad_daily_loss_limit_is_a_form_error_that_writes_nothing(client, fields, message):
+    leader, f = account("L"), account("F")
+    page = client.post(reverse("admin:copier_copygroup_add"), _group_post(leader, f, **fields))
+    assert page.status_code == 200
+    assert message in page.content.decode()
+    assert not Follower.objects.exists()
+
+
+def test_a_daily_loss_limit_is_saved_and_shown_with_its_session(client):
+    from decimal import Decimal
+
+    from copier import clock
+    from copier.models import SessionLoss
+    from copier.services import losslimit
+
+    leader, f = account("L"), account("F")
+    page = client.post(reverse("admin:copier_copygroup_add"), _group_post(
+        leader, f, daily_loss_limit="500", daily_loss_action="lock"))
+    assert page.status_code == 302, page.content.decode()[:3000]
+    follower = Follower.objects.get()
+    assert (follower.daily_loss_limit, follower.daily_loss_action) == (Decimal(500), "lock")
+    listing = client.get(reverse("admin:copier_follower_changelist")).content.decode()
+    assert "daily loss $500.00 (lock)" in listing
+    change = reverse("admin:copier_follower_change", args=[follower.pk])
+    assert "not read yet this session" in client.get(change).content.decode()
+    now = clock.now()
+    SessionLoss.objects.create(
+        follower=follower, session_start=losslimit.session_reset().start(now),
+        realized=Decimal("-612.50"), read_at=now, reached_at=now, limit=Decimal(500),
+        locked_at=now, locked_until=now + dt.timedelta(hours=2))
+    page = client.get(change).content.decode()
+    assert "realised -$612.50" in page
+    assert "LOCKED: no entries until" in page
+    # a person lifts it (the kill switch's permission: a superuser has it)
+    client.post(reverse("admin:copier_follower_changelist"),
+                {"action": "loss_lock_lift", "_selected_action": [follower.pk]})
+    row = SessionLoss.objects.get()
+    assert row.cleared_by == "boss"
+    assert row.locked_until <= clock.now()
+    assert "lock lifted by boss" in client.get(change).content.decode()
+
+
+def test_lifting_a_loss_lock_needs_the_kill_switch_permission(client, django_user_model):
+    from django.contrib.auth.models import Permission
+
+    leader, f = account("L"), account("F")
+    group("g", leader, {f: "1"})
+    clerk = django_user_model.objects.create_user("clerk", password="pw-123456", is_staff=True)
+    clerk.user_permissions.add(*Permission.objects.filter(
+        codename__in=["view_follower", "change_follower"]))
+    client.force_login(clerk)
+    page = client.get(reverse("admin:copier_follower_changelist")).content.decode()
+    assert "loss_lock_lift" not in page

@@ -222,7 +222,8 @@ def test_an_empty_install_says_what_to_do(boss):
 def test_the_dashboard_reads_in_a_fixed_number_of_queries(world, django_assert_max_num_queries):
     from copier.console.selectors import dashboard_groups
 
-    with django_assert_max_num_queries(9):  # the 9th: the followers' symbol mappings
+    # the 9th: the followers' symbol mappings; the 10th: the daily loss limits' locks
+    with django_assert_max_num_queries(10):
         panels = dashboard_groups()
     assert len(panels[0].cards) == 6
 
@@ -239,3 +240,20 @@ def test_a_wound_down_follower_is_shown_exits_only_not_out_of_line(boss, world):
     assert _status(html, world.ok) == "green"
     Position.objects.filter(account=world.ok.account).update(qty=-3)  # the wrong side: red
     assert _status(boss.get("/").content.decode(), world.ok) == "red"
+
+
+def test_a_follower_locked_by_its_daily_loss_limit_says_so_until_when(boss, world):
+    from decimal import Decimal
+
+    from copier.models import SessionLoss
+
+    now = clock.now()
+    SessionLoss.objects.create(
+        follower=world.ok, session_start=now - dt.timedelta(hours=2),
+        realized=Decimal(-700), read_at=now, limit=Decimal(500), reached_at=now,
+        locked_at=now, locked_until=now + dt.timedelta(hours=3))
+    card = _card(boss.get("/").content.decode(), world.ok)
+    assert "daily loss limit reached: no entry is copied until" in card
+    assert _status(boss.get("/").content.decode(), world.ok) == "amber"
+    SessionLoss.objects.update(locked_until=now)  # lifted (or the session ended)
+    assert "daily loss limit" not in _card(boss.get("/").content.decode(), world.ok)

@@ -33,6 +33,7 @@ def test_fixed_quantity_limits_and_window_parse():
     assert f.risk_fields()["window_start"] == dt.time(18)
     plain = _load().groups[0].followers[0]  # type: ignore[attr-defined]
     assert plain.risk_fields() == {
+        "daily_loss_limit": None, "daily_loss_action": "lock",
         "fixed_qty": None, "max_order_qty": None, "max_position": None, "max_symbols": None,
         "window_start": None, "window_end": None, "window_tz": "", "window_days": ""}
 
@@ -73,5 +74,73 @@ def test_the_replay_command_refuses_a_bad_limit_and_writes_nothing(tmp_path: Pat
                     "followers": [{"account": "F1", "max_position": 0}]}],
         "steps": [{"op": "fill", "account": "L1", "symbol": "MNQ", "side": "buy", "qty": 1}]}))
     with pytest.raises(CommandError, match="max_position must be a whole number"):
+        call_command("copier_replay", str(path), "--keep", stdout=io.StringIO())
+    assert not TradingAccount.objects.exists()
+
+
+# --- daily loss limit and prices --------------------------------------------------------------
+
+
+def test_daily_loss_limit_and_prices_parse():
+    from decimal import Decimal
+
+    s = _load(daily_loss_limit="612.50", daily_loss_action="alert")
+    f = s.groups[0].followers[0]  # type: ignore[attr-defined]
+    assert (f.daily_loss_limit, f.daily_loss_action) == (Decimal("612.50"), "alert")
+    assert f.risk_fields()["daily_loss_limit"] == Decimal("612.50")
+    plain = _load(daily_loss_limit=500).groups[0].followers[0]  # type: ignore[attr-defined]
+    assert plain.daily_loss_action == "lock"
+    s = load(json.dumps({"accounts": [{"name": "L1"}], "steps": [
+        {"op": "fill", "account": "L1", "symbol": "MNQ", "side": "buy", "qty": 1,
+         "price": 19750.25},
+        {"op": "price", "symbol": "MNQ", "price": "19700"}]}))
+    assert s.steps[0].args["price"] == Decimal("19750.25")
+    assert s.steps[1].args == {"symbol": "MNQ", "price": Decimal(19700)}
+    assert s.symbols == ["MNQ"]
+
+
+@pytest.mark.parametrize(("follower", "message"), [
+    ({"daily_loss_limit": 0}, "daily_loss_limit must be an amount from 0.01"),
+    ({"daily_loss_limit": -500}, "daily_loss_limit must be an amount from 0.01"),
+    ({"daily_loss_limit": "12.345"}, "cents at most"),
+    ({"daily_loss_limit": "NaN"}, "daily_loss_limit must be a number, got 'NaN'"),
+    ({"daily_loss_limit": True}, "daily_loss_limit must be a number"),
+    ({"daily_loss_limit": 500, "daily_loss_action": "panic"},
+     "daily_loss_action must be alert or lock"),
+    ({"daily_loss_action": "alert"}, "daily_loss_action without a daily_loss_limit"),
+])
+def test_a_bad_daily_loss_limit_is_refused_naming_the_follower(follower, message):
+    with pytest.raises(ScenarioError) as caught:
+        _load(**follower)
+    assert message in str(caught.value)
+    assert str(caught.value).startswith("groups[1].followers[1]")
+
+
+@pytest.mark.parametrize(("step", "message"), [
+    ({"op": "fill", "account": "L1", "symbol": "MNQ", "side": "buy", "qty": 1, "price": -1},
+     "step 1 (fill): price must be a number > 0, got -1"),
+    ({"op": "fill", "account": "L1", "symbol": "MNQ", "side": "buy", "qty": 1, "price": 0},
+     "step 1 (fill): price must be a number > 0"),
+    ({"op": "fill", "account": "L1", "symbol": "MNQ", "side": "buy", "qty": 1,
+      "price": float("nan")}, "step 1 (fill): price must be a number, got nan"),
+    ({"op": "price", "symbol": "MNQ", "price": float("inf")},
+     "step 1 (price): price must be a number, got inf"),
+    ({"op": "price", "symbol": "MNQ", "price": "cheap"}, "step 1 (price): price must be a number"),
+    ({"op": "price", "symbol": "MNQ"}, "step 1 (price): price must be a number, got None"),
+    ({"op": "price", "price": 10}, "step 1 (price): symbol must be text"),
+])
+def test_a_bad_price_is_refused_naming_the_step(step, message):
+    # json.dumps writes NaN and Infinity as the bare words json.loads reads back
+    with pytest.raises(ScenarioError) as caught:
+        load(json.dumps({"accounts": [{"name": "L1"}], "steps": [step]}))
+    assert message in str(caught.value)
+
+
+@pytest.mark.django_db(transaction=True, databases="__all__")
+def test_the_replay_command_refuses_a_nan_price_and_writes_nothing(tmp_path: Path):
+    path = tmp_path / "bad.json"
+    path.write_text('{"accounts": [{"name": "L1"}], "steps": [{"op": "fill", "account": "L1",'
+                    ' "symbol": "MNQ", "side": "buy", "qty": 1, "price": NaN}]}')
+    with pytest.raises(CommandError, match="price must be a number"):
         call_command("copier_replay", str(path), "--keep", stdout=io.StringIO())
     assert not TradingAccount.objects.exists()

@@ -103,7 +103,7 @@ def test_orders_insert_moving_stores_the_orders_and_moves_their_positions(books)
 
 
 _INSERTED = ["book_id", "client_order_id", "fill_id", "symbol", "side", "qty", "status",
-             "message", "created_at", "delivered", "missed"]
+             "message", "created_at", "delivered", "missed", "price"]
 
 
 # --- positions_read ---------------------------------------------------------------------
