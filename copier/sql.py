@@ -39,6 +39,12 @@ EVENT_RUN = Statement(
     " 'window_start', f.window_start::text, 'window_end', f.window_end::text,"
     " 'window_tz', f.window_tz, 'window_days', f.window_days,"
     " 'start_event_id', f.start_event_id,"
+    # the daily loss limit's lock the fill was read in, if any (copier.services.losslimit):
+    # frozen, so that a re-run holds what the first run held, lifted or not since
+    " 'loss_lock', (SELECT jsonb_build_object('limit', s.\"limit\"::text,"
+    " 'realized', s.realized::text, 'since', s.locked_at, 'until', s.locked_until)"
+    " FROM copier_sessionloss s WHERE s.follower_id = f.id AND s.locked_at <= le.received_at"
+    " AND s.locked_until > le.received_at ORDER BY s.locked_at DESC LIMIT 1),"
     # the symbol mapping (copier.symbol_map.SymbolMap.to_json): the re-run trades the
     # same follower symbols at the same ratios
     " 'symbols', jsonb_build_object('micro', f.micro, 'rules', COALESCE((SELECT"

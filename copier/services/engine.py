@@ -70,6 +70,7 @@ class Seat:
     fixed_qty: int | None = None  # instead of the multiplier
     limits: rules.RiskLimits = field(default_factory=rules.RiskLimits)
     symbols: SymbolMap = NO_MAPPING  # where the leader's symbol goes on this follower
+    loss_lock: rules.LossLock | None = None  # the daily loss limit's lock the fill fell in
 
     @classmethod
     def parse(cls, raw: dict[str, Any]) -> Seat:
@@ -80,7 +81,7 @@ class Seat:
                    raw["enabled"], raw["reverse"], rules.ExitMode(raw["exit_mode"]),
                    raw["start_event_id"], bool(raw.get("exits_only", False)),
                    raw.get("fixed_qty"), seat_limits_parse(raw),
-                   SymbolMap.from_json(raw.get("symbols")))
+                   SymbolMap.from_json(raw.get("symbols")), seat_loss_lock_parse(raw))
 
     def route(self, leader_symbol: str) -> Route:
         """The follower's symbol and ratio for the leader's symbol (copier.symbol_map)."""
@@ -96,6 +97,18 @@ def seat_limits_parse(raw: dict[str, Any]) -> rules.RiskLimits:
             raw.get("window_tz") or "UTC", rules.days_parse(raw.get("window_days") or ""))
     return rules.RiskLimits(raw.get("max_order_qty"), raw.get("max_position"),
                             raw.get("max_symbols"), window)
+
+
+def seat_loss_lock_parse(raw: dict[str, Any]) -> rules.LossLock | None:
+    """The daily loss limit's lock frozen with the event (`sql.EVENT_RUN`); an event frozen
+    before loss limits existed has none."""
+    lock = raw.get("loss_lock")
+    if not lock:
+        return None
+    return rules.LossLock(Decimal(lock["limit"] or 0), Decimal(lock["realized"] or 0),
+                          dt.datetime.fromisoformat(lock["since"]),
+                          dt.datetime.fromisoformat(lock["until"]),
+                          losslimit.session_reset().tz)
 
 
 def event_seats(event: LeaderEvent) -> list[Seat]:
@@ -214,7 +227,6 @@ class _Batch:
         # broker: look them up before sending anything again.
         self.look_up_first = look_up_first or event.runs > 1
         self.open_symbols: dict[int, int] = {}
-        self.loss_locks: dict[int, list[rules.LossLock]] = {}
 
     def run(self) -> None:
         routes = {s.account_id: s.route(self.event.symbol) for s in self.seats}
@@ -245,10 +257,6 @@ class _Batch:
         self.open_symbols = open_symbols_count(
             {seat.account_id: position.symbol for seat, position, _f in todo
              if seat.limits.max_symbols is not None})
-        # The daily loss limit's locks (copier.services.losslimit): one read for the batch.
-        if todo:
-            self.loss_locks = losslimit.follower_loss_locks(
-                [seat.follower_id for seat, _p, _f in todo], around=self.event.received_at)
         self._catch_up(todo)
         work = [self._evaluate(self.event, seat, position) for seat, position, _ in todo]
         self._place(work)
@@ -320,8 +328,7 @@ class _Batch:
             quarantined=position.quarantined, close_only=ev.close_only,
             exits_only=seat.exits_only, fixed_qty=seat.fixed_qty, limits=seat.limits,
             open_symbols=self.open_symbols.get(account.pk, 0), when=ev.received_at,
-            loss_lock=losslimit.loss_lock_at(self.loss_locks.get(seat.follower_id, ()),
-                                             ev.received_at),
+            loss_lock=seat.loss_lock,
         )
         verdict = rules.decide(rules.LeaderMove(ev.p0, ev.p1), facts)
         notes = [verdict.note] if verdict.note else []

@@ -5,8 +5,10 @@ The periodic `loss_limits_check` (Celery beat, every `COPIER_LOSS_CHECK_SECONDS`
 keeps it on the follower's `SessionLoss` row of the session. When the loss reaches the
 limit, the row says so once (`reached_at`) and an alert is raised once per session; in
 lock mode `locked_at`/`locked_until` (the next session reset) are set, and the engine
-holds the follower's entries while a leader fill is read inside that span
-(`follower_loss_locks`, `copier.rules.LossLock`). Exits are never held.
+holds the follower's entries while a leader fill is read inside that span: the lock
+a fill was read in is frozen with the event's followers (`copier.sql.EVENT_RUN`, read
+back as `copier.rules.LossLock`), so a re-run holds what the first run held. Exits are
+never held.
 
 A failed or unvaluable read is logged, written on the row and alerted (once per
 session), and never takes or lifts a lock: a number the copier does not have is never
@@ -31,9 +33,6 @@ from copier.alerts import alert_raise
 from copier.models import AlertKind, Follower, LossAction, SessionLoss
 
 log = logging.getLogger(__name__)
-# Locks the engine looks at for one event: sessions are a day long, and a catch-up of an
-# earlier event reaches back seconds, so a week is far more than enough.
-LOCK_LOOKBACK = dt.timedelta(days=7)
 
 
 def session_reset() -> rules.SessionReset:
@@ -149,30 +148,6 @@ def _read_failed(follower: Follower, start: dt.datetime, now: dt.datetime, why: 
                   f"daily loss limit {rules.money(follower.daily_loss_limit or Decimal(0))} "
                   f"is not checked until it can be. Nothing was locked or unlocked."),
             dedupe_key=f"loss-read:{follower.pk}:{start.isoformat()}")
-
-
-def follower_loss_locks(follower_ids: Iterable[int], *, around: dt.datetime
-                        ) -> dict[int, list[rules.LossLock]]:
-    """The locks the engine applies, per follower: every lock taken recently (the rule
-    `LossLock.holds` says which one a fill read at its time falls in)."""
-    tz = session_reset().tz
-    locks: dict[int, list[rules.LossLock]] = {}
-    rows = SessionLoss.objects.filter(
-        follower_id__in=list(follower_ids), locked_at__isnull=False,
-        locked_until__isnull=False, locked_until__gt=around - LOCK_LOOKBACK,
-    ).order_by("locked_at")
-    for row in rows:
-        assert row.locked_at is not None
-        assert row.locked_until is not None
-        locks.setdefault(row.follower_id, []).append(rules.LossLock(
-            row.limit or Decimal(0), row.realized or Decimal(0), row.locked_at,
-            row.locked_until, tz))
-    return locks
-
-
-def loss_lock_at(locks: Iterable[rules.LossLock], when: dt.datetime) -> rules.LossLock | None:
-    """The lock a leader fill read at `when` falls in, if any."""
-    return next((lock for lock in locks if lock.since <= when < lock.until), None)
 
 
 def loss_locks_lift(follower_ids: Iterable[int], *, by: str) -> int:

@@ -172,3 +172,41 @@ def test_the_check_is_a_periodic_task_on_the_housekeeping_queue():
     assert tasks.PERIODIC_TASKS["copier: check daily loss limits"] == (
         "copier.check_loss_limits", 15)
     assert app.amqp.router.route({}, "copier.check_loss_limits")["queue"].name == "housekeeping"
+
+
+def test_the_lock_a_fill_was_read_in_is_frozen_with_its_event_so_a_re_run_holds_it_too(world):
+    """The first run held the entry and crashed before committing; the lock was lifted
+    meanwhile. The re-run decides as the first run did: held, nothing sent."""
+    from django.db import transaction
+
+    from copier.models import LeaderEvent
+    from copier.services import engine
+    from copier.services.ingest import FillInput, leader_fill_ingest
+
+    leader, f = world
+    _lose_1000(leader)
+    clock.advance_to(T0 + dt.timedelta(seconds=15))
+    assert check()["locked"] == 1
+    clock.advance_to(T0 + dt.timedelta(minutes=1))
+    with transaction.atomic():
+        event = leader_fill_ingest(account=leader, fill=FillInput("in-lock", SYMBOL, "buy", 1))
+        transaction.get_connection().run_on_commit.clear()
+    started = engine.event_start(event_id=event.pk)
+    with pytest.raises(RuntimeError), transaction.atomic():
+        engine.seats_copy(event=started.event, seats=started.batches[0])
+        raise RuntimeError("SIGKILL")
+    seat = engine.event_seats(LeaderEvent.objects.get(pk=event.pk))[0]
+    assert seat.loss_lock is not None
+    assert seat.loss_lock.until == RESET
+    assert losslimit.loss_locks_lift([Follower.objects.get(account=f).pk], by="boss") == 1
+    tasks.process_event(event.pk)
+    decision = last_decision(f)
+    assert (decision.event_id, decision.reason) == (event.pk, Reason.RISK_LIMIT)
+    assert broker_position(f, SYMBOL) == 1  # 3 - 1 - 1: the held entry never went out
+    # a fill read after the lift is no longer held by the lock (F, behind the leader by
+    # the held entry, is judged by the other rules: close-only)
+    clock.advance_to(T0 + dt.timedelta(minutes=2))
+    fill(leader, "buy", 1, "19700")
+    after = last_decision(f)
+    assert after.reason != Reason.RISK_LIMIT
+    assert "daily loss limit" not in after.detail
