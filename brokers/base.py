@@ -121,6 +121,11 @@ class OrderResult:
     symbol: str | None = None
     side: Side | None = None
     qty: int | None = None
+    # When the venue's answer to the placement itself arrived (it accepted the order),
+    # where learning the fill takes another request (ProjectX, Tradovate read the order
+    # back): the latency a trader compares with other copiers ends here. None where the
+    # answer carries the fill (the sim) or the result comes from a look-up.
+    acknowledged_at: dt.datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)

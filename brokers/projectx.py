@@ -29,6 +29,7 @@ import asyncio
 import base64
 import binascii
 import contextlib
+import dataclasses
 import datetime as dt
 import json
 import logging
@@ -454,9 +455,11 @@ class ProjectXBroker(BrokerAdapter):
                 "customTag": request.client_order_id, "limitPrice": None, "stopPrice": None,
                 "trailPrice": None}
         data = self._call("/api/Order/place", body, sending_order=True)
+        acknowledged_at = clock.now()
         order_id = data.get("orderId")
         if data.get("success") is True and isinstance(order_id, int):
-            return self._placed(request, order_id)
+            return dataclasses.replace(self._placed(request, order_id),
+                                       acknowledged_at=acknowledged_at)
         if data.get("success") is True:
             raise OrderOutcomeUnknown("ProjectX Order/place: success without an order id")
         return self._refused(request, data)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import datetime as dt
 import json
 import logging
@@ -434,6 +435,7 @@ class TradovateBroker(BrokerAdapter):
         }
         answer = self._call("POST", "/order/placeorder", body=body, placing=True,
                             session=session)
+        acknowledged_at = clock.now()
         if not isinstance(answer, dict):
             raise OrderOutcomeUnknown(f"{LABEL}: placeorder: unexpected answer")
         failure = _failure(answer)
@@ -443,14 +445,15 @@ class TradovateBroker(BrokerAdapter):
             raise OrderOutcomeUnknown(f"{LABEL}: placeorder answered without an order id")
         order_id = int(answer["orderId"])
         try:
-            return self._outcome(request.client_order_id, order_id, request.qty)
+            result = self._outcome(request.client_order_id, order_id, request.qty)
         except BrokerError as exc:
             # The order exists: only how much filled is unknown for now. The stream's fill
             # settles it; raising here would make the copier think nothing was sent.
             log.warning("%s: order %s placed, its fills unread (%s)", self.account, order_id,
                         exc.message)
-            return OrderResult(request.client_order_id, str(order_id), "accepted", 0,
-                               message="placed; fills not read yet")
+            result = OrderResult(request.client_order_id, str(order_id), "accepted", 0,
+                                 message="placed; fills not read yet")
+        return dataclasses.replace(result, acknowledged_at=acknowledged_at)
 
     def _outcome(self, client_order_id: str, order_id: int, qty: int,
                  order: dict[str, Any] | None = None) -> OrderResult:

@@ -760,6 +760,9 @@ class Order(models.Model):
     )
     created_at = models.DateTimeField()
     submitted_at = models.DateTimeField(null=True, blank=True)
+    acknowledged_at = models.DateTimeField(
+        null=True, blank=True,
+        help_text="When the broker accepted the order, where its fill is read afterwards.")
     completed_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:

@@ -49,3 +49,23 @@ def test_bad_options_are_refused_before_anything_starts(args, error):
     done = _bench(*args)
     assert done.returncode != 0
     assert error in done.stderr
+
+
+@pytest.mark.slow
+def test_bench_at_a_venue_measures_to_the_acknowledgement_and_to_the_fill_read_back():
+    """Through a local ProjectX server, the real adapter and a real listener: the copy runs
+    to the venue's acknowledgement, and the fill's read-back comes after it, per order."""
+    done = _bench("--private", "--broker", "projectx", "--followers", "1", "--events", "3",
+                  "--warmup", "1", "--burst", "0", "--gap-ms", "1")
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = json.loads(done.stdout)
+    copy, known = report["copy_latency_ms"], report["copy_to_fill_known_ms"]
+    assert copy["n"] == known["n"] == 3
+    assert 0 < copy["p50"] <= known["p50"]
+    assert copy["max"] <= known["max"]
+    stages = report["copy_stages_p50_ms"]
+    assert list(stages) == ["read_to_started", "started_to_sent", "sent_to_acknowledged",
+                            "acknowledged_to_fill_known", "fill_known_to_done"]
+    assert all(v >= 0 for v in stages.values())
+    assert report["venue_round_trip_ms"]["n"] == 50
+    assert report["floor_p50_ms"] > 0

@@ -87,6 +87,8 @@ def result_apply(order: Order, result: OrderResult) -> tuple[int, BrokerError | 
     """
     order.broker_order_id = result.broker_order_id
     order.message = result.message
+    if result.acknowledged_at is not None:
+        order.acknowledged_at = result.acknowledged_at
     if result.side is not None and result.qty:  # what went out is what counts
         order.side, order.qty = result.side, result.qty
     if result.status == "rejected":

@@ -172,6 +172,23 @@ def test_no_stored_session_is_transient_and_place_never_logs_in(venue):
     assert venue.orders(adapter.account.external_id) == []
 
 
+def test_a_placement_says_when_the_venue_acknowledged_it_before_its_fill_was_read_back(
+        venue, px):
+    """Order/place's answer is the acknowledgement (the latency a trader compares); the
+    read-back that learns the fill comes after it. A look-up acknowledges nothing."""
+    from copier import clock
+
+    before = clock.now()
+    result = px.place_order(order("ack1"))
+    after = clock.now()
+    assert result.status == "filled"
+    assert result.acknowledged_at is not None
+    assert before <= result.acknowledged_at <= after
+    found = px.find_order("ack1")
+    assert found is not None
+    assert found.acknowledged_at is None
+
+
 def test_a_401_reloads_the_session_the_listener_renewed(venue, px):
     assert px.place_order(order("r1")).status == "filled"
     venue.tokens_expire()

@@ -174,6 +174,20 @@ def test_market_order_fills_carrying_is_automated_and_clordid(
     assert venue.sessions_opened == 1  # orders never log in
 
 
+def test_a_placement_says_when_the_venue_acknowledged_it(
+        venue: TradovateVenue, broker: TradovateBroker) -> None:
+    """placeorder's answer is the acknowledgement; the fills are read after it."""
+    from copier import clock
+
+    before = clock.now()
+    result = broker.place_order(order("cp2-1-0", "buy", 1))
+    assert result.status == "filled"
+    assert result.acknowledged_at is not None
+    assert before <= result.acknowledged_at <= clock.now()
+    paths = [p for _m, p, _b in venue.requests]
+    assert paths.index("/order/placeorder") < paths.index("/fill/deps")
+
+
 def test_expired_token_reloads_the_session_once_then_works(
         venue: TradovateVenue, broker: TradovateBroker, acct: TradingAccount) -> None:
     venue.tokens_expire()

@@ -11,7 +11,9 @@ local server that speaks the venue's protocol, through the real adapters, with
 a real `copier_listen` process reading the leader's stream: the latency then
 runs from the leader's frame being read to the follower's order acknowledged
 by the venue, and the run also measures one HTTP round trip to that server, so
-the copier's own cost is the copy minus (bare task + one round trip).
+the copier's own cost is the copy minus (bare task + one round trip). A venue
+answers the placement (acknowledged) before the copier reads the fill back;
+`copy_to_fill_known_ms` runs to that read, when the copier counts the fill.
 With `--private` it starts its own PostgreSQL and Redis (like the test
 harness) and removes them afterwards.
 """
@@ -152,6 +154,7 @@ class Bench:
             "batch_size": self.o["batch_size"] or settings.COPIER_BATCH_SIZE,
             "noop_task_latency_ms": noop,
             "copy_latency_ms": latency,
+            "copy_to_fill_known_ms": percentiles(getattr(self, "fill_known", [])),
             "fanout_latency_ms": fanout,
             "throughput": throughput,
             "copy_p50_over_noop_p50": round((one or fanout["p50"]) / noop["p50"], 2)
@@ -299,16 +302,21 @@ class Bench:
                 raise CommandError(f"events not copied within {timeout} s")
             time.sleep(POLL_SECONDS)  # the figures come from row timestamps: poll gently
 
-    def _order_latencies(self, event_id: int) -> list[float]:
+    def _order_latencies(self, event_id: int) -> tuple[list[float], list[float]]:
+        """Per filled order: the fill read until the venue acknowledged the order (its answer
+        to the placement: what the issue's goal measures), and until the copier knew the
+        fill (the sim answers both at once; a venue's fill is read back after)."""
         from copier.models import LeaderEvent, Order
 
         event = LeaderEvent.objects.get(pk=event_id)
-        return [
-            (done - event.received_at).total_seconds() * 1000
-            for done in Order.objects.filter(decision__event_id=event_id, status="filled")
-            .values_list("completed_at", flat=True)
-            if done is not None
-        ]
+        acknowledged, known = [], []
+        for ack, done in (Order.objects.filter(decision__event_id=event_id, status="filled")
+                          .values_list("acknowledged_at", "completed_at")):
+            if done is None:
+                continue
+            known.append((done - event.received_at).total_seconds() * 1000)
+            acknowledged.append(((ack or done) - event.received_at).total_seconds() * 1000)
+        return acknowledged, known
 
     def _latency(self, leader: Any) -> tuple[dict[str, float], ...]:
         """Events one at a time, each paired with one bare task, both sent after the same
@@ -317,6 +325,7 @@ class Bench:
         noops: list[float] = []
         orders: list[float] = []
         fanout: list[float] = []
+        self.fill_known: list[float] = []
         warmup = self.o["warmup"]
         gap = self.o["gap_ms"] / 1000
         for i in range(self.o["events"] + warmup):
@@ -325,10 +334,11 @@ class Bench:
             time.sleep(gap)
             event_id = self._fill(leader)
             self._wait_done([event_id])
-            samples = self._order_latencies(event_id)
+            samples, known = self._order_latencies(event_id)
             if i >= warmup and samples:
                 noops += floor
                 orders += samples
+                self.fill_known += known
                 fanout.append(max(samples))
                 self._stages_add(event_id)
         return percentiles(noops), percentiles(orders), percentiles(fanout)
@@ -344,11 +354,13 @@ class Bench:
                  .first())
         if order is None:
             return
+        acknowledged = order.acknowledged_at or order.completed_at
         marks = [m for m in (event.received_at, event.dispatched_at, order.submitted_at,
-                             order.completed_at, event.done_at) if m is not None]
-        if len(marks) < 5:
+                             acknowledged, order.completed_at, event.done_at) if m is not None]
+        if len(marks) < 6:
             return
-        names = ["read_to_started", "started_to_sent", "sent_to_answered", "answered_to_done"]
+        names = ["read_to_started", "started_to_sent", "sent_to_acknowledged",
+                 "acknowledged_to_fill_known", "fill_known_to_done"]
         stages: dict[str, list[float]] = self.__dict__.setdefault("stages", {})
         for name, a, b in zip(names, marks, marks[1:], strict=False):
             stages.setdefault(name, []).append((b - a).total_seconds() * 1000)
