@@ -7,6 +7,7 @@ from typing import Any
 from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import Q
+from django.db.models.functions import MD5
 
 from accounts.fields import EncryptedTextField
 from accounts.symbols import normalise_symbol
@@ -31,6 +32,13 @@ class TradingAccount(models.Model):
     credentials = EncryptedTextField(
         blank=True, default="",
         help_text="Broker login or API token, JSON. Encrypted at rest, never logged.",
+    )
+    # The stored token's digest, computed by PostgreSQL: whether the credentials changed,
+    # known without reading (and decrypting) them. The copy's lock statement leaves the
+    # credentials out; the adapter cache (`brokers.registry.adapter_for`) compares this.
+    credentials_md5 = models.GeneratedField(
+        expression=MD5("credentials"), output_field=models.CharField(max_length=32),
+        db_persist=True,
     )
     connection_state = models.CharField(
         max_length=16, choices=ConnectionState.choices, default=ConnectionState.UNKNOWN
