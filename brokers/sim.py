@@ -123,6 +123,7 @@ class _Tape:
                  quotes: dict[str, Decimal]) -> None:
         self.known = known
         self.quotes = quotes
+        self.books: dict[int, SimAccount] = {}  # by the copier's account id
         self.new_orders: list[SimOrder] = []
         self.deltas: dict[tuple[int, str], int] = {}
         self.changed_books: set[SimAccount] = set()
@@ -181,32 +182,32 @@ class SimBroker(BrokerAdapter):
         return book
 
     @staticmethod
-    def _books_locked(
-        account_ids: set[int], client_order_ids: list[str]
-    ) -> tuple[dict[int, SimAccount], dict[tuple[int, str | None], SimOrder]]:
-        """Lock the books and read the orders already sent with these ids, in one statement.
+    def _books_locked(account_ids: set[int], client_order_ids: list[str],
+                      symbols: set[str]) -> _Tape:
+        """Lock the books and read the orders already sent with these ids and the symbols'
+        prices, in one statement: the tape the batch is decided on.
 
         The orders come from the statement's snapshot, taken before any wait for a
         lock: a twin committed meanwhile is caught by `_write`'s insert instead.
         """
-        def lock() -> tuple[dict[int, SimAccount], dict[tuple[int, str | None], SimOrder]]:
-            books: dict[int, SimAccount] = {}
-            known: dict[tuple[int, str | None], SimOrder] = {}
-            for row_book, order in sql.books_lock(account_ids=list(account_ids),
-                                                  client_order_ids=client_order_ids):
-                book = books.setdefault(row_book.account_id, row_book)
+        def lock() -> _Tape:
+            locked = sql.books_lock(account_ids=list(account_ids),
+                                    client_order_ids=client_order_ids, symbols=sorted(symbols))
+            tape = _Tape({}, locked.quotes)
+            for row_book, order in locked.rows:
+                book = tape.books.setdefault(row_book.account_id, row_book)
                 if order is not None:
-                    known[(book.pk, order.client_order_id)] = order
-            return books, known
+                    tape.known[(book.pk, order.client_order_id)] = order
+            return tape
 
-        books, known = lock()
-        if len(books) < len(account_ids):  # an account's first order at the sim
+        tape = lock()
+        if len(tape.books) < len(account_ids):  # an account's first order at the sim
             SimAccount.objects.using(DB).bulk_create(
-                [SimAccount(account_id=a) for a in account_ids - set(books)],
+                [SimAccount(account_id=a) for a in account_ids - set(tape.books)],
                 ignore_conflicts=True,
             )
-            books, known = lock()
-        return books, known
+            tape = lock()
+        return tape
 
     @staticmethod
     def _write(tape: _Tape) -> None:
@@ -271,13 +272,11 @@ class SimBroker(BrokerAdapter):
         for _attempt in range(3):
             try:
                 with transaction.atomic(using=DB):
-                    books, known = cls._books_locked(
-                        account_ids, [r.client_order_id for _, r in batch])
-                    tape = _Tape(known, dict(
-                        SimQuote.objects.using(DB).filter(
-                            symbol__in={r.symbol for _, r in batch})
-                        .values_list("symbol", "price")))
-                    plan = [tape.execute(books[account.pk], request) for account, request in batch]
+                    tape = cls._books_locked(account_ids,
+                                             [r.client_order_id for _, r in batch],
+                                             {r.symbol for _, r in batch})
+                    plan = [tape.execute(tape.books[account.pk], request)
+                            for account, request in batch]
                     cls._write(tape)
                     for book in tape.changed_books:
                         book.save(using=DB,

@@ -8,7 +8,10 @@ spelled from the models and rows come back as models through `ModelColumns`.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from decimal import Decimal
 
 from brokers.models import SimAccount, SimOrder
 from copier.rawsql import ModelColumns, Statement
@@ -19,23 +22,41 @@ ORDER = ModelColumns.of(SimOrder)
 
 # Lock the books and read the orders already sent with these client order ids, in one
 # statement. A book without such an order comes once, with NULLs for the order.
+# Each row also carries the prices of the symbols asked (the same on every row: one
+# subquery), which the orders fill at: no second round trip on the copy's path.
 BOOKS_LOCK = Statement(
     "books_lock",
-    "SELECT " + BOOK.select("b") + ", " + ORDER.select("o")  # noqa: S608 (column names)
-    + " FROM brokers_simaccount b LEFT JOIN brokers_simorder o ON o.book_id = b.id"
+    "SELECT " + BOOK.select("b") + ", " + ORDER.select("o") + ","  # noqa: S608 (column names)
+    " (SELECT jsonb_object_agg(q.symbol, q.price::text) FROM brokers_simquote q"
+    " WHERE q.symbol = ANY(%s)) AS quotes"
+    " FROM brokers_simaccount b LEFT JOIN brokers_simorder o ON o.book_id = b.id"
     " AND o.client_order_id = ANY(%s) WHERE b.account_id = ANY(%s) ORDER BY b.id FOR UPDATE OF b",
-    (*BOOK.names, *ORDER.names),
+    (*BOOK.names, *ORDER.names, "quotes"),
 )
 
 
-def books_lock(*, account_ids: Sequence[int], client_order_ids: Sequence[str]
-               ) -> list[tuple[SimAccount, SimOrder | None]]:
-    """Each locked book (a fresh instance per row) with one of its orders among these ids."""
-    rows = BOOKS_LOCK.run([list(client_order_ids), list(account_ids)], using=DB)
+@dataclass(frozen=True, slots=True)
+class BooksLocked:
+    """The locked books, each with one of its orders among the ids asked (a fresh instance
+    per row; None: no such order), and the prices of the symbols asked (`SimQuote`)."""
+
+    rows: list[tuple[SimAccount, SimOrder | None]]
+    quotes: dict[str, Decimal]
+
+
+def books_lock(*, account_ids: Sequence[int], client_order_ids: Sequence[str],
+               symbols: Sequence[str] = ()) -> BooksLocked:
+    rows = BOOKS_LOCK.run([list(symbols), list(client_order_ids), list(account_ids)],
+                          using=DB)
     start = len(BOOK.names)
-    return [(BOOK.build(row, using=DB),
-             ORDER.build(row, start=start, using=DB) if row[start] is not None else None)
-            for row in rows]
+    quotes = rows[0][-1] if rows else None
+    if isinstance(quotes, str):  # psycopg hands jsonb to Django's connections as text
+        quotes = json.loads(quotes)
+    return BooksLocked(
+        [(BOOK.build(row, using=DB),
+          ORDER.build(row, start=start, using=DB) if row[start] is not None else None)
+         for row in rows],
+        {symbol: Decimal(price) for symbol, price in (quotes or {}).items()})
 
 
 # Add to many (book, symbol) positions in one statement.
@@ -63,14 +84,21 @@ _INSERT = (
     "WITH ins AS (INSERT INTO brokers_simorder (" + ", ".join(_INSERTED)  # noqa: S608
     + ") VALUES {orders} ON CONFLICT DO NOTHING RETURNING " + ORDER.select() + ")"
 )
-_FROM_INS = " SELECT " + ORDER.select() + " FROM ins"  # noqa: S608 (column names)
+# The books that got a fill are announced to their streams (`fills_announce`) by the
+# same statement: a SELECT in WITH runs only as far as the outer query reads it, so the
+# outer query counts it whole.
+_TOLD = (", told AS (SELECT pg_notify(%s, f.book_id::text) FROM (SELECT DISTINCT book_id"
+         " FROM ins WHERE status = %s) f)")
+_FROM_INS = (" SELECT " + ORDER.select() + " FROM ins"  # noqa: S608 (column names)
+             " WHERE (SELECT count(1) FROM told) >= 0")
 # New orders, in one statement. An order whose client order id is taken (by a
 # concurrent batch) inserts nothing and is missing from the result.
-ORDERS_INSERT = Statement("orders_insert", _INSERT + _FROM_INS, ORDER.names,
+ORDERS_INSERT = Statement("orders_insert", _INSERT + _TOLD + _FROM_INS, ORDER.names,
                           widths={"orders": len(_INSERTED)})
 # The same, with the positions the filled ones move: still one statement.
 ORDERS_INSERT_MOVING = Statement(
-    "orders_insert_moving", _INSERT + ", moved AS (" + POSITIONS_MOVE.sql + ")" + _FROM_INS,
+    "orders_insert_moving",
+    _INSERT + ", moved AS (" + POSITIONS_MOVE.sql + ")" + _TOLD + _FROM_INS,
     ORDER.names, widths={"orders": len(_INSERTED), "moves": 3},
 )
 
@@ -83,14 +111,13 @@ def orders_insert(orders: Sequence[SimOrder], deltas: Mapping[tuple[int, str], i
     caller's transaction: on its commit, never before.
     """
     params: list[object] = [getattr(o, c) for o in orders for c in _INSERTED]
+    told = [FILLS_CHANNEL, SimOrder.Status.FILLED.value]
     if deltas:
-        rows = ORDERS_INSERT_MOVING.run(params + _moves_params(deltas), using=DB,
+        rows = ORDERS_INSERT_MOVING.run(params + _moves_params(deltas) + told, using=DB,
                                         rows={"orders": len(orders), "moves": len(deltas)})
     else:
-        rows = ORDERS_INSERT.run(params, using=DB, rows={"orders": len(orders)})
-    stored = [ORDER.build(row, using=DB) for row in rows]
-    fills_announce(sorted({o.book_id for o in stored if o.status == SimOrder.Status.FILLED}))
-    return stored
+        rows = ORDERS_INSERT.run(params + told, using=DB, rows={"orders": len(orders)})
+    return [ORDER.build(row, using=DB) for row in rows]
 
 
 # The channel the sim's streams LISTEN on; a notification's payload is a book's id.

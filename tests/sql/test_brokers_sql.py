@@ -7,13 +7,14 @@ returns against the model's fields, in name and order.
 from __future__ import annotations
 
 import datetime as dt
+from decimal import Decimal
 
 import psycopg
 import pytest
 from django.db import transaction
 
 from brokers import sql
-from brokers.models import SimAccount, SimOrder, SimPosition
+from brokers.models import SimAccount, SimOrder, SimPosition, SimQuote
 from copier.rawsql import Statement, database_conninfo
 from tests.factories import account
 from tests.sql.helpers import check_columns, model_columns
@@ -47,8 +48,12 @@ def test_books_lock_gives_each_book_with_its_orders_among_the_ids_asked(books):
     sent = SimOrder.objects.using(DB).bulk_create(
         [_order(b1, "c-1"), _order(b1, "c-2"), _order(b1, "other")])
 
-    rows = sql.books_lock(account_ids=[b2.account_id, b1.account_id, 999_999],
-                          client_order_ids=["c-1", "c-2", "c-9"])
+    SimQuote.objects.using(DB).create(symbol="MNQ", price=Decimal("20000.25"), updated_at=NOW)
+    SimQuote.objects.using(DB).create(symbol="ES", price=Decimal("6000"), updated_at=NOW)
+    locked = sql.books_lock(account_ids=[b2.account_id, b1.account_id, 999_999],
+                            client_order_ids=["c-1", "c-2", "c-9"], symbols=["MNQ", "GC"])
+    assert locked.quotes == {"MNQ": Decimal("20000.25")}  # the symbols asked that have one
+    rows = locked.rows
 
     assert [(book.pk, order.client_order_id if order else None) for book, order in rows] in (
         [(b1.pk, "c-1"), (b1.pk, "c-2"), (b2.pk, None)],
@@ -59,8 +64,9 @@ def test_books_lock_gives_each_book_with_its_orders_among_the_ids_asked(books):
     assert order.pk in {o.pk for o in sent}
     assert (order.book_id, order.status, order._state.db) == (b1.pk, "filled", DB)
     assert not book._state.adding
-    check_columns(sql.BOOKS_LOCK, [["c-1"], [b1.account_id]],
-                  [*model_columns(SimAccount), *model_columns(SimOrder)], using=DB)
+    check_columns(sql.BOOKS_LOCK, [["MNQ"], ["c-1"], [b1.account_id]],
+                  [*model_columns(SimAccount), *model_columns(SimOrder), "quotes"], using=DB)
+    assert sql.books_lock(account_ids=[b1.account_id], client_order_ids=[]).quotes == {}
 
 
 # --- positions_move ---------------------------------------------------------------------
@@ -86,7 +92,7 @@ def test_orders_insert_stores_the_orders_and_leaves_out_a_taken_client_order_id(
     assert again == []  # a twin: nothing inserted, nothing returned
     assert _held() == {}
     check_columns(sql.ORDERS_INSERT,
-                  [getattr(_order(b1, "r-3"), c) for c in _INSERTED],
+                  [*(getattr(_order(b1, "r-3"), c) for c in _INSERTED), *_TOLD],
                   model_columns(SimOrder), using=DB, rows={"orders": 1})
 
 
@@ -98,12 +104,14 @@ def test_orders_insert_moving_stores_the_orders_and_moves_their_positions(books)
         ("c-1", 2, NOW), ("c-2", 1, NOW)]
     assert _held() == {(b1.pk, "MNQ"): 2, (b2.pk, "MNQ"): -1}
     check_columns(sql.ORDERS_INSERT_MOVING,
-                  [*(getattr(_order(b1, "c-3"), c) for c in _INSERTED), b1.pk, "MNQ", 2],
+                  [*(getattr(_order(b1, "c-3"), c) for c in _INSERTED), b1.pk, "MNQ", 2,
+                   *_TOLD],
                   model_columns(SimOrder), using=DB, rows={"orders": 1, "moves": 1})
 
 
 _INSERTED = ["book_id", "client_order_id", "fill_id", "symbol", "side", "qty", "status",
              "message", "created_at", "delivered", "missed", "price"]
+_TOLD = [sql.FILLS_CHANNEL, "filled"]  # the fills' announcement, in the same statement
 
 
 # --- positions_read ---------------------------------------------------------------------
