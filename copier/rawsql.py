@@ -11,8 +11,10 @@ columns against them. Only Django is imported here, so that any app's
 
 from __future__ import annotations
 
+import json as _json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Any, Generic, TypeVar
 
 from django.db import connections
@@ -93,3 +95,58 @@ def database_conninfo(alias: str = "default", **extra: str | int) -> str:
         if s.get(name):
             params[key] = s[name]
     return make_conninfo("", **params, **extra)
+
+
+@dataclass(frozen=True, slots=True)
+class RowsInsert(Generic[M]):
+    """Many new rows of a model in one `INSERT ... SELECT ... FROM unnest(arrays)`: one
+    parameter per column whatever the row count, each value taken as the instance holds
+    it. Django's `bulk_create` prepares every value of every row through its field (a
+    fan-out's 100 decisions are 1,400 calls) and was a third of a 200-follower copy.
+
+    For models whose fields need no preparation beyond that: no `auto_now`, no custom
+    field; JSON fields are sent as text and cast. The ids come back in row order and are
+    set on the instances, which are then saved ones (`_state`).
+    """
+
+    statement: Statement
+    fields: tuple[Any, ...]
+    json: frozenset[str]
+
+    @classmethod
+    def of(cls, name: str, model: type[M], *, using: str = "default") -> RowsInsert[M]:
+        fields = tuple(f for f in model._meta.concrete_fields
+                       if not f.primary_key and not getattr(f, "generated", False))
+        json = frozenset(f.attname for f in fields if f.get_internal_type() == "JSONField")
+        connection = connections[using]
+
+        def cast(f: Any) -> str:
+            return "text[]" if f.attname in json else f"{f.db_type(connection)}[]"
+
+        columns = ", ".join(f.column for f in fields)
+        select = ", ".join(f"u.{f.column}::jsonb" if f.attname in json else f"u.{f.column}"
+                           for f in fields)
+        arrays = ", ".join(f"%s::{cast(f)}" for f in fields)
+        pk = model._meta.pk
+        assert pk is not None
+        sql = (f"INSERT INTO {model._meta.db_table} ({columns}) SELECT {select}"  # noqa: S608
+               f" FROM unnest({arrays}) AS u({columns}) RETURNING {pk.column}")
+        return cls(Statement(name, sql, (pk.column,)), fields, json)
+
+    def run(self, instances: Sequence[M], *, using: str = "default") -> None:
+        if not instances:
+            return
+        params: list[list[Any]] = []
+        for f in self.fields:
+            values = [getattr(obj, f.attname) for obj in instances]
+            if f.attname in self.json:
+                values = [None if v is None else _json.dumps(v) for v in values]
+            else:  # an enum member is its value (psycopg would send a plain Enum's name)
+                values = [v.value if isinstance(v, Enum) else v for v in values]
+            params.append(values)
+        rows = self.statement.run(params, using=using)
+        for obj, (pk,) in zip(instances, rows, strict=True):
+            obj.pk = pk
+            obj._state.adding = False
+            obj._state.db = using
+

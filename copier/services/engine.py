@@ -406,7 +406,7 @@ class _Batch:
 
     def _save(self, work: list[_Work]) -> None:
         now = clock.now()
-        decisions = Decision.objects.bulk_create([
+        decisions = [
             Decision(
                 event=w.event, account=w.account, symbol=w.symbol,
                 reason=rules.placement_reason(w.verdict.reason, w.results),
@@ -418,14 +418,15 @@ class _Batch:
                 created_at=now, settled_at=now,
             )
             for w in work
-        ])
+        ]
+        sql.decisions_insert(decisions=decisions)
         orders = []
         for w, decision in zip(work, decisions, strict=True):
             for order in w.orders:
                 order.decision = decision
                 orders.append(order)
             w.position.last_event_id = w.event.pk
-        Order.objects.bulk_create(orders)
+        sql.orders_insert(orders=orders)
         positions_save([w.position for w in work])
 
 

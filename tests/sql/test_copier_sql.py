@@ -15,7 +15,7 @@ import pytest
 from accounts.models import FollowerFill, Position, TradingAccount
 from copier import sql
 from copier.models import Follower, LeaderEvent, Order, Quarantine
-from copier.rawsql import Statement
+from copier.rawsql import RowsInsert, Statement
 from copier.services.engine import event_seats
 from tests.factories import account, group
 from tests.sql.helpers import check_columns, model_columns
@@ -250,6 +250,71 @@ def test_metric_tallies_add_adds_to_what_is_there_in_one_statement(world):
         "decisions:copied": 5.0, "orders:filled": 1.0}
 
 
+# --- decisions_insert, orders_insert ------------------------------------------------------
+def test_decisions_insert_stores_every_field_as_bulk_create_would_and_sets_the_ids(world):
+    from copier.models import Decision
+    from copier.rules import Reason
+
+    leader, f1, _f2 = world
+    event = _event(leader)
+    now = dt.datetime(2026, 1, 5, 14, 30, tzinfo=dt.UTC)
+    decisions = [
+        Decision(event=event, account=f1, symbol="NQ", reason=Reason.COPIED,
+                 detail="leader NQ -> MNQ x10", position_before=-1, expected_before=-1,
+                 expected_after=2, planned_legs=[{"side": "buy", "qty": 3, "kind": "entry"}],
+                 position_after=2, placed_legs=[], created_at=now, settled_at=now),
+        Decision(event=_event(leader, "f2"), account=f1, symbol="ES", reason="risk_limit",
+                 position_before=0, created_at=now),
+    ]
+    sql.decisions_insert(decisions=decisions)
+    assert all(d.pk and not d._state.adding for d in decisions)
+    stored = {d.pk: d for d in Decision.objects.filter(pk__in=[d.pk for d in decisions])}
+    first, second = stored[decisions[0].pk], stored[decisions[1].pk]
+    assert (first.reason, first.detail, first.expected_after, first.position_after) == (
+        "copied", "leader NQ -> MNQ x10", 2, 2)
+    assert first.planned_legs == [{"side": "buy", "qty": 3, "kind": "entry"}]
+    assert (first.placed_legs, first.created_at, first.action_id) == ([], now, None)
+    assert (second.reason, second.detail, second.expected_before, second.settled_at) == (
+        "risk_limit", "", None, None)
+    sql.decisions_insert(decisions=[])  # nothing to store: no statement
+    check_columns(sql.DECISIONS_INSERT,
+                  [[v] for v in _row_of(sql.DECISION_ROWS, Decision(
+                      event=_event(leader, "f3"), account=f1, symbol="ES", reason="copied",
+                      position_before=0, created_at=now))], ["id"])
+
+
+def test_orders_insert_stores_every_field_and_the_decision_it_belongs_to(world):
+    from copier.models import Decision
+
+    leader, f1, _f2 = world
+    now = dt.datetime(2026, 1, 5, 14, 30, tzinfo=dt.UTC)
+    decision = Decision(event=_event(leader), account=f1, symbol="ES", reason="copied",
+                        position_before=0, created_at=now)
+    sql.decisions_insert(decisions=[decision])
+    orders = [Order(client_order_id=f"cp1-{f1.pk}-{i}", account=f1, symbol="ES",
+                    side="buy", qty=2, kind="entry", status=Order.Status.FILLED, filled_qty=2,
+                    broker_order_id="b1", decision=decision, created_at=now,
+                    submitted_at=now, acknowledged_at=now, completed_at=now)
+              for i in range(2)]
+    sql.orders_insert(orders=orders)
+    stored = list(Order.objects.filter(decision=decision).order_by("id"))
+    assert [o.pk for o in stored] == [o.pk for o in orders]
+    assert [(o.client_order_id, o.status, o.filled_qty, o.acknowledged_at) for o in stored] == [
+        (f"cp1-{f1.pk}-0", "filled", 2, now), (f"cp1-{f1.pk}-1", "filled", 2, now)]
+    assert stored[0].failed_exit_id is None
+    check_columns(sql.ORDERS_INSERT, [[v] for v in _row_of(sql.ORDER_ROWS, Order(
+        client_order_id="cp9", account=f1, symbol="ES", side="sell", qty=1, kind="exit",
+        status="rejected", created_at=now))], ["id"])
+
+
+def _row_of(rows: RowsInsert, obj: object) -> list[object]:
+    """One instance's values in the statement's order, as `RowsInsert.run` sends them."""
+    import json
+
+    return [json.dumps(getattr(obj, f.attname)) if f.attname in rows.json
+            else getattr(obj, f.attname) for f in rows.fields]
+
+
 # --- all of them ------------------------------------------------------------------------
 STATEMENTS = [s for s in vars(sql).values() if isinstance(s, Statement)]
 
@@ -259,7 +324,7 @@ def test_every_statement_of_the_copier_has_a_test_of_its_own():
     missing = [s.name for s in STATEMENTS
                if not any(name.startswith(s.name + "_") for name in tested)]
     assert not missing
-    assert len(STATEMENTS) == 9
+    assert len(STATEMENTS) == 11
 
 
 @pytest.mark.parametrize("statement", STATEMENTS, ids=lambda s: s.name)
