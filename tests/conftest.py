@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 import pytest
@@ -12,12 +13,19 @@ from celery.signals import task_postrun
 from django.conf import settings
 from django.db import connections
 from django.test import override_settings
+from hypothesis import settings as hypothesis_settings
 
 from copier import clock
 from copier.celery import app
 from tests.factories import T0
 
 FAST_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+# The edit-run loop (`make test-fast`, COPIER_TEST_FAST=1) tries a quarter of the cases of
+# every property without its own count; the full run (`make test`, CI) tries them all.
+hypothesis_settings.register_profile("fast", max_examples=25)
+if os.environ.get("COPIER_TEST_FAST"):
+    hypothesis_settings.load_profile("fast")
 
 
 @pytest.fixture(autouse=True)
