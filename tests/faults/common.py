@@ -11,7 +11,8 @@ from django.db import OperationalError, close_old_connections, connections
 from accounts.models import TradingAccount
 from brokers.models import SimOrder
 from copier import rules
-from copier.models import Decision, LeaderEvent, Order
+from copier.models import Decision, FailedExit, LeaderEvent, Order
+from copier.services.failed_exits import failed_exits_dispatch_due
 from copier.services.ingest import events_redispatch
 from tests.factories import account, broker_position, connect, copier_position, group, leader_fill
 
@@ -44,22 +45,34 @@ def stream_fill(leader: TradingAccount, rng: random.Random, final: dict[str, int
     final[symbol] += rules.signed(side, qty)
 
 
-def drain(timeout: float = 120.0) -> int:
-    """What beat does: re-dispatch events not done, until all are. Returns the rounds."""
+def drain(timeout: float = 120.0, *, exits: bool = False) -> int:
+    """What beat does: re-dispatch events not done, until all are. Returns the rounds.
+
+    `exits`: and the Failed Exit Queue's due retries, until none is waiting: an exit a
+    follower missed while it was disconnected (reconnecting after an outage) is queued,
+    and goes out at its reconnect or its retry, after its event is done."""
     deadline = time.monotonic() + timeout
     rounds = 0
+    waiting = [FailedExit.Status.PENDING, FailedExit.Status.IN_FLIGHT]
     while True:
         close_old_connections()
         try:
-            if not LeaderEvent.objects.exclude(status="done").exists():
+            events_left = LeaderEvent.objects.exclude(status="done").exists()
+            exits_left = exits and FailedExit.objects.filter(status__in=waiting).exists()
+            if not events_left and not exits_left:
                 return rounds
-            events_redispatch(older_than_seconds=2)
+            if events_left:
+                events_redispatch(older_than_seconds=2)
+            if exits_left:
+                failed_exits_dispatch_due()
         except OperationalError:
             connections.close_all()
         rounds += 1
         if time.monotonic() > deadline:
             left = LeaderEvent.objects.exclude(status="done").count()
-            raise AssertionError(f"{left} events still not copied after {timeout} s")
+            queued = FailedExit.objects.filter(status__in=waiting).count()
+            raise AssertionError(f"{left} events still not copied, {queued} exits still "
+                                 f"queued after {timeout} s")
         time.sleep(0.5)
 
 
