@@ -26,27 +26,20 @@ def positions_ensure(account_ids: Iterable[int], symbol: str) -> None:
 
 
 def positions_lock(account_ids: Sequence[int], symbol: str) -> dict[int, Position]:
-    """Lock (account, symbol) rows in one statement, in account order, with the facts
-    evaluation needs read in the same query.
-
-    The account row comes fresh (pause and connection flags), `quarantined`
-    tells whether an active quarantine covers the symbol and `unknown_orders`
-    whether an order of (account, symbol) has an outcome the copier does not know.
-    """
-    found = _positions_locked(account_ids, symbol)
-    if len(found) < len(set(account_ids)):  # first event on this symbol for some of them
-        positions_ensure(account_ids, symbol)
-        found = _positions_locked(account_ids, symbol)
-    return found
-
-
-def _positions_locked(account_ids: Sequence[int], symbol: str) -> dict[int, Position]:
-    return {p.account_id: p for p in sql.positions_lock(account_ids=account_ids, symbol=symbol)}
+    """`positions_lock_pairs` for accounts that all trade `symbol`."""
+    return positions_lock_pairs([(a, symbol) for a in account_ids])
 
 
 def positions_lock_pairs(pairs: Sequence[tuple[int, str]]) -> dict[int, Position]:
     """Lock one (account, symbol) row per account, each on its own symbol (a mapped
-    follower's), in one statement in (account, symbol) order; keyed by account."""
+    follower's), in one statement in (account, symbol) order; keyed by account. Missing
+    rows are created first.
+
+    The facts evaluation needs are read in the same query: the account row comes fresh
+    (pause and connection flags), `quarantined` tells whether an active quarantine
+    covers the symbol and `unknown_orders` whether an order of (account, symbol) has an
+    outcome the copier does not know.
+    """
     found = _pairs_locked(pairs)
     if len(found) < len({a for a, _s in pairs}):  # first event on a symbol for some of them
         for symbol in sorted({s for _a, s in pairs}):

@@ -156,14 +156,7 @@ def _follower_compared(account: TradingAccount, adapter: BrokerAdapter) -> Tradi
     with transaction.atomic():
         snapshot = _snapshot_locked(account.pk, adapter, ask_orders_in_doubt=True)
         _statements_superseded(account.pk)
-        known = {symbol: row.qty for symbol, row in snapshot.rows.items() if row.qty}
-        diff = rules.divergence(known, snapshot.broker)
-        in_flight = _events_in_flight(account.pk) if diff else []
-        if in_flight:
-            # Our own order of a run that never committed may be what differs: the
-            # difference waits for the re-run, which looks that order up and counts it.
-            _statements_waiting(account, snapshot, diff, in_flight)
-            diff = rules.Divergence({})
+        diff = _differences_due(account, snapshot)
         for symbol, (_known, actual) in diff.symbols.items():
             snapshot.rows[symbol].qty = actual
             snapshot.rows[symbol].save(update_fields=["qty", "updated_at"])
@@ -178,6 +171,20 @@ def _follower_compared(account: TradingAccount, adapter: BrokerAdapter) -> Tradi
         else:
             transaction.on_commit(lambda: failed_exits_resume(account_id=account.pk))
     return fresh
+
+
+def _differences_due(account: TradingAccount, snapshot: _Snapshot) -> rules.Divergence:
+    """What the broker says differently from the copier, to adopt now; nothing while leader
+    events are in flight for the account: our own order of a run that never committed may
+    be what differs, so the differences wait as statements (`_statements_waiting`) for the
+    re-run, which looks that order up and counts it."""
+    known = {symbol: row.qty for symbol, row in snapshot.rows.items() if row.qty}
+    diff = rules.divergence(known, snapshot.broker)
+    in_flight = _events_in_flight(account.pk) if diff else []
+    if in_flight:
+        _statements_waiting(account, snapshot, diff, in_flight)
+        return rules.Divergence({})
+    return diff
 
 
 def _events_in_flight(account_id: int) -> list[int]:
@@ -262,13 +269,7 @@ def positions_reread(*, account: TradingAccount, is_leader: bool) -> None:
 
 
 def _broker_view_adopted(account: TradingAccount, snapshot: _Snapshot) -> None:
-    known = {symbol: row.qty for symbol, row in snapshot.rows.items() if row.qty}
-    diff = rules.divergence(known, snapshot.broker)
-    in_flight = _events_in_flight(account.pk) if diff else []
-    if in_flight:  # as at a reconnect: our own order may be the difference
-        _statements_waiting(account, snapshot, diff, in_flight)
-        return
-    for symbol, (_known, actual) in diff.symbols.items():
+    for symbol, (_known, actual) in _differences_due(account, snapshot).symbols.items():
         _adopted(account, snapshot.rows[symbol], actual)
 
 
