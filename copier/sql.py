@@ -28,29 +28,46 @@ ACCOUNT = ModelColumns.of(TradingAccount, without=["credentials"])
 # it) with their settings: every later run (after a crash) decides for the same
 # followers with the same settings, so that no setting changed in between can make
 # the copier forget or misread an order that went out.
-EVENT_RUN = Statement(
-    "event_run",
-    "WITH fr AS (SELECT COALESCE(jsonb_agg(jsonb_build_object("  # noqa: S608 (fixed column names)
-    "'follower_id', f.id, 'account_id', f.account_id, 'multiplier', f.multiplier::text,"
-    " 'enabled', f.enabled AND g.enabled, 'reverse', g.reverse, 'exit_mode', g.exit_mode,"
-    " 'exits_only', (f.mode = %s OR g.mode = %s),"
-    " 'fixed_qty', f.fixed_qty, 'max_order_qty', f.max_order_qty,"
-    " 'max_position', f.max_position, 'max_symbols', f.max_symbols,"
-    " 'window_start', f.window_start::text, 'window_end', f.window_end::text,"
-    " 'window_tz', f.window_tz, 'window_days', f.window_days,"
-    " 'start_event_id', f.start_event_id,"
+#
+# A frozen follower (a seat) is a JSON array in the order of SEAT_FIELDS, which
+# `engine.Seat.parse` unpacks: as objects, the keys were two thirds of the bytes the
+# first run wrote and read back (79 kB against 25 kB at 200 followers), and the
+# statement took twice as long. Events frozen before kept their objects; the engine
+# reads both.
+SEAT_FIELDS: tuple[tuple[str, str], ...] = (
+    ("follower_id", "f.id"),
+    ("account_id", "f.account_id"),
+    ("multiplier", "f.multiplier::text"),
+    ("enabled", "f.enabled AND g.enabled"),
+    ("reverse", "g.reverse"),
+    ("exit_mode", "g.exit_mode"),
+    ("start_event_id", "f.start_event_id"),
+    ("exits_only", "(f.mode = %s OR g.mode = %s)"),
+    ("fixed_qty", "f.fixed_qty"),
+    ("max_order_qty", "f.max_order_qty"),
+    ("max_position", "f.max_position"),
+    ("max_symbols", "f.max_symbols"),
+    ("window_start", "f.window_start::text"),
+    ("window_end", "f.window_end::text"),
+    ("window_tz", "f.window_tz"),
+    ("window_days", "f.window_days"),
     # the daily loss limit's lock the fill was read in, if any (copier.services.losslimit):
     # frozen, so that a re-run holds what the first run held, lifted or not since
-    " 'loss_lock', (SELECT jsonb_build_object('limit', s.\"limit\"::text,"
-    " 'realized', s.realized::text, 'since', s.locked_at, 'until', s.locked_until)"
-    " FROM copier_sessionloss s WHERE s.follower_id = f.id AND s.locked_at <= le.received_at"
-    " AND s.locked_until > le.received_at ORDER BY s.locked_at DESC LIMIT 1),"
+    ("loss_lock", "(SELECT jsonb_build_object('limit', s.\"limit\"::text,"
+     " 'realized', s.realized::text, 'since', s.locked_at, 'until', s.locked_until)"
+     " FROM copier_sessionloss s WHERE s.follower_id = f.id AND s.locked_at <= le.received_at"
+     " AND s.locked_until > le.received_at ORDER BY s.locked_at DESC LIMIT 1)"),
     # the symbol mapping (copier.symbol_map.SymbolMap.to_json): the re-run trades the
     # same follower symbols at the same ratios
-    " 'symbols', jsonb_build_object('micro', f.micro, 'rules', COALESCE((SELECT"
-    " jsonb_agg(jsonb_build_array(m.leader_symbol, m.follower_symbol, m.ratio::text)"
-    " ORDER BY m.id) FROM copier_symbolmapping m WHERE m.follower_id = f.id), '[]'::jsonb))"
-    ") ORDER BY f.id), '[]'::jsonb) AS v"
+    ("micro", "f.micro"),
+    ("symbol_rules", "(SELECT jsonb_agg(jsonb_build_array(m.leader_symbol, m.follower_symbol,"
+     " m.ratio::text) ORDER BY m.id) FROM copier_symbolmapping m WHERE m.follower_id = f.id)"),
+)
+EVENT_RUN = Statement(
+    "event_run",
+    "WITH fr AS (SELECT COALESCE(jsonb_agg(jsonb_build_array("  # noqa: S608 (fixed columns)
+    + ", ".join(expression for _name, expression in SEAT_FIELDS)
+    + ") ORDER BY f.id), '[]'::jsonb) AS v"
     " FROM copier_leaderevent le JOIN copier_copygroup g ON g.leader_id = le.account_id"
     " JOIN copier_follower f ON f.group_id = g.id"
     " WHERE le.id = %s AND f.start_event_id < le.id)"
@@ -70,6 +87,30 @@ def event_run(*, event_id: int, now: dt.datetime) -> LeaderEvent | None:
     rows = EVENT_RUN.run([exits_only, exits_only, event_id, LeaderEvent.Status.RECEIVED.value,
                           LeaderEvent.Status.DISPATCHED.value, now, event_id])
     return EVENT.build(rows[0]) if rows else None
+
+
+# Leader events a worker started for an account's follower and has not decided yet
+# (copier.services.sync_guard): the first ten, oldest first. Reads both forms of a
+# frozen seat (an array since SEAT_FIELDS, an object before).
+EVENTS_IN_FLIGHT = Statement(
+    "events_in_flight",
+    "SELECT e.id FROM copier_leaderevent e WHERE e.status <> %s AND e.runs >= 1"
+    " AND EXISTS (SELECT 1 FROM jsonb_array_elements(e.followers_frozen) x"
+    " WHERE CASE jsonb_typeof(x) WHEN 'array' THEN x -> %s::int ELSE x -> 'account_id' END"
+    " = to_jsonb(%s::bigint))"
+    " AND NOT EXISTS (SELECT 1 FROM copier_decision d WHERE d.event_id = e.id"
+    " AND d.account_id = %s)"
+    " ORDER BY e.id LIMIT 10",
+    ("id",),
+)
+_SEAT_ACCOUNT = [name for name, _expression in SEAT_FIELDS].index("account_id")
+
+
+def events_in_flight(*, account_id: int) -> list[int]:
+    """Started, not done, and nothing decided for the account among its frozen followers."""
+    rows = EVENTS_IN_FLIGHT.run([LeaderEvent.Status.DONE.value, _SEAT_ACCOUNT, account_id,
+                                 account_id])
+    return [row[0] for row in rows]
 
 
 # Done once every follower counted at fan-out has a decision: one conditional UPDATE,

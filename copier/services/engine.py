@@ -21,7 +21,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -50,7 +50,7 @@ from copier.services.positions import (
     positions_save,
 )
 from copier.services.quarantine import quarantine_create, quarantine_lift
-from copier.symbol_map import NO_MAPPING, Route, SymbolMap
+from copier.symbol_map import NO_MAPPING, Micro, Route, SymbolMap
 
 log = logging.getLogger(__name__)
 
@@ -73,36 +73,60 @@ class Seat:
     loss_lock: rules.LossLock | None = None  # the daily loss limit's lock the fill fell in
 
     @classmethod
-    def parse(cls, raw: dict[str, Any]) -> Seat:
+    def parse(cls, raw: list[Any] | dict[str, Any]) -> Seat:
+        """A seat as `sql.EVENT_RUN` froze it: an array in the order of `sql.SEAT_FIELDS`,
+        or, frozen before that, an object (`_parse_object`)."""
+        if isinstance(raw, dict):
+            return cls._parse_object(raw)
+        (follower_id, account_id, multiplier, enabled, reverse, exit_mode, start_event_id,
+         exits_only, fixed_qty, max_order_qty, max_position, max_symbols, window_start,
+         window_end, window_tz, window_days, loss_lock, micro, symbol_rules) = raw
+        limits = _NO_LIMITS
+        if (max_order_qty, max_position, max_symbols, window_start) != (None,) * 4:
+            limits = rules.RiskLimits(max_order_qty, max_position, max_symbols, _window(
+                window_start, window_end, window_tz, window_days))
+        symbols = NO_MAPPING
+        if symbol_rules or micro != Micro.OFF:
+            symbols = SymbolMap.from_json({"micro": micro, "rules": symbol_rules})
+        return cls(follower_id, account_id, Decimal(multiplier), enabled, reverse,
+                   rules.ExitMode(exit_mode), start_event_id, exits_only, fixed_qty, limits,
+                   symbols, _loss_lock(loss_lock))
+
+    @classmethod
+    def _parse_object(cls, raw: dict[str, Any]) -> Seat:
         # An event frozen before modes existed has no `exits_only`: it was active then;
         # one frozen before risk limits has none of them: it had none; one frozen before
         # symbol mappings has no `symbols`: it copied symbol for symbol.
+        limits = rules.RiskLimits(raw.get("max_order_qty"), raw.get("max_position"),
+                                  raw.get("max_symbols"), _window(
+                                      raw.get("window_start"), raw.get("window_end"),
+                                      raw.get("window_tz"), raw.get("window_days")))
         return cls(raw["follower_id"], raw["account_id"], Decimal(raw["multiplier"]),
                    raw["enabled"], raw["reverse"], rules.ExitMode(raw["exit_mode"]),
                    raw["start_event_id"], bool(raw.get("exits_only", False)),
-                   raw.get("fixed_qty"), seat_limits_parse(raw),
-                   SymbolMap.from_json(raw.get("symbols")), seat_loss_lock_parse(raw))
+                   raw.get("fixed_qty"), limits, SymbolMap.from_json(raw.get("symbols")),
+                   _loss_lock(raw.get("loss_lock")))
 
     def route(self, leader_symbol: str) -> Route:
         """The follower's symbol and ratio for the leader's symbol (copier.symbol_map)."""
         return self.symbols.route(leader_symbol)
 
 
-def seat_limits_parse(raw: dict[str, Any]) -> rules.RiskLimits:
-    """A seat's risk limits as frozen with the event (`sql.EVENT_RUN`)."""
-    window = None
-    if raw.get("window_start") and raw.get("window_end"):
-        window = rules.TradingWindow(
-            dt.time.fromisoformat(raw["window_start"]), dt.time.fromisoformat(raw["window_end"]),
-            raw.get("window_tz") or "UTC", rules.days_parse(raw.get("window_days") or ""))
-    return rules.RiskLimits(raw.get("max_order_qty"), raw.get("max_position"),
-                            raw.get("max_symbols"), window)
+_NO_LIMITS = rules.RiskLimits()  # a shared immutable default
 
 
-def seat_loss_lock_parse(raw: dict[str, Any]) -> rules.LossLock | None:
-    """The daily loss limit's lock frozen with the event (`sql.EVENT_RUN`); an event frozen
-    before loss limits existed has none."""
-    lock = raw.get("loss_lock")
+def _window(start: str | None, end: str | None, tz: str | None,
+            days: str | None) -> rules.TradingWindow | None:
+    """A seat's trading window as frozen with the event; none unless both ends are set."""
+    if not (start and end):
+        return None
+    return rules.TradingWindow(dt.time.fromisoformat(start), dt.time.fromisoformat(end),
+                               tz or "UTC", rules.days_parse(days or ""))
+
+
+def _loss_lock(lock: dict[str, Any] | None) -> rules.LossLock | None:
+    """The daily loss limit's lock frozen with the event; an event frozen before loss
+    limits existed has none."""
     if not lock:
         return None
     return rules.LossLock(Decimal(lock["limit"] or 0), Decimal(lock["realized"] or 0),
@@ -111,11 +135,18 @@ def seat_loss_lock_parse(raw: dict[str, Any]) -> rules.LossLock | None:
                           losslimit.session_reset().tz)
 
 
-def event_seats(event: LeaderEvent) -> list[Seat]:
+def event_seats(event: LeaderEvent, follower_ids: Collection[int] | None = None) -> list[Seat]:
+    """The followers frozen with the event (`follower_ids`: only those)."""
     frozen = event.followers_frozen
     if isinstance(frozen, str):  # a raw row: psycopg hands jsonb to Django as text
         frozen = event.followers_frozen = json.loads(frozen)
+    if follower_ids is not None:  # read before parsing: a batch parses only its own seats
+        frozen = [raw for raw in frozen or [] if _seat_follower_id(raw) in follower_ids]
     return [Seat.parse(raw) for raw in frozen or []]
+
+
+def _seat_follower_id(raw: list[Any] | dict[str, Any]) -> int:
+    return raw["follower_id"] if isinstance(raw, dict) else raw[0]
 
 
 @dataclass
@@ -149,8 +180,7 @@ def fanned_out_batch_copy(*, event_id: int, follower_ids: Sequence[int]) -> None
     """A batch published to another worker: only ids travel in the message, so the event
     and the followers' frozen seats are loaded here, then copied as `seats_copy` does."""
     event = LeaderEvent.objects.get(pk=event_id)
-    wanted = set(follower_ids)
-    seats_copy(event=event, seats=[s for s in event_seats(event) if s.follower_id in wanted])
+    seats_copy(event=event, seats=event_seats(event, set(follower_ids)))
 
 
 def seats_copy(*, event: LeaderEvent, seats: Sequence[Seat]) -> None:

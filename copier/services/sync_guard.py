@@ -17,14 +17,13 @@ from dataclasses import dataclass
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Exists, OuterRef
 
 from accounts.models import ConnectionState, Position, TradingAccount
 from brokers.base import BrokerAdapter, TransientBrokerError
 from brokers.registry import adapter_for
-from copier import clock, rules, symbol_map
+from copier import clock, rules, sql, symbol_map
 from copier.alerts import alert_raise
-from copier.models import AlertKind, CopyGroup, Decision, Follower, LeaderEvent, Order
+from copier.models import AlertKind, CopyGroup, Follower, LeaderEvent, Order
 from copier.services.failed_exits import failed_exits_resume
 from copier.services.ingest import FillInput, leader_fill_ingest
 from copier.services.placement import unknown_orders_settle
@@ -198,10 +197,7 @@ def _events_in_flight(account_id: int) -> list[int]:
     decided, a difference on the account waits. (Per account, not per symbol: a
     mapped follower's symbol is the event's route, which this module cannot see.)
     """
-    decided = Decision.objects.filter(event=OuterRef("pk"), account_id=account_id)
-    return list(LeaderEvent.objects.exclude(status=LeaderEvent.Status.DONE)
-                .filter(runs__gte=1, followers_frozen__contains=[{"account_id": account_id}])
-                .exclude(Exists(decided)).order_by("pk").values_list("pk", flat=True)[:10])
+    return sql.events_in_flight(account_id=account_id)
 
 
 def _statements_waiting(account: TradingAccount, snapshot: _Snapshot, diff: rules.Divergence,

@@ -21,6 +21,7 @@ from copier import rules
 from copier.models import Decision, FailedExit, LeaderEvent, Order
 from copier.replay import Replay, eager_tasks
 from copier.scenario import load
+from copier.services import engine
 from tests.factories import broker_position, copier_position
 
 pytestmark = [pytest.mark.django_db(transaction=True, databases="__all__"), pytest.mark.slow]
@@ -115,9 +116,9 @@ def check_exits_never_exceed_holdings(name: str) -> None:
 
 def _reverse_for(d: Decision) -> bool | None:
     """The group side the decision was taken with (frozen on its event), None if unknown."""
-    for seat in d.event.followers_frozen or []:
-        if seat["account_id"] == d.account_id:
-            return seat["reverse"]
+    for seat in engine.event_seats(d.event):
+        if seat.account_id == d.account_id:
+            return seat.reverse
     return None
 
 

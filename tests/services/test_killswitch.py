@@ -18,7 +18,7 @@ from brokers.localvenue import LocalVenue, venue_start
 from brokers.registry import adapter_for, adapters_forget
 from brokers.sessions import session_save
 from brokers.sim import SimBroker
-from copier import clock, tasks
+from copier import clock, sql, tasks
 from copier.models import (
     Alert,
     AlertKind,
@@ -136,8 +136,9 @@ def test_an_event_frozen_before_modes_existed_is_read_as_active(world):
     event = _stored(leader, "a", "buy", 1)
     started = engine.event_start(event_id=event.pk)
     assert started is not None
-    raw = [{k: v for k, v in seat.items() if k != "exits_only"}
-           for seat in LeaderEvent.objects.get(pk=event.pk).followers_frozen]
+    names = [name for name, _expression in sql.SEAT_FIELDS]
+    raw = [{k: v for k, v in zip(names, seat, strict=True) if k != "exits_only"}
+           for seat in LeaderEvent.objects.get(pk=event.pk).followers_frozen]  # as it was
     assert all(s.exits_only is False for s in (engine.Seat.parse(r) for r in raw))
 
 

@@ -3,12 +3,15 @@ and the heal check all on the follower's symbol; the leader's P on the leader's 
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 import pytest
 
 from brokers.sim import SimBroker
 from copier import tasks
 from copier.models import Decision, FailedExit, Follower, LeaderEvent, Order, SymbolMapping
-from copier.services import failed_exits
+from copier.services import engine, failed_exits
+from copier.symbol_map import SymbolRule
 from tests.factories import account, broker_position, connect, copier_position, group, leader_fill
 
 pytestmark = [pytest.mark.django_db(transaction=True, databases="__all__"),
@@ -42,7 +45,9 @@ def test_a_re_run_decides_with_the_mapping_the_event_first_saw(world):
     leader, f1, _f2 = world
     leader_fill(leader, "NQ", "buy", 1)
     event = LeaderEvent.objects.get()
-    assert event.followers_frozen[0]["symbols"]["rules"] == [["NQ", "MNQ", None]]
+    seats = {seat.account_id: seat for seat in engine.event_seats(event)}
+    assert seats[f1.pk].symbols.rules == (
+        SymbolRule("NQ", "MNQ", Decimal(10)),)  # frozen unratioed: the pair's own ratio
     SymbolMapping.objects.all().delete()  # changed after the event first ran
     tasks.process_event(event.pk)  # a redelivery: decided already, nothing new
     assert Order.objects.filter(account=f1).count() == 1

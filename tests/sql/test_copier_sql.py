@@ -13,10 +13,21 @@ from decimal import Decimal
 import pytest
 
 from accounts.models import FollowerFill, Position, TradingAccount
-from copier import sql
-from copier.models import Follower, LeaderEvent, Order, Quarantine
+from copier import rules, sql
+from copier.models import (
+    CopyGroup,
+    Follower,
+    LeaderEvent,
+    Mode,
+    Order,
+    Quarantine,
+    SessionLoss,
+    SymbolMapping,
+)
 from copier.rawsql import RowsInsert, Statement
-from copier.services.engine import event_seats
+from copier.services import losslimit
+from copier.services.engine import Seat, event_seats
+from copier.symbol_map import Micro, SymbolMap, SymbolRule
 from tests.factories import account, group
 from tests.sql.helpers import check_columns, model_columns
 
@@ -76,12 +87,98 @@ def test_event_run_leaves_a_done_event_done_and_finds_no_missing_event(world):
 
 
 def test_event_run_freezes_each_followers_settings_as_text_the_engine_reads(world):
-    leader, _f1, f2 = world
+    leader, f1, f2 = world
     ran = sql.event_run(event_id=_event(leader).pk, now=NOW)
     assert ran is not None
     seats = {s.account_id: s for s in event_seats(ran)}
     assert seats[f2.pk].multiplier == Decimal("2.5")
     assert seats[f2.pk].enabled
+    follower = Follower.objects.get(account=f1)
+    assert seats[f1.pk] == Seat(follower.pk, f1.pk, Decimal(1), True, False,
+                                rules.ExitMode.PROPORTIONAL, 0)  # every default, as built
+
+
+def test_event_run_freezes_every_setting_in_its_own_place(world):
+    """Each setting distinct from every other, so that two swapped places cannot pass."""
+    leader, f1, _f2 = world
+    follower = Follower.objects.get(account=f1)
+    Follower.objects.filter(pk=follower.pk).update(
+        multiplier=Decimal("1.5"), mode=Mode.EXITS_ONLY, fixed_qty=3, max_order_qty=4,
+        max_position=5, max_symbols=6, window_start=dt.time(8, 30), window_end=dt.time(15),
+        window_tz="America/Chicago", window_days="mon-wed", micro=Micro.TO_MICRO.value)
+    CopyGroup.objects.filter(leader=leader).update(reverse=True,
+                                                   exit_mode=rules.ExitMode.WITH_LEADER)
+    SymbolMapping.objects.create(follower=follower, leader_symbol="NQ", follower_symbol="MNQ",
+                                 ratio=Decimal(7))
+    since, until = NOW - dt.timedelta(hours=1), NOW + dt.timedelta(hours=2)
+    SessionLoss.objects.create(follower=follower, session_start=since, limit=Decimal(500),
+                               realized=Decimal("-612.5"), locked_at=since, locked_until=until)
+
+    ran = sql.event_run(event_id=_event(leader).pk, now=NOW)
+
+    assert ran is not None
+    seat = {s.account_id: s for s in event_seats(ran)}[f1.pk]
+    window = rules.TradingWindow(dt.time(8, 30), dt.time(15), "America/Chicago",
+                                 frozenset({0, 1, 2}))
+    assert seat == Seat(
+        follower.pk, f1.pk, Decimal("1.5"), True, True, rules.ExitMode.WITH_LEADER,
+        follower.start_event_id, exits_only=True, fixed_qty=3,
+        limits=rules.RiskLimits(4, 5, 6, window),
+        symbols=SymbolMap((SymbolRule("NQ", "MNQ", Decimal(7)),), Micro.TO_MICRO),
+        loss_lock=rules.LossLock(Decimal(500), Decimal("-612.5"), since, until,
+                                 losslimit.session_reset().tz))
+    assert len(ran.followers_frozen[0]) == len(sql.SEAT_FIELDS)  # an array, not an object
+
+
+def test_event_run_seats_frozen_as_objects_before_are_still_read(world):
+    """An event first run by the version before seats were arrays: its re-run reads them."""
+    leader, f1, _f2 = world
+    follower = Follower.objects.get(account=f1)
+    frozen = [{"follower_id": follower.pk, "account_id": f1.pk, "multiplier": "2.0000",
+               "enabled": True, "reverse": False, "exit_mode": "proportional",
+               "start_event_id": 0, "exits_only": False, "fixed_qty": None,
+               "max_order_qty": 4, "max_position": None, "max_symbols": None,
+               "window_start": None, "window_end": None, "window_tz": "UTC",
+               "window_days": "", "loss_lock": None,
+               "symbols": {"micro": "off", "rules": [["NQ", "MNQ", None]]}}]
+    event = _event(leader, runs=1, followers_frozen=frozen, followers_total=1)
+
+    ran = sql.event_run(event_id=event.pk, now=NOW)
+
+    assert ran is not None
+    [seat] = event_seats(ran)
+    assert ran.followers_frozen == frozen  # never frozen again
+    assert (seat.account_id, seat.multiplier, seat.limits.max_order_qty) == (
+        f1.pk, Decimal(2), 4)
+    assert seat.route("NQ").symbol == "MNQ"
+    assert sql.events_in_flight(account_id=f1.pk) == [event.pk]
+
+
+# --- events_in_flight -------------------------------------------------------------------
+def test_events_in_flight_finds_started_events_with_nothing_decided_for_the_account(world):
+    from copier.models import Decision
+
+    leader, f1, f2 = world
+    Follower.objects.filter(account=f1).update(max_position=987_654)
+    started = _event(leader, "a")
+    sql.event_run(event_id=started.pk, now=NOW)
+    _event(leader, "b")  # never started: nothing of it can be at a broker
+    done = _event(leader, "c")
+    sql.event_run(event_id=done.pk, now=NOW)
+    LeaderEvent.objects.filter(pk=done.pk).update(status=LeaderEvent.Status.DONE)
+    other = account("F3")  # a follower of another leader only
+    group("g2", account("L2"), {other: "1"})
+
+    assert sql.events_in_flight(account_id=f1.pk) == [started.pk]
+    assert sql.events_in_flight(account_id=other.pk) == []
+    Decision.objects.create(event=started, account=f1, symbol="ES", reason="copied",
+                            position_before=0, expected_before=0, expected_after=2,
+                            position_after=2, created_at=NOW)
+    assert sql.events_in_flight(account_id=f1.pk) == []
+    assert sql.events_in_flight(account_id=f2.pk) == [started.pk]
+    # a number in another place of a seat is no account id
+    assert sql.events_in_flight(account_id=987_654) == []
+    check_columns(sql.EVENTS_IN_FLIGHT, ["done", 1, f2.pk, f2.pk], ["id"])
 
 
 # --- event_finish -----------------------------------------------------------------------
@@ -324,7 +421,7 @@ def test_every_statement_of_the_copier_has_a_test_of_its_own():
     missing = [s.name for s in STATEMENTS
                if not any(name.startswith(s.name + "_") for name in tested)]
     assert not missing
-    assert len(STATEMENTS) == 11
+    assert len(STATEMENTS) == 12
 
 
 @pytest.mark.parametrize("statement", STATEMENTS, ids=lambda s: s.name)
