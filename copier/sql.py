@@ -76,17 +76,24 @@ EVENT_RUN = Statement(
     " dispatched_at = COALESCE(e.dispatched_at, %s),"
     " followers_frozen = COALESCE(e.followers_frozen, fr.v),"
     " followers_total = COALESCE(e.followers_total, jsonb_array_length(fr.v))"
-    " FROM fr WHERE e.id = %s RETURNING " + EVENT.select("e"),
-    EVENT.names,
+    # the leader's account comes along: the fan-out names the event by it (in Flower)
+    " FROM fr, accounts_tradingaccount a WHERE e.id = %s AND a.id = e.account_id"
+    " RETURNING " + EVENT.select("e") + ", " + ACCOUNT.select("a"),
+    (*EVENT.names, *ACCOUNT.names),
 )
 
 
 def event_run(*, event_id: int, now: dt.datetime) -> LeaderEvent | None:
-    """Count a run of the event and freeze its followers; None if there is no such event."""
+    """Count a run of the event and freeze its followers; None if there is no such event.
+    The event's `account` is loaded with it."""
     exits_only = Mode.EXITS_ONLY.value
     rows = EVENT_RUN.run([exits_only, exits_only, event_id, LeaderEvent.Status.RECEIVED.value,
                           LeaderEvent.Status.DISPATCHED.value, now, event_id])
-    return EVENT.build(rows[0]) if rows else None
+    if not rows:
+        return None
+    event = EVENT.build(rows[0])
+    event.account = ACCOUNT.build(rows[0], start=len(EVENT.names))
+    return event
 
 
 # Leader events a worker started for an account's follower and has not decided yet
@@ -176,10 +183,12 @@ POSITIONS_LOCK = Statement(
     " AND q.symbol = p.symbol AND q.lifted_at IS NULL) AS quarantined,"
     " EXISTS (SELECT 1 FROM copier_order o WHERE o.account_id = p.account_id"
     " AND o.symbol = p.symbol AND o.status = %s) AS unknown_orders"
-    " FROM accounts_position p JOIN accounts_tradingaccount a ON a.id = p.account_id"
-    # (account, symbol) pairs: a mapped follower's row is on its own symbol (copier.symbol_map)
-    " WHERE (p.account_id, p.symbol) IN (SELECT k.a, k.s FROM unnest(%s::bigint[], %s::text[])"
-    " AS k(a, s))"
+    # (account, symbol) pairs: a mapped follower's row is on its own symbol
+    # (copier.symbol_map). A join, not `IN (SELECT ... unnest)`: the semi-join
+    # made a one-follower lock take 0.8 ms instead of 0.5.
+    " FROM unnest(%s::bigint[], %s::text[]) AS k(a, s)"
+    " JOIN accounts_position p ON p.account_id = k.a AND p.symbol = k.s"
+    " JOIN accounts_tradingaccount a ON a.id = p.account_id"
     " ORDER BY p.account_id, p.symbol FOR UPDATE OF p",
     (*POSITION.names, *ACCOUNT.names, "quarantined", "unknown_orders"),
 )

@@ -56,7 +56,8 @@ def world() -> tuple[TradingAccount, TradingAccount, TradingAccount]:
 
 
 # --- event_run --------------------------------------------------------------------------
-def test_event_run_counts_the_run_marks_it_dispatched_and_freezes_its_followers(world):
+def test_event_run_counts_the_run_marks_it_dispatched_and_freezes_its_followers(
+        world, django_assert_num_queries):
     leader, f1, f2 = world
     event = _event(leader)
     Follower.objects.filter(account=f2).update(start_event_id=event.pk)  # joined after it
@@ -72,9 +73,12 @@ def test_event_run_counts_the_run_marks_it_dispatched_and_freezes_its_followers(
     assert seat is not None
     assert (seat.runs, seat.dispatched_at, seat.followers_total) == (2, NOW, 1)
     assert [s.account_id for s in event_seats(seat)] == [f1.pk]  # the same followers
+    with django_assert_num_queries(0):
+        assert ran.account.name == leader.name  # loaded with it
     check_columns(sql.EVENT_RUN,
                   ["exits_only", "exits_only", event.pk, "received", "dispatched", NOW, event.pk],
-                  model_columns(LeaderEvent))
+                  [*model_columns(LeaderEvent),
+                   *model_columns(TradingAccount, without=["credentials"])])
 
 
 def test_event_run_leaves_a_done_event_done_and_finds_no_missing_event(world):
