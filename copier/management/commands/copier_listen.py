@@ -15,6 +15,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from copier.celery import heap_freeze
 from copier.listen import SCAN_SECONDS, Listener
 
 # A turn touches the heartbeat every second; a lease connection lost takes ~4 s to notice
@@ -47,6 +48,7 @@ class Command(BaseCommand):
             return
         listener = Listener(options["name"], scan_seconds=options["scan_seconds"],
                             heartbeat=options["heartbeat"])
+        heap_freeze()  # the head of the copy path: no full collection walks its startup heap
 
         async def main() -> None:
             loop = asyncio.get_running_loop()
