@@ -127,14 +127,15 @@ def test_revoked_token_falls_back_to_one_login(venue: TradovateVenue, acct: Trad
 def test_penalty_ticket_on_login_waits_then_resends_with_the_ticket(
         venue: TradovateVenue, acct: TradingAccount) -> None:
     adapter = TradovateBroker(acct)
+    venue.penalty_seconds = 1.0  # long enough that a busy machine still asks within it
     venue.inject("rate_limit", 1)
     with pytest.raises(TransientBrokerError) as caught:
         adapter.session_obtain(None)
-    assert caught.value.retry_after == pytest.approx(0.2)
+    assert caught.value.retry_after == pytest.approx(1.0)
     with pytest.raises(TransientBrokerError, match="to wait"):  # no login loop: nothing sent
         adapter.session_obtain(None)
     assert len([r for r in venue.requests if r[1] == "/auth/accesstokenrequest"]) == 1
-    time.sleep(0.25)
+    time.sleep(1.05)
     assert adapter.session_obtain(None) is not None
     resend = [b for _m, p, b in venue.requests if p == "/auth/accesstokenrequest"][-1]
     assert "p-ticket" not in resend  # the venue popped it: it was carried
