@@ -12,6 +12,7 @@ from collections.abc import Iterator
 import pytest
 
 from accounts.models import TradingAccount
+from brokers import tradovate
 from brokers.base import (
     BrokerError,
     Fill,
@@ -468,18 +469,19 @@ def test_failed_authorize_raises_without_hanging(venue: TradovateVenue,
     run(scenario())
 
 
-def test_heartbeats_are_sent_on_their_own_timer(venue: TradovateVenue,
-                                                broker: TradovateBroker) -> None:
+def test_heartbeats_are_sent_on_their_own_timer(venue: TradovateVenue, broker: TradovateBroker,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
     session = session_load(broker.account.pk)
+    monkeypatch.setattr(tradovate, "HEARTBEAT_EVERY", 0.25)  # 2.5 s at the venue
 
     async def scenario() -> None:
         stream = broker.stream(session)
         await stream.open()
-        await asyncio.sleep(2.8)  # nothing received meanwhile
+        await asyncio.sleep(0.6)  # nothing received meanwhile
         await stream.close()
 
     run(scenario())
-    assert venue.heartbeats_heard() >= 1
+    assert venue.heartbeats_heard() >= 2  # each on its turn, not one at the start
 
 
 @pytest.mark.parametrize("how", ["shutdown", "drop"])
