@@ -28,9 +28,9 @@ def heap_freeze() -> None:
     """Leave the objects a process started with out of every later garbage collection.
 
     A worker process holds about 100,000 long-lived objects (Django, the apps, Celery);
-    each full collection walked them all, 70-100 ms under load, a dozen times in 160
+    each full collection walked them all, 67-105 ms under load, a dozen times in 160
     copy tasks of 100 followers: the copy's slowest tail (`copier_bench --followers
-    200` p99 174 -> 115 ms, full collections 67-105 -> 1-4 ms). Frozen before the pool
+    200` p99 174 -> 115 ms; a full collection now takes 1-4 ms). Frozen before the pool
     forks, the children also share those pages instead of copying them as the collector
     touches them (Sentry and Airflow freeze their Celery workers for this).
     """
