@@ -363,6 +363,14 @@ class SessionLoss(models.Model):
             models.UniqueConstraint(fields=["follower", "session_start"],
                                     name="sessionloss_one_per_session"),
         ]
+        # Every event's first statement asks, per follower, for the lock its fill fell in
+        # (`copier.sql.EVENT_RUN`). A row is kept per follower and session: through the
+        # unique index that probe would read a year's sessions of each follower on every
+        # event; locked sessions are few.
+        indexes = [
+            models.Index(fields=["follower", "-locked_at"], name="sessionloss_locked",
+                         condition=models.Q(locked_until__isnull=False)),
+        ]
 
     def __str__(self) -> str:
         return f"{self.follower_id} session {self.session_start:%Y-%m-%d %H:%M}"

@@ -8,6 +8,7 @@ misses fails here, not in a trade.
 from __future__ import annotations
 
 import datetime as dt
+import json
 from decimal import Decimal
 
 import pytest
@@ -156,6 +157,41 @@ def test_event_run_seats_frozen_as_objects_before_are_still_read(world):
         f1.pk, Decimal(2), 4)
     assert seat.route("NQ").symbol == "MNQ"
     assert sql.events_in_flight(account_id=f1.pk) == [event.pk]
+
+
+def test_event_run_reads_only_the_locked_sessions_of_a_follower(world):
+    """A session row is kept per follower and day; the lock probe must not read them all."""
+    from django.db import connection, transaction
+
+    leader, f1, _f2 = world
+    follower = Follower.objects.get(account=f1)
+    SessionLoss.objects.bulk_create(
+        SessionLoss(follower=follower, session_start=NOW - dt.timedelta(days=day),
+                    realized=Decimal(-10), read_at=NOW) for day in range(1, 401))
+    SessionLoss.objects.create(follower=follower, session_start=NOW, limit=Decimal(100),
+                               realized=Decimal(-150), locked_at=NOW - dt.timedelta(hours=1),
+                               locked_until=NOW + dt.timedelta(hours=1))
+    event = _event(leader)
+    params = ["exits_only", "exits_only", event.pk, "received", "dispatched", NOW, event.pk]
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("ANALYZE copier_sessionloss")
+        cursor.execute("EXPLAIN (ANALYZE, FORMAT JSON) " + sql.EVENT_RUN.sql, params)
+        plan = cursor.fetchone()[0]
+        transaction.set_rollback(True)
+    plan = json.loads(plan) if isinstance(plan, str) else plan
+
+    def scans(node: dict) -> list[dict]:
+        found = [node] if node.get("Relation Name") == "copier_sessionloss" else []
+        return found + [n for child in node.get("Plans", []) for n in scans(child)]
+
+    read = scans(plan[0]["Plan"])
+    assert read
+    assert sum(n.get("Rows Removed by Filter", 0) + n.get("Rows Removed by Index Recheck", 0)
+               for n in read) < 5, read
+    ran = sql.event_run(event_id=event.pk, now=NOW)
+    assert ran is not None
+    seats = {seat.account_id: seat for seat in event_seats(ran)}
+    assert seats[f1.pk].loss_lock is not None  # the lock is still found
 
 
 # --- events_in_flight -------------------------------------------------------------------
