@@ -111,10 +111,11 @@ class Position(models.Model):
     updated_at = models.DateTimeField(auto_now=True)
 
     # Read with the row by the engine's lock statement, never stored: whether an active
-    # quarantine covers the symbol, whether an order of it has an unknown outcome, and
-    # (set by the engine) why nothing may be sent for it now.
+    # quarantine covers the symbol, whether an order of it has an unknown outcome or is
+    # still working at the broker, and (set by the engine) why nothing may be sent now.
     quarantined: bool = False
     unknown_orders: bool = False
+    working_orders: bool = False
     blocked: str = ""
 
     class Meta:

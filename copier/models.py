@@ -595,8 +595,11 @@ class Decision(models.Model):
     """What the rules decided for one follower on one leader event, and why; or what an
     operator's action (kill switch, flatten) did to it (`action` instead of `event`).
 
-    Written once, settled, in the transaction that placed its orders: there is no
-    open decision to see (a crash rolls it back, and the event's re-run decides again).
+    Written once, in the transaction that placed its orders (a crash rolls it back, and
+    the event's re-run decides again). Settled then too, unless an order it sent is
+    still working at the broker: it stays open (`settled_at` empty, the legs after a
+    working exit `waiting`) until that order settles (copier.services.working), and
+    no later event is decided for its (follower, symbol) meanwhile.
     """
 
     event = models.ForeignKey(LeaderEvent, null=True, blank=True, on_delete=models.CASCADE,
@@ -723,9 +726,12 @@ class FailedExit(models.Model):
 class Order(models.Model):
     """An order of the copier's, from the broker being asked to its answer.
 
-    submitting -> filled | accepted | rejected | unknown | failed;
-    unknown -> filled | accepted | rejected | failed (after a look-up by client
-    order id); accepted -> filled. `failed` means it never reached the broker.
+    submitting -> filled | accepted | rejected | cancelled | unknown | failed;
+    unknown -> filled | accepted | rejected | cancelled | failed (after a look-up by
+    client order id); accepted (working) -> filled | cancelled | rejected. `failed`
+    means it never reached the broker. An order settles by the sum of its fills:
+    `filled` with `filled_qty < qty` is one the broker cancelled or expired after a
+    part filled; `cancelled` is one it ended with nothing filled.
     An order is `submitting` only in memory, while the broker is asked: its row is
     written with the answer, and one whose answer is lost is written `unknown`
     (a constraint refuses a stored `submitting`). The plan is the decision's.
@@ -738,16 +744,20 @@ class Order(models.Model):
         REJECTED = "rejected"
         UNKNOWN = "unknown", "Unknown (look up before resending)"
         FAILED = "failed", "Failed before reaching the broker"
+        CANCELLED = "cancelled", "Cancelled at the broker with nothing filled"
 
     TRANSITIONS = {
         Status.SUBMITTING: {Status.FILLED, Status.ACCEPTED, Status.REJECTED, Status.UNKNOWN,
-                            Status.FAILED},
-        Status.UNKNOWN: {Status.FILLED, Status.ACCEPTED, Status.REJECTED, Status.FAILED},
-        # Working: more parts may fill (it stays accepted), or the venue ends it unfilled.
-        Status.ACCEPTED: {Status.ACCEPTED, Status.FILLED, Status.REJECTED},
+                            Status.FAILED, Status.CANCELLED},
+        Status.UNKNOWN: {Status.FILLED, Status.ACCEPTED, Status.REJECTED, Status.FAILED,
+                         Status.CANCELLED},
+        # Working: more parts may fill (it stays accepted), or the venue ends it, filled
+        # in full, in part (filled, `filled_qty < qty`) or not at all (cancelled).
+        Status.ACCEPTED: {Status.ACCEPTED, Status.FILLED, Status.REJECTED, Status.CANCELLED},
         Status.FILLED: set(),
         Status.REJECTED: set(),
         Status.FAILED: set(),
+        Status.CANCELLED: set(),
     }
 
     client_order_id = models.CharField(max_length=64, unique=True)
@@ -784,10 +794,20 @@ class Order(models.Model):
             # "nothing for that (follower, symbol) is sent while an order's outcome is unknown"
             models.Index(fields=["account", "symbol"], condition=Q(status="unknown"),
                          name="order_unknown"),
+            # "no decision on a position that a working order will still change"
+            models.Index(fields=["account", "symbol"], condition=Q(status="accepted"),
+                         name="order_working"),
         ]
 
     def __str__(self) -> str:
         return f"{self.client_order_id}: {self.side} {self.qty} {self.symbol} ({self.status})"
+
+    @property
+    def unfilled(self) -> int:
+        """What a settled order left undone (the broker cancelled or expired the rest)."""
+        if self.status in (self.Status.FILLED, self.Status.CANCELLED):
+            return max(0, self.qty - self.filled_qty)
+        return 0
 
     def move_to(self, status: str) -> None:
         allowed = self.TRANSITIONS[self.Status(self.status)]

@@ -22,6 +22,8 @@ from copier.celery import app
 PROCESS_EVENT = "copier.process_event"
 COPY_FOLLOWERS = "copier.copy_followers"
 RETRY_FAILED_EXIT = "copier.retry_failed_exit"
+ORDERS_SETTLED = "copier.orders_settled"
+WORKING_ORDER_EXPIRE = "copier.working_order_expire"
 
 
 def event_publish(event_id: int, *, about: str = "") -> None:
@@ -58,3 +60,15 @@ def failed_exit_retry_publish(failed_exit_id: int, *, eta: dt.datetime | None = 
 def event_about(who: str, side: str, qty: int, symbol: str) -> str:
     """How Flower names a copy task or an exit's retry: account, side, quantity, symbol."""
     return f"{who} {side} {qty} {symbol}"
+
+
+def orders_settled_publish(account_id: int, symbol: str) -> None:
+    """An order of (account, symbol) settled at the broker: what waited for it goes on."""
+    app.signature(ORDERS_SETTLED).apply_async(
+        (account_id, symbol), argsrepr=f"account {account_id} {symbol}")
+
+
+def working_order_expire_publish(order_id: int, *, countdown: float) -> None:
+    """Cancel the order at the broker if it is still working when its time is up."""
+    app.signature(WORKING_ORDER_EXPIRE).apply_async(
+        (order_id,), countdown=countdown, argsrepr=f"order {order_id}")

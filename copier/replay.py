@@ -14,11 +14,12 @@ from __future__ import annotations
 import datetime as dt
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from celery import signals
+from django.conf import settings
 from django.db import transaction
 
 from accounts.models import TradingAccount
@@ -37,6 +38,7 @@ from copier.models import (
 from copier.replay_brokers import SimBrokerDriver, VenueBrokerDriver
 from copier.scenario import Scenario, ScenarioError, Step
 from copier.services import engine
+from copier.services.failed_exits import WAITING_NOTE
 from copier.services.ingest import events_redispatch
 from copier.services.quarantine import quarantine_lift
 
@@ -303,27 +305,60 @@ class Replay:
             self._pump(TradingAccount.objects.get(pk=account_id))
 
     def _op_advance(self, step: Step) -> None:
+        """Every retry and working-order timeout that falls due inside the span runs at its
+        due time, in time order; then the periodic tasks."""
         target = clock.now() + dt.timedelta(seconds=step.args["seconds"])
         for _ in range(MAX_RETRIES_PER_ADVANCE):
-            due = (
-                FailedExit.objects.filter(
-                    status=FailedExit.Status.PENDING, next_attempt_at__lte=target,
-                    account__copy_paused=False, account__in=self.accounts.values(),
-                ).order_by("next_attempt_at", "id").first()
-            )
+            due = self._next_due(target)
             if due is None:
                 break
-            clock.advance_to(due.next_attempt_at)
-            self._run(tasks.retry_failed_exit, due.pk)
-            due.refresh_from_db()
-            if due.status == FailedExit.Status.PENDING and due.next_attempt_at <= clock.now():
-                raise RuntimeError(f"failed exit {due.pk} did not move forward")
+            at, run = due
+            clock.advance_to(max(at, clock.now()))
+            run()
         else:
             raise RuntimeError("too many retries inside one advance")
         clock.advance_to(target)
         for periodic in (tasks.dispatch_due, tasks.settle_positions, tasks.heal_paused,
                          tasks.prune_failed_exits, tasks.check_loss_limits):
             self._run(periodic)
+
+    def _next_due(self, target: dt.datetime) -> tuple[dt.datetime, Callable[[], None]] | None:
+        """The earliest of: a queued exit's next attempt, a working order's timeout."""
+        accounts = self.accounts.values()
+        fe = (FailedExit.objects.filter(
+            status=FailedExit.Status.PENDING, next_attempt_at__lte=target,
+            account__copy_paused=False, account__in=accounts,
+        ).exclude(last_error=WAITING_NOTE).order_by("next_attempt_at", "id").first())
+        timeout = dt.timedelta(seconds=settings.COPIER_WORKING_ORDER_SECONDS)
+        order = (Order.objects.filter(status=Order.Status.ACCEPTED, account__in=accounts,
+                                      submitted_at__lte=target - timeout)
+                 .order_by("submitted_at", "id").first())
+        candidates: list[tuple[dt.datetime, int, Callable[[], None]]] = []
+        if fe is not None:
+            candidates.append((fe.next_attempt_at, 1, lambda: self._retry(fe)))
+        if order is not None and order.submitted_at is not None:
+            order_id = order.pk
+            candidates.append((order.submitted_at + timeout, 0,
+                               lambda: self._expire(order_id)))
+        if not candidates:
+            return None
+        at, _rank, run = min(candidates, key=lambda c: (c[0], c[1]))
+        return at, run
+
+    def _retry(self, due: FailedExit) -> None:
+        self._run(tasks.retry_failed_exit, due.pk)
+        due.refresh_from_db()
+        if due.status == FailedExit.Status.PENDING and due.next_attempt_at <= clock.now() \
+                and due.last_error != WAITING_NOTE:
+            raise RuntimeError(f"failed exit {due.pk} did not move forward")
+
+    def _expire(self, order_id: int) -> None:
+        self._run(tasks.working_order_expire, order_id)
+        order = Order.objects.select_related("account").get(pk=order_id)
+        self._pump(order.account)  # what the cancel pushed on the follower's stream
+        if Order.objects.filter(pk=order_id, status=Order.Status.ACCEPTED).exists():
+            raise RuntimeError(f"working order {order.client_order_id} did not settle "
+                               f"at its timeout")
 
     def _run(self, task: Any, *args: Any) -> None:
         task.delay(*args)
@@ -356,15 +391,11 @@ class Replay:
                 for fe in FailedExit.objects.filter(account__name__in=names)
                 .select_related("account").order_by("account__name", "symbol", "id")
             ],
-            "orders": [
-                {"account": o.account.name, "symbol": o.symbol, "side": o.side, "qty": o.qty,
-                 "status": o.status}
-                for o in Order.objects.filter(
-                    account__name__in=names,
-                    status__in=[Order.Status.FILLED, Order.Status.REJECTED,
-                                Order.Status.ACCEPTED],
-                ).select_related("account").order_by("id")
-            ],
+            "orders": [_order_json(o) for o in Order.objects.filter(
+                account__name__in=names,
+                status__in=[Order.Status.FILLED, Order.Status.REJECTED, Order.Status.ACCEPTED,
+                            Order.Status.CANCELLED],
+            ).select_related("account").order_by("id")],
             "decisions": [
                 {"event": event_numbers[event_id], "account": account, "symbol": symbol,
                  "reason": reason}
@@ -385,3 +416,13 @@ class Replay:
         numbers = {pk: n for n, pk in enumerate(sorted({row[0] for row in rows}), start=1)}
         return [{"action": numbers[action_id], "account": account, "symbol": symbol,
                  "reason": reason} for action_id, account, symbol, reason in rows]
+
+
+def _order_json(order: Order) -> dict[str, Any]:
+    """An order as the contract prints it: a part-filled one says what filled (`qty`) and
+    what was asked (`ordered`)."""
+    row: dict[str, Any] = {"account": order.account.name, "symbol": order.symbol,
+                           "side": order.side, "qty": order.qty, "status": order.status}
+    if order.status == Order.Status.FILLED and order.filled_qty != order.qty:
+        row["qty"], row["ordered"] = order.filled_qty, order.qty
+    return row

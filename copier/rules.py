@@ -630,6 +630,9 @@ class LegOutcome(StrEnum):
     DROPPED = "dropped"  # entry not sent: disconnected, or an earlier exit failed
     FAILED = "failed"  # entry failed at the broker: recorded, never retried
     REJECTED = "rejected"  # refused for good by the broker: quarantine
+    # Not sent yet: an exit before it in the plan is still working at the broker; it goes
+    # out once that exit has filled, and is dropped (`failed`) if the exit ends unfilled.
+    WAITING = "waiting"
 
 
 def leg_outcome(leg: Leg, *, failed: bool, permanent: bool = False,

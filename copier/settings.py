@@ -241,7 +241,7 @@ CELERY_TASK_QUEUES = (Queue("celery"), Queue("housekeeping"))
 HOUSEKEEPING_TASKS = [
     "copier.dispatch_due", "copier.heal_paused", "copier.prune_failed_exits",
     "copier.settle_positions", "copier.prune_follower_fills", "copier.send_alerts",
-    "copier.check_disconnects", "copier.check_loss_limits",
+    "copier.check_disconnects", "copier.check_loss_limits", "copier.sweep_working_orders",
 ]
 CELERY_TASK_ROUTES = {name: {"queue": "housekeeping"} for name in HOUSEKEEPING_TASKS}
 # With JSON logs the worker keeps Django's logging (one format for every process)
@@ -262,6 +262,10 @@ COPIER_FAILED_EXIT_KEEP_DAYS = 7
 # A broker's position statement that no fill explains within this many seconds is applied
 # (a leader's as a missed move, close-only): venues send a position before its fill.
 COPIER_POSITION_GRACE_SECONDS = int(os.environ.get("COPIER_POSITION_GRACE_SECONDS", "3"))
+# An order of the copier's still working at the broker this long after it was sent is
+# cancelled there by the copier, and settles from what filled (COPY_RULES.md "Orders in
+# flight"); meanwhile nothing more is decided for its (follower, symbol).
+COPIER_WORKING_ORDER_SECONDS = float(os.environ.get("COPIER_WORKING_ORDER_SECONDS", "10"))
 # An event stored but still unprocessed after this long is dispatched again.
 COPIER_REDISPATCH_AFTER_SECONDS = int(os.environ.get("COPIER_REDISPATCH_AFTER_SECONDS", "30"))
 # When the trading day turns over ("HH:MM Time/Zone"): a follower's daily loss limit counts

@@ -174,15 +174,18 @@ def leader_fill_store(*, event: LeaderEvent, moved: int) -> LeaderEvent | None:
 
 # The hot path's one lock statement: the ORM spent four times longer compiling its
 # select_related + Exists + FOR UPDATE OF than PostgreSQL spent running it. Each row:
-# the position, its account, whether an active quarantine covers the symbol, and
-# whether an order of (account, symbol) has an outcome the copier does not know.
+# the position, its account, whether an active quarantine covers the symbol, whether an
+# order of (account, symbol) has an outcome the copier does not know, and whether one is
+# still working at the broker (no decision is taken on a position it will still change).
 POSITIONS_LOCK = Statement(
     "positions_lock",
     "SELECT " + POSITION.select("p") + ", " + ACCOUNT.select("a") + ","  # noqa: S608
     " EXISTS (SELECT 1 FROM copier_quarantine q WHERE q.account_id = p.account_id"
     " AND q.symbol = p.symbol AND q.lifted_at IS NULL) AS quarantined,"
     " EXISTS (SELECT 1 FROM copier_order o WHERE o.account_id = p.account_id"
-    " AND o.symbol = p.symbol AND o.status = %s) AS unknown_orders"
+    " AND o.symbol = p.symbol AND o.status = %s) AS unknown_orders,"
+    " EXISTS (SELECT 1 FROM copier_order o WHERE o.account_id = p.account_id"
+    " AND o.symbol = p.symbol AND o.status = %s) AS working_orders"
     # (account, symbol) pairs: a mapped follower's row is on its own symbol
     # (copier.symbol_map). A join, not `IN (SELECT ... unnest)`: the semi-join
     # made a one-follower lock take 0.8 ms instead of 0.5.
@@ -190,26 +193,26 @@ POSITIONS_LOCK = Statement(
     " JOIN accounts_position p ON p.account_id = k.a AND p.symbol = k.s"
     " JOIN accounts_tradingaccount a ON a.id = p.account_id"
     " ORDER BY p.account_id, p.symbol FOR UPDATE OF p",
-    (*POSITION.names, *ACCOUNT.names, "quarantined", "unknown_orders"),
+    (*POSITION.names, *ACCOUNT.names, "quarantined", "unknown_orders", "working_orders"),
 )
 
 
 def positions_lock(*, account_ids: Sequence[int], symbol: str) -> list[Position]:
-    """Lock the rows that exist, in account order; each with `account`, `quarantined` and
-    `unknown_orders` filled in."""
+    """Lock the rows that exist, in account order; each with `account`, `quarantined`,
+    `unknown_orders` and `working_orders` filled in."""
     return positions_lock_pairs(pairs=[(a, symbol) for a in account_ids])
 
 
 def positions_lock_pairs(*, pairs: Sequence[tuple[int, str]]) -> list[Position]:
     """`positions_lock` for rows of several symbols, one per follower (each on its mapped
     symbol), locked in (account, symbol) order: the lock order everywhere."""
-    rows = POSITIONS_LOCK.run([Order.Status.UNKNOWN.value, [a for a, _s in pairs],
-                               [s for _a, s in pairs]])
+    rows = POSITIONS_LOCK.run([Order.Status.UNKNOWN.value, Order.Status.ACCEPTED.value,
+                               [a for a, _s in pairs], [s for _a, s in pairs]])
     found = []
     for row in rows:
         position = POSITION.build(row)
         position.account = ACCOUNT.build(row, start=len(POSITION.names))
-        position.quarantined, position.unknown_orders = row[-2:]
+        position.quarantined, position.unknown_orders, position.working_orders = row[-3:]
         found.append(position)
     return found
 

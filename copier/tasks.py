@@ -17,7 +17,15 @@ from django.conf import settings
 from copier import alerts, publisher
 from copier.celery import app
 from copier.logs import log_context
-from copier.services import engine, failed_exits, ingest, listener, losslimit, sync_guard
+from copier.services import (
+    engine,
+    failed_exits,
+    ingest,
+    listener,
+    losslimit,
+    sync_guard,
+    working,
+)
 
 
 @app.task(name=publisher.PROCESS_EVENT)
@@ -45,6 +53,25 @@ def copy_followers(event_id: int, follower_ids: list[int]) -> None:
 def retry_failed_exit(failed_exit_id: int) -> str | None:
     with log_context(failed_exit_id=failed_exit_id, task=publisher.RETRY_FAILED_EXIT):
         return failed_exits.failed_exit_attempt(failed_exit_id=failed_exit_id)
+
+
+@app.task(name=publisher.ORDERS_SETTLED)
+def orders_settled(account_id: int, symbol: str) -> None:
+    """An order settled: its decision, the legs that waited for it, then later events."""
+    with log_context(task=publisher.ORDERS_SETTLED):
+        working.orders_settled_continue(account_id=account_id, symbol=symbol)
+
+
+@app.task(name=publisher.WORKING_ORDER_EXPIRE)
+def working_order_expire(order_id: int) -> str:
+    with log_context(task=publisher.WORKING_ORDER_EXPIRE):
+        return working.working_order_expire(order_id=order_id)
+
+
+@app.task(name="copier.sweep_working_orders")
+def sweep_working_orders() -> dict[str, int]:
+    """Working orders past their time whose expiry task was lost; continuations lost."""
+    return working.working_orders_sweep()
 
 
 @app.task(name="copier.dispatch_due")
@@ -120,6 +147,7 @@ PERIODIC_TASKS: dict[str, tuple[str, int]] = {
     "copier: forget follower fill ids older than 30 days": ("copier.prune_follower_fills", 86400),
     "copier: send due alerts": ("copier.send_alerts", 10),
     "copier: alert on long disconnects": ("copier.check_disconnects", 15),
+    "copier: cancel working orders past their time": ("copier.sweep_working_orders", 5),
     "copier: check daily loss limits": ("copier.check_loss_limits",
                                         settings.COPIER_LOSS_CHECK_SECONDS),
 }

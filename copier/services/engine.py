@@ -43,6 +43,7 @@ from copier.services.placement import (
     order_not_sent,
     orders_place,
     unknown_orders_settle,
+    working_expiry_schedule,
 )
 from copier.services.positions import (
     open_symbols_count,
@@ -238,6 +239,7 @@ class _Work:
     results: list[tuple[rules.Leg, rules.LegOutcome]] = field(default_factory=list)
     orders: list[Order] = field(default_factory=list)
     stopped: bool = False
+    working: bool = False  # its last order sent works at the broker: the rest waits
 
     @property
     def account(self) -> TradingAccount:
@@ -281,6 +283,8 @@ class _Batch:
                                                 symbol=position.symbol)
                 position.qty += settled.moved
                 position.blocked = settled.blocked
+                position.working_orders = position.working_orders or settled.working
+        todo = self._not_waiting(todo)
         # Max open symbols needs the follower's other symbols: counted under a per-account
         # lock (services.positions.open_symbols_count), only for followers with that limit,
         # beside the follower's own symbol for this event (a mapped follower's MNQZ6).
@@ -291,6 +295,20 @@ class _Batch:
         work = [self._evaluate(self.event, seat, position) for seat, position, _ in todo]
         self._place(work)
         self._save(work)
+
+    def _not_waiting(self, todo: list[tuple[Seat, Position, int]]
+                     ) -> list[tuple[Seat, Position, int]]:
+        """Followers with an order still working on the symbol are not decided now: the
+        event stays in flight for them and is decided, in order, once the order has
+        settled (copier.services.working). The others go on."""
+        waiting = [p for _s, p, _f in todo if p.working_orders]
+        if not waiting:
+            return todo
+        for position in waiting:
+            log.info("event %s for %s %s waits: an order of the copier's works at the broker",
+                     self.event.pk, position.account.name, position.symbol)
+        positions_save(waiting)  # an unknown order's look-up may have moved it
+        return [item for item in todo if not item[1].working_orders]
 
     def _unmapped_record(self, unmapped: dict[int, str], passed: list[int],
                          positions_symbol: Callable[[int], str]) -> None:
@@ -385,6 +403,9 @@ class _Batch:
             for w in work:
                 if index >= len(w.legs):
                     continue
+                if w.working:  # the leg before it works at the broker: sent once it fills
+                    w.results.append((w.legs[index], rules.LegOutcome.WAITING))
+                    continue
                 held = self._held(w, index, look_up=look_up)
                 if held is not None:
                     self._sent(w, w.legs[index], held)
@@ -431,8 +452,11 @@ class _Batch:
                                     disconnected=not w.account.is_connected)
         if sent.error is not None:
             _leg_failure_record(w, leg, sent, outcome)
+        elif sent.order.unfilled:
+            outcome = _unfilled_record(w, leg, sent)
         w.results.append((leg, outcome))
-        w.stopped = sent.error is not None
+        w.stopped = sent.error is not None or outcome != rules.LegOutcome.PLACED
+        w.working = sent.order.status == Order.Status.ACCEPTED
 
     def _save(self, work: list[_Work]) -> None:
         now = clock.now()
@@ -445,7 +469,8 @@ class _Batch:
                 planned_legs=_legs_json(w.legs), position_after=w.position.qty,
                 placed_legs=[{**_legs_json([leg])[0], "outcome": result.value}
                              for leg, result in w.results],
-                created_at=now, settled_at=now,
+                # open while an order it sent works at the broker (copier.services.working)
+                created_at=now, settled_at=None if w.working else now,
             )
             for w in work
         ]
@@ -457,7 +482,24 @@ class _Batch:
                 orders.append(order)
             w.position.last_event_id = w.event.pk
         sql.orders_insert(orders=orders)
+        for order in orders:
+            working_expiry_schedule(order)
         positions_save([w.position for w in work])
+
+
+def _unfilled_record(w: _Work, leg: rules.Leg, sent: Sent) -> rules.LegOutcome:
+    """The broker answered the placement with the order ended and a rest unfilled: an
+    exit's rest is queued as a failed attempt, an entry's is not sent again."""
+    order = sent.order
+    w.notes.append(f"{leg.kind.value} {leg.side.value} {leg.qty}: {order.filled_qty} filled, "
+                   f"the broker ended the rest")
+    if leg.kind == rules.LegKind.EXIT:
+        failed_exits.failed_exit_queue(
+            account=w.account, symbol=w.symbol, event=w.event, attempts=1,
+            leg=rules.Leg(leg.side, order.unfilled, rules.LegKind.EXIT),
+            error=f"{order.client_order_id}: {order.unfilled} of {order.qty} unfilled")
+        return rules.LegOutcome.QUEUED
+    return rules.LegOutcome.PLACED if order.filled_qty else rules.LegOutcome.FAILED
 
 
 def _leg_failure_record(w: _Work, leg: rules.Leg, sent: Sent,

@@ -14,7 +14,6 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import logging
-import random
 
 from django.conf import settings
 from django.db import transaction
@@ -28,14 +27,20 @@ from copier.models import (
     FailedExit,
     Follower,
     LeaderEvent,
-    OperatorAction,
+    Order,
     Quarantine,
+)
+from copier.services.exit_queue import delay as _delay
+from copier.services.exit_queue import (  # noqa: F401 (failed_exit_queue: its callers' name)
+    failed_exit_queue,
+    failed_exit_schedule,
 )
 from copier.services.placement import (
     OrderSpec,
     order_send,
     retry_order_id,
     unknown_orders_settle,
+    working_expiry_schedule,
 )
 from copier.services.positions import position_lock, positions_of, positions_save
 from copier.services.quarantine import quarantine_create
@@ -43,46 +48,7 @@ from copier.services.quarantine import quarantine_create
 log = logging.getLogger(__name__)
 
 STALE_CLAIM = dt.timedelta(seconds=60)
-
-
-def _delay(attempts: int) -> dt.timedelta:
-    base = rules.backoff_seconds(attempts)
-    jitter = 0.0 if clock.is_controlled() else random.uniform(0, settings.COPIER_RETRY_JITTER)
-    return dt.timedelta(seconds=base * (1 + jitter))
-
-
-def failed_exit_queue(
-    *, account: TradingAccount, symbol: str, leg: rules.Leg, event: LeaderEvent | None,
-    attempts: int, error: str, rejected: bool = False, action: OperatorAction | None = None,
-) -> FailedExit:
-    """Save an exit that could not go out; a rejected one is kept but never retried.
-    `action`: a flatten's exit (its retry closes to flat, see `_expected`)."""
-    now = clock.now()
-    fe = FailedExit.objects.create(
-        account=account, symbol=symbol, side=leg.side, qty=leg.qty, event=event, action=action,
-        first_failed_at=now, attempts=attempts, next_attempt_at=now + _delay(attempts),
-        status=FailedExit.Status.REJECTED if rejected else FailedExit.Status.PENDING,
-        last_error=error[:2000], updated_at=now,
-    )
-    if not rejected:
-        log.warning("exit queued: %s %s %s %s (%s)", account.name, leg.side, leg.qty, symbol, error)
-        transaction.on_commit(lambda: failed_exit_schedule(fe))
-    return fe
-
-
-def failed_exit_schedule(fe: FailedExit) -> None:
-    """Publish the retry for its due time. Under a controlled clock the replay runs it."""
-    if clock.is_controlled():
-        return
-    try:
-        publisher.failed_exit_retry_publish(fe.pk, eta=fe.next_attempt_at, about=_about(fe))
-    except Exception:
-        log.exception("could not schedule retry of failed exit %s; the periodic task will", fe.pk)
-
-
-def _about(fe: FailedExit) -> str:
-    """Flower's name for the retry; the callers have the account loaded (no query)."""
-    return publisher.event_about(fe.account.name, fe.side, fe.qty, fe.symbol)
+WAITING_NOTE = "waiting: an order of the copier's works at the broker on this symbol"
 
 
 def _claim(fe_id: int) -> bool:
@@ -136,7 +102,8 @@ def failed_exit_attempt(*, failed_exit_id: int) -> str | None:
             fe.in_flight_since = None
             fe.updated_at = clock.now()
             fe.save()
-            if fe.status == FailedExit.Status.PENDING:
+            # One that waited for a working order is published again by its settlement.
+            if fe.status == FailedExit.Status.PENDING and fe.last_error != WAITING_NOTE:
                 transaction.on_commit(functools.partial(failed_exit_schedule, fe))
         positions_save([position])
     return fe.status
@@ -160,6 +127,14 @@ def _attempt(fe: FailedExit, position: Position, *, recovering: bool) -> None:
     if settled.blocked:
         _attempt_failed(fe, settled.blocked)
         return
+    if position.working_orders or settled.working:
+        # An order of the copier's still works on this symbol: nothing is judged on a
+        # position it will still change. A wait is not an attempt; its settlement
+        # publishes the due exits again (copier.services.working).
+        fe.move_to(FailedExit.Status.PENDING)
+        fe.next_attempt_at = max(fe.next_attempt_at, clock.now())
+        fe.last_error = WAITING_NOTE
+        return
     side = rules.Side(fe.side)
     qty = rules.exit_retry_qty(side, fe.qty, position.qty, _expected(fe, position))
     if qty == 0:
@@ -172,8 +147,7 @@ def _attempt(fe: FailedExit, position: Position, *, recovering: bool) -> None:
     )
     position.qty += sent.moved
     if sent.error is None:
-        fe.move_to(FailedExit.Status.DONE)
-        fe.qty = qty
+        _attempt_sent(fe, sent.order, qty)
     elif sent.permanent:
         fe.move_to(FailedExit.Status.REJECTED)
         fe.last_error = sent.error.message
@@ -181,6 +155,25 @@ def _attempt(fe: FailedExit, position: Position, *, recovering: bool) -> None:
                           detail=sent.error.message, event=fe.event)
     else:
         _attempt_failed(fe, sent.error.message)
+
+
+def _attempt_sent(fe: FailedExit, order: Order, qty: int) -> None:
+    """Acknowledged is not done: done once all of it filled. Still working, the exit
+    stays queued (uncounted) until the order settles (`placement.order_settled`); ended
+    with a rest unfilled, that rest is a failed attempt."""
+    fe.qty = qty
+    if order.status == Order.Status.ACCEPTED:
+        fe.move_to(FailedExit.Status.PENDING)
+        fe.last_error = f"{order.client_order_id} works at the broker: done when filled"
+        fe.next_attempt_at = clock.now() + dt.timedelta(
+            seconds=settings.COPIER_WORKING_ORDER_SECONDS)
+        working_expiry_schedule(order)
+    elif order.unfilled:
+        fe.qty = order.unfilled
+        _attempt_failed(fe, f"{order.client_order_id}: {order.unfilled} of {order.qty} "
+                            f"unfilled when the broker ended it")
+    else:
+        fe.move_to(FailedExit.Status.DONE)
 
 
 def _expected(fe: FailedExit, position: Position) -> int | None:

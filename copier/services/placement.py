@@ -19,6 +19,9 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from django.conf import settings
+from django.db import transaction
+
 from accounts.models import TradingAccount
 from brokers.base import (
     BrokerError,
@@ -28,8 +31,10 @@ from brokers.base import (
     PermanentBrokerError,
 )
 from brokers.registry import adapter_class, adapter_for
-from copier import clock, rules
+from copier import clock, publisher, rules
 from copier.models import Decision, FailedExit, Order, Quarantine
+from copier.services import exit_queue
+from copier.services.exit_queue import failed_exit_queue
 from copier.services.quarantine import quarantine_create
 
 log = logging.getLogger(__name__)
@@ -95,9 +100,20 @@ def result_apply(order: Order, result: OrderResult) -> tuple[int, BrokerError | 
         order.move_to(Order.Status.REJECTED)
         return 0, PermanentBrokerError(result.message or "rejected by the broker")
     counted = order.filled_qty if order.status == Order.Status.ACCEPTED else 0
-    order.filled_qty = max(counted, result.filled_qty)
-    order.move_to(Order.Status.FILLED if result.status == "filled" else Order.Status.ACCEPTED)
+    order.filled_qty = min(order.qty, max(counted, result.filled_qty))
+    order.move_to(_settled_status(result, order.filled_qty, order.qty))
     return order.filled_qty - counted, None
+
+
+def _settled_status(result: OrderResult, filled: int, qty: int) -> str:
+    """An order settles by the sum of its fills: one the broker ended (cancelled, expired)
+    after a part filled is `filled` for that part, with nothing filled `cancelled`."""
+    if result.status == "filled" and filled >= qty:
+        return Order.Status.FILLED
+    if result.status == "cancelled" or result.status == "filled":
+        # "filled" short of the order: all it ever will (a venue that says so)
+        return Order.Status.FILLED if filled else Order.Status.CANCELLED
+    return Order.Status.ACCEPTED
 
 
 @dataclass(frozen=True, slots=True)
@@ -246,6 +262,7 @@ class Settled:
     moved: int = 0  # signed move of the position by the orders that filled
     blocked: str = ""  # why nothing may be sent yet: an order whose outcome is still unknown
     exits: dict[int, str] = field(default_factory=dict)  # queued exits settled: id -> status
+    working: bool = False  # an order asked about is working at the broker
 
 
 def unknown_orders_settle(*, account: TradingAccount, symbol: str,
@@ -261,7 +278,7 @@ def unknown_orders_settle(*, account: TradingAccount, symbol: str,
     positions read then would show them as nobody's).
     """
     statuses = [Order.Status.UNKNOWN, *([Order.Status.ACCEPTED] if working_too else [])]
-    moved, blocked, exits = 0, "", {}
+    moved, blocked, exits, working = 0, "", {}, False
     for order in (Order.objects.filter(account=account, symbol=symbol, status__in=statuses)
                   .select_related("failed_exit").order_by("id")):
         order.account = account
@@ -274,26 +291,30 @@ def unknown_orders_settle(*, account: TradingAccount, symbol: str,
             continue
         if found is None:
             if order.status == Order.Status.ACCEPTED:
-                continue  # the broker acknowledged it: a look-up that misses it proves nothing
+                working = True  # the broker acknowledged it: a miss proves nothing
+                continue
             order.move_to(Order.Status.FAILED)
             order.message = "not found at the broker after a timeout"
         else:
             filled, _error = result_apply(order, found)
             moved += rules.signed(order.side, filled)
-            settled = order_failed_exit_settle(order)
-            if settled and order.failed_exit_id is not None:
-                exits[order.failed_exit_id] = settled
         if order.status != Order.Status.ACCEPTED:
             order.completed_at = clock.now()
         order.save()
-    return Settled(moved, blocked, exits)
+        if order.status == Order.Status.ACCEPTED:
+            working = True
+            continue
+        settled = order_settled(order)
+        if settled and order.failed_exit_id is not None:
+            exits[order.failed_exit_id] = settled
+    return Settled(moved, blocked, exits, working)
 
 
 def order_fill_add(order: Order, qty: int) -> int:
     """A fill of our order seen on the stream, for an order left unknown or working:
     counted toward it, up to what was ordered; the order is filled once all of it is, and
-    a queued exit it was sent for is settled. The caller holds the position's lock and
-    moves it by the quantity returned (a venue may fill an order in several parts)."""
+    what waited for it follows (`order_settled`). The caller holds the position's lock
+    and moves it by the quantity returned (a venue may fill an order in several parts)."""
     counted = order.filled_qty if order.status == Order.Status.ACCEPTED else 0
     added = max(0, min(qty, order.qty - counted))
     order.filled_qty = counted + added
@@ -302,23 +323,94 @@ def order_fill_add(order: Order, qty: int) -> int:
     if done:
         order.completed_at = clock.now()
     order.save(update_fields=["status", "filled_qty", "completed_at"])
-    order_failed_exit_settle(order)
+    if done:
+        order_settled(order)
     return added
 
 
+WORKING_SETTLED_LABEL = "settled at the broker"
+
+
+def order_settled(order: Order) -> str:
+    """An order that worked at the broker has settled (its last part filled on the stream,
+    a look-up, the broker's cancel, the copier's own cancel after its time ran out).
+
+    What it left is recorded now, in the caller's transaction (which holds the position's
+    lock): an exit's unfilled rest goes to the Failed Exit Queue as a failed attempt, a
+    queued exit it was sent for is done only if all of it filled. What waited for it (the
+    legs after it in its plan, later leader events, queued exits of the same follower and
+    symbol) goes on once this commits, in a task of its own (`copier.orders_settled`).
+    """
+    status = ""
+    if order.failed_exit_id is not None:
+        status = order_failed_exit_settle(order)
+    elif order.kind == rules.LegKind.EXIT and order.unfilled:
+        exit_rest_queue(order)
+    account_id, symbol = order.account_id, order.symbol
+    transaction.on_commit(lambda: _settled_publish(account_id, symbol))
+    return status
+
+
+def working_expiry_schedule(order: Order) -> None:
+    """A stored order left working: cancelled at the broker if it still works when its
+    time is up (`copier.working_order_expire`; the periodic sweep is the net). Under a
+    controlled clock the replay runs the expiry at its due time itself."""
+    if order.status != Order.Status.ACCEPTED or clock.is_controlled():
+        return
+    order_id = order.pk
+
+    def publish() -> None:
+        try:
+            publisher.working_order_expire_publish(
+                order_id, countdown=settings.COPIER_WORKING_ORDER_SECONDS)
+        except Exception:
+            log.exception("could not schedule the expiry of order %s; the sweep will", order_id)
+
+    transaction.on_commit(publish)
+
+
+def _settled_publish(account_id: int, symbol: str) -> None:
+    try:
+        publisher.orders_settled_publish(account_id, symbol)
+    except Exception:  # Redis away: the periodic sweep (working_orders_sweep) continues it
+        log.exception("could not publish the settlement of %s %s; the sweep will",
+                      account_id, symbol)
+
+
+def exit_rest_queue(order: Order) -> FailedExit:
+    """An exit the broker ended with part of it unfilled: the rest is queued as a failed
+    attempt (attempts 1, retried after the backoff, capped like any queued exit)."""
+    decision = order.decision
+    fe = failed_exit_queue(
+        account=order.account, symbol=order.symbol,
+        leg=rules.Leg(rules.Side(order.side), order.unfilled, rules.LegKind.EXIT),
+        event=decision.event if decision is not None else None,
+        action=decision.action if decision is not None else None, attempts=1,
+        error=_unfilled_note(order))
+    return fe
+
+
+def _unfilled_note(order: Order) -> str:
+    return (f"{order.client_order_id}: the broker ended it with {order.unfilled} of "
+            f"{order.qty} unfilled ({order.message or order.status})")
+
+
 def order_failed_exit_settle(order: Order) -> str:
-    """A queued exit whose order turned out filled is done; rejected, it is rejected.
-    Returns the status it was given ('' when untouched)."""
-    if order.status == Order.Status.FILLED or (
-        order.status == Order.Status.ACCEPTED and order.filled_qty
-    ):
+    """A queued exit whose order settled: done when all of it filled; rejected, rejected;
+    ended with a rest unfilled, a failed attempt for that rest (sized again at the next
+    attempt). Returns the status it was given ('' when untouched)."""
+    fe = order.failed_exit
+    if fe is None:
+        return ""
+    if order.status == Order.Status.FILLED and not order.unfilled:
         status, note = FailedExit.Status.DONE, f"settled: {order.client_order_id} filled"
     elif order.status == Order.Status.REJECTED:
         status, note = FailedExit.Status.REJECTED, order.message
+    elif order.unfilled:
+        return _failed_exit_rest(fe, order)
     else:
         return ""
-    fe = order.failed_exit
-    if fe is None or not fe.can_move_to(status):  # nothing queued for it, or settled already
+    if not fe.can_move_to(status):  # settled already
         return ""
     # Conditional on the row too: its status in the table may have moved since it was read
     # (a claim for an attempt), and it must still be one that may move there.
@@ -332,3 +424,20 @@ def order_failed_exit_settle(order: Order) -> str:
                           reason=Quarantine.Reason.REJECTED, detail=order.message)
     log.info("failed exit %s %s: %s", fe.pk, status, note)
     return status
+
+
+def _failed_exit_rest(fe: FailedExit, order: Order) -> str:
+    """The queued exit's order ended with a rest unfilled: a failed attempt for the rest."""
+    now = clock.now()
+    attempts = fe.attempts + 1
+    pending = FailedExit.Status.PENDING
+    # In flight: an attempt claimed it and waits for this lock; it reads the row after.
+    if not FailedExit.objects.filter(pk=fe.pk, status__in=[pending, FailedExit.Status.IN_FLIGHT]
+                                     ).update(
+        attempts=attempts, qty=order.unfilled, next_attempt_at=now + exit_queue.delay(attempts),
+        last_error=_unfilled_note(order)[:2000], in_flight_since=None, updated_at=now,
+    ):
+        return ""
+    fe.attempts, fe.qty = attempts, order.unfilled
+    log.info("failed exit %s: %s", fe.pk, _unfilled_note(order))
+    return pending

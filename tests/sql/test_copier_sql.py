@@ -287,7 +287,7 @@ def test_leader_fill_store_stores_nothing_for_a_duplicate_or_without_a_position_
 
 
 # --- positions_lock ---------------------------------------------------------------------
-def test_positions_lock_reads_position_account_quarantine_and_unknown_orders(world):
+def test_positions_lock_reads_position_account_quarantine_unknown_and_working_orders(world):
     _leader, f1, f2 = world
     TradingAccount.objects.filter(pk=f2.pk).update(copy_paused=True)
     for acct, qty in ((f2, -4), (f1, 3)):
@@ -297,21 +297,26 @@ def test_positions_lock_reads_position_account_quarantine_and_unknown_orders(wor
                               created_at=NOW)
     Order.objects.create(client_order_id="c-1", account=f1, symbol="ES", side="buy", qty=1,
                          kind="entry", status=Order.Status.UNKNOWN, created_at=NOW)
+    Order.objects.create(client_order_id="c-2", account=f2, symbol="ES", side="buy", qty=1,
+                         kind="exit", status=Order.Status.ACCEPTED, created_at=NOW)
+    Order.objects.create(client_order_id="c-3", account=f1, symbol="NQ", side="buy", qty=1,
+                         kind="exit", status=Order.Status.ACCEPTED, created_at=NOW)
 
     rows = sql.positions_lock(account_ids=[f2.pk, f1.pk, f2.pk + 1000], symbol="ES")
 
     assert [(p.account_id, p.symbol, p.qty, p.last_event_id) for p in rows] == [
         (f1.pk, "ES", 3, 7), (f2.pk, "ES", -4, 7)]
-    assert [(p.quarantined, p.unknown_orders) for p in rows] == [(False, True), (True, False)]
+    assert [(p.quarantined, p.unknown_orders, p.working_orders) for p in rows] == [
+        (False, True, False), (True, False, True)]  # f1's working order is on another symbol
     assert [(p.account.pk, p.account.name, p.account.copy_paused) for p in rows] == [
         (f1.pk, "F1", False), (f2.pk, "F2", True)]
     assert not rows[0]._state.adding
     assert not rows[0].account._state.adding
     assert "credentials" in rows[0].account.get_deferred_fields()
-    check_columns(sql.POSITIONS_LOCK, ["unknown", [f1.pk], ["ES"]],
+    check_columns(sql.POSITIONS_LOCK, ["unknown", "accepted", [f1.pk], ["ES"]],
                   [*model_columns(Position),
                    *model_columns(TradingAccount, without=["credentials"]),
-                   "quarantined", "unknown_orders"])
+                   "quarantined", "unknown_orders", "working_orders"])
 
 
 def test_positions_lock_pairs_locks_each_account_on_its_own_symbol(world):
