@@ -58,6 +58,7 @@ class SymbolRow:
     exits_waiting: list[FailedExit] = field(default_factory=list)
     exits_rejected: list[FailedExit] = field(default_factory=list)
     in_doubt: int = 0
+    working: int = 0  # orders of the copier's accepted at the broker, not yet settled
     copying: bool = False
     leader_symbols: list[str] = field(default_factory=list)  # when mapped from another symbol
     colour: str = GREEN
@@ -154,6 +155,7 @@ class _World:
     exits: dict[tuple[int, str], list[FailedExit]]
     in_doubt: dict[tuple[int, str], int]
     copying: set[tuple[int, str]]
+    working: dict[tuple[int, str], int]
     latencies: dict[int, tuple[float, dt.datetime, int]]
     loss_locks: dict[int, dt.datetime] = field(default_factory=dict)  # follower pk -> until
 
@@ -180,13 +182,14 @@ def _world_read(leader_ids: set[int], follower_ids: list[int]) -> _World:
                         FailedExit.Status.REJECTED]):
         exits[(fe.account_id, fe.symbol)].append(fe)
     in_doubt: dict[tuple[int, str], int] = defaultdict(int)
-    for aid, symbol in Order.objects.filter(account_id__in=follower_ids,
-                                            status=Order.Status.UNKNOWN).values_list(
-            "account_id", "symbol"):
-        in_doubt[(aid, symbol)] += 1
+    working: dict[tuple[int, str], int] = defaultdict(int)
+    for aid, symbol, status in Order.objects.filter(
+            account_id__in=follower_ids, status__in=[Order.Status.UNKNOWN, Order.Status.ACCEPTED]
+    ).values_list("account_id", "symbol", "status"):
+        (in_doubt if status == Order.Status.UNKNOWN else working)[(aid, symbol)] += 1
     copying = set(LeaderEvent.objects.filter(account_id__in=leader_ids).filter(
         ~Q(status=LeaderEvent.Status.DONE)).values_list("account_id", "symbol"))
-    return _World(positions, quarantines, exits, in_doubt, copying,
+    return _World(positions, quarantines, exits, in_doubt, copying, working,
                   _last_latencies(follower_ids))
 
 
@@ -214,7 +217,7 @@ def _card(g: CopyGroup, f: Follower, world: _World, now: dt.datetime) -> Followe
     leader_pos = world.positions.get(g.leader_id, {})
     held = world.positions.get(f.account_id, {})
     exits_only = Mode.EXITS_ONLY in (f.mode, g.mode)
-    mine = {s for (a, s) in [*world.quarantines, *world.exits, *world.in_doubt]
+    mine = {s for (a, s) in [*world.quarantines, *world.exits, *world.in_doubt, *world.working]
             if a == f.account_id}
     rows = []
     # On the follower's own symbols: a mapped follower's MNQ row expects E of the leader's NQ.
@@ -233,6 +236,7 @@ def _card(g: CopyGroup, f: Follower, world: _World, now: dt.datetime) -> Followe
             held.get(symbol, 0), expected.get(symbol, 0),
             quarantine=world.quarantines.get((f.account_id, symbol)),
             in_doubt=world.in_doubt.get((f.account_id, symbol), 0),
+            working=world.working.get((f.account_id, symbol), 0),
             copying=symbol in copying,
             leader_symbols=sorted(s for s in sources.get(symbol, []) if s != symbol))
         for fe in world.exits.get((f.account_id, symbol), []):
@@ -269,6 +273,9 @@ def _row_judge(row: SymbolRow, *, exits_only: bool = False) -> SymbolRow:
     if row.in_doubt:
         colours.append(AMBER)
         row.why.append("order outcome unknown: being looked up")
+    if row.working:
+        colours.append(AMBER)
+        row.why.append("order working at the broker: the leader's next fills wait for it")
     if not row.in_sync and exits_only and _wound_down(row):
         row.why.append("exits only: winding down with the leader's exits")
     elif not row.in_sync:

@@ -51,6 +51,7 @@ OUTCOME_WORDS = {
     "dropped": "not sent",
     "failed": "failed",
     "rejected": "rejected by the broker",
+    "waiting": "waiting for the exit before it to fill",
 }
 
 
