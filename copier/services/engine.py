@@ -292,6 +292,7 @@ class _Batch:
             {seat.account_id: position.symbol for seat, position, _f in todo
              if seat.limits.max_symbols is not None})
         self._catch_up(todo)
+        todo = self._not_waiting(todo)  # an earlier event just caught up left one working
         work = [self._evaluate(self.event, seat, position) for seat, position, _ in todo]
         self._place(work)
         self._save(work)
@@ -350,6 +351,7 @@ class _Batch:
             id__gt=min(floor for _, _, floor in behind), id__lt=self.event.pk,
         ).order_by("id")
         for ev in earlier:
+            behind = [item for item in behind if not item[1].working_orders]
             frozen = {s.account_id: s for s in event_seats(ev)}
             # An earlier event that routed this follower to another symbol (its mapping
             # changed in between) is not this row's: its own task decides it on its row.
@@ -457,6 +459,8 @@ class _Batch:
         w.results.append((leg, outcome))
         w.stopped = sent.error is not None or outcome != rules.LegOutcome.PLACED
         w.working = sent.order.status == Order.Status.ACCEPTED
+        if w.working:  # what comes next for this (follower, symbol) waits for it
+            w.position.working_orders = True
 
     def _save(self, work: list[_Work]) -> None:
         now = clock.now()
