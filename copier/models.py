@@ -724,8 +724,11 @@ class Order(models.Model):
     """An order of the copier's, from the broker being asked to its answer.
 
     submitting -> filled | accepted | rejected | unknown | failed;
-    unknown -> filled | accepted | rejected | failed (after a look-up by client
-    order id); accepted -> filled. `failed` means it never reached the broker.
+    unknown -> filled | accepted | rejected | cancelled | failed (after a look-up by
+    client order id); accepted -> filled | rejected | cancelled. `failed` means it never
+    reached the broker; `cancelled`, that the broker cancelled it (or let it expire) with
+    nothing filled: an order cancelled after a part filled is `filled` with `filled_qty`
+    what did (`qty` stays what was asked).
     An order is `submitting` only in memory, while the broker is asked: its row is
     written with the answer, and one whose answer is lost is written `unknown`
     (a constraint refuses a stored `submitting`). The plan is the decision's.
@@ -738,16 +741,19 @@ class Order(models.Model):
         REJECTED = "rejected"
         UNKNOWN = "unknown", "Unknown (look up before resending)"
         FAILED = "failed", "Failed before reaching the broker"
+        CANCELLED = "cancelled", "Cancelled at the broker, nothing filled"
 
     TRANSITIONS = {
         Status.SUBMITTING: {Status.FILLED, Status.ACCEPTED, Status.REJECTED, Status.UNKNOWN,
                             Status.FAILED},
-        Status.UNKNOWN: {Status.FILLED, Status.ACCEPTED, Status.REJECTED, Status.FAILED},
+        Status.UNKNOWN: {Status.FILLED, Status.ACCEPTED, Status.REJECTED, Status.FAILED,
+                         Status.CANCELLED},
         # Working: more parts may fill (it stays accepted), or the venue ends it unfilled.
-        Status.ACCEPTED: {Status.ACCEPTED, Status.FILLED, Status.REJECTED},
+        Status.ACCEPTED: {Status.ACCEPTED, Status.FILLED, Status.REJECTED, Status.CANCELLED},
         Status.FILLED: set(),
         Status.REJECTED: set(),
         Status.FAILED: set(),
+        Status.CANCELLED: set(),
     }
 
     client_order_id = models.CharField(max_length=64, unique=True)
