@@ -18,9 +18,11 @@ else:
 
 @admin.register(SimAccount)
 class SimAccountAdmin(_ModelAdmin):
-    list_display = ["account", "reachable", "fail_next", "reject_next", "timeout_next", "closed"]
+    list_display = ["account", "reachable", "fail_next", "reject_next", "timeout_next",
+                    "hold_next", "closed"]
     list_select_related = ["account"]
-    fields = ["account", "reachable", "fail_next", "reject_next", "timeout_next", "closed"]
+    fields = ["account", "reachable", "fail_next", "reject_next", "timeout_next", "hold_next",
+              "closed"]
     readonly_fields = ["account"]
 
     def has_add_permission(self, request: HttpRequest) -> bool:

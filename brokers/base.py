@@ -11,6 +11,7 @@ An adapter module provides (the checklist for adding a broker, see README):
 | `kind`            | yes      | registry key, stored on `TradingAccount.broker`            |
 | `place_order`     | yes      | market order carrying the copier's client order id         |
 | `find_order`      | yes      | look-up by client order id before anything is resent       |
+| `order_cancel`    | yes      | cancel a working order by client order id (working-order timeout) |
 | `positions`       | yes      | the Sync Divergence Guard compares these on reconnect      |
 | `poll_events`     | yes      | the stream: fills, position updates, a lost connection     |
 | `connect`/`disconnect` | yes | the listener's session lifecycle                           |
@@ -109,11 +110,23 @@ class OrderRequest:
     qty: int
 
 
+OrderStatus = Literal["filled", "accepted", "rejected", "cancelled"]
+
+
 @dataclass(frozen=True, slots=True)
 class OrderResult:
+    """An order as the broker has it.
+
+    `status`: "filled" = all of it filled; "accepted" = still working (`filled_qty` is
+    what filled so far, possibly > 0); "cancelled" = settled by a cancel or an expiry at
+    the venue after `filled_qty` filled (0 up to qty - 1); "rejected" = refused, nothing
+    filled. A venue that cancels the rest of a part-filled order says "cancelled", never
+    "filled": what it did not fill is still to be done (COPY_RULES.md, Orders in flight).
+    """
+
     client_order_id: str
     broker_order_id: str
-    status: Literal["filled", "accepted", "rejected"]
+    status: OrderStatus
     filled_qty: int
     message: str = ""
     # What the broker has on record, where a look-up tells: after a crash the copier may
@@ -152,6 +165,24 @@ class PositionUpdate:
 
 
 @dataclass(frozen=True, slots=True)
+class OrderUpdate:
+    """One of the account's orders reached a settled state at the venue (streamed).
+
+    Sent once per order when it is filled, cancelled or expired (`status` "cancelled",
+    `filled_qty` what filled before), or rejected; its fills come as `Fill`s of their own
+    and move the position, this never does. `client_order_id` None: not an order that
+    carried one (a trader's own, or a venue that does not say).
+    """
+
+    client_order_id: str | None
+    broker_order_id: str
+    symbol: str
+    status: OrderStatus
+    filled_qty: int
+    qty: int
+
+
+@dataclass(frozen=True, slots=True)
 class ConnectionLost:
     reason: str = ""
 
@@ -186,7 +217,7 @@ class CredentialField:
 
 # No "connection restored" event: the listener's next turn reconnects an account that is
 # not connected, and only the positions read then say the connection is back.
-BrokerEvent = Fill | PositionUpdate | ConnectionLost
+BrokerEvent = Fill | PositionUpdate | OrderUpdate | ConnectionLost
 
 
 class BrokerStream(abc.ABC):
@@ -382,6 +413,16 @@ class BrokerAdapter(abc.ABC):
     @abc.abstractmethod
     def find_order(self, client_order_id: str) -> OrderResult | None:
         """The broker's record of an order we sent, or None if it never arrived."""
+
+    @abc.abstractmethod
+    def order_cancel(self, client_order_id: str) -> OrderResult | None:
+        """Cancel our order at the venue if it is still working; the order as it stands after.
+
+        Status "cancelled" with what filled before the cancel, or "filled"/"rejected" when it
+        settled first; None when the venue has no order with that client order id. What the
+        copier's working-order timeout calls (COPY_RULES.md, Orders in flight). Raises
+        TransientBrokerError when the venue cannot be asked now.
+        """
 
     @abc.abstractmethod
     def positions(self) -> dict[str, int]:

@@ -34,6 +34,10 @@ class SimAccount(models.Model):
     lookup_fail_next = models.PositiveIntegerField(
         default=0, help_text="Fail this many next order look-ups with a transient error."
     )
+    hold_next = models.PositiveIntegerField(
+        default=0, help_text="Acknowledge this many next orders as working and fill none of "
+        "them until told (fill_held / cancel_held)."
+    )
 
     def __str__(self) -> str:
         return f"sim book of {self.account}"
@@ -54,11 +58,22 @@ class SimPosition(models.Model):
 
 
 class SimOrder(models.Model):
-    """An order or manual fill at the sim broker; filled ones are the stream's fills."""
+    """An order or manual fill at the sim broker; filled ones are the stream's fills.
+
+    A held order (`SimAccount.hold_next`) is a row of its own that is no fill: `working`
+    while open, `complete` once all of it filled, `cancelled` when its rest was cancelled.
+    Each part that fills is a `filled` row of its own (`parent`: the held order, whose
+    client order id the part's fill carries), so every part has its own fill id, price and
+    place in the book's order numbering (`fills_cursor`). A held order that settles is
+    made undelivered again: the stream then says so (`OrderUpdate`), after its fills.
+    """
 
     class Status(models.TextChoices):
         FILLED = "filled"
         REJECTED = "rejected"
+        WORKING = "working", "Held: working"
+        COMPLETE = "complete", "Held: filled (in its parts)"
+        CANCELLED = "cancelled", "Held: rest cancelled"
 
     book = models.ForeignKey(SimAccount, on_delete=models.CASCADE, related_name="orders")
     client_order_id = models.CharField(max_length=64, null=True, blank=True)
@@ -66,8 +81,13 @@ class SimOrder(models.Model):
     symbol = models.CharField(max_length=32)
     side = models.CharField(max_length=4)
     qty = models.PositiveIntegerField()
-    status = models.CharField(max_length=8, choices=Status.choices)
+    status = models.CharField(max_length=16, choices=Status.choices)
     message = models.TextField(blank=True, default="")
+    # A held order: what of it has filled (None: not a held order).
+    filled_qty = models.PositiveIntegerField(null=True, blank=True)
+    # A part fill of a held order. No index: the part is found through its parent's row.
+    parent = models.ForeignKey("self", null=True, blank=True, on_delete=models.CASCADE,
+                               related_name="parts", db_index=False)
     created_at = models.DateTimeField()
     # Where it filled: a trade made at the sim may say (`execute_fill(price=...)`), an order
     # fills at the symbol's last price (SimQuote). None: no price known, its P&L unvalued.

@@ -14,10 +14,18 @@ A placement whose answer is lost (timeout, dropped connection after sending) is 
 What a placement returns: the place answer carries only the order id, so the order
 is read back once. Filled (the usual case for a market order) -> "filled" with the
 venue's filled size, and the stream's fills of it are then recognised as counted.
-Still working -> "accepted" with filled_qty 0 and the stream's fill settles it
-(`copier.services.listener`): counting the part already filled as well would count
-it twice when that fill arrives. A partly filled order is read again for a moment
-first, since a market order completes within milliseconds.
+Still working -> "accepted" with what filled so far (`fillVolume`); the stream's
+fills settle the rest (`copier.services.listener`). A partly filled order is read
+again for a moment first, since a market order completes within milliseconds.
+Cancelled or expired (status 3 / 4) -> "cancelled" with what filled before, never
+"filled": the rest is still to be done.
+
+The stream says when one of the account's orders settles (`OrderUpdate`), from the
+`GatewayUserOrder` pushes, whose data is the REST order's shape: `id`, `accountId`,
+`contractId`, `status` (ORDER_STATUS: 2 filled, 3 cancelled, 4 expired, 5 rejected),
+`size` (asked), `fillVolume` (filled so far; `filledSize` in some clients), `customTag`.
+One update per order id and stream; an order push comes with every trade of it, and
+whether before or after the trade is not documented (the local Gateway does either).
 
 Symbols: the copier's symbol is the contract name (`ESZ6`); the Gateway's id
 (`CON.F.US.EP.Z26`) is looked up and cached per process in both directions.
@@ -39,7 +47,7 @@ import time
 import uuid
 from collections.abc import Mapping
 from decimal import Decimal, InvalidOperation
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import urlencode, urlsplit
 
 import httpx
@@ -57,6 +65,8 @@ from brokers.base import (
     OrderOutcomeUnknown,
     OrderRequest,
     OrderResult,
+    OrderStatus,
+    OrderUpdate,
     PermanentBrokerError,
     PositionUpdate,
     Session,
@@ -88,6 +98,9 @@ HUB_SILENCE_LIMIT = 30.0  # SignalR's server timeout: no frame for this long = l
 
 ORDER_STATUS: dict[Any, str] = {0: "none", 1: "open", 2: "filled", 3: "cancelled", 4: "expired",
                 5: "rejected", 6: "pending"}
+# The venue's order status -> the copier's, for an order that will not change any more.
+SETTLED: dict[str, OrderStatus] = {"filled": "filled", "cancelled": "cancelled",
+                                   "expired": "cancelled", "rejected": "rejected"}
 # Order/place errorCode -> (name, permanent). Permanent: a person must act (wrong
 # account or contract, funds, rules, hours) and retrying the same order cannot help.
 # OrderPending (6) and UnknownError (7) are transient: the venue did not say no to the
@@ -177,6 +190,23 @@ def _money(value: Any, trade: Mapping[str, Any]) -> Decimal:
         raise TransientBrokerError(
             f"ProjectX: trade {trade.get('id')} has an amount that is not a number: {value!r}")
     return amount
+
+
+def _filled_of(order: Mapping[str, Any]) -> int:
+    """What an order filled so far, as the order itself says (`fillVolume`, or the alias
+    `filledSize` some clients read)."""
+    value = order.get("fillVolume", order.get("filledSize"))
+    return int(value or 0) if not isinstance(value, bool) else 0
+
+
+def _settlement(status: OrderStatus, size: int, filled: int) -> tuple[OrderStatus, int]:
+    """The copier's status and filled quantity of an order: a cancel that came after all
+    of it filled is a fill; a rejected order filled nothing."""
+    if status == "filled" or (status == "cancelled" and size and filled >= size):
+        return "filled", filled or size
+    if status == "rejected":
+        return "rejected", 0
+    return status, filled
 
 
 def _position_signed(data: Mapping[str, Any]) -> int:
@@ -476,7 +506,7 @@ class ProjectXBroker(BrokerAdapter):
                 order = None
                 break
             partial = (order is not None and ORDER_STATUS.get(order.get("status")) == "open"
-                       and int(order.get("fillVolume") or 0) > 0)
+                       and _filled_of(order) > 0)
             if not partial or attempt == PARTIAL_RECHECKS - 1:
                 break
             time.sleep(PARTIAL_RECHECK_WAIT)
@@ -514,33 +544,28 @@ class ProjectXBroker(BrokerAdapter):
 
     def _result(self, order: Mapping[str, Any], symbol: str | None,
                 filled: int | None) -> OrderResult:
-        """An order of the venue's as the copier reads it; `filled`: the sum of its trades."""
+        """An order of the venue's as the copier reads it; `filled`: the sum of its trades
+        (else the order's own `fillVolume`)."""
         status = ORDER_STATUS.get(order.get("status"), "unknown")
-        done = int(order.get("fillVolume") or 0) if filled is None else filled
         size = int(order.get("size") or 0)
-        outcome: Literal["filled", "accepted", "rejected"] = "accepted"
-        if status == "filled" or (status in ("cancelled", "expired") and done > 0):
-            outcome, done = "filled", done or size
-        elif status in ("rejected", "cancelled", "expired"):
-            outcome, done = "rejected", 0
-        else:
-            done = 0  # working: its fills settle it on the stream (module docstring)
+        outcome, done = _settlement(SETTLED.get(status, "accepted"), size,
+                                    _filled_of(order) if filled is None else filled)
         return OrderResult(
             client_order_id=str(order.get("customTag") or ""),
             broker_order_id=str(order.get("id")), status=outcome, filled_qty=done,
-            message="" if outcome == "filled" else f"ProjectX: order {order.get('id')} {status}",
+            message="" if outcome == "filled" else
+            f"ProjectX: order {order.get('id')} {status}, filled {done} of {size}",
             symbol=symbol, side=_side(order.get("side")), qty=size)
 
-    def find_order(self, client_order_id: str) -> OrderResult | None:
-        account_id = self._account_id()
+    def _order_by_tag(self, account_id: int, client_order_id: str) -> dict[str, Any] | None:
         data = self._call("/api/Order/search", {"accountId": account_id,
                                                 "startTimestamp": _since(ORDER_LOOKBACK)})
         self._ok("/api/Order/search", data)
-        orders = [o for o in data.get("orders") or []
-                  if isinstance(o, dict) and o.get("customTag") == client_order_id]
-        if not orders:
-            return None
-        order = orders[0]
+        return next((o for o in data.get("orders") or []
+                     if isinstance(o, dict) and o.get("customTag") == client_order_id), None)
+
+    def _order_read(self, account_id: int, order: Mapping[str, Any]) -> OrderResult:
+        """The order with what its trades filled (the trades are the venue's record)."""
         trades = self._call("/api/Trade/search", {"accountId": account_id,
                                                   "startTimestamp": _since(ORDER_LOOKBACK)})
         self._ok("/api/Trade/search", trades)
@@ -549,6 +574,30 @@ class ProjectXBroker(BrokerAdapter):
                      and not t.get("voided"))
         symbol = self.contract_name(str(order.get("contractId")))
         return self._result(order, symbol, filled=filled)
+
+    def find_order(self, client_order_id: str) -> OrderResult | None:
+        account_id = self._account_id()
+        order = self._order_by_tag(account_id, client_order_id)
+        return None if order is None else self._order_read(account_id, order)
+
+    def order_cancel(self, client_order_id: str) -> OrderResult | None:
+        """Order/search by customTag, Order/cancel while it is open, then the order read
+        again: a cancel the venue refuses because the order settled first answers what it
+        settled as."""
+        account_id = self._account_id()
+        order = self._order_by_tag(account_id, client_order_id)
+        if order is None:
+            return None
+        if ORDER_STATUS.get(order.get("status")) in ("open", "pending"):
+            answer = self._call("/api/Order/cancel", {"accountId": account_id,
+                                                      "orderId": order.get("id")})
+            order = self._order_by_tag(account_id, client_order_id) or order
+            if answer.get("success") is False and ORDER_STATUS.get(order.get("status")) in (
+                    "open", "pending"):
+                raise TransientBrokerError(
+                    f"ProjectX: cancelling {client_order_id} refused: errorCode "
+                    f"{answer.get('errorCode')} {answer.get('errorMessage') or ''}".strip())
+        return self._order_read(account_id, order)
 
     def flatten(self, symbol: str) -> None:
         data = self._call("/api/Position/closeContract",
@@ -666,6 +715,7 @@ class ProjectXStream(BrokerStream):
         self._account_id = 0
         self._early: list[dict[str, Any]] = []  # events that came with the subscriptions
         self._tags: dict[int, str | None] = {}  # orderId -> customTag, from order events
+        self._settled: set[int] = set()  # order ids whose settlement was delivered
         self._seen: set[int] = set()  # trade ids delivered
         self._last_sent = 0.0
 
@@ -806,6 +856,9 @@ class ProjectXStream(BrokerStream):
                 continue
             if target == "GatewayUserOrder" and isinstance(data.get("id"), int):
                 self._tags[data["id"]] = data.get("customTag")
+                update = await self._order_update(data)
+                if update is not None:
+                    events.append(update)
             elif target == "GatewayUserTrade":
                 fill = await self._fill(data)
                 if fill is not None:
@@ -834,6 +887,20 @@ class ProjectXStream(BrokerStream):
                     side=_side(data.get("side")), qty=int(data.get("size") or 0),
                     time=_when(data.get("creationTimestamp")), client_order_id=tag or None,
                     seq=trade_id)
+
+    async def _order_update(self, data: Mapping[str, Any]) -> OrderUpdate | None:
+        """The order's settlement, the first time a push says it is settled."""
+        status = SETTLED.get(ORDER_STATUS.get(data.get("status"), ""))
+        order_id = int(data["id"])
+        if status is None or order_id in self._settled:
+            return None
+        self._settled.add(order_id)
+        size = int(data.get("size") or 0)
+        status, filled = _settlement(status, size, _filled_of(data))
+        return OrderUpdate(client_order_id=data.get("customTag") or None,
+                           broker_order_id=str(order_id),
+                           symbol=await self._name(str(data.get("contractId"))),
+                           status=status, filled_qty=filled, qty=size)
 
     @property
     def _token(self) -> str:

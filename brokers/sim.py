@@ -1,11 +1,17 @@
 """The `sim` paper broker: an adapter of its own, never a dry-run flag in a real one.
 
-Orders fill at once at market. Every write goes through the `broker`
+Orders fill at once at market (but for held ones: see below). Every write goes through the `broker`
 database connection in its own transaction, so the sim's books survive a
 rollback or crash of the copier, like a real venue's. It deduplicates on
 the client order id as real venues do, which is what makes a resent order
 harmless. Fault injection (outage, fail / reject / time out the next N
 orders) drives the copier's failure paths in tests, replay and the demo.
+
+Held orders (`inject(hold=N)`) are how a real venue's working orders look at the sim:
+acknowledged ("accepted", nothing filled, the position unmoved) and then filled in parts
+(`fill_held`) or cancelled (`cancel_held`, `order_cancel`) when a test or the replay says
+so. They are the exception path: the batch placement stays the few statements it is, a
+held order is one more row in its insert, and everything after it is ORM on its own.
 
 Its live stream (`SimStream`, run by `copier_listen`) is PostgreSQL LISTEN/NOTIFY.
 Every write that creates a fill (`execute_fill`, the order inserts of
@@ -49,6 +55,8 @@ from brokers.base import (
     OrderOutcomeUnknown,
     OrderRequest,
     OrderResult,
+    OrderStatus,
+    OrderUpdate,
     PermanentBrokerError,
     Session,
     Side,
@@ -78,17 +86,40 @@ _KEEPALIVES = {"keepalives": 1, "keepalives_idle": 5, "keepalives_interval": 2,
                "keepalives_count": 3}
 
 
+_STATUS_OF: dict[str, OrderStatus] = {
+    SimOrder.Status.FILLED: "filled", SimOrder.Status.COMPLETE: "filled",
+    SimOrder.Status.REJECTED: "rejected", SimOrder.Status.WORKING: "accepted",
+    SimOrder.Status.CANCELLED: "cancelled",
+}
+
+
+def _filled(order: SimOrder) -> int:
+    if order.status == SimOrder.Status.FILLED:
+        return order.qty
+    return order.filled_qty or 0
+
+
 def _result(order: SimOrder) -> OrderResult:
     return OrderResult(
         client_order_id=order.client_order_id or "",
         broker_order_id=f"SIM-{order.pk}",
-        status="filled" if order.status == SimOrder.Status.FILLED else "rejected",
-        filled_qty=order.qty if order.status == SimOrder.Status.FILLED else 0,
+        status=_STATUS_OF[order.status],
+        filled_qty=_filled(order),
         message=order.message,
         symbol=order.symbol,
         side=Side(order.side),
         qty=order.qty,
     )
+
+
+def _update(order: SimOrder) -> OrderUpdate:
+    """A held order's settlement as the stream says it."""
+    return OrderUpdate(client_order_id=order.client_order_id, broker_order_id=f"SIM-{order.pk}",
+                       symbol=order.symbol, status=_STATUS_OF[order.status],
+                       filled_qty=_filled(order), qty=order.qty)
+
+
+_SETTLED_HELD = (SimOrder.Status.COMPLETE, SimOrder.Status.CANCELLED)
 
 
 def price_clean(price: object) -> Decimal:
@@ -147,26 +178,44 @@ class _Tape:
         if book.reject_next:
             book.reject_next -= 1
             self.changed_books.add(book)
-        order = SimOrder(
-            book=book, client_order_id=request.client_order_id, symbol=request.symbol,
-            side=request.side, qty=request.qty, created_at=clock.now(),
-            status=SimOrder.Status.REJECTED if rejected else SimOrder.Status.FILLED,
-            fill_id=f"simrej-{uuid.uuid4().hex[:16]}" if rejected else _new_fill_id(),
-            message=("sim: account closed" if book.closed else "sim: order rejected (injected)")
-            if rejected else "",
-            delivered=rejected, price=None if rejected else self.quotes.get(request.symbol),
-        )
+        held = not rejected and book.hold_next > 0
+        if held:
+            book.hold_next -= 1
+            self.changed_books.add(book)
+        order = self._order(book, request, rejected=rejected, held=held)
         self.new_orders.append(order)
         self.known[key] = order
         if rejected:
             return lambda: PermanentBrokerError(order.message)
-        position = (book.pk, request.symbol)
-        self.deltas[position] = self.deltas.get(position, 0) + signed(request.side, request.qty)
+        if not held:  # a held order moves nothing until its parts fill
+            position = (book.pk, request.symbol)
+            self.deltas[position] = (self.deltas.get(position, 0)
+                                     + signed(request.side, request.qty))
         if book.timeout_next:
             book.timeout_next -= 1
             self.changed_books.add(book)
             return lambda: OrderOutcomeUnknown("sim: timeout waiting for the order (injected)")
         return lambda: _result(self.known[key])
+
+    def _order(self, book: SimAccount, request: OrderRequest, *, rejected: bool,
+               held: bool) -> SimOrder:
+        """The order's row: a fill, a rejection, or a held order (no fill: its parts are)."""
+        if rejected:
+            status, fill_id = SimOrder.Status.REJECTED, f"simrej-{uuid.uuid4().hex[:16]}"
+        elif held:
+            status, fill_id = SimOrder.Status.WORKING, f"simheld-{uuid.uuid4().hex[:16]}"
+        else:
+            status, fill_id = SimOrder.Status.FILLED, _new_fill_id()
+        return SimOrder(
+            book=book, client_order_id=request.client_order_id, symbol=request.symbol,
+            side=request.side, qty=request.qty, created_at=clock.now(), status=status,
+            fill_id=fill_id,
+            message=("sim: account closed" if book.closed else "sim: order rejected (injected)")
+            if rejected else "",
+            delivered=rejected or held,
+            price=None if rejected or held else self.quotes.get(request.symbol),
+            filled_qty=0 if held else None,
+        )
 
 
 class SimBroker(BrokerAdapter):
@@ -232,9 +281,10 @@ class SimBroker(BrokerAdapter):
             book = self._book(lock=True)
             if not book.reachable:
                 raise TransientBrokerError("sim: broker unreachable (outage)")
-            SimOrder.objects.using(DB).filter(book=book, delivered=False, missed=False).update(
-                missed=True
-            )
+            # Fills are in the positions read next; a held order's settlement is not: it is
+            # still said (the copier reads it as the look-up would answer).
+            SimOrder.objects.using(DB).filter(book=book, delivered=False, missed=False,
+                                              status=SimOrder.Status.FILLED).update(missed=True)
 
     def disconnect(self) -> None:
         """Nothing to close: the sim has no socket."""
@@ -279,8 +329,8 @@ class SimBroker(BrokerAdapter):
                             for account, request in batch]
                     cls._write(tape)
                     for book in tape.changed_books:
-                        book.save(using=DB,
-                                  update_fields=["fail_next", "reject_next", "timeout_next"])
+                        book.save(using=DB, update_fields=["fail_next", "reject_next",
+                                                           "timeout_next", "hold_next"])
                 return [step() for step in plan]
             except _Twin:
                 continue  # the books are unchanged: decide again from what is there now
@@ -299,6 +349,20 @@ class SimBroker(BrokerAdapter):
             .filter(book__account_id=self.account.pk, client_order_id=client_order_id).first()
         )
         return _result(order) if order else None
+
+    def order_cancel(self, client_order_id: str) -> OrderResult | None:
+        """A held order still working is cancelled (its rest), and the stream says so."""
+        with transaction.atomic(using=DB):
+            book = self._book(lock=True)
+            if not book.reachable:
+                raise TransientBrokerError("sim: broker unreachable (outage)")
+            order = (SimOrder.objects.using(DB).select_for_update()
+                     .filter(book=book, client_order_id=client_order_id).first())
+            if order is None:
+                return None
+            if order.status == SimOrder.Status.WORKING:
+                self._held_cancel(book, order)
+        return _result(order)
 
     def positions(self) -> dict[str, int]:
         book = self._book(lock=False)
@@ -344,21 +408,27 @@ class SimBroker(BrokerAdapter):
         return total.quantize(Decimal("0.01"))
 
     def poll_events(self) -> list[BrokerEvent]:
+        """The book's undelivered fills, oldest first, then the held orders settled since:
+        a held order's settlement comes after the fills that made it (they are in this batch
+        or an earlier one), as a venue's cancel comes after the parts filled before it."""
         with transaction.atomic(using=DB):
             book = self._book(lock=True)
             if not book.reachable:
                 raise TransientBrokerError("sim: stream down (outage)")
             rows = list(
-                SimOrder.objects.using(DB).select_for_update()
-                .filter(book=book, delivered=False, missed=False, status=SimOrder.Status.FILLED)
-                .order_by("id")
+                SimOrder.objects.using(DB).select_for_update(of=("self",))
+                .filter(book=book, delivered=False, missed=False,
+                        status__in=(SimOrder.Status.FILLED, *_SETTLED_HELD))
+                .select_related("parent").order_by("id")
             )
             SimOrder.objects.using(DB).filter(pk__in=[r.pk for r in rows]).update(delivered=True)
-        return [
+        events: list[BrokerEvent] = [
             Fill(fill_id=r.fill_id, symbol=r.symbol, side=Side(r.side), qty=r.qty,
-                 time=r.created_at, client_order_id=r.client_order_id, seq=r.pk)
-            for r in rows
+                 time=r.created_at, seq=r.pk, client_order_id=r.client_order_id if
+                 r.parent is None else r.parent.client_order_id)
+            for r in rows if r.status == SimOrder.Status.FILLED
         ]
+        return events + [_update(r) for r in rows if r.status in _SETTLED_HELD]
 
     # --- the sim's own controls (demo, replay, tests) ------------------------------
     def execute_fill(self, symbol: str, side: Side, qty: int, fill_id: str | None = None,
@@ -409,17 +479,85 @@ class SimBroker(BrokerAdapter):
             sql.fills_announce([book.pk])
 
     def inject(self, *, fail: int = 0, reject: int = 0, timeout: int = 0,
-               lookup_fail: int = 0) -> None:
-        """Make the next orders fail (transient), be rejected (permanent) or time out, or
-        the next look-ups by client order id fail (transient). Counts add up."""
-        if min(fail, reject, timeout, lookup_fail) < 0:
-            raise ValueError("fault counts must be >= 0")
+               lookup_fail: int = 0, hold: int = 0) -> None:
+        """Make the next orders fail (transient), be rejected (permanent), time out or be
+        held (acknowledged working, filled only by `fill_held`), or the next look-ups by
+        client order id fail (transient). Counts add up."""
+        counts = {"fail": fail, "reject": reject, "timeout": timeout,
+                  "lookup_fail": lookup_fail, "hold": hold}
+        bad = {k: v for k, v in counts.items()
+               if isinstance(v, bool) or not isinstance(v, int) or v < 0}
+        if bad:
+            raise ValueError(f"fault counts must be whole numbers >= 0, got {bad}")
         SimAccount.objects.using(DB).filter(pk=self._book(lock=False).pk).update(
             fail_next=F("fail_next") + fail,
             reject_next=F("reject_next") + reject,
             timeout_next=F("timeout_next") + timeout,
             lookup_fail_next=F("lookup_fail_next") + lookup_fail,
+            hold_next=F("hold_next") + hold,
         )
+
+    def held_count(self) -> int:
+        """How many of the book's held orders are still working."""
+        return SimOrder.objects.using(DB).filter(
+            book__account_id=self.account.pk, status=SimOrder.Status.WORKING).count()
+
+    def _held_oldest(self, book: SimAccount) -> SimOrder:
+        held = (SimOrder.objects.using(DB).select_for_update()
+                .filter(book=book, status=SimOrder.Status.WORKING).order_by("id").first())
+        if held is None:
+            raise ValueError(f"sim: {self.account} has no held order working")
+        return held
+
+    def fill_held(self, qty: int | None = None) -> str:
+        """Fill the oldest held order of the book: all that is left of it, or `qty` of it.
+
+        The part is a fill of its own (its own fill id, the symbol's price now, the held
+        order's client order id on the stream) and moves the position; the order is
+        complete once all of it filled. ValueError when nothing is held or `qty` is not
+        from 1 to what is left. Returns the part's fill id.
+        """
+        with transaction.atomic(using=DB):
+            book = self._book(lock=True)
+            held = self._held_oldest(book)
+            left = held.qty - (held.filled_qty or 0)
+            part = left if qty is None else qty
+            if isinstance(part, bool) or not isinstance(part, int) or not 0 < part <= left:
+                raise ValueError(f"sim: fill_held qty must be a whole number from 1 to {left} "
+                                 f"(what is left of order {held.client_order_id}), got {qty!r}")
+            quote = SimQuote.objects.using(DB).filter(symbol=held.symbol).first()
+            fill = SimOrder.objects.using(DB).create(
+                book=book, client_order_id=None, parent=held, fill_id=_new_fill_id(),
+                symbol=held.symbol, side=held.side, qty=part, status=SimOrder.Status.FILLED,
+                created_at=clock.now(), missed=not book.reachable,
+                price=quote.price if quote is not None else None,
+            )
+            held.filled_qty = (held.filled_qty or 0) + part
+            fields = ["filled_qty"]
+            if held.filled_qty == held.qty:
+                held.status, held.delivered, held.missed = SimOrder.Status.COMPLETE, False, False
+                fields += ["status", "delivered", "missed"]
+            held.save(using=DB, update_fields=fields)
+            sql.positions_move({(book.pk, held.symbol): signed(Side(held.side), part)})
+            sql.fills_announce([book.pk])
+        return fill.fill_id
+
+    def cancel_held(self) -> OrderResult:
+        """Cancel what is left of the oldest held order of the book (the venue's own cancel
+        or expiry); the stream says so. ValueError when nothing is held."""
+        with transaction.atomic(using=DB):
+            book = self._book(lock=True)
+            held = self._held_oldest(book)
+            self._held_cancel(book, held)
+        return _result(held)
+
+    @staticmethod
+    def _held_cancel(book: SimAccount, held: SimOrder) -> None:
+        """(In the caller's transaction, the book locked.)"""
+        held.status, held.delivered, held.missed = SimOrder.Status.CANCELLED, False, False
+        held.message = "sim: cancelled"
+        held.save(using=DB, update_fields=["status", "delivered", "missed", "message"])
+        sql.fills_announce([book.pk])
 
 
 

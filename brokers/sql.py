@@ -79,7 +79,7 @@ def positions_move(deltas: Mapping[tuple[int, str], int]) -> None:
 
 
 _INSERTED = ("book_id", "client_order_id", "fill_id", "symbol", "side", "qty", "status",
-             "message", "created_at", "delivered", "missed", "price")
+             "message", "created_at", "delivered", "missed", "price", "filled_qty")
 _INSERT = (
     "WITH ins AS (INSERT INTO brokers_simorder (" + ", ".join(_INSERTED)  # noqa: S608
     + ") VALUES {orders} ON CONFLICT DO NOTHING RETURNING " + ORDER.select() + ")"

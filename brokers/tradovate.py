@@ -9,8 +9,17 @@ Orders carry the copier's client order id as `clOrdId`, which Tradovate keeps on
 order's Command. There is no look-up by `clOrdId`, so `find_order` lists the commands.
 What an order filled is read from its fills (`/fill/deps?masterid=<orderId>`), never
 inferred: a market order still working after the answer is reported "accepted" with
-nothing filled, and its fill on the stream settles it (counted once, see
-`copier.services.listener._copier_order_settled`).
+what filled so far, and its fills on the stream settle the rest (counted once, see
+`copier.services.listener`). One the venue cancelled or let expire (`ordStatus`
+Canceled / Expired, or Completed short of its quantity) is "cancelled" with what filled
+before, never "filled": the rest is still to be done.
+
+The stream says when one of the account's orders settles (`OrderUpdate`), from the
+`order` entity's props (`ordStatus` Filled / Completed / Canceled / Expired / Rejected,
+`id`, `accountId`, `contractId`): the order's quantity is its `orderVersion`'s
+`orderQty`, its client id its New `command`'s `clOrdId` (both pushed with the order, or
+in the syncrequest's snapshot; asked over REST if not seen), and what a cancelled one
+filled is read from its fills (`/fill/deps`), which a cancel's push does not carry.
 
 Penalty tickets (HTTP 200 `{"p-ticket","p-time","p-captcha"}`) are honoured, never looped
 on: the request is refused locally until `p-time` has passed, then resent with the ticket.
@@ -47,6 +56,8 @@ from brokers.base import (
     OrderOutcomeUnknown,
     OrderRequest,
     OrderResult,
+    OrderStatus,
+    OrderUpdate,
     PermanentBrokerError,
     PositionUpdate,
     Session,
@@ -457,7 +468,8 @@ class TradovateBroker(BrokerAdapter):
 
     def _outcome(self, client_order_id: str, order_id: int, qty: int,
                  order: dict[str, Any] | None = None) -> OrderResult:
-        """What the order did so far: filled (all, or all it ever will), rejected, working."""
+        """What the order did so far: filled (all of it), cancelled (with what filled before),
+        rejected, or working (with what filled so far)."""
         fills = self._call("GET", "/fill/deps", params={"masterid": order_id})
         filled = sum(int(f.get("qty", 0)) for f in fills if f.get("active", True))
         complete = qty > 0 and filled >= qty
@@ -467,15 +479,14 @@ class TradovateBroker(BrokerAdapter):
             order = self._call("GET", "/order/item", params={"id": order_id})
             assert isinstance(order, dict)
         status = str(order.get("ordStatus", ""))
-        if complete or (filled and status in DONE_STATUSES):
-            return OrderResult(client_order_id, str(order_id), "filled", filled,
-                               message="" if complete else f"{status} after {filled}")
-        if status in DONE_STATUSES:
+        outcome, filled = _settlement(status, qty, filled)
+        if outcome == "rejected":
             return OrderResult(client_order_id, str(order_id), "rejected", 0,
                                message=self._reject_text(order_id, status))
-        # Working: "accepted" with nothing counted; each fill on the stream settles it.
-        return OrderResult(client_order_id, str(order_id), "accepted", 0,
-                           message=f"{status or 'working'}; filled {filled} of {qty} so far")
+        message = "" if outcome == "filled" else (
+            f"{status or 'working'}; filled {filled} of {qty}"
+            + (" so far" if outcome == "accepted" else ""))
+        return OrderResult(client_order_id, str(order_id), outcome, filled, message=message)
 
     def _reject_text(self, order_id: int, status: str) -> str:
         commands = self._call("GET", "/command/deps", params={"masterid": order_id})
@@ -486,7 +497,8 @@ class TradovateBroker(BrokerAdapter):
                     return f"{report['rejectReason']}: {report.get('text') or ''}".strip(": ")
         return f"order {status.lower()} unfilled"
 
-    def find_order(self, client_order_id: str) -> OrderResult | None:
+    def _order_of(self, client_order_id: str) -> tuple[int, dict[str, Any]] | None:
+        """This account's order sent with `client_order_id` (its New command's clOrdId)."""
         commands = self._call("GET", "/command/list")
         mine = self._account_id()
         for command in commands:
@@ -498,16 +510,41 @@ class TradovateBroker(BrokerAdapter):
                 order = self._call("GET", "/order/item", params={"id": order_id})
             except PermanentBrokerError:
                 continue  # not visible to this login: not ours
-            if not isinstance(order, dict) or order.get("accountId") != mine:
-                continue
-            versions = self._call("GET", "/orderVersion/deps", params={"masterid": order_id})
-            qty = max((int(v.get("orderQty", 0)) for v in versions), default=0)
-            found = self._outcome(client_order_id, order_id, qty, order=order)
-            return OrderResult(
-                found.client_order_id, found.broker_order_id, found.status, found.filled_qty,
-                found.message, symbol=self.contract_name(int(order["contractId"])),
-                side=_side(order.get("action")), qty=qty or None)
+            if isinstance(order, dict) and order.get("accountId") == mine:
+                return order_id, order
         return None
+
+    def _order_read(self, client_order_id: str, order_id: int,
+                    order: dict[str, Any]) -> OrderResult:
+        versions = self._call("GET", "/orderVersion/deps", params={"masterid": order_id})
+        qty = max((int(v.get("orderQty", 0)) for v in versions), default=0)
+        found = self._outcome(client_order_id, order_id, qty, order=order)
+        return OrderResult(
+            found.client_order_id, found.broker_order_id, found.status, found.filled_qty,
+            found.message, symbol=self.contract_name(int(order["contractId"])),
+            side=_side(order.get("action")), qty=qty or None)
+
+    def find_order(self, client_order_id: str) -> OrderResult | None:
+        found = self._order_of(client_order_id)
+        return None if found is None else self._order_read(client_order_id, *found)
+
+    def order_cancel(self, client_order_id: str) -> OrderResult | None:
+        """order/cancelorder while the order is working, then the order read again: a cancel
+        refused because the order settled first (TooLate) answers what it settled as."""
+        found = self._order_of(client_order_id)
+        if found is None:
+            return None
+        order_id, order = found
+        if order.get("ordStatus") in WORKING_STATUSES:
+            answer = self._call("POST", "/order/cancelorder",
+                                body={"orderId": order_id, "isAutomated": True})
+            failure = _failure(answer) if isinstance(answer, dict) else None
+            order = self._call("GET", "/order/item", params={"id": order_id})
+            assert isinstance(order, dict)
+            if failure is not None and order.get("ordStatus") in WORKING_STATUSES:
+                raise TransientBrokerError(
+                    f"{LABEL}: cancelling {client_order_id}: {failure.message}")
+        return self._order_read(client_order_id, order_id, order)
 
     def positions(self) -> dict[str, int]:
         """Net positions, with the newest fill id they include (`fills_cursor`).
@@ -636,6 +673,19 @@ class TradovateBroker(BrokerAdapter):
         return TradovateStream(self, session)
 
 
+def _settlement(status: str, qty: int, filled: int) -> tuple[OrderStatus, int]:
+    """The copier's status of an order of `ordStatus` `status` that filled `filled` of
+    `qty`: all filled is filled whatever the status says; a done order short of its
+    quantity was cancelled (what it filled stays filled); a rejected one filled nothing."""
+    if (qty > 0 and filled >= qty) or status == "Filled":
+        return "filled", max(filled, qty)
+    if status == "Rejected" and not filled:
+        return "rejected", 0
+    if status in DONE_STATUSES:
+        return "cancelled", filled
+    return "accepted", filled
+
+
 def _retry_after(response: httpx.Response, default: float) -> float:
     try:
         return float(response.headers.get("Retry-After", default))
@@ -677,6 +727,8 @@ class TradovateStream(BrokerStream):
         self._seen: set[int] = set()  # fill ids
         self._order_accounts: dict[int, int] = {}
         self._order_clids: dict[int, str | None] = {}
+        self._order_qty: dict[int, int] = {}  # orderId -> orderQty, from order versions
+        self._settled: set[int] = set()  # order ids whose settlement was delivered or old
         self._account = adapter._account_id()
 
     # --- opening ---------------------------------------------------------------------------
@@ -760,6 +812,10 @@ class TradovateStream(BrokerStream):
     def _snapshot_learn(self, snapshot: dict[str, Any]) -> None:
         for order in snapshot.get("orders") or ():
             self._order_accounts[int(order["id"])] = int(order["accountId"])
+            if order.get("ordStatus") in DONE_STATUSES:
+                self._settled.add(int(order["id"]))  # the past: never said again
+        for version in snapshot.get("orderVersions") or ():
+            self._version_learn(version)
         for command in snapshot.get("commands") or ():
             if command.get("commandType", "New") == "New":
                 self._order_clids[int(command["orderId"])] = command.get("clOrdId")
@@ -809,21 +865,26 @@ class TradovateStream(BrokerStream):
             return
         if item.get("e") != "props" or not isinstance(item.get("d"), dict):
             return
-        entity_type = item["d"].get("entityType")
         entity = item["d"].get("entity")
-        if not isinstance(entity, dict):
-            return
+        if isinstance(entity, dict):
+            await self._entity(item["d"].get("entityType"), entity)
+
+    async def _entity(self, entity_type: object, entity: dict[str, Any]) -> None:
+        event: BrokerEvent | None = None
         if entity_type == "order" and entity.get("id") is not None:
             self._order_accounts[int(entity["id"])] = int(entity["accountId"])
+            event = await self._order_update(entity)
+        elif entity_type == "orderVersion":
+            self._version_learn(entity)
         elif entity_type == "command" and entity.get("commandType", "New") == "New":
             self._order_clids[int(entity["orderId"])] = entity.get("clOrdId")
         elif entity_type == "fill":
-            fill = await self._fill(entity)
-            if fill is not None:
-                self._pending.append(fill)
+            event = await self._fill(entity)
         elif entity_type == "position" and entity.get("accountId") == self._account:
             name = await self._name(int(entity["contractId"]))
-            self._pending.append(PositionUpdate(name, int(entity.get("netPos", 0))))
+            event = PositionUpdate(name, int(entity.get("netPos", 0)))
+        if event is not None:
+            self._pending.append(event)
 
     async def _fill(self, entity: dict[str, Any]) -> Fill | None:
         if entity.get("id") is None or int(entity["id"]) in self._seen:
@@ -837,17 +898,48 @@ class TradovateStream(BrokerStream):
         if account != self._account:
             self._seen.add(fill_id)
             return None
-        if order_id not in self._order_clids:
-            commands = await self._lookup("/command/deps", {"masterid": order_id}) or []
-            self._order_clids[order_id] = next(
-                (c.get("clOrdId") for c in commands if c.get("commandType", "New") == "New"),
-                None)
+        await self._clid_learn(order_id)
         fill = Fill(fill_id=str(fill_id), symbol=await self._name(int(entity["contractId"])),
                     side=_side(entity.get("action")), qty=int(entity.get("qty", 0)),
                     time=_time(entity.get("timestamp")),
                     client_order_id=self._order_clids.get(order_id), seq=fill_id)
         self._seen.add(fill_id)
         return fill
+
+    async def _clid_learn(self, order_id: int) -> None:
+        """The order's client id, asked of the venue when its command was not seen."""
+        if order_id not in self._order_clids:
+            commands = await self._lookup("/command/deps", {"masterid": order_id}) or []
+            self._order_clids[order_id] = next(
+                (c.get("clOrdId") for c in commands if c.get("commandType", "New") == "New"),
+                None)
+
+    def _version_learn(self, version: dict[str, Any]) -> None:
+        if version.get("orderId") is not None and version.get("orderQty") is not None:
+            self._order_qty[int(version["orderId"])] = int(version["orderQty"])
+
+    async def _order_update(self, entity: dict[str, Any]) -> OrderUpdate | None:
+        """This account's order settled (see the module docstring), said once per order."""
+        order_id = int(entity["id"])
+        status = str(entity.get("ordStatus", ""))
+        if (status not in DONE_STATUSES or order_id in self._settled
+                or int(entity["accountId"]) != self._account):
+            return None
+        self._settled.add(order_id)
+        qty = self._order_qty.get(order_id)
+        if qty is None:
+            versions = await self._lookup("/orderVersion/deps", {"masterid": order_id}) or []
+            qty = max((int(v.get("orderQty", 0)) for v in versions), default=0)
+        filled = qty if status == "Filled" else 0
+        if status != "Filled":
+            fills = await self._lookup("/fill/deps", {"masterid": order_id}) or []
+            filled = sum(int(f.get("qty", 0)) for f in fills if f.get("active", True))
+        await self._clid_learn(order_id)
+        outcome, filled = _settlement(status, qty, filled)
+        return OrderUpdate(client_order_id=self._order_clids.get(order_id),
+                           broker_order_id=str(order_id),
+                           symbol=await self._name(int(entity["contractId"])),
+                           status=outcome, filled_qty=filled, qty=qty)
 
     async def _lookup(self, path: str, params: dict[str, object]) -> Any:
         token = self.session.token if self.session else None

@@ -246,6 +246,29 @@ class Replay:
     def _op_reject_orders(self, step: Step) -> None:
         self.broker.inject(self._account(step), "reject", step.args["count"])
 
+    def _op_hold_orders(self, step: Step) -> None:
+        """The broker acknowledges the follower's next orders as working, filling none."""
+        self.broker.inject(self._account(step), "hold", step.args["count"])
+
+    def _op_fill_held(self, step: Step) -> None:
+        """The broker fills the follower's oldest held order (or part of it); its stream
+        then says so, as a follower's fills reach the copier."""
+        account = self._account(step)
+        try:
+            self.broker.held_fill(account, step.args.get("qty"))
+        except ValueError as exc:  # nothing held, or more than is left
+            raise ScenarioError(f"step {step.index} (fill_held): {exc}") from None
+        self._pump(account)
+
+    def _op_cancel_held(self, step: Step) -> None:
+        """The broker cancels what is left of the follower's oldest held order."""
+        account = self._account(step)
+        try:
+            self.broker.held_cancel(account)
+        except ValueError as exc:
+            raise ScenarioError(f"step {step.index} (cancel_held): {exc}") from None
+        self._pump(account)
+
     def _op_release(self, step: Step) -> None:
         quarantine_lift(account=self.accounts[step.args["account"]], symbol=step.args["symbol"],
                         by="replay")

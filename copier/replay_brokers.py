@@ -37,7 +37,7 @@ T = TypeVar("T")
 # server has pushed every frame of the step before its call returned.
 QUIET_SECONDS = 0.15
 # Each step's faults at the venue, by the scenario op that asks for them.
-FAULT_OF_OP = {"fail": "http_5xx", "reject": "reject"}
+FAULT_OF_OP = {"fail": "http_5xx", "reject": "reject", "hold": "hold"}
 
 
 class SimBrokerDriver:
@@ -68,6 +68,12 @@ class SimBrokerDriver:
 
     def inject(self, account: TradingAccount, fault: str, count: int) -> None:
         SimBroker(account).inject(**{fault: count})
+
+    def held_fill(self, account: TradingAccount, qty: int | None) -> None:
+        SimBroker(account).fill_held(qty)
+
+    def held_cancel(self, account: TradingAccount) -> None:
+        SimBroker(account).cancel_held()
 
     def positions(self, names: Sequence[str]) -> dict[str, dict[str, int]]:
         held: dict[str, dict[str, int]] = {}
@@ -257,6 +263,12 @@ class VenueBrokerDriver:
 
     def inject(self, account: TradingAccount, fault: str, count: int) -> None:
         self.venue.inject(FAULT_OF_OP[fault], count, account_external_id=account.external_id)
+
+    def held_fill(self, account: TradingAccount, qty: int | None) -> None:
+        self.venue.held_fill(account.external_id, qty)
+
+    def held_cancel(self, account: TradingAccount) -> None:
+        self.venue.held_cancel(account.external_id)
 
     def positions(self, names: Sequence[str]) -> dict[str, dict[str, int]]:
         held: dict[str, dict[str, int]] = {}

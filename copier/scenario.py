@@ -30,7 +30,11 @@ OPS = ("fill", "outage", "restore", "fail_orders", "reject_orders", "advance", "
        # follower and group modes, and the kill switch's flatten (docs/scenarios.md)
        "mode", "group_mode", "flatten",
        # the market moves (a price for the daily loss limit's P&L, docs/scenarios.md)
-       "price")
+       "price",
+       # orders the broker acknowledges and fills later, in parts, or cancels (COPY_RULES.md)
+       "hold_orders", "fill_held", "cancel_held")
+# The ops that act on a follower's held orders (`hold_orders` arms them).
+HELD_OPS = ("fill_held", "cancel_held")
 
 MODES = ("active", "exits_only", "off")
 
@@ -153,7 +157,26 @@ def load(text: str) -> Scenario:
     steps = tuple(
         _step(i, raw, accounts, followers, by_name) for i, raw in enumerate(raw_steps, start=1)
     )
+    _holds_check(steps)
     return Scenario(tuple(accounts), groups, steps)
+
+
+def _holds_check(steps: tuple[Step, ...]) -> None:
+    """A `fill_held` / `cancel_held` needs a held order: one `hold_orders` armed for that
+    account and not yet settled by an earlier step (a whole `fill_held` or a `cancel_held`
+    settles one; a part leaves it held). Whether the copier did send an order to hold is
+    known only while replaying: the replay says so then, naming the step."""
+    armed: dict[str, int] = {}
+    for step in steps:
+        account = str(step.args.get("account"))
+        if step.op == "hold_orders":
+            armed[account] = armed.get(account, 0) + step.args["count"]
+        elif step.op in HELD_OPS:
+            if armed.get(account, 0) <= 0:
+                raise ScenarioError(f"step {step.index} ({step.op}): {account} has no held "
+                                    "order (no hold_orders before it left one working)")
+            if "qty" not in step.args:
+                armed[account] -= 1
 
 
 def _accounts(raw: list[Any]) -> list[str]:
@@ -453,6 +476,20 @@ def _fault_args(
     return {"count": _count(where, raw.get("count"), "count", positive=False)}
 
 
+def _hold_args(
+    where: str, raw: dict[str, Any], args: dict[str, Any], followers: set[str]
+) -> dict[str, Any]:
+    """`hold_orders` (a count > 0), `fill_held` (an optional qty > 0), `cancel_held`: a
+    follower's orders, which the copier sends."""
+    if args["account"] not in followers:
+        raise ScenarioError(f"{where}: {args['account']} follows no group")
+    if raw["op"] == "hold_orders":
+        return {"count": _count(where, raw.get("count"), "count", positive=True)}
+    if raw["op"] == "fill_held" and "qty" in raw:
+        return {"qty": _count(where, raw["qty"], "qty", positive=True)}
+    return {}
+
+
 def _advance_args(
     where: str, raw: dict[str, Any], _a: dict[str, Any], _f: set[str]
 ) -> dict[str, Any]:
@@ -489,4 +526,7 @@ _OP_ARGS = {
     "leave": _leave_args,
     "mode": _mode_args,
     "price": _price_args,
+    "hold_orders": _hold_args,
+    "fill_held": _hold_args,
+    "cancel_held": _hold_args,
 }

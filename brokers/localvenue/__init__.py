@@ -36,6 +36,8 @@ FAULTS = (
     "lookup_fail",     # next order look-ups answer HTTP 503
     "partial",         # next placements fill in two parts (two fills on the stream)
     "late_fill",       # next placements answer "accepted/working"; the fill comes ~0.3 s later
+    "hold",            # next placements rest open, unfilled, until `held_fill` / `held_cancel`
+    "cancel_rest",     # next placements fill 1 contract and the venue cancels the rest at once
     "auth_refused",    # next logins are refused (wrong credentials)
 )
 
@@ -177,6 +179,38 @@ class LocalVenue(abc.ABC):
         """A limit order a trader left at the venue, away from the market: it rests, unfilled,
         until cancelled, and is pushed on the account's stream as the venue pushes a new
         order. Returns the venue's order id (what a flatten must cancel)."""
+
+    @abc.abstractmethod
+    def held_fill(self, account_external_id: str, qty: int | None = None) -> str:
+        """Fill the account's oldest held order (`hold` fault): all that is left, or `qty`
+        of it, pushed as the venue pushes a fill (order, trade, position). Returns the fill
+        id. ValueError when the account has no held order open, or `qty` is not from 1 to
+        what is left."""
+
+    @abc.abstractmethod
+    def held_cancel(self, account_external_id: str) -> str:
+        """Cancel what is left of the account's oldest held order, as the venue cancels or
+        expires an order itself, and push the order's update. Returns its order id.
+        ValueError when the account has no held order open."""
+
+    def held_left(self, account_external_id: str) -> int:
+        """How many held orders of the account are still open."""
+        async def count() -> int:
+            return len(self._held_open(int(account_external_id)))
+        return self.call(count())
+
+    @abc.abstractmethod
+    def _held_open(self, account_id: int) -> list[dict[str, Any]]:
+        """(On the venue's loop) the account's held orders still open, oldest first."""
+
+    @staticmethod
+    def _held_part(order_id: object, left: int, qty: int | None) -> int:
+        """The part of a held order a `held_fill` fills, or ValueError."""
+        part = left if qty is None else qty
+        if isinstance(part, bool) or not isinstance(part, int) or not 0 < part <= left:
+            raise ValueError(f"held_fill qty must be a whole number from 1 to {left} (what is "
+                             f"left of order {order_id}), got {qty!r}")
+        return part
 
     @abc.abstractmethod
     def price_set(self, symbol: str, price: object) -> None:

@@ -121,6 +121,7 @@ class ProjectXVenue(LocalVenue):
         self._site: web.TCPSite | None = None
         self._pinger: asyncio.Task[None] | None = None
         self._late: set[asyncio.Handle] = set()
+        self._held: list[dict[str, Any]] = []  # orders of the `hold` fault, oldest first
         self._closing: set[asyncio.Task[bool]] = set()
         self.port = 0
 
@@ -217,6 +218,31 @@ class ProjectXVenue(LocalVenue):
             self._push_order(order)
             return str(order["id"])
         return self.call(add())
+
+    def held_fill(self, account_external_id: str, qty: int | None = None) -> str:
+        async def fill() -> str:
+            order = self._held_oldest(int(account_external_id))
+            part = self._held_part(order["id"], order["size"] - order["fillVolume"], qty)
+            return str(self._fill(order, part)["id"])
+        return self.call(fill())
+
+    def held_cancel(self, account_external_id: str) -> str:
+        async def cancel() -> str:
+            order = self._held_oldest(int(account_external_id))
+            order.update(status=ORDER_CANCELLED, updateTimestamp=_iso())
+            self._push_order(order)
+            return str(order["id"])
+        return self.call(cancel())
+
+    def _held_open(self, account_id: int) -> list[dict[str, Any]]:
+        return [o for o in self._held if o["accountId"] == account_id
+                and o["status"] == ORDER_OPEN]
+
+    def _held_oldest(self, account_id: int) -> dict[str, Any]:
+        held = self._held_open(account_id)
+        if not held:
+            raise ValueError(f"account {account_id} has no held order open at the local venue")
+        return held[0]
 
     def _trade_again(self, account_id: int, fill_id: str) -> str:
         """The hub pushes a trade it pushed before (a duplicate delivery); nothing moves."""
@@ -504,6 +530,14 @@ class ProjectXVenue(LocalVenue):
     def _order_execute(self, order: dict[str, Any]) -> None:
         self._push_order(order)
         account = order["accountId"]
+        if self._take("hold", account):
+            self._held.append(order)  # rests open until held_fill / held_cancel
+            return
+        if self._take("cancel_rest", account) and order["size"] > 1:
+            self._fill(order, 1)
+            order.update(status=ORDER_CANCELLED, updateTimestamp=_iso())
+            self._push_order(order)
+            return
         if self._take("late_fill", account):
             handle = asyncio.get_running_loop().call_later(
                 self.late_fill_delay, lambda: self._fill(order, order["size"]))

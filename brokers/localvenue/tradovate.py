@@ -121,6 +121,7 @@ class TradovateVenue(LocalVenue):
         self._reports: dict[int, dict[str, Any]] = {}
         self._fills: dict[int, dict[str, Any]] = {}
         self._positions: dict[tuple[int, int], dict[str, Any]] = {}
+        self._held: list[dict[str, Any]] = []  # orders of the `hold` fault, oldest first
         self._tokens: dict[str, _Token] = {}
         self._tickets: set[str] = set()
         self._logins: dict[str, list[float]] = {}  # login name -> its logins' times
@@ -236,6 +237,38 @@ class TradovateVenue(LocalVenue):
                                     limit=round(self.prices[symbol] * away, 2))
             return str(order["id"])
         return self.call(add())
+
+    def held_fill(self, account_external_id: str, qty: int | None = None) -> str:
+        async def fill() -> str:
+            order = self._held_oldest(int(account_external_id))
+            left = self._versions[order["id"]]["orderQty"] - sum(
+                f["qty"] for f in self._fills.values() if f["orderId"] == order["id"])
+            part = self._held_part(order["id"], left, qty)
+            return str(self._fill(order, part, final=part == left))
+        return self.call(fill())
+
+    def held_cancel(self, account_external_id: str) -> str:
+        async def cancel() -> str:
+            order = self._held_oldest(int(account_external_id))
+            self._venue_cancel(order)
+            return str(order["id"])
+        return self.call(cancel())
+
+    def _held_open(self, account_id: int) -> list[dict[str, Any]]:
+        return [o for o in self._held if o["accountId"] == account_id
+                and o["ordStatus"] == "Working"]
+
+    def _held_oldest(self, account_id: int) -> dict[str, Any]:
+        held = self._held_open(account_id)
+        if not held:
+            raise ValueError(f"account {account_id} has no held order open at the local venue")
+        return held[0]
+
+    def _venue_cancel(self, order: dict[str, Any]) -> None:
+        """The venue ends the order itself (an expiry, its own cancel): no Cancel command of
+        the user's, only the order's update."""
+        order["ordStatus"] = "Canceled"
+        self._push(order["accountId"], "order", "Updated", order)
 
     def _fill_again(self, account_id: int, fill_id: str) -> str:
         """The socket pushes a fill it pushed before (a duplicate delivery); nothing moves."""
@@ -653,6 +686,13 @@ class TradovateVenue(LocalVenue):
 
     def _execute(self, order: dict[str, Any], qty: int) -> None:
         scope = {order["accountId"]}
+        if self._take("hold", scope):
+            self._held.append(order)  # rests Working until held_fill / held_cancel
+            return
+        if self._take("cancel_rest", scope) and qty > 1:
+            self._fill(order, 1, final=False)
+            self._venue_cancel(order)
+            return
         if self._take("late_fill", scope):
             asyncio.get_running_loop().call_later(0.3, self._fill, order, qty)
         elif self._take("partial", scope) and qty > 1:

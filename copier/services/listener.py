@@ -1,7 +1,8 @@
 """Routing what a broker's stream says into the services.
 
 `broker_events_handle` takes one batch off an account's stream and hands every fill
-to ingestion (leader) or to the follower's confirmed position; `copier_listen`
+to ingestion (leader) or to the follower's confirmed position, and every order the
+venue settled to the copier's Order row (`order_update_record`); `copier_listen`
 (copier.listen) calls it for every batch its streams return. `broker_events_pump`
 is one synchronous poll turn of the sim's stream, for replay and the benchmark,
 which step the sim themselves.
@@ -22,6 +23,7 @@ from brokers.base import (
     BrokerEvent,
     ConnectionLost,
     Fill,
+    OrderUpdate,
     PositionUpdate,
     TransientBrokerError,
 )
@@ -29,7 +31,7 @@ from brokers.registry import adapter_for
 from copier import clock, rules, sql
 from copier.models import CopyGroup, Order, RefusedFill
 from copier.services.ingest import FillInput, leader_fill_ingest
-from copier.services.placement import is_copier_order_id, order_fill_add
+from copier.services.placement import is_copier_order_id, order_fill_add, order_settled
 from copier.services.positions import position_lock
 from copier.services.sync_guard import (
     connection_lost,
@@ -74,6 +76,8 @@ def broker_events_handle(*, account: TradingAccount, events: list[BrokerEvent],
             handled += _fill_handle(account, event, is_leader=is_leader, received_at=received_at)
         elif isinstance(event, PositionUpdate):
             position_update_record(account=account, update=event, is_leader=is_leader)
+        elif isinstance(event, OrderUpdate):
+            order_update_record(account=account, update=event)
         elif isinstance(event, ConnectionLost):
             connection_lost(account=account, reason=event.reason)
     # Statements of the broker's that no fill explained within the grace are due now.
@@ -211,6 +215,63 @@ def _copier_order_fill(account: TradingAccount, fill: Fill, *, covered: bool) ->
     if covered or not _fill_first_seen(account, fill):
         return 0
     return order_fill_add(order, fill.qty)
+
+
+# What the venue's settlement of a working order makes of the copier's row, by what filled.
+_ORDER_SETTLED = {"cancelled": Order.Status.CANCELLED, "rejected": Order.Status.REJECTED}
+
+
+def order_update_record(*, account: TradingAccount, update: OrderUpdate) -> Order | None:
+    """The venue ended one of the copier's working orders short of its quantity: its row is
+    settled by what its fills did. The order row as settled; None when nothing changed.
+
+    Only a cancel (or expiry) and a rejection settle anything here: a filled order is
+    settled by its fills (`follower_fill_record`), and an update can never stand in for a
+    fill (it moves no position). Nothing filled: `cancelled` (or `rejected`). Part of it
+    filled: `filled` with the `filled_qty` its fills counted (`qty` stays what was asked).
+    The venue saying more filled than the copier's fills counted means a fill is still on
+    its way: the row stays working, since settling it now would make that fill count for
+    nothing; a look-up (a reconnect's, the working-order timeout's) settles it then.
+    Only an order of the copier's with exactly that client order id on this account (or,
+    without one, that broker order id) is touched; any other update is a trader's order.
+    """
+    if update.status not in _ORDER_SETTLED:
+        return None
+    found = _order_of_update(account, update)
+    if found is None:
+        log.debug("%s: order update for %s / %s: not an order of the copier's; ignored",
+                  account.name, update.client_order_id, update.broker_order_id)
+        return None
+    with transaction.atomic():
+        position_lock(account.pk, found.symbol)  # a placement's or a fill's move is final
+        order = Order.objects.select_for_update().get(pk=found.pk)
+        if order.status not in (Order.Status.ACCEPTED, Order.Status.UNKNOWN):
+            return None  # settled already (a fill, a look-up)
+        counted = order.filled_qty if order.status == Order.Status.ACCEPTED else 0
+        if update.filled_qty > counted:
+            log.warning("%s: order %s %s at the broker after %d filled; the copier has "
+                        "counted %d: waiting for its fills", account.name,
+                        order.client_order_id, update.status, update.filled_qty, counted)
+            return None
+        order.move_to(_ORDER_SETTLED[update.status] if not counted else Order.Status.FILLED)
+        order.filled_qty = counted
+        order.message = (f"{update.status} at the broker after {counted} of {order.qty} "
+                         "filled")
+        order.completed_at = clock.now()
+        order.save(update_fields=["status", "filled_qty", "message", "completed_at"])
+        order_settled(order)  # an exit's rest queued; what waited for it goes on
+    log.info("%s: order %s %s", account.name, order.client_order_id, order.message)
+    return order
+
+
+def _order_of_update(account: TradingAccount, update: OrderUpdate) -> Order | None:
+    if update.client_order_id:
+        rows = Order.objects.filter(account=account, client_order_id=update.client_order_id)
+    elif update.broker_order_id:
+        rows = Order.objects.filter(account=account, broker_order_id=update.broker_order_id)
+    else:
+        return None
+    return rows.only("pk", "symbol").first()
 
 
 def position_update_record(*, account: TradingAccount, update: PositionUpdate,

@@ -17,6 +17,7 @@ from brokers.base import (
     Fill,
     OrderOutcomeUnknown,
     OrderRequest,
+    OrderUpdate,
     PermanentBrokerError,
     PositionUpdate,
     Session,
@@ -371,7 +372,7 @@ def test_stream_subscribes_and_maps_trades_and_positions(venue, px):
         await stream.open()
         try:
             await asyncio.to_thread(venue.trade, ext(px), "NQZ6", "sell", 2)
-            return await events_take(stream, 2)
+            return await events_take(stream, 3)
         finally:
             await stream.close()
             await stream.close()  # twice is fine
@@ -382,7 +383,9 @@ def test_stream_subscribes_and_maps_trades_and_positions(venue, px):
     assert [t for t, _a in mine[-4:]] == ["SubscribeAccounts", "SubscribeOrders",
                                           "SubscribePositions", "SubscribeTrades"]
     [trade] = venue.trades(ext(px))
-    fill, position = events  # type: ignore[misc]
+    update, fill, position = events  # type: ignore[misc]
+    # the order's push comes first here (the venue's order of pushes is not documented)
+    assert update == OrderUpdate(None, str(trade["orderId"]), "NQZ6", "filled", 2, 2)
     assert isinstance(fill, Fill)
     assert isinstance(position, PositionUpdate)
     assert (fill.fill_id, fill.seq, fill.symbol, fill.side, fill.qty, fill.client_order_id) == (
@@ -398,7 +401,7 @@ def test_late_fill_comes_on_the_stream_with_the_client_id(venue, px):
         try:
             venue.inject("late_fill")
             result = await asyncio.to_thread(px.place_order, order("cp7-1-0", "buy", 2))
-            return result, await events_take(stream, 2)
+            return result, await events_take(stream, 3)
         finally:
             await stream.close()
 
@@ -417,7 +420,7 @@ def test_dropped_stream_raises_and_a_new_one_resubscribes_without_replay(venue, 
         stream = px.stream(_session(px))
         await stream.open()
         await asyncio.to_thread(venue.trade, ext(px), "ESZ6", "buy", 1)
-        await events_take(stream, 2)
+        await events_take(stream, 3)  # the order's settlement, the fill, the position
         await asyncio.to_thread(venue.streams_drop)
         with pytest.raises(TransientBrokerError, match="closed"):
             await events_take(stream, 1)
@@ -428,7 +431,7 @@ def test_dropped_stream_raises_and_a_new_one_resubscribes_without_replay(venue, 
         assert len(venue.hub_invocations) == subscribed + 4
         try:
             await asyncio.to_thread(venue.trade, ext(px), "ESZ6", "sell", 1)
-            return await events_take(again, 2)
+            return await events_take(again, 3)
         finally:
             await again.close()
 
@@ -551,7 +554,7 @@ def test_hub_pings_are_answered_and_never_delivered_as_events():
             try:
                 await asyncio.sleep(0.2)  # ten pings arrive meanwhile
                 await asyncio.to_thread(chatty.trade, external, "ESZ6", "buy", 3)
-                return await events_take(stream, 2)
+                return await events_take(stream, 3)
             finally:
                 await stream.close()
 
@@ -562,7 +565,8 @@ def test_hub_pings_are_answered_and_never_delivered_as_events():
         answered = chatty.hub_pings_received
     finally:
         chatty.stop()
-    assert [type(e) for e in events] == [Fill, PositionUpdate]  # type: ignore[union-attr]
+    assert [type(e) for e in events] == [  # type: ignore[union-attr]
+        OrderUpdate, Fill, PositionUpdate]
     assert answered >= 3
 
 
@@ -652,11 +656,11 @@ def test_a_trade_given_its_fill_id_again_is_delivered_again_and_moves_nothing(ve
         await stream.open()
         try:
             first = await asyncio.to_thread(venue.trade, ext(px), "ESZ6", "buy", 1)
-            got = await events_take(stream, 2)
+            got = await events_take(stream, 3)
             again = await asyncio.to_thread(venue.trade, ext(px), "ESZ6", "buy", 1, first)
             assert again == first
             await asyncio.to_thread(venue.trade, ext(px), "NQZ6", "sell", 1)
-            return got + await events_take(stream, 2)
+            return got + await events_take(stream, 3)
         finally:
             await stream.close()
 
@@ -666,3 +670,110 @@ def test_a_trade_given_its_fill_id_again_is_delivered_again_and_moves_nothing(ve
     assert len(venue.trades(ext(px))) == 2
     with pytest.raises(ValueError, match="no trade"):
         venue.trade(ext(px), "ESZ6", "buy", 1, "999999")
+
+
+# --- working orders: held, filled in parts, cancelled ---------------------------------------
+def test_an_order_cancelled_after_a_part_filled_is_cancelled_with_what_filled(venue, px):
+    venue.inject("hold", account_external_id=ext(px))
+    placed = px.place_order(order("cp-h1", "sell", 3))
+    assert (placed.status, placed.filled_qty, placed.qty) == ("accepted", 0, 3)
+    assert venue.positions(ext(px)) == {}
+    venue.held_fill(ext(px), 1)
+    working = px.find_order("cp-h1")
+    assert working is not None
+    assert (working.status, working.filled_qty) == ("accepted", 1)
+    venue.held_cancel(ext(px))
+    found = px.find_order("cp-h1")
+    assert found is not None
+    assert (found.status, found.filled_qty, found.qty) == ("cancelled", 1, 3)
+    assert venue.positions(ext(px)) == {"ESZ6": -1}
+
+
+def test_a_placement_the_venue_fills_in_part_and_cancels_reads_back_cancelled(venue, px):
+    venue.inject("cancel_rest", account_external_id=ext(px))
+    placed = px.place_order(order("cp-c1", "sell", 3))
+    assert (placed.status, placed.filled_qty, placed.qty) == ("cancelled", 1, 3)
+    assert venue.positions(ext(px)) == {"ESZ6": -1}
+
+
+def test_an_order_cancelled_with_nothing_filled_is_cancelled_not_rejected(venue, px):
+    venue.inject("hold", account_external_id=ext(px))
+    px.place_order(order("cp-h0", "buy", 2))
+    venue.held_cancel(ext(px))
+    found = px.find_order("cp-h0")
+    assert found is not None
+    assert (found.status, found.filled_qty) == ("cancelled", 0)
+
+
+def test_order_cancel_cancels_a_working_order_and_answers_a_settled_one(venue, px):
+    assert px.order_cancel("never-sent") is None
+    venue.inject("hold", count=2, account_external_id=ext(px))
+    px.place_order(order("cp-w1", "buy", 3))
+    px.place_order(order("cp-w2", "buy", 2))
+    venue.held_fill(ext(px), 2)
+    cancelled = px.order_cancel("cp-w1")
+    assert cancelled is not None
+    assert (cancelled.status, cancelled.filled_qty, cancelled.qty) == ("cancelled", 2, 3)
+    assert venue.held_left(ext(px)) == 1
+    assert px.order_cancel("cp-w1") == cancelled  # again: the same answer, nothing sent
+    venue.held_fill(ext(px))  # cp-w2 fills before the cancel reaches it
+    filled = px.order_cancel("cp-w2")
+    assert filled is not None
+    assert (filled.status, filled.filled_qty) == ("filled", 2)
+    assert venue.positions(ext(px)) == {"ESZ6": 4}
+
+
+def test_order_cancel_of_an_unreachable_account_is_transient(venue, px):
+    venue.inject("hold", account_external_id=ext(px))
+    px.place_order(order("cp-u1", "buy", 1))
+    venue.set_reachable(False, account_external_id=ext(px))
+    try:
+        with pytest.raises(TransientBrokerError):
+            px.order_cancel("cp-u1")
+    finally:
+        venue.set_reachable(True, account_external_id=ext(px))
+    assert venue.held_left(ext(px)) == 1
+
+
+def test_held_fill_refuses_what_is_not_there_and_a_hold_is_the_accounts_own(venue, px):
+    with pytest.raises(ValueError, match="no held order"):
+        venue.held_fill(ext(px))
+    venue.inject("hold", account_external_id=ext(px))
+    other = ProjectXBroker(_account(venue, "px-other-hold"))
+    session_save(other.account.pk, other.session_obtain(None), obtained_by="test")  # type: ignore[arg-type]
+    assert other.place_order(order("cp-o1", "buy", 1)).status == "filled"
+    px.place_order(order("cp-m1", "buy", 2))
+    for bad in (0, 3):
+        with pytest.raises(ValueError, match="from 1 to 2"):
+            venue.held_fill(ext(px), bad)
+    with pytest.raises(ValueError, match="no held order"):
+        venue.held_cancel(ext(other))
+    venue.held_fill(ext(px))
+    assert venue.held_left(ext(px)) == 0
+
+
+def test_the_stream_says_when_an_order_settles_once_after_its_fills(venue, px):
+    async def scenario() -> list[BrokerEvent]:
+        stream = px.stream(_session(px))
+        await stream.open()
+        try:
+            venue.inject("hold", account_external_id=ext(px))
+            await asyncio.to_thread(px.place_order, order("cp-s1", "sell", 3))
+            await asyncio.to_thread(venue.held_fill, ext(px), 1)
+            got = await events_take(stream, 2)
+            await asyncio.to_thread(venue.held_cancel, ext(px))
+            got += await events_take(stream, 1)
+            await asyncio.to_thread(px.place_order, order("cp-s2", "buy", 1))
+            return got + await events_take(stream, 3)
+        finally:
+            await stream.close()
+
+    events = run(scenario())
+    updates = [e for e in events if isinstance(e, OrderUpdate)]  # type: ignore[union-attr]
+    [held] = [o for o in venue.orders(ext(px)) if o["customTag"] == "cp-s1"]
+    [plain] = [o for o in venue.orders(ext(px)) if o["customTag"] == "cp-s2"]
+    assert updates == [OrderUpdate("cp-s1", str(held["id"]), "ESZ6", "cancelled", 1, 3),
+                       OrderUpdate("cp-s2", str(plain["id"]), "ESZ6", "filled", 1, 1)]
+    fills = [e for e in events if isinstance(e, Fill)]  # type: ignore[union-attr]
+    assert [(f.client_order_id, f.qty) for f in fills] == [("cp-s1", 1), ("cp-s2", 1)]
+    assert events.index(updates[0]) > events.index(fills[0])  # type: ignore[union-attr]

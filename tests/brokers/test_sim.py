@@ -213,3 +213,144 @@ def test_fills_carry_the_books_sequence_and_positions_say_which_they_include(sim
     assert sim.fills_cursor() == second.seq
     sim.execute_fill("ES", "buy", 1, "f1")  # delivered again: the same fill, the same number
     assert [e.seq for e in sim.poll_events()] == [first.seq]
+
+
+# --- held orders: a venue's working orders and part fills --------------------------------------
+def test_a_held_order_is_acknowledged_working_and_moves_nothing(sim):
+    sim.inject(hold=1)
+    held = sim.place_order(order("h1", "buy", 3))
+    assert (held.status, held.filled_qty, held.qty) == ("accepted", 0, 3)
+    assert sim.positions() == {}
+    assert sim.poll_events() == []
+    assert sim.place_order(order("h2", "buy", 1)).status == "filled"  # only the next one
+    assert sim.place_order(order("h1", "buy", 3)) == held  # a resend is the same order
+    found = sim.find_order("h1")
+    assert found is not None
+    assert (found.status, found.filled_qty) == ("accepted", 0)
+
+
+def test_hold_counts_add_up_and_a_negative_one_is_refused(sim):
+    sim.inject(hold=1)
+    sim.inject(hold=1)
+    assert [sim.place_order(order(f"h{i}", "buy", 1)).status for i in range(3)] == [
+        "accepted", "accepted", "filled"]
+    with pytest.raises(ValueError, match=">= 0"):
+        sim.inject(hold=-1)
+    assert sim.held_count() == 2
+
+
+def test_fill_held_in_parts_each_a_fill_of_its_own_then_the_order_settles(sim):
+    from brokers.base import Fill, OrderUpdate
+
+    sim.inject(hold=1)
+    sim.place_order(order("h1", "sell", 3))
+    first = sim.fill_held(1)
+    assert sim.positions() == {"MNQ": -1}
+    assert sim.fills_cursor() is not None
+    found = sim.find_order("h1")
+    assert found is not None
+    assert (found.status, found.filled_qty) == ("accepted", 1)
+    [fill] = sim.poll_events()
+    assert isinstance(fill, Fill)
+    assert (fill.fill_id, fill.client_order_id, fill.qty, fill.side) == (first, "h1", 1, "sell")
+    second = sim.fill_held()  # all that is left
+    assert second != first
+    assert sim.positions() == {"MNQ": -3}
+    events = sim.poll_events()
+    assert isinstance(events[0], Fill)
+    assert (events[0].fill_id, events[0].qty, events[0].client_order_id) == (second, 2, "h1")
+    assert events[1:] == [OrderUpdate("h1", found.broker_order_id, "MNQ", "filled", 3, 3)]
+    done = sim.find_order("h1")
+    assert done is not None
+    assert (done.status, done.filled_qty) == ("filled", 3)
+    assert sim.held_count() == 0
+
+
+def test_fill_held_refuses_what_is_not_there(sim):
+    with pytest.raises(ValueError, match="no held order"):
+        sim.fill_held()
+    sim.inject(hold=1)
+    sim.place_order(order("h1", "buy", 2))
+    for bad in (0, 3, -1):
+        with pytest.raises(ValueError, match="from 1 to 2"):
+            sim.fill_held(bad)
+    assert sim.positions() == {}
+    assert sim.find_order("h1").filled_qty == 0  # type: ignore[union-attr]
+
+
+def test_cancel_held_cancels_the_rest_and_the_stream_says_what_filled(sim):
+    from brokers.base import OrderUpdate
+
+    sim.inject(hold=2)
+    sim.place_order(order("h1", "sell", 3))
+    sim.place_order(order("h2", "buy", 1))
+    sim.fill_held(1)
+    cancelled = sim.cancel_held()  # the oldest: h1
+    assert (cancelled.client_order_id, cancelled.status, cancelled.filled_qty) == (
+        "h1", "cancelled", 1)
+    events = sim.poll_events()
+    assert events[-1] == OrderUpdate("h1", cancelled.broker_order_id, "MNQ", "cancelled", 1, 3)
+    assert sim.positions() == {"MNQ": -1}
+    with pytest.raises(ValueError, match="from 1 to 1"):
+        sim.fill_held(2)  # h2 is the oldest now
+    assert sim.cancel_held().client_order_id == "h2"
+    with pytest.raises(ValueError, match="no held order"):
+        sim.cancel_held()
+    found = sim.find_order("h1")
+    assert found is not None
+    assert (found.status, found.filled_qty) == ("cancelled", 1)
+
+
+def test_order_cancel_cancels_a_working_order_and_answers_a_settled_one(sim):
+    assert sim.order_cancel("never") is None
+    sim.place_order(order("f1", "buy", 1))
+    filled = sim.order_cancel("f1")
+    assert filled is not None
+    assert (filled.status, filled.filled_qty) == ("filled", 1)
+    sim.inject(hold=1)
+    sim.place_order(order("h1", "buy", 2))
+    cancelled = sim.order_cancel("h1")
+    assert cancelled is not None
+    assert (cancelled.status, cancelled.filled_qty) == ("cancelled", 0)
+    assert sim.order_cancel("h1") == cancelled  # again: the same answer
+    sim.set_reachable(False)
+    with pytest.raises(TransientBrokerError):
+        sim.order_cancel("h1")
+
+
+def test_held_parts_keep_the_realized_pnl_and_the_cursor_right(sim):
+    import datetime as dt
+    from decimal import Decimal
+
+    from copier import clock
+
+    sim.price_set("MNQZ6", 100)
+    sim.place_order(order("open", "buy", 3, "MNQZ6"))
+    sim.inject(hold=1)
+    sim.place_order(order("h1", "sell", 3, "MNQZ6"))
+    sim.price_set("MNQZ6", 110)
+    sim.fill_held(1)
+    sim.price_set("MNQZ6", 120)
+    sim.fill_held(2)
+    held = sim.positions()
+    assert held == {}
+    newest = SimOrder.objects.using("broker").order_by("-id").first()
+    assert newest is not None
+    assert sim.fills_cursor() == newest.pk
+    # (110 - 100) * 1 + (120 - 100) * 2 points, $2 a point for MNQ
+    assert sim.realized_pnl(clock.now() - dt.timedelta(days=1)) == Decimal("100.00")
+
+
+def test_a_cancel_while_the_stream_was_down_is_still_said_after_the_reconnect(sim):
+    from brokers.base import OrderUpdate
+
+    sim.inject(hold=1)
+    sim.place_order(order("h1", "buy", 2))
+    sim.set_reachable(False)
+    sim.fill_held(1)  # the venue fills and cancels while the copier cannot see it
+    sim.set_reachable(True)
+    sim.cancel_held()
+    sim.connect()
+    events = sim.poll_events()
+    assert [type(e) for e in events] == [OrderUpdate]  # the fill is in the positions
+    assert sim.positions() == {"MNQ": 1}

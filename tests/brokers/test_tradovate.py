@@ -18,6 +18,7 @@ from brokers.base import (
     Fill,
     OrderOutcomeUnknown,
     OrderRequest,
+    OrderUpdate,
     PermanentBrokerError,
     PositionUpdate,
     Side,
@@ -435,12 +436,12 @@ def test_stream_only_delivers_the_accounts_own_events_once(
         try:
             await asyncio.to_thread(venue.trade, other.external_id, "ESZ6", "buy", 1)
             await asyncio.to_thread(venue.trade, broker.account.external_id, "NQZ6", "sell", 1)
-            got = await _events(stream, 2)
+            got = await _events(stream, 3)  # the fill, the position, the order's settlement
             fill = next(e for e in got if isinstance(e, Fill))
             # The same fill entity pushed again (a replay) is not delivered twice.
             await asyncio.to_thread(venue.fill_replay, fill.fill_id)
             await asyncio.to_thread(venue.trade, broker.account.external_id, "NQZ6", "buy", 1)
-            got += await _events(stream, 2)
+            got += await _events(stream, 3)
             return got
         finally:
             await stream.close()
@@ -450,6 +451,8 @@ def test_stream_only_delivers_the_accounts_own_events_once(
     assert [(f.symbol, f.side) for f in fills] == [("NQZ6", Side.SELL), ("NQZ6", Side.BUY)]
     assert len({f.fill_id for f in fills}) == 2
     assert [e.qty for e in events if isinstance(e, PositionUpdate)] == [-1, 0]
+    assert [(e.status, e.qty) for e in events if isinstance(e, OrderUpdate)] == [
+        ("filled", 1), ("filled", 1)]  # the other account's order is not said
 
 
 def test_failed_authorize_raises_without_hanging(venue: TradovateVenue,
@@ -711,3 +714,122 @@ def test_a_trade_given_its_fill_id_again_is_delivered_again_and_moves_nothing(
     assert venue.positions(ext) == {"ESZ6": 1, "NQZ6": -1}
     with pytest.raises(ValueError, match="no fill"):
         venue.trade(ext, "ESZ6", "buy", 1, "12")
+
+
+# --- working orders: held, filled in parts, cancelled -------------------------------------------
+def test_an_order_cancelled_after_a_part_filled_is_cancelled_with_what_filled(
+        venue: TradovateVenue, broker: TradovateBroker) -> None:
+    ext = broker.account.external_id
+    venue.inject("hold", account_external_id=ext)
+    placed = broker.place_order(order("cp-h1", "sell", 3))
+    assert (placed.status, placed.filled_qty) == ("accepted", 0)
+    assert venue.positions(ext) == {}
+    venue.held_fill(ext, 1)
+    working = broker.find_order("cp-h1")
+    assert working is not None
+    assert (working.status, working.filled_qty) == ("accepted", 1)
+    venue.held_cancel(ext)
+    found = broker.find_order("cp-h1")
+    assert found is not None
+    assert (found.status, found.filled_qty, found.qty) == ("cancelled", 1, 3)
+    assert venue.positions(ext) == {"MESZ6": -1}
+
+
+def test_a_placement_the_venue_fills_in_part_and_cancels_reads_back_cancelled(
+        venue: TradovateVenue, broker: TradovateBroker) -> None:
+    venue.inject("cancel_rest", account_external_id=broker.account.external_id)
+    placed = broker.place_order(order("cp-c1", "sell", 3))
+    assert (placed.status, placed.filled_qty) == ("cancelled", 1)
+    assert venue.positions(broker.account.external_id) == {"MESZ6": -1}
+
+
+def test_an_order_cancelled_with_nothing_filled_is_cancelled_not_rejected(
+        venue: TradovateVenue, broker: TradovateBroker) -> None:
+    venue.inject("hold", account_external_id=broker.account.external_id)
+    broker.place_order(order("cp-h0", "buy", 2))
+    venue.held_cancel(broker.account.external_id)
+    found = broker.find_order("cp-h0")
+    assert found is not None
+    assert (found.status, found.filled_qty) == ("cancelled", 0)
+
+
+def test_order_cancel_cancels_a_working_order_and_answers_a_settled_one(
+        venue: TradovateVenue, broker: TradovateBroker) -> None:
+    ext = broker.account.external_id
+    assert broker.order_cancel("never-sent") is None
+    venue.inject("hold", count=2, account_external_id=ext)
+    broker.place_order(order("cp-w1", "buy", 3))
+    broker.place_order(order("cp-w2", "buy", 2))
+    venue.held_fill(ext, 2)
+    cancelled = broker.order_cancel("cp-w1")
+    assert cancelled is not None
+    assert (cancelled.status, cancelled.filled_qty, cancelled.qty) == ("cancelled", 2, 3)
+    assert venue.held_left(ext) == 1
+    assert broker.order_cancel("cp-w1") == cancelled  # again: the same answer, nothing sent
+    venue.held_fill(ext)  # cp-w2 fills before the cancel reaches it
+    filled = broker.order_cancel("cp-w2")
+    assert filled is not None
+    assert (filled.status, filled.filled_qty) == ("filled", 2)
+    assert venue.positions(ext) == {"MESZ6": 4}
+
+
+def test_order_cancel_of_an_unreachable_account_is_transient(
+        venue: TradovateVenue, broker: TradovateBroker) -> None:
+    ext = broker.account.external_id
+    venue.inject("hold", account_external_id=ext)
+    broker.place_order(order("cp-u1", "buy", 1))
+    venue.set_reachable(False, account_external_id=ext)
+    try:
+        with pytest.raises(TransientBrokerError):
+            broker.order_cancel("cp-u1")
+    finally:
+        venue.set_reachable(True, account_external_id=ext)
+    assert venue.held_left(ext) == 1
+
+
+def test_held_fill_refuses_what_is_not_there(venue: TradovateVenue,
+                                            broker: TradovateBroker) -> None:
+    ext = broker.account.external_id
+    with pytest.raises(ValueError, match="no held order"):
+        venue.held_fill(ext)
+    venue.inject("hold", account_external_id=ext)
+    broker.place_order(order("cp-m1", "buy", 2))
+    for bad in (0, 3):
+        with pytest.raises(ValueError, match="from 1 to 2"):
+            venue.held_fill(ext, bad)
+    venue.held_fill(ext)
+    assert venue.held_left(ext) == 0
+    assert venue.positions(ext) == {"MESZ6": 2}
+
+
+def test_the_stream_says_when_an_order_settles_once_after_its_fills(
+        venue: TradovateVenue, broker: TradovateBroker) -> None:
+    ext = broker.account.external_id
+    session = session_load(broker.account.pk)
+
+    async def scenario() -> list[object]:
+        stream = broker.stream(session)
+        await stream.open()
+        try:
+            venue.inject("hold", account_external_id=ext)
+            await asyncio.to_thread(broker.place_order, order("cp-s1", "sell", 3))
+            await asyncio.to_thread(venue.held_fill, ext, 1)
+            got = await _events(stream, 2)
+            await asyncio.to_thread(venue.held_cancel, ext)
+            got += await _events(stream, 1)
+            await asyncio.to_thread(broker.place_order, order("cp-s2", "buy", 1))
+            return got + await _events(stream, 3)
+        finally:
+            await stream.close()
+
+    events = run(scenario())
+    held, plain = (broker.find_order(c) for c in ("cp-s1", "cp-s2"))
+    assert held is not None
+    assert plain is not None
+    updates = [e for e in events if isinstance(e, OrderUpdate)]
+    assert updates == [
+        OrderUpdate("cp-s1", held.broker_order_id, "MESZ6", "cancelled", 1, 3),
+        OrderUpdate("cp-s2", plain.broker_order_id, "MESZ6", "filled", 1, 1)]
+    fills = [e for e in events if isinstance(e, Fill)]
+    assert [(f.client_order_id, f.qty) for f in fills] == [("cp-s1", 1), ("cp-s2", 1)]
+    assert events.index(updates[0]) > events.index(fills[0])

@@ -137,6 +137,18 @@ def test_order_state_machine_refuses_invalid_transitions():
     o.move_to(Order.Status.FILLED)
 
 
+def test_an_order_the_broker_cancelled_unfilled_is_cancelled_and_stays_so():
+    from copier.models import InvalidTransition
+
+    for before in (Order.Status.ACCEPTED, Order.Status.UNKNOWN):
+        o = Order(client_order_id="c", status=before)
+        o.move_to(Order.Status.CANCELLED)
+    with pytest.raises(InvalidTransition, match="cancelled -> filled"):
+        o.move_to(Order.Status.FILLED)
+    with pytest.raises(InvalidTransition, match="submitting -> cancelled"):
+        Order(client_order_id="s").move_to(Order.Status.CANCELLED)  # never sent: failed
+
+
 def test_an_order_is_never_stored_while_the_broker_is_being_asked():
     a = account("F")
     with pytest.raises(IntegrityError, match="order_stored_with_an_answer"), \

@@ -110,7 +110,7 @@ def test_orders_insert_moving_stores_the_orders_and_moves_their_positions(books)
 
 
 _INSERTED = ["book_id", "client_order_id", "fill_id", "symbol", "side", "qty", "status",
-             "message", "created_at", "delivered", "missed", "price"]
+             "message", "created_at", "delivered", "missed", "price", "filled_qty"]
 _TOLD = [sql.FILLS_CHANNEL, "filled"]  # the fills' announcement, in the same statement
 
 
