@@ -193,6 +193,12 @@ class LocalVenue(abc.ABC):
         expires an order itself, and push the order's update. Returns its order id.
         ValueError when the account has no held order open."""
 
+    @abc.abstractmethod
+    def fills(self, account_external_id: str) -> list[tuple[str | None, str, int]]:
+        """Every fill the venue executed on the account, in order: (the client order id of
+        its order, or None for a trade made at the venue; contract name; signed quantity).
+        The truth an independent check replays, whatever the copier recorded."""
+
     def held_left(self, account_external_id: str) -> int:
         """How many held orders of the account are still open."""
         async def count() -> int:

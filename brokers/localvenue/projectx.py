@@ -288,6 +288,16 @@ class ProjectXVenue(LocalVenue):
                     if o["accountId"] == int(account_external_id)]
         return self.call(read())
 
+    def fills(self, account_external_id: str) -> list[tuple[str | None, str, int]]:
+        async def read() -> list[tuple[str | None, str, int]]:
+            names = {cid: name for name, (cid, *_rest) in self.contracts.items()}
+            tags = {o["id"]: o["customTag"] for o in self.order_book}
+            return [(tags.get(t["orderId"]), names[t["contractId"]],
+                     t["size"] if t["side"] == 0 else -t["size"])
+                    for t in sorted(self.trade_book, key=lambda t: t["id"])
+                    if t["accountId"] == int(account_external_id)]
+        return self.call(read())
+
     def trades(self, account_external_id: str) -> list[dict[str, Any]]:
         async def read() -> list[dict[str, Any]]:
             return [dict(t) for t in self.trade_book

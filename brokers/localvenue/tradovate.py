@@ -305,6 +305,16 @@ class TradovateVenue(LocalVenue):
                     if p["accountId"] == int(account_external_id) and p["netPos"]}
         return self.call(read())
 
+    def fills(self, account_external_id: str) -> list[tuple[str | None, str, int]]:
+        async def read() -> list[tuple[str | None, str, int]]:
+            names = {v: k for k, v in self.contracts.items()}
+            tags = {c["orderId"]: c.get("clOrdId") for c in self._commands.values()}
+            return [(tags.get(f["orderId"]), names[f["contractId"]],
+                     f["qty"] if f["action"] == "Buy" else -f["qty"])
+                    for _id, f in sorted(self._fills.items())
+                    if self._orders[f["orderId"]]["accountId"] == int(account_external_id)]
+        return self.call(read())
+
     def orders(self, account_external_id: str) -> list[dict[str, Any]]:
         async def read() -> list[dict[str, Any]]:
             names = {v: k for k, v in self.contracts.items()}

@@ -101,10 +101,12 @@ def fill_history(run: Run, short: str) -> list[tuple[str | None, str, int]]:
     broker, in the order the broker executed them."""
     account = TradingAccount.objects.get(name=run.name(short))
     driver = run.driver
-    if isinstance(driver, SimBrokerDriver):
-        return [(o.client_order_id, o.symbol, rules.signed(o.side, o.filled))
-                for o in SimOrder.objects.using("broker").filter(book__account=account)
-                .order_by("id") if o.filled]
+    if isinstance(driver, SimBrokerDriver):  # a held order's parts are fills of their own
+        return [(o.client_order_id or (o.parent.client_order_id if o.parent else None),
+                 o.symbol, rules.signed(o.side, o.qty))
+                for o in SimOrder.objects.using("broker").filter(
+                    book__account=account, status=SimOrder.Status.FILLED)
+                .select_related("parent").order_by("id")]
     return [(cid, symbol, qty) for cid, symbol, qty in driver.venue.fills(account.external_id)]
 
 
