@@ -36,7 +36,7 @@ from copier.models import (
 )
 from copier.replay_brokers import SimBrokerDriver, VenueBrokerDriver
 from copier.scenario import Scenario, ScenarioError, Step
-from copier.services import engine
+from copier.services import engine, failed_exits
 from copier.services.ingest import events_redispatch
 from copier.services.quarantine import quarantine_lift
 
@@ -307,8 +307,8 @@ class Replay:
         for _ in range(MAX_RETRIES_PER_ADVANCE):
             due = (
                 FailedExit.objects.filter(
-                    status=FailedExit.Status.PENDING, next_attempt_at__lte=target,
-                    account__copy_paused=False, account__in=self.accounts.values(),
+                    failed_exits.NOT_HELD_BY_PAUSE, status=FailedExit.Status.PENDING,
+                    next_attempt_at__lte=target, account__in=self.accounts.values(),
                 ).order_by("next_attempt_at", "id").first()
             )
             if due is None:

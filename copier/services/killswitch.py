@@ -27,8 +27,6 @@ from django.db import transaction
 from django.db.models import Q
 
 from accounts.models import Position, TradingAccount
-from brokers.base import BrokerError
-from brokers.registry import adapter_for
 from copier import clock, rules
 from copier.alerts import alert_raise
 from copier.models import (
@@ -263,7 +261,7 @@ def flatten(*, groups: Sequence[CopyGroup] | None = None,
     result = FlattenResult(action)
     plan = {(p.account_id, p.symbol) for p in flatten_plan(followers=chosen)}
     for f in chosen:
-        cancelled = _working_orders_cancel(f.account)
+        _cancelled_count, cancelled = failed_exits.working_orders_cancel(f.account)
         symbols = sorted(s for a, s in plan if a == f.account_id)
         for symbol in symbols:
             _close(result, f.account, symbol, by, cancelled)
@@ -292,31 +290,11 @@ def _flatten_detail(groups: list[CopyGroup], followers: list[Follower]) -> str:
     return "flatten followers: " + ", ".join(f.account.name for f in followers)
 
 
-def _working_orders_cancel(account: TradingAccount) -> str:
-    """Cancel the follower's working orders at the venue; what happened, for its decisions.
-
-    Called outside any transaction and position lock: it is a few venue round trips,
-    and nothing of ours needs to wait on it. A failure never stops the closing orders
-    (closing what is held matters more than a resting order), but it is written into
-    the follower's decisions and logged, so that a person knows to cancel by hand.
-    """
-    if not account.is_connected:
-        note = "working orders at the venue NOT cancelled: follower disconnected"
-    else:
-        try:
-            count = adapter_for(account).orders_cancel_all()
-        except BrokerError as exc:
-            note = f"working orders at the venue NOT cancelled: {exc.message}"
-        else:
-            return f"{count} working order(s) at the venue cancelled"
-    log.warning("flatten of %s: %s", account.name, note)
-    return note
-
-
 def _close(result: FlattenResult, account: TradingAccount, symbol: str, by: str,
            cancelled: str) -> None:
     """Close one (follower, symbol) at what the copier holds under the lock; `cancelled`:
-    what became of its working orders (`_working_orders_cancel`), for the decision."""
+    what became of its working orders (`failed_exits.working_orders_cancel`), for the
+    decision."""
     action = result.action
     with transaction.atomic():
         position = position_lock(account.pk, symbol)
