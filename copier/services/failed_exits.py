@@ -314,6 +314,13 @@ def failed_exits_resume(*, account_id: int) -> list[int]:
     return ids
 
 
+def flatten_exits_open() -> set[int]:
+    """The accounts a flatten's exit still waits on: their broker connection is kept until
+    it is done, whatever the follower's or its group's mode (the listener asks)."""
+    return set(FailedExit.objects.filter(action__isnull=False, status__in=OPEN)
+               .values_list("account_id", flat=True).distinct())
+
+
 def failed_exits_prune() -> int:
     """Delete every entry older than the retention, whatever its status; log abandoned ones."""
     cutoff = clock.now() - dt.timedelta(days=settings.COPIER_FAILED_EXIT_KEEP_DAYS)
