@@ -275,7 +275,9 @@ def test_a_transient_failure_queues_the_exit_and_the_retry_closes_to_flat(world)
     fe = FailedExit.objects.get(account=f1)
     assert (fe.action_id, fe.side, fe.qty, fe.attempts, fe.status) == (
         result.action.pk, "sell", 2, 1, "pending")
-    assert killswitch.flatten_plan(groups=[g]) == []  # its queued exit closes it
+    [planned] = killswitch.flatten_plan(groups=[g])  # its queued exit closes it: again
+    assert (planned.account, planned.qty, planned.queued) == ("F1", 2, True)
+    assert "queued by an earlier flatten: attempted again now" in planned.describe()
     assert broker_position(f1, "ES") == 2
     clock.advance_to(fe.next_attempt_at)
     tasks.retry_failed_exit(fe.pk)
@@ -477,6 +479,26 @@ def test_a_paused_followers_flatten_exit_is_due_and_claimed_but_an_events_waits(
     assert (broker_position(f1, "ES"), broker_position(f1, "NQ")) == (0, 0)  # NQ: the flatten's
     event_exit.refresh_from_db()
     assert (event_exit.status, event_exit.attempts) == ("pending", 1)  # waits for the heal
+
+
+@pytest.mark.usefixtures("frozen_clock")
+def test_flattening_again_attempts_the_queued_exit_at_once_and_queues_no_second(world):
+    _g, leader, f1, _f2 = world
+    leader_fill(leader, "ES", "buy", 2)
+    SimBroker(f1).inject(fail=1)
+    killswitch.flatten(followers=[Follower.objects.get(account=f1)], by="alice")
+    fe = _flatten_exit(f1)
+    assert (fe.status, fe.attempts) == ("pending", 1)
+    assert fe.next_attempt_at > clock.now()  # its backoff
+    again = killswitch.flatten(followers=[Follower.objects.get(account=f1)], by="bob")
+    fe.refresh_from_db()
+    assert (fe.status, fe.qty, fe.attempts) == (FailedExit.Status.DONE, 2, 1)
+    assert FailedExit.objects.filter(account=f1).count() == 1
+    assert (broker_position(f1, "ES"), copier_position(f1, "ES")) == (0, 0)
+    [decision] = again.decisions
+    assert (decision.symbol, decision.reason) == ("ES", Reason.FLATTENED)
+    assert "queued exit" in decision.detail
+    assert (decision.position_before, decision.position_after) == (2, 0)
 
 
 def test_a_flattens_queued_exit_cancels_the_working_orders_before_it_closes(venue):
