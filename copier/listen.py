@@ -1,7 +1,9 @@
 """`copier_listen`: the long-lived process that keeps every account's broker stream.
 
 One asyncio loop runs one stream per account of every enabled copy group (the
-leaders, and the enabled followers of enabled groups). Each second it scans the
+leaders, and the enabled followers of enabled groups), and of every follower a
+flatten's exit still waits on, whatever its or its group's mode (COPY_RULES.md, "A
+person's orders": its connection is kept until they are done). Each second it scans the
 database: accounts that joined (or were enabled) get a stream, accounts that left
 lose theirs, and an account whose broker, broker-side id, credentials or role
 changed gets its stream restarted. Per account:
@@ -99,6 +101,7 @@ from brokers.sim import sim_announcements_close
 from copier import clock
 from copier.models import CopyGroup, Follower
 from copier.rawsql import database_conninfo
+from copier.services.failed_exits import flatten_exits_open
 from copier.services.listener import account_is_leader, broker_events_handle
 from copier.services.sync_guard import connection_lost, connection_restored
 
@@ -149,7 +152,9 @@ def session_renew_wait(session: Session, now: dt.datetime) -> float:
 
 
 def accounts_wanted() -> dict[int, str]:
-    """Account id -> identity of every account that needs a stream now.
+    """Account id -> identity of every account that needs a stream now: those of enabled
+    groups, and the followers a flatten's exit waits on (a person's order: whatever the
+    follower's or its group's mode, its connection is kept until the exit is done).
 
     The identity changes with what the stream depends on (broker, broker-side id,
     credentials, leader or follower), so that a change restarts the stream. It is a
@@ -158,6 +163,7 @@ def accounts_wanted() -> dict[int, str]:
     leaders = set(CopyGroup.objects.filter(enabled=True).values_list("leader_id", flat=True))
     followers = set(Follower.objects.filter(enabled=True, group__enabled=True)
                     .values_list("account_id", flat=True))
+    followers |= flatten_exits_open() - leaders
     rows = TradingAccount.objects.filter(pk__in=leaders | followers).only(
         "id", "broker", "external_id", "credentials")
     return {a.pk: _identity(a, is_leader=a.pk in leaders) for a in rows}
@@ -382,7 +388,7 @@ class Listener:
     async def _scan(self) -> None:
         wanted = await self._db(accounts_wanted)
         for account_id in sorted(set(self._slots) - set(wanted)):
-            await self._release(account_id, "not in an enabled copy group")
+            await self._release(account_id, "not in an enabled copy group, no flatten waiting")
         for account_id, identity in wanted.items():
             slot = self._slots.get(account_id)
             if slot is None:

@@ -698,6 +698,10 @@ class FailedExit(models.Model):
                 fields=["next_attempt_at"], condition=Q(status="pending"), name="failedexit_due"
             ),
             models.Index(fields=["first_failed_at"], name="failedexit_age"),
+            # The listener asks every second which followers a flatten's exit waits on
+            # (their stream is kept whatever their mode): only those rows are read.
+            models.Index(fields=["account"], name="failedexit_flatten_open",
+                         condition=Q(action__isnull=False, status__in=["pending", "in_flight"])),
         ]
 
     def __str__(self) -> str:

@@ -37,7 +37,7 @@ from copier.models import (
 )
 from copier.replay_brokers import SimBrokerDriver, VenueBrokerDriver
 from copier.scenario import Scenario, ScenarioError, Step
-from copier.services import engine
+from copier.services import engine, failed_exits
 from copier.services.failed_exits import WAITING_NOTE
 from copier.services.ingest import events_redispatch
 from copier.services.quarantine import quarantine_lift
@@ -349,8 +349,8 @@ class Replay:
         """The earliest of: a queued exit's next attempt, a working order's timeout."""
         accounts = self.accounts.values()
         fe = (FailedExit.objects.filter(
-            status=FailedExit.Status.PENDING, next_attempt_at__lte=target,
-            account__copy_paused=False, account__in=accounts,
+            failed_exits.NOT_HELD_BY_PAUSE, status=FailedExit.Status.PENDING,
+            next_attempt_at__lte=target, account__in=accounts,
         ).exclude(last_error=WAITING_NOTE).order_by("next_attempt_at", "id").first())
         timeout = dt.timedelta(seconds=settings.COPIER_WORKING_ORDER_SECONDS)
         order = (Order.objects.filter(status=Order.Status.ACCEPTED, account__in=accounts,

@@ -7,6 +7,12 @@ with a conditional UPDATE (pending and due -> in flight), and the periodic
 A claim that stays in flight (the worker died mid-attempt) is taken over
 after `STALE_CLAIM`, and its order is looked up at the broker before any
 resend.
+
+A flatten's exit (its row names the flatten's `action`) is a person's order, not
+automated copying (COPY_RULES.md, "A person's orders"): it is claimed and attempted
+while the follower is paused, each attempt first cancels the follower's working
+orders and asks about its orders in doubt, and closes what it holds then, on
+whichever side, never the quantity first planned.
 """
 
 from __future__ import annotations
@@ -20,6 +26,8 @@ from django.db import transaction
 from django.db.models import Q
 
 from accounts.models import Position, TradingAccount
+from brokers.base import BrokerError
+from brokers.registry import adapter_for
 from copier import clock, publisher, rules, symbol_map
 from copier.alerts import alert_raise
 from copier.models import (
@@ -49,6 +57,9 @@ log = logging.getLogger(__name__)
 
 STALE_CLAIM = dt.timedelta(seconds=60)
 WAITING_NOTE = "waiting: an order of the copier's works at the broker on this symbol"
+OPEN = [FailedExit.Status.PENDING, FailedExit.Status.IN_FLIGHT]
+# A paused follower's queued exits wait for the heal, except a flatten's: a person's order.
+NOT_HELD_BY_PAUSE = Q(account__copy_paused=False) | Q(action__isnull=False)
 
 
 def _claim(fe_id: int) -> bool:
@@ -59,8 +70,8 @@ def _claim(fe_id: int) -> bool:
     )
     in_flight = FailedExit.Status.IN_FLIGHT
     return bool(
-        FailedExit.objects.filter(claimable, status__in=FailedExit.moving_to(in_flight),
-                                  pk=fe_id, account__copy_paused=False)
+        FailedExit.objects.filter(claimable, NOT_HELD_BY_PAUSE, pk=fe_id,
+                                  status__in=FailedExit.moving_to(in_flight))
         .update(status=in_flight, in_flight_since=now, updated_at=now)
     )
 
@@ -69,7 +80,8 @@ def failed_exit_attempt(*, failed_exit_id: int) -> str | None:
     """One attempt at a queued exit, capped to what the follower still holds.
 
     Returns the status it leaves, or None when the row was not due, not
-    pending, or its account is paused (a duplicate or early delivery).
+    pending, or its account is paused and it is not a flatten's (a duplicate or
+    early delivery).
     """
     row = FailedExit.objects.filter(pk=failed_exit_id).values("account_id", "symbol", "status",
                                                                "in_flight_since").first()
@@ -111,14 +123,17 @@ def failed_exit_attempt(*, failed_exit_id: int) -> str | None:
 
 def _attempt(fe: FailedExit, position: Position, *, recovering: bool) -> None:
     account = position.account
-    if account.copy_paused:  # paused since the claim: it waits for the heal, uncounted
+    flatten = fe.action_id is not None  # a person's order: not held by a pause
+    if account.copy_paused and not flatten:  # paused since the claim: waits for the heal
         fe.move_to(FailedExit.Status.PENDING)
         return
     if not account.is_connected:
         # Nothing is decided from a view the copier cannot confirm: the attempt fails.
         _attempt_failed(fe, "follower disconnected")
         return
-    settled = unknown_orders_settle(account=account, symbol=fe.symbol)
+    if flatten:
+        _flatten_working_orders_cancel(fe, account)
+    settled = unknown_orders_settle(account=account, symbol=fe.symbol, working_too=flatten)
     position.qty += settled.moved
     if fe.pk in settled.exits:  # its own order turned out filled or rejected
         fe.move_to(settled.exits[fe.pk])
@@ -127,7 +142,9 @@ def _attempt(fe: FailedExit, position: Position, *, recovering: bool) -> None:
     if settled.blocked:
         _attempt_failed(fe, settled.blocked)
         return
-    if position.working_orders or settled.working:
+    # A flatten cancelled the working orders and asked about them (`working_too`): only
+    # what still works holds it; any other attempt waits for every order working here.
+    if settled.working or (position.working_orders and not flatten):
         # An order of the copier's still works on this symbol: nothing is judged on a
         # position it will still change. A wait is not an attempt; its settlement
         # publishes the due exits again (copier.services.working).
@@ -135,11 +152,12 @@ def _attempt(fe: FailedExit, position: Position, *, recovering: bool) -> None:
         fe.next_attempt_at = max(fe.next_attempt_at, clock.now())
         fe.last_error = WAITING_NOTE
         return
-    side = rules.Side(fe.side)
-    qty = rules.exit_retry_qty(side, fe.qty, position.qty, _expected(fe, position))
+    qty = _flatten_sized(fe, position) if flatten else rules.exit_retry_qty(
+        fe.side, fe.qty, position.qty, _expected(fe, position))
     if qty == 0:
         fe.move_to(FailedExit.Status.RESOLVED)
         return
+    side = rules.Side(fe.side)
     sent = order_send(
         OrderSpec(account=account, client_order_id=retry_order_id(fe.pk, fe.attempts + 1),
                   symbol=fe.symbol, leg=rules.Leg(side, qty, rules.LegKind.EXIT), failed_exit=fe),
@@ -174,6 +192,47 @@ def _attempt_sent(fe: FailedExit, order: Order, qty: int) -> None:
                             f"unfilled when the broker ended it")
     else:
         fe.move_to(FailedExit.Status.DONE)
+
+
+def _flatten_working_orders_cancel(fe: FailedExit, account: TradingAccount) -> None:
+    """Before a flatten's attempt: a resting order could fill after the close and open a
+    position again. A failure does not stop the close (closing matters more); it is
+    kept on the row for a person to see."""
+    count, note = working_orders_cancel(account)
+    if count is None:
+        fe.last_error = note[:2000]
+
+
+def _flatten_sized(fe: FailedExit, position: Position) -> int:
+    """A flatten's target is flat: the attempt closes what the follower holds now, on
+    whichever side it holds it (a buy by hand, an entry in doubt that proved filled),
+    never the quantity planned when it was queued. The row's side follows."""
+    legs = rules.close_by(position.qty, abs(position.qty))
+    if not legs:
+        return 0
+    fe.side = legs[0].side
+    return legs[0].qty
+
+
+def working_orders_cancel(account: TradingAccount) -> tuple[int | None, str]:
+    """Cancel the follower's working orders at the venue (a flatten: a limit a trader left
+    resting would fill later and open a position again): how many (None: not
+    cancelled), and what happened in words.
+
+    A failure is returned, never raised: the closing orders go out all the same, and
+    the words say that a person must cancel by hand.
+    """
+    if not account.is_connected:
+        note = "working orders at the venue NOT cancelled: follower disconnected"
+    else:
+        try:
+            count = adapter_for(account).orders_cancel_all()
+        except BrokerError as exc:
+            note = f"working orders at the venue NOT cancelled: {exc.message}"
+        else:
+            return count, f"{count} working order(s) at the venue cancelled"
+    log.warning("flatten of %s: %s", account.name, note)
+    return None, note
 
 
 def _expected(fe: FailedExit, position: Position) -> int | None:
@@ -217,7 +276,7 @@ def _due_with_about(limit: int) -> list[tuple[int, str]]:
         FailedExit.objects.filter(
             Q(status=FailedExit.Status.PENDING, next_attempt_at__lte=now)
             | Q(status=FailedExit.Status.IN_FLIGHT, in_flight_since__lte=now - STALE_CLAIM),
-            account__copy_paused=False,
+            NOT_HELD_BY_PAUSE,
         ).order_by("next_attempt_at", "id")
         .values_list("id", "account__name", "side", "qty", "symbol")[:limit]
     )
@@ -234,10 +293,12 @@ def failed_exits_dispatch_due() -> list[int]:
 
 
 def failed_exits_resume(*, account_id: int) -> list[int]:
-    """Reconnect or heal: the account's queued exits become due at once and are sent."""
+    """Reconnect or heal: the account's queued exits become due at once and are sent (a
+    paused account's: only a flatten's, the others wait for the heal)."""
     now = clock.now()
     rows = list(
-        FailedExit.objects.filter(account_id=account_id, status=FailedExit.Status.PENDING)
+        FailedExit.objects.filter(NOT_HELD_BY_PAUSE, account_id=account_id,
+                                  status=FailedExit.Status.PENDING)
         .order_by("id").values_list("id", "account__name", "side", "qty", "symbol")
     )
     ids = [row[0] for row in rows]
@@ -246,6 +307,13 @@ def failed_exits_resume(*, account_id: int) -> list[int]:
         publisher.failed_exit_retry_publish(
             fe_id, about=publisher.event_about(name, side, qty, symbol))
     return ids
+
+
+def flatten_exits_open() -> set[int]:
+    """The accounts a flatten's exit still waits on: their broker connection is kept until
+    it is done, whatever the follower's or its group's mode (the listener asks)."""
+    return set(FailedExit.objects.filter(action__isnull=False, status__in=OPEN)
+               .values_list("account_id", flat=True).distinct())
 
 
 def failed_exits_prune() -> int:

@@ -14,7 +14,10 @@ what the copier has confirmed each follower holds, through the normal placement 
 (deterministic client order ids, the Order state machine), each (follower, symbol)
 under its position lock; an exit that cannot go out now (the follower disconnected,
 a transient failure, an order of it still in doubt) is queued in the Failed Exit
-Queue with the action, whose retry closes to flat, capped at what is held.
+Queue with the action. A flatten is a person's order (COPY_RULES.md): its queued
+exit goes out while the follower is paused, keeps the follower's stream open until it
+is done (`copier.listen`), closes at each attempt what the follower holds then, and
+flattening again attempts it at once instead of queueing a second one.
 """
 
 from __future__ import annotations
@@ -27,8 +30,6 @@ from django.db import transaction
 from django.db.models import Q
 
 from accounts.models import Position, TradingAccount
-from brokers.base import BrokerError
-from brokers.registry import adapter_for
 from copier import clock, rules
 from copier.alerts import alert_raise
 from copier.models import (
@@ -179,9 +180,19 @@ class PlannedExit:
     side: rules.Side
     qty: int
     connected: bool
+    # An earlier flatten's exit waits in the queue for this (follower, symbol): this
+    # flatten attempts it again at once (sized then), and queues no second one.
+    queued: bool = False
+
+    @property
+    def note(self) -> str:
+        if self.queued:
+            return ("queued by an earlier flatten: attempted again now, closing what it "
+                    "holds then")
+        return "" if self.connected else "disconnected: queued, sent on reconnect"
 
     def describe(self) -> str:
-        where = "" if self.connected else " (disconnected: queued, sent on reconnect)"
+        where = f" ({self.note})" if self.note else ""
         return f"{self.account} {self.symbol}: {self.side.value} {self.qty}{where}"
 
 
@@ -212,29 +223,33 @@ def flatten_plan(*, groups: Sequence[CopyGroup] | None = None,
     """Every order a flatten would send now (a confirmation page lists them).
 
     From the copier's confirmed positions. A (follower, symbol) whose exit an earlier
-    flatten queued is left out: that queued exit closes it (a second flatten sends
-    nothing twice).
+    flatten queued is marked `queued`: this flatten attempts that exit again at once
+    rather than sending a second one.
     """
     chosen = _followers(groups, followers)
     queued = _flatten_queued({f.account_id for f in chosen})
     accounts = {f.account_id: f.account for f in chosen}
+    held = held_positions(accounts)
+    for (account_id, symbol), fe in queued.items():  # at flat for the copier: its own numbers
+        if symbol not in held.get(account_id, {}):
+            held.setdefault(account_id, {})[symbol] = rules.signed(fe.side, -fe.qty)
     plan = []
-    for account_id, symbols in sorted(held_positions(accounts).items(),
-                                      key=lambda item: accounts[item[0]].name):
-        for symbol, qty in symbols.items():
-            if (account_id, symbol) in queued:
-                continue
+    for account_id, symbols in sorted(held.items(), key=lambda item: accounts[item[0]].name):
+        for symbol, qty in sorted(symbols.items()):
             plan.append(PlannedExit(account_id, accounts[account_id].name, symbol,
                                     rules.side_for(-qty), abs(qty),
-                                    accounts[account_id].is_connected))
+                                    accounts[account_id].is_connected,
+                                    queued=(account_id, symbol) in queued))
     return plan
 
 
-def _flatten_queued(account_ids: set[int]) -> set[tuple[int, str]]:
-    return set(FailedExit.objects.filter(
-        account_id__in=account_ids, action__isnull=False,
-        status__in=[FailedExit.Status.PENDING, FailedExit.Status.IN_FLIGHT],
-    ).values_list("account_id", "symbol"))
+def _flatten_queued(account_ids: set[int]) -> dict[tuple[int, str], FailedExit]:
+    """The flatten exits still open for these accounts, by (account, symbol): the oldest."""
+    found: dict[tuple[int, str], FailedExit] = {}
+    for fe in FailedExit.objects.filter(account_id__in=account_ids, action__isnull=False,
+                                        status__in=failed_exits.OPEN).order_by("-id"):
+        found[(fe.account_id, fe.symbol)] = fe
+    return found
 
 
 def flatten(*, groups: Sequence[CopyGroup] | None = None,
@@ -244,9 +259,10 @@ def flatten(*, groups: Sequence[CopyGroup] | None = None,
     Both None: every follower of every group. The mode goes first (committed), so that
     a leader event that starts after it does not enter again what is being closed;
     then each (follower, symbol) is closed in a transaction of its own, under its
-    position lock, at the quantity the copier holds then. The followers stay exits
+    position lock, at the quantity the copier holds then; one whose exit an earlier
+    flatten queued has that exit attempted again at once. The followers stay exits
     only until a person sets them active again; a follower or group that was off is
-    switched to exits only, so its connection is kept and its queued exits can go.
+    switched to exits only (its connection is kept while a flatten's exit waits).
     """
     chosen_groups = _groups(groups) if groups is not None or followers is None else []
     chosen = _followers(groups, followers)
@@ -261,13 +277,16 @@ def flatten(*, groups: Sequence[CopyGroup] | None = None,
         Follower.objects.filter(pk__in=[f.pk for f in chosen]).update(
             mode=Mode.EXITS_ONLY, enabled=True)
     result = FlattenResult(action)
-    plan = {(p.account_id, p.symbol) for p in flatten_plan(followers=chosen)}
+    plan = flatten_plan(followers=chosen)
     for f in chosen:
-        cancelled = _working_orders_cancel(f.account)
-        symbols = sorted(s for a, s in plan if a == f.account_id)
-        for symbol in symbols:
-            _close(result, f.account, symbol, by, cancelled)
-        if not symbols:
+        _cancelled_count, cancelled = failed_exits.working_orders_cancel(f.account)
+        mine = [p for p in plan if p.account_id == f.account_id]
+        for p in mine:
+            if p.queued:
+                _queued_attempt(result, f.account, p.symbol, by, cancelled)
+            else:
+                _close(result, f.account, p.symbol, by, cancelled)
+        if not mine:
             result.decisions.append(Decision.objects.create(
                 action=action, account=f.account, symbol=ALL_SYMBOLS,
                 reason=rules.Reason.EXITS_ONLY, created_at=clock.now(), settled_at=clock.now(),
@@ -292,31 +311,11 @@ def _flatten_detail(groups: list[CopyGroup], followers: list[Follower]) -> str:
     return "flatten followers: " + ", ".join(f.account.name for f in followers)
 
 
-def _working_orders_cancel(account: TradingAccount) -> str:
-    """Cancel the follower's working orders at the venue; what happened, for its decisions.
-
-    Called outside any transaction and position lock: it is a few venue round trips,
-    and nothing of ours needs to wait on it. A failure never stops the closing orders
-    (closing what is held matters more than a resting order), but it is written into
-    the follower's decisions and logged, so that a person knows to cancel by hand.
-    """
-    if not account.is_connected:
-        note = "working orders at the venue NOT cancelled: follower disconnected"
-    else:
-        try:
-            count = adapter_for(account).orders_cancel_all()
-        except BrokerError as exc:
-            note = f"working orders at the venue NOT cancelled: {exc.message}"
-        else:
-            return f"{count} working order(s) at the venue cancelled"
-    log.warning("flatten of %s: %s", account.name, note)
-    return note
-
-
 def _close(result: FlattenResult, account: TradingAccount, symbol: str, by: str,
            cancelled: str) -> None:
     """Close one (follower, symbol) at what the copier holds under the lock; `cancelled`:
-    what became of its working orders (`_working_orders_cancel`), for the decision."""
+    what became of its working orders (`failed_exits.working_orders_cancel`), for the
+    decision."""
     action = result.action
     with transaction.atomic():
         position = position_lock(account.pk, symbol)
@@ -331,7 +330,7 @@ def _close(result: FlattenResult, account: TradingAccount, symbol: str, by: str,
         results: list[tuple[rules.Leg, rules.LegOutcome]] = []
         orders: list[Order] = []
         legs = rules.close_by(before, abs(before))
-        if _flatten_queued({account.pk}) & {(account.pk, symbol)}:
+        if (account.pk, symbol) in _flatten_queued({account.pk}):
             notes.append("an earlier flatten's exit is queued: it closes this")
             legs = ()
         for leg in legs:
@@ -377,6 +376,55 @@ def _close(result: FlattenResult, account: TradingAccount, symbol: str, by: str,
         positions_save([position])
     result.decisions.append(decision)
     result.orders.extend(orders)
+
+
+_QUEUED_OUTCOME: dict[str, rules.LegOutcome] = {
+    FailedExit.Status.DONE: rules.LegOutcome.PLACED,
+    FailedExit.Status.REJECTED: rules.LegOutcome.REJECTED,
+    FailedExit.Status.PENDING: rules.LegOutcome.QUEUED,
+    FailedExit.Status.IN_FLIGHT: rules.LegOutcome.QUEUED,
+}
+
+
+def _queued_attempt(result: FlattenResult, account: TradingAccount, symbol: str, by: str,
+                    cancelled: str) -> None:
+    """Flattening again while an earlier flatten's exit waits in the queue: a person who
+    presses twice wants it out now. That exit is made due and attempted here, as its
+    retry would be (sized to what is held then); no second exit is queued."""
+    fe = _flatten_queued({account.pk}).get((account.pk, symbol))
+    if fe is None:  # settled since the plan was read: close whatever is left, as usual
+        _close(result, account, symbol, by, cancelled)
+        return
+    now = clock.now()
+    FailedExit.objects.filter(pk=fe.pk, status=FailedExit.Status.PENDING).update(
+        next_attempt_at=now, updated_at=now)
+    before = _held(account, symbol)
+    known = set(Order.objects.filter(failed_exit=fe).values_list("pk", flat=True))
+    attempted = failed_exits.failed_exit_attempt(failed_exit_id=fe.pk)
+    fe.refresh_from_db()
+    orders = list(Order.objects.filter(failed_exit=fe).exclude(pk__in=known).order_by("id"))
+    leg = rules.Leg(rules.Side(fe.side), fe.qty, rules.LegKind.EXIT)
+    outcome = _QUEUED_OUTCOME.get(fe.status)  # resolved: nothing was left to close
+    what = ("being attempted by a worker already" if attempted is None
+            else f"attempted again now: {fe.get_status_display()}"
+            + (f" ({fe.last_error})" if fe.status == FailedExit.Status.PENDING else ""))
+    results = [] if outcome is None else [(leg, outcome)]
+    decision = Decision.objects.create(
+        action=result.action, account=account, symbol=symbol,
+        reason=rules.placement_reason(rules.Reason.FLATTENED, results),
+        detail=f"{by} flattened again; {cancelled}; an earlier flatten's queued exit was "
+               f"{what}",
+        position_before=before, position_after=_held(account, symbol),
+        planned_legs=[_leg_json(leg) for leg, _o in results],
+        placed_legs=[{**_leg_json(leg), "outcome": o.value} for leg, o in results],
+        created_at=now, settled_at=clock.now())
+    result.decisions.append(decision)
+    result.orders.extend(orders)
+
+
+def _held(account: TradingAccount, symbol: str) -> int:
+    return Position.objects.filter(account=account, symbol=symbol).values_list(
+        "qty", flat=True).first() or 0
 
 
 def _leg_json(leg: rules.Leg) -> dict[str, object]:

@@ -163,11 +163,11 @@ def _follower_compared(account: TradingAccount, adapter: BrokerAdapter) -> Tradi
         if diff:
             _pause(fresh, diff)
         _mark_connected(fresh, snapshot)
-        if fresh.copy_paused:
-            # Right after every comparison, difference or not: the trader may have
-            # lined up again while away. A heal resumes the queued exits itself.
-            pause_heal_check(account=fresh)
-        else:
+        # Right after every comparison, difference or not: the trader may have lined up
+        # again while away. A heal resumes the queued exits itself; still paused, only a
+        # flatten's go (a person's order, `failed_exits_resume`).
+        healed = fresh.copy_paused and pause_heal_check(account=fresh)
+        if not healed:
             transaction.on_commit(lambda: failed_exits_resume(account_id=account.pk))
     return fresh
 

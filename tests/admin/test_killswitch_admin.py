@@ -134,6 +134,28 @@ def test_follower_flatten_action(boss, world):
     assert (broker_position(f1, "ES"), broker_position(f2, "ES")) == (0, 1)
 
 
+def test_flattening_again_lists_the_queued_exit_and_attempts_it_at_once(boss, world):
+    """The first flatten's sell fails (queued, backing off); the page of the second says
+    the queued exit is attempted again now, and confirming sends it, queueing no second."""
+    from brokers.sim import SimBroker
+    from copier.models import FailedExit
+
+    _g, _leader, f1, _f2 = world
+    f = Follower.objects.get(account=f1)
+    SimBroker(f1).inject(fail=1)
+    _action(boss, "follower", "flatten", [f.pk], confirm="yes")
+    fe = FailedExit.objects.get(account=f1)
+    assert (fe.status, fe.attempts, broker_position(f1, "ES")) == ("pending", 1, 1)
+    text = _action(boss, "follower", "flatten", [f.pk]).content.decode()
+    assert "<td>sell</td>" in text
+    assert "queued by an earlier flatten: attempted again now" in text
+    _action(boss, "follower", "flatten", [f.pk], confirm="yes")
+    fe.refresh_from_db()
+    assert fe.status == FailedExit.Status.DONE
+    assert FailedExit.objects.filter(account=f1).count() == 1
+    assert broker_position(f1, "ES") == 0
+
+
 def test_the_kill_switch_actions_need_their_permissions(client, django_user_model, world):
     g, _leader, f1, _f2 = world
     user = django_user_model.objects.create_user("clerk", "c@example.com", "pw-123456",

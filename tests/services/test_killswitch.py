@@ -275,7 +275,9 @@ def test_a_transient_failure_queues_the_exit_and_the_retry_closes_to_flat(world)
     fe = FailedExit.objects.get(account=f1)
     assert (fe.action_id, fe.side, fe.qty, fe.attempts, fe.status) == (
         result.action.pk, "sell", 2, 1, "pending")
-    assert killswitch.flatten_plan(groups=[g]) == []  # its queued exit closes it
+    [planned] = killswitch.flatten_plan(groups=[g])  # its queued exit closes it: again
+    assert (planned.account, planned.qty, planned.queued) == ("F1", 2, True)
+    assert "queued by an earlier flatten: attempted again now" in planned.describe()
     assert broker_position(f1, "ES") == 2
     clock.advance_to(fe.next_attempt_at)
     tasks.retry_failed_exit(fe.pk)
@@ -387,3 +389,130 @@ def test_copier_kill_stops_and_resumes_entries(world):
     assert "entries resumed on: g" in _command("copier_kill", "resume", "--all")
     g.refresh_from_db()
     assert g.mode == Mode.ACTIVE
+
+
+# --- a flatten is a person's order (COPY_RULES.md "A person's orders") -------------------------
+
+
+def _flatten_exit(acct: TradingAccount) -> FailedExit:
+    [fe] = FailedExit.objects.filter(account=acct, action__isnull=False)
+    return fe
+
+
+@pytest.mark.usefixtures("frozen_clock")
+def test_a_flattens_retry_closes_what_an_entry_in_doubt_proved_to_hold(world):
+    """The follower's add times out at the sim (executed) and cannot be asked about, so the
+    flatten queues a sell of the 2 it knows. At the retry the add proves filled: the
+    follower holds 3, and the retry sells 3, not the 2 planned."""
+    _g, leader, f1, _f2 = world
+    leader_fill(leader, "ES", "buy", 2)
+    SimBroker(f1).inject(timeout=1, lookup_fail=2)  # the copy's look-up and the flatten's
+    leader_fill(leader, "ES", "buy", 1)  # F1's buy 1 executes; its answer is lost
+    assert (broker_position(f1, "ES"), copier_position(f1, "ES")) == (3, 2)
+    result = killswitch.flatten(followers=[Follower.objects.get(account=f1)], by="alice")
+    assert _reasons(action=result.action) == [("F1", "ES", "exit_queued")]
+    fe = _flatten_exit(f1)
+    assert (fe.side, fe.qty, fe.status) == ("sell", 2, "pending")
+    clock.advance_to(fe.next_attempt_at)
+    tasks.retry_failed_exit(fe.pk)
+    fe.refresh_from_db()
+    assert (fe.status, fe.side, fe.qty) == (FailedExit.Status.DONE, "sell", 3)
+    assert (broker_position(f1, "ES"), copier_position(f1, "ES")) == (0, 0)
+
+
+@pytest.mark.usefixtures("frozen_clock")
+def test_a_flattens_retry_closes_a_buy_made_by_hand_before_it(world):
+    _g, leader, f1, _f2 = world
+    leader_fill(leader, "ES", "buy", 2)
+    SimBroker(f1).inject(fail=1)
+    killswitch.flatten(followers=[Follower.objects.get(account=f1)], by="alice")
+    fe = _flatten_exit(f1)
+    assert (fe.qty, fe.attempts, fe.status) == (2, 1, "pending")
+    leader_fill(f1, "ES", "buy", 1)  # the trader, by hand, seen on the stream
+    assert copier_position(f1, "ES") == 3
+    clock.advance_to(fe.next_attempt_at)
+    tasks.retry_failed_exit(fe.pk)
+    fe.refresh_from_db()
+    assert (fe.status, fe.qty) == (FailedExit.Status.DONE, 3)
+    assert (broker_position(f1, "ES"), copier_position(f1, "ES")) == (0, 0)
+
+
+@pytest.mark.usefixtures("frozen_clock")
+def test_a_flatten_queued_while_away_goes_out_at_the_reconnect_that_pauses(world):
+    """Away, the follower is flattened (queued) and the trader buys 1 by hand: the reconnect
+    sees the difference and pauses, and the flatten's exit goes out all the same, at once,
+    closing the 3 held."""
+    _g, leader, f1, _f2 = world
+    leader_fill(leader, "ES", "buy", 2)
+    SimBroker(f1).set_reachable(False)
+    connect(f1)
+    killswitch.flatten(followers=[Follower.objects.get(account=f1)], by="alice")
+    fe = _flatten_exit(f1)
+    assert (fe.qty, fe.attempts, fe.status) == (2, 0, "pending")
+    SimBroker(f1).execute_fill("ES", "buy", 1)  # unseen: the broker is away for the copier
+    SimBroker(f1).set_reachable(True)
+    connect(f1)  # the reconnect: compared, paused, the flatten's exit attempted at once
+    f1.refresh_from_db()
+    assert f1.copy_paused
+    fe.refresh_from_db()
+    assert (fe.status, fe.qty, fe.attempts) == (FailedExit.Status.DONE, 3, 0)
+    assert (broker_position(f1, "ES"), copier_position(f1, "ES")) == (0, 0)
+
+
+@pytest.mark.usefixtures("frozen_clock")
+def test_a_paused_followers_flatten_exit_is_due_and_claimed_but_an_events_waits(world):
+    """Paused: the event's queued exit waits for the heal; the flatten's is due as usual."""
+    _g, leader, f1, _f2 = world
+    leader_fill(leader, "ES", "buy", 2)
+    leader_fill(leader, "NQ", "buy", 1)
+    SimBroker(f1).inject(fail=2)
+    leader_fill(leader, "NQ", "sell", 1)  # F1's exit fails: queued, the event's
+    killswitch.flatten(followers=[Follower.objects.get(account=f1)], by="alice")
+    TradingAccount.objects.filter(pk=f1.pk).update(copy_paused=True, pause_reason="test")
+    flat = _flatten_exit(f1)
+    event_exit = FailedExit.objects.get(account=f1, action__isnull=True)
+    clock.advance_to(clock.now() + dt.timedelta(minutes=1))
+    assert tasks.retry_failed_exit(event_exit.pk) is None
+    assert flat.pk in killswitch.failed_exits.failed_exits_due()
+    assert event_exit.pk not in killswitch.failed_exits.failed_exits_due()
+    assert tasks.retry_failed_exit(flat.pk) == FailedExit.Status.DONE
+    assert (broker_position(f1, "ES"), broker_position(f1, "NQ")) == (0, 0)  # NQ: the flatten's
+    event_exit.refresh_from_db()
+    assert (event_exit.status, event_exit.attempts) == ("pending", 1)  # waits for the heal
+
+
+@pytest.mark.usefixtures("frozen_clock")
+def test_flattening_again_attempts_the_queued_exit_at_once_and_queues_no_second(world):
+    _g, leader, f1, _f2 = world
+    leader_fill(leader, "ES", "buy", 2)
+    SimBroker(f1).inject(fail=1)
+    killswitch.flatten(followers=[Follower.objects.get(account=f1)], by="alice")
+    fe = _flatten_exit(f1)
+    assert (fe.status, fe.attempts) == ("pending", 1)
+    assert fe.next_attempt_at > clock.now()  # its backoff
+    again = killswitch.flatten(followers=[Follower.objects.get(account=f1)], by="bob")
+    fe.refresh_from_db()
+    assert (fe.status, fe.qty, fe.attempts) == (FailedExit.Status.DONE, 2, 1)
+    assert FailedExit.objects.filter(account=f1).count() == 1
+    assert (broker_position(f1, "ES"), copier_position(f1, "ES")) == (0, 0)
+    [decision] = again.decisions
+    assert (decision.symbol, decision.reason) == ("ES", Reason.FLATTENED)
+    assert "queued exit" in decision.detail
+    assert (decision.position_before, decision.position_after) == (2, 0)
+
+
+def test_a_flattens_queued_exit_cancels_the_working_orders_before_it_closes(venue):
+    """Away at the flatten, nothing could be cancelled; its queued exit's attempt at the
+    reconnect cancels the trader's resting order first, then closes what is held."""
+    from copier.services.sync_guard import connection_lost, connection_restored
+
+    f = _venue_follower(venue, account("L"))
+    connection_lost(account=f, reason="test: away")
+    result = killswitch.flatten(followers=[Follower.objects.get(account=f)], by="alice")
+    [decision] = result.decisions
+    assert "NOT cancelled: follower disconnected" in decision.detail
+    assert (_working(venue, f.external_id), venue.positions(f.external_id)) == (1, {"ESZ6": 2})
+    connection_restored(account=f)  # the listener's reconnect: the queued exit at once
+    assert _working(venue, f.external_id) == 0
+    assert venue.positions(f.external_id) == {}
+    assert _flatten_exit(f).status == FailedExit.Status.DONE
