@@ -76,9 +76,12 @@ class TransientBrokerError(BrokerError):
 
 
 class OrderOutcomeUnknown(TransientBrokerError):
-    """The order may or may not have reached the broker (timeout after sending).
+    """The order may or may not have executed: anything that failed after the request was
+    sent (a timeout, a dropped connection, an HTTP 5xx, an unreadable answer).
 
-    Never resend blindly: look the client order id up first.
+    Never resend blindly: look the client order id up first. Only a failure that proves
+    the request never ran (connection refused, a rate limit's refusal, a 401) is a plain
+    TransientBrokerError on an order.
     """
 
 

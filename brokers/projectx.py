@@ -8,8 +8,11 @@ Orders: ProjectX answers HTTP 200 with `success:false` and an `errorCode` when i
 refuses; `customTag` (our client order id) is unique per account and stays taken
 even by a rejected order, so a second placement with the same tag can never execute
 twice: the refusal it gets is answered with what the venue has under that tag.
-A placement whose answer is lost (timeout, dropped connection after sending) is an
-`OrderOutcomeUnknown`; the copier looks the tag up before anything is sent again.
+A placement whose answer is lost (timeout, dropped connection after sending) or is an
+HTTP 5xx (the Gateway does not document that a 5xx means nothing ran) is an
+`OrderOutcomeUnknown`; the copier looks the tag up before anything is sent again. Only a
+refusal before the request left or was read (connection refused, a 429, a 401) is a
+plain transient error.
 
 What a placement returns: the place answer carries only the order id, so the order
 is read back once. Filled (the usual case for a market order) -> "filled" with the
@@ -294,7 +297,13 @@ class ProjectXBroker(BrokerAdapter):
                 f"ProjectX {path}: rate limited (HTTP 429)",
                 retry_after=float(retry) if retry.replace(".", "", 1).isdigit() else None)
         if status >= 500:
-            raise TransientBrokerError(f"ProjectX {path}: HTTP {status}")
+            # The Gateway does not say that a 5xx means nothing ran: on an order, it may
+            # have executed before the error (project-x-py calls it an uncertain
+            # submission too). The copier looks the tag up before anything else.
+            message = f"ProjectX {path}: HTTP {status}"
+            raise (OrderOutcomeUnknown(f"{message} after the order was sent: it may have "
+                                       "executed") if sending_order
+                   else TransientBrokerError(message))
         if status != 200:
             raise PermanentBrokerError(f"ProjectX {path}: HTTP {status} {response.text[:200]}")
         try:
@@ -304,7 +313,9 @@ class ProjectXBroker(BrokerAdapter):
             raise (OrderOutcomeUnknown(message) if sending_order
                    else TransientBrokerError(message)) from None
         if not isinstance(data, dict):
-            raise TransientBrokerError(f"ProjectX {path}: unexpected answer {type(data).__name__}")
+            message = f"ProjectX {path}: unexpected answer {type(data).__name__}"
+            raise (OrderOutcomeUnknown(message) if sending_order
+                   else TransientBrokerError(message))
         return data
 
     def _call(self, path: str, body: Mapping[str, Any], *, token: str | None = None,

@@ -496,6 +496,8 @@ class ProjectXVenue(LocalVenue):
             self._push_order(order)
             return _refusal(2, "Order rejected by risk (injected)", orderId=order["id"])
         self._order_execute(order)
+        if self._take("http_5xx_after", account_id):
+            return web.Response(status=503, text="Service Unavailable")  # executed all the same
         if self._take("lose_response", account_id) and request.transport is not None:
             request.transport.abort()  # executed; the answer never leaves
             await asyncio.sleep(0.05)

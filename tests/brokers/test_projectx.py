@@ -260,17 +260,37 @@ def test_rejection_is_permanent_and_burns_the_tag(venue, px):
     assert px.place_order(order("rej-2")).status == "filled"  # a new tag goes through
 
 
-@pytest.mark.parametrize("fault", ["rate_limit", "http_5xx"])
-def test_rate_limit_and_5xx_are_transient_and_nothing_executes(venue, px, fault):
-    venue.inject(fault)
+def test_a_rate_limit_is_a_refusal_nothing_executes(venue, px):
+    venue.inject("rate_limit")
     with pytest.raises(TransientBrokerError) as caught:
         px.place_order(order("t1"))
-    assert not isinstance(caught.value, OrderOutcomeUnknown)
-    if fault == "rate_limit":
-        assert caught.value.retry_after == 1.0
+    assert not isinstance(caught.value, OrderOutcomeUnknown)  # refused before it ran
+    assert caught.value.retry_after == 1.0
     assert venue.orders(ext(px)) == []
     assert px.find_order("t1") is None
     assert px.place_order(order("t1")).status == "filled"
+
+
+def test_a_5xx_on_a_placement_is_an_unknown_outcome_whether_or_not_it_ran(venue, px):
+    """The Gateway does not document a 5xx as "nothing ran" (project-x-py calls it an
+    uncertain submission): the adapter cannot tell the two faults apart, the look-up can."""
+    venue.inject("http_5xx")  # refused before executing
+    with pytest.raises(OrderOutcomeUnknown, match="HTTP 503"):
+        px.place_order(order("t5"))
+    assert venue.orders(ext(px)) == []
+    assert px.find_order("t5") is None
+    assert px.place_order(order("t5")).status == "filled"
+    venue.inject("http_5xx_after")  # executed, then the error
+    with pytest.raises(OrderOutcomeUnknown, match="HTTP 503"):
+        px.place_order(order("t6", "sell", 1))
+    found = px.find_order("t6")
+    assert found is not None
+    assert (found.status, found.filled_qty, found.side, found.qty) == (
+        "filled", 1, Side.SELL, 1)
+    again = px.place_order(order("t6", "sell", 1))  # a blind resend: the same order
+    assert again.broker_order_id == found.broker_order_id
+    assert venue.positions(ext(px)) == {"ESZ6": 1}
+    assert len(venue.orders(ext(px))) == 2
 
 
 def test_partial_fills_are_summed(venue, px):
@@ -608,9 +628,12 @@ def test_one_accounts_outage_leaves_the_others_trading(venue, px):
 
     venue.set_reachable(False, account_external_id=ext(px))
     try:
-        with pytest.raises(TransientBrokerError) as caught:
+        # The gateway answers the account's requests 503: whether an order ran cannot
+        # be told from that, so it is an unknown outcome (and the look-up fails too).
+        with pytest.raises(OrderOutcomeUnknown, match="503"):
             px.place_order(order("out-1"))
-        assert not isinstance(caught.value, OrderOutcomeUnknown)  # refused, not lost
+        with pytest.raises(TransientBrokerError, match="503"):
+            px.find_order("out-1")
         with pytest.raises(TransientBrokerError):
             px.positions()
         with pytest.raises(TransientBrokerError):
@@ -619,6 +642,7 @@ def test_one_accounts_outage_leaves_the_others_trading(venue, px):
     finally:
         venue.set_reachable(True, account_external_id=ext(px))
     assert venue.orders(ext(px)) == []
+    assert px.find_order("out-1") is None  # what the copier asks once it is back
     assert px.place_order(order("out-1")).status == "filled"
 
 
