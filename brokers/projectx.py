@@ -2,7 +2,9 @@
 
 Sessions: the account's owning listener logs in (`session_obtain`) and renews the
 token before it expires; workers only read it (`brokers.sessions.session_load`) and
-read it again once on a 401. No login per order: the Gateway limits sessions.
+read it again once on a 401. No login per order: the Gateway limits sessions. A token
+the Gateway refuses before its expiry (an API key reset, a session limit) is dropped
+from the store by whoever met the 401 (`SessionRefused`): the listener logs in again.
 
 Orders: ProjectX answers HTTP 200 with `success:false` and an `errorCode` when it
 refuses; `customTag` (our client order id) is unique per account and stays taken
@@ -63,6 +65,7 @@ from brokers.base import (
     PermanentBrokerError,
     PositionUpdate,
     Session,
+    SessionRefused,
     Side,
     TransientBrokerError,
     orders_cancel_error,
@@ -321,25 +324,40 @@ class ProjectXBroker(BrokerAdapter):
     def _call(self, path: str, body: Mapping[str, Any], *, token: str | None = None,
               sending_order: bool = False) -> dict[str, Any]:
         """A request with the account's session: the given token, else the stored one,
-        read again once from the database when the venue refuses it (renewed meanwhile)."""
-        if token is not None:
+        read again once from the database when the venue refuses it (renewed meanwhile).
+
+        A 401 is the Gateway refusing the token itself (expired, revoked by a key reset
+        or a session limit): a stored one it refuses is dropped, so that the owning
+        listener logs in again at once rather than at the token's expiry, up to a day
+        later. The request did not run: the caller's error is a plain transient one.
+        """
+        if token is not None:  # the caller's own token (the stream's): the caller drops it
             try:
                 return self._post(path, body, token=token, sending_order=sending_order)
             except _Unauthorized as exc:
-                raise TransientBrokerError(exc.message) from None
+                raise SessionRefused(exc.message) from None
         session = self._session(fresh=False)
         try:
             return self._post(path, body, token=session.token, sending_order=sending_order)
         except _Unauthorized:
             renewed = self._session(fresh=True)
             if renewed.token == session.token:
-                raise TransientBrokerError(
-                    f"ProjectX {path}: the session was refused (HTTP 401) and the listener "
-                    "has not renewed it yet") from None
+                raise self._session_refused(path, session) from None
         try:  # a 401 means the request was not processed: sending it again is safe
             return self._post(path, body, token=renewed.token, sending_order=sending_order)
-        except _Unauthorized as exc:
-            raise TransientBrokerError(exc.message) from None
+        except _Unauthorized:
+            raise self._session_refused(path, renewed) from None
+
+    def _session_refused(self, path: str, session: Session) -> SessionRefused:
+        from brokers.sessions import session_drop
+
+        dropped = session_drop(self.account.pk, token=session.token)
+        log.warning("ProjectX account %s: the venue refused its session (HTTP 401) before "
+                    "its expiry; %s", self.account.name,
+                    "dropped for the listener to log in again" if dropped
+                    else "the listener has replaced it already")
+        return SessionRefused(f"ProjectX {path}: the session was refused (HTTP 401); the "
+                              "listener logs in again")
 
     def _session(self, *, fresh: bool) -> Session:
         from brokers.sessions import session_load
@@ -712,7 +730,7 @@ class ProjectXStream(BrokerStream):
                 raise TransientBrokerError(
                     f"ProjectX hub negotiate: unreachable ({type(exc).__name__})") from None
         if answer.status_code == 401:
-            raise TransientBrokerError("ProjectX hub refused the session token (HTTP 401)")
+            raise SessionRefused("ProjectX hub refused the session token (HTTP 401)")
         if answer.status_code != 200:
             raise TransientBrokerError(f"ProjectX hub negotiate: HTTP {answer.status_code}")
         negotiated = answer.json()

@@ -20,6 +20,7 @@ from brokers.base import (
     PermanentBrokerError,
     PositionUpdate,
     Session,
+    SessionRefused,
     Side,
     TransientBrokerError,
 )
@@ -190,19 +191,52 @@ def test_a_placement_says_when_the_venue_acknowledged_it_before_its_fill_was_rea
 
 
 def test_a_401_reloads_the_session_the_listener_renewed(venue, px):
-    assert px.place_order(order("r1")).status == "filled"
-    venue.tokens_expire()
-    with pytest.raises(TransientBrokerError, match=r"401.*not renewed it yet"):
-        px.place_order(order("r2"))
-    assert len(venue.orders(ext(px))) == 1
-    # The listener logs in again; the worker's cached session is stale until the 401.
-    fresh = px.session_obtain(None)
-    assert fresh is not None
+    """The listener stored a new token; the worker's cached one is stale until the 401,
+    which reads the store again and sends once more, with the new one."""
     from brokers.models import BrokerSession
+
+    assert px.place_order(order("r1")).status == "filled"
+    stale = _session(px)
+    venue.tokens_revoke()  # the cached token is refused from now on
+    fresh = px.session_obtain(None)  # the listener logged in again meanwhile
+    assert fresh is not None
     BrokerSession.objects.filter(account=px.account).update(token=fresh.token)
-    assert session_load(px.account.pk).token != fresh.token  # type: ignore[union-attr]
+    assert session_load(px.account.pk) == stale  # this worker's cache
     assert px.place_order(order("r2")).status == "filled"
     assert venue.positions(ext(px)) == {"ESZ6": 4}
+    assert session_load(px.account.pk, fresh=True).token == fresh.token  # type: ignore[union-attr]
+
+
+def test_a_session_the_venue_refuses_before_its_expiry_is_dropped_not_kept(venue, px):
+    """Revoked (a key reset, a session limit): the order fails transiently without
+    running, and the stored session is dropped, so that the listener logs in again at
+    once instead of at the token's expiry, up to a day later."""
+    assert px.place_order(order("v1")).status == "filled"
+    venue.tokens_revoke()
+    with pytest.raises(SessionRefused, match=r"401.*logs in again") as caught:
+        px.place_order(order("v2"))
+    assert not isinstance(caught.value, OrderOutcomeUnknown)  # refused: it did not run
+    assert len(venue.orders(ext(px))) == 1
+    assert session_load(px.account.pk, fresh=True) is None
+    with pytest.raises(TransientBrokerError, match="no session"):
+        px.place_order(order("v2"))
+    session = px.session_obtain(None)  # what the listener does next
+    assert session is not None
+    session_save(px.account.pk, session)
+    assert px.place_order(order("v2")).status == "filled"
+
+
+def test_a_worker_never_drops_the_session_the_listener_has_just_stored(venue, px):
+    """The refused token is compared with the stored one first: a new one stays."""
+    from brokers.sessions import session_drop
+
+    refused = _session(px)
+    venue.tokens_revoke()
+    replacement = px.session_obtain(None)
+    assert replacement is not None
+    session_save(px.account.pk, replacement)
+    assert session_drop(px.account.pk, token=refused.token) is False
+    assert session_load(px.account.pk, fresh=True) == replacement
 
 
 # --- orders -----------------------------------------------------------------------------------
@@ -507,7 +541,8 @@ def test_connection_test_says_what_failed(venue):
 
 def test_secrets_never_reach_logs_reprs_or_errors(venue, px, caplog):
     caplog.set_level(logging.DEBUG)
-    token = _session(px).token
+    stored = _session(px)
+    token = stored.token
     errors: list[str] = []
     venue.inject("lose_response")
     for call in (lambda: px.place_order(order("s1")),
@@ -522,7 +557,7 @@ def test_secrets_never_reach_logs_reprs_or_errors(venue, px, caplog):
         px.place_order(order("s2"))
     except TransientBrokerError as exc:
         errors.append(f"{exc!r} {exc}")
-    text = caplog.text + " ".join(errors) + repr(_session(px)) + repr(px.stream(_session(px)))
+    text = caplog.text + " ".join(errors) + repr(stored) + repr(px.stream(stored))
     assert len(errors) == 3
     for secret in (venue.api_key, token, "bad-key-123"):
         assert secret not in text
