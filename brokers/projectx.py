@@ -51,6 +51,7 @@ import httpx
 import websockets
 from websockets.asyncio.client import ClientConnection
 from websockets.asyncio.client import connect as ws_connect
+from websockets.exceptions import InvalidStatus
 
 from brokers.base import (
     BrokerAdapter,
@@ -679,6 +680,9 @@ class _Unauthorized(TransientBrokerError):
 class ProjectXStream(BrokerStream):
     """The user hub over SignalR's JSON protocol: negotiate, handshake, subscribe, events.
 
+    Negotiate takes either answer a SignalR server gives (version 1 or the older 0); a
+    hub without the endpoint is connected to directly (skipNegotiation).
+
     Subscriptions are invoked with ids and their completions awaited, so that from
     `open`'s return the venue pushes every event of the account (the listener reads
     the positions right after). Nothing is replayed on a new socket.
@@ -722,27 +726,62 @@ class ProjectXStream(BrokerStream):
 
     async def _connect(self, rtc_url: str, token: str) -> None:
         hub = f"{rtc_url}/hubs/user"
-        async with httpx.AsyncClient(timeout=TIMEOUT) as client:
-            try:
-                answer = await client.post(f"{hub}/negotiate?negotiateVersion=1",
-                                           params={"access_token": token})
-            except httpx.TransportError as exc:
-                raise TransientBrokerError(
-                    f"ProjectX hub negotiate: unreachable ({type(exc).__name__})") from None
-        if answer.status_code == 401:
-            raise SessionRefused("ProjectX hub refused the session token (HTTP 401)")
-        if answer.status_code != 200:
-            raise TransientBrokerError(f"ProjectX hub negotiate: HTTP {answer.status_code}")
-        negotiated = answer.json()
-        connection = negotiated.get("connectionToken") or negotiated.get("connectionId")
+        connection = await self._negotiate(hub, token)
         ws_url = "ws" + hub[4:] if hub.startswith("http") else hub
-        query = urlencode({"id": connection, "access_token": token})
-        self._ws = await ws_connect(f"{ws_url}?{query}", max_size=2**22, open_timeout=None)
+        query = urlencode({"access_token": token} if connection is None
+                          else {"id": connection, "access_token": token})
+        try:
+            self._ws = await ws_connect(f"{ws_url}?{query}", max_size=2**22, open_timeout=None)
+        except InvalidStatus as exc:
+            status = exc.response.status_code
+            if status == 401:
+                raise SessionRefused("ProjectX hub refused the session token (HTTP 401)"
+                                     ) from None
+            raise TransientBrokerError(f"ProjectX hub: WebSocket refused (HTTP {status})"
+                                       ) from None
         await self._send({"protocol": "json", "version": 1})
         reply = await self._record()
         if reply.get("error"):
             raise TransientBrokerError(f"ProjectX hub handshake refused: {reply['error']}")
         await self._subscribe()
+
+    async def _negotiate(self, hub: str, token: str) -> str | None:
+        """The id the WebSocket is opened with, as SignalR's negotiate answers it: version
+        1's `connectionToken`, version 0's (an older server's) `connectionId`. None: the hub
+        has no negotiate endpoint (404/405), and the socket is opened straight away, with no
+        id (skipNegotiation: how the Gateway's own JavaScript example connects)."""
+        async with httpx.AsyncClient(timeout=TIMEOUT) as client:
+            try:
+                # One `params`: httpx drops a query written into the URL when given one.
+                answer = await client.post(f"{hub}/negotiate", params={
+                    "negotiateVersion": 1, "access_token": token})
+            except httpx.TransportError as exc:
+                raise TransientBrokerError(
+                    f"ProjectX hub negotiate: unreachable ({type(exc).__name__})") from None
+        if answer.status_code == 401:
+            raise SessionRefused("ProjectX hub refused the session token (HTTP 401)")
+        if answer.status_code in (404, 405):
+            return None
+        if answer.status_code != 200:
+            raise TransientBrokerError(f"ProjectX hub negotiate: HTTP {answer.status_code}")
+        try:
+            negotiated = answer.json()
+        except ValueError:
+            negotiated = None
+        if not isinstance(negotiated, dict):
+            raise TransientBrokerError("ProjectX hub negotiate: the answer is not a JSON object")
+        if negotiated.get("error"):
+            raise TransientBrokerError(f"ProjectX hub negotiate refused: {negotiated['error']}")
+        if negotiated.get("url"):
+            raise TransientBrokerError("ProjectX hub negotiate: redirected to another "
+                                       "service, which this client does not follow")
+        version = negotiated.get("negotiateVersion")
+        key = ("connectionToken" if isinstance(version, int) and version >= 1
+               else "connectionId")
+        connection = negotiated.get(key)
+        if not isinstance(connection, str) or not connection:
+            raise TransientBrokerError(f"ProjectX hub negotiate: no {key} in the answer")
+        return connection
 
     async def _subscribe(self) -> None:
         account = self._account_id

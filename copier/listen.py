@@ -16,9 +16,9 @@ A session the venue refuses before its expiry (`SessionRefused`: a 401 at the
 stream's open, or a worker's 401, which drops the stored session and is found at the
 next scan) is dropped and the reconnect logs in again, rather than reopening with a
 dead token until it expires. A transient error marks the account disconnected with
-the reason, closes the stream and reconnects after a backoff (0.5 s doubling to 30 s, full jitter, never
-sooner than the venue's `retry_after`); a refused login (permanent) waits until
-its credentials change or `PERMANENT_WAIT` passes.
+the reason, closes the stream and reconnects after a backoff (0.5 s doubling to
+30 s, full jitter, never sooner than the venue's `retry_after`); a refused login
+(permanent) waits until its credentials change or `PERMANENT_WAIT` passes.
 
 Threads: everything that touches Django or a broker's blocking API runs on the
 listener's own ThreadPoolExecutor (also the loop's default executor, so the

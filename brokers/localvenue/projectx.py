@@ -116,7 +116,8 @@ class ProjectXVenue(LocalVenue):
         self.calls: dict[str, int] = {}  # path -> how many requests (for assertions)
         self.hub_invocations: list[tuple[str, str, list[Any]]] = []  # (connection, target, args)
         self.hub_pings_received = 0
-        self._negotiated: set[str] = set()
+        self._negotiated: dict[str, str] = {}  # the id a WebSocket may open -> its form
+        self.hub_forms: list[str] = []  # how each hub socket connected (for assertions)
         self._revoked: set[str] = set()
         # The SignalR negotiate forms the hub answers: up to this negotiateVersion (0: the
         # older answer, a `connectionId` only); False: no negotiate endpoint at all, only
@@ -369,8 +370,9 @@ class ProjectXVenue(LocalVenue):
         account = await self._account_named(request)
         if account in self._unreachable:
             return web.Response(status=503, text="Service Unavailable")
-        if request.path in ("/api/Auth/loginKey", "/api/Status/ping"):
-            return await handler(request)
+        if request.path in ("/api/Auth/loginKey", "/api/Status/ping") or (
+                request.path == "/hubs/user/negotiate" and not self.negotiate_available):
+            return await handler(request)  # (a missing endpoint is missing for anyone)
         token = self._bearer(request)
         if token is None:
             return web.Response(status=401)
@@ -688,18 +690,20 @@ class ProjectXVenue(LocalVenue):
                                      "transferFormats": ["Text", "Binary"]}]}
         if version >= 1:
             answer["connectionToken"] = uuid.uuid4().hex
-        self._negotiated.add(answer.get("connectionToken", connection_id))
+        self._negotiated[answer.get("connectionToken", connection_id)] = f"negotiate-v{version}"
         return web.json_response(answer)
 
     def _hub_connection(self, request: web.Request) -> str | None:
         """The connection a WebSocket request opens: the negotiated one its `id` names
         (once), a new one without an `id` (skipNegotiation), None for an unknown id."""
         if "id" not in request.query:
+            self.hub_forms.append("skip-negotiation")
             return uuid.uuid4().hex
         connection = request.query["id"]
-        if connection not in self._negotiated:
+        form = self._negotiated.pop(connection, None)
+        if form is None:
             return None
-        self._negotiated.discard(connection)
+        self.hub_forms.append(form)
         return connection
 
     async def _hub(self, request: web.Request) -> web.StreamResponse:

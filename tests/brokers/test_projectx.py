@@ -506,6 +506,95 @@ def test_a_close_record_from_the_hub_is_transient(venue, px):
     run(scenario())
 
 
+# --- the hub's connection forms (SignalR): negotiate v1, the older v0, skipNegotiation -----
+async def _raw_hub_handshake(venue: ProjectXVenue, token: str, *, negotiate: str | None
+                             ) -> tuple[dict[str, object] | None, str]:
+    """A bare SignalR client: negotiate as asked (None: skip it), open the socket, shake
+    hands; the negotiate answer and the handshake's reply."""
+    import httpx
+    from websockets.asyncio.client import connect
+
+    answer: dict[str, object] | None = None
+    query = f"access_token={token}"
+    if negotiate is not None:
+        async with httpx.AsyncClient() as client:
+            reply = await client.post(f"{venue.url}/hubs/user/negotiate",
+                                      params={**dict([negotiate.split("=")] if negotiate
+                                                     else []), "access_token": token})
+        assert reply.status_code == 200, reply.text
+        answer = reply.json()
+        key = "connectionToken" if answer.get("negotiateVersion") == 1 else "connectionId"
+        query += f"&id={answer[key]}"
+    async with connect(f"ws://127.0.0.1:{venue.port}/hubs/user?{query}") as ws:
+        await ws.send(json.dumps({"protocol": "json", "version": 1}) + "\x1e")
+        handshake = await asyncio.wait_for(ws.recv(), 5)
+    return answer, str(handshake)
+
+
+def test_the_local_hub_takes_every_signalr_connection_form(venue, px):
+    """As the Gateway's does: negotiate version 1 (a connectionToken), the older
+    version 0 (asked for by sending no version: a connectionId only), and no negotiate at
+    all (skipNegotiation, straight to the WebSocket)."""
+    token = _session(px).token
+    v1, shook = run(_raw_hub_handshake(venue, token, negotiate="negotiateVersion=1"))
+    assert shook == "{}\x1e"
+    assert v1 is not None
+    assert (v1["negotiateVersion"], "connectionToken" in v1) == (1, True)
+    v0, shook = run(_raw_hub_handshake(venue, token, negotiate=""))
+    assert shook == "{}\x1e"
+    assert v0 is not None
+    assert (v0["negotiateVersion"], "connectionToken" in v0) == (0, False)
+    _none, shook = run(_raw_hub_handshake(venue, token, negotiate=None))
+    assert shook == "{}\x1e"
+    assert venue.hub_forms[-3:] == ["negotiate-v1", "negotiate-v0", "skip-negotiation"]
+
+
+def _stream_delivers_a_trade(venue: ProjectXVenue, px: ProjectXBroker) -> list[BrokerEvent]:
+    async def scenario() -> list[BrokerEvent]:
+        stream = px.stream(_session(px))
+        await stream.open()
+        try:
+            await asyncio.to_thread(venue.trade, ext(px), "ESZ6", "buy", 1)
+            return await events_take(stream, 2)
+        finally:
+            await stream.close()
+    return run(scenario())  # type: ignore[return-value]
+
+
+@pytest.mark.parametrize(("version", "available", "form"), [
+    (1, True, "negotiate-v1"), (0, True, "negotiate-v0"), (1, False, "skip-negotiation"),
+], ids=["negotiate-v1", "negotiate-v0", "no-negotiate-endpoint"])
+def test_the_stream_connects_to_a_hub_of_each_form(venue, px, version, available, form):
+    """An older server answers negotiate with version 0 (no connectionToken: the
+    connectionId opens the socket); a hub without the endpoint is connected to directly."""
+    venue.negotiate_version, venue.negotiate_available = version, available
+    try:
+        events = _stream_delivers_a_trade(venue, px)
+    finally:
+        venue.negotiate_version, venue.negotiate_available = 1, True
+    assert [type(e) for e in events] == [Fill, PositionUpdate]
+    assert venue.hub_forms[-1] == form
+
+
+def test_a_hub_without_negotiate_refusing_the_token_is_a_refused_session(venue, px):
+    stale = _session(px)
+    venue.tokens_revoke()
+    venue.negotiate_available = False
+
+    async def scenario() -> None:
+        stream = px.stream(stale)
+        try:
+            with pytest.raises(SessionRefused, match="401"):
+                await stream.open()
+        finally:
+            await stream.close()
+
+    try:
+        run(scenario())
+    finally:
+        venue.negotiate_available = True
+
+
 def test_stream_with_a_refused_token_fails_open_transiently(venue, px):
     stale = _session(px)
     venue.tokens_expire()
