@@ -89,27 +89,31 @@ def test_a_session_revoked_before_its_expiry_is_replaced_and_the_queued_exit_goe
     group("g", leader, {f1: "1"})
     with listening(leader, f1):
         projectx.trade(leader.external_id, "ESZ6", "buy", 2)
-        wait_until(lambda: copier_position(f1, "ESZ6") == 2, what="the entry copied")
+        wait_until(lambda: copier_position(f1, "ESZ6") == 2, timeout=20,
+                   what="the entry copied")
         first = session_load(f1.pk, fresh=True)
         assert first is not None
         logins = projectx.calls["/api/Auth/loginKey"]
         projectx.tokens_revoke(streams_close=streams_close)
         if streams_close:  # the leader's stream reopens only with a new login
             wait_until(lambda: projectx.calls["/api/Auth/loginKey"] > logins,
-                       what="the listener logged in again")
-            wait_until(lambda: projectx.hub_connections() == 2, what="both streams back")
+                       timeout=20, what="the listener logged in again")
+            wait_until(lambda: projectx.hub_connections() == 2, timeout=20,
+                       what="both streams back")
         projectx.trade(leader.external_id, "ESZ6", "sell", 2)
         wait_until(lambda: FailedExit.objects.filter(account=f1).exists()
-                   or copier_position(f1, "ESZ6") == 0, what="the exit decided")
+                   or copier_position(f1, "ESZ6") == 0, timeout=20, what="the exit decided")
         wait_until(lambda: projectx.positions(f1.external_id) == {}, timeout=20,
                    what="the follower's exit went out")
-        wait_until(lambda: copier_position(f1, "ESZ6") == 0, what="and was counted")
+        wait_until(lambda: copier_position(f1, "ESZ6") == 0, timeout=20,
+                   what="and was counted")
         stored = session_load(f1.pk, fresh=True)
         assert stored is not None
         assert stored.token != first.token
         assert projectx.calls["/api/Auth/loginKey"] > logins
         wait_until(lambda: TradingAccount.objects.filter(
-            pk=f1.pk, connection_state="connected").exists(), what="F1 connected again")
+            pk=f1.pk, connection_state="connected").exists(), timeout=20,
+            what="F1 connected again")
     sells = [o for o in projectx.orders(f1.external_id) if o["side"] == 1]
     assert [o["size"] for o in sells if o["status"] == 2] == [2]  # sent once
     if not streams_close:
