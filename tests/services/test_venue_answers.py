@@ -1,7 +1,7 @@
 """What the venues answer, through the copy engine, at the local ProjectX and Tradovate
-servers (issue 18, items 11 and 12): a 5xx after the order executed is an unknown outcome,
-looked up by client id before anything else; a session the venue refuses early is dropped
-and logged in again by the owning listener.
+servers (issue 18, item 11): a 5xx on an order placement, before or after the order
+executed, is an unknown outcome, looked up by client id before anything else. (Item 12,
+a session the venue refuses early, is in tests/listener/test_sessions.py.)
 
 The leader trades at the sim (its fills pumped as the listener would); the follower is an
 account at the local venue, logged in as its listener would have, so every order goes
@@ -147,4 +147,22 @@ def test_a_5xx_before_the_order_ran_is_looked_up_found_absent_and_the_exit_retri
     assert retry_due(fe) == "done"
     assert venue.positions(follower.external_id) == {}
     assert copier_position(follower, SYMBOL) == 0
+    assert len(executed(venue, follower)) == 1
+
+
+def test_a_queued_exits_retry_answered_5xx_after_it_executed_is_done_and_sent_once(venue):
+    """The class, not the one path: the Failed Exit Queue's own attempt meets the 5xx
+    after executing; it is looked up, found filled, and the exit is done."""
+    leader = connected_leader()
+    leader_fill(leader, SYMBOL, "buy", 2)
+    follower = venue_follower(venue, leader, holding=2)
+    venue.inject("http_5xx", account_external_id=follower.external_id)
+    leader_fill(leader, SYMBOL, "sell", 2)
+    fe = FailedExit.objects.get(account=follower)
+    venue.inject("http_5xx_after", account_external_id=follower.external_id)
+    assert retry_due(fe) == "done"
+    assert venue.positions(follower.external_id) == {}
+    assert copier_position(follower, SYMBOL) == 0
+    assert len(executed(venue, follower)) == 1
+    retry_due(fe)  # a late duplicate delivery of the retry does nothing
     assert len(executed(venue, follower)) == 1
