@@ -77,9 +77,20 @@ class TransientBrokerError(BrokerError):
 
 
 class OrderOutcomeUnknown(TransientBrokerError):
-    """The order may or may not have reached the broker (timeout after sending).
+    """The order may or may not have executed: anything that failed after the request was
+    sent (a timeout, a dropped connection, an HTTP 5xx, an unreadable answer).
 
-    Never resend blindly: look the client order id up first.
+    Never resend blindly: look the client order id up first. Only a failure that proves
+    the request never ran (connection refused, a rate limit's refusal, a 401) is a plain
+    TransientBrokerError on an order.
+    """
+
+
+class SessionRefused(TransientBrokerError):
+    """The venue refused the session's token (HTTP 401) before its expiry: revoked by an
+    API key reset, a session limit, a logout elsewhere. Waiting cannot help; a new login
+    can. The stored session is dropped and the account's owning listener logs in again
+    (`copier.listen`); the request itself did not run.
     """
 
 

@@ -2,14 +2,19 @@
 
 Sessions: the account's owning listener logs in (`session_obtain`) and renews the
 token before it expires; workers only read it (`brokers.sessions.session_load`) and
-read it again once on a 401. No login per order: the Gateway limits sessions.
+read it again once on a 401. No login per order: the Gateway limits sessions. A token
+the Gateway refuses before its expiry (an API key reset, a session limit) is dropped
+from the store by whoever met the 401 (`SessionRefused`): the listener logs in again.
 
 Orders: ProjectX answers HTTP 200 with `success:false` and an `errorCode` when it
 refuses; `customTag` (our client order id) is unique per account and stays taken
 even by a rejected order, so a second placement with the same tag can never execute
 twice: the refusal it gets is answered with what the venue has under that tag.
-A placement whose answer is lost (timeout, dropped connection after sending) is an
-`OrderOutcomeUnknown`; the copier looks the tag up before anything is sent again.
+A placement whose answer is lost (timeout, dropped connection after sending) or is an
+HTTP 5xx (the Gateway does not document that a 5xx means nothing ran) is an
+`OrderOutcomeUnknown`; the copier looks the tag up before anything is sent again. Only a
+refusal before the request left or was read (connection refused, a 429, a 401) is a
+plain transient error.
 
 What a placement returns: the place answer carries only the order id, so the order
 is read back once. Filled (the usual case for a market order) -> "filled" with the
@@ -54,6 +59,7 @@ import httpx
 import websockets
 from websockets.asyncio.client import ClientConnection
 from websockets.asyncio.client import connect as ws_connect
+from websockets.exceptions import InvalidStatus
 
 from brokers.base import (
     BrokerAdapter,
@@ -70,6 +76,7 @@ from brokers.base import (
     PermanentBrokerError,
     PositionUpdate,
     Session,
+    SessionRefused,
     Side,
     TransientBrokerError,
     orders_cancel_error,
@@ -324,7 +331,13 @@ class ProjectXBroker(BrokerAdapter):
                 f"ProjectX {path}: rate limited (HTTP 429)",
                 retry_after=float(retry) if retry.replace(".", "", 1).isdigit() else None)
         if status >= 500:
-            raise TransientBrokerError(f"ProjectX {path}: HTTP {status}")
+            # The Gateway does not say that a 5xx means nothing ran: on an order, it may
+            # have executed before the error (project-x-py calls it an uncertain
+            # submission too). The copier looks the tag up before anything else.
+            message = f"ProjectX {path}: HTTP {status}"
+            raise (OrderOutcomeUnknown(f"{message} after the order was sent: it may have "
+                                       "executed") if sending_order
+                   else TransientBrokerError(message))
         if status != 200:
             raise PermanentBrokerError(f"ProjectX {path}: HTTP {status} {response.text[:200]}")
         try:
@@ -334,31 +347,48 @@ class ProjectXBroker(BrokerAdapter):
             raise (OrderOutcomeUnknown(message) if sending_order
                    else TransientBrokerError(message)) from None
         if not isinstance(data, dict):
-            raise TransientBrokerError(f"ProjectX {path}: unexpected answer {type(data).__name__}")
+            message = f"ProjectX {path}: unexpected answer {type(data).__name__}"
+            raise (OrderOutcomeUnknown(message) if sending_order
+                   else TransientBrokerError(message))
         return data
 
     def _call(self, path: str, body: Mapping[str, Any], *, token: str | None = None,
               sending_order: bool = False) -> dict[str, Any]:
         """A request with the account's session: the given token, else the stored one,
-        read again once from the database when the venue refuses it (renewed meanwhile)."""
-        if token is not None:
+        read again once from the database when the venue refuses it (renewed meanwhile).
+
+        A 401 is the Gateway refusing the token itself (expired, revoked by a key reset
+        or a session limit): a stored one it refuses is dropped, so that the owning
+        listener logs in again at once rather than at the token's expiry, up to a day
+        later. The request did not run: the caller's error is a plain transient one.
+        """
+        if token is not None:  # the caller's own token (the stream's): the caller drops it
             try:
                 return self._post(path, body, token=token, sending_order=sending_order)
             except _Unauthorized as exc:
-                raise TransientBrokerError(exc.message) from None
+                raise SessionRefused(exc.message) from None
         session = self._session(fresh=False)
         try:
             return self._post(path, body, token=session.token, sending_order=sending_order)
         except _Unauthorized:
             renewed = self._session(fresh=True)
             if renewed.token == session.token:
-                raise TransientBrokerError(
-                    f"ProjectX {path}: the session was refused (HTTP 401) and the listener "
-                    "has not renewed it yet") from None
+                raise self._session_refused(path, session) from None
         try:  # a 401 means the request was not processed: sending it again is safe
             return self._post(path, body, token=renewed.token, sending_order=sending_order)
-        except _Unauthorized as exc:
-            raise TransientBrokerError(exc.message) from None
+        except _Unauthorized:
+            raise self._session_refused(path, renewed) from None
+
+    def _session_refused(self, path: str, session: Session) -> SessionRefused:
+        from brokers.sessions import session_drop
+
+        dropped = session_drop(self.account.pk, token=session.token)
+        log.warning("ProjectX account %s: the venue refused its session (HTTP 401) before "
+                    "its expiry; %s", self.account.name,
+                    "dropped for the listener to log in again" if dropped
+                    else "the listener has replaced it already")
+        return SessionRefused(f"ProjectX {path}: the session was refused (HTTP 401); the "
+                              "listener logs in again")
 
     def _session(self, *, fresh: bool) -> Session:
         from brokers.sessions import session_load
@@ -699,6 +729,9 @@ class _Unauthorized(TransientBrokerError):
 class ProjectXStream(BrokerStream):
     """The user hub over SignalR's JSON protocol: negotiate, handshake, subscribe, events.
 
+    Negotiate takes either answer a SignalR server gives (version 1 or the older 0); a
+    hub without the endpoint is connected to directly (skipNegotiation).
+
     Subscriptions are invoked with ids and their completions awaited, so that from
     `open`'s return the venue pushes every event of the account (the listener reads
     the positions right after). Nothing is replayed on a new socket.
@@ -743,27 +776,62 @@ class ProjectXStream(BrokerStream):
 
     async def _connect(self, rtc_url: str, token: str) -> None:
         hub = f"{rtc_url}/hubs/user"
-        async with httpx.AsyncClient(timeout=TIMEOUT) as client:
-            try:
-                answer = await client.post(f"{hub}/negotiate?negotiateVersion=1",
-                                           params={"access_token": token})
-            except httpx.TransportError as exc:
-                raise TransientBrokerError(
-                    f"ProjectX hub negotiate: unreachable ({type(exc).__name__})") from None
-        if answer.status_code == 401:
-            raise TransientBrokerError("ProjectX hub refused the session token (HTTP 401)")
-        if answer.status_code != 200:
-            raise TransientBrokerError(f"ProjectX hub negotiate: HTTP {answer.status_code}")
-        negotiated = answer.json()
-        connection = negotiated.get("connectionToken") or negotiated.get("connectionId")
+        connection = await self._negotiate(hub, token)
         ws_url = "ws" + hub[4:] if hub.startswith("http") else hub
-        query = urlencode({"id": connection, "access_token": token})
-        self._ws = await ws_connect(f"{ws_url}?{query}", max_size=2**22, open_timeout=None)
+        query = urlencode({"access_token": token} if connection is None
+                          else {"id": connection, "access_token": token})
+        try:
+            self._ws = await ws_connect(f"{ws_url}?{query}", max_size=2**22, open_timeout=None)
+        except InvalidStatus as exc:
+            status = exc.response.status_code
+            if status == 401:
+                raise SessionRefused("ProjectX hub refused the session token (HTTP 401)"
+                                     ) from None
+            raise TransientBrokerError(f"ProjectX hub: WebSocket refused (HTTP {status})"
+                                       ) from None
         await self._send({"protocol": "json", "version": 1})
         reply = await self._record()
         if reply.get("error"):
             raise TransientBrokerError(f"ProjectX hub handshake refused: {reply['error']}")
         await self._subscribe()
+
+    async def _negotiate(self, hub: str, token: str) -> str | None:
+        """The id the WebSocket is opened with, as SignalR's negotiate answers it: version
+        1's `connectionToken`, version 0's (an older server's) `connectionId`. None: the hub
+        has no negotiate endpoint (404/405), and the socket is opened straight away, with no
+        id (skipNegotiation: how the Gateway's own JavaScript example connects)."""
+        async with httpx.AsyncClient(timeout=TIMEOUT) as client:
+            try:
+                # One `params`: httpx drops a query written into the URL when given one.
+                answer = await client.post(f"{hub}/negotiate", params={
+                    "negotiateVersion": 1, "access_token": token})
+            except httpx.TransportError as exc:
+                raise TransientBrokerError(
+                    f"ProjectX hub negotiate: unreachable ({type(exc).__name__})") from None
+        if answer.status_code == 401:
+            raise SessionRefused("ProjectX hub refused the session token (HTTP 401)")
+        if answer.status_code in (404, 405):
+            return None
+        if answer.status_code != 200:
+            raise TransientBrokerError(f"ProjectX hub negotiate: HTTP {answer.status_code}")
+        try:
+            negotiated = answer.json()
+        except ValueError:
+            negotiated = None
+        if not isinstance(negotiated, dict):
+            raise TransientBrokerError("ProjectX hub negotiate: the answer is not a JSON object")
+        if negotiated.get("error"):
+            raise TransientBrokerError(f"ProjectX hub negotiate refused: {negotiated['error']}")
+        if negotiated.get("url"):
+            raise TransientBrokerError("ProjectX hub negotiate: redirected to another "
+                                       "service, which this client does not follow")
+        version = negotiated.get("negotiateVersion")
+        key = ("connectionToken" if isinstance(version, int) and version >= 1
+               else "connectionId")
+        connection = negotiated.get(key)
+        if not isinstance(connection, str) or not connection:
+            raise TransientBrokerError(f"ProjectX hub negotiate: no {key} in the answer")
+        return connection
 
     async def _subscribe(self) -> None:
         account = self._account_id

@@ -2,13 +2,19 @@
 
 A worker caches the session it read until shortly before it expires, so an
 order costs no database read for it; a 401 from the venue (renewed elsewhere,
-revoked) makes the adapter call `session_load(fresh=True)`.
+revoked) makes the adapter call `session_load(fresh=True)`. A venue whose 401 means
+the token itself is refused (ProjectX) drops the stored session when the fresh one is
+refused as well (`session_drop`): the owning listener sees it gone at its next scan and
+logs in again, instead of reopening its stream with a dead token until its expiry.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import threading
+from collections.abc import Iterable
+
+from django.db import transaction
 
 from brokers.base import Session
 from brokers.models import BrokerSession
@@ -51,8 +57,26 @@ def session_save(account_id: int, session: Session, *, obtained_by: str = "") ->
         _cache[account_id] = session
 
 
-def session_drop(account_id: int) -> None:
-    """Forget a session the venue refused (revoked, logged out elsewhere)."""
-    BrokerSession.objects.filter(account_id=account_id).delete()
+def session_drop(account_id: int, *, token: str | None = None) -> bool:
+    """Forget a session the venue refused (revoked, logged out elsewhere); True if dropped.
+
+    `token`: only if the stored session is still that one, so that a worker holding a
+    refused token never drops the new session the listener has just stored. The token is
+    encrypted at rest (no SQL comparison): the row is locked, read and compared.
+    """
     with _cache_lock:
-        _cache.pop(account_id, None)
+        cached = _cache.get(account_id)
+        if token is None or (cached is not None and cached.token == token):
+            _cache.pop(account_id, None)
+    with transaction.atomic():
+        row = BrokerSession.objects.select_for_update().filter(account_id=account_id).first()
+        if row is None or (token is not None and str(row.token) != token):
+            return False
+        row.delete()
+    return True
+
+
+def sessions_stored(account_ids: Iterable[int]) -> set[int]:
+    """Which of these accounts have a session stored (one query: the listener's scan)."""
+    return set(BrokerSession.objects.filter(account_id__in=list(account_ids))
+               .values_list("account_id", flat=True))

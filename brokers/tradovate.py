@@ -7,6 +7,9 @@ session (`brokers.sessions.session_load`) and, on a 401, read it once more, fres
 
 Orders carry the copier's client order id as `clOrdId`, which Tradovate keeps on the
 order's Command. There is no look-up by `clOrdId`, so `find_order` lists the commands.
+A placement answered by an HTTP 5xx or whose answer is lost is `OrderOutcomeUnknown`
+(the venue does not document that a 5xx means nothing ran); only a refusal before the
+request ran (connection refused, 423/429, a penalty ticket, 401) is plain transient.
 What an order filled is read from its fills (`/fill/deps?masterid=<orderId>`), never
 inferred: a market order still working after the answer is reported "accepted" with
 what filled so far, and its fills on the stream settle the rest (counted once, see
@@ -267,7 +270,12 @@ class TradovateBroker(BrokerAdapter):
             raise TransientBrokerError(f"{LABEL}: {path}: HTTP {status} (rate limited)",
                                        retry_after=wait)
         if status >= 500:
-            raise TransientBrokerError(f"{LABEL}: {path}: HTTP {status}")
+            # Undocumented as "nothing ran": a placement may have executed before the error,
+            # so the copier looks its clOrdId up before anything else.
+            message = f"{LABEL}: {path}: HTTP {status}"
+            raise (OrderOutcomeUnknown(f"{message} after the order was sent: it may have "
+                                       "executed") if placing
+                   else TransientBrokerError(message))
         if status == 404:
             raise PermanentBrokerError(f"{LABEL}: {path}: not found (HTTP 404)")
         if status >= 400:

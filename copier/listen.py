@@ -14,10 +14,13 @@ changed gets its stream restarted. Per account:
        read already counted)
     -> loop: stream.receive() -> broker_events_handle(received_at=when it was read)
 
-A transient error marks the account disconnected with the reason, closes the
-stream and reconnects after a backoff (0.5 s doubling to 30 s, full jitter, never
-sooner than the venue's `retry_after`); a refused login (permanent) waits until
-its credentials change or `PERMANENT_WAIT` passes.
+A session the venue refuses before its expiry (`SessionRefused`: a 401 at the
+stream's open, or a worker's 401, which drops the stored session and is found at the
+next scan) is dropped and the reconnect logs in again, rather than reopening with a
+dead token until it expires. A transient error marks the account disconnected with
+the reason, closes the stream and reconnects after a backoff (0.5 s doubling to
+30 s, full jitter, never sooner than the venue's `retry_after`); a refused login
+(permanent) waits until its credentials change or `PERMANENT_WAIT` passes.
 
 Threads: everything that touches Django or a broker's blocking API runs on the
 listener's own ThreadPoolExecutor (also the loop's default executor, so the
@@ -93,10 +96,11 @@ from brokers.base import (
     ConnectionLost,
     PermanentBrokerError,
     Session,
+    SessionRefused,
     TransientBrokerError,
 )
 from brokers.registry import adapter_for
-from brokers.sessions import session_load, session_save
+from brokers.sessions import session_drop, session_load, session_save, sessions_stored
 from brokers.sim import sim_announcements_close
 from copier import clock
 from copier.models import CopyGroup, Follower
@@ -272,6 +276,8 @@ class Listener:
         self._pool = _Pool(MIN_THREADS)
         self._stop: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        # The open streams that run on a stored session: set when it is found dropped.
+        self._session_watch: dict[int, asyncio.Event] = {}
 
     # --- running ---------------------------------------------------------------------------
     @property
@@ -407,6 +413,19 @@ class Listener:
             await self._db(stream_owner_mark, account_id, self.name)
             self._slots[account_id] = self._slot_start(account_id, wanted[account_id])
         self._pool_fit()
+        await self._sessions_check()
+
+    async def _sessions_check(self) -> None:
+        """Streams whose stored session a worker dropped (the venue refused it before its
+        expiry) are told to log in again: one query per scan for all of them, where each
+        stream asking on its own would cost a query per account and second."""
+        watched = {a: e for a, e in self._session_watch.items() if not e.is_set()}
+        if not watched:
+            return
+        stored = await self._db(sessions_stored, watched)
+        for account_id, dropped in watched.items():
+            if account_id not in stored:
+                dropped.set()
 
     def _pool_fit(self) -> None:
         """Enough threads for every account at once; a bigger pool replaces a small one."""
@@ -503,6 +522,7 @@ class Listener:
         session = await self._db(self._session_ready, account, adapter)
         stream = adapter.stream(session)
         renewer: asyncio.Task[None] | None = None
+        dropped = asyncio.Event()
         try:
             await stream.open()
             await self._db(connection_restored, account=account)
@@ -510,8 +530,10 @@ class Listener:
             log.info("%s connected (stream owner %s)", account.name, self.name)
             on_connected()
             if session is not None:
+                self._session_watch[account.pk] = dropped
                 renewer = asyncio.get_running_loop().create_task(
-                    self._session_keep(account, adapter, stream), name=f"renew-{account.pk}")
+                    self._session_keep(account, adapter, stream, dropped),
+                    name=f"renew-{account.pk}")
             while True:
                 events = await self._receive(stream, renewer)
                 received_at = clock.now()
@@ -520,7 +542,15 @@ class Listener:
                 lost = [e for e in events if isinstance(e, ConnectionLost)]
                 if lost:
                     raise TransientBrokerError(lost[-1].reason or "the venue closed the stream")
+        except SessionRefused:
+            # Refused long before its expiry: kept, it would be refused at every reopen
+            # until then. Dropped (if still the stored one), the next turn logs in.
+            if stream.session is not None:
+                await self._db(session_drop, account.pk, token=stream.session.token)
+            raise
         finally:
+            if self._session_watch.get(account.pk) is dropped:
+                del self._session_watch[account.pk]
             if renewer is not None:
                 renewer.cancel()
                 with contextlib.suppress(BaseException):
@@ -571,15 +601,21 @@ class Listener:
         return session
 
     async def _session_keep(self, account: TradingAccount, adapter: BrokerAdapter,
-                            stream: BrokerStream) -> None:
+                            stream: BrokerStream, dropped: asyncio.Event) -> None:
         """Renew the stream's session before it expires; returns when the stream must reopen.
 
         A transient failure is retried (the session is still good for a while); a
-        refused renewal raises PermanentBrokerError.
+        refused renewal raises PermanentBrokerError. `dropped` is set by the scan when a
+        worker dropped the stored session (the venue refused it): SessionRefused, and
+        the account's next turn logs in again.
         """
         session: Session | None = stream.session
         while session is not None:
-            await asyncio.sleep(session_renew_wait(session, clock.now()))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(dropped.wait(), session_renew_wait(session, clock.now()))
+            if dropped.is_set():
+                raise SessionRefused(f"{account.name}: the venue refused the session before "
+                                     "its expiry (a worker's 401); logging in again")
             try:
                 renewed = await self._db(self._session_renewed, account, adapter, session)
             except TransientBrokerError as exc:

@@ -29,7 +29,10 @@ T = TypeVar("T")
 
 # What `LocalVenue.inject` can switch on, each for the next N requests of its kind:
 FAULTS = (
-    "http_5xx",        # next order placements answer HTTP 503 (not executed)
+    "http_5xx",        # next order placements answer HTTP 503 before executing anything
+    "http_5xx_after",  # next order placements execute, then answer HTTP 503 (a gateway's
+                       # error after the order went through: the client cannot tell these
+                       # two apart, so it must look the order up)
     "rate_limit",      # next requests answer the venue's rate limit (429 / penalty ticket)
     "reject",          # next order placements are rejected for good by the venue
     "lose_response",   # next placements execute but the connection drops before the answer

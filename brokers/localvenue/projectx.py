@@ -7,6 +7,9 @@ trades numbered by a venue-wide increasing id, positions with `type` 1 long / 2 
 an unsigned `size`. The hub speaks SignalR's JSON protocol (records ended by 0x1E):
 negotiate, handshake, invocations with completions, pings, and `GatewayUser*` events
 pushed to the sockets that subscribed to the account. Nothing is replayed on a new socket.
+The hub takes each connection SignalR defines: negotiate version 1 (a `connectionToken`),
+the older version 0 (the `connectionId` only), and skipNegotiation (straight to the
+WebSocket, no `id`).
 
 Market orders fill at once at a fixed price per contract; the faults of `FAULTS` bend that.
 """
@@ -76,6 +79,7 @@ class _Hub:
 
     ws: web.WebSocketResponse
     user: str
+    token: str | None = None  # the access token it was opened with
     outbox: asyncio.Queue[str] = field(default_factory=asyncio.Queue)
     accounts: bool = False
     orders: set[int] = field(default_factory=set)
@@ -112,7 +116,15 @@ class ProjectXVenue(LocalVenue):
         self.calls: dict[str, int] = {}  # path -> how many requests (for assertions)
         self.hub_invocations: list[tuple[str, str, list[Any]]] = []  # (connection, target, args)
         self.hub_pings_received = 0
-        self._negotiated: set[str] = set()
+        self._negotiated: dict[str, str] = {}  # the id a WebSocket may open -> its form
+        self.hub_forms: list[str] = []  # how each hub socket connected (for assertions)
+        self._revoked: set[str] = set()
+        # The SignalR negotiate forms the hub answers: up to this negotiateVersion (0: the
+        # older answer, a `connectionId` only); False: no negotiate endpoint at all, only
+        # the skip-negotiation connection straight to the WebSocket (the Gateway's
+        # documented JavaScript example connects that way).
+        self.negotiate_version = 1
+        self.negotiate_available = True
         self._hubs: dict[str, _Hub] = {}
         self._hits: dict[str, deque[float]] = {}
         self._reachable = True
@@ -322,6 +334,21 @@ class ProjectXVenue(LocalVenue):
                 self.tokens[token] = 0.0
         self.call(expire())
 
+    def tokens_revoke(self, *, streams_close: bool = False) -> None:
+        """The venue refuses every token issued so far, long before its expiry (an API key
+        reset, a session limit, a logout elsewhere): REST calls with one answer 401 and the
+        hub refuses to negotiate or connect with it. A hub socket already open with one
+        stays open unless `streams_close` (nothing documents which the Gateway does)."""
+        async def revoke() -> None:
+            self._revoked.update(self.tokens)
+            if streams_close:
+                for connection, hub in list(self._hubs.items()):
+                    if hub.token in self._revoked:
+                        self._hubs.pop(connection, None)
+                        self._activity_note(None)
+                        await hub.ws.close()
+        self.call(revoke())
+
     def set_reachable(self, reachable: bool, *, account_external_id: str | None = None) -> None:
         """One account's outage (`account_external_id`): its requests are answered 503 by
         the gateway and its hub sockets drop; the user's other accounts trade on. The HTTP
@@ -379,8 +406,9 @@ class ProjectXVenue(LocalVenue):
         account = await self._account_named(request)
         if account in self._unreachable:
             return web.Response(status=503, text="Service Unavailable")
-        if request.path in ("/api/Auth/loginKey", "/api/Status/ping"):
-            return await handler(request)
+        if request.path in ("/api/Auth/loginKey", "/api/Status/ping") or (
+                request.path == "/hubs/user/negotiate" and not self.negotiate_available):
+            return await handler(request)  # (a missing endpoint is missing for anyone)
         token = self._bearer(request)
         if token is None:
             return web.Response(status=401)
@@ -390,10 +418,10 @@ class ProjectXVenue(LocalVenue):
         return await handler(request)
 
     def _bearer(self, request: web.Request) -> str | None:
-        """The request's token if it is one we issued and it has not expired."""
+        """The request's token if it is one we issued, not revoked, and not expired."""
         header = request.headers.get("Authorization", "")
         token = header[7:] if header.startswith("Bearer ") else request.query.get("access_token")
-        if not token or self.tokens.get(token, 0.0) <= time.time():
+        if not token or token in self._revoked or self.tokens.get(token, 0.0) <= time.time():
             return None
         return token
 
@@ -532,6 +560,8 @@ class ProjectXVenue(LocalVenue):
             self._push_order(order)
             return _refusal(2, "Order rejected by risk (injected)", orderId=order["id"])
         self._order_execute(order)
+        if self._take("http_5xx_after", account_id):
+            return web.Response(status=503, text="Service Unavailable")  # executed all the same
         if self._take("lose_response", account_id) and request.transport is not None:
             request.transport.abort()  # executed; the answer never leaves
             await asyncio.sleep(0.05)
@@ -690,20 +720,41 @@ class ProjectXVenue(LocalVenue):
 
     # --- the user hub (SignalR JSON) -----------------------------------------------------
     async def _negotiate(self, request: web.Request) -> web.Response:
+        """SignalR's negotiate: the version asked (none: 0), at most the hub's. Version 1
+        answers a `connectionToken` the WebSocket is opened with; version 0 only the
+        `connectionId`, which the WebSocket then carries."""
+        if not self.negotiate_available:
+            return web.Response(status=404, text="Not Found")
+        asked = request.query.get("negotiateVersion", "0")
+        version = min(int(asked) if asked.isdigit() else 0, self.negotiate_version)
         connection_id = uuid.uuid4().hex
-        token = uuid.uuid4().hex
-        self._negotiated.add(token)
-        return web.json_response({
-            "negotiateVersion": 1, "connectionId": connection_id, "connectionToken": token,
+        answer: dict[str, Any] = {
+            "negotiateVersion": version, "connectionId": connection_id,
             "availableTransports": [{"transport": "WebSockets",
-                                     "transferFormats": ["Text", "Binary"]}],
-        })
+                                     "transferFormats": ["Text", "Binary"]}]}
+        if version >= 1:
+            answer["connectionToken"] = uuid.uuid4().hex
+        self._negotiated[answer.get("connectionToken", connection_id)] = f"negotiate-v{version}"
+        return web.json_response(answer)
+
+    def _hub_connection(self, request: web.Request) -> str | None:
+        """The connection a WebSocket request opens: the negotiated one its `id` names
+        (once), a new one without an `id` (skipNegotiation), None for an unknown id."""
+        if "id" not in request.query:
+            self.hub_forms.append("skip-negotiation")
+            return uuid.uuid4().hex
+        connection = request.query["id"]
+        form = self._negotiated.pop(connection, None)
+        if form is None:
+            return None
+        self.hub_forms.append(form)
+        return connection
 
     async def _hub(self, request: web.Request) -> web.StreamResponse:
-        connection = request.query.get("id", "")
-        if connection not in self._negotiated:
+        connection = self._hub_connection(request)
+        if connection is None:
             return web.Response(status=404, text="No Connection with that ID")
-        self._negotiated.discard(connection)
+        token = self._bearer(request)
         ws = web.WebSocketResponse(autoping=True)
         await ws.prepare(request)
         buffer = ""
@@ -720,7 +771,7 @@ class ProjectXVenue(LocalVenue):
                         await ws.send_str(json.dumps({"error": "protocol not supported"}) + RS)
                         await ws.close()
                         return ws
-                    hub = _Hub(ws, self.user_name)
+                    hub = _Hub(ws, self.user_name, token)
                     await ws.send_str("{}" + RS)
                     writer = asyncio.get_running_loop().create_task(self._hub_write(hub))
                     self._hubs[connection] = hub

@@ -688,6 +688,8 @@ class TradovateVenue(LocalVenue):
             return web.json_response({"failureReason": self.reject_reason,
                                       "failureText": self.reject_text, "orderId": order["id"]})
         self._execute(order, qty)
+        if self._take("http_5xx_after", {account_id}):
+            return web.Response(status=503, text="Service Unavailable")  # executed all the same
         if self._take("lose_response", {account_id}):  # executed; the answer never leaves
             if request.transport is not None:
                 request.transport.abort()

@@ -21,6 +21,7 @@ from brokers.base import (
     PermanentBrokerError,
     PositionUpdate,
     Session,
+    SessionRefused,
     Side,
     TransientBrokerError,
 )
@@ -191,19 +192,52 @@ def test_a_placement_says_when_the_venue_acknowledged_it_before_its_fill_was_rea
 
 
 def test_a_401_reloads_the_session_the_listener_renewed(venue, px):
-    assert px.place_order(order("r1")).status == "filled"
-    venue.tokens_expire()
-    with pytest.raises(TransientBrokerError, match=r"401.*not renewed it yet"):
-        px.place_order(order("r2"))
-    assert len(venue.orders(ext(px))) == 1
-    # The listener logs in again; the worker's cached session is stale until the 401.
-    fresh = px.session_obtain(None)
-    assert fresh is not None
+    """The listener stored a new token; the worker's cached one is stale until the 401,
+    which reads the store again and sends once more, with the new one."""
     from brokers.models import BrokerSession
+
+    assert px.place_order(order("r1")).status == "filled"
+    stale = _session(px)
+    venue.tokens_revoke()  # the cached token is refused from now on
+    fresh = px.session_obtain(None)  # the listener logged in again meanwhile
+    assert fresh is not None
     BrokerSession.objects.filter(account=px.account).update(token=fresh.token)
-    assert session_load(px.account.pk).token != fresh.token  # type: ignore[union-attr]
+    assert session_load(px.account.pk) == stale  # this worker's cache
     assert px.place_order(order("r2")).status == "filled"
     assert venue.positions(ext(px)) == {"ESZ6": 4}
+    assert session_load(px.account.pk, fresh=True).token == fresh.token  # type: ignore[union-attr]
+
+
+def test_a_session_the_venue_refuses_before_its_expiry_is_dropped_not_kept(venue, px):
+    """Revoked (a key reset, a session limit): the order fails transiently without
+    running, and the stored session is dropped, so that the listener logs in again at
+    once instead of at the token's expiry, up to a day later."""
+    assert px.place_order(order("v1")).status == "filled"
+    venue.tokens_revoke()
+    with pytest.raises(SessionRefused, match=r"401.*logs in again") as caught:
+        px.place_order(order("v2"))
+    assert not isinstance(caught.value, OrderOutcomeUnknown)  # refused: it did not run
+    assert len(venue.orders(ext(px))) == 1
+    assert session_load(px.account.pk, fresh=True) is None
+    with pytest.raises(TransientBrokerError, match="no session"):
+        px.place_order(order("v2"))
+    session = px.session_obtain(None)  # what the listener does next
+    assert session is not None
+    session_save(px.account.pk, session)
+    assert px.place_order(order("v2")).status == "filled"
+
+
+def test_a_worker_never_drops_the_session_the_listener_has_just_stored(venue, px):
+    """The refused token is compared with the stored one first: a new one stays."""
+    from brokers.sessions import session_drop
+
+    refused = _session(px)
+    venue.tokens_revoke()
+    replacement = px.session_obtain(None)
+    assert replacement is not None
+    session_save(px.account.pk, replacement)
+    assert session_drop(px.account.pk, token=refused.token) is False
+    assert session_load(px.account.pk, fresh=True) == replacement
 
 
 # --- orders -----------------------------------------------------------------------------------
@@ -261,17 +295,37 @@ def test_rejection_is_permanent_and_burns_the_tag(venue, px):
     assert px.place_order(order("rej-2")).status == "filled"  # a new tag goes through
 
 
-@pytest.mark.parametrize("fault", ["rate_limit", "http_5xx"])
-def test_rate_limit_and_5xx_are_transient_and_nothing_executes(venue, px, fault):
-    venue.inject(fault)
+def test_a_rate_limit_is_a_refusal_nothing_executes(venue, px):
+    venue.inject("rate_limit")
     with pytest.raises(TransientBrokerError) as caught:
         px.place_order(order("t1"))
-    assert not isinstance(caught.value, OrderOutcomeUnknown)
-    if fault == "rate_limit":
-        assert caught.value.retry_after == 1.0
+    assert not isinstance(caught.value, OrderOutcomeUnknown)  # refused before it ran
+    assert caught.value.retry_after == 1.0
     assert venue.orders(ext(px)) == []
     assert px.find_order("t1") is None
     assert px.place_order(order("t1")).status == "filled"
+
+
+def test_a_5xx_on_a_placement_is_an_unknown_outcome_whether_or_not_it_ran(venue, px):
+    """The Gateway does not document a 5xx as "nothing ran" (project-x-py calls it an
+    uncertain submission): the adapter cannot tell the two faults apart, the look-up can."""
+    venue.inject("http_5xx")  # refused before executing
+    with pytest.raises(OrderOutcomeUnknown, match="HTTP 503"):
+        px.place_order(order("t5"))
+    assert venue.orders(ext(px)) == []
+    assert px.find_order("t5") is None
+    assert px.place_order(order("t5")).status == "filled"
+    venue.inject("http_5xx_after")  # executed, then the error
+    with pytest.raises(OrderOutcomeUnknown, match="HTTP 503"):
+        px.place_order(order("t6", "sell", 1))
+    found = px.find_order("t6")
+    assert found is not None
+    assert (found.status, found.filled_qty, found.side, found.qty) == (
+        "filled", 1, Side.SELL, 1)
+    again = px.place_order(order("t6", "sell", 1))  # a blind resend: the same order
+    assert again.broker_order_id == found.broker_order_id
+    assert venue.positions(ext(px)) == {"ESZ6": 1}
+    assert len(venue.orders(ext(px))) == 2
 
 
 def test_partial_fills_are_summed(venue, px):
@@ -455,6 +509,100 @@ def test_a_close_record_from_the_hub_is_transient(venue, px):
     run(scenario())
 
 
+# --- the hub's connection forms (SignalR): negotiate v1, the older v0, skipNegotiation -----
+async def _raw_hub_handshake(venue: ProjectXVenue, token: str, *, negotiate: str | None
+                             ) -> tuple[dict[str, object] | None, str]:
+    """A bare SignalR client: negotiate as asked (None: skip it), open the socket, shake
+    hands; the negotiate answer and the handshake's reply."""
+    import httpx
+    from websockets.asyncio.client import connect
+
+    answer: dict[str, object] | None = None
+    query = f"access_token={token}"
+    if negotiate is not None:
+        async with httpx.AsyncClient() as client:
+            reply = await client.post(f"{venue.url}/hubs/user/negotiate",
+                                      params={**dict([negotiate.split("=")] if negotiate
+                                                     else []), "access_token": token})
+        assert reply.status_code == 200, reply.text
+        answer = reply.json()
+        key = "connectionToken" if answer.get("negotiateVersion") == 1 else "connectionId"
+        query += f"&id={answer[key]}"
+    async with connect(f"ws://127.0.0.1:{venue.port}/hubs/user?{query}") as ws:
+        await ws.send(json.dumps({"protocol": "json", "version": 1}) + "\x1e")
+        handshake = await asyncio.wait_for(ws.recv(), 5)
+    return answer, str(handshake)
+
+
+def test_the_local_hub_takes_every_signalr_connection_form(venue, px):
+    """As the Gateway's does: negotiate version 1 (a connectionToken), the older
+    version 0 (asked for by sending no version: a connectionId only), and no negotiate at
+    all (skipNegotiation, straight to the WebSocket)."""
+    token = _session(px).token
+    v1, shook = run(_raw_hub_handshake(venue, token, negotiate="negotiateVersion=1"))
+    assert shook == "{}\x1e"
+    assert v1 is not None
+    assert (v1["negotiateVersion"], "connectionToken" in v1) == (1, True)
+    v0, shook = run(_raw_hub_handshake(venue, token, negotiate=""))
+    assert shook == "{}\x1e"
+    assert v0 is not None
+    assert (v0["negotiateVersion"], "connectionToken" in v0) == (0, False)
+    _none, shook = run(_raw_hub_handshake(venue, token, negotiate=None))
+    assert shook == "{}\x1e"
+    assert venue.hub_forms[-3:] == ["negotiate-v1", "negotiate-v0", "skip-negotiation"]
+
+
+def _stream_delivers_a_trade(venue: ProjectXVenue, px: ProjectXBroker) -> list[BrokerEvent]:
+    async def scenario() -> list[BrokerEvent]:
+        stream = px.stream(_session(px))
+        await stream.open()
+        try:
+            await asyncio.to_thread(venue.trade, ext(px), "ESZ6", "buy", 1)
+            got: list[BrokerEvent] = []
+            async with asyncio.timeout(5):  # until the trade's position (the last push)
+                while not any(isinstance(e, PositionUpdate) for e in got):
+                    got += await stream.receive()
+            return got
+        finally:
+            await stream.close()
+    return run(scenario())  # type: ignore[return-value]
+
+
+@pytest.mark.parametrize(("version", "available", "form"), [
+    (1, True, "negotiate-v1"), (0, True, "negotiate-v0"), (1, False, "skip-negotiation"),
+], ids=["negotiate-v1", "negotiate-v0", "no-negotiate-endpoint"])
+def test_the_stream_connects_to_a_hub_of_each_form(venue, px, version, available, form):
+    """An older server answers negotiate with version 0 (no connectionToken: the
+    connectionId opens the socket); a hub without the endpoint is connected to directly."""
+    venue.negotiate_version, venue.negotiate_available = version, available
+    try:
+        events = _stream_delivers_a_trade(venue, px)
+    finally:
+        venue.negotiate_version, venue.negotiate_available = 1, True
+    assert [type(e) for e in events if isinstance(e, Fill | PositionUpdate)] == [
+        Fill, PositionUpdate]
+    assert venue.hub_forms[-1] == form
+
+
+def test_a_hub_without_negotiate_refusing_the_token_is_a_refused_session(venue, px):
+    stale = _session(px)
+    venue.tokens_revoke()
+    venue.negotiate_available = False
+
+    async def scenario() -> None:
+        stream = px.stream(stale)
+        try:
+            with pytest.raises(SessionRefused, match="401"):
+                await stream.open()
+        finally:
+            await stream.close()
+
+    try:
+        run(scenario())
+    finally:
+        venue.negotiate_available = True
+
+
 def test_stream_with_a_refused_token_fails_open_transiently(venue, px):
     stale = _session(px)
     venue.tokens_expire()
@@ -490,7 +638,8 @@ def test_connection_test_says_what_failed(venue):
 
 def test_secrets_never_reach_logs_reprs_or_errors(venue, px, caplog):
     caplog.set_level(logging.DEBUG)
-    token = _session(px).token
+    stored = _session(px)
+    token = stored.token
     errors: list[str] = []
     venue.inject("lose_response")
     for call in (lambda: px.place_order(order("s1")),
@@ -505,7 +654,7 @@ def test_secrets_never_reach_logs_reprs_or_errors(venue, px, caplog):
         px.place_order(order("s2"))
     except TransientBrokerError as exc:
         errors.append(f"{exc!r} {exc}")
-    text = caplog.text + " ".join(errors) + repr(_session(px)) + repr(px.stream(_session(px)))
+    text = caplog.text + " ".join(errors) + repr(stored) + repr(px.stream(stored))
     assert len(errors) == 3
     for secret in (venue.api_key, token, "bad-key-123"):
         assert secret not in text
@@ -612,9 +761,12 @@ def test_one_accounts_outage_leaves_the_others_trading(venue, px):
 
     venue.set_reachable(False, account_external_id=ext(px))
     try:
-        with pytest.raises(TransientBrokerError) as caught:
+        # The gateway answers the account's requests 503: whether an order ran cannot
+        # be told from that, so it is an unknown outcome (and the look-up fails too).
+        with pytest.raises(OrderOutcomeUnknown, match="503"):
             px.place_order(order("out-1"))
-        assert not isinstance(caught.value, OrderOutcomeUnknown)  # refused, not lost
+        with pytest.raises(TransientBrokerError, match="503"):
+            px.find_order("out-1")
         with pytest.raises(TransientBrokerError):
             px.positions()
         with pytest.raises(TransientBrokerError):
@@ -623,6 +775,7 @@ def test_one_accounts_outage_leaves_the_others_trading(venue, px):
     finally:
         venue.set_reachable(True, account_external_id=ext(px))
     assert venue.orders(ext(px)) == []
+    assert px.find_order("out-1") is None  # what the copier asks once it is back
     assert px.place_order(order("out-1")).status == "filled"
 
 

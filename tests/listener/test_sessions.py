@@ -14,7 +14,8 @@ from brokers.localvenue import LocalVenue, venue_start
 from brokers.models import BrokerSession
 from brokers.sessions import session_load
 from copier import clock
-from tests.factories import group
+from copier.models import FailedExit
+from tests.factories import copier_position, group
 from tests.helpers import wait_until
 from tests.listener.helpers import listening
 
@@ -72,3 +73,48 @@ def test_a_session_near_expiry_is_renewed_without_a_new_login_and_the_stream_reo
             assert projectx.calls.get("/api/Auth/loginKey") == 2  # the first listener's only
     finally:
         clock.release()
+
+
+@pytest.mark.usefixtures("eager_tasks")
+@pytest.mark.parametrize("streams_close", [False, True], ids=["hub-open", "hub-closed"])
+def test_a_session_revoked_before_its_expiry_is_replaced_and_the_queued_exit_goes_out(
+    projectx, streams_close
+):
+    """The venue refuses every token long before its expiry (a key reset): the follower's
+    exit fails without running and is queued, its stored session is dropped, and the
+    listener logs in again at once (not in up to 23 hours), reconnects, and the queued
+    exit goes out. Whether the hub drops the sockets of the refused tokens or keeps them
+    open (the worker's 401 is then the only sign), the listener finds out."""
+    leader, f1 = _account(projectx, "L"), _account(projectx, "F1")
+    group("g", leader, {f1: "1"})
+    with listening(leader, f1):
+        projectx.trade(leader.external_id, "ESZ6", "buy", 2)
+        wait_until(lambda: copier_position(f1, "ESZ6") == 2, timeout=20,
+                   what="the entry copied")
+        first = session_load(f1.pk, fresh=True)
+        assert first is not None
+        logins = projectx.calls["/api/Auth/loginKey"]
+        projectx.tokens_revoke(streams_close=streams_close)
+        if streams_close:  # the leader's stream reopens only with a new login
+            wait_until(lambda: projectx.calls["/api/Auth/loginKey"] > logins,
+                       timeout=20, what="the listener logged in again")
+            wait_until(lambda: projectx.hub_connections() == 2, timeout=20,
+                       what="both streams back")
+        projectx.trade(leader.external_id, "ESZ6", "sell", 2)
+        wait_until(lambda: FailedExit.objects.filter(account=f1).exists()
+                   or copier_position(f1, "ESZ6") == 0, timeout=20, what="the exit decided")
+        wait_until(lambda: projectx.positions(f1.external_id) == {}, timeout=20,
+                   what="the follower's exit went out")
+        wait_until(lambda: copier_position(f1, "ESZ6") == 0, timeout=20,
+                   what="and was counted")
+        stored = session_load(f1.pk, fresh=True)
+        assert stored is not None
+        assert stored.token != first.token
+        assert projectx.calls["/api/Auth/loginKey"] > logins
+        wait_until(lambda: TradingAccount.objects.filter(
+            pk=f1.pk, connection_state="connected").exists(), timeout=20,
+            what="F1 connected again")
+    sells = [o for o in projectx.orders(f1.external_id) if o["side"] == 1]
+    assert [o["size"] for o in sells if o["status"] == 2] == [2]  # sent once
+    if not streams_close:
+        assert FailedExit.objects.get(account=f1).status == "done"
