@@ -45,7 +45,7 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import urlencode, urlsplit
@@ -692,6 +692,17 @@ class ProjectXBroker(BrokerAdapter):
         return ProjectXStream(self, session)
 
 
+async def _symbol_or_id(name: Callable[[str], Awaitable[str]], contract_id: str) -> str:
+    """An order update's contract by name, else by the venue's id: the copier settles the
+    order by its own row's symbol, and a contract the look-up does not know must not stop
+    the stream (a refused name is logged, the update still said)."""
+    try:
+        return await name(contract_id)
+    except PermanentBrokerError as exc:
+        log.warning("ProjectX: order update on contract %s: %s", contract_id, exc.message)
+        return contract_id
+
+
 class _Unauthorized(TransientBrokerError):
     """HTTP 401: the token is refused (expired, renewed elsewhere, revoked)."""
 
@@ -899,7 +910,7 @@ class ProjectXStream(BrokerStream):
         status, filled = _settlement(status, size, _filled_of(data))
         return OrderUpdate(client_order_id=data.get("customTag") or None,
                            broker_order_id=str(order_id),
-                           symbol=await self._name(str(data.get("contractId"))),
+                           symbol=await _symbol_or_id(self._name, str(data.get("contractId"))),
                            status=status, filled_qty=filled, qty=size)
 
     @property

@@ -936,9 +936,14 @@ class TradovateStream(BrokerStream):
             filled = sum(int(f.get("qty", 0)) for f in fills if f.get("active", True))
         await self._clid_learn(order_id)
         outcome, filled = _settlement(status, qty, filled)
+        try:  # the copier settles the order by its own row's symbol: a contract the
+            symbol = await self._name(int(entity["contractId"]))  # look-up does not know
+        except PermanentBrokerError as exc:  # must not stop the stream
+            log.warning("%s: order update on contract %s: %s", LABEL, entity["contractId"],
+                        exc.message)
+            symbol = str(entity["contractId"])
         return OrderUpdate(client_order_id=self._order_clids.get(order_id),
-                           broker_order_id=str(order_id),
-                           symbol=await self._name(int(entity["contractId"])),
+                           broker_order_id=str(order_id), symbol=symbol,
                            status=outcome, filled_qty=filled, qty=qty)
 
     async def _lookup(self, path: str, params: dict[str, object]) -> Any:
