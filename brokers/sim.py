@@ -364,6 +364,19 @@ class SimBroker(BrokerAdapter):
                 self._held_cancel(book, order)
         return _result(order)
 
+    def orders_cancel_all(self) -> int:
+        """The book's held orders still working are cancelled (a flatten's first step): the
+        sim's only orders that rest."""
+        with transaction.atomic(using=DB):
+            book = self._book(lock=True)
+            if not book.reachable:
+                raise TransientBrokerError("sim: broker unreachable (outage)")
+            held = list(SimOrder.objects.using(DB).select_for_update()
+                        .filter(book=book, status=SimOrder.Status.WORKING).order_by("id"))
+            for order in held:
+                self._held_cancel(book, order)
+        return len(held)
+
     def positions(self) -> dict[str, int]:
         book = self._book(lock=False)
         if not book.reachable:
