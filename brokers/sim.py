@@ -1,7 +1,7 @@
 """The `sim` paper broker: an adapter of its own, never a dry-run flag in a real one.
 
-Orders fill at once at market (but for held ones: see below). Every write goes through the `broker`
-database connection in its own transaction, so the sim's books survive a
+Orders fill at once at market (held ones aside: see below). Every write goes
+through the `broker` database connection in its own transaction, so the sim's books survive a
 rollback or crash of the copier, like a real venue's. It deduplicates on
 the client order id as real venues do, which is what makes a resent order
 harmless. Fault injection (outage, fail / reject / time out the next N
