@@ -14,8 +14,10 @@ A placement whose answer is lost (timeout, dropped connection after sending) is 
 What a placement returns: the place answer carries only the order id, so the order
 is read back once. Filled (the usual case for a market order) -> "filled" with the
 venue's filled size, and the stream's fills of it are then recognised as counted.
-Still working -> "accepted" with what filled so far (`fillVolume`); the stream's
-fills settle the rest (`copier.services.listener`). A partly filled order is read
+Still working -> "accepted" with filled_qty 0, and the stream's fills settle it
+(`copier.services.listener`): the fills of the part already filled come on the stream
+too, and counting that part here as well would count it twice (a look-up, which is
+not followed by those fills, says what filled so far). A partly filled order is read
 again for a moment first, since a market order completes within milliseconds.
 Cancelled or expired (status 3 / 4) -> "cancelled" with what filled before, never
 "filled": the rest is still to be done.
@@ -514,7 +516,11 @@ class ProjectXBroker(BrokerAdapter):
             return OrderResult(request.client_order_id, str(order_id), "accepted", 0,
                                "placed; its fill comes on the stream", request.symbol,
                                request.side, request.qty)
-        return self._result(order, request.symbol, filled=None)
+        result = self._result(order, request.symbol, filled=None)
+        if result.status == "accepted":  # its fills count it as they come (module docstring)
+            result = dataclasses.replace(result, filled_qty=0, message=(
+                f"{result.message} so far; its fills come on the stream"))
+        return result
 
     def _refused(self, request: OrderRequest, data: Mapping[str, Any]) -> OrderResult:
         """success:false. The tag may be taken by an earlier placement of the same order

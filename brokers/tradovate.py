@@ -9,10 +9,12 @@ Orders carry the copier's client order id as `clOrdId`, which Tradovate keeps on
 order's Command. There is no look-up by `clOrdId`, so `find_order` lists the commands.
 What an order filled is read from its fills (`/fill/deps?masterid=<orderId>`), never
 inferred: a market order still working after the answer is reported "accepted" with
-what filled so far, and its fills on the stream settle the rest (counted once, see
-`copier.services.listener`). One the venue cancelled or let expire (`ordStatus`
-Canceled / Expired, or Completed short of its quantity) is "cancelled" with what filled
-before, never "filled": the rest is still to be done.
+nothing counted, and its fills on the stream settle it (counted once, see
+`copier.services.listener`): the part filled before the answer comes on the stream too,
+and counting it here as well would count it twice. A look-up (`find_order`), which is
+not followed by those fills, says what filled so far. One the venue cancelled or let
+expire (`ordStatus` Canceled / Expired, or Completed short of its quantity) is
+"cancelled" with what filled before, never "filled": the rest is still to be done.
 
 The stream says when one of the account's orders settles (`OrderUpdate`), from the
 `order` entity's props (`ordStatus` Filled / Completed / Canceled / Expired / Rejected,
@@ -457,6 +459,9 @@ class TradovateBroker(BrokerAdapter):
         order_id = int(answer["orderId"])
         try:
             result = self._outcome(request.client_order_id, order_id, request.qty)
+            if result.status == "accepted":  # its fills count it as they come (docstring)
+                result = dataclasses.replace(result, filled_qty=0, message=(
+                    f"{result.message}; its fills come on the stream"))
         except BrokerError as exc:
             # The order exists: only how much filled is unknown for now. The stream's fill
             # settles it; raising here would make the copier think nothing was sent.
