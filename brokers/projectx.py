@@ -19,8 +19,10 @@ plain transient error.
 What a placement returns: the place answer carries only the order id, so the order
 is read back once. Filled (the usual case for a market order) -> "filled" with the
 venue's filled size, and the stream's fills of it are then recognised as counted.
-Still working -> "accepted" with what filled so far (`fillVolume`); the stream's
-fills settle the rest (`copier.services.listener`). A partly filled order is read
+Still working -> "accepted" with filled_qty 0, and the stream's fills settle it
+(`copier.services.listener`): the fills of the part already filled come on the stream
+too, and counting that part here as well would count it twice (a look-up, which is
+not followed by those fills, says what filled so far). A partly filled order is read
 again for a moment first, since a market order completes within milliseconds.
 Cancelled or expired (status 3 / 4) -> "cancelled" with what filled before, never
 "filled": the rest is still to be done.
@@ -50,7 +52,7 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import urlencode, urlsplit
@@ -544,7 +546,11 @@ class ProjectXBroker(BrokerAdapter):
             return OrderResult(request.client_order_id, str(order_id), "accepted", 0,
                                "placed; its fill comes on the stream", request.symbol,
                                request.side, request.qty)
-        return self._result(order, request.symbol, filled=None)
+        result = self._result(order, request.symbol, filled=None)
+        if result.status == "accepted":  # its fills count it as they come (module docstring)
+            result = dataclasses.replace(result, filled_qty=0, message=(
+                f"{result.message} so far; its fills come on the stream"))
+        return result
 
     def _refused(self, request: OrderRequest, data: Mapping[str, Any]) -> OrderResult:
         """success:false. The tag may be taken by an earlier placement of the same order
@@ -720,6 +726,17 @@ class ProjectXBroker(BrokerAdapter):
 
     def stream(self, session: Session | None) -> BrokerStream:
         return ProjectXStream(self, session)
+
+
+async def _symbol_or_id(name: Callable[[str], Awaitable[str]], contract_id: str) -> str:
+    """An order update's contract by name, else by the venue's id: the copier settles the
+    order by its own row's symbol, and a contract the look-up does not know must not stop
+    the stream (a refused name is logged, the update still said)."""
+    try:
+        return await name(contract_id)
+    except PermanentBrokerError as exc:
+        log.warning("ProjectX: order update on contract %s: %s", contract_id, exc.message)
+        return contract_id
 
 
 class _Unauthorized(TransientBrokerError):
@@ -967,7 +984,7 @@ class ProjectXStream(BrokerStream):
         status, filled = _settlement(status, size, _filled_of(data))
         return OrderUpdate(client_order_id=data.get("customTag") or None,
                            broker_order_id=str(order_id),
-                           symbol=await self._name(str(data.get("contractId"))),
+                           symbol=await _symbol_or_id(self._name, str(data.get("contractId"))),
                            status=status, filled_qty=filled, qty=size)
 
     @property

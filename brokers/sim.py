@@ -1,7 +1,7 @@
 """The `sim` paper broker: an adapter of its own, never a dry-run flag in a real one.
 
-Orders fill at once at market (but for held ones: see below). Every write goes through the `broker`
-database connection in its own transaction, so the sim's books survive a
+Orders fill at once at market (held ones aside: see below). Every write goes
+through the `broker` database connection in its own transaction, so the sim's books survive a
 rollback or crash of the copier, like a real venue's. It deduplicates on
 the client order id as real venues do, which is what makes a resent order
 harmless. Fault injection (outage, fail / reject / time out the next N
@@ -363,6 +363,19 @@ class SimBroker(BrokerAdapter):
             if order.status == SimOrder.Status.WORKING:
                 self._held_cancel(book, order)
         return _result(order)
+
+    def orders_cancel_all(self) -> int:
+        """The book's held orders still working are cancelled (a flatten's first step): the
+        sim's only orders that rest."""
+        with transaction.atomic(using=DB):
+            book = self._book(lock=True)
+            if not book.reachable:
+                raise TransientBrokerError("sim: broker unreachable (outage)")
+            held = list(SimOrder.objects.using(DB).select_for_update()
+                        .filter(book=book, status=SimOrder.Status.WORKING).order_by("id"))
+            for order in held:
+                self._held_cancel(book, order)
+        return len(held)
 
     def positions(self) -> dict[str, int]:
         book = self._book(lock=False)

@@ -12,10 +12,12 @@ A placement answered by an HTTP 5xx or whose answer is lost is `OrderOutcomeUnkn
 request ran (connection refused, 423/429, a penalty ticket, 401) is plain transient.
 What an order filled is read from its fills (`/fill/deps?masterid=<orderId>`), never
 inferred: a market order still working after the answer is reported "accepted" with
-what filled so far, and its fills on the stream settle the rest (counted once, see
-`copier.services.listener`). One the venue cancelled or let expire (`ordStatus`
-Canceled / Expired, or Completed short of its quantity) is "cancelled" with what filled
-before, never "filled": the rest is still to be done.
+nothing counted, and its fills on the stream settle it (counted once, see
+`copier.services.listener`): the part filled before the answer comes on the stream too,
+and counting it here as well would count it twice. A look-up (`find_order`), which is
+not followed by those fills, says what filled so far. One the venue cancelled or let
+expire (`ordStatus` Canceled / Expired, or Completed short of its quantity) is
+"cancelled" with what filled before, never "filled": the rest is still to be done.
 
 The stream says when one of the account's orders settles (`OrderUpdate`), from the
 `order` entity's props (`ordStatus` Filled / Completed / Canceled / Expired / Rejected,
@@ -465,6 +467,9 @@ class TradovateBroker(BrokerAdapter):
         order_id = int(answer["orderId"])
         try:
             result = self._outcome(request.client_order_id, order_id, request.qty)
+            if result.status == "accepted":  # its fills count it as they come (docstring)
+                result = dataclasses.replace(result, filled_qty=0, message=(
+                    f"{result.message}; its fills come on the stream"))
         except BrokerError as exc:
             # The order exists: only how much filled is unknown for now. The stream's fill
             # settles it; raising here would make the copier think nothing was sent.
@@ -944,9 +949,14 @@ class TradovateStream(BrokerStream):
             filled = sum(int(f.get("qty", 0)) for f in fills if f.get("active", True))
         await self._clid_learn(order_id)
         outcome, filled = _settlement(status, qty, filled)
+        try:  # the copier settles the order by its own row's symbol: a contract the
+            symbol = await self._name(int(entity["contractId"]))  # look-up does not know
+        except PermanentBrokerError as exc:  # must not stop the stream
+            log.warning("%s: order update on contract %s: %s", LABEL, entity["contractId"],
+                        exc.message)
+            symbol = str(entity["contractId"])
         return OrderUpdate(client_order_id=self._order_clids.get(order_id),
-                           broker_order_id=str(order_id),
-                           symbol=await self._name(int(entity["contractId"])),
+                           broker_order_id=str(order_id), symbol=symbol,
                            status=outcome, filled_qty=filled, qty=qty)
 
     async def _lookup(self, path: str, params: dict[str, object]) -> Any:

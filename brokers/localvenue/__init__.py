@@ -41,6 +41,7 @@ FAULTS = (
     "late_fill",       # next placements answer "accepted/working"; the fill comes ~0.3 s later
     "hold",            # next placements rest open, unfilled, until `held_fill` / `held_cancel`
     "cancel_rest",     # next placements fill 1 contract and the venue cancels the rest at once
+    "part_hold",       # next placements fill 1 contract at once; the rest is held (as `hold`)
     "auth_refused",    # next logins are refused (wrong credentials)
 )
 

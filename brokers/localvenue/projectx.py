@@ -573,6 +573,10 @@ class ProjectXVenue(LocalVenue):
         if self._take("hold", account):
             self._held.append(order)  # rests open until held_fill / held_cancel
             return
+        if self._take("part_hold", account) and order["size"] > 1:
+            self._fill(order, 1)
+            self._held.append(order)
+            return
         if self._take("cancel_rest", account) and order["size"] > 1:
             self._fill(order, 1)
             order.update(status=ORDER_CANCELLED, updateTimestamp=_iso())

@@ -701,6 +701,10 @@ class TradovateVenue(LocalVenue):
         if self._take("hold", scope):
             self._held.append(order)  # rests Working until held_fill / held_cancel
             return
+        if self._take("part_hold", scope) and qty > 1:
+            self._fill(order, 1, final=False)
+            self._held.append(order)
+            return
         if self._take("cancel_rest", scope) and qty > 1:
             self._fill(order, 1, final=False)
             self._venue_cancel(order)

@@ -930,3 +930,14 @@ def test_the_stream_says_when_an_order_settles_once_after_its_fills(venue, px):
     fills = [e for e in events if isinstance(e, Fill)]  # type: ignore[union-attr]
     assert [(f.client_order_id, f.qty) for f in fills] == [("cp-s1", 1), ("cp-s2", 1)]
     assert events.index(updates[0]) > events.index(fills[0])  # type: ignore[union-attr]
+
+
+def test_a_placement_answered_part_filled_and_working_counts_none_of_it(venue, px):
+    """Its part's fill comes on the stream: counted there, once (a look-up says it)."""
+    venue.inject("part_hold", account_external_id=ext(px))
+    placed = px.place_order(order("cp-p1", "buy", 3))
+    assert (placed.status, placed.filled_qty) == ("accepted", 0)
+    assert "filled 1 of 3 so far" in placed.message
+    found = px.find_order("cp-p1")
+    assert found is not None
+    assert (found.status, found.filled_qty) == ("accepted", 1)

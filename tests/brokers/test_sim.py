@@ -354,3 +354,15 @@ def test_a_cancel_while_the_stream_was_down_is_still_said_after_the_reconnect(si
     events = sim.poll_events()
     assert [type(e) for e in events] == [OrderUpdate]  # the fill is in the positions
     assert sim.positions() == {"MNQ": 1}
+
+
+def test_cancel_all_cancels_the_held_orders_still_working(sim):
+    assert sim.orders_cancel_all() == 0
+    sim.inject(hold=2)
+    sim.place_order(order("h1", "buy", 2))
+    sim.place_order(order("h2", "buy", 1))
+    sim.fill_held()  # h1 filled: not working any more
+    assert sim.orders_cancel_all() == 1
+    assert sim.find_order("h2").status == "cancelled"  # type: ignore[union-attr]
+    assert sim.held_count() == 0
+    assert sim.positions() == {"MNQ": 2}

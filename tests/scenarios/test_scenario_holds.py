@@ -158,3 +158,20 @@ def test_fill_held_of_more_than_is_left_stops_naming_the_step(broker, venues):
     with pytest.raises(ScenarioError, match=r"step 3 \(fill_held\): .*from 1 to 2"):
         _replay(broker, venues, HOLD, _leader_buys(2),
                 {"op": "fill_held", "account": "F1", "qty": 3})
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True, databases="__all__")
+@pytest.mark.parametrize("broker", ["projectx", "tradovate"])
+def test_a_part_filled_at_the_placements_answer_is_counted_once(broker, venues):
+    """The venue fills 1 of 3 before the placement's answer is read back and holds the
+    rest: that part comes on the stream as a fill too, and counts once."""
+    venue = venues.get(broker) or venues.setdefault(broker, venue_start(broker))
+    venue.inject("part_hold")  # the first order placed at the venue: the follower's copy
+    # A trade by hand on the follower afterwards: its stream is read (the part's fill first).
+    out = _replay(broker, venues, _leader_buys(3),
+                  {"op": "fill", "account": "F1", "symbol": "MESZ6", "side": "buy", "qty": 1})
+    assert out["positions"]["F1"] == {"MESZ6": 2}
+    order, held = _follower()
+    assert (order.status, order.filled_qty, order.qty) == ("accepted", 1, 3)
+    assert held == 2
