@@ -797,18 +797,25 @@ class Order(models.Model):
 
 
 class RefusedFill(models.Model):
-    """A fill from a broker's stream that the copier could not accept, and why.
+    """A fill or a position statement from a broker that the copier could not accept, and why.
 
     Nothing a broker says is dropped silently: the row is kept for a person to
-    see, and the account's positions were re-read from the broker right after,
-    so that the copier's view of it does not stay wrong (COPY_RULES.md).
+    see. After a refused fill the account's positions were re-read from the broker,
+    so that the copier's view of it does not stay wrong (COPY_RULES.md); a refused
+    statement (a position on a contract the venue's look-up does not know, or of a
+    size no account holds) was not applied, and the rest of its read was.
     """
+
+    class Kind(models.TextChoices):
+        FILL = "fill"
+        POSITION = "position", "position statement"
 
     account = models.ForeignKey(
         TradingAccount, on_delete=models.CASCADE, related_name="refused_fills"
     )
+    kind = models.CharField(max_length=8, choices=Kind.choices, default=Kind.FILL)
     fill_id = models.CharField("broker fill id", max_length=128, blank=True, default="")
-    payload = models.JSONField(help_text="The fill as the stream gave it.")
+    payload = models.JSONField(help_text="The fill or position as the broker gave it.")
     reason = models.TextField()
     received_at = models.DateTimeField()
 
@@ -816,7 +823,8 @@ class RefusedFill(models.Model):
         ordering = ["-id"]
 
     def __str__(self) -> str:
-        return f"{self.account}: fill {self.fill_id or '?'} refused ({self.reason})"
+        what = f"fill {self.fill_id or '?'}" if self.kind == self.Kind.FILL else "position"
+        return f"{self.account}: {what} refused ({self.reason})"
 
 
 class AlertKind(models.TextChoices):
