@@ -42,7 +42,7 @@ class SimAccount(models.Model):
 class SimPosition(models.Model):
     book = models.ForeignKey(SimAccount, on_delete=models.CASCADE, related_name="positions")
     symbol = models.CharField(max_length=32)
-    qty = models.IntegerField(default=0)
+    qty = models.BigIntegerField(default=0)  # the sim states what a test makes it hold
 
     class Meta:
         constraints = [
@@ -65,7 +65,7 @@ class SimOrder(models.Model):
     fill_id = models.CharField(max_length=64)
     symbol = models.CharField(max_length=32)
     side = models.CharField(max_length=4)
-    qty = models.PositiveIntegerField()
+    qty = models.PositiveBigIntegerField()
     status = models.CharField(max_length=8, choices=Status.choices)
     message = models.TextField(blank=True, default="")
     created_at = models.DateTimeField()

@@ -508,9 +508,13 @@ class LeaderEvent(models.Model):
     fill_id = models.CharField("broker fill id", max_length=128)
     symbol = models.CharField(max_length=32)
     side = models.CharField(max_length=4, choices=SIDE_CHOICES)
-    qty = models.PositiveIntegerField()
-    p0 = models.IntegerField("P0", help_text="Leader position before the fill.")
-    p1 = models.IntegerField("P1", help_text="Leader position after the fill.")
+    # Quantities and positions in 64-bit columns, as every column holding a number that came
+    # from a venue (accounts.Position): a 32-bit one stored 3,000,000,000 as -1,294,967,296.
+    # What a venue says is range-checked before (rules.MAX_VENUE_QTY); the width is for
+    # what the copier computes from it.
+    qty = models.PositiveBigIntegerField()
+    p0 = models.BigIntegerField("P0", help_text="Leader position before the fill.")
+    p1 = models.BigIntegerField("P1", help_text="Leader position after the fill.")
     close_only = models.BooleanField(default=False)
     prev_event_id = models.BigIntegerField(
         null=True, blank=True, editable=False,
@@ -607,7 +611,7 @@ class Decision(models.Model):
     symbol = models.CharField(max_length=32)
     reason = models.CharField(max_length=24, choices=[(r.value, r.value) for r in rules.Reason])
     detail = models.TextField(blank=True, default="")
-    position_before = models.IntegerField(
+    position_before = models.BigIntegerField(
         null=True, blank=True, help_text="C when evaluated (empty: an action on all symbols).")
     # E0 and E1 are what the rules computed, however large: an absurd multiplier must be
     # recorded and denied, never fail the batch it is in. An operator action has none.
@@ -615,7 +619,7 @@ class Decision(models.Model):
     expected_after = models.BigIntegerField(null=True, blank=True, help_text="E1.")
     planned_legs = models.JSONField(default=list, blank=True)
     placed_legs = models.JSONField(default=list, blank=True)
-    position_after = models.IntegerField(null=True, blank=True)
+    position_after = models.BigIntegerField(null=True, blank=True)
     created_at = models.DateTimeField()
     settled_at = models.DateTimeField(null=True, blank=True)
 
@@ -671,7 +675,7 @@ class FailedExit(models.Model):
     )
     symbol = models.CharField(max_length=32)
     side = models.CharField(max_length=4, choices=SIDE_CHOICES)
-    qty = models.PositiveIntegerField()
+    qty = models.PositiveBigIntegerField()
     event = models.ForeignKey(
         LeaderEvent, null=True, blank=True, on_delete=models.SET_NULL, related_name="failed_exits"
     )
@@ -754,10 +758,10 @@ class Order(models.Model):
     account = models.ForeignKey(TradingAccount, on_delete=models.CASCADE, related_name="orders")
     symbol = models.CharField(max_length=32)
     side = models.CharField(max_length=4, choices=SIDE_CHOICES)
-    qty = models.PositiveIntegerField()
+    qty = models.PositiveBigIntegerField()
     kind = models.CharField(max_length=8, choices=LEG_KIND_CHOICES)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.SUBMITTING)
-    filled_qty = models.PositiveIntegerField(default=0)
+    filled_qty = models.PositiveBigIntegerField(default=0)
     broker_order_id = models.CharField(max_length=64, blank=True, default="")
     message = models.TextField(blank=True, default="")
     decision = models.ForeignKey(

@@ -95,6 +95,8 @@ def _fill_handle(account: TradingAccount, event: Fill, *, is_leader: bool,
     try:
         fill = FillInput.parse(fill_id=event.fill_id, symbol=event.symbol, side=event.side,
                                qty=event.qty)
+        if event.seq is not None and (problem := rules.venue_id_problem(event.seq)):
+            raise ValidationError(f"the fill's sequence {problem}")
     except ValidationError as exc:
         fill_refuse(account=account, fill=event, reason="; ".join(exc.messages),
                     is_leader=is_leader)
@@ -240,8 +242,7 @@ def position_update_record(*, account: TradingAccount, update: PositionUpdate,
                            is_leader: bool) -> None:
     """The broker states where a position stands; where the copier's fills disagree, the
     statement waits on the row instead of being applied. One the copier cannot take (a
-    symbol it cannot name, a quantity that is no number) is recorded as refused, not
-    applied.
+    symbol it cannot name, a number no account holds) is recorded as refused, not applied.
 
     It may be ahead of the fill that made it (some venues send the position first):
     applied at once, that move would be counted twice. The fill that brings the
@@ -251,8 +252,9 @@ def position_update_record(*, account: TradingAccount, update: PositionUpdate,
     """
     try:
         symbol = normalise_symbol(update.symbol)
-        if isinstance(update.qty, bool) or not isinstance(update.qty, int):
-            raise ValidationError(f"quantity is not a whole number: {update.qty!r}")
+        problem = rules.venue_qty_problem(update.qty, signed=True)
+        if problem is not None:
+            raise ValidationError(problem)
     except ValidationError as exc:
         refused_record(account=account, record=Unreadable(
             "position", "; ".join(exc.messages),

@@ -106,14 +106,15 @@ def _snapshot_locked(account_id: int, adapter: BrokerAdapter, *,
         broker, refused = _positions_readable(adapter)
         if set(broker) <= set(rows):
             _refusals_kept(account_id, refused, rows, broker)
-            return _Snapshot(rows, broker, taken_at, adapter.fills_cursor())
+            return _Snapshot(rows, broker, taken_at, _cursor_readable(adapter))
         rows = positions_lock_all(account_id, broker)
     raise TransientBrokerError("positions kept moving to new symbols while being read")
 
 
 def _positions_readable(adapter: BrokerAdapter) -> tuple[dict[str, int], list[Unreadable]]:
     """The broker's positions the copier can take, and those it refuses: the adapter's
-    unreadable ones (a contract the venue cannot name), a name that is no symbol."""
+    unreadable ones (a contract the venue cannot name), a name that is no symbol, a
+    number no account holds (COPY_RULES.md: "a number out of range ... refused")."""
     held = adapter.positions()
     refused = list(adapter.positions_unread())  # of that read
     broker: dict[str, int] = {}
@@ -121,6 +122,9 @@ def _positions_readable(adapter: BrokerAdapter) -> tuple[dict[str, int], list[Un
         symbol = str(name)
         try:
             symbol = normalise_symbol(name)
+            problem = rules.venue_qty_problem(qty, signed=True)
+            if problem is not None:
+                raise ValidationError(problem)
         except ValidationError as exc:
             refused.append(Unreadable("position", f"{symbol}: {'; '.join(exc.messages)}",
                                       {"symbol": str(name), "qty": repr(qty)}, symbol=symbol))
@@ -145,6 +149,16 @@ def _refusals_kept(account_id: int, refused: list[Unreadable], rows: dict[str, P
             row = None
         if row is not None and row.qty and row.symbol not in broker:
             broker[row.symbol] = row.qty
+
+
+def _cursor_readable(adapter: BrokerAdapter) -> int | None:
+    """The adapter's fills cursor, if the copier can keep it (else: judged by fill times)."""
+    cursor = adapter.fills_cursor()
+    if cursor is not None and (problem := rules.venue_id_problem(cursor)):
+        log.error("%s: the fills cursor is refused (%s); late fills are judged by their time",
+                  adapter.account.name, problem)
+        return None
+    return cursor
 
 
 def _orders_in_doubt_asked(account_id: int, adapter: BrokerAdapter,

@@ -1,8 +1,8 @@
 """What a venue's stream carries that the copier cannot take (issue 18, "Streams and numbers"),
 through the real adapters, the local venues and a listener in this process.
 
-A fill or a position on a contract the venue's own look-up does not know is recorded as
-refused and the stream goes on: the leader's next move
+A fill or a position on a contract the venue's own look-up does not know, or with a number
+no account can hold, is recorded as refused and the stream goes on: the leader's next move
 on a contract the copier can name is copied at once (not 5 minutes later, as after a
 refused login), and a leader that really holds such a contract still reconnects.
 """
@@ -22,6 +22,9 @@ from tests.listener.helpers import listening
 
 pytestmark = [pytest.mark.django_db(transaction=True, databases="__all__"),
               pytest.mark.usefixtures("eager_tasks")]
+
+HUGE = 3_000_000_000  # beyond a 32-bit column: read back as -1,294,967,296 before
+
 
 @pytest.fixture(params=["projectx", "tradovate"])
 def venue(request: pytest.FixtureRequest) -> Iterator[LocalVenue]:
@@ -96,3 +99,25 @@ def test_a_leader_holding_a_contract_the_venue_cannot_name_reconnects_and_copies
         venue.trade(leader.external_id, "ES", "sell", 1)
         _at_venue(venue, f1, "ES", 0)
 
+
+def test_a_fill_and_position_beyond_any_account_are_refused_and_nothing_is_reversed(venue):
+    """A garbled 3,000,000,000 from the venue: the fill refused, the statements and the
+    re-read refused too; the follower keeps its 2 (before: applied as a reversal to
+    -1,294,967,296 that closed it)."""
+    leader, f1 = _world(venue)
+    with listening(leader, f1):
+        venue.trade(leader.external_id, "ES", "buy", 2)
+        _at_venue(venue, f1, "ES", 2)
+        venue.trade(leader.external_id, "ES", "buy", HUGE)
+        wait_until(lambda: RefusedFill.objects.filter(account=leader, kind="fill").exists(),
+                   what="the huge fill recorded as refused")
+        wait_until(lambda: RefusedFill.objects.filter(account=leader, kind="position")
+                   .exists(), what="the huge position recorded as refused")
+        venue.trade(leader.external_id, "ES", "sell", 1)  # a fill the copier can take
+        _at_venue(venue, f1, "ES", 1)
+        assert _connected(leader)
+    assert copier_position(leader, "ES") == 1
+    assert copier_position(f1, "ES") == 1
+    assert not LeaderEvent.objects.filter(source="reconcile").exists()
+    reasons = " ".join(RefusedFill.objects.values_list("reason", flat=True))
+    assert str(HUGE) in reasons
