@@ -29,6 +29,7 @@ from accounts.models import Position, TradingAccount
 from accounts.symbols import normalise_symbol
 from brokers.base import BrokerError
 from brokers.registry import adapter_for
+from copier import rules
 from copier.console.decisions import changelist_url, links
 from copier.console.display import time_display
 from copier.models import SIDE_CHOICES
@@ -49,7 +50,8 @@ class PositionInline(admin.TabularInline):
 class SimFillForm(forms.Form):
     symbol = forms.CharField(max_length=32, initial="MNQ")
     side = forms.ChoiceField(choices=SIDE_CHOICES)
-    qty = forms.IntegerField(min_value=1, max_value=10_000, initial=1)
+    # A trade by hand is an order: the copier's own bound of one order's size.
+    qty = forms.IntegerField(min_value=1, max_value=rules.MAX_ORDER_QTY, initial=1)
 
     def clean_symbol(self) -> str:
         try:

@@ -101,12 +101,15 @@ class Position(models.Model):
 
     account = models.ForeignKey(TradingAccount, on_delete=models.CASCADE, related_name="positions")
     symbol = models.CharField(max_length=32)
-    qty = models.IntegerField(default=0)
+    # 64-bit: a 32-bit column stored a venue's 3,000,000,000 as -1,294,967,296 (server-side
+    # binding). What a venue states is range-checked before it is stored
+    # (copier.rules.MAX_VENUE_QTY); the width holds whatever the copier adds up from it.
+    qty = models.BigIntegerField(default=0)
     last_event_id = models.BigIntegerField(null=True, blank=True)
     # What the broker's stream last said the position is, while that disagrees with
     # `qty`: a venue may state a position before the fill that made it. Cleared as
     # soon as the fills bring `qty` there; applied if they do not within the grace.
-    broker_qty = models.IntegerField(null=True, blank=True, editable=False)
+    broker_qty = models.BigIntegerField(null=True, blank=True, editable=False)
     broker_qty_since = models.DateTimeField(null=True, blank=True, editable=False)
     updated_at = models.DateTimeField(auto_now=True)
 

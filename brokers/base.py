@@ -16,6 +16,7 @@ An adapter module provides (the checklist for adding a broker, see README):
 | `poll_events`     | yes      | the stream: fills, position updates, a lost connection     |
 | `connect`/`disconnect` | yes | the listener's session lifecycle                           |
 | `fills_cursor`    | no       | newest fill in the last `positions()`: late fills not recounted |
+| `positions_unread` | no      | what the last `positions()` could not read (refused, not failed) |
 | `stream`          | yes      | the live stream `copier_listen` runs (`BrokerStream`)    |
 | `session_obtain`  | venues with logins | log in / renew; only the owning listener calls it |
 | `credential_fields`, `credentials_clean` | venues with logins | the admin's form per kind |
@@ -98,6 +99,11 @@ class PermanentBrokerError(BrokerError):
     """Rejected for good (unknown symbol, margin, account closed): needs a person."""
 
     permanent = True
+
+
+class UnknownContract(PermanentBrokerError):
+    """The venue's own contract look-up does not know an id it listed or streamed (an
+    expired contract, one its reference data lacks): the copier cannot name it."""
 
 
 def orders_cancel_error(label: str, cancelled: int, failures: list[BrokerError]) -> BrokerError:
@@ -226,9 +232,45 @@ class CredentialField:
     choices: tuple[tuple[str, str], ...] = ()
 
 
+@dataclass(frozen=True, slots=True)
+class Unreadable:
+    """A fill or a position the venue reported that the adapter cannot read: a contract the
+    venue's look-up does not know, a field that is not what the venue documents.
+
+    Delivered (by a stream, or by `BrokerAdapter.positions_unread` after a read), never
+    raised: one record the copier cannot take must not stop the account's stream or fail
+    its reconnect. The copier records it as refused (COPY_RULES.md). `payload`: the
+    venue's record as JSON holds it; `symbol`: the contract's name, where that was read.
+    """
+
+    kind: Literal["fill", "position"]
+    reason: str
+    payload: Mapping[str, Any]
+    fill_id: str = ""
+    symbol: str | None = None
+
+
+# What an adapter's parse of a venue record may raise that makes that record unreadable
+# (and only it): the contract unknown to the venue's look-up (or any refusal of the
+# look-up), a field missing or of the wrong kind.
+RECORD_ERRORS = (PermanentBrokerError, AttributeError, KeyError, TypeError, ValueError)
+
+
+def unreadable(kind: Literal["fill", "position"], record: object, exc: Exception, *,
+               label: str, fill_id: object = None, symbol: str | None = None) -> Unreadable:
+    """The `Unreadable` for a venue record whose parse raised `exc` (one of RECORD_ERRORS)."""
+    if isinstance(exc, BrokerError):
+        reason = exc.message
+    else:
+        reason = f"{label}: unreadable {kind} record ({type(exc).__name__}: {exc})"
+    payload = dict(record) if isinstance(record, Mapping) else {"record": repr(record)}
+    return Unreadable(kind, reason, payload, "" if fill_id is None else str(fill_id)[:128],
+                      symbol)
+
+
 # No "connection restored" event: the listener's next turn reconnects an account that is
 # not connected, and only the positions read then say the connection is back.
-BrokerEvent = Fill | PositionUpdate | OrderUpdate | ConnectionLost
+BrokerEvent = Fill | PositionUpdate | OrderUpdate | ConnectionLost | Unreadable
 
 
 class BrokerStream(abc.ABC):
@@ -438,6 +480,12 @@ class BrokerAdapter(abc.ABC):
     @abc.abstractmethod
     def positions(self) -> dict[str, int]:
         """Net position per symbol at the broker, flat symbols omitted."""
+
+    def positions_unread(self) -> list[Unreadable]:
+        """The positions of this adapter's last `positions()` answer that it could not read
+        (left out of it): the reconnect records them as refused and applies the rest, so
+        that a contract the venue cannot name does not fail every reconnect."""
+        return []
 
     def fills_cursor(self) -> int | None:
         """The `seq` of the newest fill reflected in this adapter's last `positions()` answer.

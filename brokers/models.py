@@ -46,7 +46,7 @@ class SimAccount(models.Model):
 class SimPosition(models.Model):
     book = models.ForeignKey(SimAccount, on_delete=models.CASCADE, related_name="positions")
     symbol = models.CharField(max_length=32)
-    qty = models.IntegerField(default=0)
+    qty = models.BigIntegerField(default=0)  # the sim states what a test makes it hold
 
     class Meta:
         constraints = [
@@ -80,11 +80,11 @@ class SimOrder(models.Model):
     fill_id = models.CharField(max_length=64)
     symbol = models.CharField(max_length=32)
     side = models.CharField(max_length=4)
-    qty = models.PositiveIntegerField()
+    qty = models.PositiveBigIntegerField()
     status = models.CharField(max_length=16, choices=Status.choices)
     message = models.TextField(blank=True, default="")
     # A held order: what of it has filled (None: not a held order).
-    filled_qty = models.PositiveIntegerField(null=True, blank=True)
+    filled_qty = models.PositiveBigIntegerField(null=True, blank=True)
     # A part fill of a held order. No index: the part is found through its parent's row.
     parent = models.ForeignKey("self", null=True, blank=True, on_delete=models.CASCADE,
                                related_name="parts", db_index=False)

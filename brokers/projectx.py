@@ -64,6 +64,7 @@ from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import InvalidStatus
 
 from brokers.base import (
+    RECORD_ERRORS,
     BrokerAdapter,
     BrokerError,
     BrokerEvent,
@@ -81,7 +82,10 @@ from brokers.base import (
     SessionRefused,
     Side,
     TransientBrokerError,
+    UnknownContract,
+    Unreadable,
     orders_cancel_error,
+    unreadable,
 )
 from copier import clock
 
@@ -219,12 +223,16 @@ def _settlement(status: OrderStatus, size: int, filled: int) -> tuple[OrderStatu
 
 
 def _position_signed(data: Mapping[str, Any]) -> int:
-    size = int(data.get("size") or 0)
+    """The signed size of a position record; ValueError for one the venue did not document
+    (a record, not the stream or the read, is then unreadable)."""
+    size = data.get("size") or 0
+    if isinstance(size, bool) or not isinstance(size, int):
+        raise ValueError(f"ProjectX: position size {size!r} is not a whole number")
     if data.get("type") == 2:
         return -size
     if data.get("type") == 1 or size == 0:
         return size
-    raise TransientBrokerError(f"ProjectX: position of undefined type {data.get('type')!r}")
+    raise ValueError(f"ProjectX: position of undefined type {data.get('type')!r}")
 
 
 class ProjectXBroker(BrokerAdapter):
@@ -242,6 +250,7 @@ class ProjectXBroker(BrokerAdapter):
     def __init__(self, account: TradingAccount) -> None:
         super().__init__(account)
         self._cursor: int | None = None
+        self._unread: list[Unreadable] = []
 
     # --- credentials -----------------------------------------------------------------------
     @classmethod
@@ -459,8 +468,9 @@ class ProjectXBroker(BrokerAdapter):
             raise PermanentBrokerError(
                 f"ProjectX: logged in, but account {account_id} is not among this login's "
                 f"active accounts: {listed}")
-        held = self._positions_read(account_id, token=session.token)
+        held, unread = self._positions_read(account_id, token=session.token)
         shown = ", ".join(f"{s} {q:+d}" for s, q in sorted(held.items())) or "flat"
+        shown += "".join(f"; {u.reason}" for u in unread)
         name = accounts[account_id].get("name")
         return (f"{self.label}: logged in; account {account_id} ({name}) "
                 f"can trade: {accounts[account_id].get('canTrade')}; positions: {shown}")
@@ -497,7 +507,7 @@ class ProjectXBroker(BrokerAdapter):
         data = self._call("/api/Contract/searchById", {"contractId": contract_id}, token=token)
         contract = data.get("contract")
         if data.get("success") is False or not isinstance(contract, dict):
-            raise PermanentBrokerError(f"ProjectX: unknown contract id {contract_id!r}")
+            raise UnknownContract(f"ProjectX: unknown contract id {contract_id!r}")
         _contract_learn(api, contract_id, str(contract["name"]))
         return str(contract["name"])
 
@@ -676,25 +686,40 @@ class ProjectXBroker(BrokerAdapter):
         account_id = self._account_id()
         before = self._newest_trade(account_id)
         for _ in range(CURSOR_READS):
-            held = self._positions_read(account_id)
+            held, unread = self._positions_read(account_id)
             after = self._newest_trade(account_id)
             if after == before:
-                self._cursor = after
+                self._cursor, self._unread = after, unread
                 return held
             before = after
         raise TransientBrokerError("ProjectX: the account kept trading while its positions "
                                    "were read; read again later")
 
-    def _positions_read(self, account_id: int, *, token: str | None = None) -> dict[str, int]:
+    def _positions_read(self, account_id: int, *, token: str | None = None
+                        ) -> tuple[dict[str, int], list[Unreadable]]:
+        """The open positions by contract name, and those that could not be read (a
+        contract the venue's look-up does not know): left out, never failing the read."""
         data = self._call("/api/Position/searchOpen", {"accountId": account_id}, token=token)
         self._ok("/api/Position/searchOpen", data)
         held: dict[str, int] = {}
+        unread: list[Unreadable] = []
         for position in data.get("positions") or []:
-            qty = _position_signed(position)
-            if qty:
+            if isinstance(position, dict) and position.get("size") == 0:
+                continue  # flat: whatever its contract
+            name: str | None = None
+            try:  # the name first: a garbled size of a contract it names keeps its name
                 name = self.contract_name(str(position.get("contractId")), token=token)
+                qty = _position_signed(position)
+            except RECORD_ERRORS as exc:
+                unread.append(unreadable("position", position, exc, label="ProjectX",
+                                         symbol=name))
+                continue
+            if qty:
                 held[name] = held.get(name, 0) + qty
-        return {name: qty for name, qty in held.items() if qty}
+        return {name: qty for name, qty in held.items() if qty}, unread
+
+    def positions_unread(self) -> list[Unreadable]:
+        return list(self._unread)
 
     def _newest_trade(self, account_id: int) -> int:
         data = self._call("/api/Trade/search", {"accountId": account_id,
@@ -945,13 +970,27 @@ class ProjectXStream(BrokerStream):
                 if update is not None:
                     events.append(update)
             elif target == "GatewayUserTrade":
-                fill = await self._fill(data)
+                fill = await self._trade_event(data)
                 if fill is not None:
                     events.append(fill)
             elif target == "GatewayUserPosition":
-                name = await self._name(str(data.get("contractId")))
-                events.append(PositionUpdate(name, _position_signed(data)))
+                events.append(await self._position_event(data))
         return events
+
+    async def _trade_event(self, data: Mapping[str, Any]) -> Fill | Unreadable | None:
+        """A trade as the copier's fill; one it cannot read is delivered as such (refused
+        by the copier), never raised: the stream goes on."""
+        try:
+            return await self._fill(data)
+        except RECORD_ERRORS as exc:
+            return unreadable("fill", data, exc, label="ProjectX", fill_id=data.get("id"))
+
+    async def _position_event(self, data: Mapping[str, Any]) -> PositionUpdate | Unreadable:
+        try:
+            return PositionUpdate(await self._name(str(data.get("contractId"))),
+                                  _position_signed(data))
+        except RECORD_ERRORS as exc:
+            return unreadable("position", data, exc, label="ProjectX")
 
     async def _fill(self, data: Mapping[str, Any]) -> Fill | None:
         trade_id = int(data["id"])
@@ -968,8 +1007,13 @@ class ProjectXStream(BrokerStream):
                                             token=self._token)
             self._tags[order_id] = None if order is None else order.get("customTag")
         tag = self._tags.get(order_id) if isinstance(order_id, int) else None
+        if data.get("side") not in (0, 1):
+            raise ValueError(f"ProjectX: trade {trade_id} of unknown side {data.get('side')!r}")
+        size = data.get("size")
+        if isinstance(size, bool) or not isinstance(size, int):
+            raise ValueError(f"ProjectX: trade {trade_id} size {size!r} is not a whole number")
         return Fill(fill_id=str(trade_id), symbol=await self._name(str(data.get("contractId"))),
-                    side=_side(data.get("side")), qty=int(data.get("size") or 0),
+                    side=_side(data.get("side")), qty=size,
                     time=_when(data.get("creationTimestamp")), client_order_id=tag or None,
                     seq=trade_id)
 

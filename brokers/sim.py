@@ -67,12 +67,17 @@ from brokers.base import (
 from brokers.models import SimAccount, SimOrder, SimQuote
 from copier import clock
 from copier.rawsql import database_conninfo
+from copier.rules import MAX_VENUE_ID
 from copier.symbol_map import point_value
 
 if TYPE_CHECKING:
     from accounts.models import TradingAccount
 
 DB = sql.DB
+# A trade the sim's controls make (a leader's, a manual one) is kept in its 64-bit books:
+# it may be far beyond what the copier takes (rules.MAX_VENUE_QTY), as a garbled venue
+# number is, but never beyond what its columns hold.
+MAX_BOOK_QTY = MAX_VENUE_ID
 log = logging.getLogger(__name__)
 
 # A stream reads its book this often even without a notification (one lost with its
@@ -453,8 +458,9 @@ class SimBroker(BrokerAdapter):
         copier's orders fill there); without, it fills at the last price known.
         Returns the fill id.
         """
-        if qty <= 0:
-            raise ValueError(f"quantity must be > 0, got {qty}")
+        if isinstance(qty, bool) or not isinstance(qty, int) or not 0 < qty <= MAX_BOOK_QTY:
+            raise ValueError(f"quantity must be a whole number > 0 and at most "
+                             f"{MAX_BOOK_QTY}, got {qty!r}")
         priced = None if price is None else price_clean(price)
         with transaction.atomic(using=DB):
             if priced is not None:

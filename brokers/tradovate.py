@@ -52,6 +52,7 @@ import websockets
 from websockets.asyncio.client import ClientConnection
 
 from brokers.base import (
+    RECORD_ERRORS,
     BrokerAdapter,
     BrokerError,
     BrokerEvent,
@@ -68,7 +69,10 @@ from brokers.base import (
     Session,
     Side,
     TransientBrokerError,
+    UnknownContract,
+    Unreadable,
     orders_cancel_error,
+    unreadable,
 )
 from copier import clock
 
@@ -160,6 +164,13 @@ def _time(value: object) -> dt.datetime:
     return clock.now()
 
 
+def _whole(value: object, what: str) -> int:
+    """A venue field that must be a whole number; ValueError (the record is unreadable)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{LABEL}: {what} {value!r} is not a whole number")
+    return value
+
+
 def _side(action: object) -> Side:
     if action == "Buy":
         return Side.BUY
@@ -191,6 +202,7 @@ class TradovateBroker(BrokerAdapter):
         self._lock = threading.Lock()
         self._tickets: dict[str, tuple[str | None, float]] = {}  # path -> (ticket, not before)
         self._cursor: int | None = None
+        self._unread: list[Unreadable] = []
 
     # --- credentials ----------------------------------------------------------------------
     @classmethod
@@ -416,7 +428,7 @@ class TradovateBroker(BrokerAdapter):
             except PermanentBrokerError:
                 row = None
             if not isinstance(row, dict) or not row.get("name"):
-                raise PermanentBrokerError(f"{LABEL}: unknown contract id {contract_id}")
+                raise UnknownContract(f"{LABEL}: unknown contract id {contract_id}")
             name = str(row["name"])
             _contracts.learn(base, contract_id, name)
         return name
@@ -578,13 +590,31 @@ class TradovateBroker(BrokerAdapter):
         else:
             log.warning("%s: fills kept arriving while positions were read; no cursor",
                         self.account)
-        held: dict[str, int] = {}
-        for row in rows:
-            if row.get("accountId") == mine and row.get("netPos"):
-                name = self.contract_name(int(row["contractId"]))
-                held[name] = held.get(name, 0) + int(row["netPos"])
+        held, self._unread = self._positions_held(rows, mine)
         self._cursor = cursor
-        return {k: v for k, v in held.items() if v}
+        return held
+
+    def _positions_held(self, rows: list[dict[str, Any]], mine: int, *,
+                        token: str | None = None) -> tuple[dict[str, int], list[Unreadable]]:
+        """The account's net positions by contract name, and the rows that could not be
+        read (a contract the venue's look-up does not know): left out, never failing."""
+        held: dict[str, int] = {}
+        unread: list[Unreadable] = []
+        for row in rows:
+            if not isinstance(row, dict) or row.get("accountId") != mine or not row.get("netPos"):
+                continue
+            name: str | None = None
+            try:  # the name first: a garbled size of a contract it names keeps its name
+                name = self.contract_name(_whole(row["contractId"], "contractId"), token=token)
+                qty = _whole(row["netPos"], "netPos")
+            except RECORD_ERRORS as exc:
+                unread.append(unreadable("position", row, exc, label=LABEL, symbol=name))
+                continue
+            held[name] = held.get(name, 0) + qty
+        return {k: v for k, v in held.items() if v}, unread
+
+    def positions_unread(self) -> list[Unreadable]:
+        return list(self._unread)
 
     def _fill_max(self) -> int:
         fills = self._call("GET", "/fill/list")
@@ -675,11 +705,11 @@ class TradovateBroker(BrokerAdapter):
             raise PermanentBrokerError(f"account {mine} not found; this login has: {names}")
         try:
             rows = self._send("GET", "/position/list", token=token)
-            held = {self.contract_name(int(r["contractId"]), token=token): int(r["netPos"])
-                    for r in rows if r.get("accountId") == mine and r.get("netPos")}
+            held, unread = self._positions_held(rows, mine, token=token)
         except BrokerError as exc:
             raise type(exc)(f"reading the positions failed: {exc.message}") from None
         listed_held = ", ".join(f"{k} {v:+d}" for k, v in sorted(held.items())) or "flat"
+        listed_held += "".join(f"; {u.reason}" for u in unread)
         return f"{self.label}: {how}; account {spec} ({mine}); positions: {listed_held}"
 
     def stream(self, session: Session | None) -> BrokerStream:
@@ -892,12 +922,26 @@ class TradovateStream(BrokerStream):
         elif entity_type == "command" and entity.get("commandType", "New") == "New":
             self._order_clids[int(entity["orderId"])] = entity.get("clOrdId")
         elif entity_type == "fill":
-            event = await self._fill(entity)
+            event = await self._fill_event(entity)
         elif entity_type == "position" and entity.get("accountId") == self._account:
-            name = await self._name(int(entity["contractId"]))
-            event = PositionUpdate(name, int(entity.get("netPos", 0)))
+            event = await self._position_event(entity)
         if event is not None:
             self._pending.append(event)
+
+    async def _fill_event(self, entity: dict[str, Any]) -> Fill | Unreadable | None:
+        """A fill of the account as the copier's; one it cannot read is delivered as such
+        (refused by the copier), never raised: the stream goes on."""
+        try:
+            return await self._fill(entity)
+        except RECORD_ERRORS as exc:
+            return unreadable("fill", entity, exc, label=LABEL, fill_id=entity.get("id"))
+
+    async def _position_event(self, entity: dict[str, Any]) -> PositionUpdate | Unreadable:
+        try:
+            return PositionUpdate(await self._name(_whole(entity["contractId"], "contractId")),
+                                  _whole(entity.get("netPos", 0), "netPos"))
+        except RECORD_ERRORS as exc:
+            return unreadable("position", entity, exc, label=LABEL)
 
     async def _fill(self, entity: dict[str, Any]) -> Fill | None:
         if entity.get("id") is None or int(entity["id"]) in self._seen:
@@ -911,13 +955,13 @@ class TradovateStream(BrokerStream):
         if account != self._account:
             self._seen.add(fill_id)
             return None
+        self._seen.add(fill_id)  # delivered once, read or refused
         await self._clid_learn(order_id)
-        fill = Fill(fill_id=str(fill_id), symbol=await self._name(int(entity["contractId"])),
-                    side=_side(entity.get("action")), qty=int(entity.get("qty", 0)),
+        return Fill(fill_id=str(fill_id),
+                    symbol=await self._name(_whole(entity["contractId"], "contractId")),
+                    side=_side(entity.get("action")), qty=_whole(entity.get("qty", 0), "qty"),
                     time=_time(entity.get("timestamp")),
                     client_order_id=self._order_clids.get(order_id), seq=fill_id)
-        self._seen.add(fill_id)
-        return fill
 
     async def _clid_learn(self, order_id: int) -> None:
         """The order's client id, asked of the venue when its command was not seen."""

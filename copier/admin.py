@@ -685,8 +685,8 @@ class FailedExitAdmin(LinkedLookups, AuditAdmin):
 
 @admin.register(RefusedFill)
 class RefusedFillAdmin(AuditAdmin):
-    list_display = ["received_at", "account", "fill_id", "reason", "payload"]
-    list_filter = ["account"]
+    list_display = ["received_at", "account", "kind", "fill_id", "reason", "payload"]
+    list_filter = ["kind", "account"]
     search_fields = ["fill_id", "account__name", "reason"]
     list_select_related = ["account"]
 

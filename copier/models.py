@@ -508,9 +508,13 @@ class LeaderEvent(models.Model):
     fill_id = models.CharField("broker fill id", max_length=128)
     symbol = models.CharField(max_length=32)
     side = models.CharField(max_length=4, choices=SIDE_CHOICES)
-    qty = models.PositiveIntegerField()
-    p0 = models.IntegerField("P0", help_text="Leader position before the fill.")
-    p1 = models.IntegerField("P1", help_text="Leader position after the fill.")
+    # Quantities and positions in 64-bit columns, as every column holding a number that came
+    # from a venue (accounts.Position): a 32-bit one stored 3,000,000,000 as -1,294,967,296.
+    # What a venue says is range-checked before (rules.MAX_VENUE_QTY); the width is for
+    # what the copier computes from it.
+    qty = models.PositiveBigIntegerField()
+    p0 = models.BigIntegerField("P0", help_text="Leader position before the fill.")
+    p1 = models.BigIntegerField("P1", help_text="Leader position after the fill.")
     close_only = models.BooleanField(default=False)
     prev_event_id = models.BigIntegerField(
         null=True, blank=True, editable=False,
@@ -610,7 +614,7 @@ class Decision(models.Model):
     symbol = models.CharField(max_length=32)
     reason = models.CharField(max_length=24, choices=[(r.value, r.value) for r in rules.Reason])
     detail = models.TextField(blank=True, default="")
-    position_before = models.IntegerField(
+    position_before = models.BigIntegerField(
         null=True, blank=True, help_text="C when evaluated (empty: an action on all symbols).")
     # E0 and E1 are what the rules computed, however large: an absurd multiplier must be
     # recorded and denied, never fail the batch it is in. An operator action has none.
@@ -618,7 +622,7 @@ class Decision(models.Model):
     expected_after = models.BigIntegerField(null=True, blank=True, help_text="E1.")
     planned_legs = models.JSONField(default=list, blank=True)
     placed_legs = models.JSONField(default=list, blank=True)
-    position_after = models.IntegerField(null=True, blank=True)
+    position_after = models.BigIntegerField(null=True, blank=True)
     created_at = models.DateTimeField()
     settled_at = models.DateTimeField(null=True, blank=True)
 
@@ -674,7 +678,7 @@ class FailedExit(models.Model):
     )
     symbol = models.CharField(max_length=32)
     side = models.CharField(max_length=4, choices=SIDE_CHOICES)
-    qty = models.PositiveIntegerField()
+    qty = models.PositiveBigIntegerField()
     event = models.ForeignKey(
         LeaderEvent, null=True, blank=True, on_delete=models.SET_NULL, related_name="failed_exits"
     )
@@ -768,10 +772,10 @@ class Order(models.Model):
     account = models.ForeignKey(TradingAccount, on_delete=models.CASCADE, related_name="orders")
     symbol = models.CharField(max_length=32)
     side = models.CharField(max_length=4, choices=SIDE_CHOICES)
-    qty = models.PositiveIntegerField()
+    qty = models.PositiveBigIntegerField()
     kind = models.CharField(max_length=8, choices=LEG_KIND_CHOICES)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.SUBMITTING)
-    filled_qty = models.PositiveIntegerField(default=0)
+    filled_qty = models.PositiveBigIntegerField(default=0)
     broker_order_id = models.CharField(max_length=64, blank=True, default="")
     message = models.TextField(blank=True, default="")
     decision = models.ForeignKey(
@@ -821,18 +825,25 @@ class Order(models.Model):
 
 
 class RefusedFill(models.Model):
-    """A fill from a broker's stream that the copier could not accept, and why.
+    """A fill or a position statement from a broker that the copier could not accept, and why.
 
     Nothing a broker says is dropped silently: the row is kept for a person to
-    see, and the account's positions were re-read from the broker right after,
-    so that the copier's view of it does not stay wrong (COPY_RULES.md).
+    see. After a refused fill the account's positions were re-read from the broker,
+    so that the copier's view of it does not stay wrong (COPY_RULES.md); a refused
+    statement (a position on a contract the venue's look-up does not know, or of a
+    size no account holds) was not applied, and the rest of its read was.
     """
+
+    class Kind(models.TextChoices):
+        FILL = "fill"
+        POSITION = "position", "position statement"
 
     account = models.ForeignKey(
         TradingAccount, on_delete=models.CASCADE, related_name="refused_fills"
     )
+    kind = models.CharField(max_length=8, choices=Kind.choices, default=Kind.FILL)
     fill_id = models.CharField("broker fill id", max_length=128, blank=True, default="")
-    payload = models.JSONField(help_text="The fill as the stream gave it.")
+    payload = models.JSONField(help_text="The fill or position as the broker gave it.")
     reason = models.TextField()
     received_at = models.DateTimeField()
 
@@ -840,7 +851,8 @@ class RefusedFill(models.Model):
         ordering = ["-id"]
 
     def __str__(self) -> str:
-        return f"{self.account}: fill {self.fill_id or '?'} refused ({self.reason})"
+        what = f"fill {self.fill_id or '?'}" if self.kind == self.Kind.FILL else "position"
+        return f"{self.account}: {what} refused ({self.reason})"
 
 
 class AlertKind(models.TextChoices):

@@ -25,6 +25,34 @@ MAX_POSITION_LIMIT = 100_000
 MAX_SYMBOLS_LIMIT = 1_000
 # A daily loss limit is an amount of money in the account's currency (cents at most).
 MAX_LOSS_LIMIT = Decimal(10_000_000)
+# What a venue (or the sim, or a scenario) may say: a fill or a position of more contracts
+# than this is beyond any futures account, a garbled number, refused before anything is
+# stored (COPY_RULES.md "a number out of range ... beyond the quantity limits"). Far below
+# what the columns hold, so a refused number never reaches one.
+MAX_VENUE_QTY = 1_000_000
+# A venue's own numbers (fill and trade ids, the fills cursor) are kept in 64-bit columns.
+MAX_VENUE_ID = 2**63 - 1
+
+
+def venue_qty_problem(value: object, *, signed: bool) -> str | None:
+    """Why a venue's quantity cannot be taken (None: it can): not a whole number, or beyond
+    MAX_VENUE_QTY contracts. `signed`: a position (any side, 0 is flat); else a fill's
+    quantity (> 0)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        return f"quantity is not a whole number: {value!r}"
+    if not signed and value <= 0:
+        return f"quantity must be a whole number > 0, got {value}"
+    if abs(value) > MAX_VENUE_QTY:
+        return (f"quantity {value} is beyond any futures account (at most {MAX_VENUE_QTY:,} "
+                f"contracts): refused")
+    return None
+
+
+def venue_id_problem(value: object) -> str | None:
+    """Why a venue's sequence number or id cannot be kept (None: it can)."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_VENUE_ID:
+        return f"number {value!r} is not a whole number from 0 to {MAX_VENUE_ID}"
+    return None
 
 
 class Reason(StrEnum):

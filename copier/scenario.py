@@ -114,10 +114,20 @@ def _bool(where: str, value: Any, what: str) -> bool:
     return value
 
 
-def _count(where: str, value: Any, what: str, *, positive: bool) -> int:
+# A fault's count is kept in the sim's 32-bit columns (SimAccount.fail_next...): a count
+# beyond this is a typo, refused here rather than stored as another number.
+MAX_FAULT_COUNT = 100_000
+
+
+def _count(where: str, value: Any, what: str, *, positive: bool, most: int) -> int:
+    """A whole number from 1 (`positive`) or 0 up to `most`: what the venue's books hold. A
+    fill beyond the copier's own bound (rules.MAX_VENUE_QTY) is still a fill a venue may
+    report, which the copier must refuse: only the books' width limits it here."""
     if isinstance(value, bool) or not isinstance(value, int) or value < (1 if positive else 0):
         bound = "> 0" if positive else ">= 0"
         raise ScenarioError(f"{where}: {what} must be a whole number {bound}, got {value!r}")
+    if value > most:
+        raise ScenarioError(f"{where}: {what} must be at most {most:,}, got {value:,}")
     return value
 
 
@@ -456,7 +466,8 @@ def _mode_args(
 def _fill_args(where: str, raw: dict[str, Any], _a: dict[str, Any], _f: set[str]) -> dict[str, Any]:
     if raw.get("side") not in tuple(rules.Side):
         raise ScenarioError(f"{where}: side must be buy or sell, got {raw.get('side')!r}")
-    args = {"side": raw["side"], "qty": _count(where, raw.get("qty"), "qty", positive=True)}
+    args = {"side": raw["side"], "qty": _count(where, raw.get("qty"), "qty", positive=True,
+                                               most=rules.MAX_VENUE_ID)}
     if "fill_id" in raw:
         args["fill_id"] = _text(where, raw["fill_id"], "fill_id")[:128]
     if "price" in raw:
@@ -473,7 +484,8 @@ def _price_args(
 def _fault_args(
     where: str, raw: dict[str, Any], _a: dict[str, Any], _f: set[str]
 ) -> dict[str, Any]:
-    return {"count": _count(where, raw.get("count"), "count", positive=False)}
+    return {"count": _count(where, raw.get("count"), "count", positive=False,
+                                most=MAX_FAULT_COUNT)}
 
 
 def _hold_args(
@@ -484,9 +496,11 @@ def _hold_args(
     if args["account"] not in followers:
         raise ScenarioError(f"{where}: {args['account']} follows no group")
     if raw["op"] == "hold_orders":
-        return {"count": _count(where, raw.get("count"), "count", positive=True)}
+        return {"count": _count(where, raw.get("count"), "count", positive=True,
+                                most=MAX_FAULT_COUNT)}
     if raw["op"] == "fill_held" and "qty" in raw:
-        return {"qty": _count(where, raw["qty"], "qty", positive=True)}
+        return {"qty": _count(where, raw["qty"], "qty", positive=True,
+                              most=rules.MAX_VENUE_ID)}
     return {}
 
 

@@ -233,6 +233,13 @@ class LocalVenue(abc.ABC):
         """List a contract (by its name, e.g. `ESZ6`) at the venue; idempotent."""
 
     @abc.abstractmethod
+    def contract_hide(self, name: str) -> None:
+        """The venue's contract look-ups (by id and by name) stop finding the listed contract
+        `name`, while it still trades and is held and streamed under its id: a contract the
+        venue's reference data does not (or no longer) know, as venues list expired or
+        feed-only contracts. ValueError for a contract not listed."""
+
+    @abc.abstractmethod
     def positions(self, account_external_id: str) -> dict[str, int]:
         """Net position per contract name, flat omitted (what the venue holds)."""
 

@@ -111,6 +111,7 @@ class ProjectXVenue(LocalVenue):
         self.position_book: dict[tuple[int, str], dict[str, Any]] = {}
         self.tokens: dict[str, float] = {}  # token -> expiry (epoch seconds)
         self.contracts: dict[str, tuple[str, str, float, float]] = dict(CONTRACTS)
+        self.hidden: set[str] = set()  # listed, traded, unknown to Contract/search(ById)
         self.prices: dict[str, float] = dict(PRICES)
         self.faults = FaultBook()
         self.calls: dict[str, int] = {}  # path -> how many requests (for assertions)
@@ -276,6 +277,13 @@ class ProjectXVenue(LocalVenue):
             self.contracts[name] = (contract_id, f"{name} (listed locally)", 0.25, tick_value)
             self.prices[contract_id] = ADDED_PRICE
         self.call(add())
+
+    def contract_hide(self, name: str) -> None:
+        async def hide() -> None:
+            if name not in self.contracts:
+                raise ValueError(f"contract {name!r} is not listed at the local venue")
+            self.hidden.add(name)
+        self.call(hide())
 
     def price_set(self, symbol: str, price: object) -> None:
         value = price_check(price)
@@ -516,13 +524,13 @@ class ProjectXVenue(LocalVenue):
         body = await self._body(request)
         text = str(body.get("searchText") or "").upper()
         return _ok(contracts=[self._contract(name) for name, (_cid, description, *_r)
-                              in self.contracts.items()
-                              if text and (text in name or text in description.upper())])
+                              in self.contracts.items() if name not in self.hidden
+                              and text and (text in name or text in description.upper())])
 
     async def _contract_by_id(self, request: web.Request) -> web.Response:
         body = await self._body(request)
         for name, (contract_id, *_rest) in self.contracts.items():
-            if contract_id == body.get("contractId"):
+            if contract_id == body.get("contractId") and name not in self.hidden:
                 return _ok(contract=self._contract(name))
         return _refusal(1, "Contract not found", contract=None)
 

@@ -108,6 +108,7 @@ class TradovateVenue(LocalVenue):
         self._users: dict[str, int] = {}  # login name -> user id
         self._ids = itertools.count(1_000_001)
         self.contracts: dict[str, int] = dict(CONTRACTS)
+        self.hidden: set[str] = set()  # listed, traded, unknown to /contract/item and /find
         self.prices: dict[str, float] = dict(PRICES)
         # Money per point per contract (the root's, else 2): what a closing fill realises.
         self.point_values: dict[str, float] = {
@@ -288,6 +289,13 @@ class TradovateVenue(LocalVenue):
             self.prices[name] = ADDED_PRICE
             self.point_values[name] = contract_point_value(name, 2.0)
         self.call(add())
+
+    def contract_hide(self, name: str) -> None:
+        async def hide() -> None:
+            if name not in self.contracts:
+                raise ValueError(f"contract {name!r} is not listed at the local venue")
+            self.hidden.add(name)
+        self.call(hide())
 
     def price_set(self, symbol: str, price: object) -> None:
         value = price_check(price)
@@ -646,14 +654,14 @@ class TradovateVenue(LocalVenue):
                              ) -> web.Response:
         wanted = self._int_query(request, "id")
         for name, contract_id in self.contracts.items():
-            if contract_id == wanted:
+            if contract_id == wanted and name not in self.hidden:
                 return web.json_response(self._contract(name))
         raise web.HTTPNotFound
 
     async def _contract_find(self, request: web.Request, token: _Token, body: Any
                              ) -> web.Response:
         name = request.query.get("name", "")
-        if name not in self.contracts:
+        if name not in self.contracts or name in self.hidden:
             raise web.HTTPNotFound
         return web.json_response(self._contract(name))
 
@@ -956,7 +964,7 @@ class TradovateVenue(LocalVenue):
             "executionReports": [],
             "fills": [f for f in self._fills.values() if f["orderId"] in ids],
             "cashBalances": [],
-            "contracts": [self._contract(n) for n in self.contracts],
+            "contracts": [self._contract(n) for n in self.contracts if n not in self.hidden],
         }
 
     def _push(self, account_id: int, entity_type: str, event_type: str,

@@ -41,10 +41,10 @@ class FillInput:
             raise ValidationError(f"fill id must be 1-128 characters of text, got {fill_id!r}")
         if side not in (rules.Side.BUY, rules.Side.SELL):
             raise ValidationError(f"side must be 'buy' or 'sell', got {side!r}")
-        if isinstance(qty, bool) or not isinstance(qty, int) or qty <= 0:
-            raise ValidationError(f"quantity must be a whole number > 0, got {qty!r}")
-        if qty > 1_000_000:
-            raise ValidationError(f"quantity {qty} is beyond any futures account: refused")
+        problem = rules.venue_qty_problem(qty, signed=False)
+        if problem is not None:
+            raise ValidationError(problem)
+        assert isinstance(qty, int)
         return cls(fill_id.strip(), normalise_symbol(symbol), str(side), qty)
 
 

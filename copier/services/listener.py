@@ -26,6 +26,7 @@ from brokers.base import (
     OrderUpdate,
     PositionUpdate,
     TransientBrokerError,
+    Unreadable,
 )
 from brokers.registry import adapter_for
 from copier import clock, rules, sql
@@ -33,6 +34,7 @@ from copier.models import CopyGroup, Order, RefusedFill
 from copier.services.ingest import FillInput, leader_fill_ingest
 from copier.services.placement import is_copier_order_id, order_fill_add, order_settled
 from copier.services.positions import position_lock
+from copier.services.refused import refused_record
 from copier.services.sync_guard import (
     connection_lost,
     connection_restored,
@@ -78,6 +80,8 @@ def broker_events_handle(*, account: TradingAccount, events: list[BrokerEvent],
             position_update_record(account=account, update=event, is_leader=is_leader)
         elif isinstance(event, OrderUpdate):
             order_update_record(account=account, update=event)
+        elif isinstance(event, Unreadable):
+            unreadable_refuse(account=account, record=event, is_leader=is_leader)
         elif isinstance(event, ConnectionLost):
             connection_lost(account=account, reason=event.reason)
     # Statements of the broker's that no fill explained within the grace are due now.
@@ -95,6 +99,8 @@ def _fill_handle(account: TradingAccount, event: Fill, *, is_leader: bool,
     try:
         fill = FillInput.parse(fill_id=event.fill_id, symbol=event.symbol, side=event.side,
                                qty=event.qty)
+        if event.seq is not None and (problem := rules.venue_id_problem(event.seq)):
+            raise ValidationError(f"the fill's sequence {problem}")
     except ValidationError as exc:
         fill_refuse(account=account, fill=event, reason="; ".join(exc.messages),
                     is_leader=is_leader)
@@ -127,25 +133,44 @@ def fill_refuse(*, account: TradingAccount, fill: Fill, reason: str,
     )
     log.error("%s: fill refused (%s): %r; re-reading its positions from the broker",
               account.name, reason, fill)
+    _reread_after_refusal(account, is_leader=is_leader)
+    return refused
+
+
+def _reread_after_refusal(account: TradingAccount, *, is_leader: bool) -> None:
     try:
         positions_reread(account=account, is_leader=is_leader)
     except TransientBrokerError as exc:
         connection_lost(account=account,
                         reason=f"re-reading positions after a refused fill: {exc.message}")
+
+
+def unreadable_refuse(*, account: TradingAccount, record: Unreadable,
+                      is_leader: bool) -> RefusedFill:
+    """Keep what the stream said that the adapter could not read (a fill or a position on a
+    contract the venue's look-up does not know...), as a refused fill or statement.
+
+    A fill did move the account at the broker: its positions are re-read, as for any
+    refused fill (`fill_refuse`): a leader's difference copied close-only, a follower's
+    adopted. A statement moved nothing the copier can name: it is kept, and not applied.
+    """
+    refused = refused_record(account=account, record=record)
+    if record.kind == "fill":
+        _reread_after_refusal(account, is_leader=is_leader)
     return refused
 
 
 def _as_json(fill: Fill) -> dict[str, object]:
     """The fill's fields as JSON can hold them; anything else as its repr."""
-    payload: dict[str, object] = {}
-    for f in dataclasses.fields(fill):
-        value = getattr(fill, f.name)
-        if isinstance(value, dt.datetime):
-            value = value.isoformat()
-        elif not (value is None or type(value) in (str, int, bool)):
-            value = repr(value)
-        payload[f.name] = value
-    return payload
+    return {f.name: _json_value(getattr(fill, f.name)) for f in dataclasses.fields(fill)}
+
+
+def _json_value(value: object) -> object:
+    if isinstance(value, dt.datetime):
+        return value.isoformat()
+    if value is None or type(value) in (str, int, bool):
+        return value
+    return repr(value)
 
 
 def fill_covered(*, account: TradingAccount, fill: Fill) -> bool:
@@ -277,7 +302,8 @@ def _order_of_update(account: TradingAccount, update: OrderUpdate) -> Order | No
 def position_update_record(*, account: TradingAccount, update: PositionUpdate,
                            is_leader: bool) -> None:
     """The broker states where a position stands; where the copier's fills disagree, the
-    statement waits on the row instead of being applied.
+    statement waits on the row instead of being applied. One the copier cannot take (a
+    symbol it cannot name, a number no account holds) is recorded as refused, not applied.
 
     It may be ahead of the fill that made it (some venues send the position first):
     applied at once, that move would be counted twice. The fill that brings the
@@ -287,13 +313,13 @@ def position_update_record(*, account: TradingAccount, update: PositionUpdate,
     """
     try:
         symbol = normalise_symbol(update.symbol)
+        problem = rules.venue_qty_problem(update.qty, signed=True)
+        if problem is not None:
+            raise ValidationError(problem)
     except ValidationError as exc:
-        log.error("%s: position update ignored (%s): %r", account.name,
-                  "; ".join(exc.messages), update)
-        return
-    if isinstance(update.qty, bool) or not isinstance(update.qty, int):
-        log.error("%s: position update ignored (quantity is not a whole number): %r",
-                  account.name, update)
+        refused_record(account=account, record=Unreadable(
+            "position", "; ".join(exc.messages),
+            {"symbol": _json_value(update.symbol), "qty": _json_value(update.qty)}))
         return
     with transaction.atomic():
         position = position_lock(account.pk, symbol)

@@ -16,10 +16,12 @@ import uuid
 from dataclasses import dataclass
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import transaction
 
 from accounts.models import ConnectionState, Position, TradingAccount
-from brokers.base import BrokerAdapter, TransientBrokerError
+from accounts.symbols import normalise_symbol
+from brokers.base import BrokerAdapter, TransientBrokerError, Unreadable
 from brokers.registry import adapter_for
 from copier import clock, rules, sql, symbol_map
 from copier.alerts import alert_raise
@@ -28,6 +30,7 @@ from copier.services.failed_exits import failed_exits_resume
 from copier.services.ingest import FillInput, leader_fill_ingest
 from copier.services.placement import unknown_orders_settle
 from copier.services.positions import positions_lock_all, positions_of
+from copier.services.refused import refused_record
 
 log = logging.getLogger(__name__)
 
@@ -100,11 +103,62 @@ def _snapshot_locked(account_id: int, adapter: BrokerAdapter, *,
         _orders_in_doubt_asked(account_id, adapter, rows)
     for _ in range(SNAPSHOT_READS):
         taken_at = clock.now()
-        broker = adapter.positions()
+        broker, refused = _positions_readable(adapter)
         if set(broker) <= set(rows):
-            return _Snapshot(rows, broker, taken_at, adapter.fills_cursor())
+            _refusals_kept(account_id, refused, rows, broker)
+            return _Snapshot(rows, broker, taken_at, _cursor_readable(adapter))
         rows = positions_lock_all(account_id, broker)
     raise TransientBrokerError("positions kept moving to new symbols while being read")
+
+
+def _positions_readable(adapter: BrokerAdapter) -> tuple[dict[str, int], list[Unreadable]]:
+    """The broker's positions the copier can take, and those it refuses: the adapter's
+    unreadable ones (a contract the venue cannot name), a name that is no symbol, a
+    number no account holds (COPY_RULES.md: "a number out of range ... refused")."""
+    held = adapter.positions()
+    refused = list(adapter.positions_unread())  # of that read
+    broker: dict[str, int] = {}
+    for name, qty in held.items():
+        symbol = str(name)
+        try:
+            symbol = normalise_symbol(name)
+            problem = rules.venue_qty_problem(qty, signed=True)
+            if problem is not None:
+                raise ValidationError(problem)
+        except ValidationError as exc:
+            refused.append(Unreadable("position", f"{symbol}: {'; '.join(exc.messages)}",
+                                      {"symbol": str(name), "qty": repr(qty)}, symbol=symbol))
+            continue
+        broker[symbol] = broker.get(symbol, 0) + qty
+    return broker, refused
+
+
+def _refusals_kept(account_id: int, refused: list[Unreadable], rows: dict[str, Position],
+                   broker: dict[str, int]) -> None:
+    """Record each refused position; on a symbol the copier holds, the read stands where the
+    copier does: a number it refused is no move (a garbled size must not be copied as a
+    reversal), and a read lists every symbol, so one left out would read as flat."""
+    if not refused:
+        return
+    account = TradingAccount.objects.get(pk=account_id)
+    for record in refused:
+        refused_record(account=account, record=record)
+        try:
+            row = rows.get(normalise_symbol(record.symbol)) if record.symbol else None
+        except ValidationError:
+            row = None
+        if row is not None and row.qty and row.symbol not in broker:
+            broker[row.symbol] = row.qty
+
+
+def _cursor_readable(adapter: BrokerAdapter) -> int | None:
+    """The adapter's fills cursor, if the copier can keep it (else: judged by fill times)."""
+    cursor = adapter.fills_cursor()
+    if cursor is not None and (problem := rules.venue_id_problem(cursor)):
+        log.error("%s: the fills cursor is refused (%s); late fills are judged by their time",
+                  adapter.account.name, problem)
+        return None
+    return cursor
 
 
 def _orders_in_doubt_asked(account_id: int, adapter: BrokerAdapter,

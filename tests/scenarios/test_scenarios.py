@@ -145,6 +145,11 @@ BAD_INPUTS = {
     ' "account": "F1"}]}': "step 1 (leave): F1 follows no group",
     '{"accounts": [{"name": "L1"}, {"name": "F1"}], "groups": [{"name": "g", "leader": "L1",'
     ' "followers": [{"account": "F1", "multiplier": "3000"}]}]}': "at most 100",
+    # numbers beyond what the books hold: a clear error, not another number stored
+    '{"accounts": [{"name": "L1"}], "steps": [{"op": "fail_orders", "account": "L1",'
+    ' "count": 3000000000}]}': "step 1 (fail_orders): count must be at most 100,000",
+    '{"accounts": [{"name": "L1"}], "steps": [{"op": "fill", "account": "L1", "symbol": "ES",'
+    ' "side": "buy", "qty": 18446744073709551616}]}': "step 1 (fill): qty must be at most",
 }
 
 

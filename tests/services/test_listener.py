@@ -106,16 +106,17 @@ def test_a_leader_fill_beyond_the_limit_is_refused_and_the_difference_copied_clo
     from copier.models import Order, RefusedFill
 
     leader, f1 = world  # leader long 2, F1 long 2
-    SimBroker(leader).execute_fill("ES", "sell", 2_000_002, fill_id="huge")
+    # beyond the limit of a fill; the position it leaves is within that of a position
+    SimBroker(leader).execute_fill("ES", "sell", 1_000_001, fill_id="huge")
     assert broker_events_pump(account=leader) == 0
     refused = RefusedFill.objects.get()
     assert (refused.account, refused.fill_id, refused.payload["qty"]) == (leader, "huge",
-                                                                           2_000_002)
+                                                                           1_000_001)
     assert "beyond" in refused.reason
     event = LeaderEvent.objects.latest("id")  # the leader re-read: a missed move
     assert (event.source, event.close_only, event.p0, event.p1) == ("reconcile", True, 2,
-                                                                    -2_000_000)
-    assert copier_position(leader, "ES") == broker_position(leader, "ES") == -2_000_000
+                                                                    -999_999)
+    assert copier_position(leader, "ES") == broker_position(leader, "ES") == -999_999
     assert copier_position(f1, "ES") == broker_position(f1, "ES") == 0  # closed, no entry
     assert list(Order.objects.filter(account=f1).values_list("kind", flat=True)) == [
         "entry", "exit"]
@@ -257,3 +258,76 @@ def test_follower_fill_ids_are_forgotten_after_thirty_days():
     FollowerFill.objects.create(account=f1, fill_id="new", seen_at=now - dt.timedelta(days=29))
     assert follower_fills_prune() == 1
     assert list(FollowerFill.objects.values_list("fill_id", flat=True)) == ["new"]
+
+
+HUGE = 3_000_000_000  # beyond a 32-bit column: stored as -1,294,967,296 before
+
+
+def test_a_huge_leader_statement_is_refused_and_never_applied_as_a_reversal(world, frozen_clock):
+    """A garbled 3,000,000,000 stated on the leader's stream: recorded as refused, never
+    waiting on the row (before: stored as -1,294,967,296 and, after the grace, copied as a
+    reversal that closed every follower)."""
+    from brokers.base import PositionUpdate
+    from copier.models import RefusedFill
+    from copier.services.listener import broker_events_handle
+
+    leader, f1 = world  # leader long 2, F1 long 2
+    broker_events_handle(account=leader, events=[PositionUpdate("ES", HUGE)])
+    refused = RefusedFill.objects.get()
+    assert (refused.account, refused.kind) == (leader, "position")
+    assert str(HUGE) in refused.reason
+    assert "beyond" in refused.reason
+    _later(frozen_clock, 60)
+    broker_events_handle(account=leader, events=[])
+    assert copier_position(leader, "ES") == 2
+    assert copier_position(f1, "ES") == broker_position(f1, "ES") == 2
+    assert not LeaderEvent.objects.filter(source="reconcile").exists()
+
+
+def test_a_huge_fill_and_the_position_it_leaves_are_refused_and_the_copier_stands(world):
+    """The sim fills 3,000,000,000 (its books are 64-bit): the fill is refused, the re-read
+    refuses the position it leaves, and the copier's view of ES stays where it was."""
+    from copier.models import RefusedFill
+
+    leader, f1 = world
+    SimBroker(leader).execute_fill("ES", "buy", HUGE, fill_id="garbled")
+    assert broker_position(leader, "ES") == HUGE + 2
+    assert broker_events_pump(account=leader) == 0
+    kinds = sorted(RefusedFill.objects.filter(account=leader).values_list("kind", flat=True))
+    assert kinds == ["fill", "position"]
+    assert copier_position(leader, "ES") == 2
+    assert copier_position(f1, "ES") == broker_position(f1, "ES") == 2
+    assert not LeaderEvent.objects.filter(source="reconcile").exists()
+    leader.refresh_from_db()
+    assert leader.is_connected
+
+
+def test_a_reconnect_that_reads_a_huge_position_refuses_it_and_applies_the_rest(world):
+    from copier.models import RefusedFill
+
+    _, f1 = world  # F1 long 2 ES
+    sim = SimBroker(f1)
+    sim.set_reachable(False)
+    connect(f1)
+    sim.execute_fill("ES", "buy", HUGE)
+    sim.execute_fill("NQ", "sell", 1)
+    sim.set_reachable(True)
+    connect(f1)
+    assert f1.is_connected
+    assert copier_position(f1, "ES") == 2  # refused: the copier's view stands
+    assert copier_position(f1, "NQ") == -1  # the trader's, adopted
+    assert f1.pause_details == {"NQ": {"copier": 0, "broker": -1}}
+    assert RefusedFill.objects.filter(account=f1, kind="position").count() == 1
+
+
+def test_a_fill_whose_sequence_no_column_holds_is_refused(world):
+    from brokers.base import Fill
+    from copier import clock
+    from copier.models import RefusedFill
+    from copier.services.listener import broker_events_handle
+
+    leader, _ = world
+    broker_events_handle(account=leader, events=[
+        Fill("seq-huge", "ES", "buy", 1, clock.now(), seq=2**64)])
+    assert "sequence" in RefusedFill.objects.get(fill_id="seq-huge").reason
+    assert not LeaderEvent.objects.filter(fill_id="seq-huge").exists()
