@@ -833,7 +833,8 @@ class ProjectXStream(BrokerStream):
         return Fill(fill_id=str(trade_id), symbol=await self._name(str(data.get("contractId"))),
                     side=_side(data.get("side")), qty=int(data.get("size") or 0),
                     time=_when(data.get("creationTimestamp")), client_order_id=tag or None,
-                    seq=trade_id)
+                    seq=trade_id,
+                    broker_order_id=str(order_id) if isinstance(order_id, int) else None)
 
     @property
     def _token(self) -> str:

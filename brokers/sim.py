@@ -78,10 +78,14 @@ _KEEPALIVES = {"keepalives": 1, "keepalives_idle": 5, "keepalives_interval": 2,
                "keepalives_count": 3}
 
 
+def _broker_order_id(order: SimOrder) -> str:
+    return f"SIM-{order.pk}"
+
+
 def _result(order: SimOrder) -> OrderResult:
     return OrderResult(
         client_order_id=order.client_order_id or "",
-        broker_order_id=f"SIM-{order.pk}",
+        broker_order_id=_broker_order_id(order),
         status="filled" if order.status == SimOrder.Status.FILLED else "rejected",
         filled_qty=order.qty if order.status == SimOrder.Status.FILLED else 0,
         message=order.message,
@@ -356,7 +360,8 @@ class SimBroker(BrokerAdapter):
             SimOrder.objects.using(DB).filter(pk__in=[r.pk for r in rows]).update(delivered=True)
         return [
             Fill(fill_id=r.fill_id, symbol=r.symbol, side=Side(r.side), qty=r.qty,
-                 time=r.created_at, client_order_id=r.client_order_id, seq=r.pk)
+                 time=r.created_at, client_order_id=r.client_order_id, seq=r.pk,
+                 broker_order_id=_broker_order_id(r))
             for r in rows
         ]
 

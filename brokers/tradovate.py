@@ -845,7 +845,8 @@ class TradovateStream(BrokerStream):
         fill = Fill(fill_id=str(fill_id), symbol=await self._name(int(entity["contractId"])),
                     side=_side(entity.get("action")), qty=int(entity.get("qty", 0)),
                     time=_time(entity.get("timestamp")),
-                    client_order_id=self._order_clids.get(order_id), seq=fill_id)
+                    client_order_id=self._order_clids.get(order_id), seq=fill_id,
+                    broker_order_id=str(order_id))
         self._seen.add(fill_id)
         return fill
 

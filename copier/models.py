@@ -785,6 +785,10 @@ class Order(models.Model):
             # "nothing for that (follower, symbol) is sent while an order's outcome is unknown"
             models.Index(fields=["account", "symbol"], condition=Q(status="unknown"),
                          name="order_unknown"),
+            # A fill names its order by the broker's id where the venue did not give our tag:
+            # whether that order is one of the copier's is asked on every such fill.
+            models.Index(fields=["account", "broker_order_id"],
+                         condition=~Q(broker_order_id=""), name="order_broker_order_id"),
         ]
 
     def __str__(self) -> str:
