@@ -53,6 +53,14 @@ class TradingAccount(models.Model):
     pause_reason = models.TextField(blank=True, default="")
     pause_details = models.JSONField(default=dict, blank=True)
     paused_since = models.DateTimeField(null=True, blank=True)
+    # A reconnect found the broker different while a run of the copier's own was in flight
+    # for the account (its order may be the difference): the comparison waits until that run
+    # is decided (copier.services.sync_guard, `comparisons_deferred_run`); meanwhile nothing
+    # new is sent to the account and its queued exits wait.
+    compare_pending_since = models.DateTimeField(
+        null=True, blank=True, editable=False,
+        help_text="A reconnect's comparison of positions waits for a copy in flight since.",
+    )
     # Where the last reconnect's (or re-read's) positions stand on the broker's stream:
     # a fill it delivers later, numbered at or below the cursor (or, unnumbered, from
     # before the read), is in those positions already and is not counted again.

@@ -94,7 +94,8 @@ def _claim(fe_id: int) -> bool:
     in_flight = FailedExit.Status.IN_FLIGHT
     return bool(
         FailedExit.objects.filter(claimable, status__in=FailedExit.moving_to(in_flight),
-                                  pk=fe_id, account__copy_paused=False)
+                                  pk=fe_id, account__copy_paused=False,
+                                  account__compare_pending_since__isnull=True)
         .update(status=in_flight, in_flight_since=now, updated_at=now)
     )
 
@@ -144,7 +145,9 @@ def failed_exit_attempt(*, failed_exit_id: int) -> str | None:
 
 def _attempt(fe: FailedExit, position: Position, *, recovering: bool) -> None:
     account = position.account
-    if account.copy_paused:  # paused since the claim: it waits for the heal, uncounted
+    if account.copy_paused or account.compare_pending_since is not None:
+        # Paused since the claim, or a reconnect's comparison waits for a copy in flight:
+        # it waits for the heal (or the comparison, which resumes it), uncounted.
         fe.move_to(FailedExit.Status.PENDING)
         return
     if not account.is_connected:

@@ -27,6 +27,7 @@ from brokers.base import (
     OrderRequest,
     OrderResult,
     PermanentBrokerError,
+    TransientBrokerError,
 )
 from brokers.registry import adapter_class, adapter_for
 from copier import clock, rules, sql
@@ -204,6 +205,21 @@ def order_in_doubt(spec: OrderSpec, reason: str) -> Sent:
     order.move_to(Order.Status.UNKNOWN)
     order.message = reason
     return Sent(order, 0, OrderOutcomeUnknown(reason))
+
+
+COMPARISON_PENDING = ("the broker differs from the copier since the reconnect, whose "
+                      "comparison waits for a copy in flight: nothing new is sent until then")
+
+
+def order_looked_up_only(spec: OrderSpec, reason: str) -> Sent:
+    """An order that may go no further than a look-up: what an earlier try sent is asked
+    about by its client order id and recorded as the broker reports it; an order the
+    broker never had is not sent (`reason`, transient: an exit waits in the queue); one
+    that cannot be asked about is on record `unknown`, as after any failed look-up."""
+    found = _look_up(spec.account, spec.client_order_id)
+    if found is None:
+        return order_not_sent(spec, TransientBrokerError(reason))
+    return _settle(spec, spec.order(), found, looked_up=True)
 
 
 def order_send(spec: OrderSpec, *, look_up_first: bool = False) -> Sent:
