@@ -360,3 +360,35 @@ def _stored_unsent(leader: TradingAccount, side: str, qty: int) -> LeaderEvent:
     started = engine.event_start(event_id=event.pk)
     assert started is not None
     return event
+
+
+def test_the_comparison_waits_for_the_runs_order_in_doubt_and_the_periodic_check_makes_it(
+        crash_world):
+    """The re-run cannot ask about its order (the look-up fails): the order stays unknown,
+    the run is not settled, and the comparison still waits (nothing paused, nothing
+    adopted). The periodic check asks again, counts the order, and pauses for what the
+    trader did."""
+    from copier import tasks
+    from copier.models import Order
+    from copier.services.sync_guard import position_disagreements_settle
+    from tests.factories import broker_position
+    from tests.services.test_money_safety import crash_mid_copy, stored
+
+    leader, f1 = crash_world
+    entry = stored(leader, "x", "buy", 1)
+    crash_mid_copy(entry)
+    _away_then_back(f1, ("buy", 1))
+    SimBroker(f1).inject(lookup_fail=2)  # the re-run's look-up, then the comparison's
+    tasks.process_event(entry.pk)
+    order = Order.objects.get(client_order_id__startswith=f"cp{entry.pk}-{f1.pk}-")
+    assert order.status == "unknown"
+    f1.refresh_from_db()
+    assert (f1.copy_paused, f1.compare_pending_since is not None) == (False, True)
+    assert copier_position(f1, "ES") == 2
+    position_disagreements_settle()
+    order.refresh_from_db()
+    f1.refresh_from_db()
+    assert (order.status, order.filled_qty) == ("filled", 1)
+    assert (f1.copy_paused, f1.compare_pending_since) == (True, None)
+    assert f1.pause_details == {"ES": {"copier": 3, "broker": 4}}
+    assert copier_position(f1, "ES") == broker_position(f1, "ES") == 4
