@@ -227,7 +227,7 @@ def _due_with_about(limit: int) -> list[tuple[int, str]]:
         FailedExit.objects.filter(
             Q(status=FailedExit.Status.PENDING, next_attempt_at__lte=now)
             | Q(status=FailedExit.Status.IN_FLIGHT, in_flight_since__lte=now - STALE_CLAIM),
-            account__copy_paused=False,
+            account__copy_paused=False, account__compare_pending_since__isnull=True,
         ).order_by("next_attempt_at", "id")
         .values_list("id", "account__name", "side", "qty", "symbol")[:limit]
     )
