@@ -70,7 +70,7 @@ class TradingAccountAdmin(admin.ModelAdmin):
     search_fields = ["name", "external_id"]
     readonly_fields = ["connection_state", "connection_changed_at", "last_connected_at",
                        "last_disconnected_at", "last_error", "copy_paused", "pause_reason",
-                       "pause_details", "paused_since", "created_at"]
+                       "pause_details", "paused_since", "compare_pending_since", "created_at"]
     inlines = [PositionInline]
     actions = ["connection_test", "sim_outage", "sim_restore"]
 

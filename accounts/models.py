@@ -53,6 +53,14 @@ class TradingAccount(models.Model):
     pause_reason = models.TextField(blank=True, default="")
     pause_details = models.JSONField(default=dict, blank=True)
     paused_since = models.DateTimeField(null=True, blank=True)
+    # A reconnect found the broker different while a run of the copier's own was in flight
+    # for the account (its order may be the difference): the comparison waits until that run
+    # is decided (copier.services.sync_guard, `comparisons_deferred_run`); meanwhile nothing
+    # new is sent to the account and its queued exits wait.
+    compare_pending_since = models.DateTimeField(
+        null=True, blank=True, editable=False,
+        help_text="A reconnect's comparison of positions waits for a copy in flight since.",
+    )
     # Where the last reconnect's (or re-read's) positions stand on the broker's stream:
     # a fill it delivers later, numbered at or below the cursor (or, unnumbered, from
     # before the read), is in those positions already and is not counted again.
@@ -143,13 +151,22 @@ class FollowerFill(models.Model):
     """A fill counted from a follower's stream, by the broker's fill id.
 
     A broker may deliver a fill twice: the second delivery finds this row and
-    moves nothing. Kept for the fills nobody ordered (manual trades) and for the
-    parts of our own orders that were still working when the venue answered.
+    moves nothing. Kept for the fills no recorded order of the copier's owns (the
+    trader's) and for the parts of our own orders that were still working when the
+    venue answered.
     """
 
     account = models.ForeignKey(TradingAccount, on_delete=models.CASCADE, related_name="+")
     fill_id = models.CharField("broker fill id", max_length=128)
     seen_at = models.DateTimeField()
+    # A fill counted as the trader's (no recorded order of the copier's owned it), with the
+    # ids of the order that made it: an order of ours whose row a crash rolled back, looked
+    # up and recorded later, finds here what of it the position already holds
+    # (copier.services.placement, `fills_claimed`). Empty for our own orders' fills.
+    client_order_id = models.CharField(max_length=64, blank=True, default="")
+    broker_order_id = models.CharField(max_length=64, blank=True, default="")
+    side = models.CharField(max_length=4, blank=True, default="")
+    qty = models.PositiveIntegerField(default=0)
 
     class Meta:
         constraints = [

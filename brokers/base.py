@@ -160,7 +160,12 @@ class OrderResult:
 
 @dataclass(frozen=True, slots=True)
 class Fill:
-    """A fill seen on the account's stream; ours carry our client order id."""
+    """A fill seen on the account's stream, with the ids of the order that made it.
+
+    It is the copier's own only when that order is one the copier recorded on the
+    account (by the exact client order id, or the broker's order id); any other fill,
+    whatever its tag, is the trader's (COPY_RULES "Current follower position").
+    """
 
     fill_id: str
     symbol: str
@@ -171,6 +176,9 @@ class Fill:
     # The broker's own monotonic number of the fill, where it has one: a fill numbered at
     # or below a reconnect's `fills_cursor()` is already in the positions read then.
     seq: int | None = None
+    # The broker's id of the order that filled, where the venue names it: a fill of an order
+    # of the copier's whose tag the stream could not learn is still known to be the copier's.
+    broker_order_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

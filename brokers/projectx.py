@@ -1015,7 +1015,8 @@ class ProjectXStream(BrokerStream):
         return Fill(fill_id=str(trade_id), symbol=await self._name(str(data.get("contractId"))),
                     side=_side(data.get("side")), qty=size,
                     time=_when(data.get("creationTimestamp")), client_order_id=tag or None,
-                    seq=trade_id)
+                    seq=trade_id,
+                    broker_order_id=str(order_id) if isinstance(order_id, int) else None)
 
     async def _order_update(self, data: Mapping[str, Any]) -> OrderUpdate | None:
         """The order's settlement, the first time a push says it is settled."""

@@ -104,10 +104,14 @@ def _filled(order: SimOrder) -> int:
     return order.filled_qty or 0
 
 
+def _broker_order_id(order: SimOrder) -> str:
+    return f"SIM-{order.pk}"
+
+
 def _result(order: SimOrder) -> OrderResult:
     return OrderResult(
         client_order_id=order.client_order_id or "",
-        broker_order_id=f"SIM-{order.pk}",
+        broker_order_id=_broker_order_id(order),
         status=_STATUS_OF[order.status],
         filled_qty=_filled(order),
         message=order.message,
@@ -443,7 +447,8 @@ class SimBroker(BrokerAdapter):
         events: list[BrokerEvent] = [
             Fill(fill_id=r.fill_id, symbol=r.symbol, side=Side(r.side), qty=r.qty,
                  time=r.created_at, seq=r.pk, client_order_id=r.client_order_id if
-                 r.parent is None else r.parent.client_order_id)
+                 r.parent is None else r.parent.client_order_id,
+                 broker_order_id=_broker_order_id(r.parent or r))
             for r in rows if r.status == SimOrder.Status.FILLED
         ]
         return events + [_update(r) for r in rows if r.status in _SETTLED_HELD]

@@ -961,7 +961,8 @@ class TradovateStream(BrokerStream):
                     symbol=await self._name(_whole(entity["contractId"], "contractId")),
                     side=_side(entity.get("action")), qty=_whole(entity.get("qty", 0), "qty"),
                     time=_time(entity.get("timestamp")),
-                    client_order_id=self._order_clids.get(order_id), seq=fill_id)
+                    client_order_id=self._order_clids.get(order_id), seq=fill_id,
+                    broker_order_id=str(order_id))
 
     async def _clid_learn(self, order_id: int) -> None:
         """The order's client id, asked of the venue when its command was not seen."""

@@ -62,6 +62,14 @@ def current_event_watermark() -> int:
 
 
 class CopyGroup(models.Model):
+    """A leader and its followers.
+
+    A new leader means every follower joins it now: earlier events are not theirs. The
+    database moves their start (`start_event_id`) on every change of `leader_id`, however
+    it is written (migration 0012: a trigger), and a follower's start never moves back, so
+    the admin's inline rows saved after the group, from copies loaded before, keep it.
+    """
+
     class ExitMode(models.TextChoices):
         PROPORTIONAL = rules.ExitMode.PROPORTIONAL.value, "Proportional"
         WITH_LEADER = rules.ExitMode.WITH_LEADER.value, "Close fully with the leader's first exit"
@@ -87,14 +95,6 @@ class CopyGroup(models.Model):
 
     def __str__(self) -> str:
         return self.name
-
-    def save(self, *args: Any, **kwargs: Any) -> None:
-        """A new leader means every follower joins it now: earlier events are not theirs."""
-        leader_changed = bool(self.pk) and CopyGroup.objects.filter(pk=self.pk).exclude(
-            leader_id=self.leader_id).exists()
-        super().save(*args, **kwargs)
-        if leader_changed:
-            self.followers.update(start_event_id=current_event_watermark())
 
     def clean(self) -> None:
         if self.leader_id and Follower.objects.filter(account_id=self.leader_id).exists():
@@ -260,7 +260,8 @@ class Follower(models.Model):
     def save(self, *args: Any, **kwargs: Any) -> None:
         """Joining (moved to another group, or its account replaced) starts with the next
         event: the copier never replays a leader's history onto an account. So does a new
-        mini/micro conversion (`symbols_rejoin`)."""
+        mini/micro conversion (`symbols_rejoin`). The database holds the rule too (see
+        CopyGroup): this keeps the saved instance's own start up to date."""
         if self.pk and Follower.objects.filter(pk=self.pk).exclude(
             group_id=self.group_id, account_id=self.account_id, micro=self.micro
         ).exists():
@@ -805,6 +806,10 @@ class Order(models.Model):
             # "no decision on a position that a working order will still change"
             models.Index(fields=["account", "symbol"], condition=Q(status="accepted"),
                          name="order_working"),
+            # A fill names its order by the broker's id where the venue did not give our tag:
+            # whether that order is one of the copier's is asked on every such fill.
+            models.Index(fields=["account", "broker_order_id"],
+                         condition=~Q(broker_order_id=""), name="order_broker_order_id"),
         ]
 
     def __str__(self) -> str:

@@ -235,20 +235,49 @@ def positions_save(rows: Sequence[Position]) -> None:
                            rows={"values": len(rows)})
 
 
-# A fill on a follower's account that is not the copier's: counted once, however
-# often the stream delivers it (the unique constraint decides, race-free).
+# A fill on a follower's account, counted once however often the stream delivers it (the
+# unique constraint decides, race-free). One counted as the trader's keeps the ids of the
+# order that made it, its side and quantity (for FOLLOWER_FILLS_CLAIM); our own orders'
+# fills are kept with empty ones.
 FOLLOWER_FILL_SEEN = Statement(
     "follower_fill_seen",
-    "INSERT INTO accounts_followerfill (account_id, fill_id, seen_at) VALUES (%s, %s, %s)"
+    "INSERT INTO accounts_followerfill (account_id, fill_id, seen_at, client_order_id,"
+    " broker_order_id, side, qty) VALUES (%s, %s, %s, %s, %s, %s, %s)"
     " ON CONFLICT (account_id, fill_id) DO NOTHING RETURNING id",
     ("id",),
 )
-# The listener executes the text itself (its module is not this change's to edit).
 
 
-def follower_fill_seen(*, account_id: int, fill_id: str, now: dt.datetime) -> bool:
-    """Record the fill id; False when it was recorded before."""
-    return bool(FOLLOWER_FILL_SEEN.run([account_id, fill_id, now]))
+def follower_fill_seen(*, account_id: int, fill_id: str, now: dt.datetime,
+                       traders: tuple[str, str, str, int] | None = None) -> bool:
+    """Record the fill id; False when it was recorded before.
+
+    `traders`: the fill counts as the trader's: (client order id, broker order id, side,
+    quantity) of the order that made it, kept for an order of ours recorded later."""
+    client_order_id, broker_order_id, side, qty = traders or ("", "", "", 0)
+    return bool(FOLLOWER_FILL_SEEN.run([account_id, fill_id, now, client_order_id[:64],
+                                        broker_order_id[:64], side, qty]))
+
+
+# The fills counted as the trader's that turn out to be an order of ours: its row was not
+# on record when they came (a run that crashed after the broker executed, its transaction
+# rolled back), and is recorded now from a look-up. Claimed once: their ids are cleared,
+# so that the order's next look-up finds them its own already.
+FOLLOWER_FILLS_CLAIM = Statement(
+    "follower_fills_claim",
+    "UPDATE accounts_followerfill SET client_order_id = '', broker_order_id = ''"
+    " WHERE account_id = %s AND side = %s AND qty > 0"
+    " AND (client_order_id = %s OR (%s <> '' AND broker_order_id = %s)) RETURNING qty",
+    ("qty",),
+)
+
+
+def follower_fills_claim(*, account_id: int, side: str, client_order_id: str,
+                         broker_order_id: str) -> int:
+    """What fills counted as the trader's hold of this order of ours, claimed for it."""
+    rows = FOLLOWER_FILLS_CLAIM.run([account_id, side, client_order_id, broker_order_id,
+                                     broker_order_id])
+    return sum(int(row[0]) for row in rows)
 
 
 # A transaction-level advisory lock of (class, key), held until the transaction ends:

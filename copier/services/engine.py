@@ -36,10 +36,12 @@ from copier import clock, rules, sql
 from copier.models import Decision, LeaderEvent, Order, Quarantine
 from copier.services import failed_exits, losslimit, sync_guard
 from copier.services.placement import (
+    COMPARISON_PENDING,
     OrderSpec,
     Sent,
     copy_order_id,
     order_in_doubt,
+    order_looked_up_only,
     order_not_sent,
     orders_place,
     unknown_orders_settle,
@@ -192,32 +194,42 @@ def seats_copy(*, event: LeaderEvent, seats: Sequence[Seat]) -> None:
     failure never stops another's copy; the one that still fails is left undecided
     for the periodic re-dispatch.
     """
+    compare: list[int] = []
     if seats:
         try:
             with transaction.atomic():
-                _Batch(event, seats).run()
+                batch = _Batch(event, seats)
+                batch.run()
+            compare = batch.compare_pending
         except Exception:
             log.exception("copying event %s to %d followers failed; trying each alone",
                           event.pk, len(seats))
             for seat in seats:
-                _seat_copy_alone(event, seat)
+                compare += _seat_copy_alone(event, seat)
     event_finish_if_complete(event_id=event.pk)
+    if compare:  # this run may have been the one a reconnect's comparison waited for
+        sync_guard.comparisons_deferred_run(account_ids=compare)
 
 
-def _seat_copy_alone(event: LeaderEvent, seat: Seat) -> None:
+def _seat_copy_alone(event: LeaderEvent, seat: Seat) -> list[int]:
+    """One follower's copy on its own; returns its account's id when a comparison waits
+    for it (`_Batch.compare_pending`)."""
     try:
         with transaction.atomic():
             if not TradingAccount.objects.filter(pk=seat.account_id).exists():
                 # the account was deleted since the event first ran: nobody to decide for
                 LeaderEvent.objects.filter(pk=event.pk).update(
                     followers_total=F("followers_total") - 1)
-                return
-            _Batch(event, [seat], look_up_first=True).run()
+                return []
+            batch = _Batch(event, [seat], look_up_first=True)
+            batch.run()
+        return batch.compare_pending
     except Exception as exc:
         log.exception("copying event %s to account %s failed; the others went on",
                       event.pk, seat.account_id)
         TradingAccount.objects.filter(pk=seat.account_id).update(
             last_error=f"copy of leader event {event.pk} failed: {exc!r}"[:2000])
+        return []
 
 
 def event_finish_if_complete(*, event_id: int) -> None:
@@ -259,6 +271,9 @@ class _Batch:
         # broker: look them up before sending anything again.
         self.look_up_first = look_up_first or event.runs > 1
         self.open_symbols: dict[int, int] = {}
+        # Accounts decided here whose reconnect's comparison waits for a run in flight
+        # (read with their rows: no query of its own), compared once this batch commits.
+        self.compare_pending: list[int] = []
 
     def run(self) -> None:
         routes = {s.account_id: s.route(self.event.symbol) for s in self.seats}
@@ -276,6 +291,8 @@ class _Batch:
             else:
                 passed.append(seat.account_id)
         self._unmapped_record(unmapped, passed, lambda a: positions[a].symbol)
+        self.compare_pending = [p.account_id for p in positions.values()
+                                if p.account.compare_pending_since is not None]
         for _seat, position, _floor in todo:
             position.blocked = ""
             if position.unknown_orders:
@@ -433,6 +450,11 @@ class _Batch:
         denied = rules.entry_denied(w.legs[index])
         if denied:  # a failed entry (never retried), no quarantine: exits still follow
             return order_not_sent(w.spec(index), BrokerError(denied))
+        if w.account.compare_pending_since is not None:
+            # The broker differs from the copier's view and the comparison waits for this
+            # run: what an earlier try sent is looked up and counted, nothing new goes out
+            # on a view the broker contradicts (an exit waits in the queue).
+            return order_looked_up_only(w.spec(index), COMPARISON_PENDING)
         return None
 
     def _not_sent(self, w: _Work, leg: rules.Leg, *, disconnected: bool) -> None:

@@ -71,7 +71,8 @@ def _claim(fe_id: int) -> bool:
     in_flight = FailedExit.Status.IN_FLIGHT
     return bool(
         FailedExit.objects.filter(claimable, NOT_HELD_BY_PAUSE, pk=fe_id,
-                                  status__in=FailedExit.moving_to(in_flight))
+                                  status__in=FailedExit.moving_to(in_flight),
+                                  account__compare_pending_since__isnull=True)
         .update(status=in_flight, in_flight_since=now, updated_at=now)
     )
 
@@ -124,7 +125,10 @@ def failed_exit_attempt(*, failed_exit_id: int) -> str | None:
 def _attempt(fe: FailedExit, position: Position, *, recovering: bool) -> None:
     account = position.account
     flatten = fe.action_id is not None  # a person's order: not held by a pause
-    if account.copy_paused and not flatten:  # paused since the claim: waits for the heal
+    # Paused since the claim (a flatten excepted), or a reconnect's comparison waits for a
+    # copy in flight (a flatten too: what is held is not known until it is made): it
+    # waits for the heal or the comparison, which resumes it, uncounted.
+    if (account.copy_paused and not flatten) or account.compare_pending_since is not None:
         fe.move_to(FailedExit.Status.PENDING)
         return
     if not account.is_connected:
@@ -276,7 +280,7 @@ def _due_with_about(limit: int) -> list[tuple[int, str]]:
         FailedExit.objects.filter(
             Q(status=FailedExit.Status.PENDING, next_attempt_at__lte=now)
             | Q(status=FailedExit.Status.IN_FLIGHT, in_flight_since__lte=now - STALE_CLAIM),
-            NOT_HELD_BY_PAUSE,
+            NOT_HELD_BY_PAUSE, account__compare_pending_since__isnull=True,
         ).order_by("next_attempt_at", "id")
         .values_list("id", "account__name", "side", "qty", "symbol")[:limit]
     )

@@ -32,7 +32,7 @@ from brokers.registry import adapter_for
 from copier import clock, rules, sql
 from copier.models import CopyGroup, Order, RefusedFill
 from copier.services.ingest import FillInput, leader_fill_ingest
-from copier.services.placement import is_copier_order_id, order_fill_add, order_settled
+from copier.services.placement import order_fill_add, order_of_fill, order_settled
 from copier.services.positions import position_lock
 from copier.services.refused import refused_record
 from copier.services.sync_guard import (
@@ -189,20 +189,24 @@ def fill_covered(*, account: TradingAccount, fill: Fill) -> bool:
 
 
 def follower_fill_record(*, account: TradingAccount, fill: Fill, covered: bool = False) -> bool:
-    """A fill on a follower: a manual trade moves C once; our own orders were counted already.
+    """A fill on a follower: the trader's moves C once; our own orders' were counted already.
 
-    `covered`: the fill is in positions re-read since (see `fill_covered`): it moves
-    nothing (that reconnect also asked about our orders and counted what they filled).
-    True when the fill counted.
+    Ours is a fill of an order the copier recorded on the account (`order_of_fill`); any
+    other is the trader's, whatever its tag. `covered`: the fill is in positions re-read
+    since (see `fill_covered`): it moves nothing (that reconnect also asked about our
+    orders and counted what they filled). True when the fill counted.
     """
     symbol = normalise_symbol(fill.symbol)
     with transaction.atomic():
-        # Waits for any placement holding this row, so our order's row is final here.
+        # Waits for any placement holding this row, so whether our order is on record is
+        # final here: its row committed, or rolled back (then the fill counts as the
+        # trader's, and the order's later look-up claims it: `placement.result_apply`).
         position = position_lock(account.pk, symbol)
-        if is_copier_order_id(fill.client_order_id):
-            qty = _copier_order_fill(account, fill, covered=covered)
+        order = order_of_fill(account, fill)
+        if order is not None:
+            qty = _copier_order_fill(account, order, fill, covered=covered)
         else:
-            qty = fill.qty if not covered and _fill_first_seen(account, fill) else 0
+            qty = fill.qty if not covered and _fill_first_seen(account, fill, traders=True) else 0
         if not qty:
             return False
         position.qty += rules.signed(fill.side, qty)
@@ -213,18 +217,23 @@ def follower_fill_record(*, account: TradingAccount, fill: Fill, covered: bool =
     return True
 
 
-def _fill_first_seen(account: TradingAccount, fill: Fill) -> bool:
+def _fill_first_seen(account: TradingAccount, fill: Fill, *, traders: bool = False) -> bool:
     """Record the fill id; False when it was recorded before (a repeated delivery).
 
-    Our working orders' fills are recorded here too: they are counted one by one."""
+    Our working orders' fills are recorded here too: they are counted one by one. A
+    trader's (`traders`) is kept with its order's ids, for an order of ours whose row a
+    crash rolled back and that is recorded later (`sql.follower_fills_claim`)."""
+    kept = ((fill.client_order_id or "", fill.broker_order_id or "", str(fill.side), fill.qty)
+            if traders else None)
     first = sql.follower_fill_seen(account_id=account.pk, fill_id=fill.fill_id.strip(),
-                                   now=clock.now())
+                                   now=clock.now(), traders=kept)
     if not first:
         log.info("%s: fill %s delivered again; counted once", account.name, fill.fill_id)
     return first
 
 
-def _copier_order_fill(account: TradingAccount, fill: Fill, *, covered: bool) -> int:
+def _copier_order_fill(account: TradingAccount, order: Order, fill: Fill, *,
+                       covered: bool) -> int:
     """Our order's fill: the quantity it adds to what the copier counted (0: nothing).
 
     An order the copier counted at placement (filled) is in C already. One left
@@ -233,9 +242,7 @@ def _copier_order_fill(account: TradingAccount, fill: Fill, *, covered: bool) ->
     positions re-read at a reconnect already hold (`covered`) moves nothing: that
     reconnect asked about the order too and counted what it had filled.
     """
-    order = (Order.objects.filter(client_order_id=fill.client_order_id)
-             .select_related("failed_exit").first())
-    if order is None or order.status not in (Order.Status.UNKNOWN, Order.Status.ACCEPTED):
+    if order.status not in (Order.Status.UNKNOWN, Order.Status.ACCEPTED):
         return 0
     if covered or not _fill_first_seen(account, fill):
         return 0

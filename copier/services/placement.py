@@ -25,13 +25,15 @@ from django.db import transaction
 from accounts.models import TradingAccount
 from brokers.base import (
     BrokerError,
+    Fill,
     OrderOutcomeUnknown,
     OrderRequest,
     OrderResult,
     PermanentBrokerError,
+    TransientBrokerError,
 )
 from brokers.registry import adapter_class, adapter_for
-from copier import clock, publisher, rules
+from copier import clock, publisher, rules, sql
 from copier.models import Decision, FailedExit, Order, Quarantine
 from copier.services import exit_queue
 from copier.services.exit_queue import failed_exit_queue
@@ -39,12 +41,42 @@ from copier.services.quarantine import quarantine_create
 
 log = logging.getLogger(__name__)
 
-ORDER_ID_PREFIXES = ("cp", "fx", "fl")
+def order_of_fill(account: TradingAccount, fill: Fill) -> Order | None:
+    """The copier's order a follower's fill belongs to; None: the fill is the trader's.
+
+    An order of the copier's is one it recorded on that account: the fill names it by our
+    exact client order id, or by the broker's id for it (a venue whose stream could not
+    learn the tag). What a tag looks like decides nothing: a trader's script may name its
+    orders anything, `cp123-...` or `flatten-all-0931` (COPY_RULES "Current follower
+    position"). The caller holds the position's lock: an order being placed for it is on
+    record (committed) by then, or never will be (rolled back).
+    """
+    orders = Order.objects.filter(account=account).select_related("failed_exit")
+    if fill.client_order_id:
+        order = orders.filter(client_order_id=fill.client_order_id).first()
+        if order is not None:
+            return order
+    if fill.broker_order_id:
+        return orders.filter(broker_order_id=fill.broker_order_id).first()
+    return None
 
 
-def is_copier_order_id(client_order_id: str | None) -> bool:
-    """Fills carrying one of our ids are already counted when the order settles."""
-    return client_order_id is not None and client_order_id.startswith(ORDER_ID_PREFIXES)
+def _fills_claimed(order: Order, result: OrderResult) -> int:
+    """What fills the stream counted as the trader's hold of this order, now recorded.
+
+    They came while no row of the copier's owned them: the run that sent the order
+    crashed after the broker executed it and its transaction rolled back. Their move
+    is in the position already; the order is recorded with them counted, so that the
+    look-up that found it moves the position by the rest only (never twice). Only an
+    order not yet counted in part can have such fills (a new row, or one `unknown`).
+    """
+    if result.status == "rejected" or order.status not in (Order.Status.SUBMITTING,
+                                                            Order.Status.UNKNOWN):
+        return 0
+    return sql.follower_fills_claim(account_id=order.account_id,
+                                    side=str(result.side or order.side),
+                                    client_order_id=order.client_order_id,
+                                    broker_order_id=result.broker_order_id or "")
 
 
 def copy_order_id(event_id: int, account_id: int, leg_index: int) -> str:
@@ -83,13 +115,19 @@ class Sent:
         return rules.signed(self.order.side, self.filled)
 
 
-def result_apply(order: Order, result: OrderResult) -> tuple[int, BrokerError | None]:
+def result_apply(order: Order, result: OrderResult, *,
+                 looked_up: bool = False) -> tuple[int, BrokerError | None]:
     """The broker's answer, from a placement or a look-up: a rejection is a rejection
     however the copier learns of it. Returns (quantity newly filled, error).
 
     Newly: an order the copier already counted in part (a working order's fills seen
     on the stream) moves the position only by what the broker reports beyond that.
+    `looked_up`: the answer is a look-up's, about an order an earlier try may have sent:
+    fills of it the stream counted as the trader's, before it was on record, are its
+    own (`_fills_claimed`). A placement's own answer needs no such search: the fills of
+    an order being placed wait on the position's lock until its row is committed.
     """
+    claimed = _fills_claimed(order, result) if looked_up else 0
     order.broker_order_id = result.broker_order_id
     order.message = result.message
     if result.acknowledged_at is not None:
@@ -99,7 +137,7 @@ def result_apply(order: Order, result: OrderResult) -> tuple[int, BrokerError | 
     if result.status == "rejected":
         order.move_to(Order.Status.REJECTED)
         return 0, PermanentBrokerError(result.message or "rejected by the broker")
-    counted = order.filled_qty if order.status == Order.Status.ACCEPTED else 0
+    counted = order.filled_qty if order.status == Order.Status.ACCEPTED else claimed
     order.filled_qty = min(order.qty, max(counted, result.filled_qty))
     order.move_to(_settled_status(result, order.filled_qty, order.qty))
     return order.filled_qty - counted, None
@@ -162,7 +200,7 @@ def orders_place(specs: Sequence[OrderSpec], *, look_up_first: bool = False) -> 
     for kind, indexes in by_kind.items():
         for i, result in zip(indexes, _place_many(kind, [specs[i] for i in indexes]), strict=True):
             outcomes[i] = result
-    return [_settle(spec, order, outcome)
+    return [_settle(spec, order, outcome, looked_up=look_up_first)
             for spec, order, outcome in zip(specs, orders, outcomes, strict=True)]
 
 
@@ -183,6 +221,21 @@ def order_in_doubt(spec: OrderSpec, reason: str) -> Sent:
     order.move_to(Order.Status.UNKNOWN)
     order.message = reason
     return Sent(order, 0, OrderOutcomeUnknown(reason))
+
+
+COMPARISON_PENDING = ("the broker differs from the copier since the reconnect, whose "
+                      "comparison waits for a copy in flight: nothing new is sent until then")
+
+
+def order_looked_up_only(spec: OrderSpec, reason: str) -> Sent:
+    """An order that may go no further than a look-up: what an earlier try sent is asked
+    about by its client order id and recorded as the broker reports it; an order the
+    broker never had is not sent (`reason`, transient: an exit waits in the queue); one
+    that cannot be asked about is on record `unknown`, as after any failed look-up."""
+    found = _look_up(spec.account, spec.client_order_id)
+    if found is None:
+        return order_not_sent(spec, TransientBrokerError(reason))
+    return _settle(spec, spec.order(), found, looked_up=True)
 
 
 def order_send(spec: OrderSpec, *, look_up_first: bool = False) -> Sent:
@@ -214,12 +267,13 @@ def _look_up(account: TradingAccount, client_order_id: str) -> OrderResult | Bro
         return LookUpFailed(f"look-up of {client_order_id} failed: {message}")
 
 
-def _settle(spec: OrderSpec, order: Order, outcome: Outcome) -> Sent:
-    """Move the order's state machine to what the broker said."""
+def _settle(spec: OrderSpec, order: Order, outcome: Outcome, *, looked_up: bool) -> Sent:
+    """Move the order's state machine to what the broker said (`looked_up`: a look-up's
+    answer, see `result_apply`)."""
     error: BrokerError | None = None
     filled = 0
     if isinstance(outcome, OrderResult):
-        filled, error = result_apply(order, outcome)
+        filled, error = result_apply(order, outcome, looked_up=looked_up)
     elif isinstance(outcome, LookUpFailed):
         order.move_to(Order.Status.UNKNOWN)
         order.message, error = outcome.message, outcome
@@ -252,7 +306,7 @@ def _resolve_unknown(
     if found is None:
         order.move_to(Order.Status.FAILED)
         return 0, exc
-    return result_apply(order, found)
+    return result_apply(order, found, looked_up=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -296,7 +350,7 @@ def unknown_orders_settle(*, account: TradingAccount, symbol: str,
             order.move_to(Order.Status.FAILED)
             order.message = "not found at the broker after a timeout"
         else:
-            filled, _error = result_apply(order, found)
+            filled, _error = result_apply(order, found, looked_up=True)
             moved += rules.signed(order.side, filled)
         if order.status != Order.Status.ACCEPTED:
             order.completed_at = clock.now()
@@ -315,7 +369,12 @@ def order_fill_add(order: Order, qty: int) -> int:
     counted toward it, up to what was ordered; the order is filled once all of it is, and
     what waited for it follows (`order_settled`). The caller holds the position's lock
     and moves it by the quantity returned (a venue may fill an order in several parts)."""
-    counted = order.filled_qty if order.status == Order.Status.ACCEPTED else 0
+    if order.status == Order.Status.UNKNOWN:  # its first fill seen: any counted before?
+        counted = sql.follower_fills_claim(account_id=order.account_id, side=order.side,
+                                           client_order_id=order.client_order_id,
+                                           broker_order_id=order.broker_order_id)
+    else:
+        counted = order.filled_qty if order.status == Order.Status.ACCEPTED else 0
     added = max(0, min(qty, order.qty - counted))
     order.filled_qty = counted + added
     done = order.filled_qty >= order.qty

@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from django.conf import settings
@@ -66,7 +67,7 @@ def _state_copied(account: TradingAccount, fresh: TradingAccount) -> None:
     """The caller's object (a listener keeps one per account) learns what the row says now."""
     for name in ("connection_state", "connection_changed_at", "last_connected_at", "last_error",
                  "copy_paused", "pause_reason", "pause_details", "paused_since",
-                 *_RECONCILED_FIELDS):
+                 "compare_pending_since", *_RECONCILED_FIELDS):
         setattr(account, name, getattr(fresh, name))
 
 
@@ -194,7 +195,8 @@ def _mark_connected(account: TradingAccount, snapshot: _Snapshot) -> None:
     account.last_error = ""
     _mark_reconciled(account, snapshot)
     account.save(update_fields=["connection_state", "connection_changed_at",
-                                "last_connected_at", "last_error", *_RECONCILED_FIELDS])
+                                "last_connected_at", "last_error", "compare_pending_since",
+                                *_RECONCILED_FIELDS])
     log.info("%s connected", account.name)
 
 
@@ -205,34 +207,111 @@ def _mark_reconciled(account: TradingAccount, snapshot: _Snapshot) -> None:
 
 
 def _follower_compared(account: TradingAccount, adapter: BrokerAdapter) -> TradingAccount:
-    """Compare, adopt, pause, mark connected and check the heal in one transaction."""
+    """Compare, adopt, pause, mark connected and check the heal in one transaction.
+
+    While a run of the copier's own is in flight for the account, a difference may be
+    that run's order: the comparison waits for the run (`_comparison_put_off`) and is
+    made once it is decided (`comparisons_deferred_run`).
+    """
     with transaction.atomic():
         snapshot = _snapshot_locked(account.pk, adapter, ask_orders_in_doubt=True)
         _statements_superseded(account.pk)
-        diff = _differences_due(account, snapshot)
-        for symbol, (_known, actual) in diff.symbols.items():
-            snapshot.rows[symbol].qty = actual
-            snapshot.rows[symbol].save(update_fields=["qty", "updated_at"])
         fresh = TradingAccount.objects.select_for_update().get(pk=account.pk)
-        if diff:
-            _pause(fresh, diff)
+        diff = _divergence(snapshot)
+        in_flight = _events_in_flight(account.pk) if diff else []
+        if in_flight:
+            _comparison_put_off(fresh, diff, in_flight)
+        else:
+            _compared(fresh, snapshot, diff)
         _mark_connected(fresh, snapshot)
         # Right after every comparison, difference or not: the trader may have lined up
         # again while away. A heal resumes the queued exits itself; still paused, only a
-        # flatten's go (a person's order, `failed_exits_resume`).
+        # flatten's go (a person's order, `failed_exits_resume`); a comparison put off for
+        # a copy in flight resumes them when it is made.
         healed = fresh.copy_paused and pause_heal_check(account=fresh)
-        if not healed:
+        if not healed and not in_flight:
             transaction.on_commit(lambda: failed_exits_resume(account_id=account.pk))
     return fresh
 
 
-def _differences_due(account: TradingAccount, snapshot: _Snapshot) -> rules.Divergence:
-    """What the broker says differently from the copier, to adopt now; nothing while leader
-    events are in flight for the account: our own order of a run that never committed may
-    be what differs, so the differences wait as statements (`_statements_waiting`) for the
-    re-run, which looks that order up and counts it."""
+def _divergence(snapshot: _Snapshot) -> rules.Divergence:
     known = {symbol: row.qty for symbol, row in snapshot.rows.items() if row.qty}
-    diff = rules.divergence(known, snapshot.broker)
+    return rules.divergence(known, snapshot.broker)
+
+
+def _compared(account: TradingAccount, snapshot: _Snapshot, diff: rules.Divergence) -> None:
+    """The comparison made: the broker's view adopted, a difference pauses (the caller
+    holds the rows and the account's row, and saves the account)."""
+    for symbol, (_known, actual) in diff.symbols.items():
+        snapshot.rows[symbol].qty = actual
+        snapshot.rows[symbol].save(update_fields=["qty", "updated_at"])
+    if diff:
+        _pause(account, diff)
+    account.compare_pending_since = None
+
+
+def _comparison_put_off(account: TradingAccount, diff: rules.Divergence,
+                        in_flight: list[int]) -> None:
+    """The copier's view stays as it is until the run in flight is decided: its re-run
+    looks its orders up and counts them, and sends nothing new meanwhile (the engine
+    holds back what no earlier try sent; the queued exits wait); then the comparison is
+    made again, and what is left is the trader's."""
+    log.warning("%s: the broker differs from the copier (%s) while leader events %s are "
+                "undecided for it; comparing once they are", account.name, diff.describe(),
+                in_flight)
+    if account.compare_pending_since is None:
+        account.compare_pending_since = clock.now()
+
+
+def comparisons_deferred_run(*, account_ids: Iterable[int]) -> list[int]:
+    """Make the comparisons that reconnects put off, for those accounts whose runs in flight
+    are decided now; returns the ids of the accounts compared.
+
+    Called after a batch of an event's copy committed for the accounts (the re-run that
+    settles the run), and by `position_disagreements_settle` (the listener after each
+    batch of its stream, and the periodic task) as the safety net. A broker that cannot
+    answer leaves the comparison pending: the next call tries again (a disconnected
+    account's reconnect compares anyway).
+    """
+    compared = []
+    for account_id in sorted(set(account_ids)):
+        try:
+            if _comparison_deferred(account_id):
+                compared.append(account_id)
+        except TransientBrokerError as exc:
+            log.warning("account %s: the comparison put off at its reconnect could not be "
+                        "made yet: %s", account_id, exc.message)
+    return compared
+
+
+def _comparison_deferred(account_id: int) -> bool:
+    with transaction.atomic():
+        positions_lock_all(account_id, ())  # first, as a reconnect does: nothing moves now
+        fresh = TradingAccount.objects.select_for_update().get(pk=account_id)
+        if (fresh.compare_pending_since is None or not fresh.is_connected
+                or _events_in_flight(account_id)):
+            return False
+        snapshot = _snapshot_locked(account_id, adapter_for(fresh), ask_orders_in_doubt=True)
+        _statements_superseded(account_id)
+        diff = _divergence(snapshot)
+        log.info("%s: the run in flight at the reconnect is decided; comparing: %s",
+                 fresh.name, diff.describe() if diff else "no difference")
+        _compared(fresh, snapshot, diff)
+        _mark_reconciled(fresh, snapshot)
+        fresh.save(update_fields=["compare_pending_since", *_RECONCILED_FIELDS])
+        if fresh.copy_paused:
+            pause_heal_check(account=fresh)
+        else:
+            transaction.on_commit(lambda: failed_exits_resume(account_id=account_id))
+    return True
+
+
+def _differences_due(account: TradingAccount, snapshot: _Snapshot) -> rules.Divergence:
+    """What the broker says differently from the copier, to adopt now (a re-read's: no
+    pause); nothing while leader events are in flight for the account: our own order of a
+    run that never committed may be what differs, so the differences wait as statements
+    (`_statements_waiting`) for the re-run, which looks that order up and counts it."""
+    diff = _divergence(snapshot)
     in_flight = _events_in_flight(account.pk) if diff else []
     if in_flight:
         _statements_waiting(account, snapshot, diff, in_flight)
@@ -358,8 +437,17 @@ def position_disagreements_settle(*, account: TradingAccount | None = None) -> i
     statements wait: its reconnect reads everything again and supersedes them.
 
     `account`: that one only (the listener, after each batch of events); without, every
-    account (the periodic task). Returns how many positions it applied.
+    account (the periodic task). Returns how many positions it applied. Comparisons a
+    reconnect put off for a run in flight are made first, where that run is decided
+    (`comparisons_deferred_run`).
     """
+    if account is None:
+        comparisons_deferred_run(account_ids=TradingAccount.objects.filter(
+            compare_pending_since__isnull=False).values_list("pk", flat=True))
+    elif account.compare_pending_since is not None:
+        comparisons_deferred_run(account_ids=[account.pk])
+        account.compare_pending_since = TradingAccount.objects.filter(
+            pk=account.pk).values_list("compare_pending_since", flat=True).first()
     pending = Position.objects.filter(broker_qty__isnull=False)
     if account is not None:
         pending = pending.filter(account_id=account.pk)

@@ -268,3 +268,127 @@ def test_an_order_in_doubt_is_asked_about_at_the_reconnect_and_counted_once(
     assert broker_position(f1, "ES") == copier_position(f1, "ES") == 0
     fe.refresh_from_db()
     assert fe.status in ("done", "resolved")
+
+
+# --- the guard after a run of the copier's own in flight (issue 18, item 7) -----------------
+
+
+@pytest.fixture
+def crash_world():
+    from tests.factories import group as group_
+
+    leader, f1 = account("L"), account("F1")
+    group_("g", leader, {f1: "1"})
+    connect(leader, f1)
+    leader_fill(leader, "ES", "buy", 2)
+    return leader, f1
+
+
+def _away_then_back(f1: TradingAccount, *trades: tuple[str, int]) -> None:
+    """F1's stream drops, the trader trades by hand unseen, F1 reconnects (the comparison)."""
+    sim = SimBroker(f1)
+    sim.set_reachable(False)
+    connect(f1)
+    for side, qty in trades:
+        sim.execute_fill("ES", side, qty)  # type: ignore[arg-type]
+    sim.set_reachable(True)
+    connect(f1)
+
+
+def test_a_hand_trade_left_once_the_in_flight_run_is_settled_pauses_the_account(crash_world):
+    """The run bought F1's 1 and crashed before committing; while F1 was away its trader
+    bought 1 more. At the reconnect the broker's +4 against the copier's +2 may be the
+    run's order: the comparison waits. The re-run counts its order (+3): the +1 left is
+    the trader's, and pauses F1 (it was adopted silently after the grace, and copying
+    went on against the trader's hand)."""
+    from brokers.base import PositionUpdate
+    from copier import tasks
+    from copier.models import Order
+    from copier.services.listener import broker_events_handle
+    from tests.factories import broker_position
+    from tests.services.test_money_safety import crash_mid_copy, sent_at_broker, stored
+
+    leader, f1 = crash_world
+    entry = stored(leader, "x", "buy", 1)
+    crash_mid_copy(entry)
+    _away_then_back(f1, ("buy", 1))
+    f1.refresh_from_db()
+    assert not f1.copy_paused  # our own order may be the difference: not yet judged
+    assert copier_position(f1, "ES") == 2
+    tasks.process_event(entry.pk)  # the re-run looks its order up: filled, counted once
+    order = Order.objects.get(client_order_id__startswith=f"cp{entry.pk}-{f1.pk}-")
+    assert (order.status, order.filled_qty) == ("filled", 1)
+    f1.refresh_from_db()
+    assert f1.copy_paused, "the trader's +1 was adopted without a pause"
+    assert f1.pause_details == {"ES": {"copier": 3, "broker": 4}}
+    assert copier_position(f1, "ES") == broker_position(f1, "ES") == 4
+    assert sent_at_broker(f1) == [("buy", 2), ("buy", 1)]
+    # nothing more is copied to F1 while its trader's hand stands; the stream's statement of
+    # the broker's +4 is no news
+    broker_events_handle(account=f1, events=[PositionUpdate("ES", 4)])
+    leader_fill(leader, "ES", "buy", 1)
+    assert Decision.objects.filter(account=f1).latest("event_id").reason == "paused"
+    assert broker_position(f1, "ES") == 4
+
+
+def test_a_run_in_flight_with_nothing_sent_sends_nothing_on_a_view_the_broker_contradicts(
+        crash_world):
+    """The exit's run started and died before sending F1's order; F1's trader sold its 2 by
+    hand while away. While the comparison waits for that run, its re-run must not sell 2
+    against the copier's stale +2 (short 2): nothing new goes out before the comparison,
+    which then finds the trader's sale (paused, adopted, healed: the leader is flat too)."""
+    from copier import tasks
+    from tests.factories import broker_position
+
+    leader, f1 = crash_world
+    exit_event = _stored_unsent(leader, "sell", 2)
+    _away_then_back(f1, ("sell", 2))
+    assert copier_position(f1, "ES") == 2
+    tasks.process_event(exit_event.pk)
+    assert broker_position(f1, "ES") == 0, "the re-run sold against a position the trader closed"
+    assert copier_position(f1, "ES") == 0
+    f1.refresh_from_db()
+    assert not f1.copy_paused  # the trader's sale lines up with the leader's flat: healed
+
+
+def _stored_unsent(leader: TradingAccount, side: str, qty: int) -> LeaderEvent:
+    """A leader event whose first run started (counted) and died before any batch ran."""
+    from copier.services import engine
+    from tests.services.test_money_safety import stored
+
+    event = stored(leader, "x-unsent", side, qty)
+    started = engine.event_start(event_id=event.pk)
+    assert started is not None
+    return event
+
+
+def test_the_comparison_waits_for_the_runs_order_in_doubt_and_the_periodic_check_makes_it(
+        crash_world):
+    """The re-run cannot ask about its order (the look-up fails): the order stays unknown,
+    the run is not settled, and the comparison still waits (nothing paused, nothing
+    adopted). The periodic check asks again, counts the order, and pauses for what the
+    trader did."""
+    from copier import tasks
+    from copier.models import Order
+    from copier.services.sync_guard import position_disagreements_settle
+    from tests.factories import broker_position
+    from tests.services.test_money_safety import crash_mid_copy, stored
+
+    leader, f1 = crash_world
+    entry = stored(leader, "x", "buy", 1)
+    crash_mid_copy(entry)
+    _away_then_back(f1, ("buy", 1))
+    SimBroker(f1).inject(lookup_fail=2)  # the re-run's look-up, then the comparison's
+    tasks.process_event(entry.pk)
+    order = Order.objects.get(client_order_id__startswith=f"cp{entry.pk}-{f1.pk}-")
+    assert order.status == "unknown"
+    f1.refresh_from_db()
+    assert (f1.copy_paused, f1.compare_pending_since is not None) == (False, True)
+    assert copier_position(f1, "ES") == 2
+    position_disagreements_settle()
+    order.refresh_from_db()
+    f1.refresh_from_db()
+    assert (order.status, order.filled_qty) == ("filled", 1)
+    assert (f1.copy_paused, f1.compare_pending_since) == (True, None)
+    assert f1.pause_details == {"ES": {"copier": 3, "broker": 4}}
+    assert copier_position(f1, "ES") == broker_position(f1, "ES") == 4

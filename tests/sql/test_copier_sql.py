@@ -352,7 +352,28 @@ def test_follower_fill_seen_records_a_fill_id_once(world):
     assert sql.follower_fill_seen(account_id=f1.pk, fill_id="m-1", now=NOW)
     assert not sql.follower_fill_seen(account_id=f1.pk, fill_id="m-1", now=NOW)
     assert FollowerFill.objects.get().fill_id == "m-1"
-    check_columns(sql.FOLLOWER_FILL_SEEN, [f1.pk, "m-2", NOW], ["id"])
+    check_columns(sql.FOLLOWER_FILL_SEEN, [f1.pk, "m-2", NOW, "", "", "", 0], ["id"])
+
+
+def test_follower_fills_claim_takes_the_traders_fills_of_an_order_once(world):
+    """Fills counted as the trader's with the order's client id (or, untagged, the broker's
+    order id), on that account and side: claimed for the order once."""
+    _leader, f1, f2 = world
+    for fill_id, ids, side, qty in [("a", ("cp1-1-0", "B1"), "sell", 1),
+                                    ("b", ("", "B1"), "sell", 2),
+                                    ("c", ("cp1-1-0", "B1"), "buy", 5),  # not its side
+                                    ("d", ("cp9-9-9", "B9"), "sell", 7)]:
+        assert sql.follower_fill_seen(account_id=f1.pk, fill_id=fill_id, now=NOW,
+                                      traders=(*ids, side, qty))
+    assert sql.follower_fill_seen(account_id=f2.pk, fill_id="a", now=NOW,
+                                  traders=("cp1-1-0", "B1", "sell", 4))  # another account's
+    assert sql.follower_fill_seen(account_id=f1.pk, fill_id="ours", now=NOW)
+    claim = {"account_id": f1.pk, "side": "sell", "client_order_id": "cp1-1-0"}
+    assert sql.follower_fills_claim(**claim, broker_order_id="B1") == 3
+    assert sql.follower_fills_claim(**claim, broker_order_id="B1") == 0  # once
+    assert sql.follower_fills_claim(account_id=f2.pk, side="sell", client_order_id="cp1-1-0",
+                                    broker_order_id="") == 4
+    check_columns(sql.FOLLOWER_FILLS_CLAIM, [f1.pk, "sell", "x", "", ""], ["qty"])
 
 
 # --- advisory locks and the metrics' tallies -----------------------------------------------
@@ -466,7 +487,7 @@ def test_every_statement_of_the_copier_has_a_test_of_its_own():
     missing = [s.name for s in STATEMENTS
                if not any(name.startswith(s.name + "_") for name in tested)]
     assert not missing
-    assert len(STATEMENTS) == 12
+    assert len(STATEMENTS) == 13
 
 
 @pytest.mark.parametrize("statement", STATEMENTS, ids=lambda s: s.name)

@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('accounts', '0004_credentials_md5'),
+        ('accounts', '0006_compare_pending'),
     ]
 
     operations = [
