@@ -639,6 +639,12 @@ class Decision(models.Model):
                 name="decision_event_xor_action",
             ),
         ]
+        indexes = [
+            # the few decisions still open (an order they sent works at the broker), which
+            # the periodic sweep reads every few seconds among all decisions ever taken
+            models.Index(fields=["account", "symbol"], condition=Q(settled_at__isnull=True),
+                         name="decision_open"),
+        ]
 
     def __str__(self) -> str:
         if self.event_id is None:
