@@ -34,13 +34,16 @@ from copier.replay_brokers import SimBrokerDriver, VenueBrokerDriver
 from copier.scenario import Step, load
 from tests.factories import copier_position
 
-pytestmark = [pytest.mark.django_db(transaction=True, databases="__all__"), pytest.mark.slow]
+pytestmark = [pytest.mark.django_db(transaction=True, databases="__all__")]
 
 _names = itertools.count(1)
 SYMBOLS = ["ES", "NQ"]
 MULTIPLIERS = {"F1": "1", "F2": "2", "F3": "0.5"}
-# a full run tries this many sequences per broker; make test-fast a quarter (the profile)
+# A full run (make test) tries this many sequences per broker; the edit loop (make
+# test-fast, COPIER_TEST_FAST) a quarter of them, on the sim only (the venues' are slow).
 EXAMPLES = int(os.environ.get("COPIER_WORKING_PROPERTY_EXAMPLES", "25"))
+if os.environ.get("COPIER_TEST_FAST"):
+    EXAMPLES = max(1, EXAMPLES // 4)
 
 
 @pytest.fixture(scope="module")
@@ -239,7 +242,8 @@ def settle_everything(run: Run) -> None:
     run.step("advance", seconds=4000)
 
 
-@pytest.mark.parametrize("broker", ["sim", "projectx", "tradovate"])
+@pytest.mark.parametrize("broker", ["sim", pytest.param("projectx", marks=pytest.mark.slow),
+                                    pytest.param("tradovate", marks=pytest.mark.slow)])
 @settings(max_examples=EXAMPLES, deadline=None, derandomize=True,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture,
                                  HealthCheck.data_too_large])
