@@ -909,8 +909,18 @@ class TradovateStream(BrokerStream):
         if item.get("e") != "props" or not isinstance(item.get("d"), dict):
             return
         entity = item["d"].get("entity")
-        if isinstance(entity, dict):
-            await self._entity(item["d"].get("entityType"), entity)
+        if not isinstance(entity, dict):
+            return
+        entity_type = item["d"].get("entityType")
+        try:
+            await self._entity(entity_type, entity)
+        except RECORD_ERRORS as exc:
+            # An order, version or command record it cannot read (fills and positions are
+            # delivered as Unreadable before this): skipped, never a reconnect. A fill of
+            # that order asks the venue for its account and client id, as when the record
+            # never came.
+            log.warning("%s stream: %s record skipped, unreadable (%s: %s)", LABEL,
+                        entity_type, type(exc).__name__, exc)
 
     async def _entity(self, entity_type: object, entity: dict[str, Any]) -> None:
         event: BrokerEvent | None = None

@@ -86,3 +86,33 @@ def test_a_contract_the_venue_cannot_name_is_delivered_unreadable_never_raised(
     [held] = adapter.positions_unread()
     assert held.kind == "position"
     assert "unknown contract id" in held.reason
+
+
+@pytest.mark.parametrize("venue", ["tradovate"], indirect=True)
+def test_an_order_or_command_record_it_cannot_read_is_skipped_and_the_stream_goes_on(
+    venue: LocalVenue, adapter: BrokerAdapter
+) -> None:
+    """A Tradovate order, version or command entity with fields that are not what the venue
+    documents is skipped: no exception out of receive() (a reconnect), the next fill reads."""
+    from brokers.sessions import session_load
+
+    ext = int(adapter.account.external_id)
+
+    async def garbled() -> None:
+        for kind, entity in (("order", {"id": "not-a-number", "accountId": ext}),
+                             ("orderVersion", {"orderId": 5, "orderQty": "two"}),
+                             ("command", {"orderId": None, "commandType": "New"})):
+            venue._push(ext, kind, "Updated", entity)  # type: ignore[attr-defined]
+
+    async def scenario() -> list[BrokerEvent]:
+        stream = adapter.stream(session_load(adapter.account.pk))
+        await stream.open()
+        try:
+            venue.call(garbled())
+            await asyncio.to_thread(venue.trade, str(ext), "ESZ6", "buy", 1)
+            return await _until(stream, lambda got: PositionUpdate("ESZ6", 1) in got)
+        finally:
+            await stream.close()
+
+    events = asyncio.run(scenario())
+    assert not [e for e in events if isinstance(e, Unreadable)]
