@@ -142,6 +142,8 @@ def _decision_settle(decision: Decision, position: Position) -> None:
             leg["outcome"] = rules.LegOutcome.REJECTED
         elif leg["kind"] == rules.LegKind.EXIT and order.unfilled:
             leg["outcome"] = rules.LegOutcome.QUEUED  # the rest: queued when it settled
+        elif order.status == Order.Status.CANCELLED:
+            leg["outcome"] = rules.LegOutcome.FAILED  # an entry ended unfilled: not resent
         if leg["kind"] == rules.LegKind.EXIT and (order.status != Order.Status.FILLED
                                                   or order.unfilled):
             exits_filled = False
