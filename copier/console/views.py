@@ -2,7 +2,8 @@
 parts, the follower switch, and the admin's table index at /admin/.
 
 Views only read through the selectors and render; the one write (a follower's switch) is a
-POST with CSRF, behind the permission the admin asks for the same change.
+POST with CSRF, behind the kill-switch permission (it stops and resumes entries) and
+recorded through the kill switch.
 """
 
 from __future__ import annotations
@@ -52,7 +53,7 @@ def _kill_switch_actions(request: HttpRequest) -> list[tuple[str, str]]:
 def _grid_context(request: HttpRequest) -> dict[str, Any]:
     return {
         "panels": dashboard_groups(),
-        "can_switch": request.user.has_perm("copier.change_follower"),
+        "can_switch": request.user.has_perm("copier.kill_switch"),
         "kill_switch_actions": _kill_switch_actions(request),
         "copygroup_changelist": reverse("admin:copier_copygroup_changelist"),
         "zone_name": display_zone_name(),
@@ -90,9 +91,10 @@ def follower_enabled(request: HttpRequest, pk: int) -> HttpResponse:
 
     Off for a follower that holds positions would strand them (its exits would stop being
     copied): it goes to exits only instead, as the admin's question defaults to, and the
-    follower's page offers "off anyway".
+    follower's page offers "off anyway". On or off stops or resumes entries: the
+    kill-switch permission, and recorded through the kill switch (who, an alert).
     """
-    if not request.user.has_perm("copier.change_follower"):
+    if not request.user.has_perm("copier.kill_switch"):
         raise PermissionDenied
     wanted = request.POST.get("enabled")
     if wanted not in {"on", "off"}:
@@ -101,26 +103,24 @@ def follower_enabled(request: HttpRequest, pk: int) -> HttpResponse:
     name = follower.account.name
     held = killswitch.held_positions([follower.account_id]).get(follower.account_id)
     if wanted == "on":
-        changed = not follower.enabled or follower.mode != Mode.ACTIVE
-        follower.enabled, follower.mode = True, Mode.ACTIVE
+        to = killswitch.Switch(True, Mode.ACTIVE)
         level, text = messages.SUCCESS, (f"{name}: copying on; it starts with the leader's "
                                          "next fill")
     elif held:
-        changed = follower.mode != Mode.EXITS_ONLY or not follower.enabled
-        follower.enabled, follower.mode = True, Mode.EXITS_ONLY
+        to = killswitch.Switch(True, Mode.EXITS_ONLY)
         level, text = messages.WARNING, (
             f"{name} holds {killswitch.describe_held(held)}: set to exits only, so its exits "
             "still follow the leader until flat (switching it off would leave them unmanaged;"
             " the follower's page can do that anyway, or flatten it)")
     else:
-        changed = follower.enabled
-        follower.enabled = False
+        to = killswitch.Switch(False, follower.mode)
         level, text = messages.WARNING, (f"{name}: copying off; the leader's next fills are "
                                          "not copied to it")
-    if changed:
-        follower.save(update_fields=["enabled", "mode"])
-        log.warning("follower %s switched %s by %s", name, wanted, request.user.get_username(),
-                    extra={"follower": name})
+    action = killswitch.follower_switch(follower=follower, to=to,
+                                        by=request.user.get_username())
+    if action is not None:
+        log.warning("follower %s switched %s by %s (action #%s)", name, wanted,
+                    request.user.get_username(), action.pk, extra={"follower": name})
     messages.add_message(request, level, text)
     return HttpResponseRedirect(reverse("admin:index"))
 
