@@ -271,3 +271,18 @@ def test_the_dashboard_switch_with_the_permission_is_recorded(client, django_use
     assert (f.enabled, f.mode) == (True, Mode.ACTIVE)
     action = _recorded(OperatorAction.Kind.ENTRIES_RESUME, "ops", f.group)
     assert Decision.objects.get(action=action).account_id == f1.pk
+
+
+def test_moving_a_follower_out_of_a_stopped_group_with_the_permission_is_recorded(
+        operator, world):
+    g, _leader, f1, _f2 = world
+    other = group("other", account("L2"), {})
+    killswitch.entries_stop(groups=[g], by="boss")
+    f = Follower.objects.get(account=f1)
+    assert operator.post(_follower_url(f), _follower_post(f, group=other.pk)
+                         ).status_code == 302
+    f.refresh_from_db()
+    assert f.group_id == other.pk
+    action = _recorded(OperatorAction.Kind.ENTRIES_RESUME, "ops", other)
+    assert "moved to group other" in action.detail
+    assert Decision.objects.get(action=action).reason == "entries_resumed"
