@@ -99,6 +99,10 @@ class _ModeFormMixin(forms.ModelForm):
         choices=ON_DISABLE_CHOICES, required=False, label="if unticked while holding",
         help_text="Asked when 'enabled' is unticked while positions are held.")
 
+    # Whether this form's user may stop and resume entries (copier.kill_switch): the
+    # admin sets it on the form class it builds for each request (`_switch_permission`).
+    may_switch = False
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.fields["mode"].required = False  # an older client's post keeps the mode
@@ -107,11 +111,31 @@ class _ModeFormMixin(forms.ModelForm):
         """Account name -> positions held, of the accounts that unticking would strand."""
         raise NotImplementedError
 
+    def _switch_changed(self, data: dict[str, Any]) -> list[str]:
+        """The fields whose change here would stop or resume entries (a saved row's)."""
+        if not self.instance.pk:  # a new group or follower: it stops or resumes nothing
+            return []
+        return [name for name in ("enabled", "mode")
+                if name in data and data[name] != getattr(self.instance, name)]
+
+    def _switch_refused(self, data: dict[str, Any]) -> bool:
+        """Without the kill-switch permission, a change that stops or resumes entries is an
+        error on its field, and nothing of the form is saved."""
+        changed = [] if self.may_switch else self._switch_changed(data)
+        for name in changed:
+            self.add_error(name, (
+                "Stopping or resuming entries (enabled, mode, or a move to a group with "
+                "another mode) needs the kill-switch permission (copier.kill_switch); "
+                "nothing was changed."))
+        return bool(changed)
+
     def clean(self) -> dict[str, Any]:
         super().clean()
         data = self.cleaned_data
         if not data.get("mode"):
             data["mode"] = getattr(self.instance, "mode", "") or Mode.ACTIVE
+        if self._switch_refused(data):
+            return data
         disabling = bool(self.instance.pk) and self.initial.get("enabled") and not data.get(
             "enabled")
         held_by = self._held() if disabling else {}
@@ -195,6 +219,21 @@ class FollowerForm(_ModeFormMixin):
         return str(self.cleaned_data.get("micro") or self.instance.micro
                    or symbol_map.Micro.OFF.value)
 
+    def _switch_changed(self, data: dict[str, Any]) -> list[str]:
+        """Moving to another group changes what it copies when the groups' switches
+        differ: that, too, stops or resumes entries."""
+        changed = super()._switch_changed(data)
+        new_group = data.get("group")
+        if (self.instance.pk and new_group is not None
+                and new_group.pk != self.instance.group_id):
+            old = self.instance
+            moved = Follower(enabled=data.get("enabled", old.enabled),
+                             mode=data.get("mode", old.mode))
+            if (killswitch.copying_state(moved, new_group)
+                    != killswitch.copying_state(moved, old.group)):
+                changed.append("group")
+        return changed
+
     def _held(self) -> dict[str, dict[str, int]]:
         account_id = self.instance.account_id
         held = killswitch.held_positions([account_id]).get(account_id)
@@ -225,6 +264,32 @@ class FollowerInline(admin.TabularInline):
     @admin.display(description="sizing")
     def preview(self, obj: Follower | None) -> str:
         return sizing_preview(obj)
+
+    def get_formset(self, request: HttpRequest, obj: Any = None, **kwargs: Any) -> Any:
+        formset = super().get_formset(request, obj, **kwargs)
+        _switch_permission(formset.form, request)
+        return formset
+
+
+def _switch_permission(form: type[forms.ModelForm], request: HttpRequest) -> Any:
+    """The form class built for this request, told whether its user may stop and resume
+    entries (a class of its own each time: ModelAdmin.get_form builds a new one)."""
+    form.may_switch = request.user.has_perm("copier.kill_switch")  # type: ignore[attr-defined]
+    return form
+
+
+def follower_save(obj: Follower, by: str) -> None:
+    """Save a follower from a form; a change of its switch (or of what it copies, moved
+    to another group) goes through the kill switch, recorded with who did it."""
+    if obj.pk is None:
+        obj.save()
+        return
+    old = Follower.objects.select_related("group").get(pk=obj.pk)
+    wanted = killswitch.Switch.of(obj)
+    was = killswitch.copying_state(old, old.group)
+    obj.enabled, obj.mode = old.enabled, old.mode
+    obj.save()
+    killswitch.follower_switch(follower=obj, to=wanted, by=by, was=was)
 
 
 class KillSwitchActions:
@@ -276,6 +341,35 @@ class CopyGroupAdmin(KillSwitchActions, admin.ModelAdmin):
     @admin.display(description="followers")
     def follower_count(self, obj: CopyGroup) -> int:
         return obj.followers.count()
+
+    def get_form(self, request: HttpRequest, obj: Any = None, change: bool = False,
+                 **kwargs: Any) -> Any:
+        return _switch_permission(super().get_form(request, obj, change, **kwargs), request)
+
+    def save_model(self, request: HttpRequest, obj: CopyGroup, form: Any, change: bool
+                   ) -> None:
+        """A change of the group's switch goes through the kill switch (recorded, alerted);
+        the form refused it already to a user without its permission."""
+        if not change:
+            super().save_model(request, obj, form, change)
+            return
+        old = CopyGroup.objects.get(pk=obj.pk)
+        wanted = killswitch.Switch.of(obj)
+        obj.enabled, obj.mode = old.enabled, old.mode
+        super().save_model(request, obj, form, change)
+        killswitch.group_switch(group=obj, to=wanted, by=request.user.get_username())
+
+    def save_formset(self, request: HttpRequest, form: Any, formset: Any, change: bool
+                     ) -> None:
+        if formset.model is not Follower:
+            super().save_formset(request, form, formset, change)
+            return
+        instances = formset.save(commit=False)
+        for obj in formset.deleted_objects:
+            obj.delete()
+        for obj in instances:
+            follower_save(obj, request.user.get_username())
+        formset.save_m2m()
 
     @admin.action(description="Stop copying entries (exits only: exits are still copied)",
                   permissions=["kill_switch"])
@@ -382,6 +476,17 @@ class FollowerAdmin(KillSwitchActions, admin.ModelAdmin):
     @admin.display(description="sizing")
     def preview(self, obj: Follower | None) -> str:
         return sizing_preview(obj)
+
+    def get_form(self, request: HttpRequest, obj: Any = None, change: bool = False,
+                 **kwargs: Any) -> Any:
+        return _switch_permission(super().get_form(request, obj, change, **kwargs), request)
+
+    def save_model(self, request: HttpRequest, obj: Follower, form: Any, change: bool
+                   ) -> None:
+        if change:
+            follower_save(obj, request.user.get_username())
+        else:
+            super().save_model(request, obj, form, change)
 
     @admin.display(description="this session")
     def session_loss(self, obj: Follower | None) -> str:

@@ -569,13 +569,17 @@ class LeaderEvent(models.Model):
 
 class OperatorAction(models.Model):
     """A person's kill-switch action (copier.services.killswitch): stop entries, resume
-    them, or flatten. Each follower it touched gets a Decision that points here, so that
-    a follower's history shows what a person did to it, beside what the rules did."""
+    them, switch copying off or on, or flatten. Each follower it touched gets a Decision
+    that points here, so that a follower's history shows what a person did to it, beside
+    what the rules did."""
 
     class Kind(models.TextChoices):
         ENTRIES_STOP = "entries_stop", "Stop copying entries"
         ENTRIES_RESUME = "entries_resume", "Resume entries"
         FLATTEN = "flatten", "Flatten and stop entries"
+        # A group's or follower's `enabled` unticked or ticked (its form, the dashboard)
+        COPYING_OFF = "copying_off", "Switch copying off"
+        COPYING_ON = "copying_on", "Switch copying on"
 
     kind = models.CharField(max_length=16, choices=Kind.choices)
     group = models.ForeignKey(CopyGroup, null=True, blank=True, on_delete=models.SET_NULL,

@@ -95,6 +95,14 @@ class FollowerCard:
     loss_locked_until: dt.datetime | None = None  # its daily loss limit's lock
 
     @property
+    def own_why(self) -> list[str]:
+        """The reasons of the follower as a whole (off, paused, disconnected...), without
+        its rows' (which name positions, quarantines and exits): what a user who may not
+        view those reads."""
+        rows = {f"{r.symbol}: {w}" for r in self.rows for w in r.why}
+        return [w for w in self.why if w not in rows]
+
+    @property
     def slow(self) -> bool:
         from copier.console.latency import SLOW_MS
 

@@ -2,7 +2,9 @@
 parts, the follower switch, and the admin's table index at /admin/.
 
 Views only read through the selectors and render; the one write (a follower's switch) is a
-POST with CSRF, behind the permission the admin asks for the same change.
+POST with CSRF, behind the kill-switch permission (it stops and resumes entries) and
+recorded through the kill switch. The dashboard shows a part only to a user who may view
+what it shows, and says in a sentence what it leaves out.
 """
 
 from __future__ import annotations
@@ -49,10 +51,59 @@ def _kill_switch_actions(request: HttpRequest) -> list[tuple[str, str]]:
             if (action := offered.get(name)) is not None]
 
 
+# What each part of the dashboard shows, the permission it needs, and what a user without
+# it reads instead (the model's plural, as the admin names the table).
+VIEW_PERMISSIONS = {
+    "groups": ("copier.view_copygroup", "copy groups"),
+    "followers": ("copier.view_follower", "followers"),
+    "accounts": ("accounts.view_tradingaccount", "trading accounts"),
+    "positions": ("accounts.view_position", "positions"),
+    "quarantines": ("copier.view_quarantine", "quarantines"),
+    "exits": ("copier.view_failedexit", "failed exits"),
+    "orders": ("copier.view_order", "orders"),
+    "decisions": ("copier.view_decision", "decisions"),
+}
+# What a user without the permission misses there.
+HIDDEN_WHAT = {
+    "groups": "the copy groups and their followers are not shown",
+    "followers": "the followers of each group are not shown",
+    "accounts": "the leaders' and followers' accounts (names, connection, pause reasons) "
+                "are not shown, nor the follower cards",
+    "positions": "what leaders and followers hold is not shown",
+    "quarantines": "quarantines are not shown",
+    "exits": "exits waiting in the Failed Exit Queue are not shown",
+    "orders": "copy latencies are not shown",
+    "decisions": "the links to the followers' decisions are not shown",
+}
+
+
+def dashboard_may(request: HttpRequest) -> dict[str, bool]:
+    """Which parts of the dashboard this user may see; `details` (the reasons of a row,
+    which name positions, quarantines, queued exits and orders) needs all four."""
+    may = {part: request.user.has_perm(perm) for part, (perm, _) in VIEW_PERMISSIONS.items()}
+    may["cards"] = may["followers"] and may["accounts"]
+    may["details"] = all(may[p] for p in ("positions", "quarantines", "exits", "orders"))
+    return may
+
+
+def _hidden(may: dict[str, bool]) -> list[str]:
+    """The plain sentences saying what is left out and why."""
+    shown = [part for part in VIEW_PERMISSIONS if not may[part]]
+    if not may["groups"]:  # nothing of a group is shown: one sentence says so
+        shown = [p for p in shown if p in ("groups", "orders")]
+    elif not may["cards"]:  # no card: what a card would have shown goes unsaid
+        shown = [p for p in shown if p not in ("quarantines", "exits", "decisions")]
+    return [f"You do not have permission to view {VIEW_PERMISSIONS[p][1]}: {HIDDEN_WHAT[p]}."
+            for p in shown]
+
+
 def _grid_context(request: HttpRequest) -> dict[str, Any]:
+    may = dashboard_may(request)
     return {
-        "panels": dashboard_groups(),
-        "can_switch": request.user.has_perm("copier.change_follower"),
+        "panels": dashboard_groups() if may["groups"] else [],
+        "may": may,
+        "hidden": _hidden(may),
+        "can_switch": request.user.has_perm("copier.kill_switch"),
         "kill_switch_actions": _kill_switch_actions(request),
         "copygroup_changelist": reverse("admin:copier_copygroup_changelist"),
         "zone_name": display_zone_name(),
@@ -67,19 +118,30 @@ def _latency_context() -> dict[str, Any]:
 
 @require_GET
 def dashboard(request: HttpRequest) -> HttpResponse:
-    """Is every follower in sync, and if not, what is wrong and what to click."""
+    """Is every follower in sync, and if not, what is wrong and what to click.
+
+    A user who may see neither the groups nor the orders gets the page's sentences with a
+    403: there is nothing on it for them (the admin's tables at /admin/ may still be)."""
+    grid = _grid_context(request)
+    may = grid["may"]
     context = {**admin.site.each_context(request), "title": "Dashboard",
-               "refresh_ms": REFRESH_MS, **_grid_context(request), **_latency_context()}
-    return render(request, "copier/console/dashboard.html", context)
+               "refresh_ms": REFRESH_MS, **grid,
+               **(_latency_context() if may["orders"] else {})}
+    status = 200 if may["groups"] or may["orders"] else 403
+    return render(request, "copier/console/dashboard.html", context, status=status)
 
 
 @require_GET
 def dashboard_grid(request: HttpRequest) -> HttpResponse:
+    if not request.user.has_perm(VIEW_PERMISSIONS["groups"][0]):
+        raise PermissionDenied
     return render(request, "copier/console/_groups.html", _grid_context(request))
 
 
 @require_GET
 def dashboard_latency(request: HttpRequest) -> HttpResponse:
+    if not request.user.has_perm(VIEW_PERMISSIONS["orders"][0]):
+        raise PermissionDenied
     return render(request, "copier/console/_latency.html", _latency_context())
 
 
@@ -90,9 +152,10 @@ def follower_enabled(request: HttpRequest, pk: int) -> HttpResponse:
 
     Off for a follower that holds positions would strand them (its exits would stop being
     copied): it goes to exits only instead, as the admin's question defaults to, and the
-    follower's page offers "off anyway".
+    follower's page offers "off anyway". On or off stops or resumes entries: the
+    kill-switch permission, and recorded through the kill switch (who, an alert).
     """
-    if not request.user.has_perm("copier.change_follower"):
+    if not request.user.has_perm("copier.kill_switch"):
         raise PermissionDenied
     wanted = request.POST.get("enabled")
     if wanted not in {"on", "off"}:
@@ -101,26 +164,24 @@ def follower_enabled(request: HttpRequest, pk: int) -> HttpResponse:
     name = follower.account.name
     held = killswitch.held_positions([follower.account_id]).get(follower.account_id)
     if wanted == "on":
-        changed = not follower.enabled or follower.mode != Mode.ACTIVE
-        follower.enabled, follower.mode = True, Mode.ACTIVE
+        to = killswitch.Switch(True, Mode.ACTIVE)
         level, text = messages.SUCCESS, (f"{name}: copying on; it starts with the leader's "
                                          "next fill")
     elif held:
-        changed = follower.mode != Mode.EXITS_ONLY or not follower.enabled
-        follower.enabled, follower.mode = True, Mode.EXITS_ONLY
+        to = killswitch.Switch(True, Mode.EXITS_ONLY)
         level, text = messages.WARNING, (
             f"{name} holds {killswitch.describe_held(held)}: set to exits only, so its exits "
             "still follow the leader until flat (switching it off would leave them unmanaged;"
             " the follower's page can do that anyway, or flatten it)")
     else:
-        changed = follower.enabled
-        follower.enabled = False
+        to = killswitch.Switch(False, follower.mode)
         level, text = messages.WARNING, (f"{name}: copying off; the leader's next fills are "
                                          "not copied to it")
-    if changed:
-        follower.save(update_fields=["enabled", "mode"])
-        log.warning("follower %s switched %s by %s", name, wanted, request.user.get_username(),
-                    extra={"follower": name})
+    action = killswitch.follower_switch(follower=follower, to=to,
+                                        by=request.user.get_username())
+    if action is not None:
+        log.warning("follower %s switched %s by %s (action #%s)", name, wanted,
+                    request.user.get_username(), action.pk, extra={"follower": name})
     messages.add_message(request, level, text)
     return HttpResponseRedirect(reverse("admin:index"))
 

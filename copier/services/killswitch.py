@@ -167,6 +167,138 @@ def _switch_alert(stop: bool, by: str, group: CopyGroup) -> str:
     return f"Kill switch released: {by} resumed copying entries on group {group.name}."
 
 
+# --- one group's or follower's own switch (the admin's forms, the dashboard) -------------
+
+
+OFF, EXITS_ONLY, ACTIVE = "off", "exits only", "active"  # what a follower copies
+
+
+@dataclass(frozen=True, slots=True)
+class Switch:
+    """A group's or a follower's own copying switch: `enabled` beside `mode`. Whoever
+    changes it stops or resumes entries, so it is the kill switch's to change."""
+
+    enabled: bool
+    mode: str
+
+    @classmethod
+    def of(cls, obj: CopyGroup | Follower) -> Switch:
+        return cls(bool(obj.enabled), str(obj.mode))
+
+    def describe(self) -> str:
+        if not self.enabled:
+            return OFF
+        return EXITS_ONLY if self.mode == Mode.EXITS_ONLY else ACTIVE
+
+
+def copying_state(follower: Follower, group: CopyGroup) -> str:
+    """What the follower copies: off, exits only or active; its own switch and its group's
+    together (a group in exits only makes all its followers exits only)."""
+    if not (follower.enabled and group.enabled):
+        return OFF
+    return EXITS_ONLY if Mode.EXITS_ONLY in (follower.mode, group.mode) else ACTIVE
+
+
+_STATE_SWITCH = {OFF: Switch(False, Mode.ACTIVE), EXITS_ONLY: Switch(True, Mode.EXITS_ONLY),
+                 ACTIVE: Switch(True, Mode.ACTIVE)}
+_STATE_REASON = {OFF: rules.Reason.DISABLED, EXITS_ONLY: rules.Reason.EXITS_ONLY,
+                 ACTIVE: rules.Reason.ENTRIES_RESUMED}
+
+
+def _switch_kind(before: Switch, after: Switch) -> str:
+    if not after.enabled:
+        return OperatorAction.Kind.COPYING_OFF
+    if not before.enabled:
+        return OperatorAction.Kind.COPYING_ON
+    if after.mode == Mode.EXITS_ONLY:
+        return OperatorAction.Kind.ENTRIES_STOP
+    return OperatorAction.Kind.ENTRIES_RESUME
+
+
+def group_switch(*, group: CopyGroup, to: Switch, by: str) -> OperatorAction | None:
+    """Set a group's own switch as a person asked in its form; None when it already is so.
+
+    The mode alone is the kill switch's stop or resume (`entries_stop`,
+    `entries_resume`: the same record as the admin's actions); switching the group off or
+    on is recorded the same way: an operator action, a decision for each follower whose
+    copying changes, an alert.
+    """
+    with transaction.atomic():
+        locked = CopyGroup.objects.select_for_update().get(pk=group.pk)
+        before = Switch.of(locked)
+        if before == to:
+            return None
+        if before.enabled and to.enabled:
+            action = _entries_switch(_switch_kind(before, to), [locked], by)
+        else:
+            action = _group_enabled_switch(locked, before, to, by)
+    group.enabled, group.mode = to.enabled, to.mode
+    return action
+
+
+def _group_enabled_switch(group: CopyGroup, before: Switch, to: Switch,
+                          by: str) -> OperatorAction:
+    followers = list(Follower.objects.filter(group=group).select_related("account", "group")
+                     .order_by("account__name"))
+    was = {f.pk: copying_state(f, group) for f in followers}
+    CopyGroup.objects.filter(pk=group.pk).update(enabled=to.enabled, mode=to.mode)
+    group.enabled, group.mode = to.enabled, to.mode
+    what = f"group {group.name} switched {before.describe()} \u2192 {to.describe()}"
+    return _switch_record(_switch_kind(before, to), group, what, by, [
+        (f, was[f.pk], copying_state(f, group)) for f in followers])
+
+
+def follower_switch(*, follower: Follower, to: Switch, by: str,
+                    was: str | None = None) -> OperatorAction | None:
+    """Set a follower's own switch as a person asked (its form, its group's form, the
+    dashboard); None when neither its switch nor what it copies changes.
+
+    `was`: what it copied before a change saved just now (moved to another group, whose
+    mode it takes), when that is not what its row says now.
+    """
+    with transaction.atomic():
+        f = (Follower.objects.select_for_update(of=("self",)).select_related("account", "group")
+             .get(pk=follower.pk))
+        before = Switch.of(f)
+        state_before = was or copying_state(f, f.group)
+        Follower.objects.filter(pk=f.pk).update(enabled=to.enabled, mode=to.mode)
+        f.enabled, f.mode = to.enabled, to.mode
+        state_after = copying_state(f, f.group)
+        if before == to and state_before == state_after:
+            return None
+        kind = (_switch_kind(before, to) if before != to
+                else _switch_kind(_STATE_SWITCH[state_before], _STATE_SWITCH[state_after]))
+        what = (f"follower {f.account.name} switched {before.describe()} \u2192 "
+                f"{to.describe()}" if before != to else
+                f"follower {f.account.name} moved to group {f.group.name}")
+        action = _switch_record(kind, f.group, what, by, [(f, state_before, state_after)])
+    follower.enabled, follower.mode = to.enabled, to.mode
+    return action
+
+
+def _switch_record(kind: str, group: CopyGroup, what: str, by: str,
+                   followers: list[tuple[Follower, str, str]]) -> OperatorAction:
+    """The operator action, a decision per follower whose copying changed, and the alert."""
+    now = clock.now()
+    changed = [(f, old, new) for f, old, new in followers if old != new]
+    detail = what + "; " + (", ".join(f"{f.account.name} copies {old} \u2192 {new}"
+                                      for f, old, new in changed) or "no follower changes")
+    action = OperatorAction.objects.create(kind=kind, group=group, by=by[:150],
+                                           created_at=now, detail=detail)
+    held = held_positions(f.account_id for f, _old, _new in changed)
+    Decision.objects.bulk_create([
+        Decision(action=action, account=f.account, symbol=ALL_SYMBOLS,
+                 reason=_STATE_REASON[new], created_at=now, settled_at=now,
+                 detail=(f"{by}: {what}; it copies {new} (was {old}) from the leader's next "
+                         f"event. Holds {describe_held(held.get(f.account_id, {}))}."))
+        for f, old, new in changed
+    ])
+    alert_raise(kind=AlertKind.KILL_SWITCH, group=group, about=group.name,
+                text=f"Kill switch: {by}: {detail}.")
+    log.warning("%s by %s: %s", kind, by, detail)
+    return action
+
+
 # --- flatten -------------------------------------------------------------------------------
 
 
