@@ -4,11 +4,49 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from django.conf import settings
+from django.core.exceptions import DisallowedRedirect
 from django.http import HttpRequest, HttpResponse
+from django.utils.http import url_has_allowed_host_and_scheme
 
 from copier.views import healthz
 
 HEALTH_PATH = "/healthz"
+
+
+class SameOriginRedirectMiddleware:
+    """No answer sends the browser to another site: a Location must stay on this host.
+
+    `/admin//evil.example/login/` was redirected to `//evil.example/login/`, which a
+    browser reads as another host (as it reads `/\\host`, `///host` and a tab or newline
+    in between): a link on the copier's own address led to a look-alike login. Each view
+    that redirects checks its own target; this is the net under all of them, Django's own
+    and those of later code: an absolute or scheme-relative Location to another host, a
+    downgrade from https, or another scheme is refused (a 400, logged by Django as
+    django.security.DisallowedRedirect) instead of followed.
+    """
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        response = self.get_response(request)
+        location = response.get("Location")
+        if location is not None and not location_is_same_origin(location, request):
+            raise DisallowedRedirect(f"refused a redirect off this site: {location!r}")
+        return response
+
+
+def location_is_same_origin(location: str, request: HttpRequest) -> bool:
+    """A path on this host, or an absolute URL to this host (or to SECURE_SSL_HOST, where the
+    https redirect is configured to go), never from https down to http."""
+    if url_has_allowed_host_and_scheme(location, allowed_hosts=set()):
+        return True  # a path: no host to ask for (a relative one, too)
+    hosts = {request.get_host()}
+    if settings.SECURE_SSL_HOST:
+        hosts.add(settings.SECURE_SSL_HOST)
+    return url_has_allowed_host_and_scheme(location, allowed_hosts=hosts,
+                                           require_https=request.is_secure())
 
 
 class HealthCheckMiddleware:

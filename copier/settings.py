@@ -68,7 +68,9 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
-    # First: the container's health check speaks plain HTTP to 127.0.0.1 (docker-compose.yml).
+    # Outermost: no redirect off this site, whoever answered it.
+    "copier.middleware.SameOriginRedirectMiddleware",
+    # Then: the container's health check speaks plain HTTP to 127.0.0.1 (docker-compose.yml).
     "copier.middleware.HealthCheckMiddleware",
     "django.middleware.security.SecurityMiddleware",
     # The admin's CSS and JS from STATIC_ROOT under gunicorn (docker compose), with no
@@ -81,6 +83,11 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
+
+# After the login, to the dashboard: also where a `next` that leaves the site is replaced
+# (Django's default, /accounts/profile/, is no page here).
+LOGIN_URL = "admin:login"
+LOGIN_REDIRECT_URL = "admin:index"
 
 ROOT_URLCONF = "copier.urls"
 WSGI_APPLICATION = "copier.wsgi.application"
