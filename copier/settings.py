@@ -58,17 +58,23 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
-    "django_celery_beat",
     "accounts",
     "brokers",
     "copier",
+    # After copier: copier/templates/admin/djcelery/ replaces its periodic task form (whose
+    # inline script the Content-Security-Policy refuses) with one loading a static file.
+    "django_celery_beat",
     # Django's admin with the copier's site (its name, a "System" section); last, so that
     # the copier's admin/base_site.html (favicon, dashboard link) wins over the admin's own.
     "copier.console.apps.CopierAdminConfig",
 ]
 
 MIDDLEWARE = [
-    # First: the container's health check speaks plain HTTP to 127.0.0.1 (docker-compose.yml).
+    # Outermost: CSP, X-Frame-Options, Referrer-Policy, nosniff on every answer (/healthz
+    # and error pages too), then no redirect off this site, whoever answered it.
+    "copier.middleware.SecurityHeadersMiddleware",
+    "copier.middleware.SameOriginRedirectMiddleware",
+    # Then: the container's health check speaks plain HTTP to 127.0.0.1 (docker-compose.yml).
     "copier.middleware.HealthCheckMiddleware",
     "django.middleware.security.SecurityMiddleware",
     # The admin's CSS and JS from STATIC_ROOT under gunicorn (docker compose), with no
@@ -81,6 +87,30 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
+
+# --- Browser protections (copier.middleware.SecurityHeadersMiddleware) --------------------
+# Every page, in every mode: nothing of the admin or the console runs inline or comes from
+# another origin (tests/console/test_headers.py), so the policy allows this origin only.
+COPIER_CONTENT_SECURITY_POLICY = {
+    "default-src": "'self'",
+    "script-src": "'self'",
+    "style-src": "'self'",
+    "img-src": "'self'",
+    "font-src": "'self'",
+    "connect-src": "'self'",
+    "object-src": "'none'",
+    "base-uri": "'none'",
+    "frame-ancestors": "'none'",  # with X-Frame-Options: no page inside another's frame
+    "form-action": "'self'",
+}
+X_FRAME_OPTIONS = "DENY"
+# A link followed from the console tells another site nothing of the console's addresses.
+SECURE_REFERRER_POLICY = "same-origin"
+SECURE_CONTENT_TYPE_NOSNIFF = True
+# After the login, to the dashboard: also where a `next` that leaves the site is replaced
+# (Django's default, /accounts/profile/, is no page here).
+LOGIN_URL = "admin:login"
+LOGIN_REDIRECT_URL = "admin:index"
 
 ROOT_URLCONF = "copier.urls"
 WSGI_APPLICATION = "copier.wsgi.application"
@@ -289,4 +319,3 @@ if PRODUCTION:
     SECURE_HSTS_INCLUDE_SUBDOMAINS = True
     SECURE_HSTS_PRELOAD = True
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
-    SECURE_CONTENT_TYPE_NOSNIFF = True

@@ -140,3 +140,22 @@ def test_the_session_reset_is_read_from_the_environment():
         capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "16:00 America/New_York"
+
+
+# --- check --deploy as docker compose runs web (issue 19, "Headers") -----------------------
+
+def _compose_environment() -> dict[str, str]:
+    """What the web container sees: `.env.example` with each placeholder replaced, and the
+    compose file's own `environment` (COPIER_ENV, DATABASE_URL, REDIS_URL)."""
+    env = {**_env_example(), **_good_production()}
+    env["DATABASE_URL"] = f"postgres://copier:{env['POSTGRES_PASSWORD']}@postgres:5432/copier"
+    env["REDIS_URL"] = "redis://redis:6379/0"
+    return env
+
+
+def test_the_compose_environment_passes_check_deploy_with_nothing_silenced():
+    """No warning at all, and none silenced: a silenced check would need a reason written
+    next to it in the settings (and this test changed to name it)."""
+    done = _manage("check", "--deploy", "--fail-level", "WARNING", **_compose_environment())
+    assert done.returncode == 0, done.stderr + done.stdout
+    assert "System check identified no issues (0 silenced)." in done.stdout, done.stdout

@@ -15,6 +15,7 @@ from typing import Any
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.http import (
+    Http404,
     HttpRequest,
     HttpResponse,
     HttpResponseBadRequest,
@@ -24,6 +25,7 @@ from django.http import (
 from django.shortcuts import get_object_or_404, render
 from django.templatetags.static import static
 from django.urls import reverse
+from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_POST
 
 from copier import clock
@@ -193,8 +195,16 @@ def apps_index(request: HttpRequest) -> HttpResponse:
 
 def admin_path_redirect(request: HttpRequest, rest: str) -> HttpResponse:
     """/admin/copier/decision/ -> /copier/decision/: the admin lives at the root, and an
-    address typed or bookmarked with /admin/ in front still lands on its page."""
+    address typed or bookmarked with /admin/ in front still lands on its page.
+
+    Only to a path of this site: `/admin//evil.example/` (or `%2F`, a backslash, a tab in
+    between) would otherwise become `//evil.example/`, another host to a browser. No page of
+    the copier starts so; such an address is not found (copier.middleware guards every
+    other redirect the same way).
+    """
     target = "/" + rest
+    if not url_has_allowed_host_and_scheme(target, allowed_hosts=set()) or target[1] in "/\\":
+        raise Http404("no such page")
     if request.META.get("QUERY_STRING"):
         target += "?" + request.META["QUERY_STRING"]
     return HttpResponsePermanentRedirect(target)

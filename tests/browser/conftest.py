@@ -66,6 +66,8 @@ class Console:
     page: Page
     stack: LiveStack
     known: dict[str, str] = field(default_factory=dict)
+    # What Chromium refused under the Content-Security-Policy (its console says so)
+    csp_violations: list[str] = field(default_factory=list)
 
     @property
     def url(self) -> str:
@@ -118,11 +120,16 @@ def console(live_stack: LiveStack, request: pytest.FixtureRequest) -> Iterator[C
             context = browser.new_context(viewport={"width": 1400, "height": 1000})
             context.set_default_timeout(10_000)
             found = Console(page=context.new_page(), stack=live_stack)
+            found.page.on("console", lambda message: found.csp_violations.append(
+                f"{found.page.url}: {message.text}")
+                if "Content Security Policy" in message.text else None)
             yield found
             report = getattr(request.node, "rep_call", None)
             if report is not None and report.failed:  # the page it failed on, and the logs
                 found.shot(f"FAILED-{request.node.name}")
                 print(live_stack.logs_tail())
+            # every page worked under the policy: nothing refused on the way either
+            assert found.csp_violations == [], "\n".join(found.csp_violations)
         finally:
             browser.close()
 
