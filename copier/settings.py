@@ -19,6 +19,7 @@ from django.core.exceptions import ImproperlyConfigured
 from kombu import Queue
 
 from copier.envcheck import copier_env, production_problems
+from copier.outbound import networks_parse
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 try:
@@ -187,6 +188,15 @@ COPIER_ALERT_WEBHOOK_TIMEOUT = float(os.environ.get("COPIER_ALERT_WEBHOOK_TIMEOU
 COPIER_ALERT_INTERVAL_SECONDS = int(os.environ.get("COPIER_ALERT_INTERVAL_SECONDS", "60"))
 # An account disconnected this long alerts (a group's alert configuration overrides it).
 COPIER_ALERT_DISCONNECT_SECONDS = int(os.environ.get("COPIER_ALERT_DISCONNECT_SECONDS", "120"))
+# Webhooks go to public addresses only (copier.outbound): loopback, private, link-local,
+# unspecified, multicast and reserved ones are refused when sent to, unless allowed here,
+# all of them (a webhook receiver on the operator's own network) or a list of networks.
+COPIER_WEBHOOK_ALLOW_PRIVATE = _flag("COPIER_WEBHOOK_ALLOW_PRIVATE", False)
+try:
+    COPIER_WEBHOOK_ALLOWED_NETWORKS = [
+        str(n) for n in networks_parse(os.environ.get("COPIER_WEBHOOK_ALLOWED_NETWORKS", ""))]
+except ValueError as exc:
+    raise ImproperlyConfigured(str(exc)) from None
 
 # --- Metrics (copier.metrics, GET /metrics) -----------------------------------------------
 # With a token, a scrape must send `Authorization: Bearer <token>`; without one, /metrics

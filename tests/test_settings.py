@@ -140,3 +140,9 @@ def test_the_session_reset_is_read_from_the_environment():
         capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "16:00 America/New_York"
+
+
+def test_a_malformed_webhook_allow_list_refuses_to_start():
+    done = _import_settings(COPIER_WEBHOOK_ALLOWED_NETWORKS="127.0.0.1/32, 10.0.0.0/33")
+    assert done.returncode != 0
+    assert "COPIER_WEBHOOK_ALLOWED_NETWORKS: '10.0.0.0/33' is not a network" in done.stderr
