@@ -18,6 +18,7 @@ import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 from kombu import Queue
 
+from accounts.keys import KeyListError, keys_split
 from copier.envcheck import copier_env, production_problems
 from copier.outbound import networks_parse
 
@@ -38,7 +39,8 @@ def _flag(name: str, default: bool) -> bool:
 
 if PRODUCTION:  # both checked by production_problems above
     SECRET_KEY = os.environ["SECRET_KEY"]
-    # Fernet key that encrypts broker credentials at rest (accounts.fields).
+    # Fernet key that encrypts broker credentials at rest (accounts.fields); several,
+    # comma-separated, while a key is rotated: the first encrypts (accounts.keys).
     COPIER_ENCRYPTION_KEY = os.environ["COPIER_ENCRYPTION_KEY"]
 else:
     # No key is written here: a key in public source protects nothing. `make run` and the
@@ -48,6 +50,11 @@ else:
     # nor read (accounts.fields says what to do) rather than locked with a key lost at exit.
     SECRET_KEY = os.environ.get("SECRET_KEY") or secrets.token_urlsafe(50)
     COPIER_ENCRYPTION_KEY = os.environ.get("COPIER_ENCRYPTION_KEY", "")
+    if COPIER_ENCRYPTION_KEY:  # a key list given wrong is said at start, not at first read
+        try:
+            keys_split(COPIER_ENCRYPTION_KEY)
+        except KeyListError as exc:
+            raise ImproperlyConfigured(str(exc)) from None
 # Off by default even locally: query logging costs the hot path a third of its time.
 DEBUG = _flag("DEBUG", False)
 ALLOWED_HOSTS = [h for h in os.environ.get("ALLOWED_HOSTS", "localhost,127.0.0.1").split(",") if h]
