@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+import ssl
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -171,15 +172,18 @@ def host_resolve(host: str, port: int) -> tuple[Address, ...]:
     return tuple(found)
 
 
-def post_json(target: Target, payload: Mapping[str, Any], *, timeout: float) -> httpx.Response:
+def post_json(target: Target, payload: Mapping[str, Any], *, timeout: float,
+              verify: ssl.SSLContext | bool = True) -> httpx.Response:
     """POST to the target's judged addresses, the next one only when one refuses the
-    connection; never a redirect followed, never the name resolved again."""
+    connection; never a redirect followed, never the name resolved again. Over https the
+    certificate is checked against the name (SNI), not the address connected to."""
     url = target.url
     headers = {"Host": url.netloc.decode("ascii")}
     extensions = ({"sni_hostname": url.raw_host.decode("ascii")} if url.scheme == "https"
                   else {})
     refused: httpx.ConnectError | None = None
-    with httpx.Client(trust_env=False, follow_redirects=False, timeout=timeout) as client:
+    with httpx.Client(trust_env=False, follow_redirects=False, timeout=timeout,
+                      verify=verify) as client:
         for address in target.addresses:
             try:
                 return client.post(url.copy_with(host=str(address)), json=dict(payload),

@@ -14,6 +14,7 @@ import ipaddress
 import socket
 from typing import Any
 
+import httpx
 import pytest
 
 from copier import alerts, clock, outbound
@@ -221,3 +222,83 @@ def test_an_allow_list_covers_the_carried_address_too():
 def test_a_bad_allow_list_is_a_clear_error(value):
     with pytest.raises(ValueError, match=r"COPIER_WEBHOOK_ALLOWED_NETWORKS: .* is not a network"):
         outbound.networks_parse(f"127.0.0.1, {value}")
+
+
+# --- over https: the name is kept for TLS -------------------------------------------------
+
+
+@pytest.fixture
+def tls_receiver(tmp_path) -> Any:
+    """An https receiver on 127.0.0.1 whose certificate names `hook.test` only, and a client
+    context trusting it: the SNI and Host it was asked with are recorded."""
+    import ssl
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "hook.test")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(1)
+            .not_valid_before(now - dt.timedelta(days=1))
+            .not_valid_after(now + dt.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName("hook.test")]), False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
+            .sign(key, hashes.SHA256()))
+    cert_file, key_file = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                           serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    seen: dict[str, list[str]] = {"sni": [], "host": []}
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            seen["host"].append(self.headers.get("Host", ""))
+            self.rfile.read(int(self.headers.get("Content-Length", "0")))
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert_file, key_file)
+    context.sni_callback = lambda _sock, sni, _ctx: seen["sni"].append(sni or "")
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02},
+                              daemon=True)
+    thread.start()
+    yield server.server_address[1], ssl.create_default_context(cafile=str(cert_file)), seen
+    server.shutdown()
+    server.server_close()
+
+
+def test_over_https_the_name_is_the_sni_and_the_certificate_is_checked_against_it(
+        tls_receiver, monkeypatch):
+    port, trusting, seen = tls_receiver
+    real = socket.getaddrinfo
+
+    def getaddrinfo(host: Any, p: Any, *args: Any, **kwargs: Any) -> Any:
+        if host == "hook.test":
+            return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", int(p)))]
+        return real(host, p, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    policy = outbound.Policy.of(allow_private=False, networks="127.0.0.0/8")
+    target = outbound.url_target(f"https://hook.test:{port}/hooks/{TOKEN}", policy)
+    assert target.addresses == (ipaddress.ip_address("127.0.0.1"),)
+    response = outbound.post_json(target, {"text": "hi"}, timeout=5, verify=trusting)
+    assert response.status_code == 200
+    assert seen == {"sni": ["hook.test"], "host": [f"hook.test:{port}"]}
+    # the certificate names hook.test, not the address: asked by address, it is refused
+    by_address = outbound.url_target(f"https://127.0.0.1:{port}/hooks/{TOKEN}", policy)
+    with pytest.raises(httpx.ConnectError):
+        outbound.post_json(by_address, {"text": "hi"}, timeout=5, verify=trusting)
