@@ -2,8 +2,9 @@
 
 Credentials are stored as Fernet tokens so that a database dump or backup
 does not leak broker logins; the key lives only in the environment
-(`COPIER_ENCRYPTION_KEY`). The field's repr never shows the plaintext, and
-neither do Django's serializers (`dumpdata`): they get a token too.
+(`COPIER_ENCRYPTION_KEY`; several while one is rotated, see accounts.keys). The
+field's repr never shows the plaintext, and neither do Django's serializers
+(`dumpdata`): they get a token too.
 """
 
 from __future__ import annotations
@@ -11,14 +12,17 @@ from __future__ import annotations
 from functools import cache
 from typing import Any
 
-from cryptography.fernet import Fernet, InvalidToken
+from cryptography.fernet import InvalidToken, MultiFernet
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.db import models
 
+from accounts.keys import KeyListError, multi_fernet
+
 
 @cache
-def _fernet(key: str) -> Fernet:
+def _fernet(key: str) -> MultiFernet:
+    """One or several keys (accounts.keys): the first encrypts, every one decrypts."""
     if not key:
         raise ImproperlyConfigured(
             "COPIER_ENCRYPTION_KEY is not set, so broker credentials can be neither stored nor "
@@ -26,12 +30,9 @@ def _fernet(key: str) -> Fernet:
             ".stack/encryption-key. In production, set it in .env."
         )
     try:
-        return Fernet(key.encode())
-    except ValueError as exc:
-        raise ImproperlyConfigured(
-            "COPIER_ENCRYPTION_KEY must be a urlsafe base64 Fernet key "
-            "(python -c 'from cryptography.fernet import Fernet; print(Fernet.generate_key())')"
-        ) from exc
+        return multi_fernet(key)
+    except KeyListError as exc:
+        raise ImproperlyConfigured(str(exc)) from None
 
 
 class Secret(str):
@@ -52,7 +53,8 @@ def decrypt(token: str) -> Secret:
         return Secret(_fernet(settings.COPIER_ENCRYPTION_KEY).decrypt(token.encode()).decode())
     except InvalidToken as exc:
         raise ImproperlyConfigured(
-            "Stored credentials cannot be decrypted: COPIER_ENCRYPTION_KEY changed?"
+            "Stored credentials cannot be decrypted with any key of COPIER_ENCRYPTION_KEY: "
+            "a key removed before `manage.py copier_rotate_key` ran?"
         ) from exc
 
 

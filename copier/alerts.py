@@ -13,7 +13,9 @@ and blocks nothing: copying never waits for an alert.
 A channel is a copy group's `AlertConfig`; a group without one, and an alert about
 no group, goes to the operator's destinations from the environment
 (`COPIER_ALERT_EMAILS`, `COPIER_ALERT_WEBHOOK_URL`). Webhook URLs are tokens: they
-are never logged, nor written into an error kept on a row.
+are never logged, nor written into an error kept on a row. A webhook is posted to
+only at a public address, judged at each send (copier.outbound): the person who
+typed the URL may not point the worker at loopback or the operator's network.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Q
 
 from accounts.models import ConnectionState, TradingAccount
-from copier import clock
+from copier import clock, outbound
 from copier.models import (
     Alert,
     AlertConfig,
@@ -40,6 +42,7 @@ from copier.models import (
     CopyGroup,
     Follower,
     alert_emails_split,
+    webhook_policy,
 )
 
 log = logging.getLogger(__name__)
@@ -289,6 +292,15 @@ def _backoff(attempts: int) -> dt.timedelta:
 def _safe_error(exc: BaseException) -> str:
     """What failed, without the URL: httpx puts the request's URL (the webhook's token)
     into its messages, so only the type and, for an HTTP answer, its status are kept."""
+    if isinstance(exc, outbound.AddressRefused):
+        return f"webhook refused: {exc} ({outbound.ALLOW_HINT})"
+    if isinstance(exc, outbound.BadUrl):
+        return f"webhook URL {exc}"
+    if isinstance(exc, outbound.HostUnresolved):
+        return f"webhook unreachable ({exc})"
+    if isinstance(exc, httpx.HTTPStatusError) and exc.response.is_redirect:
+        return (f"webhook answered HTTP {exc.response.status_code}, a redirect (not "
+                "followed)")
     if isinstance(exc, httpx.HTTPStatusError):
         return f"webhook answered HTTP {exc.response.status_code}"
     if isinstance(exc, httpx.HTTPError):
@@ -335,8 +347,14 @@ def _email_send(recipients: list[str], subject: str, body: str) -> None:
 
 
 def _webhook_post(url: str, subject: str, body: str) -> None:
-    """Slack reads `text`, Discord `content`: both are sent, each ignores the other."""
+    """Slack reads `text`, Discord `content`: both are sent, each ignores the other.
+
+    The host is resolved and judged here, at each send, and the POST goes to the address
+    judged (copier.outbound): the form's check alone would let a DNS answer changed since
+    then point the worker at loopback or the operator's network."""
     text = "\n".join([subject, *body.splitlines()[1:]])
     payload = {"text": text, "content": text[:DISCORD_MAX]}
-    response = httpx.post(url, json=payload, timeout=settings.COPIER_ALERT_WEBHOOK_TIMEOUT)
+    target = outbound.url_target(url, webhook_policy())
+    response = outbound.post_json(target, payload,
+                                  timeout=settings.COPIER_ALERT_WEBHOOK_TIMEOUT)
     response.raise_for_status()

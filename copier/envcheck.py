@@ -7,11 +7,10 @@ rather than one per restart.
 
 from __future__ import annotations
 
-import binascii
 from collections.abc import Mapping
 from urllib.parse import urlsplit
 
-from cryptography.fernet import Fernet
+from accounts.keys import KeyListError, keys_split
 
 ENVIRONMENTS = ("local", "production")
 # What `.env.example` ships with: a value still containing it was never set.
@@ -20,8 +19,6 @@ SECRET_KEY_MIN_LENGTH = 50  # Django's own `check --deploy` threshold (security.
 SECRET_KEY_MIN_UNIQUE = 5
 
 MAKE_DJANGO_KEY = "python -c 'import secrets; print(secrets.token_urlsafe(50))'"
-MAKE_FERNET_KEY = ("python -c 'from cryptography.fernet import Fernet; "
-                   "print(Fernet.generate_key().decode())'")
 
 
 def copier_env(value: str | None) -> str:
@@ -68,14 +65,12 @@ def _secret_key(value: str) -> list[str]:
 
 
 def _encryption_key(value: str) -> list[str]:
-    if not value:
-        return [f"COPIER_ENCRYPTION_KEY is not set: generate one with {MAKE_FERNET_KEY}"]
+    """One key, or several separated by commas while a key is rotated (accounts.keys)."""
     try:
-        Fernet(value.encode())
-    except (ValueError, binascii.Error):
-        return ["COPIER_ENCRYPTION_KEY is not a Fernet key (32 url-safe base64-encoded bytes)"
-                + (", it is the .env.example placeholder" if is_placeholder(value) else "")
-                + f": generate one with {MAKE_FERNET_KEY}"]
+        keys_split(value)
+    except KeyListError as exc:
+        return [str(exc) + (" (it is the .env.example placeholder)"
+                            if is_placeholder(value) else "")]
     return []
 
 

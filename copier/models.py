@@ -20,7 +20,7 @@ from django.db.models import Max, Q
 from accounts.fields import EncryptedTextField
 from accounts.models import TradingAccount
 from accounts.symbols import normalise_symbol
-from copier import rules, symbol_map
+from copier import outbound, rules, symbol_map
 
 # The rules' words, as every model and form offers them: one list, never retyped.
 SIDE_CHOICES = [(side.value, side.value) for side in rules.Side]
@@ -904,12 +904,31 @@ def alert_emails_split(value: str) -> list[str]:
             if a.strip()]
 
 
+def webhook_policy() -> outbound.Policy:
+    """Which non-public addresses the operator lets webhooks go to (settings)."""
+    from django.conf import settings
+
+    return outbound.Policy.of(allow_private=settings.COPIER_WEBHOOK_ALLOW_PRIVATE,
+                              networks=settings.COPIER_WEBHOOK_ALLOWED_NETWORKS)
+
+
 def validate_webhook_url(value: str) -> None:
-    """An http(s) URL; the message never repeats it (it carries the channel's token)."""
+    """An http(s) URL to a public address; the message never repeats the URL (it carries the
+    channel's token). The address is judged first, so that a spelling of loopback the URL
+    syntax refuses (http://2130706433/) is named for what it is. A host that does not
+    resolve now is let through: the sender judges it again at every send."""
     from django.core.validators import URLValidator
 
     if not value:
         return
+    try:
+        outbound.url_target(str(value), webhook_policy())
+    except outbound.AddressRefused as exc:
+        raise ValidationError(
+            "Refused: %(reason)s. Alerts are sent to public addresses only; %(hint)s.",
+            params={"reason": str(exc), "hint": outbound.ALLOW_HINT}) from None
+    except (outbound.BadUrl, outbound.HostUnresolved):
+        pass  # the URL's syntax is judged below; an unresolved name, at each send
     try:
         URLValidator(schemes=["http", "https"])(str(value))
     except ValidationError:

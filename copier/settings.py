@@ -18,7 +18,9 @@ import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 from kombu import Queue
 
+from accounts.keys import KeyListError, keys_split
 from copier.envcheck import copier_env, production_problems
+from copier.outbound import networks_parse
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 try:
@@ -37,7 +39,8 @@ def _flag(name: str, default: bool) -> bool:
 
 if PRODUCTION:  # both checked by production_problems above
     SECRET_KEY = os.environ["SECRET_KEY"]
-    # Fernet key that encrypts broker credentials at rest (accounts.fields).
+    # Fernet key that encrypts broker credentials at rest (accounts.fields); several,
+    # comma-separated, while a key is rotated: the first encrypts (accounts.keys).
     COPIER_ENCRYPTION_KEY = os.environ["COPIER_ENCRYPTION_KEY"]
 else:
     # No key is written here: a key in public source protects nothing. `make run` and the
@@ -47,6 +50,11 @@ else:
     # nor read (accounts.fields says what to do) rather than locked with a key lost at exit.
     SECRET_KEY = os.environ.get("SECRET_KEY") or secrets.token_urlsafe(50)
     COPIER_ENCRYPTION_KEY = os.environ.get("COPIER_ENCRYPTION_KEY", "")
+    if COPIER_ENCRYPTION_KEY:  # a key list given wrong is said at start, not at first read
+        try:
+            keys_split(COPIER_ENCRYPTION_KEY)
+        except KeyListError as exc:
+            raise ImproperlyConfigured(str(exc)) from None
 # Off by default even locally: query logging costs the hot path a third of its time.
 DEBUG = _flag("DEBUG", False)
 ALLOWED_HOSTS = [h for h in os.environ.get("ALLOWED_HOSTS", "localhost,127.0.0.1").split(",") if h]
@@ -217,6 +225,15 @@ COPIER_ALERT_WEBHOOK_TIMEOUT = float(os.environ.get("COPIER_ALERT_WEBHOOK_TIMEOU
 COPIER_ALERT_INTERVAL_SECONDS = int(os.environ.get("COPIER_ALERT_INTERVAL_SECONDS", "60"))
 # An account disconnected this long alerts (a group's alert configuration overrides it).
 COPIER_ALERT_DISCONNECT_SECONDS = int(os.environ.get("COPIER_ALERT_DISCONNECT_SECONDS", "120"))
+# Webhooks go to public addresses only (copier.outbound): loopback, private, link-local,
+# unspecified, multicast and reserved ones are refused when sent to, unless allowed here,
+# all of them (a webhook receiver on the operator's own network) or a list of networks.
+COPIER_WEBHOOK_ALLOW_PRIVATE = _flag("COPIER_WEBHOOK_ALLOW_PRIVATE", False)
+try:
+    COPIER_WEBHOOK_ALLOWED_NETWORKS = [
+        str(n) for n in networks_parse(os.environ.get("COPIER_WEBHOOK_ALLOWED_NETWORKS", ""))]
+except ValueError as exc:
+    raise ImproperlyConfigured(str(exc)) from None
 
 # --- Metrics (copier.metrics, GET /metrics) -----------------------------------------------
 # With a token, a scrape must send `Authorization: Bearer <token>`; without one, /metrics

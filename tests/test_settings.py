@@ -159,3 +159,24 @@ def test_the_compose_environment_passes_check_deploy_with_nothing_silenced():
     done = _manage("check", "--deploy", "--fail-level", "WARNING", **_compose_environment())
     assert done.returncode == 0, done.stderr + done.stdout
     assert "System check identified no issues (0 silenced)." in done.stdout, done.stdout
+
+
+def test_a_malformed_webhook_allow_list_refuses_to_start():
+    done = _import_settings(COPIER_WEBHOOK_ALLOWED_NETWORKS="127.0.0.1/32, 10.0.0.0/33")
+    assert done.returncode != 0
+    assert "COPIER_WEBHOOK_ALLOWED_NETWORKS: '10.0.0.0/33' is not a network" in done.stderr
+
+
+def test_a_malformed_encryption_key_list_refuses_to_start_in_any_mode():
+    good = Fernet.generate_key().decode()
+    for env in ({}, _good_production()):
+        done = _import_settings(**{**env, "COPIER_ENCRYPTION_KEY": f"{good},not-a-key"})
+        assert done.returncode != 0
+        assert "COPIER_ENCRYPTION_KEY: key 2 of 2 is not a Fernet key" in done.stderr
+        assert good not in done.stderr
+
+
+def test_two_encryption_keys_are_accepted_in_production():
+    keys = f"{Fernet.generate_key().decode()},{Fernet.generate_key().decode()}"
+    done = _import_settings(**_good_production(COPIER_ENCRYPTION_KEY=keys))
+    assert done.returncode == 0, done.stderr

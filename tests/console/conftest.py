@@ -27,3 +27,10 @@ def webhook() -> Iterator[WebhookReceiver]:
     receiver = WebhookReceiver()
     yield receiver
     receiver.stop()
+
+
+@pytest.fixture
+def loopback_webhooks(settings) -> None:
+    """The receivers above listen on loopback, which webhooks may not reach unless the
+    operator allows it (copier.outbound): these tests allow it, as an operator would."""
+    settings.COPIER_WEBHOOK_ALLOWED_NETWORKS = ["127.0.0.0/8"]

@@ -108,24 +108,32 @@ class SmtpServer:
 
 class WebhookReceiver:
     """An HTTP server on 127.0.0.1:0 that records each POSTed JSON body and answers
-    `statuses` in turn (200 once they are used up)."""
+    `statuses` in turn (200 once they are used up; a 3xx with `Location: location`).
+    `hosts` has the Host header of every request that arrived, whatever its answer."""
 
     def __init__(self, statuses: list[int] | None = None) -> None:
         self.posts: list[dict[str, Any]] = []
         self.paths: list[str] = []
+        self.hosts: list[str] = []
         self.statuses = list(statuses or [])
+        self.location = ""
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
+                receiver.hosts.append(self.headers.get("Host", ""))
                 body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
                 status = receiver.statuses.pop(0) if receiver.statuses else 200
                 if status == 200:
                     receiver.posts.append(json.loads(body))
                     receiver.paths.append(self.path)
                 self.send_response(status)
+                if 300 <= status < 400:
+                    self.send_header("Location", receiver.location)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
+
+            do_GET = do_POST  # a redirect followed as a GET would land here too
 
             def log_message(self, format: str, *args: Any) -> None:
                 pass  # quiet: the test reads `posts`

@@ -29,7 +29,7 @@ TOKEN = "T0KEN-abc123-secret"
 
 
 @pytest.fixture
-def world(frozen_clock, smtp, webhook):
+def world(frozen_clock, smtp, webhook, loopback_webhooks):
     leader, f1, f2 = account("L"), account("F1"), account("F2")
     g = group("g", leader, {f1: "1", f2: "1"})
     AlertConfig.objects.create(group=g, emails="ops@example.com, desk@example.com",

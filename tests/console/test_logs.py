@@ -96,7 +96,7 @@ HOOK_TOKEN = "hook-S3CRET-four"
 
 @pytest.mark.django_db(transaction=True, databases="__all__")
 @pytest.mark.usefixtures("eager_tasks", "frozen_clock")
-def test_a_full_copy_logs_no_secret(json_log, smtp, webhook, settings):
+def test_a_full_copy_logs_no_secret(json_log, smtp, webhook, loopback_webhooks, settings):
     leader = account("L", credentials=json.dumps(SECRETS))
     f1 = account("F1", credentials=json.dumps({"password": SECRETS["password"]}))
     f2 = account("F2", credentials=json.dumps({"api_key": SECRETS["api_key"]}))
