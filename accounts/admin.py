@@ -27,12 +27,14 @@ from django.utils.html import format_html
 from accounts.credentials import credential_fieldsets, trading_account_form
 from accounts.models import Position, TradingAccount
 from accounts.symbols import normalise_symbol
-from brokers.base import BrokerError
+from brokers.base import BrokerError, venue_text
 from brokers.registry import adapter_for
 from copier import rules
 from copier.console.decisions import changelist_url, links
 from copier.console.display import time_display
 from copier.models import SIDE_CHOICES
+
+SUMMARY = 400  # the longest connection test message shown
 
 
 class PositionInline(admin.TabularInline):
@@ -119,15 +121,19 @@ class TradingAccountAdmin(admin.ModelAdmin):
                         queryset: QuerySet[TradingAccount]) -> None:
         """Log in with the stored login and say what the venue shows, or exactly what failed.
 
-        Sends no order; a person checks a new account here before copying to it.
+        Sends no order; a person checks a new account here before copying to it. What it
+        says is the adapter's summary (a status, a short known text), cut short again
+        here: never an answer's body, which could be another service's page.
         """
         for account in queryset:
             try:
                 summary = adapter_for(account).connection_test()
             except BrokerError as exc:
-                self.message_user(request, f"{account}: {exc.message}", messages.ERROR)
+                self.message_user(request, f"{account}: {venue_text(exc.message, SUMMARY)}",
+                                  messages.ERROR)
             else:
-                self.message_user(request, f"{account}: {summary}", messages.SUCCESS)
+                self.message_user(request, f"{account}: {venue_text(summary, SUMMARY)}",
+                                  messages.SUCCESS)
 
     def has_sim_control_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         """A sim fill on a leader is copied to its followers: it trades, as a leader would."""

@@ -4,7 +4,10 @@ Each adapter declares what its venue's login needs (`credential_fields`); the
 form asks for exactly that, checks it with the adapter's own rules, and stores
 one JSON object, encrypted. A secret field never renders its stored value and
 a blank one keeps it, so editing an account's name does not need the API key
-again; switching the broker kind drops the old kind's login.
+again; switching the broker kind drops the old kind's login. A changed venue
+address (any URL the login goes to) drops the stored secrets: they must be typed
+again in the same save, since a secret is only ever sent to the address it was
+entered for (`TradingAccount.credentials_bind` holds the same rule for every writer).
 """
 
 from __future__ import annotations
@@ -81,15 +84,32 @@ class TradingAccountFormBase(forms.ModelForm):
             return cleaned  # the venue needs no login (sim): whatever is stored stays
         same_kind = bool(self.instance.pk) and self.instance.broker == kind
         stored = stored_credentials(self.instance) if same_kind else {}
-        values: dict[str, str] = {}
-        for credential in adapter.credential_fields:
-            typed = str(cleaned.get(field_name(kind, credential)) or "")
-            values[credential.name] = typed or (stored.get(credential.name, "")
-                                                if credential.secret else "")
+        typed = {c.name: str(cleaned.get(field_name(kind, c)) or "")
+                 for c in adapter.credential_fields}
+        plain = {c.name: typed[c.name] for c in adapter.credential_fields if not c.secret}
+        kept = {c.name: stored.get(c.name, "") for c in adapter.credential_fields if c.secret}
+        addresses = adapter.credentials_addresses_of({**kept, **plain})
+        moved = bool(stored) and addresses is not None and (
+            addresses != adapter.credentials_addresses_of(stored))
+        if moved:
+            # A stored secret never goes to an address other than the one it was typed for:
+            # a new address clears them, and they must be typed again in the same save.
+            missing = [c.label for c in adapter.credential_fields
+                       if c.secret and not typed[c.name]]
+            if missing:
+                self.add_error(None, f"{adapter.label} login: the venue address changed, so "
+                               f"the stored {' and '.join(missing)} must be typed again (a "
+                               "secret is only sent to the address it was entered for)")
+                return cleaned
+        values = {**plain, **{name: typed[name] or ("" if moved else value)
+                              for name, value in kept.items()}}
         try:
             self.instance.credentials = json.dumps(adapter.credentials_clean(values))
         except ValueError as exc:
             self.add_error(None, f"{adapter.label} login: {exc}")
+            return cleaned
+        self.instance.secrets_entered = frozenset(
+            c.name for c in adapter.credential_fields if c.secret and typed[c.name])
         return cleaned
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from django.core.exceptions import ValidationError
@@ -9,9 +10,10 @@ from django.db import models
 from django.db.models import Q
 from django.db.models.functions import MD5
 
-from accounts.fields import EncryptedTextField
+from accounts.fields import EncryptedTextField, Secret
 from accounts.symbols import normalise_symbol
-from brokers.registry import broker_choices
+from brokers.base import BOUND_KEY, addresses_digest
+from brokers.registry import BROKERS, adapter_class, broker_choices
 
 
 class ConnectionState(models.TextChoices):
@@ -81,20 +83,95 @@ class TradingAccount(models.Model):
     stream_owned_since = models.DateTimeField(null=True, blank=True, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
 
+    # The secret fields a person typed in this edit (the admin's form says so): one typed
+    # again may equal the stored value, and is then bound to the addresses saved with it.
+    # Not a column; cleared by each save.
+    secrets_entered: frozenset[str] = frozenset()
+
     class Meta:
         ordering = ["name"]
 
     def __str__(self) -> str:
         return self.name
 
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        fields = kwargs.get("update_fields")
+        if ("credentials" not in self.get_deferred_fields()
+                and (fields is None or "credentials" in fields)):
+            self.credentials_bind()
+        super().save(*args, **kwargs)
+        self.secrets_entered = frozenset()
+
     def clean(self) -> None:
         self.name = self.name.strip()
         if not self.name:
             raise ValidationError({"name": "An account needs a name."})
+        self.credentials_bind()
+
+    def credentials_bind(self) -> None:
+        """Bind the login's secrets to the venue addresses they were entered for.
+
+        A secret is only ever sent where it was typed for: the adapters refuse a login
+        whose addresses are not the ones its binding names (`BrokerAdapter.credentials_read`).
+        Secrets new in this save (a different value, a new account, or typed again:
+        `secrets_entered`) are bound to the addresses saved with them; a secret kept from
+        the stored row keeps its binding, so a changed address with a kept secret is
+        refused here (ValidationError, nothing stored), whoever writes the row.
+        """
+        if self.broker not in BROKERS:
+            return
+        adapter = adapter_class(self.broker)
+        secrets = [f for f in adapter.credential_fields if f.secret]
+        new = _login(self.credentials)
+        if not secrets or new is None:
+            return  # no login to bind: the adapter refuses what is not one, at its use
+        try:
+            bound = adapter.credentials_bound(new)
+        except ValueError:
+            # not a valid login: refused at its use; it carries no binding of its own
+            new.pop(BOUND_KEY, None)
+            self.credentials = Secret(json.dumps(new))
+            return
+        old = self._login_stored()
+        kept = [f.label for f in secrets if new.get(f.name) and new.get(f.name) ==
+                old.get(f.name) and f.name not in self.secrets_entered]
+        if kept and _binding_of(adapter, old) != bound[BOUND_KEY]:
+            raise ValidationError(
+                f"The venue address changed, so the stored {' and '.join(kept)} must be typed "
+                "again: a secret is only ever sent to the address it was entered for.")
+        self.credentials = Secret(json.dumps(bound))
+
+    def _login_stored(self) -> dict[str, str]:
+        """The login as the database holds it for this account and kind ({} if none)."""
+        if self.pk is None:
+            return {}
+        stored = (TradingAccount.objects.filter(pk=self.pk, broker=self.broker)
+                  .values_list("credentials", flat=True).first())
+        return _login(stored) or {}
 
     @property
     def is_connected(self) -> bool:
         return self.connection_state == ConnectionState.CONNECTED
+
+
+def _login(value: object) -> dict[str, str] | None:
+    """A stored login as a dict; None when empty or not a JSON object."""
+    try:
+        parsed = json.loads(str(value or "") or "null")
+    except ValueError:
+        return None
+    if not isinstance(parsed, dict):
+        return None
+    return {str(k): str(v) for k, v in parsed.items() if v is not None}
+
+
+def _binding_of(adapter: Any, login: dict[str, str]) -> str | None:
+    """What a stored login's secrets are bound to. A row bound before bindings existed is
+    bound to its own addresses (the migration binds every row; this covers a restore)."""
+    if BOUND_KEY in login:
+        return login[BOUND_KEY]
+    addresses = adapter.credentials_addresses_of(login)
+    return None if addresses is None else addresses_digest(adapter.kind, addresses)
 
 
 class Position(models.Model):

@@ -36,11 +36,15 @@ A `Fill` carries the broker's `seq` where the venue numbers its fills in order
 from __future__ import annotations
 
 import abc
+import dataclasses
 import datetime as dt
+import hashlib
+import json
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from decimal import Decimal
+from http import HTTPStatus
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 # The rules' vocabulary, re-exported for adapters: an order's side means one thing from
@@ -238,6 +242,35 @@ class CredentialField:
     required: bool = True
     help_text: str = ""
     choices: tuple[tuple[str, str], ...] = ()
+    # A venue address (a URL): the login's secrets go there, and are bound to it.
+    address: bool = False
+
+
+# The key, in an account's stored login and in a session's data, of the digest of the venue
+# addresses the secrets were entered for (the token obtained at): see `credentials_read`.
+BOUND_KEY = "bound_to"
+VENUE_TEXT_LIMIT = 80
+
+
+def addresses_digest(kind: str, addresses: Sequence[str]) -> str:
+    """What a login's secrets are bound to: a digest, so the binding says nothing by itself."""
+    return hashlib.sha256("\0".join([kind, *addresses]).encode()).hexdigest()
+
+
+def status_phrase(status: int) -> str:
+    """The standard name of an HTTP status ("Forbidden"): what an error answer is shown as."""
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return ""
+
+
+def venue_text(value: object, limit: int = VENUE_TEXT_LIMIT) -> str:
+    """A venue's own error text as a person may read it: one line of printable characters,
+    at most `limit` long, never a whole answer. What answers may not be the venue (an address
+    typed wrong, an internal service), and its page must not be read through the copier."""
+    text = " ".join("".join(c if c.isprintable() else " " for c in str(value or "")).split())
+    return text if len(text) <= limit else text[:limit - 1] + "\u2026"
 
 
 @dataclass(frozen=True, slots=True)
@@ -379,6 +412,68 @@ class BrokerAdapter(abc.ABC):
         if missing:
             raise ValueError(f"missing: {', '.join(missing)}")
         return {f.name: values[f.name] for f in cls.credential_fields if values.get(f.name)}
+
+    @classmethod
+    def credential_addresses(cls, cleaned: Mapping[str, str]) -> tuple[str, ...]:
+        """Every venue address a cleaned login's secrets are sent to (a default standing in
+        for a field left blank): what they are bound to."""
+        return tuple(cleaned.get(f.name, "") for f in cls.credential_fields if f.address)
+
+    @classmethod
+    def credentials_bound(cls, values: Mapping[str, str]) -> dict[str, str]:
+        """The login as stored: `values` with the digest of the addresses its secrets are
+        entered for now. Only `TradingAccount.save` calls it, when the secrets are new: a
+        kept secret keeps the binding it had (ValueError as `credentials_clean`)."""
+        plain = {str(k): str(v) for k, v in values.items() if k != BOUND_KEY}
+        cleaned = cls.credentials_clean(dict(plain))
+        return {**plain, BOUND_KEY: addresses_digest(cls.kind, cls.credential_addresses(cleaned))}
+
+    @classmethod
+    def credentials_addresses_of(cls, values: Mapping[str, str]) -> tuple[str, ...] | None:
+        """The addresses of a login as stored or typed; None when it is not a valid login."""
+        try:
+            cleaned = cls.credentials_clean({str(k): str(v) for k, v in values.items()
+                                             if k != BOUND_KEY})
+        except ValueError:
+            return None
+        return cls.credential_addresses(cleaned)
+
+    def credentials_read(self) -> dict[str, str]:
+        """The stored login, cleaned, with its binding (`BOUND_KEY`), if its secrets were
+        entered for the addresses it names now; else PermanentBrokerError, and nothing is
+        sent anywhere: a secret only ever goes where it was typed for."""
+        where = f"account {self.account.name}: its {self.label} credentials"
+        raw = str(self.account.credentials or "")
+        try:
+            values = json.loads(raw) if raw else {}
+        except ValueError:
+            raise PermanentBrokerError(f"{where} are not JSON") from None
+        if not isinstance(values, dict):
+            raise PermanentBrokerError(f"{where} are not a JSON object")
+        try:
+            cleaned = self.credentials_clean({str(k): str(v) for k, v in values.items()
+                                              if k != BOUND_KEY and v is not None})
+        except ValueError as exc:
+            raise PermanentBrokerError(f"account {self.account.name}: {self.label} "
+                                       f"credentials: {exc}") from None
+        bound = addresses_digest(self.kind, self.credential_addresses(cleaned))
+        if values.get(BOUND_KEY) != bound:
+            raise PermanentBrokerError(
+                f"{where} were not entered for the venue address(es) they name now: type "
+                "the secrets again in the account's form (nothing was sent)")
+        return {**cleaned, BOUND_KEY: bound}
+
+    def session_bind(self, session: Session) -> Session:
+        """A session just obtained, marked with the addresses it was obtained at."""
+        return dataclasses.replace(
+            session, data={**session.data, BOUND_KEY: self.credentials_read()[BOUND_KEY]})
+
+    def session_fits(self, session: Session | None) -> Session | None:
+        """The session if it was obtained at the addresses the login names now, else None:
+        a venue's token is a secret too, never sent to an address that did not issue it."""
+        if session is None or session.data.get(BOUND_KEY) != self.credentials_read()[BOUND_KEY]:
+            return None
+        return session
 
     @classmethod
     def external_id_clean(cls, value: str) -> str:

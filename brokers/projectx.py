@@ -85,7 +85,9 @@ from brokers.base import (
     UnknownContract,
     Unreadable,
     orders_cancel_error,
+    status_phrase,
     unreadable,
+    venue_text,
 )
 from copier import clock
 
@@ -241,9 +243,9 @@ class ProjectXBroker(BrokerAdapter):
     credential_fields: ClassVar[tuple[CredentialField, ...]] = (
         CredentialField("username", "User name"),
         CredentialField("api_key", "API key", secret=True),
-        CredentialField("api_url", "API URL", required=False,
+        CredentialField("api_url", "API URL", required=False, address=True,
                         help_text=f"The firm's gateway, default {DEFAULT_API_URL}"),
-        CredentialField("rtc_url", "Realtime URL", required=False,
+        CredentialField("rtc_url", "Realtime URL", required=False, address=True,
                         help_text=f"The firm's realtime host, default {DEFAULT_RTC_URL}"),
     )
 
@@ -270,20 +272,9 @@ class ProjectXBroker(BrokerAdapter):
         return cleaned
 
     def _credentials(self) -> dict[str, str]:
-        raw = str(self.account.credentials or "")
-        try:
-            values = json.loads(raw) if raw else {}
-        except ValueError:
-            raise PermanentBrokerError(
-                f"account {self.account.name}: its ProjectX credentials are not JSON") from None
-        if not isinstance(values, dict):
-            raise PermanentBrokerError(
-                f"account {self.account.name}: its ProjectX credentials are not a JSON object")
-        try:
-            return self.credentials_clean({k: str(v) for k, v in values.items()})
-        except ValueError as exc:
-            raise PermanentBrokerError(
-                f"account {self.account.name}: ProjectX credentials: {exc}") from None
+        """The login, only where its secrets were entered for its addresses (the base's
+        `credentials_read`): every request's address comes from here."""
+        return self.credentials_read()
 
     @property
     def _api_url(self) -> str:
@@ -350,7 +341,10 @@ class ProjectXBroker(BrokerAdapter):
                                        "executed") if sending_order
                    else TransientBrokerError(message))
         if status != 200:
-            raise PermanentBrokerError(f"ProjectX {path}: HTTP {status} {response.text[:200]}")
+            # The status and its name, never the body: whatever answered may not be the
+            # venue, and its page is not for the admin to read through the copier.
+            raise PermanentBrokerError(
+                f"ProjectX {path}: HTTP {status} {status_phrase(status)}".strip())
         try:
             data = response.json()
         except ValueError:
@@ -404,7 +398,7 @@ class ProjectXBroker(BrokerAdapter):
     def _session(self, *, fresh: bool) -> Session:
         from brokers.sessions import session_load
 
-        session = session_load(self.account.pk, fresh=fresh)
+        session = self.session_fits(session_load(self.account.pk, fresh=fresh))
         if session is None:
             raise TransientBrokerError("no session: the listener has not logged in yet")
         return session
@@ -415,7 +409,7 @@ class ProjectXBroker(BrokerAdapter):
         if data.get("success") is False:
             raise PermanentBrokerError(
                 f"ProjectX {path}: errorCode {data.get('errorCode')} "
-                f"{data.get('errorMessage') or ''}".strip())
+                f"{venue_text(data.get('errorMessage'))}".strip())
 
     # --- sessions ----------------------------------------------------------------------------
     def session_obtain(self, current: Session | None) -> Session | None:
@@ -423,6 +417,7 @@ class ProjectXBroker(BrokerAdapter):
 
         Judged on the copier's clock, as the listener that asks and `session_load` judge."""
         now = clock.now()
+        current = self.session_fits(current)  # obtained at other addresses: never sent here
         if current is not None and current.expires_at - now > RENEW_BEFORE:
             return current
         if current is not None and current.expires_at > now:
@@ -443,7 +438,7 @@ class ProjectXBroker(BrokerAdapter):
             if code in LOGIN_TRANSIENT:
                 raise TransientBrokerError(message)
             raise PermanentBrokerError(message)
-        return Session(token=token, expires_at=token_expiry(token))
+        return self.session_bind(Session(token=token, expires_at=token_expiry(token)))
 
     def _renew(self, current: Session) -> Session | None:
         """Auth/validate's new token; None when the venue no longer takes the current one."""
@@ -464,14 +459,15 @@ class ProjectXBroker(BrokerAdapter):
         self._ok("/api/Account/search", data)
         accounts = {a.get("id"): a for a in data.get("accounts") or [] if isinstance(a, dict)}
         if account_id not in accounts:
-            listed = ", ".join(f"{i} ({a.get('name')})" for i, a in accounts.items()) or "none"
+            listed = ", ".join(f"{i} ({venue_text(a.get('name'), 40)})"
+                               for i, a in list(accounts.items())[:10]) or "none"
             raise PermanentBrokerError(
                 f"ProjectX: logged in, but account {account_id} is not among this login's "
                 f"active accounts: {listed}")
         held, unread = self._positions_read(account_id, token=session.token)
         shown = ", ".join(f"{s} {q:+d}" for s, q in sorted(held.items())) or "flat"
         shown += "".join(f"; {u.reason}" for u in unread)
-        name = accounts[account_id].get("name")
+        name = venue_text(accounts[account_id].get("name"), 40)
         return (f"{self.label}: logged in; account {account_id} ({name}) "
                 f"can trade: {accounts[account_id].get('canTrade')}; positions: {shown}")
 
@@ -569,7 +565,7 @@ class ProjectXBroker(BrokerAdapter):
         name, permanent = (PLACE_ERRORS.get(code, ("unknown errorCode", False))
                            if isinstance(code, int) else ("no errorCode", False))
         message = (f"ProjectX refused {request.client_order_id}: {name} (errorCode {code})"
-                   f" {data.get('errorMessage') or ''}").strip()
+                   f" {venue_text(data.get('errorMessage'))}").strip()
         try:
             earlier = self.find_order(request.client_order_id)
         except TransientBrokerError as exc:
@@ -642,7 +638,7 @@ class ProjectXBroker(BrokerAdapter):
                     "open", "pending"):
                 raise TransientBrokerError(
                     f"ProjectX: cancelling {client_order_id} refused: errorCode "
-                    f"{answer.get('errorCode')} {answer.get('errorMessage') or ''}".strip())
+                    f"{answer.get('errorCode')} {venue_text(answer.get('errorMessage'))}".strip())
         return self._order_read(account_id, order)
 
     def flatten(self, symbol: str) -> None:
@@ -652,7 +648,7 @@ class ProjectXBroker(BrokerAdapter):
         if data.get("success") is False:
             raise PermanentBrokerError(
                 f"ProjectX: closing {symbol} refused: errorCode {data.get('errorCode')} "
-                f"{data.get('errorMessage') or ''}".strip())
+                f"{venue_text(data.get('errorMessage'))}".strip())
 
     def orders_cancel_all(self) -> int:
         """Order/searchOpen, then Order/cancel for each; every one is tried before a failure
@@ -670,7 +666,8 @@ class ProjectXBroker(BrokerAdapter):
                 if answer.get("success") is False:
                     raise PermanentBrokerError(
                         f"ProjectX: cancelling order {order['id']} refused: errorCode "
-                        f"{answer.get('errorCode')} {answer.get('errorMessage') or ''}".strip())
+                        f"{answer.get('errorCode')} "
+                        f"{venue_text(answer.get('errorMessage'))}".strip())
             except BrokerError as exc:
                 failures.append(exc)
                 continue
@@ -801,6 +798,9 @@ class ProjectXStream(BrokerStream):
         if self.session is None:
             raise TransientBrokerError("no session: the listener has not logged in yet")
         creds = await asyncio.to_thread(self.adapter._credentials)
+        if self.adapter.session_fits(self.session) is None:
+            raise TransientBrokerError("the session was obtained at another address: the "
+                                       "listener logs in again")
         self._account_id = self.adapter._account_id()
         try:
             async with asyncio.timeout(HANDSHAKE_TIMEOUT):

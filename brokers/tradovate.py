@@ -72,7 +72,9 @@ from brokers.base import (
     UnknownContract,
     Unreadable,
     orders_cancel_error,
+    status_phrase,
     unreadable,
+    venue_text,
 )
 from copier import clock
 
@@ -191,9 +193,9 @@ class TradovateBroker(BrokerAdapter):
         CredentialField("sec", "sec", secret=True, help_text="The API key's secret."),
         CredentialField("environment", "environment", choices=(("demo", "demo"),
                                                                ("live", "live"))),
-        CredentialField("api_url", "REST URL", required=False,
+        CredentialField("api_url", "REST URL", required=False, address=True,
                         help_text="Only to override the environment's."),
-        CredentialField("ws_url", "WebSocket URL", required=False,
+        CredentialField("ws_url", "WebSocket URL", required=False, address=True,
                         help_text="Only to override the environment's."),
     )
 
@@ -219,23 +221,21 @@ class TradovateBroker(BrokerAdapter):
                 raise ValueError(f"{key} must start with {' or '.join(schemes)}")
         return cleaned
 
+    @classmethod
+    def credential_addresses(cls, cleaned: Mapping[str, str]) -> tuple[str, ...]:
+        """The REST and socket URLs the login goes to: the environment's unless overridden,
+        so a switch of environment is a change of address too."""
+        api, ws = ENVIRONMENTS[cleaned["environment"]]
+        return cleaned.get("api_url", api).rstrip("/"), cleaned.get("ws_url", ws)
+
     def _creds(self) -> dict[str, str]:
-        try:
-            values = json.loads(str(self.account.credentials or "") or "{}")
-        except json.JSONDecodeError:
-            raise PermanentBrokerError(f"{LABEL}: the account's credentials are not JSON"
-                                       ) from None
-        if not isinstance(values, dict):
-            raise PermanentBrokerError(f"{LABEL}: the account's credentials are not an object")
-        try:
-            return self.credentials_clean(values)
-        except ValueError as exc:
-            raise PermanentBrokerError(f"{LABEL}: credentials: {exc}") from None
+        """The login, only where its secrets were entered for its addresses (the base's
+        `credentials_read`): every request's address comes from here."""
+        return self.credentials_read()
 
     def _urls(self) -> tuple[str, str]:
-        creds = self._creds()
-        api, ws = ENVIRONMENTS[creds["environment"]]
-        return creds.get("api_url", api).rstrip("/"), creds.get("ws_url", ws)
+        api, ws = self.credential_addresses(self._creds())
+        return api, ws
 
     @classmethod
     def external_id_clean(cls, value: str) -> str:
@@ -293,7 +293,10 @@ class TradovateBroker(BrokerAdapter):
         if status == 404:
             raise PermanentBrokerError(f"{LABEL}: {path}: not found (HTTP 404)")
         if status >= 400:
-            raise PermanentBrokerError(f"{LABEL}: {path}: HTTP {status}: {response.text[:300]}")
+            # The status and its name, never the body: whatever answered may not be the
+            # venue, and its page is not for the admin to read through the copier.
+            raise PermanentBrokerError(f"{LABEL}: {path}: HTTP {status} {status_phrase(status)}"
+                                       .strip())
         try:
             answer = response.json()
         except ValueError:
@@ -335,8 +338,8 @@ class TradovateBroker(BrokerAdapter):
     def _session(self, *, fresh: bool = False) -> Session:
         from brokers.sessions import session_load
 
-        session = None if self.account.pk is None else session_load(self.account.pk,
-                                                                    fresh=fresh)
+        session = None if self.account.pk is None else self.session_fits(
+            session_load(self.account.pk, fresh=fresh))
         if session is None:
             raise TransientBrokerError("no session: the listener has not logged in yet")
         return session
@@ -363,6 +366,7 @@ class TradovateBroker(BrokerAdapter):
 
     def session_obtain(self, current: Session | None) -> Session | None:
         """Renew while `current` is good (same session), else log in (a new one)."""
+        current = self.session_fits(current)  # obtained at other addresses: never sent here
         if current is not None and current.expires_at - RENEW_MARGIN > clock.now():
             try:
                 answer = self._send("GET", "/auth/renewaccesstoken", token=current.token)
@@ -376,9 +380,9 @@ class TradovateBroker(BrokerAdapter):
         token, expires, user_id = self._token_request()
         spec = self._account_spec(token)
         log.info("%s: logged in to %s (user %s, account %s)", self.account, LABEL, user_id, spec)
-        return Session(token=token, expires_at=expires,
-                       data={"userId": user_id, "accountSpec": spec,
-                             "accountId": self._account_id()})
+        return self.session_bind(Session(token=token, expires_at=expires,
+                                         data={"userId": user_id, "accountSpec": spec,
+                                               "accountId": self._account_id()}))
 
     def _token_request(self) -> tuple[str, dt.datetime, int]:
         creds = self._creds()
@@ -392,7 +396,8 @@ class TradovateBroker(BrokerAdapter):
         if not isinstance(answer, dict):
             raise TransientBrokerError(f"{LABEL}: login: unexpected answer")
         if answer.get("errorText"):
-            raise PermanentBrokerError(f"{LABEL}: credentials refused: {answer['errorText']}")
+            raise PermanentBrokerError(
+                f"{LABEL}: credentials refused: {venue_text(answer['errorText'])}")
         if not answer.get("accessToken") or answer.get("userId") is None:
             raise PermanentBrokerError(f"{LABEL}: login answered without a token")
         return (str(answer["accessToken"]), _time(answer.get("expirationTime")),
@@ -408,7 +413,7 @@ class TradovateBroker(BrokerAdapter):
         for row in listed:
             if row.get("id") == wanted:
                 return str(row.get("name"))
-        names = ", ".join(f"{a.get('name')} ({a.get('id')})" for a in listed) or "none"
+        names = _accounts_named(listed)
         raise PermanentBrokerError(f"{LABEL}: account {wanted} is not among this login's "
                                    f"accounts: {names}")
 
@@ -634,7 +639,7 @@ class TradovateBroker(BrokerAdapter):
             raise TransientBrokerError(f"{LABEL}: cash balance snapshot: unexpected answer")
         if answer.get("errorText"):
             raise PermanentBrokerError(
-                f"{LABEL}: cash balance snapshot refused: {answer['errorText']}")
+                f"{LABEL}: cash balance snapshot refused: {venue_text(answer['errorText'])}")
         value = answer.get("realizedPnL")
         try:
             amount = None if value is None or isinstance(value, bool) else Decimal(str(value))
@@ -686,7 +691,7 @@ class TradovateBroker(BrokerAdapter):
         if self.account.pk is not None:
             from brokers.sessions import session_load
 
-            stored = session_load(self.account.pk)
+            stored = self.session_fits(session_load(self.account.pk))
         if stored is not None:
             token, how = stored.token, "the listener's session"
         else:
@@ -701,8 +706,8 @@ class TradovateBroker(BrokerAdapter):
             raise type(exc)(f"listing the accounts failed: {exc.message}") from None
         spec = next((a.get("name") for a in listed if a.get("id") == mine), None)
         if spec is None:
-            names = ", ".join(f"{a.get('name')} ({a.get('id')})" for a in listed) or "none"
-            raise PermanentBrokerError(f"account {mine} not found; this login has: {names}")
+            raise PermanentBrokerError(f"account {mine} not found; this login has: "
+                                       f"{_accounts_named(listed)}")
         try:
             rows = self._send("GET", "/position/list", token=token)
             held, unread = self._positions_held(rows, mine, token=token)
@@ -710,7 +715,8 @@ class TradovateBroker(BrokerAdapter):
             raise type(exc)(f"reading the positions failed: {exc.message}") from None
         listed_held = ", ".join(f"{k} {v:+d}" for k, v in sorted(held.items())) or "flat"
         listed_held += "".join(f"; {u.reason}" for u in unread)
-        return f"{self.label}: {how}; account {spec} ({mine}); positions: {listed_held}"
+        return (f"{self.label}: {how}; account {venue_text(spec, 40)} ({mine}); "
+                f"positions: {listed_held}")
 
     def stream(self, session: Session | None) -> BrokerStream:
         return TradovateStream(self, session)
@@ -736,13 +742,20 @@ def _retry_after(response: httpx.Response, default: float) -> float:
         return default
 
 
+def _accounts_named(listed: list[dict[str, Any]]) -> str:
+    """The accounts a login lists, short: names cut, at most ten."""
+    return ", ".join(f"{venue_text(a.get('name'), 40)} ({venue_text(a.get('id'), 20)})"
+                     for a in listed[:10]) or "none"
+
+
 def _failure(answer: dict[str, Any]) -> BrokerError | None:
     """The venue's refusal inside an HTTP 200, as the error kind a retry can or cannot fix."""
     reason = answer.get("failureReason")
     if (reason in (None, "", "Success")) and not answer.get("errorText"):
         return None
-    text = answer.get("failureText") or answer.get("errorText") or ""
-    message = f"{LABEL}: order refused: {reason or 'error'}" + (f": {text}" if text else "")
+    text = venue_text(answer.get("failureText") or answer.get("errorText"))
+    message = (f"{LABEL}: order refused: {venue_text(reason, 40) or 'error'}"
+               + (f": {text}" if text else ""))
     if reason in TRANSIENT_FAILURES:
         return TransientBrokerError(message)
     return PermanentBrokerError(message)
@@ -780,6 +793,9 @@ class TradovateStream(BrokerStream):
             raise TransientBrokerError("no session: the listener has not logged in yet")
         user_id = self.session.data.get("userId")
         url = await asyncio.to_thread(lambda: self.adapter._urls()[1])
+        if self.adapter.session_fits(self.session) is None:
+            raise TransientBrokerError(f"{LABEL} stream: the session was obtained at another "
+                                       "address: the listener logs in again")
         try:
             self._ws = await websockets.connect(url, open_timeout=AUTHORIZE_TIMEOUT,
                                                 ping_interval=None, max_size=2 ** 24)

@@ -389,30 +389,73 @@ class CopyGroupAdmin(KillSwitchActions, admin.ModelAdmin):
         return _flatten_confirmed(self, request, groups=list(queryset))
 
 
+WEBHOOK_KEEP = ("Stored encrypted and never shown: the URL is the channel's token. Leave "
+                "blank to keep the current one.")
+
+
 class AlertConfigForm(forms.ModelForm):
+    """The webhook URL is write-only, as a broker login is: never rendered back (it is the
+    channel's token: whoever reads it can post there), a blank field keeps it, and removing
+    it is a box of its own."""
+
+    # one line: the URL, never a text area that invites pasting more
+    webhook_url = forms.CharField(
+        label="webhook URL", required=False,
+        widget=forms.PasswordInput(render_value=False,
+                                   attrs={"size": 80, "autocomplete": "off"}),
+        help_text=f"A Slack or Discord compatible webhook (JSON with 'text' and 'content'). "
+                  f"{WEBHOOK_KEEP}")
+    webhook_clear = forms.BooleanField(label="remove the webhook", required=False)
+
     class Meta:
         model = AlertConfig
         fields = ["group", "emails", "webhook_url", "disconnect_after_seconds", "on_quarantine",
                   "on_pause", "on_abandoned_exit", "on_rejection", "on_disconnect",
                   "on_kill_switch", "on_loss_limit"]
-        # one line: the URL, never a text area that invites pasting more
-        widgets = {"webhook_url": forms.TextInput(attrs={"size": 80, "autocomplete": "off"}),
-                   "emails": forms.Textarea(attrs={"rows": 3})}
+        widgets = {"emails": forms.Textarea(attrs={"rows": 3})}
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.initial["webhook_url"] = ""  # never sent to the browser, nor compared
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean() or {}
+        typed = str(cleaned.get("webhook_url") or "")
+        if cleaned.get("webhook_clear"):
+            if typed:
+                self.add_error("webhook_clear", "Type a new webhook URL or remove the "
+                                                "webhook, not both.")
+            cleaned["webhook_url"] = ""
+        elif not typed:
+            cleaned["webhook_url"] = str(self.instance.webhook_url or "")  # blank keeps
+        return cleaned
 
 
 @admin.register(AlertConfig)
 class AlertConfigAdmin(admin.ModelAdmin):
     """Where a group's alerts go (copier.alerts); a group without one uses the operator's
-    addresses from the environment."""
+    addresses from the environment. The webhook URL is shown as set or not set only, on
+    every page (AlertConfigForm)."""
 
     form = AlertConfigForm
-    list_display = ["group", "emails", "disconnect_after_seconds"]
-    fieldsets = [
-        (None, {"fields": ["group", "emails", "webhook_url", "disconnect_after_seconds"]}),
-        ("Alert on", {"fields": ["on_quarantine", "on_pause", "on_abandoned_exit",
-                                 "on_rejection", "on_disconnect", "on_kill_switch",
-                                 "on_loss_limit"]}),
-    ]
+    list_display = ["group", "emails", "webhook", "disconnect_after_seconds"]
+    readonly_fields = ["webhook"]
+    alert_on = ("Alert on", {"fields": ["on_quarantine", "on_pause", "on_abandoned_exit",
+                                        "on_rejection", "on_disconnect", "on_kill_switch",
+                                        "on_loss_limit"]})
+
+    def get_fieldsets(self, request: HttpRequest, obj: Any = None) -> list[Any]:
+        """The URL's field only for who may change it; everyone else reads set / not set."""
+        if obj is not None and not self.has_change_permission(request, obj):
+            return [(None, {"fields": ["group", "emails", "webhook",
+                                       "disconnect_after_seconds"]}), self.alert_on]
+        webhook = ["webhook", "webhook_url", "webhook_clear"] if obj else ["webhook_url"]
+        return [(None, {"fields": ["group", "emails", *webhook, "disconnect_after_seconds"]}),
+                self.alert_on]
+
+    @admin.display(description="webhook")
+    def webhook(self, obj: AlertConfig) -> str:
+        return "set" if obj.webhook_url else "not set"
 
 
 class SymbolMappingFormSet(forms.BaseInlineFormSet):

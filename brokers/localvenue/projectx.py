@@ -182,8 +182,12 @@ class ProjectXVenue(LocalVenue):
 
     # --- what tests and the benchmark drive -----------------------------------------------
     def credentials(self, account_external_id: str) -> dict[str, str]:
-        return {"username": self.user_name, "api_key": self.api_key, "api_url": self.url,
-                "rtc_url": self.url}
+        """The login as the copier stores it: its secrets bound to this server's address."""
+        from brokers.projectx import ProjectXBroker
+
+        return ProjectXBroker.credentials_bound({
+            "username": self.user_name, "api_key": self.api_key, "api_url": self.url,
+            "rtc_url": self.url})
 
     def account_add(self, name: str) -> str:
         async def add() -> str:

@@ -174,10 +174,14 @@ class TradovateVenue(LocalVenue):
 
     # --- what a test drives -------------------------------------------------------------
     def credentials(self, account_external_id: str) -> dict[str, str]:
-        """The login of the account's user (any login for an id the venue does not know)."""
-        return {"name": self.login_of(account_external_id), "password": PASSWORD,
-                "app_id": "copier", "app_version": "1.0", "cid": "8", "sec": APP_SECRET,
-                "environment": "demo", "api_url": self.api_url, "ws_url": self.ws_url}
+        """The login of the account's user (any login for an id the venue does not know), as
+        the copier stores it: its secrets bound to this server's addresses."""
+        from brokers.tradovate import TradovateBroker
+
+        return TradovateBroker.credentials_bound({
+            "name": self.login_of(account_external_id), "password": PASSWORD,
+            "app_id": "copier", "app_version": "1.0", "cid": "8", "sec": APP_SECRET,
+            "environment": "demo", "api_url": self.api_url, "ws_url": self.ws_url})
 
     def login_of(self, account_external_id: str) -> str:
         """The login name of the user that holds the account."""
