@@ -12,6 +12,7 @@ from typing import Any
 
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
+from django.db import transaction
 from django.http import (
     HttpRequest,
     HttpResponse,
@@ -28,8 +29,8 @@ from copier import clock
 from copier.console.display import display_zone_name
 from copier.console.latency import SLOW_MS, histogram_svg, latency_windows
 from copier.console.selectors import dashboard_groups
-from copier.models import CopyGroup, Follower, Mode
-from copier.services import killswitch
+from copier.models import AuditEntry, CopyGroup, Follower, Mode
+from copier.services import audit, killswitch
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +98,8 @@ def follower_enabled(request: HttpRequest, pk: int) -> HttpResponse:
     wanted = request.POST.get("enabled")
     if wanted not in {"on", "off"}:
         return HttpResponseBadRequest("enabled must be 'on' or 'off'; nothing changed")
-    follower = get_object_or_404(Follower.objects.select_related("account"), pk=pk)
+    follower = get_object_or_404(Follower.objects.select_related("account", "group"), pk=pk)
+    before = audit.snapshot(follower)
     name = follower.account.name
     held = killswitch.held_positions([follower.account_id]).get(follower.account_id)
     if wanted == "on":
@@ -118,7 +120,12 @@ def follower_enabled(request: HttpRequest, pk: int) -> HttpResponse:
         level, text = messages.WARNING, (f"{name}: copying off; the leader's next fills are "
                                          "not copied to it")
     if changed:
-        follower.save(update_fields=["enabled", "mode"])
+        with transaction.atomic():
+            follower.save(update_fields=["enabled", "mode"])
+            audit.audit_record(by=request.user, action=AuditEntry.Action.FOLLOWER_SWITCH,
+                               obj=follower, detail=f"dashboard switch: {wanted}",
+                               changes=audit.changes_between(Follower, before,
+                                                             audit.snapshot(follower)))
         log.warning("follower %s switched %s by %s", name, wanted, request.user.get_username(),
                     extra={"follower": name})
     messages.add_message(request, level, text)
