@@ -6,11 +6,13 @@ superuser's prune; and they are readable in the console."""
 from __future__ import annotations
 
 import datetime as dt
+import io
 import json
 from typing import Any
 
 import pytest
 from django.contrib.auth.models import Permission
+from django.core.management import call_command
 from django.db import DatabaseError, connection, transaction
 from django.urls import reverse
 
@@ -118,6 +120,25 @@ def test_a_follower_added_and_deleted_in_the_admin_is_recorded(boss_client, worl
     assert deleted.changes["multiplier"] == ["3", None]
 
 
+def test_a_followers_risk_limits_and_symbol_mappings_edited_are_recorded(boss_client, world):
+    _g, _leader, f1 = world
+    follower = Follower.objects.get(account=f1)
+    url = reverse("admin:copier_follower_change", args=[follower.pk])
+    data = _rendered(boss_client, url)
+    data.update({"max_position": "3", "daily_loss_limit": "500",
+                 "symbol_mappings-0-leader_symbol": "NQ",
+                 "symbol_mappings-0-follower_symbol": "MNQ", "symbol_mappings-0-ratio": "2"})
+    page = boss_client.post(url, data)
+    assert page.status_code == 302, page.content.decode()[-3000:]
+    [limits] = _entries(object_type="copier.follower")
+    assert limits.changes == {"max_position": [None, 3], "daily_loss_limit": [None, "500"]}
+    [mapping] = _entries(object_type="copier.symbolmapping")
+    assert mapping.action == "add"
+    assert (mapping.changes["leader_symbol"], mapping.changes["ratio"]) == (
+        [None, "NQ"], [None, "2"])
+    assert "F1" in mapping.detail  # whose inline it was
+
+
 def test_a_credentials_change_records_which_fields_changed_and_never_a_value(boss_client):
     login = adapter_class("projectx").credentials_clean(
         {"username": "me", "api_key": OLD_KEY, "api_url": "", "rtc_url": ""})
@@ -212,6 +233,13 @@ def test_stop_resume_quarantine_and_loss_lock_lifts_are_recorded(boss_client, wo
     [unlock] = _entries(action="loss_lock_lift")
     assert (unlock.who, unlock.object_id) == ("boss", str(follower.pk))
     assert unlock.changes["cleared_by"] == ["", "boss"]
+
+
+def test_the_command_line_kill_switch_is_recorded_as_the_cli(world):
+    call_command("copier_kill", "stop", "--group", "g", stdout=io.StringIO())
+    [entry] = _entries(action="entries_stop")
+    assert entry.who.startswith("cli")
+    assert entry.user_id is None
 
 
 def test_the_dashboard_switch_is_recorded(boss_client, world):
