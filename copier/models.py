@@ -1047,6 +1047,9 @@ class AuditEntry(models.Model):
         ENTRIES_STOP = "entries_stop", "stopped entries (kill switch)"
         ENTRIES_RESUME = "entries_resume", "resumed entries"
         FLATTEN = "flatten", "flattened"
+        # a group's or follower's own switch as the kill switch records it (OperatorAction)
+        COPYING_OFF = "copying_off", "switched copying off"
+        COPYING_ON = "copying_on", "switched copying on"
         QUARANTINE_LIFT = "quarantine_lift", "lifted a quarantine"
         LOSS_LOCK_LIFT = "loss_lock_lift", "lifted a daily loss lock"
         FOLLOWER_SWITCH = "follower_switch", "switched a follower (dashboard)"
