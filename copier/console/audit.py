@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.db import models
-from django.forms import BaseFormSet, ModelForm
+from django.forms import BaseFormSet
 from django.http import HttpRequest
 
 from copier.services import audit
@@ -48,27 +48,26 @@ class AuditedAdmin:
             _befores(request).setdefault((type(obj), obj.pk), audit.snapshot(obj))
         return obj
 
-    def save_model(self, request: HttpRequest, obj: models.Model, form: ModelForm,
-                   change: bool) -> None:
+    def save_model(self, request: HttpRequest, obj: Any, form: Any, change: bool) -> None:
         if change:  # a list's inline edit reads no object first
             key = (type(obj), obj.pk)
             if key not in _befores(request):
                 _befores(request)[key] = audit.snapshot_stored(type(obj), obj.pk) or {}
         super().save_model(request, obj, form, change)  # type: ignore[misc]
 
-    def log_addition(self, request: HttpRequest, obj: models.Model, message: Any) -> Any:
+    def log_addition(self, request: HttpRequest, obj: Any, message: Any) -> Any:
         logged = super().log_addition(request, obj, message)  # type: ignore[misc]
         audit.change_record(by=request.user, obj=_stored(obj), before=None)
         return logged
 
-    def log_change(self, request: HttpRequest, obj: models.Model, message: Any) -> Any:
+    def log_change(self, request: HttpRequest, obj: Any, message: Any) -> Any:
         logged = super().log_change(request, obj, message)  # type: ignore[misc]
         before = _befores(request).pop((type(obj), obj.pk), None)
         if before is not None:
             audit.change_record(by=request.user, obj=_stored(obj), before=before)
         return logged
 
-    def delete_model(self, request: HttpRequest, obj: models.Model) -> None:
+    def delete_model(self, request: HttpRequest, obj: Any) -> None:
         pk, text, before = obj.pk, str(obj), audit.snapshot(obj)
         super().delete_model(request, obj)  # type: ignore[misc]
         audit.delete_record(by=request.user, model=type(obj), pk=pk, text=text, before=before)
@@ -80,7 +79,7 @@ class AuditedAdmin:
             audit.delete_record(by=request.user, model=queryset.model, pk=pk, text=text,
                                 before=before, detail="bulk delete")
 
-    def save_related(self, request: HttpRequest, form: ModelForm, formsets: list[BaseFormSet],
+    def save_related(self, request: HttpRequest, form: Any, formsets: list[BaseFormSet],
                      change: bool) -> None:
         """An inline's rows (a group's followers, a follower's symbol mappings): each one
         added, changed or deleted is an entry of its own, saying whose inline it was."""
