@@ -30,9 +30,11 @@ from accounts.symbols import normalise_symbol
 from brokers.base import BrokerError, venue_text
 from brokers.registry import adapter_for
 from copier import rules
+from copier.console.audit import AuditedAdmin
 from copier.console.decisions import changelist_url, links
 from copier.console.display import time_display
-from copier.models import SIDE_CHOICES
+from copier.models import SIDE_CHOICES, AuditEntry
+from copier.services.audit import audit_record
 
 SUMMARY = 400  # the longest connection test message shown
 
@@ -63,7 +65,7 @@ class SimFillForm(forms.Form):
 
 
 @admin.register(TradingAccount)
-class TradingAccountAdmin(admin.ModelAdmin):
+class TradingAccountAdmin(AuditedAdmin, admin.ModelAdmin):
     form = trading_account_form()
     # "healthy" reads the right way round (a tick is good); the pause's reason beside it.
     list_display = ["name", "broker", "connection", "healthy", "pause_reason", "paused",
@@ -131,9 +133,14 @@ class TradingAccountAdmin(admin.ModelAdmin):
             except BrokerError as exc:
                 self.message_user(request, f"{account}: {venue_text(exc.message, SUMMARY)}",
                                   messages.ERROR)
+                outcome = "failed"
             else:
                 self.message_user(request, f"{account}: {venue_text(summary, SUMMARY)}",
                                   messages.SUCCESS)
+                outcome = "succeeded"
+            # the venue's answer is not kept: it may name what the login can see
+            audit_record(by=request.user, action=AuditEntry.Action.CONNECTION_TEST,
+                         obj=account, detail=f"connection test {outcome}")
 
     def has_sim_control_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         """A sim fill on a leader is copied to its followers: it trades, as a leader would."""
@@ -177,6 +184,9 @@ class TradingAccountAdmin(admin.ModelAdmin):
 
         for account in self._sim_accounts(request, queryset):
             SimBroker(account).set_reachable(reachable)
+            audit_record(by=request.user, action=AuditEntry.Action.SIM_CONTROL, obj=account,
+                         detail="sim broker reachable again" if reachable
+                         else "sim broker outage simulated")
             if not reachable:
                 self.message_user(request, f"{account}: sim broker unreachable; the listener "
                                            "marks the account disconnected", messages.WARNING)
@@ -207,6 +217,8 @@ class TradingAccountAdmin(admin.ModelAdmin):
         if request.method == "POST" and form.is_valid():
             data = form.cleaned_data
             SimBroker(account).execute_fill(data["symbol"], data["side"], data["qty"])
+            audit_record(by=request.user, action=AuditEntry.Action.SIM_CONTROL, obj=account,
+                         detail=f"sim fill {data['side']} {data['qty']} {data['symbol']}")
             self.message_user(request, f"{account}: {data['side']} {data['qty']} "
                                        f"{data['symbol']} filled at the sim broker; the "
                                        f"listener takes it off the account's stream")

@@ -9,6 +9,7 @@ from django.http import HttpRequest
 
 from brokers.models import SimAccount, SimOrder, SimPosition
 from copier.admin import AuditAdmin
+from copier.console.audit import AuditedAdmin
 
 if TYPE_CHECKING:  # generic in django-stubs only, not at run time
     _ModelAdmin = admin.ModelAdmin[SimAccount]
@@ -17,7 +18,7 @@ else:
 
 
 @admin.register(SimAccount)
-class SimAccountAdmin(_ModelAdmin):
+class SimAccountAdmin(AuditedAdmin, _ModelAdmin):
     list_display = ["account", "reachable", "fail_next", "reject_next", "timeout_next",
                     "hold_next", "closed"]
     list_select_related = ["account"]

@@ -20,6 +20,7 @@ from django_celery_beat import admin as beat_admin
 from django_celery_beat.models import PeriodicTask
 
 from copier import clock, rules, symbol_map
+from copier.console.audit import AuditedAdmin
 from copier.console.decisions import (
     change_url,
     changelist_url,
@@ -35,6 +36,7 @@ from copier.console.sentences import legs_text
 from copier.models import (
     RISK_FIELDS,
     AlertConfig,
+    AuditEntry,
     CopyGroup,
     Decision,
     FailedExit,
@@ -48,7 +50,7 @@ from copier.models import (
     RefusedFill,
     SymbolMapping,
 )
-from copier.services import killswitch, losslimit
+from copier.services import audit, killswitch, losslimit
 
 
 class AuditAdmin(admin.ModelAdmin):
@@ -327,7 +329,7 @@ def _flatten_confirmed(model_admin: admin.ModelAdmin, request: HttpRequest, *,
 
 
 @admin.register(CopyGroup)
-class CopyGroupAdmin(KillSwitchActions, admin.ModelAdmin):
+class CopyGroupAdmin(AuditedAdmin, KillSwitchActions, admin.ModelAdmin):
     form = CopyGroupForm
     fields = ["name", "leader", "reverse", "exit_mode", "enabled", "mode", "on_disable"]
     list_display = ["name", "leader", "reverse", "exit_mode", "enabled", "mode", "follower_count"]
@@ -432,7 +434,7 @@ class AlertConfigForm(forms.ModelForm):
 
 
 @admin.register(AlertConfig)
-class AlertConfigAdmin(admin.ModelAdmin):
+class AlertConfigAdmin(AuditedAdmin, admin.ModelAdmin):
     """Where a group's alerts go (copier.alerts); a group without one uses the operator's
     addresses from the environment. The webhook URL is shown as set or not set only, on
     every page (AlertConfigForm)."""
@@ -487,7 +489,7 @@ class SymbolMappingInline(admin.TabularInline):
 
 
 @admin.register(Follower)
-class FollowerAdmin(KillSwitchActions, admin.ModelAdmin):
+class FollowerAdmin(AuditedAdmin, KillSwitchActions, admin.ModelAdmin):
     form = FollowerForm
     fieldsets = [
         (None, {"fields": ["group", "account", "multiplier", "fixed_qty", "preview", "enabled",
@@ -569,10 +571,96 @@ class FollowerAdmin(KillSwitchActions, admin.ModelAdmin):
 class OperatorActionAdmin(AuditAdmin):
     """Who stopped entries, resumed them or flattened, and when."""
 
-    list_display = ["id", "kind", "group", "by", "created_at", "detail"]
+    list_display = ["id", "kind", "group", "by", "created_at", "detail", "audit_link"]
     list_filter = ["kind"]
     search_fields = ["by", "group__name", "detail"]
     list_select_related = ["group"]
+
+    @admin.display(description="audit")
+    def audit_link(self, obj: OperatorAction) -> str:
+        return link(changelist_url("copier.auditentry", object_type="copier.operatoraction",
+                                   object_id=obj.pk), "audit entry")
+
+
+@admin.register(AuditEntry)
+class AuditEntryAdmin(admin.ModelAdmin):
+    """The audit log, read-only for everyone; a superuser may delete (prune) entries, and
+    the prune is an entry of its own (copier.services.audit.audit_prune). The database
+    refuses any other change or delete (migration 0019)."""
+
+    list_display = ["when", "who", "action", "object_repr", "summary"]
+    list_filter = ["action", "object_type", ("at", admin.DateFieldListFilter), "who"]
+    search_fields = ["who", "object_repr", "detail"]
+    readonly_fields = ("when", "who", "user_id", "action", "object_type", "object_id",
+                       "object_link", "changes_table", "detail")
+    fields = readonly_fields
+    ordering = ["-at", "-id"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return bool(request.user.is_active and request.user.is_superuser)
+
+    def delete_model(self, request: HttpRequest, obj: AuditEntry) -> None:
+        audit.audit_prune(user=request.user, entries=[obj])
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[AuditEntry]) -> None:
+        audit.audit_prune(user=request.user, entries=queryset)
+
+    @admin.display(description="when", ordering="at")
+    def when(self, obj: AuditEntry) -> str:
+        return time_display(obj.at)
+
+    @admin.display(description="object", ordering="object_repr")
+    def object_link(self, obj: AuditEntry) -> str:
+        url = audit_object_url(obj)
+        text = obj.object_repr or obj.object_type or "-"
+        return link(url, text) if url else text
+
+    @admin.display(description="what changed")
+    def summary(self, obj: AuditEntry) -> str:
+        fields = ", ".join(sorted(obj.changes)) if isinstance(obj.changes, dict) else ""
+        return "; ".join(part for part in (fields, obj.detail[:120]) if part) or "-"
+
+    @admin.display(description="changes (before \u2192 after)")
+    def changes_table(self, obj: AuditEntry) -> str:
+        changes = obj.changes if isinstance(obj.changes, dict) else {}
+        if not changes:
+            return "none"
+        rows = format_html_join(
+            "", '<tr><th>{}</th><td>{}</td><td>{}</td></tr>',
+            ((name, *_before_after(value)) for name, value in sorted(changes.items())))
+        return format_html('<table data-testid="audit-changes"><tr><th>field</th>'
+                           "<th>before</th><th>after</th></tr>{}</table>", rows)
+
+
+def _before_after(value: Any) -> tuple[str, str]:
+    if isinstance(value, list) and len(value) == 2:
+        return tuple("-" if v is None else str(v) for v in value)  # type: ignore[return-value]
+    return (str(value), str(value))
+
+
+def audit_object_url(entry: AuditEntry) -> str:
+    """The admin page of what an entry is about, while it still exists."""
+    from django.apps import apps
+    from django.urls import NoReverseMatch
+
+    try:
+        model = apps.get_model(entry.object_type)
+    except (LookupError, ValueError):
+        return ""
+    if not entry.object_id or not model._default_manager.filter(pk=entry.object_id).exists():
+        return ""
+    meta = model._meta
+    try:
+        return reverse(f"admin:{meta.app_label}_{meta.model_name}_change",
+                       args=[entry.object_id])
+    except NoReverseMatch:
+        return ""
 
 
 class LinkedLookups:
@@ -604,7 +692,7 @@ class LinkedLookups:
 
 
 @admin.register(Quarantine)
-class QuarantineAdmin(LinkedLookups, admin.ModelAdmin):
+class QuarantineAdmin(AuditedAdmin, LinkedLookups, admin.ModelAdmin):
     list_display = ["created", "account_link", "symbol", "reason", "detail", "lifted",
                     "lifted_by", "related"]
     list_filter = ["reason", ("lifted_at", admin.EmptyFieldListFilter)]

@@ -1050,3 +1050,74 @@ class MetricTally(models.Model):
 
     def __str__(self) -> str:
         return f"{self.key}={self.value}"
+
+
+class AuditEntry(models.Model):
+    """One thing a person did, or one change to what the copier trades with: who, when,
+    what, before and after (copier.services.audit writes them).
+
+    Append-only: the model refuses to be saved again or deleted, and a trigger in the
+    database (migration 0019) refuses UPDATE and DELETE unless the transaction set
+    `copier.audit_prune`, which only the superuser's prune (`audit_prune`) does. No
+    foreign keys: an entry outlives the user, group or account it names, and deleting
+    them never touches it. A secret's value is never in `changes`, only that it changed.
+    """
+
+    class Action(models.TextChoices):
+        ADD = "add", "added"
+        CHANGE = "change", "changed"
+        DELETE = "delete", "deleted"
+        ENTRIES_STOP = "entries_stop", "stopped entries (kill switch)"
+        ENTRIES_RESUME = "entries_resume", "resumed entries"
+        FLATTEN = "flatten", "flattened"
+        # a group's or follower's own switch as the kill switch records it (OperatorAction)
+        COPYING_OFF = "copying_off", "switched copying off"
+        COPYING_ON = "copying_on", "switched copying on"
+        QUARANTINE_LIFT = "quarantine_lift", "lifted a quarantine"
+        LOSS_LOCK_LIFT = "loss_lock_lift", "lifted a daily loss lock"
+        FOLLOWER_SWITCH = "follower_switch", "switched a follower (dashboard)"
+        CONNECTION_TEST = "connection_test", "tested a broker connection"
+        SIM_CONTROL = "sim_control", "sim broker control"
+        PRUNE = "prune", "pruned the audit log"
+
+    at = models.DateTimeField(db_index=True)
+    user_id = models.IntegerField(
+        null=True, blank=True,
+        help_text="The user's id then (kept when the user is deleted); empty: not a user "
+                  "of this site (a command line, the copier itself).")
+    who = models.CharField(max_length=150, help_text="A user name, or cli:<user>.")
+    action = models.CharField(max_length=24, choices=Action.choices)
+    object_type = models.CharField(max_length=100, blank=True, default="",
+                                   help_text="app_label.model of what it was done to.")
+    object_id = models.CharField(max_length=64, blank=True, default="")
+    object_repr = models.CharField("object", max_length=200, blank=True, default="")
+    changes = models.JSONField(
+        default=dict, blank=True,
+        help_text='{field: [before, after]}; a secret: {field: "changed"}.')
+    detail = models.TextField(blank=True, default="")
+
+    class Meta:
+        ordering = ["-at", "-id"]
+        verbose_name = "audit entry"
+        verbose_name_plural = "audit log"
+        # read by whoever may; nobody is given add, change or delete: entries are written
+        # by the code paths that record, and removed only by a superuser's prune
+        default_permissions = ("view",)
+        indexes = [models.Index(fields=["object_type", "object_id"], name="audit_object"),
+                   models.Index(fields=["who", "at"], name="audit_who")]
+
+    def __str__(self) -> str:
+        return f"{self.at:%Y-%m-%d %H:%M:%S} {self.who} {self.action} {self.object_repr}"
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        if not self._state.adding:
+            raise AuditImmutable("An audit entry is never changed once written.")
+        super().save(*args, **kwargs)
+
+    def delete(self, *args: Any, **kwargs: Any) -> Any:
+        raise AuditImmutable("An audit entry is only removed by a superuser's prune "
+                             "(copier.services.audit.audit_prune).")
+
+
+class AuditImmutable(Exception):
+    """Something tried to change or delete an audit entry outside the superuser's prune."""

@@ -162,7 +162,7 @@ def follower_enabled(request: HttpRequest, pk: int) -> HttpResponse:
     wanted = request.POST.get("enabled")
     if wanted not in {"on", "off"}:
         return HttpResponseBadRequest("enabled must be 'on' or 'off'; nothing changed")
-    follower = get_object_or_404(Follower.objects.select_related("account"), pk=pk)
+    follower = get_object_or_404(Follower.objects.select_related("account", "group"), pk=pk)
     name = follower.account.name
     held = killswitch.held_positions([follower.account_id]).get(follower.account_id)
     if wanted == "on":

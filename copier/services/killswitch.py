@@ -34,6 +34,7 @@ from copier import clock, rules
 from copier.alerts import alert_raise
 from copier.models import (
     AlertKind,
+    AuditEntry,
     CopyGroup,
     Decision,
     FailedExit,
@@ -44,6 +45,7 @@ from copier.models import (
     Quarantine,
 )
 from copier.services import failed_exits
+from copier.services.audit import audit_record
 from copier.services.placement import (
     OrderSpec,
     flatten_order_id,
@@ -125,6 +127,8 @@ def _entries_switch(kind: str, groups: Sequence[CopyGroup] | None, by: str) -> O
             kind=kind, group=locked[0] if len(locked) == 1 else None, by=by[:150],
             created_at=now, detail=_switch_detail(stop, locked, changed))
         CopyGroup.objects.filter(pk__in=[g.pk for g in changed]).update(mode=target)
+        audit_record(by=by, action=kind, obj=action, object_repr=action.detail,
+                     changes={f"group {g.name}: mode": [source, target] for g in changed})
         followers = list(Follower.objects.filter(group__in=changed, enabled=True,
                                                  mode=Mode.ACTIVE)
                          .select_related("account", "group").order_by("account__name"))
@@ -285,6 +289,9 @@ def _switch_record(kind: str, group: CopyGroup, what: str, by: str,
                                       for f, old, new in changed) or "no follower changes")
     action = OperatorAction.objects.create(kind=kind, group=group, by=by[:150],
                                            created_at=now, detail=detail)
+    audit_record(by=by, action=kind, obj=action, object_repr=what, detail=detail,
+                 changes={f"follower {f.account.name}: copies": [old, new]
+                          for f, old, new in changed})
     held = held_positions(f.account_id for f, _old, _new in changed)
     Decision.objects.bulk_create([
         Decision(action=action, account=f.account, symbol=ALL_SYMBOLS,
@@ -408,6 +415,9 @@ def flatten(*, groups: Sequence[CopyGroup] | None = None,
             mode=Mode.EXITS_ONLY, enabled=True)
         Follower.objects.filter(pk__in=[f.pk for f in chosen]).update(
             mode=Mode.EXITS_ONLY, enabled=True)
+        audit_record(by=by, action=AuditEntry.Action.FLATTEN, obj=action,
+                     object_repr=action.detail, changes=_flatten_changes(chosen_groups, chosen),
+                     detail="positions held then: " + _held_text(chosen))
     result = FlattenResult(action)
     plan = flatten_plan(followers=chosen)
     for f in chosen:
@@ -435,6 +445,28 @@ def flatten(*, groups: Sequence[CopyGroup] | None = None,
                         + ("; ".join(lines) if lines else "Nothing was open."))
     log.warning("flatten by %s: %s", by, "; ".join(result.lines()) or "nothing to close")
     return result
+
+
+def _flatten_changes(groups: list[CopyGroup], followers: list[Follower]
+                     ) -> dict[str, list[object]]:
+    """What a flatten switched: each group and follower to exits only and enabled."""
+    rows: list[tuple[str, str, str]] = [
+        *((f"group {g.name}", g.mode, "on" if g.enabled else "off") for g in groups),
+        *((f"follower {f.account.name}", f.mode, "on" if f.enabled else "off")
+          for f in followers)]
+    changes: dict[str, list[object]] = {}
+    for what, mode, enabled in rows:
+        if mode != Mode.EXITS_ONLY:
+            changes[f"{what}: mode"] = [mode, Mode.EXITS_ONLY.value]
+        if enabled == "off":
+            changes[f"{what}: enabled"] = [False, True]
+    return changes
+
+
+def _held_text(followers: list[Follower]) -> str:
+    held = held_positions(f.account_id for f in followers)
+    return "; ".join(f"{f.account.name} {describe_held(held.get(f.account_id, {}))}"
+                     for f in followers) or "no followers"
 
 
 def _flatten_detail(groups: list[CopyGroup], followers: list[Follower]) -> str:

@@ -30,7 +30,8 @@ from brokers.base import BrokerError
 from brokers.registry import adapter_for
 from copier import clock, rules
 from copier.alerts import alert_raise
-from copier.models import AlertKind, Follower, LossAction, SessionLoss
+from copier.models import AlertKind, AuditEntry, Follower, LossAction, SessionLoss
+from copier.services.audit import audit_record
 
 log = logging.getLogger(__name__)
 
@@ -154,9 +155,23 @@ def loss_locks_lift(follower_ids: Iterable[int], *, by: str) -> int:
     """A person lifts the followers' current locks now (admin). The session's loss is still
     recorded and is not locked again this session; returns how many were lifted."""
     now = clock.now()
-    return SessionLoss.objects.filter(
-        follower_id__in=list(follower_ids), locked_at__isnull=False, locked_until__gt=now,
-    ).update(locked_until=now, cleared_by=by[:150])
+    with transaction.atomic():
+        rows = list(SessionLoss.objects.select_for_update(of=("self",)).filter(
+            follower_id__in=list(follower_ids), locked_at__isnull=False, locked_until__gt=now,
+        ).select_related("follower__account", "follower__group"))
+        lifted = SessionLoss.objects.filter(pk__in=[r.pk for r in rows]).update(
+            locked_until=now, cleared_by=by[:150])
+        for row in rows:
+            audit_record(by=by, action=AuditEntry.Action.LOSS_LOCK_LIFT, obj=row.follower,
+                         changes={"locked_until": [_jsonable_time(row.locked_until),
+                                                   now.isoformat()],
+                                  "cleared_by": [row.cleared_by, by[:150]]},
+                         detail=f"session of {row.session_start.isoformat()}")
+    return lifted
+
+
+def _jsonable_time(value: dt.datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
 
 
 def session_loss_now(follower: Follower) -> SessionLoss | None:

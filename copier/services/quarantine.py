@@ -9,7 +9,8 @@ from django.db import IntegrityError, transaction
 from accounts.models import TradingAccount
 from copier import clock
 from copier.alerts import alert_raise
-from copier.models import AlertKind, LeaderEvent, Quarantine
+from copier.models import AlertKind, AuditEntry, LeaderEvent, Quarantine
+from copier.services.audit import audit_record
 
 log = logging.getLogger(__name__)
 
@@ -56,10 +57,19 @@ def _alert(q: Quarantine) -> None:
 
 
 def quarantine_lift(*, account: TradingAccount, symbol: str, by: str) -> int:
-    """Lift the active quarantine of (account, symbol); returns how many were lifted (0 or 1)."""
-    lifted = Quarantine.objects.filter(
-        account=account, symbol=symbol, lifted_at__isnull=True
-    ).update(lifted_at=clock.now(), lifted_by=by[:150])
+    """Lift the active quarantine of (account, symbol); returns how many were lifted (0 or 1).
+    Recorded in the audit log, a person's lift and the rules' own (flat on both sides)."""
+    with transaction.atomic():
+        active = list(Quarantine.objects.select_for_update().filter(
+            account=account, symbol=symbol, lifted_at__isnull=True))
+        now = clock.now()
+        lifted = Quarantine.objects.filter(pk__in=[q.pk for q in active]).update(
+            lifted_at=now, lifted_by=by[:150])
+        for q in active:
+            q.account = account
+            audit_record(by=by, action=AuditEntry.Action.QUARANTINE_LIFT, obj=q,
+                         changes={"lifted_at": [None, now.isoformat()],
+                                  "lifted_by": ["", by[:150]]})
     if lifted:
         log.info("quarantine lifted %s %s by %s", account.name, symbol, by)
     return lifted
