@@ -586,7 +586,7 @@ class OperatorActionAdmin(AuditAdmin):
 class AuditEntryAdmin(admin.ModelAdmin):
     """The audit log, read-only for everyone; a superuser may delete (prune) entries, and
     the prune is an entry of its own (copier.services.audit.audit_prune). The database
-    refuses any other change or delete (migration 0019)."""
+    refuses any other change or delete (migration 0020)."""
 
     list_display = ["when", "who", "action", "object_repr", "summary"]
     list_filter = ["action", "object_type", ("at", admin.DateFieldListFilter), "who"]

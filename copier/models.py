@@ -1057,7 +1057,7 @@ class AuditEntry(models.Model):
     what, before and after (copier.services.audit writes them).
 
     Append-only: the model refuses to be saved again or deleted, and a trigger in the
-    database (migration 0019) refuses UPDATE and DELETE unless the transaction set
+    database (migration 0020) refuses UPDATE and DELETE unless the transaction set
     `copier.audit_prune`, which only the superuser's prune (`audit_prune`) does. No
     foreign keys: an entry outlives the user, group or account it names, and deleting
     them never touches it. A secret's value is never in `changes`, only that it changed.

@@ -232,12 +232,20 @@ class LocalVenue(abc.ABC):
     def contract_add(self, name: str) -> None:
         """List a contract (by its name, e.g. `ESZ6`) at the venue; idempotent."""
 
-    @abc.abstractmethod
+    # Set by each venue: contract name -> its listing, and the names its look-ups hide.
+    contracts: dict[str, Any]
+    hidden: set[str]
+
     def contract_hide(self, name: str) -> None:
         """The venue's contract look-ups (by id and by name) stop finding the listed contract
         `name`, while it still trades and is held and streamed under its id: a contract the
         venue's reference data does not (or no longer) know, as venues list expired or
         feed-only contracts. ValueError for a contract not listed."""
+        async def hide() -> None:
+            if name not in self.contracts:
+                raise ValueError(f"contract {name!r} is not listed at the local venue")
+            self.hidden.add(name)
+        self.call(hide())
 
     @abc.abstractmethod
     def positions(self, account_external_id: str) -> dict[str, int]:

@@ -282,13 +282,6 @@ class ProjectXVenue(LocalVenue):
             self.prices[contract_id] = ADDED_PRICE
         self.call(add())
 
-    def contract_hide(self, name: str) -> None:
-        async def hide() -> None:
-            if name not in self.contracts:
-                raise ValueError(f"contract {name!r} is not listed at the local venue")
-            self.hidden.add(name)
-        self.call(hide())
-
     def price_set(self, symbol: str, price: object) -> None:
         value = price_check(price)
 

@@ -294,13 +294,6 @@ class TradovateVenue(LocalVenue):
             self.point_values[name] = contract_point_value(name, 2.0)
         self.call(add())
 
-    def contract_hide(self, name: str) -> None:
-        async def hide() -> None:
-            if name not in self.contracts:
-                raise ValueError(f"contract {name!r} is not listed at the local venue")
-            self.hidden.add(name)
-        self.call(hide())
-
     def price_set(self, symbol: str, price: object) -> None:
         value = price_check(price)
 

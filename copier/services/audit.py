@@ -169,7 +169,7 @@ def delete_record(*, by: Actor, model: type[models.Model], pk: Any, text: str,
 def audit_prune(*, user: Any, entries: Iterable[AuditEntry] | models.QuerySet[AuditEntry]
                 ) -> int:
     """A superuser removes entries (the database refuses anyone else's DELETE: the
-    trigger of migration 0019 lets one through only in a transaction that set
+    trigger of migration 0020 lets one through only in a transaction that set
     `copier.audit_prune`). The prune itself is recorded: who removed how many, and which."""
     if not getattr(user, "is_superuser", False):
         raise PermissionDenied("Only a superuser may prune the audit log.")
