@@ -969,7 +969,7 @@ admin.site.unregister(User)
 
 @admin.register(User)
 class CopierUserAdmin(UserAdmin):
-    list_display = (*UserAdmin.list_display, "two_factor")
+    list_display = ("username", "email", "first_name", "last_name", "is_staff", "two_factor")
     actions = ["reset_second_factor"]
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Any]:
@@ -990,8 +990,8 @@ class CopierUserAdmin(UserAdmin):
     def reset_second_factor(self, request: HttpRequest, queryset: QuerySet[Any]) -> None:
         for user in queryset:
             removed = second_factor.second_factor_reset(user=user, by=request.user)
-            self.message_user(request, f"{user.get_username()}: {removed} device(s) removed; "
-                              "the next login asks for no code"
+            self.message_user(request, f"Two-factor login reset for {user.get_username()}: "
+                              f"{removed} device(s) removed; the next login asks for no code"
                               + (" and then for a new enrolment" if
                                  second_factor.enrolment_required(user) else "") + ".",
                               messages.SUCCESS if removed else messages.INFO)
@@ -1006,8 +1006,8 @@ class LoginAttemptAdmin(admin.ModelAdmin):
                     "user_agent"]
     search_fields = ["username", "ip_address"]
     ordering = ["-attempt_time"]
-    fields = ["username", "ip_address", "user_agent", "failures_since_start", "attempt_time",
-              "path_info"]
+    fields = ("username", "ip_address", "user_agent", "failures_since_start", "attempt_time",
+              "path_info")
     readonly_fields = fields
     actions = ["unlock"]
 

@@ -275,6 +275,9 @@ LOGGING = {
         # httpx logs every request's full URL at INFO: an alert webhook's URL is its token
         "httpx": {"level": "WARNING"},
         "httpcore": {"level": "WARNING"},
+        # django-axes: failed logins and lockouts (WARNING), not a line per success or
+        # clean-up; the logins themselves are in its AccessLog table
+        "axes": {"level": "WARNING"},
     },
 }
 

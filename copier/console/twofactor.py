@@ -197,4 +197,4 @@ def lockout_response(request: HttpRequest, original_response: HttpResponse | Non
     minutes = int(settings.AXES_COOLOFF_TIME.total_seconds() // 60)
     return render(request, "copier/twofactor/locked.html", _context(
         request, "Login locked", minutes=minutes, limit=settings.AXES_FAILURE_LIMIT),
-        status=settings.AXES_HTTP_RESPONSE_CODE)
+        status=429)  # Too Many Requests, as axes answers
