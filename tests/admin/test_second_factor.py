@@ -76,6 +76,7 @@ def test_a_user_with_an_authenticator_is_asked_for_the_code_after_the_password(c
     assert page.status_code == 200
     assert 'name="code"' in page.content.decode()
     assert refused_in(page.content.decode()) == []
+    assert "/copier/follower/" not in page.content.decode()  # no tables in a sidebar
     assert _to(code_step(client, code_now(device), next_url="/copier/copygroup/")) == \
         "/copier/copygroup/"
     assert client.get("/copier/copygroup/").status_code == 200
