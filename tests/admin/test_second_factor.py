@@ -185,6 +185,7 @@ def _b32(device: TOTPDevice) -> str:
 
 def test_enrolment_confirms_the_app_and_shows_recovery_codes_once(client, boss):
     client.force_login(boss)
+    assert f'href="{ENROL_PAGE}" data-testid="nav-two-factor"' in client.get("/").content.decode()
     codes = _enrol(client, boss)
     device = TOTPDevice.objects.get(user=boss)
     assert device.confirmed
