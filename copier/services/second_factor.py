@@ -38,6 +38,7 @@ TRADING_PERMISSIONS = (
     "auth.add_user", "auth.change_user", "auth.change_group",
 )
 RECOVERY_CODES = 10
+TOTP_DIGITS = 6  # django-otp's default, what every app shows; recovery codes have 8
 TOTP_NAME = "authenticator app"
 RECOVERY_NAME = "recovery codes"
 _SPACES = re.compile(r"[\s-]+")
@@ -138,9 +139,10 @@ class Checked:
 
 def second_factor_check(*, user: Any, code: str) -> Checked:
     """A code typed at login: six digits go to the authenticator device, anything else to
-    the recovery codes (a wrong guess slows down only the device it was meant for)."""
+    the recovery codes, which are eight characters (a wrong guess slows down only the
+    device it was meant for)."""
     token = _normalised(code)
-    kind = TOTPDevice if token.isdigit() and len(token) in (6, 8) else StaticDevice
+    kind = TOTPDevice if token.isdigit() and len(token) == TOTP_DIGITS else StaticDevice
     with transaction.atomic():
         devices = [d for d in devices_for_user(user, confirmed=True, for_verify=True)
                    if isinstance(d, kind)]

@@ -367,3 +367,11 @@ def test_the_totp_key_is_the_apps(boss):
     assert "issuer=Trade%20copier" in device.config_url
     totp = TOTP(device.bin_key)
     assert device.verify_token(f"{totp.token():06d}")
+
+
+def test_a_recovery_code_of_digits_only_is_still_a_recovery_code(client, boss):
+    """Base32 has digits: a recovery code can be eight of them, never six."""
+    authenticator(boss)
+    recovery_codes(boss, "23456723")
+    password_step(client, "boss")
+    assert _to(code_step(client, "23456723")) == "/"
