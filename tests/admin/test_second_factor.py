@@ -160,7 +160,8 @@ def _enrol(client: Any, user: Any, next_url: str = "/") -> list[str]:
     page = client.get(f"{ENROL_PAGE}?next={next_url}")
     assert page.status_code == 200
     html = page.content.decode()
-    assert '<svg width="' in html and 'class="otp-qr"' in html  # the QR code, inline
+    assert '<svg width="' in html
+    assert 'class="otp-qr"' in html
     assert refused_in(html) == []
     secret = re.search(r'data-testid="otp-secret">([A-Z2-7 ]+)<', html)
     assert secret is not None
@@ -230,7 +231,8 @@ def test_new_recovery_codes_need_a_current_code_and_replace_the_old(client, boss
     _time_passes(device, seconds=2)  # the wrong code's wait
     shown = client.post(ENROL_PAGE, {"code": code_now(device)}).content.decode()
     new = re.findall(r"<li>([a-z2-7]{8})</li>", shown)
-    assert len(new) == 10 and not set(new) & set(old)
+    assert len(new) == 10
+    assert not set(new) & set(old)
     assert sorted(StaticToken.objects.values_list("token", flat=True)) == sorted(new)
     assert AuditEntry.objects.filter(action=AuditEntry.Action.RECOVERY_CODES).count() == 1
 

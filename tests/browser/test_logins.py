@@ -113,7 +113,8 @@ def test_a_trader_enrols_at_the_first_login_then_uses_a_recovery_code(console: C
     qr = page.locator("svg.otp-qr")
     expect(qr).to_be_visible()  # drawn inline: nothing for the policy to refuse
     box = qr.bounding_box()
-    assert box is not None and box["width"] > 100, box
+    assert box is not None
+    assert box["width"] > 100, box
     console.shot("enrol")
     # nothing else opens meanwhile
     page.goto(f"{console.url}/copier/copygroup/")
