@@ -6,11 +6,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from axes.models import AccessAttempt
 from django import forms
 from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
-from django.db.models import QuerySet
+from django.contrib.auth.admin import UserAdmin
+from django.contrib.auth.models import User
+from django.db.models import Exists, OuterRef, QuerySet
 from django.http import HttpRequest
 from django.template.response import TemplateResponse
 from django.urls import reverse
@@ -18,6 +21,8 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 from django_celery_beat import admin as beat_admin
 from django_celery_beat.models import PeriodicTask
+from django_otp.plugins.otp_static.models import StaticDevice
+from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from copier import clock, rules, symbol_map
 from copier.console.audit import AuditedAdmin
@@ -50,7 +55,7 @@ from copier.models import (
     RefusedFill,
     SymbolMapping,
 )
-from copier.services import audit, killswitch, losslimit
+from copier.services import audit, killswitch, lockout, losslimit, second_factor
 
 
 class AuditAdmin(admin.ModelAdmin):
@@ -950,3 +955,79 @@ class PeriodicTaskAdmin(beat_admin.PeriodicTaskAdmin):
     @admin.action(description="Run selected tasks", permissions=["change"])
     def run_tasks(self, request: HttpRequest, queryset: QuerySet[PeriodicTask]) -> None:
         super().run_tasks(request, queryset)
+
+
+# --- The operator's login: users' second factor, locked-out logins ------------------------
+# django-otp's device admins show each device's secret (a TOTP key, the recovery codes) to
+# whoever may view them: not registered. A superuser resets a user's second factor from the
+# users' list instead (or `manage.py copier_reset_2fa`), recorded in the audit log.
+for _device in (TOTPDevice, StaticDevice):
+    if admin.site.is_registered(_device):
+        admin.site.unregister(_device)
+admin.site.unregister(User)
+
+
+@admin.register(User)
+class CopierUserAdmin(UserAdmin):
+    list_display = ("username", "email", "first_name", "last_name", "is_staff", "two_factor")
+    actions = ["reset_second_factor"]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Any]:
+        confirmed = TOTPDevice.objects.filter(user=OuterRef("pk"), confirmed=True)
+        return super().get_queryset(request).annotate(has_totp=Exists(confirmed))
+
+    @admin.display(description="two-factor", boolean=True, ordering="has_totp")
+    def two_factor(self, obj: Any) -> bool:
+        return bool(getattr(obj, "has_totp", False))
+
+    def has_reset_second_factor_permission(self, request: HttpRequest) -> bool:
+        """A superuser's alone: whoever resets a second factor can then enrol a device of
+        their own for that user (a permission would be one more way to take an account)."""
+        return bool(request.user.is_active and request.user.is_superuser)
+
+    @admin.action(description="Reset two-factor login (remove the app and recovery codes)",
+                  permissions=["reset_second_factor"])
+    def reset_second_factor(self, request: HttpRequest, queryset: QuerySet[Any]) -> None:
+        for user in queryset:
+            removed = second_factor.second_factor_reset(user=user, by=request.user)
+            self.message_user(request, f"Two-factor login reset for {user.get_username()}: "
+                              f"{removed} device(s) removed; the next login asks for no code"
+                              + (" and then for a new enrolment" if
+                                 second_factor.enrolment_required(user) else "") + ".",
+                              messages.SUCCESS if removed else messages.INFO)
+
+
+@admin.register(AccessAttempt)
+class LoginAttemptAdmin(admin.ModelAdmin):
+    """Failed logins counted per user and address (django-axes): read-only; an unlock
+    clears them through copier.services.lockout, recorded in the audit log."""
+
+    list_display = ["username", "ip_address", "failures_since_start", "attempt_time",
+                    "user_agent"]
+    search_fields = ["username", "ip_address"]
+    ordering = ["-attempt_time"]
+    fields = ("username", "ip_address", "user_agent", "failures_since_start", "attempt_time",
+              "path_info")
+    readonly_fields = fields
+    actions = ["unlock"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False  # an unlock, recorded, not a delete
+
+    def has_unlock_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("axes.delete_accessattempt")
+
+    @admin.action(description="Unlock (clear these failed logins)", permissions=["unlock"])
+    def unlock(self, request: HttpRequest, queryset: QuerySet[AccessAttempt]) -> None:
+        pairs = sorted(set(queryset.values_list("username", "ip_address")))
+        cleared = sum(lockout.login_unlock(username=name or None, ip=ip or None,
+                                           by=request.user) for name, ip in pairs)
+        self.message_user(request, f"{cleared} failed-login record(s) cleared: "
+                          + ", ".join(f"{name or '?'} from {ip or '?'}" for name, ip in pairs),
+                          messages.SUCCESS)

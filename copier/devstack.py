@@ -38,6 +38,8 @@ from urllib.parse import quote
 
 from cryptography.fernet import Fernet
 
+from copier.envcheck import second_factor_required
+
 ROOT = Path(__file__).resolve().parent.parent
 _apt_updated = False
 
@@ -458,11 +460,19 @@ class Banner:
         return (f"\n{rule}\n copier is running\n"
                 f"   dashboard   {web}/     user `admin`, password `{password}`\n"
                 f"   all tables  {web}/admin/\n"
+                f"   two-factor  {web}/two-factor/  {self._two_factor()}\n"
                 f"   Flower      http://127.0.0.1:{self.flower_port}/\n"
                 f" web, worker, listener, beat and Flower answer. Logs: "
                 f"{'everything (-v)' if self.verbose else 'warnings only (-v for more)'}.\n"
                 f" Enter shows this again (or `make banner` in another terminal); "
                 f"Ctrl-C stops everything.\n{rule}\n")
+
+    @staticmethod
+    def _two_factor() -> str:
+        """How to enrol: the page, and whether the login insists (COPIER_REQUIRE_2FA)."""
+        if second_factor_required(os.environ):
+            return "enrol: required (COPIER_REQUIRE_2FA), the first login asks"
+        return "enrol: optional here, required in production (COPIER_REQUIRE_2FA)"
 
     def show(self) -> None:
         text = self.text()

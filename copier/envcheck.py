@@ -30,6 +30,15 @@ def copier_env(value: str | None) -> str:
     return env
 
 
+def second_factor_required(environ: Mapping[str, str]) -> bool:
+    """COPIER_REQUIRE_2FA: whether every user who may trade must enrol a second factor
+    before reaching anything. On by default in production only; the settings and the local
+    runner's banner read it here, so both say the same."""
+    default = "1" if environ.get("COPIER_ENV") == "production" else "0"
+    return environ.get("COPIER_REQUIRE_2FA", default).strip().lower() in {"1", "true", "yes",
+                                                                          "on"}
+
+
 def is_placeholder(value: str) -> bool:
     lowered = value.lower()
     return any(p in lowered for p in PLACEHOLDERS)

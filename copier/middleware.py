@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
+from functools import cached_property
 
 from django.conf import settings
 from django.core.exceptions import DisallowedRedirect
-from django.http import HttpRequest, HttpResponse
-from django.utils.http import url_has_allowed_host_and_scheme
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.urls import NoReverseMatch, reverse
+from django.utils.http import url_has_allowed_host_and_scheme, urlencode
 
+from copier.services.second_factor import second_factor_owed
 from copier.views import healthz
 
 HEALTH_PATH = "/healthz"
@@ -101,3 +105,42 @@ class HealthCheckMiddleware:
         if request.path_info == HEALTH_PATH and request.method in ("GET", "HEAD"):
             return healthz(request)
         return self.get_response(request)
+
+
+OWED_ATTRIBUTE = "copier_second_factor_owed"  # the request's: what the session still owes
+
+
+class SecondFactorMiddleware:
+    """A user past the password who still owes a code (a confirmed device) or, where
+    COPIER_REQUIRE_2FA makes it compulsory, an enrolment, reaches nothing but the page that
+    takes it: every other address redirects there, the page first asked for kept as
+    `next`. The login, the logout and the static files stay reachable. After
+    django_otp's OTPMiddleware, which says whether the session passed a code.
+
+    The admin site refuses such a session too (CopierAdminSite.has_permission): the net
+    under this one, should a view be reached some other way.
+    """
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    @cached_property
+    def open_paths(self) -> frozenset[str]:
+        """The pages a session owing a code may still open (the URLconf is loaded by the
+        first request, not when the middleware is built)."""
+        found = set()
+        for name in ("otp_verify", "otp_enrol", "admin:login", "admin:logout", "favicon"):
+            with contextlib.suppress(NoReverseMatch):  # a URLconf of a test's own
+                found.add(reverse(name))
+        return frozenset(found)
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        path = request.path_info
+        if path in self.open_paths or path.startswith(f"/{settings.STATIC_URL.lstrip('/')}"):
+            return self.get_response(request)
+        owed = second_factor_owed(request.user)
+        setattr(request, OWED_ATTRIBUTE, owed)
+        if owed is None:
+            return self.get_response(request)
+        target = reverse("otp_verify" if owed == "code" else "otp_enrol")
+        return HttpResponseRedirect(f"{target}?{urlencode({'next': request.get_full_path()})}")

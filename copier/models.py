@@ -1079,6 +1079,12 @@ class AuditEntry(models.Model):
         CONNECTION_TEST = "connection_test", "tested a broker connection"
         SIM_CONTROL = "sim_control", "sim broker control"
         PRUNE = "prune", "pruned the audit log"
+        # the operator's login (copier.services.second_factor)
+        SECOND_FACTOR_ENROL = "second_factor_enrol", "enrolled a second factor"
+        SECOND_FACTOR_RESET = "second_factor_reset", "reset a second factor"
+        RECOVERY_CODES = "recovery_codes", "made new recovery codes"
+        RECOVERY_CODE_USED = "recovery_code_used", "logged in with a recovery code"
+        LOGIN_UNLOCK = "login_unlock", "unlocked a locked-out login"
 
     at = models.DateTimeField(db_index=True)
     user_id = models.IntegerField(

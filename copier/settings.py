@@ -9,6 +9,7 @@ mode than `local` or `production` is refused (`copier.envcheck`).
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import secrets
 from pathlib import Path
@@ -19,7 +20,7 @@ from django.core.exceptions import ImproperlyConfigured
 from kombu import Queue
 
 from accounts.keys import KeyListError, keys_split
-from copier.envcheck import copier_env, production_problems
+from copier.envcheck import copier_env, production_problems, second_factor_required
 from copier.outbound import networks_parse
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -66,6 +67,14 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    # Two-factor login (copier.services.second_factor): django-otp's core and its TOTP
+    # (authenticator app) and static (recovery codes) devices; before copier, whose admin
+    # replaces their device admins (they show a device's secret) with a reset action.
+    "django_otp",
+    "django_otp.plugins.otp_totp",
+    "django_otp.plugins.otp_static",
+    # Login throttling (AXES_* below)
+    "axes",
     "accounts",
     "brokers",
     "copier",
@@ -92,8 +101,14 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # request.user.is_verified(): whether this session passed the second factor
+    "django_otp.middleware.OTPMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
+    # A user who owes a code (or, where it is required, an enrolment) reaches nothing else
+    "copier.middleware.SecondFactorMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, as django-axes asks: turns a lockout its backend flagged into the lockout page
+    "axes.middleware.AxesMiddleware",
 ]
 
 # --- Browser protections (copier.middleware.SecurityHeadersMiddleware) --------------------
@@ -119,6 +134,64 @@ SECURE_CONTENT_TYPE_NOSNIFF = True
 # (Django's default, /accounts/profile/, is no page here).
 LOGIN_URL = "admin:login"
 LOGIN_REDIRECT_URL = "admin:index"
+
+# --- The operator's login: a second factor, throttling ------------------------------------
+# django-otp (1.7) rather than django-two-factor-auth or allauth's MFA: it is the maintained
+# core that django-two-factor-auth itself builds on, without that package's wizard, phone
+# and template layer; the copier's own small pages (copier.console.twofactor) keep to the
+# Content-Security-Policy above (the QR code is inline SVG, no script). TOTP with recovery
+# codes; a user with a confirmed device is asked for a code after the password. Where
+# required, every user who may trade (copier.services.second_factor.TRADING_PERMISSIONS, or
+# a superuser) must enrol before reaching anything else. On in production, off for
+# `make run` and the tests unless set.
+COPIER_REQUIRE_2FA = second_factor_required(os.environ)
+# The name an authenticator app shows beside the code.
+OTP_TOTP_ISSUER = os.environ.get("COPIER_OTP_ISSUER", "Trade copier")
+# Wrong codes slow the device down (1, 2, 4, ... seconds), whatever the session; a wrong
+# code also counts as a failed login for the lockout below.
+OTP_TOTP_THROTTLE_FACTOR = 1
+OTP_STATIC_THROTTLE_FACTOR = 1
+
+AUTHENTICATION_BACKENDS = [
+    # first: refuses a locked-out user and address before the password is checked
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+# Locked out after this many failed logins (a wrong password or a wrong code) of one user
+# from one address, for COPIER_LOGIN_LOCKOUT_MINUTES; `manage.py copier_unlock` ends it
+# sooner. A success does not wipe the count: a stolen password cannot buy new guesses at
+# the code by logging in again.
+AXES_FAILURE_LIMIT = int(os.environ.get("COPIER_LOGIN_FAILURE_LIMIT", "5"))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_COOLOFF_TIME = dt.timedelta(
+    minutes=int(os.environ.get("COPIER_LOGIN_LOCKOUT_MINUTES", "30")))
+AXES_RESET_ON_SUCCESS = False
+AXES_LOCKOUT_CALLABLE = "copier.console.twofactor.lockout_response"
+# The client's address as copier.clientip reads it: REMOTE_ADDR, or, behind as many
+# trusted proxies as COPIER_TRUSTED_PROXIES says, the address the outermost one saw.
+AXES_CLIENT_IP_CALLABLE = "copier.clientip.client_ip"
+# How many reverse proxies you run in front of the web (each appends the address it was
+# reached from to X-Forwarded-For). 0: none, the peer's address is the client's and the
+# header is ignored (a client cannot pick its own address to dodge a lockout).
+try:
+    COPIER_TRUSTED_PROXIES = int(os.environ.get("COPIER_TRUSTED_PROXIES", "0"))
+except ValueError:
+    raise ImproperlyConfigured("COPIER_TRUSTED_PROXIES must be a whole number (the reverse "
+                               "proxies in front of the web; 0 for none)") from None
+if COPIER_TRUSTED_PROXIES < 0:
+    raise ImproperlyConfigured("COPIER_TRUSTED_PROXIES must be 0 or more")
+# What axes masks in its log lines and in the form it keeps of a failed login: the password
+# always; the code; and the user name typed, which is now and then the password typed in
+# the wrong field (the address is logged: a lockout names it). The user name it counts by
+# is in its table (the admin's "Access attempts", `copier_unlock --list`), not in the logs.
+AXES_USERNAME_FORM_FIELD = "username"
+AXES_SENSITIVE_PARAMETERS = ["username", "code", "csrfmiddlewaretoken"]
+# Its log lines name only what it locks by (user and address), not the browser; and no
+# "AXES: BEGIN" line at every command's start.
+AXES_VERBOSE = False
+# The attempts are shown and cleared through the copier's own admin and command, which
+# record who unlocked whom in the audit log (axes' admin would delete unrecorded).
+AXES_ENABLE_ADMIN = False
 
 ROOT_URLCONF = "copier.urls"
 WSGI_APPLICATION = "copier.wsgi.application"
@@ -202,6 +275,9 @@ LOGGING = {
         # httpx logs every request's full URL at INFO: an alert webhook's URL is its token
         "httpx": {"level": "WARNING"},
         "httpcore": {"level": "WARNING"},
+        # django-axes: failed logins and lockouts (WARNING), not a line per success or
+        # clean-up; the logins themselves are in its AccessLog table
+        "axes": {"level": "WARNING"},
     },
 }
 

@@ -121,7 +121,7 @@ PostgresOperations.sql_flush = _delete_flush  # type: ignore[method-assign]
 # cheap flush; those that need users and permissions (the admin's), or start a worker in
 # this process, keep the full one.
 OWN_APPS = ["accounts", "brokers", "copier", "django_celery_beat"]
-NEEDS_AUTH = ("tests/admin/", "tests/test_")
+NEEDS_AUTH = ("tests/admin/", "tests/test_", "tests/browser/")  # the browser logs in
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

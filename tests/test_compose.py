@@ -82,6 +82,17 @@ def test_two_listener_replicas_run_the_broker_streams():
     assert "--health" in listener["healthcheck"]["test"]
 
 
+def test_the_login_lockout_believes_the_one_proxy_in_front_and_no_more():
+    """Production trusts X-Forwarded-Proto (SECURE_PROXY_SSL_HEADER): a TLS proxy stands in
+    front of the web, which is published on the host's loopback for it alone. The lockout
+    then keys on the address that proxy saw, its one X-Forwarded-For entry, and believes
+    nothing a client wrote before it; .env may say another count."""
+    web = SERVICES["web"]
+    assert _compose_default(web["environment"]["COPIER_TRUSTED_PROXIES"]) == "1"
+    assert "${COPIER_TRUSTED_PROXIES:-" in web["environment"]["COPIER_TRUSTED_PROXIES"]
+    assert all(str(port).startswith("127.0.0.1:") for port in web["ports"])
+
+
 # --- running the services ------------------------------------------------------------------
 
 
@@ -90,11 +101,16 @@ def _test_database_url() -> str:
     return f"postgres://{s['USER']}:{s['PASSWORD']}@{s['HOST']}:{s['PORT']}/{s['NAME']}"
 
 
+def _compose_default(value: object) -> str:
+    """Compose's `${NAME:-default}` as compose reads it with NAME unset in .env."""
+    return re.sub(r"\$\{\w+:-([^}]*)\}", r"\1", str(value))
+
+
 def _production_env(**overrides: str) -> dict[str, str]:
     """What a container gets: compose's environment and a filled-in .env, servers of the test."""
     env = {k: v for k, v in os.environ.items()
            if k not in ("SECRET_KEY", "COPIER_ENCRYPTION_KEY", "COPIER_ENV")}
-    env.update({k: str(v) for k, v in SERVICES["web"]["environment"].items()})
+    env.update({k: _compose_default(v) for k, v in SERVICES["web"]["environment"].items()})
     env.update({
         "SECRET_KEY": secrets.token_urlsafe(50),
         "COPIER_ENCRYPTION_KEY": Fernet.generate_key().decode(),

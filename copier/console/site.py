@@ -9,8 +9,10 @@ from typing import Any
 from django.contrib import admin
 from django.http import HttpRequest
 
+from copier.services.second_factor import second_factor_owed
+
 # Apps whose models are plumbing: shown together, last, under "System".
-SYSTEM_APPS = ("auth", "django_celery_beat")
+SYSTEM_APPS = ("auth", "django_celery_beat", "axes")
 SECTION_ORDER = ("copier", "accounts", "brokers")
 
 
@@ -20,6 +22,17 @@ class CopierAdminSite(admin.AdminSite):
     index_title = "All tables"
     # "View site" would lead to the dashboard, which the header links by its own name.
     site_url = None
+
+    def has_permission(self, request: HttpRequest) -> bool:
+        """Staff, and through the second factor: a session that still owes a code (or a
+        compulsory enrolment) is refused every admin page, whatever led it there
+        (copier.middleware.SecondFactorMiddleware redirects it to the page it owes)."""
+        if not super().has_permission(request):
+            return False
+        owed = getattr(request, "copier_second_factor_owed", "unknown")
+        if owed == "unknown":
+            owed = second_factor_owed(request.user)
+        return owed is None
 
     def get_app_list(self, request: HttpRequest, app_label: str | None = None
                      ) -> list[dict[str, Any]]:

@@ -103,10 +103,13 @@ def test_a_staff_user_without_permissions_or_with_view_only_is_offered_no_action
 def test_a_staff_user_with_the_permissions_is_offered_what_a_superuser_is(operator,
                                                                          django_user_model):
     """Each check asks for permissions a user can be given (audit pages refuse everyone).
-    But one: pruning the audit log is a superuser's alone (issue 19: append-only for
-    everyone else), so no permission can grant it."""
+    But two: pruning the audit log (issue 19: append-only for everyone else) and resetting
+    a user's second factor are a superuser's alone, so no permission can grant them."""
     boss = django_user_model.objects.create_superuser("boss", "b@example.com", "pw-123456")
-    superuser_only = {"copier.AuditEntry": {"delete_selected"}}
+    # Resetting a user's second factor too: whoever does can then enrol a device of their
+    # own for that user.
+    superuser_only = {"copier.AuditEntry": {"delete_selected"},
+                      "auth.User": {"reset_second_factor"}}
     for model, model_admin in REGISTRY:
         offered = set(model_admin.get_actions(_request(operator)))
         expected = set(model_admin.get_actions(_request(boss))) - superuser_only.get(

@@ -56,7 +56,8 @@ def db_call(fn: Callable[[], T]) -> T:
 class WebServer:
     """`manage.py runserver --noreload --insecure` on 127.0.0.1, on the test database."""
 
-    def __init__(self, logdir: Path) -> None:
+    def __init__(self, logdir: Path, env: dict[str, str] | None = None) -> None:
+        self.extra_env = env or {}  # settings of the test's own (COPIER_REQUIRE_2FA=1)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.logfile = logdir / "web.log"
@@ -65,7 +66,7 @@ class WebServer:
     def start(self, timeout: float = 30) -> WebServer:
         env = {**os.environ, "DATABASE_URL": test_database_url(),
                "REDIS_URL": settings.REDIS_URL, "PYTHONUNBUFFERED": "1",
-               "PYTHONPATH": str(settings.BASE_DIR)}
+               "PYTHONPATH": str(settings.BASE_DIR), **self.extra_env}
         with self.logfile.open("ab") as out:
             self.proc = subprocess.Popen(
                 [sys.executable, str(Path(settings.BASE_DIR) / "manage.py"), "runserver",

@@ -3,8 +3,9 @@
 Logging in is a test of its own. The rest is one session whose steps continue each other
 (a step is meaningless without the group and positions the ones before it made): set up a
 group with two followers in the admin's forms; a leader trade copied; a follower that did
-not copy, and why; its quarantine lifted; the kill switch. A failure names its step. Every
-page the trader sees is kept as a screenshot under test-artifacts/browser/.
+not copy, and why; its quarantine lifted; the kill switch; the flatten read back in the audit
+log. A failure names its step. Every page the trader sees is kept as a screenshot under
+test-artifacts/browser/.
 
 Everything the trader does is done through the pages. The test touches the database only
 to make the superuser, to learn the new accounts' ids, and to check behind the pages that
@@ -112,6 +113,8 @@ def test_a_session_group_copy_quarantine_lift_and_kill_switch(console: Console) 
         _quarantine_lifted(console)
     with step("6: the kill switch: stop entries, then flatten and stop"):
         _kill_switch(console)
+    with step("7: the flatten in the audit log: who, what, what was held"):
+        _flatten_in_the_audit_log(console)
 
 
 def _group_set_up(console: Console) -> None:
@@ -268,6 +271,29 @@ def _kill_switch(console: Console) -> None:
         (name, symbol): broker_position(TradingAccount.objects.get(name=name), symbol)
         for name in (F1, F2) for symbol in ("MNQ", "MES")})
     assert set(held.values()) == {0}, held
+
+
+def _flatten_in_the_audit_log(console: Console) -> None:
+    page = console.page
+    dashboard(page, console.url)
+    page.get_by_test_id("nav-audit").click()
+    expect(page).to_have_url(f"{console.url}/copier/auditentry/")
+    page.locator("#changelist-filter").get_by_role("link", name="flattened", exact=True).click()
+    expect(page).to_have_url(re.compile(r"action__exact=flatten"))
+    rows = page.locator("#result_list tbody tr")
+    expect(rows).to_have_count(1)
+    row = rows.first
+    expect(row.locator(".field-who")).to_have_text("trader")
+    expect(row.locator(".field-action")).to_have_text("flattened")
+    expect(row.locator(".field-object_repr")).to_have_text("flatten groups: desk")
+    console.shot("audit-log-flattened")
+    row.locator("th a, td a").first.click()
+    detail = page.locator(".field-detail .readonly")
+    expect(detail).to_contain_text("positions held then:")
+    for name in (F1, F2):
+        expect(detail).to_contain_text(name)
+    expect(page.locator(".field-who .readonly")).to_have_text("trader")
+    console.shot("audit-entry-flatten")
 
 
 def test_the_admin_works_under_the_content_security_policy(console: Console) -> None:

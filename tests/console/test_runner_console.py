@@ -45,13 +45,21 @@ def test_the_banner_is_kept_private_and_printed_again_on_request(tmp_path, capsy
     shown = capsys.readouterr().out
     for words in ("copier is running", "http://127.0.0.1:8123/ ", "password `s3cret-pw`",
                   "http://127.0.0.1:8123/admin/", "http://127.0.0.1:5566/",
-                  "warnings only (-v for more)", "make banner"):
+                  "warnings only (-v for more)", "make banner",
+                  # how to enrol: the page, optional locally
+                  "two-factor  http://127.0.0.1:8123/two-factor/  enrol: optional here"):
         assert words in shown
     assert oct(banner.path.stat().st_mode & 0o777) == "0o600"
     assert banner_print(stack) == 0
     assert "password `s3cret-pw`" in capsys.readouterr().out
     banner.clear()
     assert banner_print(stack) == 1
+
+
+def test_the_banner_says_when_two_factor_login_is_required(tmp_path, monkeypatch):
+    monkeypatch.setenv("COPIER_REQUIRE_2FA", "1")
+    text = Banner(tmp_path, 8123, 5566, verbose=False).text()
+    assert "http://127.0.0.1:8123/two-factor/  enrol: required (COPIER_REQUIRE_2FA)" in text
 
 
 CHILD = """
