@@ -21,8 +21,6 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 from django_celery_beat import admin as beat_admin
 from django_celery_beat.models import PeriodicTask
-from django_otp.plugins.otp_static.models import StaticDevice
-from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from copier import clock, rules, symbol_map
 from copier.console.audit import AuditedAdmin
@@ -42,6 +40,7 @@ from copier.models import (
     RISK_FIELDS,
     AlertConfig,
     AuditEntry,
+    AuthenticatorDevice,
     CopyGroup,
     Decision,
     FailedExit,
@@ -958,12 +957,9 @@ class PeriodicTaskAdmin(beat_admin.PeriodicTaskAdmin):
 
 
 # --- The operator's login: users' second factor, locked-out logins ------------------------
-# django-otp's device admins show each device's secret (a TOTP key, the recovery codes) to
-# whoever may view them: not registered. A superuser resets a user's second factor from the
-# users' list instead (or `manage.py copier_reset_2fa`), recorded in the audit log.
-for _device in (TOTPDevice, StaticDevice):
-    if admin.site.is_registered(_device):
-        admin.site.unregister(_device)
+# The devices (copier.models.AuthenticatorDevice, RecoveryCodeDevice) have no admin: a
+# superuser resets a user's second factor from the users' list instead (or `manage.py
+# copier_reset_2fa`), recorded in the audit log.
 admin.site.unregister(User)
 
 
@@ -973,7 +969,7 @@ class CopierUserAdmin(UserAdmin):
     actions = ["reset_second_factor"]
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Any]:
-        confirmed = TOTPDevice.objects.filter(user=OuterRef("pk"), confirmed=True)
+        confirmed = AuthenticatorDevice.objects.filter(user=OuterRef("pk"), confirmed=True)
         return super().get_queryset(request).annotate(has_totp=Exists(confirmed))
 
     @admin.display(description="two-factor", boolean=True, ordering="has_totp")
