@@ -11,8 +11,8 @@ from django import forms
 from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
-from django.contrib.auth.admin import UserAdmin
-from django.contrib.auth.models import User
+from django.contrib.auth.admin import GroupAdmin, UserAdmin
+from django.contrib.auth.models import Group, User
 from django.db.models import Exists, OuterRef, QuerySet
 from django.http import HttpRequest
 from django.template.response import TemplateResponse
@@ -961,10 +961,16 @@ class PeriodicTaskAdmin(beat_admin.PeriodicTaskAdmin):
 # superuser resets a user's second factor from the users' list instead (or `manage.py
 # copier_reset_2fa`), recorded in the audit log.
 admin.site.unregister(User)
+admin.site.unregister(Group)
 
 
 @admin.register(User)
-class CopierUserAdmin(UserAdmin):
+class CopierUserAdmin(AuditedAdmin, UserAdmin):
+    """Users, audited: who made whom a superuser or staff, (de)activated them, put them in
+    which groups or gave them which permissions, changed their password (as "changed",
+    never the hash); the password page's change too (it reads the user through
+    `get_object` and logs through `log_change`, as the change form does)."""
+
     list_display = ("username", "email", "first_name", "last_name", "is_staff", "two_factor")
     actions = ["reset_second_factor"]
 
@@ -991,6 +997,12 @@ class CopierUserAdmin(UserAdmin):
                               + (" and then for a new enrolment" if
                                  second_factor.enrolment_required(user) else "") + ".",
                               messages.SUCCESS if removed else messages.INFO)
+
+
+@admin.register(Group)
+class CopierGroupAdmin(AuditedAdmin, GroupAdmin):
+    """Groups, audited: a group's permissions decide who may trade (and who must enrol a
+    second factor), so each added or removed one is an entry."""
 
 
 @admin.register(AccessAttempt)
