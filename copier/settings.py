@@ -364,6 +364,7 @@ HOUSEKEEPING_TASKS = [
     "copier.dispatch_due", "copier.heal_paused", "copier.prune_failed_exits",
     "copier.settle_positions", "copier.prune_follower_fills", "copier.send_alerts",
     "copier.check_disconnects", "copier.check_loss_limits", "copier.sweep_working_orders",
+    "copier.prune_login_records",
 ]
 CELERY_TASK_ROUTES = {name: {"queue": "housekeeping"} for name in HOUSEKEEPING_TASKS}
 # With JSON logs the worker keeps Django's logging (one format for every process)
