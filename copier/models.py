@@ -1153,7 +1153,7 @@ def totp_key_new() -> str:
     return str(random_hex(20))
 
 
-class AuthenticatorDevice(TimestampMixin, ThrottlingMixin, Device):  # type: ignore[misc]
+class AuthenticatorDevice(TimestampMixin, ThrottlingMixin, Device):
     """An authenticator app (TOTP, RFC 6238), checked as django-otp's TOTPDevice checks it.
 
     The key is an EncryptedTextField (Fernet under COPIER_ENCRYPTION_KEY; copier_rotate_key
@@ -1164,14 +1164,18 @@ class AuthenticatorDevice(TimestampMixin, ThrottlingMixin, Device):  # type: ign
 
     key = EncryptedTextField(default=totp_key_new, editable=False,
                              help_text="A hex-encoded secret key, encrypted at rest.")
-    step = models.PositiveSmallIntegerField(default=30, help_text="The time step in seconds.")
-    t0 = models.BigIntegerField(default=0, help_text="The Unix time steps count from.")
-    digits = models.PositiveSmallIntegerField(choices=[(6, 6), (8, 8)], default=6)
-    tolerance = models.PositiveSmallIntegerField(
+    # Annotated: django-otp's bases are untyped, so the stubs' plugin infers nothing here.
+    step: models.PositiveSmallIntegerField[int, int] = models.PositiveSmallIntegerField(
+        default=30, help_text="The time step in seconds.")
+    t0: models.BigIntegerField[int, int] = models.BigIntegerField(
+        default=0, help_text="The Unix time steps count from.")
+    digits: models.PositiveSmallIntegerField[int, int] = models.PositiveSmallIntegerField(
+        choices=[(6, 6), (8, 8)], default=6)
+    tolerance: models.PositiveSmallIntegerField[int, int] = models.PositiveSmallIntegerField(
         default=1, help_text="Time steps in the past or future a code may be of.")
-    drift = models.SmallIntegerField(
+    drift: models.SmallIntegerField[int, int] = models.SmallIntegerField(
         default=0, help_text="Time steps the app's clock is known to be off by.")
-    last_t = models.BigIntegerField(
+    last_t: models.BigIntegerField[int, int] = models.BigIntegerField(
         default=-1, help_text="The time step of the last code taken: the next must be later.")
 
     class Meta(Device.Meta):
@@ -1233,7 +1237,7 @@ def _scrypt(code: str, salt: bytes, n: int, r: int, p: int) -> bytes:
     return hashlib.scrypt(code.encode(), salt=salt, n=n, r=r, p=p, maxmem=2**26, dklen=32)
 
 
-class RecoveryCodeDevice(TimestampMixin, ThrottlingMixin, Device):  # type: ignore[misc]
+class RecoveryCodeDevice(TimestampMixin, ThrottlingMixin, Device):
     """A user's recovery codes, each usable once (django-otp's StaticDevice, hashed).
 
     Shown once when made; kept only as salted digests (RecoveryCode), so the database
