@@ -11,8 +11,8 @@ from django import forms
 from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
-from django.contrib.auth.admin import UserAdmin
-from django.contrib.auth.models import User
+from django.contrib.auth.admin import GroupAdmin, UserAdmin
+from django.contrib.auth.models import Group, User
 from django.db.models import Exists, OuterRef, QuerySet
 from django.http import HttpRequest
 from django.template.response import TemplateResponse
@@ -21,8 +21,6 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 from django_celery_beat import admin as beat_admin
 from django_celery_beat.models import PeriodicTask
-from django_otp.plugins.otp_static.models import StaticDevice
-from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from copier import clock, rules, symbol_map
 from copier.console.audit import AuditedAdmin
@@ -42,6 +40,7 @@ from copier.models import (
     RISK_FIELDS,
     AlertConfig,
     AuditEntry,
+    AuthenticatorDevice,
     CopyGroup,
     Decision,
     FailedExit,
@@ -958,22 +957,25 @@ class PeriodicTaskAdmin(beat_admin.PeriodicTaskAdmin):
 
 
 # --- The operator's login: users' second factor, locked-out logins ------------------------
-# django-otp's device admins show each device's secret (a TOTP key, the recovery codes) to
-# whoever may view them: not registered. A superuser resets a user's second factor from the
-# users' list instead (or `manage.py copier_reset_2fa`), recorded in the audit log.
-for _device in (TOTPDevice, StaticDevice):
-    if admin.site.is_registered(_device):
-        admin.site.unregister(_device)
+# The devices (copier.models.AuthenticatorDevice, RecoveryCodeDevice) have no admin: a
+# superuser resets a user's second factor from the users' list instead (or `manage.py
+# copier_reset_2fa`), recorded in the audit log.
 admin.site.unregister(User)
+admin.site.unregister(Group)
 
 
 @admin.register(User)
-class CopierUserAdmin(UserAdmin):
+class CopierUserAdmin(AuditedAdmin, UserAdmin):
+    """Users, audited: who made whom a superuser or staff, (de)activated them, put them in
+    which groups or gave them which permissions, changed their password (as "changed",
+    never the hash); the password page's change too (it reads the user through
+    `get_object` and logs through `log_change`, as the change form does)."""
+
     list_display = ("username", "email", "first_name", "last_name", "is_staff", "two_factor")
     actions = ["reset_second_factor"]
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Any]:
-        confirmed = TOTPDevice.objects.filter(user=OuterRef("pk"), confirmed=True)
+        confirmed = AuthenticatorDevice.objects.filter(user=OuterRef("pk"), confirmed=True)
         return super().get_queryset(request).annotate(has_totp=Exists(confirmed))
 
     @admin.display(description="two-factor", boolean=True, ordering="has_totp")
@@ -995,6 +997,12 @@ class CopierUserAdmin(UserAdmin):
                               + (" and then for a new enrolment" if
                                  second_factor.enrolment_required(user) else "") + ".",
                               messages.SUCCESS if removed else messages.INFO)
+
+
+@admin.register(Group)
+class CopierGroupAdmin(AuditedAdmin, GroupAdmin):
+    """Groups, audited: a group's permissions decide who may trade (and who must enrol a
+    second factor), so each added or removed one is an entry."""
 
 
 @admin.register(AccessAttempt)

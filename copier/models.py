@@ -9,13 +9,24 @@ or repeated task finds nothing left to do.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import hmac
+import os
+import time
+from base64 import b32encode, b64decode, b64encode
+from binascii import unhexlify
 from decimal import Decimal
 from typing import Any
+from urllib.parse import quote, urlencode
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import MinValueValidator
-from django.db import models
+from django.db import models, transaction
 from django.db.models import Max, Q
+from django_otp.models import Device, ThrottlingMixin, TimestampMixin
+from django_otp.oath import TOTP
+from django_otp.util import random_hex
 
 from accounts.fields import EncryptedTextField
 from accounts.models import TradingAccount
@@ -1127,3 +1138,167 @@ class AuditEntry(models.Model):
 
 class AuditImmutable(Exception):
     """Something tried to change or delete an audit entry outside the superuser's prune."""
+
+
+# --- The operator's second factor (copier.services.second_factor) -------------------------
+# django-otp's own devices keep an authenticator's key and the recovery codes as they are
+# (plain text): a database dump or backup would hand out every operator's second factor.
+# These are django-otp devices too (its login, middleware and devices_for_user find them),
+# with the key encrypted like a broker credential and each recovery code kept only as a
+# salted scrypt digest.
+
+
+def totp_key_new() -> str:
+    """20 random bytes, hex-encoded: the key django-otp's TOTPDevice makes."""
+    return str(random_hex(20))
+
+
+class AuthenticatorDevice(TimestampMixin, ThrottlingMixin, Device):
+    """An authenticator app (TOTP, RFC 6238), checked as django-otp's TOTPDevice checks it.
+
+    The key is an EncryptedTextField (Fernet under COPIER_ENCRYPTION_KEY; copier_rotate_key
+    encrypts it again with the other secrets). `verify_token` is TOTPDevice's (django-otp
+    1.7.5): a code of `tolerance` steps around the known drift is taken, never one of a step
+    at or before the last one taken (`last_t`: a code works once), the drift follows the
+    phone's clock (OTP_TOTP_SYNC), and wrong codes slow the device down (ThrottlingMixin)."""
+
+    key = EncryptedTextField(default=totp_key_new, editable=False,
+                             help_text="A hex-encoded secret key, encrypted at rest.")
+    # Annotated: django-otp's bases are untyped, so the stubs' plugin infers nothing here.
+    step: models.PositiveSmallIntegerField[int, int] = models.PositiveSmallIntegerField(
+        default=30, help_text="The time step in seconds.")
+    t0: models.BigIntegerField[int, int] = models.BigIntegerField(
+        default=0, help_text="The Unix time steps count from.")
+    digits: models.PositiveSmallIntegerField[int, int] = models.PositiveSmallIntegerField(
+        choices=[(6, 6), (8, 8)], default=6)
+    tolerance: models.PositiveSmallIntegerField[int, int] = models.PositiveSmallIntegerField(
+        default=1, help_text="Time steps in the past or future a code may be of.")
+    drift: models.SmallIntegerField[int, int] = models.SmallIntegerField(
+        default=0, help_text="Time steps the app's clock is known to be off by.")
+    last_t: models.BigIntegerField[int, int] = models.BigIntegerField(
+        default=-1, help_text="The time step of the last code taken: the next must be later.")
+
+    class Meta(Device.Meta):
+        verbose_name = "authenticator app"
+
+    @property
+    def bin_key(self) -> bytes:
+        return unhexlify(str(self.key).encode())
+
+    def verify_token(self, token: Any) -> bool:
+        allowed, _why = self.verify_is_allowed()
+        if not allowed:
+            return False
+        try:
+            number = int(token)
+        except (TypeError, ValueError):
+            verified = False
+        else:
+            totp = TOTP(self.bin_key, self.step, self.t0, self.digits, self.drift)
+            totp.time = time.time()
+            verified = bool(totp.verify(number, self.tolerance, self.last_t + 1))
+            if verified:
+                self.last_t = totp.t()
+                if getattr(settings, "OTP_TOTP_SYNC", True):
+                    self.drift = totp.drift
+                self.throttle_reset(commit=False)
+                self.set_last_used_timestamp(commit=False)
+                self.save()
+        if not verified:
+            self.throttle_increment(commit=True)
+        return verified
+
+    def get_throttle_factor(self) -> int:
+        return int(getattr(settings, "OTP_TOTP_THROTTLE_FACTOR", 1))
+
+    @property
+    def config_url(self) -> str:
+        """The otpauth:// URL an app scans (Google's Key URI format), as TOTPDevice makes
+        it: the issuer is OTP_TOTP_ISSUER."""
+        label = str(self.user.get_username())
+        params = urlencode({"secret": b32encode(self.bin_key), "algorithm": "SHA1",
+                            "digits": self.digits, "period": self.step})
+        issuer = getattr(settings, "OTP_TOTP_ISSUER", "")
+        if callable(issuer):
+            issuer = issuer(self)
+        if isinstance(issuer, str) and issuer:
+            issuer = issuer.replace(":", "")
+            label = f"{issuer}:{label}"
+            params += f"&issuer={quote(issuer)}"  # RFC 3986, not quote_plus
+        return f"otpauth://totp/{quote(label)}?{params}"
+
+
+# scrypt's cost: 16 MiB and some 30 ms a code, so that a dump's codes (40 bits each) cost
+# an attacker years, and a login's check of ten codes well under a second.
+_SCRYPT_N, _SCRYPT_R, _SCRYPT_P = 2**14, 8, 1
+
+
+def _scrypt(code: str, salt: bytes, n: int, r: int, p: int) -> bytes:
+    return hashlib.scrypt(code.encode(), salt=salt, n=n, r=r, p=p, maxmem=2**26, dklen=32)
+
+
+class RecoveryCodeDevice(TimestampMixin, ThrottlingMixin, Device):
+    """A user's recovery codes, each usable once (django-otp's StaticDevice, hashed).
+
+    Shown once when made; kept only as salted digests (RecoveryCode), so the database
+    holds nothing that logs in. A code taken is deleted under a row lock: two logins with
+    the same code, one gets in. Wrong codes slow the device down, as the app's do."""
+
+    class Meta(Device.Meta):
+        verbose_name = "recovery codes"
+
+    def get_throttle_factor(self) -> int:
+        return int(getattr(settings, "OTP_STATIC_THROTTLE_FACTOR", 1))
+
+    def verify_token(self, token: Any) -> bool:
+        allowed, _why = self.verify_is_allowed()
+        if not allowed:
+            return False
+        with transaction.atomic():
+            codes = list(self.codes.select_for_update().order_by("pk"))
+            match = next((c for c in codes if c.matches(str(token))), None)
+            if match is None:
+                self.throttle_increment(commit=True)
+                return False
+            match.delete()
+            self.throttle_reset(commit=False)
+            self.set_last_used_timestamp(commit=False)
+            self.save()
+        return True
+
+
+class RecoveryCode(models.Model):
+    """One recovery code, as `scrypt$n$r$p$salt$digest` (base64): never the code."""
+
+    device = models.ForeignKey(RecoveryCodeDevice, related_name="codes",
+                               on_delete=models.CASCADE)
+    digest = models.CharField(max_length=200)
+
+    class Meta:
+        verbose_name = "recovery code"
+
+    def __str__(self) -> str:
+        return f"recovery code #{self.pk}"
+
+    @staticmethod
+    def random_code() -> str:
+        """Eight characters of lower-case base32 (40 bits), as django-otp's StaticToken."""
+        return b32encode(os.urandom(5)).decode().lower()
+
+    @staticmethod
+    def digest_of(code: str) -> str:
+        salt = os.urandom(16)
+        derived = _scrypt(code, salt, _SCRYPT_N, _SCRYPT_R, _SCRYPT_P)
+        return "$".join(["scrypt", str(_SCRYPT_N), str(_SCRYPT_R), str(_SCRYPT_P),
+                         b64encode(salt).decode(), b64encode(derived).decode()])
+
+    def matches(self, code: str) -> bool:
+        try:
+            kind, n, r, p, salt, derived = self.digest.split("$")
+            if kind != "scrypt":
+                return False
+            want = b64decode(derived)
+            got = _scrypt(code, b64decode(salt), int(n), int(r), int(p))
+        except ValueError:
+            return False
+        return hmac.compare_digest(got, want)

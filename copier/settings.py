@@ -67,12 +67,11 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
-    # Two-factor login (copier.services.second_factor): django-otp's core and its TOTP
-    # (authenticator app) and static (recovery codes) devices; before copier, whose admin
-    # replaces their device admins (they show a device's secret) with a reset action.
+    # Two-factor login (copier.services.second_factor): django-otp's core. Its TOTP and
+    # static plugins are not installed: they keep the key and the recovery codes in plain
+    # text; the copier's own devices (copier.models.AuthenticatorDevice, RecoveryCodeDevice)
+    # keep the key encrypted and the codes hashed.
     "django_otp",
-    "django_otp.plugins.otp_totp",
-    "django_otp.plugins.otp_static",
     # Login throttling (AXES_* below)
     "axes",
     "accounts",
@@ -365,6 +364,7 @@ HOUSEKEEPING_TASKS = [
     "copier.dispatch_due", "copier.heal_paused", "copier.prune_failed_exits",
     "copier.settle_positions", "copier.prune_follower_fills", "copier.send_alerts",
     "copier.check_disconnects", "copier.check_loss_limits", "copier.sweep_working_orders",
+    "copier.prune_login_records",
 ]
 CELERY_TASK_ROUTES = {name: {"queue": "housekeeping"} for name in HOUSEKEEPING_TASKS}
 # With JSON logs the worker keeps Django's logging (one format for every process)

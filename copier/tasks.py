@@ -22,6 +22,7 @@ from copier.services import (
     failed_exits,
     ingest,
     listener,
+    lockout,
     losslimit,
     sync_guard,
     working,
@@ -92,6 +93,12 @@ def prune_follower_fills() -> int:
     return listener.follower_fills_prune()
 
 
+@app.task(name="copier.prune_login_records")
+def prune_login_records() -> int:
+    """django-axes' records of logins and failed logins older than 30 days."""
+    return lockout.login_records_prune()
+
+
 @app.task(name="copier.heal_paused")
 def heal_paused() -> list[str]:
     return sync_guard.paused_heal_all()
@@ -145,6 +152,7 @@ PERIODIC_TASKS: dict[str, tuple[str, int]] = {
     "copier: prune failed exits older than 7 days": ("copier.prune_failed_exits", 3600),
     "copier: apply position statements no fill explained": ("copier.settle_positions", 5),
     "copier: forget follower fill ids older than 30 days": ("copier.prune_follower_fills", 86400),
+    "copier: forget login records older than 30 days": ("copier.prune_login_records", 86400),
     "copier: send due alerts": ("copier.send_alerts", 10),
     "copier: alert on long disconnects": ("copier.check_disconnects", 15),
     "copier: cancel working orders past their time": ("copier.sweep_working_orders", 5),

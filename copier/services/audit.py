@@ -20,6 +20,7 @@ from decimal import Decimal
 from typing import Any
 
 from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Permission
 from django.core.exceptions import ImproperlyConfigured, PermissionDenied
 from django.db import connection, models, transaction
 
@@ -79,9 +80,28 @@ def _fields(model: type[models.Model]) -> list[models.Field[Any, Any]]:
             if not f.primary_key and f.editable and not getattr(f, "generated", False)]
 
 
+def _many(model: type[models.Model]) -> list[models.Field[Any, Any]]:
+    """The many-to-many fields a form edits: a user's groups and permissions, a group's
+    permissions (who may trade is decided there)."""
+    return [f for f in model._meta.many_to_many if f.editable]
+
+
+def _members(obj: models.Model, field: models.Field[Any, Any]) -> list[str]:
+    """Who or what is in a many-to-many field as stored, sorted; a permission by the
+    name `has_perm` takes ("copier.kill_switch")."""
+    if obj.pk is None:
+        return []
+    related = getattr(obj, field.name).all()
+    if field.related_model is Permission:
+        return sorted(f"{p.content_type.app_label}.{p.codename}"
+                      for p in related.select_related("content_type"))
+    return sorted(str(o) for o in related)
+
+
 def snapshot(obj: models.Model) -> Snapshot:
-    """The instance's fields as they would be written: a foreign key as "name (#id)";
-    secrets raw, held only in memory to compare (`changes` never keeps them)."""
+    """The instance's fields as they would be written: a foreign key as "name (#id)", a
+    many-to-many field as the sorted list of its members; secrets raw, held only in memory
+    to compare (`changes` never keeps them)."""
     out: Snapshot = {}
     for f in _fields(type(obj)):
         value = getattr(obj, f.attname)
@@ -89,6 +109,8 @@ def snapshot(obj: models.Model) -> Snapshot:
             related = getattr(obj, f.name, None)
             value = f"{related} (#{value})"
         out[f.name] = value if _is_secret(f) else _jsonable(value)
+    for f in _many(type(obj)):
+        out[f.name] = _members(obj, f)
     return out
 
 
@@ -127,6 +149,10 @@ def changes_between(model: type[models.Model], before: Snapshot | None,
             if (a or "") != (b or ""):
                 changes.update(_secret_changes(f.name, a, b))
         elif (a != b) if both else (b if after is not None else a) not in (None, ""):
+            changes[f.name] = [a, b]
+    for f in _many(model):
+        a, b = old.get(f.name), new.get(f.name)
+        if (a != b) if both else bool(b if after is not None else a):
             changes[f.name] = [a, b]
     return changes
 

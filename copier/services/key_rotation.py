@@ -6,9 +6,10 @@ every process's list (the old one after it) and the processes restarted; then
 `manage.py copier_rotate_key` (this service) encrypts every stored secret again with
 the new key; then the old key is removed. Every column of an `EncryptedTextField` of
 every installed model is rotated (trading account credentials, venue sessions, alert
-webhook URLs, and any added later), in one transaction: either every secret is under
-the first key afterwards, or nothing changed. A token already under the first key is
-left as it is, so a second run changes nothing (and the credentials' digest,
+webhook URLs, the operators' authenticator keys, and any added later), in one
+transaction: either every secret is under the first key afterwards, or nothing changed.
+A token already under the first key is left as it is, so a second run changes nothing
+(and the credentials' digest,
 `TradingAccount.credentials_md5`, which the adapter cache compares, stays the same for
 it). PostgreSQL recomputes that generated digest with the token it is made of.
 """

@@ -8,10 +8,11 @@ the audit log, like any other operator action.
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass
 from typing import Any
 
-from axes.models import AccessAttempt
+from axes.models import AccessAttempt, AccessFailureLog, AccessLog
 from axes.utils import reset
 from django.conf import settings
 from django.db import transaction
@@ -20,6 +21,12 @@ from django.utils import timezone
 
 from copier.models import AuditEntry
 from copier.services.audit import audit_record
+
+# How long django-axes' records of logins are kept: who logged in from where (AccessLog),
+# failed logins (AccessAttempt, AccessFailureLog). Each row holds a user name (now and
+# then a password typed in the wrong field) and an address; a month answers "who was in
+# lately", and the table does not grow with every login for ever.
+LOGIN_RECORDS_KEEP = dt.timedelta(days=30)
 
 
 @dataclass(frozen=True)
@@ -61,3 +68,20 @@ def login_unlock(*, username: str | None = None, ip: str | None = None, by: Any)
                      object_type="axes.accessattempt", object_repr=what[:200],
                      detail=f"cleared {cleared} failed-login record(s) of {what}")
     return cleared
+
+
+def login_records_prune() -> int:
+    """Forget django-axes' login records older than LOGIN_RECORDS_KEEP (the periodic
+    `copier.prune_login_records`). Failed logins still inside the cool-off are kept
+    whatever it is set to: pruning never lifts a lockout. How many rows were removed."""
+    now = timezone.now()  # axes keeps its own time
+    before = now - LOGIN_RECORDS_KEEP
+    attempts_before = now - max(LOGIN_RECORDS_KEEP, settings.AXES_COOLOFF_TIME)
+    removed = 0
+    with transaction.atomic():
+        for rows in (AccessLog.objects.filter(attempt_time__lt=before),
+                     AccessFailureLog.objects.filter(attempt_time__lt=before),
+                     AccessAttempt.objects.filter(attempt_time__lt=attempts_before)):
+            _total, per_model = rows.delete()
+            removed += per_model.get(rows.model._meta.label, 0)
+    return removed

@@ -5,8 +5,10 @@ is then asked for a code (or one of the recovery codes, each usable once) before
 (copier.middleware.SecondFactorMiddleware). Where COPIER_REQUIRE_2FA is on, a user who may
 trade must enrol first: whoever can stop, resume or flatten, fill at the sim broker, change
 what an account logs in with or which accounts a group trades, or give themselves any of
-that (users, groups). Devices are django-otp's (TOTPDevice, StaticDevice): its TOTP checks
-the window and refuses a code used once, and slows a device down after wrong codes.
+that (users, groups). Devices are the copier's own django-otp devices
+(copier.models.AuthenticatorDevice, RecoveryCodeDevice): the TOTP check is django-otp's (the
+window, a code refused once used, a device slowed down after wrong codes), the key is
+encrypted at rest and the recovery codes are kept only hashed.
 """
 
 from __future__ import annotations
@@ -19,10 +21,8 @@ from django.conf import settings
 from django.db import transaction
 from django_otp import devices_for_user, user_has_device
 from django_otp.models import Device
-from django_otp.plugins.otp_static.models import StaticDevice, StaticToken
-from django_otp.plugins.otp_totp.models import TOTPDevice
 
-from copier.models import AuditEntry
+from copier.models import AuditEntry, AuthenticatorDevice, RecoveryCode, RecoveryCodeDevice
 from copier.services.audit import audit_record
 
 # What lets a user trade, or make themselves able to: each one makes the second factor
@@ -78,28 +78,31 @@ def second_factor_owed(user: Any) -> str | None:
     return None
 
 
-def totp_device_pending(*, user: Any) -> TOTPDevice:
+def totp_device_pending(*, user: Any) -> AuthenticatorDevice:
     """The authenticator device being set up: one unconfirmed device per user, kept while
     the page is reloaded (the QR code the app scanned stays valid), made when missing."""
-    found = TOTPDevice.objects.devices_for_user(user, confirmed=False).order_by("pk").first()
+    found = (AuthenticatorDevice.objects.devices_for_user(user, confirmed=False)
+             .order_by("pk").first())
     if found is None:
-        found = TOTPDevice.objects.create(user=user, name=TOTP_NAME, confirmed=False)
+        found = AuthenticatorDevice.objects.create(user=user, name=TOTP_NAME, confirmed=False)
     return found
 
 
 def _recovery_codes_new(user: Any) -> list[str]:
     """A fresh set of recovery codes in place of any older one (in the caller's
-    transaction). Shown once; each works once (StaticDevice deletes a code it accepts)."""
-    StaticDevice.objects.filter(user=user).delete()
-    device = StaticDevice.objects.create(user=user, name=RECOVERY_NAME, confirmed=True)
-    codes = [StaticToken.random_token() for _ in range(RECOVERY_CODES)]
-    StaticToken.objects.bulk_create(StaticToken(device=device, token=c) for c in codes)
+    transaction). Shown once, kept only as digests; each works once (the device deletes
+    a code it accepts)."""
+    RecoveryCodeDevice.objects.filter(user=user).delete()
+    device = RecoveryCodeDevice.objects.create(user=user, name=RECOVERY_NAME, confirmed=True)
+    codes = [RecoveryCode.random_code() for _ in range(RECOVERY_CODES)]
+    RecoveryCode.objects.bulk_create(
+        RecoveryCode(device=device, digest=RecoveryCode.digest_of(c)) for c in codes)
     return codes
 
 
 @dataclass(frozen=True)
 class Enrolled:
-    device: TOTPDevice
+    device: AuthenticatorDevice
     recovery_codes: list[str]
 
 
@@ -108,11 +111,11 @@ def totp_enrol_confirm(*, user: Any, code: str) -> Enrolled | None:
     (any other authenticator device of the user is removed) and recovery codes are made.
     None: the code was not right (or the device waits after wrong ones)."""
     with transaction.atomic():
-        device = (TOTPDevice.objects.devices_for_user(user, confirmed=False)
+        device = (AuthenticatorDevice.objects.devices_for_user(user, confirmed=False)
                   .select_for_update().order_by("pk").first())
         if device is None or not device.verify_token(_normalised(code)):
             return None
-        TOTPDevice.objects.filter(user=user).exclude(pk=device.pk).delete()
+        AuthenticatorDevice.objects.filter(user=user).exclude(pk=device.pk).delete()
         device.confirmed = True
         device.save(update_fields=["confirmed"])
         codes = _recovery_codes_new(user)
@@ -142,7 +145,8 @@ def second_factor_check(*, user: Any, code: str) -> Checked:
     the recovery codes, which are eight characters (a wrong guess slows down only the
     device it was meant for)."""
     token = _normalised(code)
-    kind = TOTPDevice if token.isdigit() and len(token) == TOTP_DIGITS else StaticDevice
+    app = token.isdigit() and len(token) == TOTP_DIGITS
+    kind = AuthenticatorDevice if app else RecoveryCodeDevice
     with transaction.atomic():
         devices = [d for d in devices_for_user(user, confirmed=True, for_verify=True)
                    if isinstance(d, kind)]
@@ -158,9 +162,9 @@ def second_factor_check(*, user: Any, code: str) -> Checked:
 
 
 def _accepted(user: Any, device: Device) -> Checked:
-    if not isinstance(device, StaticDevice):
+    if not isinstance(device, RecoveryCodeDevice):
         return Checked(device)
-    left = device.token_set.count()
+    left = device.codes.count()
     audit_record(by=user, action=AuditEntry.Action.RECOVERY_CODE_USED,
                  object_type="auth.user", object_id=user.pk, object_repr=user.get_username(),
                  detail=f"{left} recovery codes left")
@@ -170,7 +174,7 @@ def _accepted(user: Any, device: Device) -> Checked:
 def recovery_codes_renew(*, user: Any, code: str) -> list[str] | None:
     """New recovery codes for a user who proves the authenticator with a current code."""
     with transaction.atomic():
-        device = (TOTPDevice.objects.devices_for_user(user, confirmed=True)
+        device = (AuthenticatorDevice.objects.devices_for_user(user, confirmed=True)
                   .select_for_update().first())
         if device is None or not device.verify_token(_normalised(code)):
             return None
@@ -183,7 +187,7 @@ def recovery_codes_renew(*, user: Any, code: str) -> list[str] | None:
 
 
 def recovery_codes_left(user: Any) -> int:
-    return StaticToken.objects.filter(device__user=user, device__confirmed=True).count()
+    return RecoveryCode.objects.filter(device__user=user, device__confirmed=True).count()
 
 
 def second_factor_reset(*, user: Any, by: Any) -> int:
@@ -192,7 +196,7 @@ def second_factor_reset(*, user: Any, by: Any) -> int:
     cli:<login>). The number of devices removed."""
     with transaction.atomic():
         removed = 0
-        for model in (TOTPDevice, StaticDevice):
+        for model in (AuthenticatorDevice, RecoveryCodeDevice):
             _total, per_model = model.objects.filter(user=user).delete()  # tokens cascade
             removed += per_model.get(model._meta.label, 0)
         audit_record(by=by, action=AuditEntry.Action.SECOND_FACTOR_RESET,

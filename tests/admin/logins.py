@@ -7,34 +7,41 @@ from typing import Any
 
 from django.test import Client
 from django_otp.oath import TOTP
-from django_otp.plugins.otp_static.models import StaticDevice, StaticToken
-from django_otp.plugins.otp_totp.models import TOTPDevice
+
+from copier.models import AuthenticatorDevice, RecoveryCode, RecoveryCodeDevice
 
 PASSWORD = "pw-Kq81-long"
 CODE_PAGE = "/login/code/"
 ENROL_PAGE = "/two-factor/"
 
 
-def authenticator(user: Any) -> TOTPDevice:
+def authenticator(user: Any) -> AuthenticatorDevice:
     """A confirmed authenticator app, as an enrolment leaves it."""
-    return TOTPDevice.objects.create(user=user, name="authenticator app", confirmed=True)
+    return AuthenticatorDevice.objects.create(user=user, name="authenticator app", confirmed=True)
 
 
-def recovery_codes(user: Any, *codes: str) -> StaticDevice:
-    device = StaticDevice.objects.create(user=user, name="recovery codes", confirmed=True)
+def recovery_codes(user: Any, *codes: str) -> RecoveryCodeDevice:
+    """Recovery codes as an enrolment keeps them: their digests."""
+    device = RecoveryCodeDevice.objects.create(user=user, name="recovery codes", confirmed=True)
     for code in codes:
-        StaticToken.objects.create(device=device, token=code)
+        RecoveryCode.objects.create(device=device, digest=RecoveryCode.digest_of(code))
     return device
 
 
-def code_now(device: TOTPDevice) -> str:
+def recovery_codes_working(user: Any, *codes: str) -> list[str]:
+    """Which of `codes` the user's stored digests would take (checked, not consumed)."""
+    stored = list(RecoveryCode.objects.filter(device__user=user))
+    return [code for code in codes if any(row.matches(code) for row in stored)]
+
+
+def code_now(device: AuthenticatorDevice) -> str:
     """The six digits the app shows now (the device's own parameters, read fresh)."""
     device.refresh_from_db()
     totp = TOTP(device.bin_key, device.step, device.t0, device.digits, device.drift)
     return f"{totp.token():0{device.digits}d}"
 
 
-def wrong_code(device: TOTPDevice) -> str:
+def wrong_code(device: AuthenticatorDevice) -> str:
     """Six digits that are not the code of now, nor of the step before or after."""
     device.refresh_from_db()
     near = set()

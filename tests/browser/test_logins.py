@@ -74,10 +74,10 @@ def _password(page: Page, url: str, name: str, password: str) -> None:
 
 
 def test_log_in_with_the_code_after_the_password(console: Console) -> None:
-    from django_otp.plugins.otp_totp.models import TOTPDevice
+    from copier.models import AuthenticatorDevice
 
     password = _superuser("trader")
-    key = db_call(lambda: TOTPDevice.objects.create(
+    key = db_call(lambda: AuthenticatorDevice.objects.create(
         user=get_user_model().objects.get(username="trader"), name="authenticator app",
         confirmed=True).bin_key)
     page = console.page

@@ -64,7 +64,8 @@ def _rotate() -> str:
 
 @pytest.fixture
 def secrets_under_old(settings) -> TradingAccount:
-    """One secret of each kind, stored under the old key alone."""
+    """One secret of each kind, stored under the old key alone (an authenticator's key,
+    which needs a user, in tests/admin/test_second_factor_storage.py)."""
     settings.COPIER_ENCRYPTION_KEY = OLD
     acct = account("P1", credentials=CREDENTIALS)
     g = group("g", acct, {account("F1"): "1"})
@@ -84,6 +85,7 @@ def test_rotating_moves_every_secret_to_the_first_key(settings, secrets_under_ol
         "accounts.TradingAccount.credentials: 1 encrypted again, 0 already under the first key",
         "brokers.BrokerSession.token: 1 encrypted again, 0 already under the first key",
         "copier.AlertConfig.webhook_url: 1 encrypted again, 0 already under the first key",
+        "copier.AuthenticatorDevice.key: 0 encrypted again, 0 already under the first key",
         "3 secrets encrypted again with the first key, 0 already under it.",
         "Every stored secret is now under the first key: remove the other keys from "
         "COPIER_ENCRYPTION_KEY, then restart every process."]

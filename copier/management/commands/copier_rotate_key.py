@@ -16,8 +16,9 @@ from copier.services import key_rotation
 
 
 class Command(BaseCommand):
-    help = ("Encrypt every stored secret (account credentials, venue sessions, webhook URLs) "
-            "again with the first key of COPIER_ENCRYPTION_KEY, in one transaction.")
+    help = ("Encrypt every stored secret (account credentials, venue sessions, webhook URLs, "
+            "authenticator keys) again with the first key of COPIER_ENCRYPTION_KEY, in one "
+            "transaction.")
 
     def handle(self, *args: Any, **options: Any) -> None:
         try:
