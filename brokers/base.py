@@ -47,11 +47,8 @@ from decimal import Decimal
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-# The rules' vocabulary, re-exported for adapters: an order's side means one thing from
-# the rules to the broker. The rules import only the standard library, so this makes no
-# import circle (tests/test_import_graph.py).
-from copier.rules import Side as Side
-from copier.rules import signed as signed
+# An order's side means one thing from the rules to the broker: the ground floor's.
+from core.trading import Side
 
 if TYPE_CHECKING:
     from accounts.models import TradingAccount

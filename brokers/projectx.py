@@ -80,7 +80,6 @@ from brokers.base import (
     PositionUpdate,
     Session,
     SessionRefused,
-    Side,
     TransientBrokerError,
     UnknownContract,
     Unreadable,
@@ -89,7 +88,8 @@ from brokers.base import (
     unreadable,
     venue_text,
 )
-from copier import clock
+from core import clock
+from core.trading import Side
 
 if TYPE_CHECKING:
     from accounts.models import TradingAccount

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 from django.utils.module_loading import import_string
 
-from accounts.fields import Secret
+from core.fields import Secret
 
 if TYPE_CHECKING:
     from accounts.models import TradingAccount

@@ -59,16 +59,14 @@ from brokers.base import (
     OrderUpdate,
     PermanentBrokerError,
     Session,
-    Side,
     TransientBrokerError,
     position_fill,
-    signed,
 )
 from brokers.models import SimAccount, SimOrder, SimQuote
-from copier import clock
-from copier.rawsql import database_conninfo
-from copier.rules import MAX_VENUE_ID
-from copier.symbol_map import point_value
+from core import clock
+from core.contracts import point_value
+from core.rawsql import database_conninfo
+from core.trading import MAX_VENUE_ID, Side, signed
 
 if TYPE_CHECKING:
     from accounts.models import TradingAccount

@@ -67,7 +67,6 @@ from brokers.base import (
     PermanentBrokerError,
     PositionUpdate,
     Session,
-    Side,
     TransientBrokerError,
     UnknownContract,
     Unreadable,
@@ -76,7 +75,8 @@ from brokers.base import (
     unreadable,
     venue_text,
 )
-from copier import clock
+from core import clock
+from core.trading import Side
 
 if TYPE_CHECKING:
     from accounts.models import TradingAccount

@@ -24,7 +24,7 @@ from django_celery_beat.models import PeriodicTask
 from django_otp.plugins.otp_static.models import StaticDevice
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
-from copier import clock, rules, symbol_map
+from copier import rules, symbol_map
 from copier.console.audit import AuditedAdmin
 from copier.console.decisions import (
     change_url,
@@ -56,6 +56,7 @@ from copier.models import (
     SymbolMapping,
 )
 from copier.services import audit, killswitch, lockout, losslimit, second_factor
+from core import clock
 
 
 class AuditAdmin(admin.ModelAdmin):
