@@ -54,7 +54,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from decimal import Decimal, InvalidOperation
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 from urllib.parse import urlencode, urlsplit
 
 import httpx
@@ -65,6 +65,7 @@ from websockets.exceptions import InvalidStatus
 
 from brokers.base import (
     RECORD_ERRORS,
+    AccountData,
     BrokerAdapter,
     BrokerError,
     BrokerEvent,
@@ -90,9 +91,6 @@ from brokers.base import (
 )
 from core import clock
 from core.trading import Side
-
-if TYPE_CHECKING:
-    from accounts.models import TradingAccount
 
 log = logging.getLogger(__name__)
 
@@ -249,7 +247,7 @@ class ProjectXBroker(BrokerAdapter):
                         help_text=f"The firm's realtime host, default {DEFAULT_RTC_URL}"),
     )
 
-    def __init__(self, account: TradingAccount) -> None:
+    def __init__(self, account: AccountData) -> None:
         super().__init__(account)
         self._cursor: int | None = None
         self._unread: list[Unreadable] = []

@@ -45,7 +45,7 @@ import time
 import uuid
 from collections.abc import Mapping
 from decimal import Decimal, InvalidOperation
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 import httpx
 import websockets
@@ -53,6 +53,7 @@ from websockets.asyncio.client import ClientConnection
 
 from brokers.base import (
     RECORD_ERRORS,
+    AccountData,
     BrokerAdapter,
     BrokerError,
     BrokerEvent,
@@ -77,9 +78,6 @@ from brokers.base import (
 )
 from core import clock
 from core.trading import Side
-
-if TYPE_CHECKING:
-    from accounts.models import TradingAccount
 
 log = logging.getLogger(__name__)
 
@@ -199,7 +197,7 @@ class TradovateBroker(BrokerAdapter):
                         help_text="Only to override the environment's."),
     )
 
-    def __init__(self, account: TradingAccount) -> None:
+    def __init__(self, account: AccountData) -> None:
         super().__init__(account)
         self._lock = threading.Lock()
         self._tickets: dict[str, tuple[str | None, float]] = {}  # path -> (ticket, not before)
