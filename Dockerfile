@@ -6,6 +6,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 \
 WORKDIR /app
 
 COPY pyproject.toml README.md ./
+COPY core ./core
 COPY accounts ./accounts
 COPY brokers ./brokers
 COPY copier ./copier

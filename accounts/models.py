@@ -10,10 +10,10 @@ from django.db import models
 from django.db.models import Q
 from django.db.models.functions import MD5
 
-from accounts.fields import EncryptedTextField, Secret
 from accounts.symbols import normalise_symbol
 from brokers.base import BOUND_KEY, addresses_digest
 from brokers.registry import BROKERS, adapter_class, broker_choices
+from core.fields import EncryptedTextField, Secret
 
 
 class ConnectionState(models.TextChoices):

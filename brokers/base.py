@@ -45,18 +45,45 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from decimal import Decimal
 from http import HTTPStatus
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, Protocol
 
-# The rules' vocabulary, re-exported for adapters: an order's side means one thing from
-# the rules to the broker. The rules import only the standard library, so this makes no
-# import circle (tests/test_import_graph.py).
-from copier.rules import Side as Side
-from copier.rules import signed as signed
-
-if TYPE_CHECKING:
-    from accounts.models import TradingAccount
+# An order's side means one thing from the rules to the broker: the ground floor's.
+from core.trading import Side
 
 PLACE_MANY_THREADS = 32
+
+
+class AccountData(Protocol):
+    """What an adapter knows of its account: its row's id, name, kind, venue id and login.
+
+    The accounts app's `TradingAccount` is one as it stands (structurally, so the brokers
+    never import the app above them, tests/test_layering.py); a test or the harness may
+    pass any object with these. `credentials` is written too: the adapter cache
+    (`brokers.registry.adapter_for`) fills in a login the row was read without. `pk` is
+    typed as Django types a row's (an int), and is None on a row not saved yet.
+    """
+
+    @property
+    def pk(self) -> int: ...
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def broker(self) -> str: ...
+
+    @property
+    def external_id(self) -> str: ...
+
+    @property
+    def credentials(self) -> str: ...
+
+    @credentials.setter
+    def credentials(self, value: str) -> None: ...
+
+    @property
+    def credentials_md5(self) -> str | None:
+        """The stored token's digest, read with the row (see `adapter_for`)."""
 
 
 class BrokerError(Exception):
@@ -402,7 +429,7 @@ class BrokerAdapter(abc.ABC):
     # The admin's credentials form for this kind; empty: the venue needs no login (sim).
     credential_fields: ClassVar[tuple[CredentialField, ...]] = ()
 
-    def __init__(self, account: TradingAccount) -> None:
+    def __init__(self, account: AccountData) -> None:
         self.account = account
 
     @classmethod
@@ -543,7 +570,7 @@ class BrokerAdapter(abc.ABC):
 
     @classmethod
     def place_many(
-        cls, batch: Sequence[tuple[TradingAccount, OrderRequest]]
+        cls, batch: Sequence[tuple[AccountData, OrderRequest]]
     ) -> list[OrderResult | BrokerError]:
         """Place orders on many accounts of this broker at once; errors are returned, not raised.
 
@@ -552,7 +579,7 @@ class BrokerAdapter(abc.ABC):
         with an HTTP API spend their time waiting). An adapter with a native
         batch endpoint overrides this.
         """
-        def one(item: tuple[TradingAccount, OrderRequest]) -> OrderResult | BrokerError:
+        def one(item: tuple[AccountData, OrderRequest]) -> OrderResult | BrokerError:
             account, request = item
             from brokers.registry import adapter_for
 

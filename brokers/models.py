@@ -11,7 +11,7 @@ from __future__ import annotations
 from django.db import models
 from django.db.models import Q
 
-from accounts.fields import EncryptedTextField
+from core.fields import EncryptedTextField
 
 
 class SimAccount(models.Model):

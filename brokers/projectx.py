@@ -54,7 +54,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from decimal import Decimal, InvalidOperation
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 from urllib.parse import urlencode, urlsplit
 
 import httpx
@@ -65,6 +65,7 @@ from websockets.exceptions import InvalidStatus
 
 from brokers.base import (
     RECORD_ERRORS,
+    AccountData,
     BrokerAdapter,
     BrokerError,
     BrokerEvent,
@@ -80,7 +81,6 @@ from brokers.base import (
     PositionUpdate,
     Session,
     SessionRefused,
-    Side,
     TransientBrokerError,
     UnknownContract,
     Unreadable,
@@ -89,10 +89,8 @@ from brokers.base import (
     unreadable,
     venue_text,
 )
-from copier import clock
-
-if TYPE_CHECKING:
-    from accounts.models import TradingAccount
+from core import clock
+from core.trading import Side
 
 log = logging.getLogger(__name__)
 
@@ -249,7 +247,7 @@ class ProjectXBroker(BrokerAdapter):
                         help_text=f"The firm's realtime host, default {DEFAULT_RTC_URL}"),
     )
 
-    def __init__(self, account: TradingAccount) -> None:
+    def __init__(self, account: AccountData) -> None:
         super().__init__(account)
         self._cursor: int | None = None
         self._unread: list[Unreadable] = []

@@ -4,7 +4,7 @@
 HTTP connection pool and the session it read, and building one per order would
 throw both away. The instance is refreshed with the account row it is given, and
 replaced when the account's broker kind or credentials change (told by the digest
-of the stored token, `TradingAccount.credentials_md5`, which needs no decryption).
+of the stored token, `credentials_md5` of the account's row, which needs no decryption).
 """
 
 from __future__ import annotations
@@ -16,11 +16,10 @@ from typing import TYPE_CHECKING
 
 from django.utils.module_loading import import_string
 
-from accounts.fields import Secret
+from core.fields import Secret
 
 if TYPE_CHECKING:
-    from accounts.models import TradingAccount
-    from brokers.base import BrokerAdapter
+    from brokers.base import AccountData, BrokerAdapter
 
 BROKERS: dict[str, tuple[str, str]] = {
     "sim": ("brokers.sim.SimBroker", "Sim (paper broker)"),
@@ -55,12 +54,12 @@ _adapters: dict[int, _Cached] = {}
 _adapters_lock = threading.Lock()
 
 
-def adapter_for(account: TradingAccount) -> BrokerAdapter:
+def adapter_for(account: AccountData) -> BrokerAdapter:
     """This process's adapter of the account (see the module's docstring).
 
     An account row read with its credentials is compared by them. One read without
     them (the copy's lock statement leaves them out) is compared by the stored token's
-    digest, which the same read brought (`TradingAccount.credentials_md5`), and gets
+    digest, which the same read brought (`credentials_md5`), and gets
     the cached credentials: no second read and decryption per order. A digest is only
     trusted from such a read: on an instance saved in this process it may be stale.
     """

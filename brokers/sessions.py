@@ -18,7 +18,7 @@ from django.db import transaction
 
 from brokers.base import Session
 from brokers.models import BrokerSession
-from copier import clock
+from core import clock
 
 # Read again this long before expiry: the listener renews well before that.
 STALE_BEFORE_EXPIRY = dt.timedelta(minutes=2)

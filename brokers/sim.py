@@ -39,7 +39,6 @@ import uuid
 import weakref
 from collections.abc import Callable, Sequence
 from decimal import Decimal, InvalidOperation
-from typing import TYPE_CHECKING
 
 import psycopg
 from django.db import close_old_connections, transaction
@@ -47,6 +46,7 @@ from django.db.models import F
 
 from brokers import sql
 from brokers.base import (
+    AccountData,
     BrokerAdapter,
     BrokerError,
     BrokerEvent,
@@ -59,19 +59,14 @@ from brokers.base import (
     OrderUpdate,
     PermanentBrokerError,
     Session,
-    Side,
     TransientBrokerError,
     position_fill,
-    signed,
 )
 from brokers.models import SimAccount, SimOrder, SimQuote
-from copier import clock
-from copier.rawsql import database_conninfo
-from copier.rules import MAX_VENUE_ID
-from copier.symbol_map import point_value
-
-if TYPE_CHECKING:
-    from accounts.models import TradingAccount
+from core import clock
+from core.contracts import point_value
+from core.rawsql import database_conninfo
+from core.trading import MAX_VENUE_ID, Side, signed
 
 DB = sql.DB
 # A trade the sim's controls make (a leader's, a manual one) is kept in its 64-bit books:
@@ -322,7 +317,7 @@ class SimBroker(BrokerAdapter):
 
     @classmethod
     def place_many(
-        cls, batch: Sequence[tuple[TradingAccount, OrderRequest]]
+        cls, batch: Sequence[tuple[AccountData, OrderRequest]]
     ) -> list[OrderResult | BrokerError]:
         """One transaction of the sim's for all: a 200-follower fan-out is a few statements."""
         if not batch:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from brokers.models import SimAccount, SimOrder
-from copier.rawsql import ModelColumns, Statement
+from core.rawsql import ModelColumns, Statement
 
 DB = "broker"
 BOOK = ModelColumns.of(SimAccount)

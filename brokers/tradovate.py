@@ -45,7 +45,7 @@ import time
 import uuid
 from collections.abc import Mapping
 from decimal import Decimal, InvalidOperation
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 import httpx
 import websockets
@@ -53,6 +53,7 @@ from websockets.asyncio.client import ClientConnection
 
 from brokers.base import (
     RECORD_ERRORS,
+    AccountData,
     BrokerAdapter,
     BrokerError,
     BrokerEvent,
@@ -67,7 +68,6 @@ from brokers.base import (
     PermanentBrokerError,
     PositionUpdate,
     Session,
-    Side,
     TransientBrokerError,
     UnknownContract,
     Unreadable,
@@ -76,10 +76,8 @@ from brokers.base import (
     unreadable,
     venue_text,
 )
-from copier import clock
-
-if TYPE_CHECKING:
-    from accounts.models import TradingAccount
+from core import clock
+from core.trading import Side
 
 log = logging.getLogger(__name__)
 
@@ -199,7 +197,7 @@ class TradovateBroker(BrokerAdapter):
                         help_text="Only to override the environment's."),
     )
 
-    def __init__(self, account: TradingAccount) -> None:
+    def __init__(self, account: AccountData) -> None:
         super().__init__(account)
         self._lock = threading.Lock()
         self._tickets: dict[str, tuple[str | None, float]] = {}  # path -> (ticket, not before)

@@ -22,7 +22,7 @@ from django.utils.safestring import mark_safe
 from django_celery_beat import admin as beat_admin
 from django_celery_beat.models import PeriodicTask
 
-from copier import clock, rules, symbol_map
+from copier import rules, symbol_map
 from copier.console.audit import AuditedAdmin
 from copier.console.decisions import (
     change_url,
@@ -55,6 +55,7 @@ from copier.models import (
     SymbolMapping,
 )
 from copier.services import audit, killswitch, lockout, losslimit, second_factor
+from core import clock
 
 
 class AuditAdmin(admin.ModelAdmin):

@@ -33,7 +33,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Q
 
 from accounts.models import ConnectionState, TradingAccount
-from copier import clock, outbound
+from copier import outbound
 from copier.models import (
     Alert,
     AlertConfig,
@@ -44,6 +44,7 @@ from copier.models import (
     alert_emails_split,
     webhook_policy,
 )
+from core import clock
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from urllib.parse import urlsplit
 
-from accounts.keys import KeyListError, keys_split
+from core.keys import KeyListError, keys_split
 
 ENVIRONMENTS = ("local", "production")
 # What `.env.example` ships with: a value still containing it was never set.
@@ -74,7 +74,7 @@ def _secret_key(value: str) -> list[str]:
 
 
 def _encryption_key(value: str) -> list[str]:
-    """One key, or several separated by commas while a key is rotated (accounts.keys)."""
+    """One key, or several separated by commas while a key is rotated (core.keys)."""
     try:
         keys_split(value)
     except KeyListError as exc:

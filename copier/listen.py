@@ -102,12 +102,12 @@ from brokers.base import (
 from brokers.registry import adapter_for
 from brokers.sessions import session_drop, session_load, session_save, sessions_stored
 from brokers.sim import sim_announcements_close
-from copier import clock
 from copier.models import CopyGroup, Follower
-from copier.rawsql import database_conninfo
 from copier.services.failed_exits import flatten_exits_open
 from copier.services.listener import account_is_leader, broker_events_handle
 from copier.services.sync_guard import connection_lost, connection_restored
+from core import clock
+from core.rawsql import database_conninfo
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -45,8 +45,9 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from accounts.models import ConnectionState, TradingAccount
-from copier import clock, sql
+from copier import sql
 from copier.models import Alert, Decision, FailedExit, LeaderEvent, MetricTally, Order
+from core import clock
 
 # Seconds. A copy's own work is tens of milliseconds; a broker's answer decides the rest.
 LATENCY_BUCKETS = (0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)

@@ -28,13 +28,15 @@ from django_otp.models import Device, ThrottlingMixin, TimestampMixin
 from django_otp.oath import TOTP
 from django_otp.util import random_hex
 
-from accounts.fields import EncryptedTextField
 from accounts.models import TradingAccount
 from accounts.symbols import normalise_symbol
 from copier import outbound, rules, symbol_map
+from core.contracts import contract_parse
+from core.fields import EncryptedTextField
+from core.trading import Side
 
 # The rules' words, as every model and form offers them: one list, never retyped.
-SIDE_CHOICES = [(side.value, side.value) for side in rules.Side]
+SIDE_CHOICES = [(side.value, side.value) for side in Side]
 LEG_KIND_CHOICES = [(kind.value, kind.value) for kind in rules.LegKind]
 
 
@@ -444,8 +446,8 @@ class SymbolMapping(models.Model):
         return symbol_map.SymbolRule(
             self.leader_symbol, self.follower_symbol,
             self.ratio if self.ratio is not None else symbol_map.default_ratio(
-                symbol_map.contract_parse(self.leader_symbol).root,
-                symbol_map.contract_parse(self.follower_symbol).root))
+                contract_parse(self.leader_symbol).root,
+                contract_parse(self.follower_symbol).root))
 
     def clean(self) -> None:
         errors: dict[str, str] = {}

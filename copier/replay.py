@@ -23,7 +23,7 @@ from django.conf import settings
 from django.db import transaction
 
 from accounts.models import TradingAccount
-from copier import clock, tasks
+from copier import tasks
 from copier.celery import app
 from copier.models import (
     CopyGroup,
@@ -41,6 +41,7 @@ from copier.services import engine, failed_exits
 from copier.services.failed_exits import WAITING_NOTE
 from copier.services.ingest import events_redispatch
 from copier.services.quarantine import quarantine_lift
+from core import clock
 
 if TYPE_CHECKING:
     from brokers.localvenue import LocalVenue

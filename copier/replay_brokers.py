@@ -21,13 +21,14 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from django.db import connections
 
 from accounts.models import TradingAccount
-from brokers.base import BrokerError, BrokerEvent, BrokerStream, Session, Side
+from brokers.base import BrokerError, BrokerEvent, BrokerStream, Session
 from brokers.models import SimPosition
 from brokers.registry import adapter_for
 from brokers.sessions import session_save
 from brokers.sim import SimBroker
 from copier.services.listener import broker_events_handle, broker_events_pump
 from copier.services.sync_guard import connection_lost, connection_restored
+from core.trading import Side
 
 if TYPE_CHECKING:
     from brokers.localvenue import LocalVenue

@@ -15,6 +15,8 @@ from decimal import ROUND_HALF_UP, Decimal
 from enum import StrEnum
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from core.trading import MAX_VENUE_ID, Side, signed
+
 # Quantity limits, checked before anything is sent (COPY_RULES.md "Joining, settings and
 # crashes": one follower's impossible order must never fail the others' copy).
 MAX_MULTIPLIER = Decimal(100)
@@ -30,8 +32,6 @@ MAX_LOSS_LIMIT = Decimal(10_000_000)
 # stored (COPY_RULES.md "a number out of range ... beyond the quantity limits"). Far below
 # what the columns hold, so a refused number never reaches one.
 MAX_VENUE_QTY = 1_000_000
-# A venue's own numbers (fill and trade ids, the fills cursor) are kept in 64-bit columns.
-MAX_VENUE_ID = 2**63 - 1
 
 
 def venue_qty_problem(value: object, *, signed: bool) -> str | None:
@@ -93,11 +93,6 @@ class Mode(StrEnum):
 class ExitMode(StrEnum):
     PROPORTIONAL = "proportional"
     WITH_LEADER = "with_leader"
-
-
-class Side(StrEnum):
-    BUY = "buy"
-    SELL = "sell"
 
 
 class LegKind(StrEnum):
@@ -345,11 +340,6 @@ class Verdict:
 
 def sign(n: int) -> int:
     return (n > 0) - (n < 0)
-
-
-def signed(side: Side | str, qty: int) -> int:
-    """A quantity as a position move: + buys, - sells. The one helper for it, the sim's too."""
-    return qty if side == Side.BUY else -qty
 
 
 def side_for(delta: int) -> Side:

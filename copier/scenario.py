@@ -16,6 +16,7 @@ from django.core.exceptions import ValidationError
 
 from accounts.symbols import normalise_symbol
 from copier import rules, symbol_map
+from core.trading import MAX_VENUE_ID, Side
 
 
 class ScenarioError(ValueError):
@@ -464,10 +465,10 @@ def _mode_args(
 
 
 def _fill_args(where: str, raw: dict[str, Any], _a: dict[str, Any], _f: set[str]) -> dict[str, Any]:
-    if raw.get("side") not in tuple(rules.Side):
+    if raw.get("side") not in tuple(Side):
         raise ScenarioError(f"{where}: side must be buy or sell, got {raw.get('side')!r}")
     args = {"side": raw["side"], "qty": _count(where, raw.get("qty"), "qty", positive=True,
-                                               most=rules.MAX_VENUE_ID)}
+                                               most=MAX_VENUE_ID)}
     if "fill_id" in raw:
         args["fill_id"] = _text(where, raw["fill_id"], "fill_id")[:128]
     if "price" in raw:
@@ -500,7 +501,7 @@ def _hold_args(
                                 most=MAX_FAULT_COUNT)}
     if raw["op"] == "fill_held" and "qty" in raw:
         return {"qty": _count(where, raw["qty"], "qty", positive=True,
-                              most=rules.MAX_VENUE_ID)}
+                              most=MAX_VENUE_ID)}
     return {}
 
 

@@ -19,9 +19,9 @@ import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 from kombu import Queue
 
-from accounts.keys import KeyListError, keys_split
 from copier.envcheck import copier_env, production_problems, second_factor_required
 from copier.outbound import networks_parse
+from core.keys import KeyListError, keys_split
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 try:

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 from accounts.models import Position, TradingAccount
 from copier.models import Decision, LeaderEvent, MetricTally, Mode, Order
-from copier.rawsql import ModelColumns, RowsInsert, Statement
+from core.rawsql import ModelColumns, RowsInsert, Statement
 
 EVENT = ModelColumns.of(LeaderEvent)
 POSITION = ModelColumns.of(Position)
@@ -319,7 +319,7 @@ def metric_tallies_add(add: dict[str, float]) -> None:
     METRIC_TALLIES_ADD.run([list(keys), [float(v) for v in values]])
 
 
-# A batch's decisions and orders, each in one statement (copier.rawsql.RowsInsert): at a
+# A batch's decisions and orders, each in one statement (core.rawsql.RowsInsert): at a
 # 200-follower fan-out, Django's bulk_create spent more preparing the values than
 # PostgreSQL spent storing them.
 DECISION_ROWS = RowsInsert.of("decisions_insert", Decision)

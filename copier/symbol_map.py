@@ -5,9 +5,8 @@ Guard's heal check and the console all ask this module the same question (for th
 leader's symbol S, which follower symbol S' and which ratio), so that they can never
 disagree about where a follower's position lives.
 
-A symbol is a **root** (`ES`, `MNQ`, as the sim and the scenarios trade) or a
-**contract**: a root, a month letter (F G H J K M N Q U V X Z) and a one or two digit
-year (`ESZ6`, `MNQH27`), as the venues name them. A mapping rule names a leader root
+A symbol is a **root** (`ES`) or a **contract** (`ESZ6`: a root, a month letter and a
+year; core.contracts splits them). A mapping rule names a leader root
 (or one exact contract) and a follower root; the month of the leader's contract
 carries over, so the follower's contract rolls when the leader's does (`ESZ6 -> MESZ6`,
 then `ESH7 -> MESH7`).
@@ -25,35 +24,22 @@ symbol. Micro to mini rounds like any multiplier below 1: 1-4 MES make 0 ES, 5-1
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from enum import StrEnum
 from typing import Any
 
+from core.contracts import MONTH_CODES, Contract, contract_parse, is_contract, is_root
+
 # Mini -> micro of the same underlying, ten micros to a mini (CME's and COMEX/NYMEX's).
 MICRO_OF: dict[str, str] = {
     "ES": "MES", "NQ": "MNQ", "YM": "MYM", "RTY": "M2K", "CL": "MCL", "GC": "MGC",
 }
 MINI_OF: dict[str, str] = {micro: mini for mini, micro in MICRO_OF.items()}
-# Money per point of price per contract, by root (CME/CBOT/NYMEX/COMEX contract specs): what
-# the sim values a realised P&L with (`brokers.sim`), and what the local venues list their
-# contracts with. A root not here has no known value: its P&L is never guessed.
-POINT_VALUES: dict[str, Decimal] = {
-    "ES": Decimal(50), "MES": Decimal(5), "NQ": Decimal(20), "MNQ": Decimal(2),
-    "YM": Decimal(5), "MYM": Decimal("0.5"), "RTY": Decimal(50), "M2K": Decimal(5),
-    "CL": Decimal(1000), "MCL": Decimal(100), "GC": Decimal(100), "MGC": Decimal(10),
-}
 MICRO_RATIO = Decimal(10)
 # A ratio beyond this is a typo, not a conversion (the multiplier's own limit).
 MAX_RATIO = Decimal(100)
-
-MONTH_CODES = "FGHJKMNQUVXZ"
-_ROOT = re.compile(r"^(?=[A-Z0-9]*[A-Z])[A-Z0-9]{1,10}$")
-# The root is matched lazily and the year anchored at the end, so MNQH7 is MNQ + H + 7
-# (not MN + Q...), and M2KZ6 is M2K + Z + 6.
-_CONTRACT = re.compile(r"^(?P<root>[A-Z0-9]+?)(?P<month>[" + MONTH_CODES + r"])(?P<year>\d{1,2})$")
 
 
 class SymbolMapError(ValueError):
@@ -66,40 +52,6 @@ class Micro(StrEnum):
     OFF = "off"
     TO_MICRO = "to_micro"  # the leader's ES is traded as 10 MES
     TO_MINI = "to_mini"  # the leader's 10 MES are traded as 1 ES
-
-
-@dataclass(frozen=True, slots=True)
-class Contract:
-    """A symbol split into its root and its month (`month` empty for a bare root)."""
-
-    root: str
-    month: str = ""  # month letter + year, e.g. "Z6", "H27"
-
-    def with_root(self, root: str) -> str:
-        return root + self.month
-
-
-def contract_parse(symbol: str) -> Contract:
-    """ESZ6 -> (ES, Z6); ES -> (ES, ''). A symbol that is neither (a separator, a stock
-    ticker with dots) is its own root: only an explicit rule naming it exactly maps it."""
-    m = _CONTRACT.match(symbol)
-    if m and _ROOT.match(m["root"]):
-        return Contract(m["root"], m["month"] + m["year"])
-    return Contract(symbol)
-
-
-def point_value(symbol: str) -> Decimal | None:
-    """Money per point per contract of a root or contract (`MNQZ6` -> 2); None: unknown."""
-    return POINT_VALUES.get(contract_parse(symbol).root)
-
-
-def is_root(symbol: str) -> bool:
-    """A bare root (letters and digits, at least one letter, no month code)."""
-    return bool(_ROOT.match(symbol)) and contract_parse(symbol).month == ""
-
-
-def is_contract(symbol: str) -> bool:
-    return contract_parse(symbol).month != ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,8 +17,8 @@ from django.db.backends.postgresql.operations import DatabaseOperations as Postg
 from django.test import override_settings
 from hypothesis import settings as hypothesis_settings
 
-from copier import clock
 from copier.celery import app
+from core import clock
 from tests.factories import T0
 
 FAST_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

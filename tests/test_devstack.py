@@ -118,7 +118,7 @@ def test_local_settings_carry_no_key_in_the_source():
 
 def test_without_a_key_credentials_are_refused_with_what_to_do():
     done = _local_python("import django; django.setup(); "
-                         "from accounts.fields import encrypt; encrypt('{\"token\": 1}')")
+                         "from core.fields import encrypt; encrypt('{\"token\": 1}')")
     assert done.returncode != 0
     assert "COPIER_ENCRYPTION_KEY" in done.stderr
     assert "make run" in done.stderr

@@ -1,10 +1,12 @@
 """The data path runs one way: no import circle among the project's own modules.
 
-An AST walk over copier/, brokers/ and accounts/ that counts every import that
-runs, lazy ones inside functions included (a lazy import only hides a circle
+An AST walk over core/, copier/, brokers/ and accounts/ that counts every import
+that runs, lazy ones inside functions included (a lazy import only hides a circle
 from the interpreter, it does not remove it), and leaves out those under
 `if TYPE_CHECKING:`, which never run. Importing `a.b.c` runs `a` and `a.b`
 too, so those count as well. The standard library's `graphlib` finds the cycle.
+The package-level floors (tests/test_layering.py) walk the same way, type-only
+imports included.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import graphlib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("copier", "brokers", "accounts")
+PACKAGES = ("core", "copier", "brokers", "accounts")
 
 
 def _module_name(path: Path) -> str:
@@ -49,13 +51,14 @@ def _imported(module: str, node: ast.Import | ast.ImportFrom) -> list[str]:
     return sorted(found & MODULES.keys() - {module})
 
 
-def _imports(module: str) -> set[str]:
+def _imports(module: str, *, type_only: bool = False) -> set[str]:
+    """What the module imports; `type_only`: those under `if TYPE_CHECKING:` too."""
     tree = ast.parse(MODULES[module].read_text(), filename=str(MODULES[module]))
     edges: set[str] = set()
     todo: list[ast.AST] = [tree]
     while todo:
         node = todo.pop()
-        if isinstance(node, ast.If) and _is_type_checking(node):
+        if isinstance(node, ast.If) and _is_type_checking(node) and not type_only:
             todo.extend(node.orelse)
             continue
         if isinstance(node, ast.Import | ast.ImportFrom):
@@ -64,8 +67,8 @@ def _imports(module: str) -> set[str]:
     return edges
 
 
-def import_graph() -> dict[str, set[str]]:
-    return {module: _imports(module) for module in MODULES}
+def import_graph(*, type_only: bool = False) -> dict[str, set[str]]:
+    return {module: _imports(module, type_only=type_only) for module in MODULES}
 
 
 def test_no_import_circle_in_the_projects_packages() -> None:

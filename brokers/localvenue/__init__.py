@@ -61,7 +61,7 @@ def price_check(price: object) -> float:
 def contract_point_value(name: str, default: float) -> float:
     """Money per point of a contract listed at a local venue: the root's real one where the
     copier knows it (so a replay values P&L as the sim does), else the venue's default."""
-    from copier.symbol_map import point_value
+    from core.contracts import point_value
 
     known = point_value(name)
     return default if known is None else float(known)

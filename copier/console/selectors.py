@@ -20,7 +20,7 @@ from django.db import connection
 from django.db.models import Q
 
 from accounts.models import ConnectionState, Position, TradingAccount
-from copier import clock, rules, symbol_map
+from copier import rules, symbol_map
 from copier.console.display import time_display
 from copier.models import (
     CopyGroup,
@@ -32,6 +32,7 @@ from copier.models import (
     Quarantine,
     SessionLoss,
 )
+from core import clock
 
 RED, AMBER, GREEN, OFF = "red", "amber", "green", "off"
 _RANK = {OFF: 0, GREEN: 1, AMBER: 2, RED: 3}

@@ -28,12 +28,12 @@ from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_POST
 
-from copier import clock
 from copier.console.display import display_zone_name
 from copier.console.latency import SLOW_MS, histogram_svg, latency_windows
 from copier.console.selectors import dashboard_groups
 from copier.models import CopyGroup, Follower, Mode
 from copier.services import killswitch
+from core import clock
 
 log = logging.getLogger(__name__)
 

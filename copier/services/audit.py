@@ -24,9 +24,9 @@ from django.contrib.auth.models import Permission
 from django.core.exceptions import ImproperlyConfigured, PermissionDenied
 from django.db import connection, models, transaction
 
-from accounts.fields import EncryptedTextField
-from copier import clock
 from copier.models import AuditEntry
+from core import clock
+from core.fields import EncryptedTextField
 
 CHANGED = "changed"  # what a secret's before/after is replaced by
 SECRET_NAMES = frozenset({"password"})  # hashed, not encrypted, but no less a secret

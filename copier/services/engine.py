@@ -32,7 +32,7 @@ from django.db.models import F
 
 from accounts.models import Position, TradingAccount
 from brokers.base import BrokerError, TransientBrokerError
-from copier import clock, rules, sql
+from copier import rules, sql
 from copier.models import Decision, LeaderEvent, Order, Quarantine
 from copier.services import failed_exits, losslimit, sync_guard
 from copier.services.placement import (
@@ -54,6 +54,7 @@ from copier.services.positions import (
 )
 from copier.services.quarantine import quarantine_create, quarantine_lift
 from copier.symbol_map import NO_MAPPING, Micro, Route, SymbolMap
+from core import clock
 
 log = logging.getLogger(__name__)
 

@@ -15,8 +15,9 @@ from django.conf import settings
 from django.db import transaction
 
 from accounts.models import TradingAccount
-from copier import clock, publisher, rules
+from copier import publisher, rules
 from copier.models import FailedExit, LeaderEvent, OperatorAction
+from core import clock
 
 log = logging.getLogger(__name__)
 

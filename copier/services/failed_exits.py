@@ -28,7 +28,7 @@ from django.db.models import Q
 from accounts.models import Position, TradingAccount
 from brokers.base import BrokerError
 from brokers.registry import adapter_for
-from copier import clock, publisher, rules, symbol_map
+from copier import publisher, rules, symbol_map
 from copier.alerts import alert_raise
 from copier.models import (
     AlertKind,
@@ -52,6 +52,8 @@ from copier.services.placement import (
 )
 from copier.services.positions import position_lock, positions_of, positions_save
 from copier.services.quarantine import quarantine_create
+from core import clock
+from core.trading import Side
 
 log = logging.getLogger(__name__)
 
@@ -161,7 +163,7 @@ def _attempt(fe: FailedExit, position: Position, *, recovering: bool) -> None:
     if qty == 0:
         fe.move_to(FailedExit.Status.RESOLVED)
         return
-    side = rules.Side(fe.side)
+    side = Side(fe.side)
     sent = order_send(
         OrderSpec(account=account, client_order_id=retry_order_id(fe.pk, fe.attempts + 1),
                   symbol=fe.symbol, leg=rules.Leg(side, qty, rules.LegKind.EXIT), failed_exit=fe),

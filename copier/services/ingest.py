@@ -18,10 +18,12 @@ from django.db.models import F
 
 from accounts.models import TradingAccount
 from accounts.symbols import normalise_symbol
-from copier import clock, rules, sql
+from copier import rules, sql
 from copier.models import LeaderEvent
 from copier.publisher import event_about, event_publish
 from copier.services.positions import positions_ensure
+from core import clock
+from core.trading import Side, signed
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +41,7 @@ class FillInput:
     def parse(cls, *, fill_id: object, symbol: object, side: object, qty: object) -> FillInput:
         if not isinstance(fill_id, str) or not fill_id.strip() or len(fill_id) > 128:
             raise ValidationError(f"fill id must be 1-128 characters of text, got {fill_id!r}")
-        if side not in (rules.Side.BUY, rules.Side.SELL):
+        if side not in (Side.BUY, Side.SELL):
             raise ValidationError(f"side must be 'buy' or 'sell', got {side!r}")
         problem = rules.venue_qty_problem(qty, signed=False)
         if problem is not None:
@@ -81,7 +83,7 @@ def leader_fill_ingest(
 
 def _store(event: LeaderEvent) -> LeaderEvent | None:
     """The event as stored (id, P0, P1, its predecessor); None when nothing was stored."""
-    stored = sql.leader_fill_store(event=event, moved=rules.signed(event.side, event.qty))
+    stored = sql.leader_fill_store(event=event, moved=signed(event.side, event.qty))
     if stored is not None:  # the caller's account: reading `stored.account` costs no query
         stored.account = event.account
     return stored

@@ -1,6 +1,6 @@
 """Key rotation: every stored secret encrypted again with the first key of the list.
 
-`COPIER_ENCRYPTION_KEY` may list several keys (accounts.keys): the first encrypts,
+`COPIER_ENCRYPTION_KEY` may list several keys (core.keys): the first encrypts,
 every one decrypts. A key is replaced in three steps: the new key is put first in
 every process's list (the old one after it) and the processes restarted; then
 `manage.py copier_rotate_key` (this service) encrypts every stored secret again with
@@ -24,8 +24,8 @@ from django.conf import settings
 from django.db import models, transaction
 from django.db.models.functions import Cast
 
-from accounts.fields import EncryptedTextField
-from accounts.keys import keys_split, multi_fernet, primary_fernet
+from core.fields import EncryptedTextField
+from core.keys import keys_split, multi_fernet, primary_fernet
 
 
 class UnreadableSecret(Exception):

@@ -30,7 +30,7 @@ from django.db import transaction
 from django.db.models import Q
 
 from accounts.models import Position, TradingAccount
-from copier import clock, rules
+from copier import rules
 from copier.alerts import alert_raise
 from copier.models import (
     AlertKind,
@@ -54,6 +54,8 @@ from copier.services.placement import (
 )
 from copier.services.positions import position_lock, positions_save
 from copier.services.quarantine import quarantine_create
+from core import clock
+from core.trading import Side, signed
 
 log = logging.getLogger(__name__)
 
@@ -316,7 +318,7 @@ class PlannedExit:
     account_id: int
     account: str
     symbol: str
-    side: rules.Side
+    side: Side
     qty: int
     connected: bool
     # An earlier flatten's exit waits in the queue for this (follower, symbol): this
@@ -371,7 +373,7 @@ def flatten_plan(*, groups: Sequence[CopyGroup] | None = None,
     held = held_positions(accounts)
     for (account_id, symbol), fe in queued.items():  # at flat for the copier: its own numbers
         if symbol not in held.get(account_id, {}):
-            held.setdefault(account_id, {})[symbol] = rules.signed(fe.side, -fe.qty)
+            held.setdefault(account_id, {})[symbol] = signed(fe.side, -fe.qty)
     plan = []
     for account_id, symbols in sorted(held.items(), key=lambda item: accounts[item[0]].name):
         for symbol, qty in sorted(symbols.items()):
@@ -567,7 +569,7 @@ def _queued_attempt(result: FlattenResult, account: TradingAccount, symbol: str,
     attempted = failed_exits.failed_exit_attempt(failed_exit_id=fe.pk)
     fe.refresh_from_db()
     orders = list(Order.objects.filter(failed_exit=fe).exclude(pk__in=known).order_by("id"))
-    leg = rules.Leg(rules.Side(fe.side), fe.qty, rules.LegKind.EXIT)
+    leg = rules.Leg(Side(fe.side), fe.qty, rules.LegKind.EXIT)
     outcome = _QUEUED_OUTCOME.get(fe.status)  # resolved: nothing was left to close
     what = ("being attempted by a worker already" if attempted is None
             else f"attempted again now: {fe.get_status_display()}"

@@ -29,7 +29,7 @@ from brokers.base import (
     Unreadable,
 )
 from brokers.registry import adapter_for
-from copier import clock, rules, sql
+from copier import rules, sql
 from copier.models import CopyGroup, Order, RefusedFill
 from copier.services.ingest import FillInput, leader_fill_ingest
 from copier.services.placement import order_fill_add, order_of_fill, order_settled
@@ -42,6 +42,8 @@ from copier.services.sync_guard import (
     position_disagreements_settle,
     positions_reread,
 )
+from core import clock
+from core.trading import signed
 
 log = logging.getLogger(__name__)
 
@@ -209,7 +211,7 @@ def follower_fill_record(*, account: TradingAccount, fill: Fill, covered: bool =
             qty = fill.qty if not covered and _fill_first_seen(account, fill, traders=True) else 0
         if not qty:
             return False
-        position.qty += rules.signed(fill.side, qty)
+        position.qty += signed(fill.side, qty)
         if position.broker_qty == position.qty:  # the fill a broker's statement was ahead of
             position.broker_qty = position.broker_qty_since = None
         position.save(update_fields=["qty", "broker_qty", "broker_qty_since", "updated_at"])

@@ -28,10 +28,11 @@ from django.db import transaction
 
 from brokers.base import BrokerError
 from brokers.registry import adapter_for
-from copier import clock, rules
+from copier import rules
 from copier.alerts import alert_raise
 from copier.models import AlertKind, AuditEntry, Follower, LossAction, SessionLoss
 from copier.services.audit import audit_record
+from core import clock
 
 log = logging.getLogger(__name__)
 

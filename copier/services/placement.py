@@ -33,11 +33,13 @@ from brokers.base import (
     TransientBrokerError,
 )
 from brokers.registry import adapter_class, adapter_for
-from copier import clock, publisher, rules, sql
+from copier import publisher, rules, sql
 from copier.models import Decision, FailedExit, Order, Quarantine
 from copier.services import exit_queue
 from copier.services.exit_queue import failed_exit_queue
 from copier.services.quarantine import quarantine_create
+from core import clock
+from core.trading import Side, signed
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +114,7 @@ class Sent:
     @property
     def moved(self) -> int:
         """The signed move of the position: the side the broker executed, not the plan's."""
-        return rules.signed(self.order.side, self.filled)
+        return signed(self.order.side, self.filled)
 
 
 def result_apply(order: Order, result: OrderResult, *,
@@ -351,7 +353,7 @@ def unknown_orders_settle(*, account: TradingAccount, symbol: str,
             order.message = "not found at the broker after a timeout"
         else:
             filled, _error = result_apply(order, found, looked_up=True)
-            moved += rules.signed(order.side, filled)
+            moved += signed(order.side, filled)
         if order.status != Order.Status.ACCEPTED:
             order.completed_at = clock.now()
         order.save()
@@ -442,7 +444,7 @@ def exit_rest_queue(order: Order) -> FailedExit:
     decision = order.decision
     fe = failed_exit_queue(
         account=order.account, symbol=order.symbol,
-        leg=rules.Leg(rules.Side(order.side), order.unfilled, rules.LegKind.EXIT),
+        leg=rules.Leg(Side(order.side), order.unfilled, rules.LegKind.EXIT),
         event=decision.event if decision is not None else None,
         action=decision.action if decision is not None else None, attempts=1,
         error=_unfilled_note(order))

@@ -7,10 +7,10 @@ import logging
 from django.db import IntegrityError, transaction
 
 from accounts.models import TradingAccount
-from copier import clock
 from copier.alerts import alert_raise
 from copier.models import AlertKind, AuditEntry, LeaderEvent, Quarantine
 from copier.services.audit import audit_record
+from core import clock
 
 log = logging.getLogger(__name__)
 

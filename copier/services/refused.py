@@ -12,8 +12,8 @@ import logging
 
 from accounts.models import TradingAccount
 from brokers.base import Unreadable
-from copier import clock
 from copier.models import RefusedFill
+from core import clock
 
 log = logging.getLogger(__name__)
 

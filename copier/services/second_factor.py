@@ -30,7 +30,7 @@ from copier.services.audit import audit_record
 # trade and how much; changing users or groups grants any permission.
 TRADING_PERMISSIONS = (
     "copier.kill_switch", "copier.flatten",
-    "brokers.change_simaccount",  # sim fills and the sim's fault switches (accounts.admin)
+    "brokers.change_simaccount",  # sim fills, fault switches (copier.console.accounts_admin)
     "accounts.add_tradingaccount", "accounts.change_tradingaccount",
     "accounts.delete_tradingaccount",
     "copier.add_copygroup", "copier.change_copygroup",

@@ -24,7 +24,7 @@ from accounts.models import ConnectionState, Position, TradingAccount
 from accounts.symbols import normalise_symbol
 from brokers.base import BrokerAdapter, TransientBrokerError, Unreadable
 from brokers.registry import adapter_for
-from copier import clock, rules, sql, symbol_map
+from copier import rules, sql, symbol_map
 from copier.alerts import alert_raise
 from copier.models import AlertKind, CopyGroup, Follower, LeaderEvent, Order
 from copier.services.failed_exits import failed_exits_resume
@@ -32,6 +32,7 @@ from copier.services.ingest import FillInput, leader_fill_ingest
 from copier.services.placement import unknown_orders_settle
 from copier.services.positions import positions_lock_all, positions_of
 from copier.services.refused import refused_record
+from core import clock
 
 log = logging.getLogger(__name__)
 

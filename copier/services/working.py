@@ -28,7 +28,7 @@ from django.db import transaction
 from accounts.models import Position
 from brokers.base import BrokerError
 from brokers.registry import adapter_for
-from copier import clock, publisher, rules, sql
+from copier import publisher, rules, sql
 from copier.models import Decision, FailedExit, LeaderEvent, Order, Quarantine
 from copier.services.engine import event_seats
 from copier.services.placement import (
@@ -42,6 +42,8 @@ from copier.services.placement import (
 )
 from copier.services.positions import position_lock, positions_save
 from copier.services.quarantine import quarantine_create
+from core import clock
+from core.trading import Side, signed
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +77,7 @@ def working_order_expire(*, order_id: int) -> str:
                       order.client_order_id, account.name)
             return "not found at the broker"
         filled, _error = result_apply(order, result)
-        position.qty += rules.signed(order.side, filled)
+        position.qty += signed(order.side, filled)
         if order.status == Order.Status.ACCEPTED:
             return "still working"
         order.completed_at = clock.now()
@@ -214,7 +216,7 @@ def _sent_outcome(leg: rules.Leg, sent: Sent) -> rules.LegOutcome:
 
 
 def _leg(leg: dict[str, Any]) -> rules.Leg:
-    return rules.Leg(rules.Side(leg["side"]), int(leg["qty"]), rules.LegKind(leg["kind"]))
+    return rules.Leg(Side(leg["side"]), int(leg["qty"]), rules.LegKind(leg["kind"]))
 
 
 def _leg_order_id(decision: Decision, index: int) -> str:

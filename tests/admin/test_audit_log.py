@@ -18,7 +18,6 @@ from django.urls import reverse
 
 from accounts.models import TradingAccount
 from brokers.registry import adapter_class
-from copier import clock
 from copier.models import (
     AlertConfig,
     AuditEntry,
@@ -29,6 +28,7 @@ from copier.models import (
 )
 from copier.services import audit
 from copier.services.quarantine import quarantine_create, quarantine_lift
+from core import clock
 from tests.admin.test_admin_join import _rendered
 from tests.factories import account, connect, group, leader_fill
 

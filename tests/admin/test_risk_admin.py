@@ -129,9 +129,9 @@ def test_a_bad_daily_loss_limit_is_a_form_error_that_writes_nothing(client, fiel
 def test_a_daily_loss_limit_is_saved_and_shown_with_its_session(client):
     from decimal import Decimal
 
-    from copier import clock
     from copier.models import SessionLoss
     from copier.services import losslimit
+    from core import clock
 
     leader, f = account("L"), account("F")
     page = client.post(reverse("admin:copier_copygroup_add"), _group_post(

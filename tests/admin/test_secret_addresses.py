@@ -20,13 +20,13 @@ from django.core.exceptions import ValidationError
 from django.db import connection
 from django.urls import reverse
 
-from accounts.fields import Secret
 from accounts.models import TradingAccount
 from brokers.base import BrokerError, PermanentBrokerError
 from brokers.localvenue import LocalVenue, venue_start
 from brokers.registry import adapter_class, adapters_forget
 from brokers.sessions import session_save
 from brokers.tradovate import TradovateBroker
+from core.fields import Secret
 from tests.admin.receiver import Receiver
 from tests.factories import group
 from tests.helpers import wait_until

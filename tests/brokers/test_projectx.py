@@ -22,13 +22,13 @@ from brokers.base import (
     PositionUpdate,
     Session,
     SessionRefused,
-    Side,
     TransientBrokerError,
 )
 from brokers.localvenue.projectx import ProjectXVenue
 from brokers.projectx import ProjectXBroker, ProjectXStream, token_expiry
 from brokers.registry import adapter_class, broker_choices
 from brokers.sessions import session_load, session_save
+from core.trading import Side
 
 pytestmark = pytest.mark.django_db
 
@@ -178,7 +178,7 @@ def test_a_placement_says_when_the_venue_acknowledged_it_before_its_fill_was_rea
         venue, px):
     """Order/place's answer is the acknowledgement (the latency a trader compares); the
     read-back that learns the fill comes after it. A look-up acknowledges nothing."""
-    from copier import clock
+    from core import clock
 
     before = clock.now()
     result = px.place_order(order("ack1"))

@@ -164,7 +164,7 @@ def test_a_twin_placed_while_waiting_for_the_book_is_found_not_executed_again(si
     from django.db import connection, connections, transaction
 
     from brokers import sql
-    from copier import clock
+    from core import clock
 
     sim.place_order(order("warm", "buy", 1))  # the book exists
     outcome: list[object] = []
@@ -322,7 +322,7 @@ def test_held_parts_keep_the_realized_pnl_and_the_cursor_right(sim):
     import datetime as dt
     from decimal import Decimal
 
-    from copier import clock
+    from core import clock
 
     sim.price_set("MNQZ6", 100)
     sim.place_order(order("open", "buy", 3, "MNQZ6"))

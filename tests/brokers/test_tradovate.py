@@ -21,13 +21,13 @@ from brokers.base import (
     OrderUpdate,
     PermanentBrokerError,
     PositionUpdate,
-    Side,
     TransientBrokerError,
 )
 from brokers.localvenue.tradovate import CONTRACTS, PASSWORD, TradovateVenue
 from brokers.registry import adapter_for, adapters_forget
 from brokers.sessions import session_load, session_save
 from brokers.tradovate import TradovateBroker, TradovateStream
+from core.trading import Side
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -180,7 +180,7 @@ def test_market_order_fills_carrying_is_automated_and_clordid(
 def test_a_placement_says_when_the_venue_acknowledged_it(
         venue: TradovateVenue, broker: TradovateBroker) -> None:
     """placeorder's answer is the acknowledgement; the fills are read after it."""
-    from copier import clock
+    from core import clock
 
     before = clock.now()
     result = broker.place_order(order("cp2-1-0", "buy", 1))

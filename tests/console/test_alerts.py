@@ -16,11 +16,12 @@ from django.db import transaction
 
 from accounts.models import TradingAccount
 from brokers.sim import SimBroker
-from copier import alerts, clock
+from copier import alerts
 from copier.admin import AlertConfigForm
 from copier.models import Alert, AlertConfig, AlertKind, FailedExit, Quarantine
 from copier.services.failed_exits import failed_exits_prune
 from copier.services.quarantine import quarantine_create
+from core import clock
 from tests.factories import T0, account, connect, group, leader_fill
 
 pytestmark = pytest.mark.django_db(transaction=True, databases="__all__")

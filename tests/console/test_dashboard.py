@@ -12,9 +12,9 @@ from django.contrib.auth.models import Permission
 from django.test import Client
 
 from accounts.models import Position
-from copier import clock
 from copier.console.latency import latency_cache_clear
 from copier.models import Follower
+from core import clock
 from tests.console.console_world import world_build
 from tests.factories import T0
 

@@ -12,8 +12,8 @@ import pytest
 from django.contrib.auth.models import Permission
 from django.test import Client
 
-from copier import clock
 from copier.console.latency import latency_cache_clear
+from core import clock
 from tests.console.console_world import world_build
 from tests.factories import T0
 

@@ -10,8 +10,8 @@ from django.test import RequestFactory
 from django.urls import resolve
 from prometheus_client.parser import text_string_to_metric_families
 
-from copier import clock
 from copier.models import FailedExit, LeaderEvent, Order
+from core import clock
 from tests.factories import account, connect, group, leader_fill
 
 pytestmark = [pytest.mark.django_db(transaction=True, databases="__all__"),

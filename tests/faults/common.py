@@ -14,6 +14,7 @@ from copier import rules
 from copier.models import Decision, FailedExit, LeaderEvent, Order
 from copier.services.failed_exits import failed_exits_dispatch_due
 from copier.services.ingest import events_redispatch
+from core.trading import signed
 from tests.factories import account, broker_position, connect, copier_position, group, leader_fill
 
 FOLLOWERS = {"F1": "1", "F2": "2", "F3": "0.5", "R1": "1"}
@@ -42,7 +43,7 @@ def stream_fill(leader: TradingAccount, rng: random.Random, final: dict[str, int
             time.sleep(0.1)
     else:
         raise AssertionError("the leader fill never got through")
-    final[symbol] += rules.signed(side, qty)
+    final[symbol] += signed(side, qty)
 
 
 def drain(timeout: float = 120.0, *, exits: bool = False) -> int:

@@ -14,10 +14,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from brokers.base import Fill
-from copier import clock, tasks
+from copier import tasks
 from copier.models import Decision, LeaderEvent, Order
 from copier.scenario import OPS, ScenarioError, load
 from copier.services.ingest import FillInput
+from core import clock
 from tests.factories import copier_position
 from tests.faults.common import build_world, check_outcome, drain
 

@@ -25,6 +25,7 @@ from accounts.models import TradingAccount
 from brokers.localvenue import LocalVenue, venue_start
 from copier import rules
 from copier.models import Decision, LeaderEvent, Order
+from core.trading import signed
 from tests.factories import copier_position, group
 from tests.faults.common import FOLLOWERS, SYMBOLS, drain
 from tests.helpers import wait_until
@@ -92,7 +93,7 @@ def venue_fill(venue: LocalVenue, leader: TradingAccount, rng: random.Random,
                final: dict[str, int]) -> None:
     symbol, side, qty = rng.choice(SYMBOLS), rng.choice(["buy", "sell"]), rng.randint(1, 3)
     venue.trade(leader.external_id, symbol, side, qty)
-    final[symbol] += rules.signed(side, qty)
+    final[symbol] += signed(side, qty)
 
 
 def events_stored(count: int, timeout: float = 60) -> None:

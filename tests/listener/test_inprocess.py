@@ -23,7 +23,7 @@ from copier.listen import (
     backoff_delay,
     session_renew_wait,
 )
-from copier.rawsql import database_conninfo
+from core.rawsql import database_conninfo
 from tests.factories import account, group
 from tests.helpers import wait_until
 from tests.listener.helpers import listener_thread

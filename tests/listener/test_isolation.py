@@ -9,7 +9,7 @@ from django.db import connection
 
 from brokers.sim import SimBroker
 from copier.models import LeaderEvent
-from copier.rawsql import database_conninfo
+from core.rawsql import database_conninfo
 from tests.factories import account, group
 from tests.helpers import wait_until
 from tests.listener.helpers import listening

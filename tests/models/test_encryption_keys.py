@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from cryptography.fernet import Fernet, InvalidToken
 
-from accounts.keys import KeyListError, keys_split, multi_fernet, primary_fernet
+from core.keys import KeyListError, keys_split, multi_fernet, primary_fernet
 
 # Fixed keys (test-only): parametrized ids must be the same in every pytest-xdist worker.
 A = "a" * 43 + "="

@@ -8,11 +8,11 @@ import pytest
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 
-from accounts.fields import Secret
 from accounts.models import Position, TradingAccount
 from accounts.symbols import normalise_symbol
 from copier.models import CopyGroup, FailedExit, Follower, LeaderEvent, Order, Quarantine
 from copier.services.ingest import FillInput
+from core.fields import Secret
 from tests.factories import account, group
 
 pytestmark = pytest.mark.django_db

@@ -22,6 +22,7 @@ from copier.models import Decision, FailedExit, LeaderEvent, Order
 from copier.replay import Replay, eager_tasks
 from copier.scenario import load
 from copier.services import engine
+from core.trading import signed
 from tests.factories import broker_position, copier_position
 
 pytestmark = [pytest.mark.django_db(transaction=True, databases="__all__"), pytest.mark.slow]
@@ -106,7 +107,7 @@ def check_exits_never_exceed_holdings(name: str) -> None:
     kinds = dict(Order.objects.filter(account__name=name).values_list("client_order_id", "kind"))
     for fill in _sim_history(name):
         before = pos.get(fill.symbol, 0)
-        after = before + rules.signed(fill.side, fill.qty)
+        after = before + signed(fill.side, fill.qty)
         if kinds.get(fill.client_order_id) == "exit":
             where = f"{name}: exit {fill.client_order_id} took {fill.symbol} {before} -> {after}"
             assert before != 0, where

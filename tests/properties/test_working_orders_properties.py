@@ -27,11 +27,13 @@ from hypothesis import strategies as st
 from accounts.models import TradingAccount
 from brokers.localvenue import LocalVenue, venue_start
 from brokers.models import SimOrder
-from copier import clock, rules
+from copier import rules
 from copier.models import Decision, FailedExit, Follower, LeaderEvent, Order, Quarantine
 from copier.replay import EPOCH, Replay, eager_tasks
 from copier.replay_brokers import SimBrokerDriver, VenueBrokerDriver
 from copier.scenario import Step, load
+from core import clock
+from core.trading import signed
 from tests.factories import copier_position
 
 pytestmark = [pytest.mark.django_db(transaction=True, databases="__all__")]
@@ -106,7 +108,7 @@ def fill_history(run: Run, short: str) -> list[tuple[str | None, str, int]]:
     driver = run.driver
     if isinstance(driver, SimBrokerDriver):  # a held order's parts are fills of their own
         return [(o.client_order_id or (o.parent.client_order_id if o.parent else None),
-                 o.symbol, rules.signed(o.side, o.qty))
+                 o.symbol, signed(o.side, o.qty))
                 for o in SimOrder.objects.using("broker").filter(
                     book__account=account, status=SimOrder.Status.FILLED)
                 .select_related("parent").order_by("id")]
@@ -142,7 +144,7 @@ def check_entries_with_the_leader(run: Run, short: str) -> None:
         event = order.decision.event if order.decision is not None else None
         if event is None:
             continue
-        assert rules.sign(rules.signed(order.side, 1)) == rules.sign(event.p1), (
+        assert rules.sign(signed(order.side, 1)) == rules.sign(event.p1), (
             f"{run.name(short)}: entry {order} against the leader's {event.p1:+d}\n"
             + "\n".join(run.log))
 

@@ -14,7 +14,6 @@ from copier.rules import (
     LegKind,
     LegOutcome,
     Reason,
-    Side,
     Verdict,
     backoff_seconds,
     cap_exit,
@@ -28,6 +27,7 @@ from copier.rules import (
     placement_reason,
     plan_move,
 )
+from core.trading import Side
 
 BUY, SELL, EXIT, ENTRY = Side.BUY, Side.SELL, LegKind.EXIT, LegKind.ENTRY
 

@@ -21,13 +21,13 @@ from copier.rules import (
     Reason,
     RiskLimits,
     SessionReset,
-    Side,
     decide,
     loss_limit_reached,
     money,
     risk_limits_apply,
 )
-from copier.symbol_map import point_value
+from core.contracts import point_value
+from core.trading import Side
 from tests.rules.test_risk_limits import limited
 from tests.rules.test_rules_properties import THOROUGH
 

@@ -21,7 +21,6 @@ from copier.rules import (
     LegKind,
     Reason,
     RiskLimits,
-    Side,
     TradingWindow,
     days_parse,
     decide,
@@ -30,6 +29,7 @@ from copier.rules import (
     risk_limits_apply,
     sign,
 )
+from core.trading import Side
 from tests.rules.test_rules_properties import FAST, THOROUGH, after, cases, path
 
 BUY, SELL = Side.BUY, Side.SELL

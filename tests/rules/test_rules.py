@@ -20,7 +20,6 @@ from copier.rules import (
     LegKind,
     LegOutcome,
     Reason,
-    Side,
     Verdict,
     backoff_seconds,
     cap_exit,
@@ -36,8 +35,8 @@ from copier.rules import (
     placement_reason,
     plan_move,
     sign,
-    signed,
 )
+from core.trading import Side, signed
 
 BUY, SELL = Side.BUY, Side.SELL
 EXIT, ENTRY = LegKind.EXIT, LegKind.ENTRY

@@ -26,7 +26,6 @@ from copier.rules import (
     Leg,
     LegKind,
     Reason,
-    Side,
     Verdict,
     backoff_seconds,
     cap_exit,
@@ -39,8 +38,8 @@ from copier.rules import (
     ordered_for_placement,
     plan_move,
     sign,
-    signed,
 )
+from core.trading import Side, signed
 
 
 def examples(n: int) -> int:

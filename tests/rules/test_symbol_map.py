@@ -15,13 +15,13 @@ from copier.symbol_map import (
     SymbolMap,
     SymbolMapError,
     SymbolRule,
-    contract_parse,
     expected_positions,
     heals,
     map_check,
     rule_check,
     scaled_multiplier,
 )
+from core.contracts import contract_parse
 
 D = Decimal
 TO_MICRO = SymbolMap(micro=Micro.TO_MICRO)

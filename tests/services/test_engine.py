@@ -170,7 +170,7 @@ def test_entries_to_a_disconnected_follower_are_dropped_with_a_reason(world):
 def test_fill_record_for_an_unknown_order_settles_it(world):
     """A timeout whose look-up failed: the stream's fill later settles the order."""
     from brokers.base import Fill
-    from copier import clock
+    from core import clock
 
     _, f1, _ = world
     order = Order.objects.create(

@@ -9,10 +9,11 @@ import logging
 import pytest
 
 from brokers.sim import SimBroker
-from copier import clock, tasks
+from copier import tasks
 from copier.models import FailedExit, Order, Quarantine
 from copier.services import failed_exits
 from copier.services.listener import broker_events_pump
+from core import clock
 from tests.factories import (
     T0,
     account,

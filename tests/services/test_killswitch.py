@@ -18,7 +18,7 @@ from brokers.localvenue import LocalVenue, venue_start
 from brokers.registry import adapter_for, adapters_forget
 from brokers.sessions import session_save
 from brokers.sim import SimBroker
-from copier import clock, sql, tasks
+from copier import sql, tasks
 from copier.models import (
     Alert,
     AlertKind,
@@ -32,9 +32,11 @@ from copier.models import (
     Order,
     Quarantine,
 )
-from copier.rules import Reason, Side
+from copier.rules import Reason
 from copier.services import engine, killswitch
 from copier.services.ingest import FillInput, leader_fill_ingest
+from core import clock
+from core.trading import Side
 from tests.factories import (
     account,
     broker_position,

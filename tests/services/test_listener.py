@@ -69,8 +69,8 @@ def test_a_late_fill_without_a_broker_sequence_is_judged_by_its_time(world):
     import datetime as dt
 
     from brokers.base import Fill
-    from copier import clock
     from copier.services.listener import broker_events_handle
+    from core import clock
 
     leader, f1 = world
     SimBroker(leader).set_reachable(False)
@@ -87,8 +87,8 @@ def test_a_late_fill_without_a_broker_sequence_is_judged_by_its_time(world):
 
 def test_a_manual_follower_fill_delivered_twice_moves_the_position_once(world):
     from brokers.base import Fill
-    from copier import clock
     from copier.services.listener import broker_events_handle
+    from core import clock
 
     _, f1 = world
     sim = SimBroker(f1)
@@ -124,9 +124,9 @@ def test_a_leader_fill_beyond_the_limit_is_refused_and_the_difference_copied_clo
 
 def test_a_malformed_follower_fill_is_refused_and_its_positions_re_read(world):
     from brokers.base import Fill
-    from copier import clock
     from copier.models import RefusedFill
     from copier.services.listener import broker_events_handle
+    from core import clock
 
     _, f1 = world
     SimBroker(f1).execute_fill("ES", "buy", 1, fill_id="by-hand")  # the broker: 3
@@ -144,7 +144,7 @@ def test_a_malformed_follower_fill_is_refused_and_its_positions_re_read(world):
 def frozen_clock():
     from django.utils import timezone
 
-    from copier import clock
+    from core import clock
 
     clock.freeze(timezone.now())
     yield clock
@@ -249,8 +249,8 @@ def test_follower_fill_ids_are_forgotten_after_thirty_days():
     import datetime as dt
 
     from accounts.models import FollowerFill
-    from copier import clock
     from copier.services.listener import follower_fills_prune
+    from core import clock
 
     f1 = account("PRUNE")
     now = clock.now()
@@ -322,9 +322,9 @@ def test_a_reconnect_that_reads_a_huge_position_refuses_it_and_applies_the_rest(
 
 def test_a_fill_whose_sequence_no_column_holds_is_refused(world):
     from brokers.base import Fill
-    from copier import clock
     from copier.models import RefusedFill
     from copier.services.listener import broker_events_handle
+    from core import clock
 
     leader, _ = world
     broker_events_handle(account=leader, events=[

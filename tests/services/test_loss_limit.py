@@ -12,10 +12,12 @@ import pytest
 
 from accounts.models import TradingAccount
 from brokers.sim import SimBroker
-from copier import clock, tasks
+from copier import tasks
 from copier.models import Alert, AlertKind, Decision, Follower, SessionLoss
-from copier.rules import Reason, Side
+from copier.rules import Reason
 from copier.services import losslimit
+from core import clock
+from core.trading import Side
 from tests.factories import T0, account, broker_position, connect, group
 
 pytestmark = [pytest.mark.django_db(transaction=True, databases="__all__"),

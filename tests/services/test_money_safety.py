@@ -19,11 +19,12 @@ from django.db import connection, transaction
 from accounts.models import Position, TradingAccount
 from brokers.models import SimOrder
 from brokers.sim import SimBroker
-from copier import clock, tasks
+from copier import tasks
 from copier.models import CopyGroup, Decision, FailedExit, Follower, LeaderEvent, Order, Quarantine
 from copier.services import engine, failed_exits
 from copier.services.ingest import FillInput, events_redispatch, leader_fill_ingest
 from copier.services.listener import broker_events_pump
+from core import clock
 from tests.factories import (
     account,
     broker_position,

@@ -18,11 +18,11 @@ import pytest
 
 from accounts.models import TradingAccount
 from brokers.localvenue import LocalVenue, venue_start
-from copier import clock
 from copier.models import Decision, FailedExit, Order
 from copier.replay import EPOCH, Replay, eager_tasks
 from copier.replay_brokers import VenueBrokerDriver
 from copier.scenario import Step, load
+from core import clock
 
 pytestmark = [pytest.mark.django_db(transaction=True, databases="__all__")]
 

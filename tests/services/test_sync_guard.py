@@ -144,7 +144,7 @@ def frozen_clock():
     """A controlled clock: no retry is scheduled behind the test's back, time moves on demand."""
     from django.utils import timezone
 
-    from copier import clock
+    from core import clock
 
     clock.freeze(timezone.now())
     yield clock
@@ -226,8 +226,8 @@ def test_a_disconnected_paused_account_keeps_its_pause_until_the_reconnect_check
 
 def test_a_fill_on_a_disconnected_paused_follower_does_not_heal_it(world):
     from brokers.base import Fill
-    from copier import clock
     from copier.services.listener import broker_events_handle
+    from core import clock
 
     _, f1 = world
     _outage_with_manual_trade(f1, "buy", 3)  # F1 at 5, expected 2: paused

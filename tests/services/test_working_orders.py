@@ -12,11 +12,12 @@ import datetime as dt
 
 import pytest
 
-from brokers.base import Fill, OrderRequest, Side
+from brokers.base import Fill, OrderRequest
 from brokers.sim import SimBroker
-from copier import clock
 from copier.models import FailedExit, Order
 from copier.services.listener import broker_events_handle
+from core import clock
+from core.trading import Side
 from tests.factories import account, broker_position, connect, copier_position, group, leader_fill
 
 pytestmark = [pytest.mark.django_db(transaction=True, databases="__all__"),

@@ -8,7 +8,7 @@ from typing import Any
 from django.db import connections, transaction
 from django.db.models import Model
 
-from copier.rawsql import Statement
+from core.rawsql import Statement
 
 
 def model_columns(model: type[Model], *, without: Sequence[str] = ()) -> list[str]:

@@ -15,7 +15,7 @@ from django.db import transaction
 
 from brokers import sql
 from brokers.models import SimAccount, SimOrder, SimPosition, SimQuote
-from copier.rawsql import Statement, database_conninfo
+from core.rawsql import Statement, database_conninfo
 from tests.factories import account
 from tests.sql.helpers import check_columns, model_columns
 

@@ -25,10 +25,10 @@ from copier.models import (
     SessionLoss,
     SymbolMapping,
 )
-from copier.rawsql import RowsInsert, Statement
 from copier.services import losslimit
 from copier.services.engine import Seat, event_seats
 from copier.symbol_map import Micro, SymbolMap, SymbolRule
+from core.rawsql import RowsInsert, Statement
 from tests.factories import account, group
 from tests.sql.helpers import check_columns, model_columns
 
@@ -382,7 +382,7 @@ def test_advisory_xact_lock_is_held_against_other_sessions(world):
     (the test's own transaction: it ends, and the lock with it, after the test)."""
     import psycopg
 
-    from copier.rawsql import database_conninfo
+    from core.rawsql import database_conninfo
 
     sql.advisory_xact_lock(lock_class=77, key=5)
     with psycopg.connect(database_conninfo(), autocommit=True) as other:
@@ -394,7 +394,7 @@ def test_advisory_xact_lock_is_held_against_other_sessions(world):
 def test_advisory_xact_try_lock_says_whether_it_got_the_lock(world):
     import psycopg
 
-    from copier.rawsql import database_conninfo
+    from core.rawsql import database_conninfo
 
     assert sql.advisory_xact_try_lock(key=9101) is True
     assert sql.advisory_xact_try_lock(key=9101) is True  # re-entrant in one session

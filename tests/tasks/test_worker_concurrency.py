@@ -15,6 +15,7 @@ import pytest
 from brokers.models import SimOrder
 from copier import rules
 from copier.models import Decision, LeaderEvent
+from core.trading import signed
 from tests.factories import account, broker_position, connect, copier_position, group, leader_fill
 from tests.helpers import wait_until
 
@@ -38,7 +39,7 @@ def test_concurrent_events_end_where_a_sequential_run_ends(celery_worker, settin
         side = rng.choice(["buy", "sell"])
         qty = rng.randint(1, 3)
         leader_fill(leader, symbol, side, qty)
-        final[symbol] += rules.signed(side, qty)
+        final[symbol] += signed(side, qty)
     wait_until(lambda: not LeaderEvent.objects.exclude(status="done").exists(), timeout=60)
     for follower, multiplier in followers.items():
         reverse = follower.name == "R1"

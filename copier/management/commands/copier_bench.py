@@ -271,8 +271,8 @@ class Bench:
     def _fill(self, leader: Any) -> int:
         from brokers.sim import SimBroker
         from copier.models import LeaderEvent
-        from copier.rules import Side
         from copier.services.listener import broker_events_pump
+        from core.trading import Side
 
         self._n = getattr(self, "_n", 0) + 1
         side = Side.BUY if self._n % 2 else Side.SELL

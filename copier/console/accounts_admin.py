@@ -1,5 +1,8 @@
 """Admin for trading accounts: connection and pause state, positions, sim controls.
 
+The accounts app's tables, registered by the console (copier.console.apps): they use its
+helpers and the audit log, which the accounts app, a floor below, may not import.
+
 Credentials are write-only here: the form never renders the stored secret,
 a blank field keeps it, and a view-only page says whether one is set.
 

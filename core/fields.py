@@ -2,7 +2,7 @@
 
 Credentials are stored as Fernet tokens so that a database dump or backup
 does not leak broker logins; the key lives only in the environment
-(`COPIER_ENCRYPTION_KEY`; several while one is rotated, see accounts.keys). The
+(`COPIER_ENCRYPTION_KEY`; several while one is rotated, see core.keys). The
 field's repr never shows the plaintext, and neither do Django's serializers
 (`dumpdata`): they get a token too.
 """
@@ -17,12 +17,12 @@ from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.db import models
 
-from accounts.keys import KeyListError, multi_fernet
+from core.keys import KeyListError, multi_fernet
 
 
 @cache
 def _fernet(key: str) -> MultiFernet:
-    """One or several keys (accounts.keys): the first encrypts, every one decrypts."""
+    """One or several keys (core.keys): the first encrypts, every one decrypts."""
     if not key:
         raise ImproperlyConfigured(
             "COPIER_ENCRYPTION_KEY is not set, so broker credentials can be neither stored nor "

@@ -1,4 +1,8 @@
-"""Admin for the sim broker's books: fault injection is editable, the rest read-only."""
+"""Admin for the sim broker's books: fault injection is editable, the rest read-only.
+
+The brokers app's tables, registered by the console (copier.console.apps), which holds
+the admin's read-only base and audit log; the brokers app imports nothing of the copier.
+"""
 
 from __future__ import annotations
 
