@@ -40,15 +40,15 @@ def _flag(name: str, default: bool) -> bool:
 
 if PRODUCTION:  # both checked by production_problems above
     SECRET_KEY = os.environ["SECRET_KEY"]
-    # Fernet key that encrypts broker credentials at rest (accounts.fields); several,
-    # comma-separated, while a key is rotated: the first encrypts (accounts.keys).
+    # Fernet key that encrypts broker credentials at rest (core.fields); several,
+    # comma-separated, while a key is rotated: the first encrypts (core.keys).
     COPIER_ENCRYPTION_KEY = os.environ["COPIER_ENCRYPTION_KEY"]
 else:
     # No key is written here: a key in public source protects nothing. `make run` and the
     # test harness pass keys generated on first run and kept 0600 under .stack/. A bare
     # `manage.py` command without them (copier_replay, collectstatic) signs with a key of its
     # own process, and has no encryption key at all: credentials can then be neither stored
-    # nor read (accounts.fields says what to do) rather than locked with a key lost at exit.
+    # nor read (core.fields says what to do) rather than locked with a key lost at exit.
     SECRET_KEY = os.environ.get("SECRET_KEY") or secrets.token_urlsafe(50)
     COPIER_ENCRYPTION_KEY = os.environ.get("COPIER_ENCRYPTION_KEY", "")
     if COPIER_ENCRYPTION_KEY:  # a key list given wrong is said at start, not at first read

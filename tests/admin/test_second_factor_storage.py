@@ -18,9 +18,9 @@ from django.core.management import call_command
 from django.db import connection, connections, transaction
 from django_otp.oath import TOTP
 
-from accounts.keys import multi_fernet
 from copier.models import AuthenticatorDevice, RecoveryCode, RecoveryCodeDevice
 from copier.services import second_factor
+from core.keys import multi_fernet
 from tests.admin.logins import authenticator, code_now, recovery_codes
 
 pytestmark = pytest.mark.django_db
