@@ -177,7 +177,8 @@ def check_venue_outcome(venue: LocalVenue, followers: dict[TradingAccount, str],
     doubled = len(executed) - len(set(executed))
     lost = len(set(executed) - known)
     assert doubled == 0
-    assert lost == 0
+    assert lost == 0, [(o.client_order_id, o.status, o.qty, o.filled_qty, o.message)
+                       for o in Order.objects.filter(client_order_id__in=set(executed) - known)]
     assert not Order.objects.filter(status="unknown").exists()
     return {"events": LeaderEvent.objects.count(), "orders_checked": len(executed),
             "lost": lost, "doubled": doubled}
