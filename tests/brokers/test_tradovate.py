@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import pytest
 
 from accounts.models import TradingAccount
-from brokers import tradovate
+from brokers.tradovate import adapter as tradovate
 from brokers.base import (
     BrokerError,
     Fill,
