@@ -27,225 +27,82 @@ again for a moment first, since a market order completes within milliseconds.
 Cancelled or expired (status 3 / 4) -> "cancelled" with what filled before, never
 "filled": the rest is still to be done.
 
-The stream says when one of the account's orders settles (`OrderUpdate`), from the
-`GatewayUserOrder` pushes, whose data is the REST order's shape: `id`, `accountId`,
-`contractId`, `status` (ORDER_STATUS: 2 filled, 3 cancelled, 4 expired, 5 rejected),
-`size` (asked), `fillVolume` (filled so far; `filledSize` in some clients), `customTag`.
-One update per order id and stream; an order push comes with every trade of it, and
-whether before or after the trade is not documented (the local Gateway does either).
-
 Symbols: the copier's symbol is the contract name (`ESZ6`); the Gateway's id
 (`CON.F.US.EP.Z26`) is looked up and cached per process in both directions.
 """
 
 from __future__ import annotations
 
-import asyncio
-import base64
-import binascii
-import contextlib
 import dataclasses
 import datetime as dt
-import json
 import logging
-import os
-import threading
 import time
-import uuid
-from collections.abc import Awaitable, Callable, Mapping
-from decimal import Decimal, InvalidOperation
+from collections.abc import Mapping
+from decimal import Decimal
 from typing import Any, ClassVar
-from urllib.parse import urlencode, urlsplit
 
 import httpx
-import websockets
-from websockets.asyncio.client import ClientConnection
-from websockets.asyncio.client import connect as ws_connect
-from websockets.exceptions import InvalidStatus
 
+from brokers import http
 from brokers.base import (
     RECORD_ERRORS,
     AccountData,
     BrokerAdapter,
     BrokerError,
-    BrokerEvent,
     BrokerStream,
     CredentialField,
-    Fill,
     OrderOutcomeUnknown,
     OrderRequest,
     OrderResult,
-    OrderStatus,
-    OrderUpdate,
     PermanentBrokerError,
-    PositionUpdate,
     Session,
     SessionRefused,
     TransientBrokerError,
     UnknownContract,
     Unreadable,
     orders_cancel_error,
-    status_phrase,
     unreadable,
     venue_text,
 )
+from brokers.contracts import ContractBook
+from brokers.projectx import credentials
+from brokers.projectx.credentials import LOGIN_ERRORS, LOGIN_TRANSIENT, token_expiry
+from brokers.projectx.records import (
+    ORDER_STATUS,
+    PLACE_ERRORS,
+    SETTLED,
+    filled_of,
+    money,
+    position_signed,
+    settlement,
+    side_of,
+    since,
+)
+from brokers.projectx.stream import ProjectXStream
 from core import clock
 from core.trading import Side
 
 log = logging.getLogger(__name__)
 
-DEFAULT_API_URL = "https://api.topstepx.com"
-DEFAULT_RTC_URL = "https://rtc.topstepx.com"
-# Short: a reconnect holds the account's position locks while it asks the venue.
-TIMEOUT = httpx.Timeout(connect=2.0, read=5.0, write=5.0, pool=2.0)
-TOKEN_LIFETIME_DEFAULT = dt.timedelta(hours=24)  # when the token carries no `exp`
 RENEW_BEFORE = dt.timedelta(hours=1)  # renew a session with less than this left
 ORDER_LOOKBACK = dt.timedelta(days=7)  # how far back a client order id is looked up
 CURSOR_LOOKBACK = dt.timedelta(days=2)
 CURSOR_READS = 5  # trades / positions / trades, until the trades stand still
 PARTIAL_RECHECKS = 3
 PARTIAL_RECHECK_WAIT = 0.1
-HANDSHAKE_TIMEOUT = 10.0
-HUB_PING_INTERVAL = 15.0  # SignalR's keep-alive
-HUB_SILENCE_LIMIT = 30.0  # SignalR's server timeout: no frame for this long = lost
 
-ORDER_STATUS: dict[Any, str] = {0: "none", 1: "open", 2: "filled", 3: "cancelled", 4: "expired",
-                5: "rejected", 6: "pending"}
-# The venue's order status -> the copier's, for an order that will not change any more.
-SETTLED: dict[str, OrderStatus] = {"filled": "filled", "cancelled": "cancelled",
-                                   "expired": "cancelled", "rejected": "rejected"}
-# Order/place errorCode -> (name, permanent). Permanent: a person must act (wrong
-# account or contract, funds, rules, hours) and retrying the same order cannot help.
-# OrderPending (6) and UnknownError (7) are transient: the venue did not say no to the
-# order itself, and the copier's retry of an exit uses a new client order id.
-PLACE_ERRORS: dict[int, tuple[str, bool]] = {
-    1: ("AccountNotFound", True), 2: ("OrderRejected", True), 3: ("InsufficientFunds", True),
-    4: ("AccountViolation", True), 5: ("OutsideTradingHours", True),
-    6: ("OrderPending", False), 7: ("UnknownError", False), 8: ("ContractNotFound", True),
-    9: ("ContractNotActive", True), 10: ("AccountRejected", True),
-}
-LOGIN_ERRORS = {1: "UserNotFound", 2: "PasswordVerificationFailed", 3: "InvalidCredentials",
-                4: "AppNotFound", 5: "AppVerificationFailed", 6: "InvalidDevice",
-                7: "AgreementsNotSigned", 8: "UnknownError", 9: "ApiSubscriptionNotFound",
-                10: "ApiKeyAuthenticationDisabled"}
-LOGIN_TRANSIENT = {8}
-
-# --- one HTTP pool per process --------------------------------------------------------------
-_clients: dict[int, httpx.Client] = {}
-_clients_lock = threading.Lock()
-
-
-def http_client() -> httpx.Client:
-    """This process's keep-alive pool; a forked child builds its own (sockets are not shared)."""
-    pid = os.getpid()
-    with _clients_lock:
-        client = _clients.get(pid)
-        if client is None:
-            for stale in list(_clients):
-                _clients.pop(stale)  # the parent's: never used, never closed here
-            client = httpx.Client(timeout=TIMEOUT, limits=httpx.Limits(
-                max_connections=64, max_keepalive_connections=32, keepalive_expiry=30.0))
-            _clients[pid] = client
-        return client
-
-
-# --- contracts, cached per process in both directions ---------------------------------------
-_contract_ids: dict[tuple[str, str], str] = {}
-_contract_names: dict[tuple[str, str], str] = {}
-_contracts_lock = threading.Lock()
-
-
-def _contract_learn(api_url: str, contract_id: str, name: str) -> None:
-    with _contracts_lock:
-        _contract_ids[(api_url, name)] = contract_id
-        _contract_names[(api_url, contract_id)] = name
-
-
-def token_expiry(token: str) -> dt.datetime:
-    """The JWT's `exp` claim (the venue's word), else the documented 24 h from now."""
-    try:
-        claims = token.split(".")[1]
-        payload = json.loads(base64.urlsafe_b64decode(claims + "=" * (-len(claims) % 4)))
-        return dt.datetime.fromtimestamp(int(payload["exp"]), dt.UTC)
-    except (IndexError, ValueError, KeyError, TypeError, binascii.Error):
-        return dt.datetime.now(dt.UTC) + TOKEN_LIFETIME_DEFAULT
-
-
-def _when(stamp: Any) -> dt.datetime:
-    try:
-        moment = dt.datetime.fromisoformat(str(stamp))
-    except ValueError:
-        return dt.datetime.now(dt.UTC)
-    return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
-
-
-def _since(delta: dt.timedelta) -> str:
-    """A search's start, with the explicit +00:00 offset the Gateway is sent."""
-    return (dt.datetime.now(dt.UTC) - delta).isoformat()
-
-
-def _side(value: Any) -> Side:
-    if value == 0:
-        return Side.BUY
-    if value == 1:
-        return Side.SELL
-    raise TransientBrokerError(f"ProjectX: unknown side {value!r} in the venue's data")
-
-
-def _money(value: Any, trade: Mapping[str, Any]) -> Decimal:
-    """An amount of a trade as the venue wrote it; one that is not a number is unreadable,
-    and the whole P&L with it (a skipped trade would be a made-up total)."""
-    try:
-        amount = Decimal(str(value)) if not isinstance(value, bool) else None
-    except InvalidOperation:
-        amount = None
-    if amount is None or not amount.is_finite():
-        raise TransientBrokerError(
-            f"ProjectX: trade {trade.get('id')} has an amount that is not a number: {value!r}")
-    return amount
-
-
-def _filled_of(order: Mapping[str, Any]) -> int:
-    """What an order filled so far, as the order itself says (`fillVolume`, or the alias
-    `filledSize` some clients read)."""
-    value = order.get("fillVolume", order.get("filledSize"))
-    return int(value or 0) if not isinstance(value, bool) else 0
-
-
-def _settlement(status: OrderStatus, size: int, filled: int) -> tuple[OrderStatus, int]:
-    """The copier's status and filled quantity of an order: a cancel that came after all
-    of it filled is a fill; a rejected order filled nothing."""
-    if status == "filled" or (status == "cancelled" and size and filled >= size):
-        return "filled", filled or size
-    if status == "rejected":
-        return "rejected", 0
-    return status, filled
-
-
-def _position_signed(data: Mapping[str, Any]) -> int:
-    """The signed size of a position record; ValueError for one the venue did not document
-    (a record, not the stream or the read, is then unreadable)."""
-    size = data.get("size") or 0
-    if isinstance(size, bool) or not isinstance(size, int):
-        raise ValueError(f"ProjectX: position size {size!r} is not a whole number")
-    if data.get("type") == 2:
-        return -size
-    if data.get("type") == 1 or size == 0:
-        return size
-    raise ValueError(f"ProjectX: position of undefined type {data.get('type')!r}")
+# This process's keep-alive pool to the Gateway, and the contracts it learned.
+POOL = http.Pool(httpx.Limits(max_connections=64, max_keepalive_connections=32,
+                              keepalive_expiry=30.0))
+CONTRACTS: ContractBook[str] = ContractBook()
+# The statuses the Gateway rate-limits with; without a Retry-After, no wait is known.
+RATE_LIMITS: dict[int, float | None] = {429: None}
 
 
 class ProjectXBroker(BrokerAdapter):
     kind = "projectx"
     label = "ProjectX Gateway (TopstepX, prop firms)"
-    credential_fields: ClassVar[tuple[CredentialField, ...]] = (
-        CredentialField("username", "User name"),
-        CredentialField("api_key", "API key", secret=True),
-        CredentialField("api_url", "API URL", required=False, address=True,
-                        help_text=f"The firm's gateway, default {DEFAULT_API_URL}"),
-        CredentialField("rtc_url", "Realtime URL", required=False, address=True,
-                        help_text=f"The firm's realtime host, default {DEFAULT_RTC_URL}"),
-    )
+    credential_fields: ClassVar[tuple[CredentialField, ...]] = credentials.FIELDS
 
     def __init__(self, account: AccountData) -> None:
         super().__init__(account)
@@ -256,18 +113,7 @@ class ProjectXBroker(BrokerAdapter):
     @classmethod
     def credentials_clean(cls, values: dict[str, str]) -> dict[str, str]:
         values = {k: v.strip() for k, v in values.items() if isinstance(v, str)}
-        cleaned = super().credentials_clean(values)
-        for name, default in (("api_url", DEFAULT_API_URL), ("rtc_url", DEFAULT_RTC_URL)):
-            url = cleaned.get(name, default).rstrip("/")
-            parts = urlsplit(url)
-            if parts.scheme not in ("http", "https") or not parts.hostname:
-                raise ValueError(f"{name}: not an http(s) URL: {url!r}")
-            if name == "api_url" and url.endswith("/api"):
-                url = url[:-4]  # the endpoints' paths carry /api themselves
-            if name == "rtc_url" and url.endswith("/hubs/user"):
-                url = url[:-10]
-            cleaned[name] = url
-        return cleaned
+        return credentials.urls_clean(super().credentials_clean(values))
 
     def _credentials(self) -> dict[str, str]:
         """The login, only where its secrets were entered for its addresses (the base's
@@ -280,13 +126,7 @@ class ProjectXBroker(BrokerAdapter):
 
     @classmethod
     def external_id_clean(cls, value: str) -> str:
-        """The venue's account id is a number: caught in the admin, not at the first order."""
-        value = value.strip()
-        if not value.isdigit():
-            raise ValueError(
-                f"the ProjectX account id is a whole number (as Account/search lists it; "
-                f"'test connection' shows it), not {value!r}")
-        return value
+        return credentials.external_id_clean(value)
 
     def _account_id(self) -> int:
         external = str(self.account.external_id or "").strip()
@@ -300,59 +140,21 @@ class ProjectXBroker(BrokerAdapter):
     # --- HTTP ------------------------------------------------------------------------------
     def _post(self, path: str, body: Mapping[str, Any], *, token: str | None,
               sending_order: bool = False) -> dict[str, Any]:
-        """One request; returns the JSON answer of an HTTP 200, raises what the rest means.
-
-        `sending_order`: a failure after the request may have left is an unknown
-        outcome, not a plain transient error. A 401 raises `_Unauthorized`.
-        """
-        url = f"{self._api_url}{path}"
+        """One request; returns the JSON answer of an HTTP 2xx, raises what the rest means
+        (`brokers.http`: a failure after a placement may have left is an unknown outcome,
+        a 401 is `http.Unauthorized`)."""
+        where = f"ProjectX {path}"
         headers = {"Accept": "application/json"}
         if token is not None:
             headers["Authorization"] = f"Bearer {token}"
-        try:
-            response = http_client().post(url, json=dict(body), headers=headers)
-        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
-            raise TransientBrokerError(f"ProjectX {path}: unreachable ({type(exc).__name__})"
-                                       ) from None
-        except httpx.TransportError as exc:
-            message = f"ProjectX {path}: no answer ({type(exc).__name__})"
-            raise (OrderOutcomeUnknown(message) if sending_order
-                   else TransientBrokerError(message)) from None
-        return self._answer(path, response, sending_order=sending_order)
-
-    @staticmethod
-    def _answer(path: str, response: httpx.Response, *, sending_order: bool) -> dict[str, Any]:
-        status = response.status_code
-        if status == 401:
-            raise _Unauthorized(f"ProjectX {path}: the session token was refused (HTTP 401)")
-        if status == 429:
-            retry = response.headers.get("Retry-After", "")
-            raise TransientBrokerError(
-                f"ProjectX {path}: rate limited (HTTP 429)",
-                retry_after=float(retry) if retry.replace(".", "", 1).isdigit() else None)
-        if status >= 500:
-            # The Gateway does not say that a 5xx means nothing ran: on an order, it may
-            # have executed before the error (project-x-py calls it an uncertain
-            # submission too). The copier looks the tag up before anything else.
-            message = f"ProjectX {path}: HTTP {status}"
-            raise (OrderOutcomeUnknown(f"{message} after the order was sent: it may have "
-                                       "executed") if sending_order
-                   else TransientBrokerError(message))
-        if status != 200:
-            # The status and its name, never the body: whatever answered may not be the
-            # venue, and its page is not for the admin to read through the copier.
-            raise PermanentBrokerError(
-                f"ProjectX {path}: HTTP {status} {status_phrase(status)}".strip())
-        try:
-            data = response.json()
-        except ValueError:
-            message = f"ProjectX {path}: the answer is not JSON"
-            raise (OrderOutcomeUnknown(message) if sending_order
-                   else TransientBrokerError(message)) from None
+        response = http.request(POOL.client(), "POST", f"{self._api_url}{path}", where=where,
+                                sending_order=sending_order, json=dict(body), headers=headers)
+        http.status_check(response, where=where, sending_order=sending_order,
+                          rate_limits=RATE_LIMITS)
+        data = http.json_of(response, where=where, sending_order=sending_order)
         if not isinstance(data, dict):
-            message = f"ProjectX {path}: unexpected answer {type(data).__name__}"
-            raise (OrderOutcomeUnknown(message) if sending_order
-                   else TransientBrokerError(message))
+            raise http.lost(f"{where}: unexpected answer {type(data).__name__}",
+                            sending_order=sending_order)
         return data
 
     def _call(self, path: str, body: Mapping[str, Any], *, token: str | None = None,
@@ -368,18 +170,18 @@ class ProjectXBroker(BrokerAdapter):
         if token is not None:  # the caller's own token (the stream's): the caller drops it
             try:
                 return self._post(path, body, token=token, sending_order=sending_order)
-            except _Unauthorized as exc:
+            except http.Unauthorized as exc:
                 raise SessionRefused(exc.message) from None
         session = self._session(fresh=False)
         try:
             return self._post(path, body, token=session.token, sending_order=sending_order)
-        except _Unauthorized:
+        except http.Unauthorized:
             renewed = self._session(fresh=True)
             if renewed.token == session.token:
                 raise self._session_refused(path, session) from None
         try:  # a 401 means the request was not processed: sending it again is safe
             return self._post(path, body, token=renewed.token, sending_order=sending_order)
-        except _Unauthorized:
+        except http.Unauthorized:
             raise self._session_refused(path, renewed) from None
 
     def _session_refused(self, path: str, session: Session) -> SessionRefused:
@@ -442,7 +244,7 @@ class ProjectXBroker(BrokerAdapter):
         """Auth/validate's new token; None when the venue no longer takes the current one."""
         try:
             data = self._post("/api/Auth/validate", {}, token=current.token)
-        except _Unauthorized:
+        except http.Unauthorized:
             return None
         token = data.get("newToken")
         if data.get("success") is not True or not isinstance(token, str) or not token:
@@ -472,8 +274,7 @@ class ProjectXBroker(BrokerAdapter):
     # --- contracts -----------------------------------------------------------------------
     def contract_id(self, symbol: str, *, token: str | None = None) -> str:
         api = self._api_url
-        with _contracts_lock:
-            known = _contract_ids.get((api, symbol))
+        known = CONTRACTS.id(api, symbol)
         if known is not None:
             return known
         # The exact name first; then its root (ESZ6 -> ES), as some searches match roots only.
@@ -483,15 +284,14 @@ class ProjectXBroker(BrokerAdapter):
             self._ok("/api/Contract/search", data)
             for contract in data.get("contracts") or []:
                 if isinstance(contract, dict) and contract.get("name") == symbol:
-                    _contract_learn(api, str(contract["id"]), symbol)
+                    CONTRACTS.learn(api, str(contract["id"]), symbol)
                     return str(contract["id"])
         raise PermanentBrokerError(f"ProjectX: no contract named {symbol!r} (Contract/search)")
 
     def contract_name_known(self, contract_id: str) -> str | None:
         """The name if this process learned it already: no I/O, so the stream can skip a
         thread hop on every fill."""
-        with _contracts_lock:
-            return _contract_names.get((self._api_url, contract_id))
+        return CONTRACTS.name(self._api_url, contract_id)
 
     def contract_name(self, contract_id: str, *, token: str | None = None) -> str:
         api = self._api_url
@@ -502,7 +302,7 @@ class ProjectXBroker(BrokerAdapter):
         contract = data.get("contract")
         if data.get("success") is False or not isinstance(contract, dict):
             raise UnknownContract(f"ProjectX: unknown contract id {contract_id!r}")
-        _contract_learn(api, contract_id, str(contract["name"]))
+        CONTRACTS.learn(api, contract_id, str(contract["name"]))
         return str(contract["name"])
 
     # --- orders ----------------------------------------------------------------------------
@@ -542,7 +342,7 @@ class ProjectXBroker(BrokerAdapter):
                 order = None
                 break
             partial = (order is not None and ORDER_STATUS.get(order.get("status")) == "open"
-                       and _filled_of(order) > 0)
+                       and filled_of(order) > 0)
             if not partial or attempt == PARTIAL_RECHECKS - 1:
                 break
             time.sleep(PARTIAL_RECHECK_WAIT)
@@ -588,18 +388,18 @@ class ProjectXBroker(BrokerAdapter):
         (else the order's own `fillVolume`)."""
         status = ORDER_STATUS.get(order.get("status"), "unknown")
         size = int(order.get("size") or 0)
-        outcome, done = _settlement(SETTLED.get(status, "accepted"), size,
-                                    _filled_of(order) if filled is None else filled)
+        outcome, done = settlement(SETTLED.get(status, "accepted"), size,
+                                    filled_of(order) if filled is None else filled)
         return OrderResult(
             client_order_id=str(order.get("customTag") or ""),
             broker_order_id=str(order.get("id")), status=outcome, filled_qty=done,
             message="" if outcome == "filled" else
             f"ProjectX: order {order.get('id')} {status}, filled {done} of {size}",
-            symbol=symbol, side=_side(order.get("side")), qty=size)
+            symbol=symbol, side=side_of(order.get("side")), qty=size)
 
     def _order_by_tag(self, account_id: int, client_order_id: str) -> dict[str, Any] | None:
         data = self._call("/api/Order/search", {"accountId": account_id,
-                                                "startTimestamp": _since(ORDER_LOOKBACK)})
+                                                "startTimestamp": since(ORDER_LOOKBACK)})
         self._ok("/api/Order/search", data)
         return next((o for o in data.get("orders") or []
                      if isinstance(o, dict) and o.get("customTag") == client_order_id), None)
@@ -607,7 +407,7 @@ class ProjectXBroker(BrokerAdapter):
     def _order_read(self, account_id: int, order: Mapping[str, Any]) -> OrderResult:
         """The order with what its trades filled (the trades are the venue's record)."""
         trades = self._call("/api/Trade/search", {"accountId": account_id,
-                                                  "startTimestamp": _since(ORDER_LOOKBACK)})
+                                                  "startTimestamp": since(ORDER_LOOKBACK)})
         self._ok("/api/Trade/search", trades)
         filled = sum(int(t.get("size") or 0) for t in trades.get("trades") or []
                      if isinstance(t, dict) and t.get("orderId") == order.get("id")
@@ -704,7 +504,7 @@ class ProjectXBroker(BrokerAdapter):
             name: str | None = None
             try:  # the name first: a garbled size of a contract it names keeps its name
                 name = self.contract_name(str(position.get("contractId")), token=token)
-                qty = _position_signed(position)
+                qty = position_signed(position)
             except RECORD_ERRORS as exc:
                 unread.append(unreadable("position", position, exc, label="ProjectX",
                                          symbol=name))
@@ -718,7 +518,7 @@ class ProjectXBroker(BrokerAdapter):
 
     def _newest_trade(self, account_id: int) -> int:
         data = self._call("/api/Trade/search", {"accountId": account_id,
-                                                "startTimestamp": _since(CURSOR_LOOKBACK)})
+                                                "startTimestamp": since(CURSOR_LOOKBACK)})
         self._ok("/api/Trade/search", data)
         ids = [int(t["id"]) for t in data.get("trades") or [] if isinstance(t, dict)]
         return max(ids, default=0)
@@ -739,311 +539,10 @@ class ProjectXBroker(BrokerAdapter):
                 continue
             pnl, fees = trade.get("profitAndLoss"), trade.get("fees")
             if pnl is not None:
-                total += _money(pnl, trade)
+                total += money(pnl, trade)
             if fees is not None:
-                total -= _money(fees, trade)
+                total -= money(fees, trade)
         return total.quantize(Decimal("0.01"))
 
     def stream(self, session: Session | None) -> BrokerStream:
         return ProjectXStream(self, session)
-
-
-async def _symbol_or_id(name: Callable[[str], Awaitable[str]], contract_id: str) -> str:
-    """An order update's contract by name, else by the venue's id: the copier settles the
-    order by its own row's symbol, and a contract the look-up does not know must not stop
-    the stream (a refused name is logged, the update still said)."""
-    try:
-        return await name(contract_id)
-    except PermanentBrokerError as exc:
-        log.warning("ProjectX: order update on contract %s: %s", contract_id, exc.message)
-        return contract_id
-
-
-class _Unauthorized(TransientBrokerError):
-    """HTTP 401: the token is refused (expired, renewed elsewhere, revoked)."""
-
-
-class ProjectXStream(BrokerStream):
-    """The user hub over SignalR's JSON protocol: negotiate, handshake, subscribe, events.
-
-    Negotiate takes either answer a SignalR server gives (version 1 or the older 0); a
-    hub without the endpoint is connected to directly (skipNegotiation).
-
-    Subscriptions are invoked with ids and their completions awaited, so that from
-    `open`'s return the venue pushes every event of the account (the listener reads
-    the positions right after). Nothing is replayed on a new socket.
-    """
-
-    adapter: ProjectXBroker
-    # The hub's connection carries the token it was opened with: a new token, a new one.
-    reopen_on_new_session = True
-
-    def __init__(self, adapter: BrokerAdapter, session: Session | None) -> None:
-        super().__init__(adapter, session)
-        self._ws: ClientConnection | None = None
-        self._buffer = ""
-        self._account_id = 0
-        self._early: list[dict[str, Any]] = []  # events that came with the subscriptions
-        self._tags: dict[int, str | None] = {}  # orderId -> customTag, from order events
-        self._settled: set[int] = set()  # order ids whose settlement was delivered
-        self._seen: set[int] = set()  # trade ids delivered
-        self._last_sent = 0.0
-
-    def __repr__(self) -> str:
-        return f"ProjectXStream(account={self.adapter.account.pk}, open={self._ws is not None})"
-
-    async def open(self) -> None:
-        if self.session is None:
-            raise TransientBrokerError("no session: the listener has not logged in yet")
-        creds = await asyncio.to_thread(self.adapter._credentials)
-        if self.adapter.session_fits(self.session) is None:
-            raise TransientBrokerError("the session was obtained at another address: the "
-                                       "listener logs in again")
-        self._account_id = self.adapter._account_id()
-        try:
-            async with asyncio.timeout(HANDSHAKE_TIMEOUT):
-                await self._connect(creds["rtc_url"], self.session.token)
-        except TimeoutError:
-            await self.close()
-            raise TransientBrokerError(
-                f"ProjectX hub: no handshake within {HANDSHAKE_TIMEOUT:.0f} s") from None
-        except BrokerError:
-            await self.close()
-            raise
-        except (OSError, websockets.WebSocketException) as exc:
-            await self.close()
-            raise TransientBrokerError(f"ProjectX hub: {type(exc).__name__}") from None
-
-    async def _connect(self, rtc_url: str, token: str) -> None:
-        hub = f"{rtc_url}/hubs/user"
-        connection = await self._negotiate(hub, token)
-        ws_url = "ws" + hub[4:] if hub.startswith("http") else hub
-        query = urlencode({"access_token": token} if connection is None
-                          else {"id": connection, "access_token": token})
-        try:
-            self._ws = await ws_connect(f"{ws_url}?{query}", max_size=2**22, open_timeout=None)
-        except InvalidStatus as exc:
-            status = exc.response.status_code
-            if status == 401:
-                raise SessionRefused("ProjectX hub refused the session token (HTTP 401)"
-                                     ) from None
-            raise TransientBrokerError(f"ProjectX hub: WebSocket refused (HTTP {status})"
-                                       ) from None
-        await self._send({"protocol": "json", "version": 1})
-        reply = await self._record()
-        if reply.get("error"):
-            raise TransientBrokerError(f"ProjectX hub handshake refused: {reply['error']}")
-        await self._subscribe()
-
-    async def _negotiate(self, hub: str, token: str) -> str | None:
-        """The id the WebSocket is opened with, as SignalR's negotiate answers it: version
-        1's `connectionToken`, version 0's (an older server's) `connectionId`. None: the hub
-        has no negotiate endpoint (404/405), and the socket is opened straight away, with no
-        id (skipNegotiation: how the Gateway's own JavaScript example connects)."""
-        async with httpx.AsyncClient(timeout=TIMEOUT) as client:
-            try:
-                # One `params`: httpx drops a query written into the URL when given one.
-                answer = await client.post(f"{hub}/negotiate", params={
-                    "negotiateVersion": 1, "access_token": token})
-            except httpx.TransportError as exc:
-                raise TransientBrokerError(
-                    f"ProjectX hub negotiate: unreachable ({type(exc).__name__})") from None
-        if answer.status_code == 401:
-            raise SessionRefused("ProjectX hub refused the session token (HTTP 401)")
-        if answer.status_code in (404, 405):
-            return None
-        if answer.status_code != 200:
-            raise TransientBrokerError(f"ProjectX hub negotiate: HTTP {answer.status_code}")
-        try:
-            negotiated = answer.json()
-        except ValueError:
-            negotiated = None
-        if not isinstance(negotiated, dict):
-            raise TransientBrokerError("ProjectX hub negotiate: the answer is not a JSON object")
-        if negotiated.get("error"):
-            raise TransientBrokerError(f"ProjectX hub negotiate refused: {negotiated['error']}")
-        if negotiated.get("url"):
-            raise TransientBrokerError("ProjectX hub negotiate: redirected to another "
-                                       "service, which this client does not follow")
-        version = negotiated.get("negotiateVersion")
-        key = ("connectionToken" if isinstance(version, int) and version >= 1
-               else "connectionId")
-        connection = negotiated.get(key)
-        if not isinstance(connection, str) or not connection:
-            raise TransientBrokerError(f"ProjectX hub negotiate: no {key} in the answer")
-        return connection
-
-    async def _subscribe(self) -> None:
-        account = self._account_id
-        calls = [("SubscribeAccounts", []), ("SubscribeOrders", [account]),
-                 ("SubscribePositions", [account]), ("SubscribeTrades", [account])]
-        pending: dict[str, str] = {}
-        for target, args in calls:
-            invocation = uuid.uuid4().hex[:8]
-            pending[invocation] = target
-            await self._send({"type": 1, "invocationId": invocation, "target": target,
-                              "arguments": args})
-        early: list[dict[str, Any]] = []
-        while pending:
-            record = await self._record()
-            if record.get("type") == 3 and record.get("invocationId") in pending:
-                target = pending.pop(record["invocationId"])
-                if record.get("error"):
-                    raise TransientBrokerError(f"ProjectX hub {target}: {record['error']}")
-            else:
-                early.append(record)  # an event already: delivered by the first receive
-        self._early = early
-
-    async def _send(self, message: Mapping[str, Any]) -> None:
-        assert self._ws is not None
-        await self._ws.send(json.dumps(message) + "\x1e")
-        self._last_sent = time.monotonic()
-
-    async def _record(self, timeout: float | None = None) -> dict[str, Any]:
-        """The next SignalR record off the socket."""
-        while "\x1e" not in self._buffer:
-            assert self._ws is not None
-            frame = await asyncio.wait_for(self._ws.recv(), timeout)
-            self._buffer += frame if isinstance(frame, str) else frame.decode()
-        record, self._buffer = self._buffer.split("\x1e", 1)
-        parsed = json.loads(record)
-        return parsed if isinstance(parsed, dict) else {}
-
-    async def receive(self) -> list[BrokerEvent]:
-        if self._ws is None:
-            raise TransientBrokerError("ProjectX hub: the stream is not open")
-        early, self._early = self._early, []
-        events: list[BrokerEvent] = []
-        for record in early:
-            events += await self._handle(record)
-        silent_since = time.monotonic()
-        while not events:
-            try:
-                record = await self._record(timeout=HUB_PING_INTERVAL / 3)
-            except TimeoutError:
-                if time.monotonic() - silent_since > HUB_SILENCE_LIMIT:
-                    raise TransientBrokerError(
-                        f"ProjectX hub: silent for {HUB_SILENCE_LIMIT:.0f} s") from None
-                await self._keepalive()
-                continue
-            except websockets.ConnectionClosed as exc:
-                raise TransientBrokerError(f"ProjectX hub: connection closed ({exc.rcvd})"
-                                           ) from None
-            except (OSError, ValueError) as exc:
-                raise TransientBrokerError(f"ProjectX hub: {type(exc).__name__}") from None
-            silent_since = time.monotonic()
-            if record.get("type") == 6:  # the hub's keep-alive: answered, so it sees us too
-                await self._ping()
-            events += await self._handle(record)
-            await self._keepalive()
-        return events
-
-    async def _keepalive(self) -> None:
-        if time.monotonic() - self._last_sent >= HUB_PING_INTERVAL:
-            await self._ping()
-
-    async def _ping(self) -> None:
-        try:
-            await self._send({"type": 6})
-        except websockets.ConnectionClosed:
-            raise TransientBrokerError("ProjectX hub: connection closed") from None
-
-    async def _handle(self, record: Mapping[str, Any]) -> list[BrokerEvent]:
-        kind = record.get("type")
-        if kind == 7:
-            raise TransientBrokerError(
-                f"ProjectX hub closed the stream: {record.get('error') or 'no reason given'}")
-        if kind != 1:
-            return []  # pings (answered in `receive`), completions
-        target = record.get("target")
-        events: list[BrokerEvent] = []
-        for argument in record.get("arguments") or []:
-            data = argument.get("data", argument) if isinstance(argument, dict) else None
-            if not isinstance(data, dict) or data.get("accountId") not in (None,
-                                                                          self._account_id):
-                continue
-            if target == "GatewayUserOrder" and isinstance(data.get("id"), int):
-                self._tags[data["id"]] = data.get("customTag")
-                update = await self._order_update(data)
-                if update is not None:
-                    events.append(update)
-            elif target == "GatewayUserTrade":
-                fill = await self._trade_event(data)
-                if fill is not None:
-                    events.append(fill)
-            elif target == "GatewayUserPosition":
-                events.append(await self._position_event(data))
-        return events
-
-    async def _trade_event(self, data: Mapping[str, Any]) -> Fill | Unreadable | None:
-        """A trade as the copier's fill; one it cannot read is delivered as such (refused
-        by the copier), never raised: the stream goes on."""
-        try:
-            return await self._fill(data)
-        except RECORD_ERRORS as exc:
-            return unreadable("fill", data, exc, label="ProjectX", fill_id=data.get("id"))
-
-    async def _position_event(self, data: Mapping[str, Any]) -> PositionUpdate | Unreadable:
-        try:
-            return PositionUpdate(await self._name(str(data.get("contractId"))),
-                                  _position_signed(data))
-        except RECORD_ERRORS as exc:
-            return unreadable("position", data, exc, label="ProjectX")
-
-    async def _fill(self, data: Mapping[str, Any]) -> Fill | None:
-        trade_id = int(data["id"])
-        if trade_id in self._seen:
-            return None
-        if data.get("voided"):
-            log.warning("ProjectX account %s: trade %s voided; the positions re-read will "
-                        "show its effect", self._account_id, trade_id)
-            return None
-        self._seen.add(trade_id)
-        order_id = data.get("orderId")
-        if isinstance(order_id, int) and order_id not in self._tags:
-            order = await asyncio.to_thread(self.adapter._order_by_id, order_id,
-                                            token=self._token)
-            self._tags[order_id] = None if order is None else order.get("customTag")
-        tag = self._tags.get(order_id) if isinstance(order_id, int) else None
-        if data.get("side") not in (0, 1):
-            raise ValueError(f"ProjectX: trade {trade_id} of unknown side {data.get('side')!r}")
-        size = data.get("size")
-        if isinstance(size, bool) or not isinstance(size, int):
-            raise ValueError(f"ProjectX: trade {trade_id} size {size!r} is not a whole number")
-        return Fill(fill_id=str(trade_id), symbol=await self._name(str(data.get("contractId"))),
-                    side=_side(data.get("side")), qty=size,
-                    time=_when(data.get("creationTimestamp")), client_order_id=tag or None,
-                    seq=trade_id,
-                    broker_order_id=str(order_id) if isinstance(order_id, int) else None)
-
-    async def _order_update(self, data: Mapping[str, Any]) -> OrderUpdate | None:
-        """The order's settlement, the first time a push says it is settled."""
-        status = SETTLED.get(ORDER_STATUS.get(data.get("status"), ""))
-        order_id = int(data["id"])
-        if status is None or order_id in self._settled:
-            return None
-        self._settled.add(order_id)
-        size = int(data.get("size") or 0)
-        status, filled = _settlement(status, size, _filled_of(data))
-        return OrderUpdate(client_order_id=data.get("customTag") or None,
-                           broker_order_id=str(order_id),
-                           symbol=await _symbol_or_id(self._name, str(data.get("contractId"))),
-                           status=status, filled_qty=filled, qty=size)
-
-    @property
-    def _token(self) -> str:
-        assert self.session is not None
-        return self.session.token
-
-    async def _name(self, contract_id: str) -> str:
-        known = self.adapter.contract_name_known(contract_id)
-        if known is not None:  # the usual case: no thread hop on the fill's way in
-            return known
-        return await asyncio.to_thread(self.adapter.contract_name, contract_id,
-                                       token=self._token)
-
-    async def close(self) -> None:
-        ws, self._ws = self._ws, None
-        if ws is not None:
-            with contextlib.suppress(Exception):
-                await ws.close()
