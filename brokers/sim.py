@@ -38,7 +38,7 @@ import logging
 import uuid
 import weakref
 from collections.abc import Callable, Sequence
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 
 import psycopg
 from django.db import close_old_connections, transaction
@@ -66,7 +66,7 @@ from brokers.models import SimAccount, SimOrder, SimQuote
 from core import clock
 from core.contracts import point_value
 from core.rawsql import database_conninfo
-from core.trading import MAX_VENUE_ID, Side, signed
+from core.trading import MAX_VENUE_ID, Side, price_clean, signed
 
 DB = sql.DB
 # A trade the sim's controls make (a leader's, a manual one) is kept in its 64-bit books:
@@ -124,18 +124,6 @@ def _update(order: SimOrder) -> OrderUpdate:
 
 
 _SETTLED_HELD = (SimOrder.Status.COMPLETE, SimOrder.Status.CANCELLED)
-
-
-def price_clean(price: object) -> Decimal:
-    """A price as the sim stores it: a finite number > 0, or ValueError saying so."""
-    try:
-        value = Decimal(str(price)) if isinstance(price, int | float | str | Decimal) and (
-            not isinstance(price, bool)) else None
-    except InvalidOperation:
-        value = None
-    if value is None or not value.is_finite() or value <= 0 or value >= Decimal(10) ** 12:
-        raise ValueError(f"a price must be a finite number > 0, got {price!r}")
-    return value.quantize(Decimal("0.000001"))
 
 
 def _quote_save(symbol: str, price: Decimal) -> None:

@@ -4,7 +4,10 @@ An AST walk over core/, copier/, brokers/ and accounts/ that counts every import
 that runs, lazy ones inside functions included (a lazy import only hides a circle
 from the interpreter, it does not remove it), and leaves out those under
 `if TYPE_CHECKING:`, which never run. Importing `a.b.c` runs `a` and `a.b`
-too, so those count as well. The standard library's `graphlib` finds the cycle.
+too, so those count as well, except where `a.b` is the importer's own package
+(it has begun before the importer): a venue package's `__init__` exports its
+adapter, whose modules import one another, and a circle among them still counts.
+The standard library's `graphlib` finds the cycle.
 The package-level floors (tests/test_layering.py) walk the same way, type-only
 imports included.
 """
@@ -44,10 +47,21 @@ def _imported(module: str, node: ast.Import | ast.ImportFrom) -> list[str]:
             anchor = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
             base = f"{anchor}.{base}" if base else anchor
         names = [base, *(f"{base}.{alias.name}" for alias in node.names)]
+    # The importer's own packages have begun before it runs, so its statement runs no more
+    # of them: a package's __init__ may import its modules, and they one another, without
+    # a circle. Unless the statement takes a name from one (`from pkg import Name`, not a
+    # module): that reads the package's __init__, and counts.
+    parts = module.split(".")
+    begun = {".".join(parts[:i]) for i in range(1, len(parts))}
     found = set()
     for name in names:
         parts = name.split(".")
-        found.update(".".join(parts[:i]) for i in range(1, len(parts) + 1))
+        found.update(p for p in (".".join(parts[:i]) for i in range(1, len(parts)))
+                     if p not in begun)
+        found.add(name)
+    if isinstance(node, ast.ImportFrom) and names[0] in begun and all(
+            n in MODULES for n in names[1:]):
+        found.discard(names[0])  # `from pkg import module`: the module only
     return sorted(found & MODULES.keys() - {module})
 
 
@@ -89,6 +103,24 @@ def test_the_walk_sees_lazy_imports_and_skips_type_checking_ones() -> None:
     assert "accounts.models" not in graph["brokers.registry"]
     # relative import in a package's __init__
     assert "copier.celery" in graph["copier"]
+    # a package's own modules: its __init__ has begun before them, and is no edge...
+    assert "brokers.projectx.adapter" in graph["brokers.projectx"]
+    assert "brokers.projectx.stream" in graph["brokers.projectx.adapter"]
+    assert "brokers.projectx" not in graph["brokers.projectx.adapter"]
+    # ...unless a name is taken from it, which reads the __init__
+    def statement(module: str, code: str) -> list[str]:
+        node = ast.parse(code).body[0]
+        assert isinstance(node, ast.Import | ast.ImportFrom)
+        return _imported(module, node)
+    assert statement("brokers.projectx.stream", "from brokers.projectx import ProjectXBroker"
+                     ) == ["brokers.projectx"]
+    assert statement("brokers.projectx.stream", "from brokers.projectx import adapter") == [
+        "brokers.projectx.adapter"]
+    assert statement("brokers.projectx.stream", "from .adapter import ProjectXBroker") == [
+        "brokers.projectx.adapter"]
+    # another package's modules run that package's __init__ on the way
+    assert statement("copier.tasks", "from brokers.projectx.records import when") == [
+        "brokers", "brokers.projectx", "brokers.projectx.records"]
 
 
 def test_services_publish_through_the_publisher_never_the_tasks() -> None:

@@ -19,8 +19,9 @@ import asyncio
 import threading
 from collections import Counter
 from collections.abc import Coroutine, Iterable
-from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Any, TypeVar
+
+from core.trading import price_clean
 
 if TYPE_CHECKING:
     from accounts.models import TradingAccount
@@ -47,15 +48,9 @@ FAULTS = (
 
 
 def price_check(price: object) -> float:
-    """A price a test or the replay sets at a venue: a finite number > 0, else ValueError."""
-    try:
-        value = (Decimal(str(price)) if isinstance(price, int | float | str | Decimal)
-                 and not isinstance(price, bool) else None)
-    except InvalidOperation:
-        value = None
-    if value is None or not value.is_finite() or value <= 0:
-        raise ValueError(f"a price must be a finite number > 0, got {price!r}")
-    return float(value)
+    """A price a test or the replay sets at a venue, checked as the sim's
+    (`core.trading.price_clean`), as the float the venue's JSON carries."""
+    return float(price_clean(price))
 
 
 def contract_point_value(name: str, default: float) -> float:

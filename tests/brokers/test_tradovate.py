@@ -12,7 +12,6 @@ from collections.abc import Iterator
 import pytest
 
 from accounts.models import TradingAccount
-from brokers import tradovate
 from brokers.base import (
     BrokerError,
     Fill,
@@ -27,6 +26,7 @@ from brokers.localvenue.tradovate import CONTRACTS, PASSWORD, TradovateVenue
 from brokers.registry import adapter_for, adapters_forget
 from brokers.sessions import session_load, session_save
 from brokers.tradovate import TradovateBroker, TradovateStream
+from brokers.tradovate import stream as tradovate_stream
 from core.trading import Side
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -484,7 +484,7 @@ def test_failed_authorize_raises_without_hanging(venue: TradovateVenue,
 def test_heartbeats_are_sent_on_their_own_timer(venue: TradovateVenue, broker: TradovateBroker,
                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     session = session_load(broker.account.pk)
-    monkeypatch.setattr(tradovate, "HEARTBEAT_EVERY", 0.25)  # 2.5 s at the venue
+    monkeypatch.setattr(tradovate_stream, "HEARTBEAT_EVERY", 0.25)  # 2.5 s at the venue
 
     async def scenario() -> None:
         stream = broker.stream(session)
