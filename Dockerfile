@@ -5,6 +5,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 \
     DJANGO_SETTINGS_MODULE=copier.settings
 WORKDIR /app
 
+# The product only: devkit/ (the local runner, replay, bench, demo, local venues) and tests/
+# stay out (tests/test_packaging.py).
 COPY pyproject.toml README.md ./
 COPY core ./core
 COPY accounts ./accounts

@@ -14,17 +14,17 @@ $(STAMP): pyproject.toml
 
 # RUN_ARGS: e.g. `make run RUN_ARGS="-v --web-port 8001"`
 run: $(STAMP)
-	$(BIN)/python -m copier.devstack run $(RUN_ARGS)
+	$(BIN)/python -m devkit.devstack run $(RUN_ARGS)
 
 # The running copier's addresses and login again, from another terminal.
 banner:
-	$(BIN)/python -m copier.devstack banner
+	$(BIN)/python -m devkit.devstack banner
 
 # The whole suite in two runs: the tests that share nothing run on two pytest workers
 # (each its own database); the slow ones (servers restarted, processes killed, the browser)
 # and those with a live worker on the one private Redis run one at a time.
 test: $(STAMP)
-	$(BIN)/python -m copier.devstack packages
+	$(BIN)/python -m devkit.devstack packages
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/python -m pytest -m "not slow and not worker" -n 2

@@ -10,6 +10,7 @@ mode than `local` or `production` is refused (`copier.envcheck`).
 from __future__ import annotations
 
 import datetime as dt
+import importlib.util
 import os
 import secrets
 from pathlib import Path
@@ -84,6 +85,11 @@ INSTALLED_APPS = [
     # the copier's admin/base_site.html (favicon, dashboard link) wins over the admin's own.
     "copier.console.apps.CopierAdminConfig",
 ]
+# The development kit (devkit/: the local runner, replay, bench and demo commands, the local
+# venues) where it can be imported: a checkout has it, the wheel and the Docker image do not.
+# By name, never imported: the one place the product names it (tests/test_layering.py).
+if importlib.util.find_spec("devkit") is not None:
+    INSTALLED_APPS.append("devkit")
 
 MIDDLEWARE = [
     # Outermost: CSP, X-Frame-Options, Referrer-Policy, nosniff on every answer (/healthz

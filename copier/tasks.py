@@ -8,10 +8,6 @@ up again.
 
 from __future__ import annotations
 
-import functools
-import time
-
-import redis
 from django.conf import settings
 
 from copier import alerts, publisher
@@ -128,21 +124,6 @@ def check_loss_limits() -> dict[str, int]:
     done = losslimit.loss_limits_check()
     return {"read": done.read, "failed": done.failed, "reached": done.reached,
             "locked": done.locked}
-
-
-@app.task(name="copier.noop")
-def noop(sent_at: float) -> None:
-    """The engine's floor in `copier_bench`: a task that only says when it ran."""
-    elapsed_ms = (time.time() - sent_at) * 1000
-    with _bench_redis().pipeline() as pipe:
-        pipe.rpush("copier:bench:noop:ms", elapsed_ms)
-        pipe.rpush("copier:bench:noop", 1)
-        pipe.execute()
-
-
-@functools.cache
-def _bench_redis() -> redis.Redis:
-    return redis.Redis.from_url(settings.REDIS_URL)
 
 
 PERIODIC_TASKS: dict[str, tuple[str, int]] = {

@@ -120,7 +120,8 @@ PostgresOperations.sql_flush = _delete_flush  # type: ignore[method-assign]
 # which costs more than most of these tests. Tests of the copier's own apps get the
 # cheap flush; those that need users and permissions (the admin's), or start a worker in
 # this process, keep the full one.
-OWN_APPS = ["accounts", "brokers", "copier", "django_celery_beat"]
+# devkit: its commands (copier_replay, copier_demo) are looked up among the available apps
+OWN_APPS = ["accounts", "brokers", "copier", "django_celery_beat", "devkit"]
 NEEDS_AUTH = ("tests/admin/", "tests/test_", "tests/browser/")  # the browser logs in
 
 

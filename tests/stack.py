@@ -5,7 +5,7 @@ DATABASE_URL / REDIS_URL point at them when Django starts. Set DATABASE_URL
 yourself to run the suite against servers of your own instead.
 
 The servers have passwords and the run has its own Django and Fernet keys, as
-under the local runner (`copier.devstack.StackSecrets`), generated for this run
+under the local runner (`devkit.devstack.StackSecrets`), generated for this run
 and kept nowhere: the environment hands them to the subprocesses tests start.
 """
 
@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from copier.devstack import PostgresServer, RedisServer, StackSecrets
+from devkit.devstack import PostgresServer, RedisServer, StackSecrets
 
 _servers: dict[str, object] = {}
 

@@ -37,7 +37,7 @@ from django.db import connection
 from django.utils import timezone
 from django_celery_beat.models import PeriodicTask
 
-from copier.devstack import free_port
+from devkit.devstack import free_port
 from tests.helpers import wait_until
 
 COMPOSE = yaml.safe_load((Path(settings.BASE_DIR) / "docker-compose.yml").read_text())

@@ -1,6 +1,6 @@
 """The local stack's secrets: generated on first run, kept 0600 under `.stack/`, required.
 
-The local runner and the test harness share `copier.devstack`: PostgreSQL with
+The local runner and the test harness share `devkit.devstack`: PostgreSQL with
 SCRAM passwords instead of trust, Redis with `requirepass`, and the Django and
 Fernet keys generated rather than written in the source (issue 8, item 14).
 """
@@ -18,7 +18,7 @@ import redis
 from cryptography.fernet import Fernet
 from django.conf import settings
 
-from copier.devstack import SECRET_FILES, PostgresServer, StackSecrets, private_stack
+from devkit.devstack import SECRET_FILES, PostgresServer, StackSecrets, private_stack
 
 pytestmark = pytest.mark.slow  # starts the local stack's servers: the full run, not the edit loop
 

@@ -7,7 +7,7 @@ import time
 import pytest
 from django.db import connection
 
-from copier import tasks
+from devkit import tasks
 from tests.helpers import wait_until
 
 
@@ -18,8 +18,6 @@ def test_database_is_postgresql():
 
 @pytest.mark.django_db(transaction=True, databases="__all__")
 def test_tasks_run_in_a_real_worker_over_redis(celery_worker):
-    from copier.tasks import _bench_redis
-
-    _bench_redis().delete("copier:bench:noop")
+    tasks.bench_redis().delete("copier:bench:noop")
     tasks.noop.delay(time.time())
-    wait_until(lambda: _bench_redis().llen("copier:bench:noop") == 1, what="no-op task ran")
+    wait_until(lambda: tasks.bench_redis().llen("copier:bench:noop") == 1, what="no-op task ran")

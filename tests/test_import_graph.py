@@ -1,6 +1,6 @@
 """The data path runs one way: no import circle among the project's own modules.
 
-An AST walk over core/, copier/, brokers/ and accounts/ that counts every import
+An AST walk over core/, copier/, brokers/, accounts/ and devkit/ that counts every import
 that runs, lazy ones inside functions included (a lazy import only hides a circle
 from the interpreter, it does not remove it), and leaves out those under
 `if TYPE_CHECKING:`, which never run. Importing `a.b.c` runs `a` and `a.b`
@@ -19,7 +19,7 @@ import graphlib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("core", "copier", "brokers", "accounts")
+PACKAGES = ("core", "copier", "brokers", "accounts", "devkit")
 
 
 def _module_name(path: Path) -> str:

@@ -1,11 +1,14 @@
 """The floors: a package imports only the floors below it, so the code reads from the ground up.
 
-    core  <-  brokers  <-  accounts  <-  copier        (tests may import anything)
+    core  <-  brokers  <-  accounts  <-  copier  <-  devkit        (tests may import anything)
 
 `core` is the ground floor (the vocabulary, the clock, the raw-SQL helpers, the encrypted
 field): it imports no app, Django itself allowed. The brokers speak to venues and know
 nothing of the accounts' tables or the copier; the accounts know the brokers (an account's
-kind, its login's form); the copier runs the whole. The same AST walk as the module-circle
+kind, its login's form); the copier runs the whole. The development kit (the local runner,
+replay, bench, demo, the local venues) stands on all of them and is in no product: the
+settings install it by name where it can be imported, and nothing below imports it. The
+same AST walk as the module-circle
 test (tests/test_import_graph.py), with the imports under `if TYPE_CHECKING:` counted too:
 a type-only import still makes a reader of the lower floor read the upper one first, and
 is where the next run-time import begins.
@@ -15,19 +18,17 @@ from __future__ import annotations
 
 from tests.test_import_graph import MODULES, import_graph
 
-FLOORS = ("core", "brokers", "accounts", "copier")
+FLOORS = ("core", "brokers", "accounts", "copier", "devkit")
 # Which app each package may import: every floor below its own.
 MAY_IMPORT: dict[str, frozenset[str]] = {
     floor: frozenset(FLOORS[:n]) for n, floor in enumerate(FLOORS)
 }
-# The exceptions, by module prefix, each with why.
-EXCEPTIONS: dict[str, frozenset[str]] = {
-    # The test harness's local venues (a ProjectX and a Tradovate server for the tests and
-    # the bench): `LocalVenue.trading_account` builds the copier's TradingAccount for an
-    # account it opened. Harness, not product: issue 20's next step moves the harness out
-    # of the product, and this exception goes with it.
-    "brokers.localvenue": frozenset({"accounts"}),
-}
+# The exceptions, by module prefix, each with why. None today: the local venues, which built
+# the copier's TradingAccount from brokers/, moved up into devkit/ with the rest of the
+# harness. The settings name devkit only as a string (INSTALLED_APPS, when
+# `importlib.util.find_spec` finds it) and Celery finds its task by autodiscovery, so
+# neither is an import; test_only_the_settings_name_the_devkit below holds that.
+EXCEPTIONS: dict[str, frozenset[str]] = {}
 
 
 def _allowed(module: str, exceptions: dict[str, frozenset[str]]) -> frozenset[str]:
@@ -78,8 +79,26 @@ def test_the_check_sees_lazy_type_only_and_upward_imports() -> None:
     assert upward_imports({"brokers.sim": {"copier.rules"}}) == ["brokers.sim -> copier.rules"]
     assert upward_imports({"core.clock": {"brokers", "brokers.base"}}) == [
         "core.clock -> brokers.base"]
-    # downward, sideways within a package, and the listed harness: allowed
+    # downward and sideways within a package: allowed; the development kit may import any floor
     assert upward_imports({"accounts.models": {"brokers.base", "core.fields", "accounts.symbols"},
-                           "brokers.localvenue.projectx": {"accounts.models"}}) == []
-    assert upward_imports({"brokers.localvenue.projectx": {"copier.models"}}) == [
-        "brokers.localvenue.projectx -> copier.models"]
+                           "devkit.localvenue.projectx": {"accounts.models", "copier.models"},
+                           }) == []
+    # nothing in the product imports the development kit
+    assert upward_imports({"copier.tasks": {"devkit.tasks"}}) == ["copier.tasks -> devkit.tasks"]
+    # a listed exception lets its prefix, and only its prefix, reach up
+    listed = {"brokers.sim": frozenset({"accounts"})}
+    assert upward_imports({"brokers.sim": {"accounts.models"}}, listed) == []
+    assert upward_imports({"brokers.simx": {"accounts.models"}}, listed) == [
+        "brokers.simx -> accounts.models"]
+
+
+PRODUCT = FLOORS[:-1]
+
+
+def test_only_the_settings_name_the_devkit() -> None:
+    """A name in a string is an import the AST walk cannot see (`import_string`, a Celery
+    `include`, an app label): in the product only the settings' conditional INSTALLED_APPS
+    entry may spell it, so a deployment without devkit/ never reaches for it."""
+    naming = sorted(name for name, path in MODULES.items()
+                    if name.partition(".")[0] in PRODUCT and "devkit" in path.read_text())
+    assert naming == ["copier.settings"]

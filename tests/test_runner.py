@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from django.conf import settings
 
-from copier.devstack import SECRET_FILES, free_port
+from devkit.devstack import SECRET_FILES, free_port
 from tests.helpers import wait_until
 
 
@@ -33,7 +33,7 @@ def test_runner_brings_up_admin_worker_beat_and_flower(tmp_path: Path):
     env = {k: v for k, v in os.environ.items()
            if k not in ("DATABASE_URL", "REDIS_URL", "SECRET_KEY", "COPIER_ENCRYPTION_KEY")}
     runner = subprocess.Popen(
-        [sys.executable, "-m", "copier.devstack", "run", "--web-port", str(web),
+        [sys.executable, "-m", "devkit.devstack", "run", "--web-port", str(web),
          "--flower-port", str(flower), "--stack-dir", str(tmp_path / "stack")],
         cwd=settings.BASE_DIR, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
         text=True, start_new_session=True,

@@ -9,7 +9,7 @@ import pytest
 from django.urls import reverse
 
 from accounts.models import TradingAccount
-from brokers.localvenue import venue_start
+from devkit.localvenue import venue_start
 
 pytestmark = pytest.mark.django_db
 

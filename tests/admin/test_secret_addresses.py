@@ -22,11 +22,11 @@ from django.urls import reverse
 
 from accounts.models import TradingAccount
 from brokers.base import BrokerError, PermanentBrokerError
-from brokers.localvenue import LocalVenue, venue_start
 from brokers.registry import adapter_class, adapters_forget
 from brokers.sessions import session_save
 from brokers.tradovate import TradovateBroker
 from core.fields import Secret
+from devkit.localvenue import LocalVenue, venue_start
 from tests.admin.receiver import Receiver
 from tests.factories import group
 from tests.helpers import wait_until

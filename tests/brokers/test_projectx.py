@@ -24,11 +24,11 @@ from brokers.base import (
     SessionRefused,
     TransientBrokerError,
 )
-from brokers.localvenue.projectx import ProjectXVenue
 from brokers.projectx import ProjectXBroker, ProjectXStream, token_expiry
 from brokers.registry import adapter_class, broker_choices
 from brokers.sessions import session_load, session_save
 from core.trading import Side
+from devkit.localvenue.projectx import ProjectXVenue
 
 pytestmark = pytest.mark.django_db
 

@@ -14,13 +14,13 @@ import pytest
 
 from accounts.models import TradingAccount
 from brokers.base import OrderRequest, PermanentBrokerError, TransientBrokerError, position_fill
-from brokers.localvenue.projectx import ProjectXVenue
-from brokers.localvenue.tradovate import TradovateVenue
 from brokers.projectx import ProjectXBroker
 from brokers.registry import adapter_for, adapters_forget
 from brokers.sessions import session_save
 from brokers.sim import SimBroker
 from core.trading import Side
+from devkit.localvenue.projectx import ProjectXVenue
+from devkit.localvenue.tradovate import TradovateVenue
 from tests.factories import account
 
 pytestmark = pytest.mark.django_db(transaction=True, databases="__all__")

@@ -22,12 +22,12 @@ from brokers.base import (
     PositionUpdate,
     TransientBrokerError,
 )
-from brokers.localvenue.tradovate import CONTRACTS, PASSWORD, TradovateVenue
 from brokers.registry import adapter_for, adapters_forget
 from brokers.sessions import session_load, session_save
 from brokers.tradovate import TradovateBroker, TradovateStream
 from brokers.tradovate import stream as tradovate_stream
 from core.trading import Side
+from devkit.localvenue.tradovate import CONTRACTS, PASSWORD, TradovateVenue
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

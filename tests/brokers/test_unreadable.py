@@ -12,9 +12,9 @@ import pytest
 
 from accounts.models import TradingAccount
 from brokers.base import BrokerAdapter, BrokerEvent, BrokerStream, PositionUpdate, Unreadable
-from brokers.localvenue import LocalVenue, venue_start
 from brokers.registry import adapter_for, adapters_forget
 from brokers.sessions import session_save
+from devkit.localvenue import LocalVenue, venue_start
 
 pytestmark = pytest.mark.django_db
 

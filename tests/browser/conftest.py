@@ -27,7 +27,7 @@ import redis
 from django.conf import settings
 
 from copier.celery import app
-from copier.devstack import CHROMIUM
+from devkit.devstack import CHROMIUM
 from tests.faults.conftest import WorkerProcess
 from tests.helpers import wait_until
 from tests.listener.helpers import ListenerProcess
@@ -44,7 +44,7 @@ def _browser_missing() -> str | None:
                 "(pip install -e '.[dev]'; no `playwright install` is needed)")
     if not CHROMIUM.exists():
         return (f"{CHROMIUM} is missing: `sudo apt-get install chromium` (`make test` "
-                "installs it when run as root: python -m copier.devstack packages)")
+                "installs it when run as root: python -m devkit.devstack packages)")
     return None
 
 

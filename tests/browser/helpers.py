@@ -25,7 +25,7 @@ from django.conf import settings
 from django.db import connections
 from playwright.sync_api import Locator, Page, expect
 
-from copier.devstack import free_port
+from devkit.devstack import free_port
 from tests.listener.helpers import test_database_url
 
 ARTIFACTS = Path(settings.BASE_DIR) / "test-artifacts" / "browser"

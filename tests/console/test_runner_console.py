@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 from django.conf import settings
 
-from copier import devstack
-from copier.devstack import Banner, banner_print, free_port, ports_check
+from devkit import devstack
+from devkit.devstack import Banner, banner_print, free_port, ports_check
 from tests.helpers import wait_until
 
 
@@ -96,7 +96,7 @@ def test_make_run_prints_the_banner_once_all_answer_and_stops_in_order(tmp_path:
            if k not in ("DATABASE_URL", "REDIS_URL", "SECRET_KEY", "COPIER_ENCRYPTION_KEY")}
     stack = tmp_path / "stack"
     runner = subprocess.Popen(
-        [sys.executable, "-m", "copier.devstack", "run", "--web-port", str(web),
+        [sys.executable, "-m", "devkit.devstack", "run", "--web-port", str(web),
          "--flower-port", str(flower), "--stack-dir", str(stack)],
         cwd=settings.BASE_DIR, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
         text=True, start_new_session=True)

@@ -16,9 +16,9 @@ from hypothesis import strategies as st
 from brokers.base import Fill
 from copier import tasks
 from copier.models import Decision, LeaderEvent, Order
-from copier.scenario import OPS, ScenarioError, load
 from copier.services.ingest import FillInput
 from core import clock
+from devkit.scenario import OPS, ScenarioError, load
 from tests.factories import copier_position
 from tests.faults.common import build_world, check_outcome, drain
 

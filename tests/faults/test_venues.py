@@ -22,10 +22,10 @@ import pytest
 from django.db import OperationalError, close_old_connections, connections
 
 from accounts.models import TradingAccount
-from brokers.localvenue import LocalVenue, venue_start
 from copier import rules
 from copier.models import Decision, LeaderEvent, Order
 from core.trading import signed
+from devkit.localvenue import LocalVenue, venue_start
 from tests.factories import copier_position, group
 from tests.faults.common import FOLLOWERS, SYMBOLS, drain
 from tests.helpers import wait_until

@@ -10,11 +10,11 @@ from collections.abc import Iterator
 import pytest
 
 from accounts.models import TradingAccount
-from brokers.localvenue import LocalVenue, venue_start
 from brokers.models import BrokerSession
 from brokers.sessions import session_load
 from copier.models import FailedExit
 from core import clock
+from devkit.localvenue import LocalVenue, venue_start
 from tests.factories import copier_position, group
 from tests.helpers import wait_until
 from tests.listener.helpers import listening

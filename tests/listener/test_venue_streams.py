@@ -14,8 +14,8 @@ from collections.abc import Iterator
 import pytest
 
 from accounts.models import TradingAccount
-from brokers.localvenue import LocalVenue, venue_start
 from copier.models import LeaderEvent, RefusedFill
+from devkit.localvenue import LocalVenue, venue_start
 from tests.factories import copier_position, group
 from tests.helpers import wait_until
 from tests.listener.helpers import listening

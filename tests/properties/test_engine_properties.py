@@ -19,10 +19,10 @@ from hypothesis import strategies as st
 from brokers.models import SimOrder
 from copier import rules
 from copier.models import Decision, FailedExit, LeaderEvent, Order
-from copier.replay import Replay, eager_tasks
-from copier.scenario import load
 from copier.services import engine
 from core.trading import signed
+from devkit.replay import Replay, eager_tasks
+from devkit.scenario import load
 from tests.factories import broker_position, copier_position
 
 pytestmark = [pytest.mark.django_db(transaction=True, databases="__all__"), pytest.mark.slow]

@@ -25,15 +25,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from accounts.models import TradingAccount
-from brokers.localvenue import LocalVenue, venue_start
 from brokers.models import SimOrder
 from copier import rules
 from copier.models import Decision, FailedExit, Follower, LeaderEvent, Order, Quarantine
-from copier.replay import EPOCH, Replay, eager_tasks
-from copier.replay_brokers import SimBrokerDriver, VenueBrokerDriver
-from copier.scenario import Step, load
 from core import clock
 from core.trading import signed
+from devkit.localvenue import LocalVenue, venue_start
+from devkit.replay import EPOCH, Replay, eager_tasks
+from devkit.replay_brokers import SimBrokerDriver, VenueBrokerDriver
+from devkit.scenario import Step, load
 from tests.factories import copier_position
 
 pytestmark = [pytest.mark.django_db(transaction=True, databases="__all__")]

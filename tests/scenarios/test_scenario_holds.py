@@ -17,10 +17,10 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from accounts.models import Position, TradingAccount
-from brokers.localvenue import LocalVenue, venue_start
 from copier.models import Order
-from copier.replay import eager_tasks, replay_run
-from copier.scenario import ScenarioError, load
+from devkit.localvenue import LocalVenue, venue_start
+from devkit.replay import eager_tasks, replay_run
+from devkit.scenario import ScenarioError, load
 
 WORLD: dict[str, Any] = {
     "accounts": [{"name": "L1"}, {"name": "F1"}, {"name": "X"}],

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from copier.scenario import ScenarioError, load
+from devkit.scenario import ScenarioError, load
 
 WORLD = {"accounts": [{"name": "L1"}, {"name": "F1"}, {"name": "X"}],
          "groups": [{"name": "g", "leader": "L1", "followers": [{"account": "F1"}]}]}

@@ -12,7 +12,7 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from accounts.models import TradingAccount
-from copier.scenario import ScenarioError, load
+from devkit.scenario import ScenarioError, load
 
 
 def _load(**follower: object) -> object:

@@ -7,8 +7,8 @@ from decimal import Decimal
 
 import pytest
 
-from copier.scenario import ScenarioError, load
 from copier.symbol_map import Micro
+from devkit.scenario import ScenarioError, load
 
 
 def _doc(follower: dict, steps: list | None = None) -> str:

@@ -15,9 +15,9 @@ from django.conf import settings
 from django.core.management import CommandError, call_command
 
 from accounts.models import TradingAccount
-from brokers.localvenue import LocalVenue, venue_start
-from copier.replay import eager_tasks, replay_run
-from copier.scenario import load
+from devkit.localvenue import LocalVenue, venue_start
+from devkit.replay import eager_tasks, replay_run
+from devkit.scenario import load
 from tests.scenarios.compare import mismatches
 
 SHARED = Path(

@@ -18,12 +18,12 @@ from django.db import connection
 
 from accounts.models import TradingAccount
 from brokers.base import Session
-from brokers.localvenue import LocalVenue, venue_start
 from brokers.models import BrokerSession
 from brokers.registry import adapter_for
 from brokers.sessions import session_load, session_save
 from copier.models import AlertConfig
 from core import clock
+from devkit.localvenue import LocalVenue, venue_start
 from tests.factories import account, copier_position, group
 from tests.helpers import wait_until
 from tests.listener.helpers import listening

@@ -14,7 +14,6 @@ import pytest
 from django.db import IntegrityError, transaction
 
 from accounts.models import ConnectionState, Position, TradingAccount
-from brokers.localvenue import LocalVenue, venue_start
 from brokers.registry import adapter_for, adapters_forget
 from brokers.sessions import session_save
 from brokers.sim import SimBroker
@@ -37,6 +36,7 @@ from copier.services import engine, killswitch
 from copier.services.ingest import FillInput, leader_fill_ingest
 from core import clock
 from core.trading import Side
+from devkit.localvenue import LocalVenue, venue_start
 from tests.factories import (
     account,
     broker_position,

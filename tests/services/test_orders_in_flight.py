@@ -17,12 +17,12 @@ from collections.abc import Iterator
 import pytest
 
 from accounts.models import TradingAccount
-from brokers.localvenue import LocalVenue, venue_start
 from copier.models import Decision, FailedExit, Order
-from copier.replay import EPOCH, Replay, eager_tasks
-from copier.replay_brokers import VenueBrokerDriver
-from copier.scenario import Step, load
 from core import clock
+from devkit.localvenue import LocalVenue, venue_start
+from devkit.replay import EPOCH, Replay, eager_tasks
+from devkit.replay_brokers import VenueBrokerDriver
+from devkit.scenario import Step, load
 
 pytestmark = [pytest.mark.django_db(transaction=True, databases="__all__")]
 

@@ -20,7 +20,6 @@ from django.db import close_old_connections, transaction
 
 from accounts.models import ConnectionState, Position, TradingAccount
 from brokers.base import BrokerEvent, Fill, OrderRequest
-from brokers.localvenue import LocalVenue, venue_start
 from brokers.models import SimOrder
 from brokers.registry import adapter_class, adapter_for, adapters_forget
 from brokers.sessions import session_load, session_save
@@ -30,6 +29,7 @@ from copier.models import FailedExit, Order
 from copier.services import engine
 from copier.services.listener import broker_events_handle, broker_events_pump
 from core.trading import Side
+from devkit.localvenue import LocalVenue, venue_start
 from tests.factories import account, broker_position, connect, copier_position, group, leader_fill
 from tests.services.test_money_safety import crash_mid_copy, retry_due, sent_at_broker, stored
 

@@ -16,12 +16,12 @@ from collections.abc import Iterator
 import pytest
 
 from accounts.models import ConnectionState, Position, TradingAccount
-from brokers.localvenue import LocalVenue, venue_start
 from brokers.registry import adapter_for, adapters_forget
 from brokers.sessions import session_save
 from copier.models import Decision, FailedExit, Order
 from copier.services import failed_exits
 from core import clock
+from devkit.localvenue import LocalVenue, venue_start
 from tests.factories import account, connect, copier_position, group, leader_fill
 
 pytestmark = [pytest.mark.django_db(transaction=True, databases="__all__"),

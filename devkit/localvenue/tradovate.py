@@ -37,7 +37,7 @@ from typing import Any
 from aiohttp import WSMsgType, web
 
 from brokers.base import position_fill
-from brokers.localvenue import FaultBook, LocalVenue, contract_point_value, price_check
+from devkit.localvenue import FaultBook, LocalVenue, contract_point_value, price_check
 
 # The contracts listed at start (name -> id) and their prices; `contract_add` lists more.
 CONTRACTS = {"ESZ6": 3_570_918, "MESZ6": 3_570_919, "NQZ6": 3_570_920, "MNQZ6": 3_570_921}

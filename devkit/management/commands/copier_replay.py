@@ -21,7 +21,7 @@ from celery.signals import task_postrun
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from copier.scenario import Scenario, ScenarioError, load
+from devkit.scenario import Scenario, ScenarioError, load
 
 
 class Command(BaseCommand):
@@ -57,7 +57,7 @@ class Command(BaseCommand):
         self.stdout.write(json.dumps(result, indent=options["indent"]))
 
     def _eager(self, scenario: Scenario) -> dict[str, Any]:
-        from copier.replay import eager_tasks
+        from devkit.replay import eager_tasks
 
         with eager_tasks():
             return self._replay(scenario)
@@ -66,7 +66,7 @@ class Command(BaseCommand):
         from celery.contrib.testing.worker import start_worker
 
         from copier.celery import app
-        from copier.replay import TaskTracker
+        from devkit.replay import TaskTracker
 
         tracker = TaskTracker()
         tracker.connect()
@@ -81,7 +81,7 @@ class Command(BaseCommand):
             tracker.disconnect()
 
     def _replay(self, scenario: Scenario, tracker: Any = None) -> dict[str, Any]:
-        from copier.replay import replay_run
+        from devkit.replay import replay_run
 
         try:
             return replay_run(scenario, broker=self.broker, tracker=tracker)
@@ -90,7 +90,7 @@ class Command(BaseCommand):
 
     def _private(self, path: Path, indent: int) -> str:
         """A private PostgreSQL for this run only; the replay itself runs in a child."""
-        from copier.devstack import PostgresServer, StackSecrets, ensure_server_packages
+        from devkit.devstack import PostgresServer, StackSecrets, ensure_server_packages
 
         ensure_server_packages()
         with tempfile.TemporaryDirectory(prefix="copier-replay-") as tmp:

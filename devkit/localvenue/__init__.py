@@ -283,8 +283,8 @@ class LocalVenue(abc.ABC):
 
 
 VENUES = {
-    "projectx": "brokers.localvenue.projectx.ProjectXVenue",
-    "tradovate": "brokers.localvenue.tradovate.TradovateVenue",
+    "projectx": "devkit.localvenue.projectx.ProjectXVenue",
+    "tradovate": "devkit.localvenue.tradovate.TradovateVenue",
 }
 
 

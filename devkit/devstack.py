@@ -11,8 +11,8 @@ its folder (`StackSecrets`): PostgreSQL's password (SCRAM, never trust), Redis's
 `requirepass`, Django's SECRET_KEY and the Fernet key for broker credentials.
 They reach the copier's processes through their environment only.
 
-    python -m copier.devstack run [--web-port 8000] [--flower-port 5555] [--stack-dir .stack] [-v]
-    python -m copier.devstack banner    # the running copier's addresses and login again
+    python -m devkit.devstack run [--web-port 8000] [--flower-port 5555] [--stack-dir .stack] [-v]
+    python -m devkit.devstack banner    # the running copier's addresses and login again
 """
 
 from __future__ import annotations
@@ -441,7 +441,7 @@ def run(web_port: int, flower_port: int, stack: Path, *, verbose: bool = False) 
 @dataclass
 class Banner:
     """The addresses and the login, printed once everything answers, again on Enter, and
-    kept (0600: it holds the password) for `python -m copier.devstack banner`."""
+    kept (0600: it holds the password) for `python -m devkit.devstack banner`."""
 
     stack: Path
     web_port: int
@@ -667,7 +667,7 @@ def banner_print(stack: Path) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m copier.devstack")
+    parser = argparse.ArgumentParser(prog="python -m devkit.devstack")
     sub = parser.add_subparsers(dest="command", required=True)
     run_cmd = sub.add_parser("run", help="run the copier with private PostgreSQL and Redis")
     run_cmd.add_argument("--web-port", type=int, default=8000)

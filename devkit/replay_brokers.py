@@ -31,7 +31,7 @@ from copier.services.sync_guard import connection_lost, connection_restored
 from core.trading import Side
 
 if TYPE_CHECKING:
-    from brokers.localvenue import LocalVenue
+    from devkit.localvenue import LocalVenue
 
 T = TypeVar("T")
 # A stream has said all it will about a step when it stays quiet this long: the local

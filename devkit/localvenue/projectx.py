@@ -35,7 +35,7 @@ from typing import Any
 from aiohttp import WSMsgType, web
 
 from brokers.base import position_fill
-from brokers.localvenue import FaultBook, LocalVenue, contract_point_value, price_check
+from devkit.localvenue import FaultBook, LocalVenue, contract_point_value, price_check
 
 RS = "\x1e"
 DEFAULT_TOKEN_TTL = 24 * 3600.0

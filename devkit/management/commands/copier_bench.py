@@ -88,7 +88,7 @@ class Command(BaseCommand):
         self.stdout.write(json.dumps(report, indent=1))
 
     def _private(self, options: dict[str, Any]) -> str:
-        from copier.devstack import ensure_server_packages, private_stack
+        from devkit.devstack import ensure_server_packages, private_stack
 
         ensure_server_packages()
         with (
@@ -120,7 +120,7 @@ class Bench:
         with ExitStack() as stack:
             self.venue = None
             if self.o["broker"] != "sim":
-                from brokers.localvenue import venue_start
+                from devkit.localvenue import venue_start
 
                 self.venue = venue_start(self.o["broker"])
                 stack.callback(self.venue.stop)
@@ -258,7 +258,7 @@ class Bench:
 
     # --- measurements ---------------------------------------------------------------------------
     def _noop_samples(self, count: int) -> list[float]:
-        from copier import tasks
+        from devkit import tasks
 
         self.redis.delete(NOOP_KEY, NOOP_KEY + ":ms")
         for _ in range(count):

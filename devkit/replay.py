@@ -1,7 +1,7 @@
 """Scenario replay: drive the real services and Celery tasks against a broker.
 
 Each step acts at the broker (the sim, or a local venue server: see
-`copier.replay_brokers`) the way a trader or an outage would, then
+`devkit.replay_brokers`) the way a trader or an outage would, then
 lets the copier's listener see it (`broker_events_pump`), exactly as in
 production. Time is a controlled clock: `advance` runs every retry that falls
 due, at its due time and in order, then the periodic tasks. The tasks run
@@ -35,16 +35,16 @@ from copier.models import (
     Quarantine,
     SymbolMapping,
 )
-from copier.replay_brokers import SimBrokerDriver, VenueBrokerDriver
-from copier.scenario import Scenario, ScenarioError, Step
 from copier.services import engine, failed_exits
 from copier.services.failed_exits import WAITING_NOTE
 from copier.services.ingest import events_redispatch
 from copier.services.quarantine import quarantine_lift
 from core import clock
+from devkit.replay_brokers import SimBrokerDriver, VenueBrokerDriver
+from devkit.scenario import Scenario, ScenarioError, Step
 
 if TYPE_CHECKING:
-    from brokers.localvenue import LocalVenue
+    from devkit.localvenue import LocalVenue
 
 EPOCH = dt.datetime(2026, 1, 5, 14, 30, tzinfo=dt.UTC)
 MAX_RETRIES_PER_ADVANCE = 10_000
@@ -113,7 +113,7 @@ def replay_run(scenario: Scenario, *, broker: str = "sim", venue: LocalVenue | N
     started and stopped here)."""
     if broker == "sim":
         return Replay(scenario, tracker=tracker, broker=SimBrokerDriver()).run()
-    from brokers.localvenue import venue_start
+    from devkit.localvenue import venue_start
 
     own = venue is None
     server = venue_start(broker) if venue is None else venue
