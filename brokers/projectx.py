@@ -112,8 +112,9 @@ HUB_SILENCE_LIMIT = 30.0  # SignalR's server timeout: no frame for this long = l
 ORDER_STATUS: dict[Any, str] = {0: "none", 1: "open", 2: "filled", 3: "cancelled", 4: "expired",
                 5: "rejected", 6: "pending"}
 # The venue's order status -> the copier's, for an order that will not change any more.
-SETTLED: dict[str, OrderStatus] = {"filled": "filled", "cancelled": "cancelled",
-                                   "expired": "cancelled", "rejected": "rejected"}
+SETTLED: dict[str, OrderStatus] = {
+    "filled": OrderStatus.FILLED, "cancelled": OrderStatus.CANCELLED,
+    "expired": OrderStatus.CANCELLED, "rejected": OrderStatus.REJECTED}
 # Order/place errorCode -> (name, permanent). Permanent: a person must act (wrong
 # account or contract, funds, rules, hours) and retrying the same order cannot help.
 # OrderPending (6) and UnknownError (7) are transient: the venue did not say no to the
@@ -216,9 +217,9 @@ def _settlement(status: OrderStatus, size: int, filled: int) -> tuple[OrderStatu
     """The copier's status and filled quantity of an order: a cancel that came after all
     of it filled is a fill; a rejected order filled nothing."""
     if status == "filled" or (status == "cancelled" and size and filled >= size):
-        return "filled", filled or size
+        return OrderStatus.FILLED, filled or size
     if status == "rejected":
-        return "rejected", 0
+        return OrderStatus.REJECTED, 0
     return status, filled
 
 
@@ -547,7 +548,7 @@ class ProjectXBroker(BrokerAdapter):
                 break
             time.sleep(PARTIAL_RECHECK_WAIT)
         if order is None:
-            return OrderResult(request.client_order_id, str(order_id), "accepted", 0,
+            return OrderResult(request.client_order_id, str(order_id), OrderStatus.ACCEPTED, 0,
                                "placed; its fill comes on the stream", request.symbol,
                                request.side, request.qty)
         result = self._result(order, request.symbol, filled=None)
@@ -588,7 +589,7 @@ class ProjectXBroker(BrokerAdapter):
         (else the order's own `fillVolume`)."""
         status = ORDER_STATUS.get(order.get("status"), "unknown")
         size = int(order.get("size") or 0)
-        outcome, done = _settlement(SETTLED.get(status, "accepted"), size,
+        outcome, done = _settlement(SETTLED.get(status, OrderStatus.ACCEPTED), size,
                                     _filled_of(order) if filled is None else filled)
         return OrderResult(
             client_order_id=str(order.get("customTag") or ""),

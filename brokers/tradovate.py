@@ -490,7 +490,7 @@ class TradovateBroker(BrokerAdapter):
             # settles it; raising here would make the copier think nothing was sent.
             log.warning("%s: order %s placed, its fills unread (%s)", self.account, order_id,
                         exc.message)
-            result = OrderResult(request.client_order_id, str(order_id), "accepted", 0,
+            result = OrderResult(request.client_order_id, str(order_id), OrderStatus.ACCEPTED, 0,
                                  message="placed; fills not read yet")
         return dataclasses.replace(result, acknowledged_at=acknowledged_at)
 
@@ -502,14 +502,14 @@ class TradovateBroker(BrokerAdapter):
         filled = sum(int(f.get("qty", 0)) for f in fills if f.get("active", True))
         complete = qty > 0 and filled >= qty
         if complete and order is None:
-            return OrderResult(client_order_id, str(order_id), "filled", filled)
+            return OrderResult(client_order_id, str(order_id), OrderStatus.FILLED, filled)
         if order is None:
             order = self._call("GET", "/order/item", params={"id": order_id})
             assert isinstance(order, dict)
         status = str(order.get("ordStatus", ""))
         outcome, filled = _settlement(status, qty, filled)
         if outcome == "rejected":
-            return OrderResult(client_order_id, str(order_id), "rejected", 0,
+            return OrderResult(client_order_id, str(order_id), OrderStatus.REJECTED, 0,
                                message=self._reject_text(order_id, status))
         message = "" if outcome == "filled" else (
             f"{status or 'working'}; filled {filled} of {qty}"
@@ -725,12 +725,12 @@ def _settlement(status: str, qty: int, filled: int) -> tuple[OrderStatus, int]:
     `qty`: all filled is filled whatever the status says; a done order short of its
     quantity was cancelled (what it filled stays filled); a rejected one filled nothing."""
     if (qty > 0 and filled >= qty) or status == "Filled":
-        return "filled", max(filled, qty)
+        return OrderStatus.FILLED, max(filled, qty)
     if status == "Rejected" and not filled:
-        return "rejected", 0
+        return OrderStatus.REJECTED, 0
     if status in DONE_STATUSES:
-        return "cancelled", filled
-    return "accepted", filled
+        return OrderStatus.CANCELLED, filled
+    return OrderStatus.ACCEPTED, filled
 
 
 def _retry_after(response: httpx.Response, default: float) -> float:

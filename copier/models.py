@@ -33,7 +33,7 @@ from accounts.symbols import normalise_symbol
 from copier import outbound, rules, symbol_map
 from core.contracts import contract_parse
 from core.fields import EncryptedTextField
-from core.trading import Side
+from core.trading import OrderStatus, Side
 
 # The rules' words, as every model and form offers them: one list, never retyped.
 SIDE_CHOICES = [(side.value, side.value) for side in Side]
@@ -770,13 +770,14 @@ class Order(models.Model):
     """
 
     class Status(models.TextChoices):
-        SUBMITTING = "submitting", "Being sent (never stored)"
-        ACCEPTED = "accepted"
-        FILLED = "filled"
-        REJECTED = "rejected"
-        UNKNOWN = "unknown", "Unknown (look up before resending)"
-        FAILED = "failed", "Failed before reaching the broker"
-        CANCELLED = "cancelled", "Cancelled at the broker with nothing filled"
+        # The values are core.trading.OrderStatus's, the vocabulary a venue answers in.
+        SUBMITTING = OrderStatus.SUBMITTING, "Being sent (never stored)"
+        ACCEPTED = OrderStatus.ACCEPTED, "Accepted"
+        FILLED = OrderStatus.FILLED, "Filled"
+        REJECTED = OrderStatus.REJECTED, "Rejected"
+        UNKNOWN = OrderStatus.UNKNOWN, "Unknown (look up before resending)"
+        FAILED = OrderStatus.FAILED, "Failed before reaching the broker"
+        CANCELLED = OrderStatus.CANCELLED, "Cancelled at the broker with nothing filled"
 
     TRANSITIONS = {
         Status.SUBMITTING: {Status.FILLED, Status.ACCEPTED, Status.REJECTED, Status.UNKNOWN,
