@@ -77,39 +77,20 @@ class Seat:
     loss_lock: rules.LossLock | None = None  # the daily loss limit's lock the fill fell in
 
     @classmethod
-    def parse(cls, raw: list[Any] | dict[str, Any]) -> Seat:
-        """A seat as `sql.EVENT_RUN` froze it: an array in the order of `sql.SEAT_FIELDS`,
-        or, frozen before that, an object (`_parse_object`)."""
-        if isinstance(raw, dict):
-            return cls._parse_object(raw)
-        (follower_id, account_id, multiplier, enabled, reverse, exit_mode, start_event_id,
-         exits_only, fixed_qty, max_order_qty, max_position, max_symbols, window_start,
-         window_end, window_tz, window_days, loss_lock, micro, symbol_rules) = raw
+    def parse(cls, raw: list[Any]) -> Seat:
+        """A seat as `sql.EVENT_RUN` froze it: a `sql.FrozenFollower`'s array (a stored
+        array of another length is refused, never read into the wrong fields)."""
+        f = sql.FrozenFollower._make(raw)
         limits = _NO_LIMITS
-        if (max_order_qty, max_position, max_symbols, window_start) != (None,) * 4:
-            limits = rules.RiskLimits(max_order_qty, max_position, max_symbols, _window(
-                window_start, window_end, window_tz, window_days))
+        if (f.max_order_qty, f.max_position, f.max_symbols, f.window_start) != (None,) * 4:
+            limits = rules.RiskLimits(f.max_order_qty, f.max_position, f.max_symbols, _window(
+                f.window_start, f.window_end, f.window_tz, f.window_days))
         symbols = NO_MAPPING
-        if symbol_rules or micro != Micro.OFF:
-            symbols = SymbolMap.from_json({"micro": micro, "rules": symbol_rules})
-        return cls(follower_id, account_id, Decimal(multiplier), enabled, reverse,
-                   rules.ExitMode(exit_mode), start_event_id, exits_only, fixed_qty, limits,
-                   symbols, _loss_lock(loss_lock))
-
-    @classmethod
-    def _parse_object(cls, raw: dict[str, Any]) -> Seat:
-        # An event frozen before modes existed has no `exits_only`: it was active then;
-        # one frozen before risk limits has none of them: it had none; one frozen before
-        # symbol mappings has no `symbols`: it copied symbol for symbol.
-        limits = rules.RiskLimits(raw.get("max_order_qty"), raw.get("max_position"),
-                                  raw.get("max_symbols"), _window(
-                                      raw.get("window_start"), raw.get("window_end"),
-                                      raw.get("window_tz"), raw.get("window_days")))
-        return cls(raw["follower_id"], raw["account_id"], Decimal(raw["multiplier"]),
-                   raw["enabled"], raw["reverse"], rules.ExitMode(raw["exit_mode"]),
-                   raw["start_event_id"], bool(raw.get("exits_only", False)),
-                   raw.get("fixed_qty"), limits, SymbolMap.from_json(raw.get("symbols")),
-                   _loss_lock(raw.get("loss_lock")))
+        if f.symbol_rules or f.micro != Micro.OFF:
+            symbols = SymbolMap.from_json({"micro": f.micro, "rules": f.symbol_rules})
+        return cls(f.follower_id, f.account_id, Decimal(f.multiplier), f.enabled, f.reverse,
+                   rules.ExitMode(f.exit_mode), f.start_event_id, f.exits_only, f.fixed_qty,
+                   limits, symbols, _loss_lock(f.loss_lock))
 
     def route(self, leader_symbol: str) -> Route:
         """The follower's symbol and ratio for the leader's symbol (copier.symbol_map)."""
@@ -129,8 +110,8 @@ def _window(start: str | None, end: str | None, tz: str | None,
 
 
 def _loss_lock(lock: dict[str, Any] | None) -> rules.LossLock | None:
-    """The daily loss limit's lock frozen with the event; an event frozen before loss
-    limits existed has none."""
+    """The daily loss limit's lock frozen with the event; none unless the fill was read
+    inside one."""
     if not lock:
         return None
     return rules.LossLock(Decimal(lock["limit"] or 0), Decimal(lock["realized"] or 0),
@@ -145,12 +126,11 @@ def event_seats(event: LeaderEvent, follower_ids: Collection[int] | None = None)
     if isinstance(frozen, str):  # a raw row: psycopg hands jsonb to Django as text
         frozen = event.followers_frozen = json.loads(frozen)
     if follower_ids is not None:  # read before parsing: a batch parses only its own seats
-        frozen = [raw for raw in frozen or [] if _seat_follower_id(raw) in follower_ids]
+        frozen = [raw for raw in frozen or [] if raw[_FOLLOWER_ID] in follower_ids]
     return [Seat.parse(raw) for raw in frozen or []]
 
 
-def _seat_follower_id(raw: list[Any] | dict[str, Any]) -> int:
-    return raw["follower_id"] if isinstance(raw, dict) else raw[0]
+_FOLLOWER_ID = sql.FrozenFollower._fields.index("follower_id")
 
 
 @dataclass
