@@ -631,7 +631,10 @@ class Decision(models.Model):
     account = models.ForeignKey(TradingAccount, on_delete=models.CASCADE, related_name="decisions")
     symbol = models.CharField(max_length=32)
     reason = models.CharField(max_length=24, choices=[(r.value, r.value) for r in rules.Reason])
-    detail = models.TextField(blank=True, default="")
+    # What the rules, the engine or a person noted beside the reason: each a
+    # `rules.Note` as JSON ({"kind": ..., its numbers}), read back as data (`note_list`)
+    # and put in words from it, never parsed from words.
+    notes = models.JSONField(default=list, blank=True)
     position_before = models.BigIntegerField(
         null=True, blank=True, help_text="C when evaluated (empty: an action on all symbols).")
     # E0 and E1 are what the rules computed, however large: an absurd multiplier must be
@@ -667,6 +670,14 @@ class Decision(models.Model):
         if self.event_id is None:
             return f"action {self.action_id} / {self.account}: {self.reason}"
         return f"event {self.event_id} / {self.account}: {self.reason}"
+
+    def note_list(self) -> list[rules.Note]:
+        return [rules.Note.from_json(n) for n in self.notes or []]
+
+    @property
+    def detail(self) -> str:
+        """The notes in words, for the admin and a log (`rules.notes_text`)."""
+        return rules.notes_text(self.note_list())
 
 
 class InvalidTransition(Exception):

@@ -26,7 +26,7 @@ def decision_facts(decision: Decision) -> DecisionFacts:
         expected_after=decision.expected_after or 0, leader_before=event.p0,
         leader_after=event.p1, planned=decision.planned_legs or (),
         placed=decision.placed_legs or (), held_after=decision.position_after,
-        detail=decision.detail, close_only_event=event.close_only)
+        notes=decision.note_list(), close_only_event=event.close_only)
 
 
 def action_text(decision: Decision) -> str:

@@ -226,7 +226,7 @@ class _Work:
     symbol: str  # the follower's (mapped) symbol: its position, orders, quarantine, exits
     position: Position
     verdict: rules.Verdict
-    notes: list[str]
+    notes: list[rules.Note]
     before: int
     legs: tuple[rules.Leg, ...]
     results: list[tuple[rules.Leg, rules.LegOutcome]] = field(default_factory=list)
@@ -333,7 +333,9 @@ class _Batch:
         now = clock.now()
         Decision.objects.bulk_create([
             Decision(event=self.event, account_id=account_id, symbol=self.event.symbol,
-                     reason=rules.Reason.NOT_MAPPED, detail=why, created_at=now, settled_at=now)
+                     reason=rules.Reason.NOT_MAPPED,
+                     notes=[rules.Note.of(rules.NoteKind.NOT_MAPPED, why=why).to_json()],
+                     created_at=now, settled_at=now)
             for account_id, why in sorted(unmapped.items())
         ], ignore_conflicts=True)
 
@@ -379,18 +381,19 @@ class _Batch:
             loss_lock=seat.loss_lock,
         )
         verdict = rules.decide(rules.LeaderMove(ev.p0, ev.p1), facts)
-        notes = [verdict.note] if verdict.note else []
+        notes = list(verdict.notes)
         if verdict.lift_quarantine:
             quarantine_lift(account=account, symbol=symbol, by="auto: follower and leader flat")
             position.quarantined = False
-            notes.insert(0, rules.Reason.QUARANTINE_LIFTED.value)
+            notes.insert(0, rules.Note.of(rules.NoteKind.QUARANTINE_LIFTED))
         if verdict.quarantine:
             quarantine_create(account=account, symbol=symbol,
                               reason=Quarantine.Reason.OPPOSITE_SIDE, event=ev,
                               detail=f"follower {position.qty:+d} against the leader's side")
             position.quarantined = True
         if symbol != ev.symbol:
-            notes.insert(0, f"leader {ev.symbol} -> {symbol} x{route.ratio.normalize():f}")
+            notes.insert(0, rules.Note.of(rules.NoteKind.ROUTED, leader=ev.symbol, symbol=symbol,
+                                          ratio=f"{route.ratio.normalize():f}"))
         return _Work(ev, symbol, position, verdict, notes, position.qty,
                      rules.ordered_for_placement(verdict.legs))
 
@@ -471,7 +474,7 @@ class _Batch:
             Decision(
                 event=w.event, account=w.account, symbol=w.symbol,
                 reason=rules.placement_reason(w.verdict.reason, w.results),
-                detail="; ".join(w.notes), position_before=w.before,
+                notes=[note.to_json() for note in w.notes], position_before=w.before,
                 expected_before=w.verdict.e0, expected_after=w.verdict.e1,
                 planned_legs=_legs_json(w.legs), position_after=w.position.qty,
                 placed_legs=[{**_legs_json([leg])[0], "outcome": result.value}
@@ -494,12 +497,16 @@ class _Batch:
         positions_save([w.position for w in work])
 
 
+def _leg_values(leg: rules.Leg) -> dict[str, Any]:
+    return {"leg": leg.kind.value, "side": leg.side.value, "qty": leg.qty}
+
+
 def _unfilled_record(w: _Work, leg: rules.Leg, sent: Sent) -> rules.LegOutcome:
     """The broker answered the placement with the order ended and a rest unfilled: an
     exit's rest is queued as a failed attempt, an entry's is not sent again."""
     order = sent.order
-    w.notes.append(f"{leg.kind.value} {leg.side.value} {leg.qty}: {order.filled_qty} filled, "
-                   f"the broker ended the rest")
+    w.notes.append(rules.Note.of(rules.NoteKind.LEG_ENDED, **_leg_values(leg),
+                                 filled=order.filled_qty))
     if leg.kind == rules.LegKind.EXIT:
         failed_exits.failed_exit_queue(
             account=w.account, symbol=w.symbol, event=w.event, attempts=1,
@@ -514,7 +521,7 @@ def _leg_failure_record(w: _Work, leg: rules.Leg, sent: Sent,
     """Record what a failed leg leaves behind: a quarantine, a failed exit to retry."""
     assert sent.error is not None
     error = sent.error.message
-    w.notes.append(f"{leg.kind.value} {leg.side.value} {leg.qty}: {error}")
+    w.notes.append(rules.Note.of(rules.NoteKind.LEG_FAILED, **_leg_values(leg), error=error))
     if outcome == rules.LegOutcome.REJECTED:
         quarantine_create(account=w.account, symbol=w.symbol, event=w.event,
                           reason=Quarantine.Reason.REJECTED, detail=error)

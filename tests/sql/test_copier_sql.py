@@ -413,14 +413,15 @@ def test_metric_tallies_add_adds_to_what_is_there_in_one_statement(world):
 # --- decisions_insert, orders_insert ------------------------------------------------------
 def test_decisions_insert_stores_every_field_as_bulk_create_would_and_sets_the_ids(world):
     from copier.models import Decision
-    from copier.rules import Reason
+    from copier.rules import Note, NoteKind, Reason
 
     leader, f1, _f2 = world
     event = _event(leader)
     now = dt.datetime(2026, 1, 5, 14, 30, tzinfo=dt.UTC)
     decisions = [
         Decision(event=event, account=f1, symbol="NQ", reason=Reason.COPIED,
-                 detail="leader NQ -> MNQ x10", position_before=-1, expected_before=-1,
+                 notes=[{"kind": "routed", "leader": "NQ", "symbol": "MNQ", "ratio": "10"}],
+                 position_before=-1, expected_before=-1,
                  expected_after=2, planned_legs=[{"side": "buy", "qty": 3, "kind": "entry"}],
                  position_after=2, placed_legs=[], created_at=now, settled_at=now),
         Decision(event=_event(leader, "f2"), account=f1, symbol="ES", reason="risk_limit",
@@ -432,6 +433,7 @@ def test_decisions_insert_stores_every_field_as_bulk_create_would_and_sets_the_i
     first, second = stored[decisions[0].pk], stored[decisions[1].pk]
     assert (first.reason, first.detail, first.expected_after, first.position_after) == (
         "copied", "leader NQ -> MNQ x10", 2, 2)
+    assert first.note_list() == [Note.of(NoteKind.ROUTED, leader="NQ", symbol="MNQ", ratio="10")]
     assert first.planned_legs == [{"side": "buy", "qty": 3, "kind": "entry"}]
     assert (first.placed_legs, first.created_at, first.action_id) == ([], now, None)
     assert (second.reason, second.detail, second.expected_before, second.settled_at) == (
