@@ -47,7 +47,9 @@ from decimal import Decimal
 from http import HTTPStatus
 from typing import Any, ClassVar, Literal, Protocol
 
-# An order's side means one thing from the rules to the broker: the ground floor's.
+# An order's side and status mean one thing from the rules to the broker: the ground floor's
+# (the status re-exported for the adapters, which name it with the rest of the interface).
+from core.trading import OrderStatus as OrderStatus
 from core.trading import Side
 
 PLACE_MANY_THREADS = 32
@@ -158,9 +160,6 @@ class OrderRequest:
     qty: int
 
 
-OrderStatus = Literal["filled", "accepted", "rejected", "cancelled"]
-
-
 @dataclass(frozen=True, slots=True)
 class OrderResult:
     """An order as the broker has it.
@@ -170,6 +169,8 @@ class OrderResult:
     the venue after `filled_qty` filled (0 up to qty - 1); "rejected" = refused, nothing
     filled. A venue that cancels the rest of a part-filled order says "cancelled", never
     "filled": what it did not fill is still to be done (COPY_RULES.md, Orders in flight).
+    The status is in the copier's own vocabulary (core.trading.OrderStatus), one of its
+    VENUE_ANSWERS: the copier stores it as it came.
     """
 
     client_order_id: str

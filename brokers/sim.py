@@ -87,9 +87,9 @@ _KEEPALIVES = {"keepalives": 1, "keepalives_idle": 5, "keepalives_interval": 2,
 
 
 _STATUS_OF: dict[str, OrderStatus] = {
-    SimOrder.Status.FILLED: "filled", SimOrder.Status.COMPLETE: "filled",
-    SimOrder.Status.REJECTED: "rejected", SimOrder.Status.WORKING: "accepted",
-    SimOrder.Status.CANCELLED: "cancelled",
+    SimOrder.Status.FILLED: OrderStatus.FILLED, SimOrder.Status.COMPLETE: OrderStatus.FILLED,
+    SimOrder.Status.REJECTED: OrderStatus.REJECTED, SimOrder.Status.WORKING: OrderStatus.ACCEPTED,
+    SimOrder.Status.CANCELLED: OrderStatus.CANCELLED,
 }
 
 

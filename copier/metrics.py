@@ -48,6 +48,7 @@ from accounts.models import ConnectionState, TradingAccount
 from copier import sql
 from copier.models import Alert, Decision, FailedExit, LeaderEvent, MetricTally, Order
 from core import clock
+from core.trading import ANSWERED
 
 # Seconds. A copy's own work is tens of milliseconds; a broker's answer decides the rest.
 LATENCY_BUCKETS = (0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
@@ -55,7 +56,6 @@ FOLD_LIMIT = 5000
 _FOLD_LOCK = 0x636F7079  # pg advisory lock key: "copy"
 _BROKER_ERROR_STATUSES = (Order.Status.REJECTED, Order.Status.UNKNOWN)
 Tally = defaultdict[str, float]
-_ANSWERED = (Order.Status.FILLED, Order.Status.ACCEPTED, Order.Status.REJECTED)
 
 
 # --- folding new rows into the tallies -------------------------------------------------
@@ -104,7 +104,7 @@ def _orders_fold(watermark: int, cutoff: dt.datetime, add: Tally) -> None:
         last = pk
         if status in _BROKER_ERROR_STATUSES:
             add[f"broker_errors:{broker}:{status}"] += 1
-        if received_at is None or completed_at is None or status not in _ANSWERED:
+        if received_at is None or completed_at is None or status not in ANSWERED:
             continue
         seconds = max(0.0, (completed_at - received_at).total_seconds())
         bucket = next((b for b in LATENCY_BUCKETS if seconds <= b), "+Inf")

@@ -33,7 +33,7 @@ from accounts.symbols import normalise_symbol
 from copier import outbound, rules, symbol_map
 from core.contracts import contract_parse
 from core.fields import EncryptedTextField
-from core.trading import Side
+from core.trading import OrderStatus, Side
 
 # The rules' words, as every model and form offers them: one list, never retyped.
 SIDE_CHOICES = [(side.value, side.value) for side in Side]
@@ -631,7 +631,10 @@ class Decision(models.Model):
     account = models.ForeignKey(TradingAccount, on_delete=models.CASCADE, related_name="decisions")
     symbol = models.CharField(max_length=32)
     reason = models.CharField(max_length=24, choices=[(r.value, r.value) for r in rules.Reason])
-    detail = models.TextField(blank=True, default="")
+    # What the rules, the engine or a person noted beside the reason: each a
+    # `rules.Note` as JSON ({"kind": ..., its numbers}), read back as data (`note_list`)
+    # and put in words from it, never parsed from words.
+    notes = models.JSONField(default=list, blank=True)
     position_before = models.BigIntegerField(
         null=True, blank=True, help_text="C when evaluated (empty: an action on all symbols).")
     # E0 and E1 are what the rules computed, however large: an absurd multiplier must be
@@ -667,6 +670,14 @@ class Decision(models.Model):
         if self.event_id is None:
             return f"action {self.action_id} / {self.account}: {self.reason}"
         return f"event {self.event_id} / {self.account}: {self.reason}"
+
+    def note_list(self) -> list[rules.Note]:
+        return [rules.Note.from_json(n) for n in self.notes or []]
+
+    @property
+    def detail(self) -> str:
+        """The notes in words, for the admin and a log (`rules.notes_text`)."""
+        return rules.notes_text(self.note_list())
 
 
 class InvalidTransition(Exception):
@@ -770,13 +781,14 @@ class Order(models.Model):
     """
 
     class Status(models.TextChoices):
-        SUBMITTING = "submitting", "Being sent (never stored)"
-        ACCEPTED = "accepted"
-        FILLED = "filled"
-        REJECTED = "rejected"
-        UNKNOWN = "unknown", "Unknown (look up before resending)"
-        FAILED = "failed", "Failed before reaching the broker"
-        CANCELLED = "cancelled", "Cancelled at the broker with nothing filled"
+        # The values are core.trading.OrderStatus's, the vocabulary a venue answers in.
+        SUBMITTING = OrderStatus.SUBMITTING, "Being sent (never stored)"
+        ACCEPTED = OrderStatus.ACCEPTED, "Accepted"
+        FILLED = OrderStatus.FILLED, "Filled"
+        REJECTED = OrderStatus.REJECTED, "Rejected"
+        UNKNOWN = OrderStatus.UNKNOWN, "Unknown (look up before resending)"
+        FAILED = OrderStatus.FAILED, "Failed before reaching the broker"
+        CANCELLED = OrderStatus.CANCELLED, "Cancelled at the broker with nothing filled"
 
     TRANSITIONS = {
         Status.SUBMITTING: {Status.FILLED, Status.ACCEPTED, Status.REJECTED, Status.UNKNOWN,

@@ -9,10 +9,11 @@ are ints (positions) and Decimals (multipliers), never floats.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from decimal import ROUND_HALF_UP, Decimal
 from enum import StrEnum
+from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from core.trading import MAX_VENUE_ID, Side, signed
@@ -81,6 +82,130 @@ class Reason(StrEnum):
     RISK_LIMIT = "risk_limit"
     # Symbol mapping (copier.symbol_map): the follower does not trade this leader symbol.
     NOT_MAPPED = "not_mapped"
+
+
+class NoteKind(StrEnum):
+    """Why, beside the reason: what a rule, the engine or a person found, with its numbers
+    (`Note.values`). The console picks its words by the kind, never by a note's text."""
+
+    # The rules' (this module)
+    DIVERGED = "diverged"  # c, e0, then (a Diverged), qty (for REDUCE)
+    WITH_LEADER = "with_leader"  # exit_mode with_leader closed the follower fully
+    EXITS_ONLY_HELD = "exits_only_held"  # legs: [[side, qty], ...] held back
+    EXITS_ONLY_NO_ENTRY = "exits_only_no_entry"
+    POSITION_CAPPED = "position_capped"  # cap, uncapped, e1
+    OUTSIDE_WINDOW = "outside_window"  # window (its description), side, qty, at (None)
+    MAX_SYMBOLS = "max_symbols"  # limit, open, side, qty
+    MAX_POSITION = "max_position"  # limit, holds, side, qty, room
+    MAX_ORDER = "max_order"  # limit, side, qty
+    LOSS_LOCKED = "loss_locked"  # lock (its description), side, qty
+    # The engine's (copier.services)
+    QUARANTINE_LIFTED = "quarantine_lifted"
+    ROUTED = "routed"  # leader, symbol, ratio: the symbol mapping sent it elsewhere
+    NOT_MAPPED = "not_mapped"  # why: the mapping's (copier.symbol_map) or the engine's words
+    LEG_ENDED = "leg_ended"  # leg (its kind), side, qty, filled: the broker ended the rest
+    LEG_FAILED = "leg_failed"  # leg, side, qty, error: the broker's words
+    LEG_QUEUED = "leg_queued"  # leg, side, qty, why: queued without being sent
+    ENTRY_HELD = "entry_held"  # why the entry that waited for its exit was not sent
+    # A person's action (copier.services.killswitch), in the words it was recorded with
+    ACTION = "action"  # text
+    # A decision recorded before notes had kinds: its text, as it was
+    LEGACY_TEXT = "legacy_text"  # text
+
+
+class Diverged(StrEnum):
+    """What close-only (rule 6) found for a diverged follower."""
+
+    NEVER_OPENS = "never_opens"
+    FLAT = "flat"
+    NOTHING_ON_SIDE = "nothing_on_side"
+    NOTHING_LEFT = "nothing_left"
+    REDUCE = "reduce"
+
+
+_DIVERGED_WORDS = {
+    Diverged.NEVER_OPENS: "the copier never opens or adds",
+    Diverged.FLAT: "the follower is flat",
+    Diverged.NOTHING_ON_SIDE: "nothing on E0's side",
+    Diverged.NOTHING_LEFT: "nothing left to reduce",
+}
+
+
+def _leg_words(v: Mapping[str, Any]) -> str:
+    return f"{v['leg']} {v['side']} {v['qty']}"
+
+
+def _diverged_text(v: Mapping[str, Any]) -> str:
+    then = Diverged(v["then"])
+    what = f"reduce by {v['qty']}" if then == Diverged.REDUCE else _DIVERGED_WORDS[then]
+    return f"diverged (C={v['c']}, E0={v['e0']}): {what}"
+
+
+_NOTE_TEXT: dict[NoteKind, Callable[[Mapping[str, Any]], str]] = {
+    NoteKind.DIVERGED: _diverged_text,
+    NoteKind.WITH_LEADER: lambda v: (
+        "exit_mode with_leader: the leader reduced, the follower closes fully"),
+    NoteKind.EXITS_ONLY_HELD: lambda v: "exits only: held back " + ", ".join(
+        f"entry {side} {qty}" for side, qty in v["legs"]),
+    NoteKind.EXITS_ONLY_NO_ENTRY: lambda v: (
+        "exits only: the leader opened or added, nothing is entered"),
+    NoteKind.POSITION_CAPPED: lambda v: (
+        f"max position {v['cap']}: the leader's position calls for {v['uncapped']:+d}, "
+        f"the follower holds at most {v['e1']:+d}"),
+    NoteKind.OUTSIDE_WINDOW: lambda v: (
+        f"trading window {v['window']}: entry {v['side']} {v['qty']} "
+        + ("at an unknown time" if v["at"] is None else f"at {v['at']}")
+        + " is outside it, not copied"),
+    NoteKind.MAX_SYMBOLS: lambda v: (
+        f"max open symbols {v['limit']}: {v['open']} other symbol(s) open, entry "
+        f"{v['side']} {v['qty']} would open one more, not copied"),
+    NoteKind.MAX_POSITION: lambda v: (
+        f"max position {v['limit']}: holds {v['holds']:+d}, entry {v['side']} {v['qty']} "
+        + (f"cut to {v['room']}" if v["room"] else "not copied")),
+    NoteKind.MAX_ORDER: lambda v: (
+        f"max {v['limit']} contracts per order: entry {v['side']} {v['qty']} cut to "
+        f"{v['limit']}"),
+    NoteKind.LOSS_LOCKED: lambda v: f"{v['lock']}: entry {v['side']} {v['qty']} not copied",
+    NoteKind.QUARANTINE_LIFTED: lambda v: "quarantine_lifted",
+    NoteKind.ROUTED: lambda v: f"leader {v['leader']} -> {v['symbol']} x{v['ratio']}",
+    NoteKind.NOT_MAPPED: lambda v: str(v["why"]),
+    NoteKind.LEG_ENDED: lambda v: (
+        f"{_leg_words(v)}: {v['filled']} filled, the broker ended the rest"),
+    NoteKind.LEG_FAILED: lambda v: f"{_leg_words(v)}: {v['error']}",
+    NoteKind.LEG_QUEUED: lambda v: f"{_leg_words(v)} queued: {v['why']}",
+    NoteKind.ENTRY_HELD: lambda v: f"entry not sent: {v['why']}",
+    NoteKind.ACTION: lambda v: str(v["text"]),
+    NoteKind.LEGACY_TEXT: lambda v: str(v["text"]),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Note:
+    """One note of a decision: its kind and its numbers (JSON values), stored as data
+    (`Decision.notes`) and put in words from them (`text`), never read back from words."""
+
+    kind: NoteKind
+    values: Mapping[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, kind: NoteKind, /, **values: Any) -> Note:
+        return cls(kind, values)
+
+    @property
+    def text(self) -> str:
+        return _NOTE_TEXT[self.kind](self.values)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"kind": self.kind.value, **self.values}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Note:  # "kind" is the note's own key
+        return cls(NoteKind(data["kind"]), {k: v for k, v in data.items() if k != "kind"})
+
+
+def notes_text(notes: Iterable[Note]) -> str:
+    """The notes in words, "; "-joined: for a person reading the admin or a log."""
+    return "; ".join(note.text for note in notes)
 
 
 class Mode(StrEnum):
@@ -335,7 +460,12 @@ class Verdict:
     e1: int = 0
     lift_quarantine: bool = False
     quarantine: bool = False
-    note: str = ""
+    notes: tuple[Note, ...] = ()
+
+    @property
+    def note(self) -> str:
+        """The notes in words (`notes_text`)."""
+        return notes_text(self.notes)
 
 
 def sign(n: int) -> int:
@@ -491,17 +621,16 @@ def _exits_only(verdict: Verdict) -> Verdict:
     """
     held = [leg for leg in verdict.legs if leg.kind == LegKind.ENTRY]
     kept = tuple(leg for leg in verdict.legs if leg.kind == LegKind.EXIT)
-    notes = [verdict.note] if verdict.note else []
     if held:
-        notes.append("exits only: held back " + ", ".join(
-            f"entry {leg.side.value} {leg.qty}" for leg in held))
+        note = Note.of(NoteKind.EXITS_ONLY_HELD,
+                       legs=[[leg.side.value, leg.qty] for leg in held])
         reason = verdict.reason if kept else Reason.EXITS_ONLY
     elif verdict.reason == Reason.CLOSE_ONLY and not kept:
-        notes.append("exits only: the leader opened or added, nothing is entered")
+        note = Note.of(NoteKind.EXITS_ONLY_NO_ENTRY)
         reason = Reason.EXITS_ONLY
     else:
         return verdict
-    return replace(verdict, reason=reason, legs=kept, note="; ".join(notes))
+    return replace(verdict, reason=reason, legs=kept, notes=(*verdict.notes, note))
 
 
 def _in_sync(move: LeaderMove, facts: FollowerFacts, e0: int, e1: int, lifted: bool) -> Verdict:
@@ -512,7 +641,7 @@ def _in_sync(move: LeaderMove, facts: FollowerFacts, e0: int, e1: int, lifted: b
     if facts.exit_mode == ExitMode.WITH_LEADER and same_side_reduction and facts.position:
         return Verdict(
             Reason.COPIED, plan_move(facts.position, 0), e0, e1, lift_quarantine=lifted,
-            note="exit_mode with_leader: the leader reduced, the follower closes fully",
+            notes=(Note.of(NoteKind.WITH_LEADER),),
         )
     if e1 == e0:
         return Verdict(Reason.NO_CHANGE, (), e0, e1, lift_quarantine=lifted)
@@ -521,16 +650,17 @@ def _in_sync(move: LeaderMove, facts: FollowerFacts, e0: int, e1: int, lifted: b
 
 def _close_only(move: LeaderMove, c: int, e0: int, e1: int, lifted: bool,
                 reduction: int | None = None) -> Verdict:
-    def d(reason: Reason, legs: tuple[Leg, ...] = (), note: str = "") -> Verdict:
-        return Verdict(reason, legs, e0, e1, lift_quarantine=lifted, note=note)
+    def d(reason: Reason, then: Diverged, legs: tuple[Leg, ...] = ()) -> Verdict:
+        note = Note.of(NoteKind.DIVERGED, c=c, e0=e0, then=then.value,
+                       **({"qty": legs[0].qty} if then == Diverged.REDUCE else {}))
+        return Verdict(reason, legs, e0, e1, lift_quarantine=lifted, notes=(note,))
 
     flat_or_reversed = move.p1 == 0 or sign(move.p1) == -sign(move.p0)  # from flat: an open
     reduced = not flat_or_reversed and move.p0 != 0 and abs(move.p1) < abs(move.p0)
     if not (flat_or_reversed or reduced):
-        return d(Reason.CLOSE_ONLY,
-                 note=f"diverged (C={c}, E0={e0}): the copier never opens or adds")
+        return d(Reason.CLOSE_ONLY, Diverged.NEVER_OPENS)
     if c == 0:
-        return d(Reason.NOTHING_TO_CLOSE, note=f"diverged (C={c}, E0={e0}): the follower is flat")
+        return d(Reason.NOTHING_TO_CLOSE, Diverged.FLAT)
     if flat_or_reversed:
         # An unwind closes whatever the follower holds, on either side: E0 may have rounded
         # to 0, or a reverse-group follower may sit on the leader's side.
@@ -539,10 +669,10 @@ def _close_only(move: LeaderMove, c: int, e0: int, e1: int, lifted: bool,
         cut = abs(e0) - abs(e1) if reduction is None else reduction
         legs = close_by(c, min(abs(c), cut))
     else:
-        return d(Reason.NOTHING_TO_CLOSE, note=f"diverged (C={c}, E0={e0}): nothing on E0's side")
+        return d(Reason.NOTHING_TO_CLOSE, Diverged.NOTHING_ON_SIDE)
     if not legs:
-        return d(Reason.NOTHING_TO_CLOSE, note=f"diverged (C={c}, E0={e0}): nothing left to reduce")
-    return d(Reason.CLOSE_ONLY, legs, note=f"diverged (C={c}, E0={e0}): reduce by {legs[0].qty}")
+        return d(Reason.NOTHING_TO_CLOSE, Diverged.NOTHING_LEFT)
+    return d(Reason.CLOSE_ONLY, Diverged.REDUCE, legs)
 
 
 # --- risk limits (docs/rules.md "Risk limits") ------------------------------------------------
@@ -565,7 +695,7 @@ def leader_enters(move: LeaderMove) -> bool:
 
 
 def entry_allowed(leg: Leg, *, position: int, opens_symbol: bool, open_symbols: int,
-                  limits: RiskLimits, when: dt.datetime | None) -> tuple[int, list[str]]:
+                  limits: RiskLimits, when: dt.datetime | None) -> tuple[int, list[Note]]:
     """How many contracts of an entry leg a follower's risk limits let go out, and why not
     all of them (notes naming the limit and the numbers). `position` is the follower's
     position once the exits before this entry went out.
@@ -574,25 +704,23 @@ def entry_allowed(leg: Leg, *, position: int, opens_symbol: bool, open_symbols: 
     the hours is still an entry outside them); max position and max per order cut it to
     what fits, which keeps the follower as close to the leader as its limits allow.
     """
-    what = f"entry {leg.side.value} {leg.qty}"
+    entry = {"side": leg.side.value, "qty": leg.qty}
     window = limits.window
     if window is not None and (when is None or not window.contains(when)):
-        at = "at an unknown time" if when is None else (
-            f"at {when.astimezone(ZoneInfo(window.tz)):%a %H:%M} {window.tz}")
-        return 0, [f"trading window {window.describe()}: {what} {at} is outside it, "
-                   f"not copied"]
+        at = None if when is None else (
+            f"{when.astimezone(ZoneInfo(window.tz)):%a %H:%M} {window.tz}")
+        return 0, [Note.of(NoteKind.OUTSIDE_WINDOW, window=window.describe(), at=at, **entry)]
     if limits.max_symbols is not None and opens_symbol and open_symbols >= limits.max_symbols:
-        return 0, [f"max open symbols {limits.max_symbols}: {open_symbols} other symbol(s) "
-                   f"open, {what} would open one more, not copied"]
+        return 0, [Note.of(NoteKind.MAX_SYMBOLS, limit=limits.max_symbols, open=open_symbols,
+                           **entry)]
     qty, notes = leg.qty, []
     if limits.max_position is not None and abs(position) + qty > limits.max_position:
         room = max(0, limits.max_position - abs(position))
-        notes.append(f"max position {limits.max_position}: holds {position:+d}, {what} "
-                     + (f"cut to {room}" if room else "not copied"))
+        notes.append(Note.of(NoteKind.MAX_POSITION, limit=limits.max_position,
+                             holds=position, room=room, **entry))
         qty = room
     if limits.max_order_qty is not None and qty > limits.max_order_qty:
-        notes.append(f"max {limits.max_order_qty} contracts per order: {what} cut to "
-                     f"{limits.max_order_qty}")
+        notes.append(Note.of(NoteKind.MAX_ORDER, limit=limits.max_order_qty, **entry))
         qty = limits.max_order_qty
     return qty, notes
 
@@ -604,15 +732,15 @@ def risk_limits_apply(verdict: Verdict, move: LeaderMove, facts: FollowerFacts) 
     A daily loss limit's lock holds every entry back whole: the day's loss is already
     there, and part of an entry is still new risk."""
     limits = facts.limits
-    notes: list[str] = []
+    notes: list[Note] = []
     cap = limits.max_position
     if (cap is not None and not facts.exits_only and leader_enters(move)
             and verdict.reason in (Reason.COPIED, Reason.NO_CHANGE)):
         uncapped = expected_position(move.p1, facts.multiplier, facts.reverse,
                                      fixed_qty=facts.fixed_qty, ratio=facts.ratio)
         if abs(uncapped) > abs(verdict.e1):
-            notes.append(f"max position {cap}: the leader's position calls for "
-                         f"{uncapped:+d}, the follower holds at most {verdict.e1:+d}")
+            notes.append(Note.of(NoteKind.POSITION_CAPPED, cap=cap, uncapped=uncapped,
+                                 e1=verdict.e1))
     legs: list[Leg] = []
     position = facts.position
     lock = facts.loss_lock
@@ -624,7 +752,8 @@ def risk_limits_apply(verdict: Verdict, move: LeaderMove, facts: FollowerFacts) 
             continue
         if locked:
             assert lock is not None
-            notes.append(f"{lock.describe()}: entry {leg.side.value} {leg.qty} not copied")
+            notes.append(Note.of(NoteKind.LOSS_LOCKED, lock=lock.describe(),
+                                 side=leg.side.value, qty=leg.qty))
             continue
         qty, why = entry_allowed(leg, position=position, opens_symbol=facts.position == 0,
                                  open_symbols=facts.open_symbols, limits=limits,
@@ -636,7 +765,7 @@ def risk_limits_apply(verdict: Verdict, move: LeaderMove, facts: FollowerFacts) 
     if not notes:
         return verdict
     return replace(verdict, reason=Reason.RISK_LIMIT, legs=tuple(legs),
-                   note="; ".join([verdict.note, *notes] if verdict.note else notes))
+                   notes=(*verdict.notes, *notes))
 
 
 # --- placing the plan --------------------------------------------------------------------------

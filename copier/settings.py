@@ -20,6 +20,7 @@ import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 from kombu import Queue
 
+from copier import periodic
 from copier.envcheck import copier_env, production_problems, second_factor_required
 from copier.outbound import networks_parse
 from core.keys import KeyListError, keys_split
@@ -365,14 +366,9 @@ CELERY_WORKER_SEND_TASK_EVENTS = True  # Flower
 # housekeeping. A worker consumes every queue listed here unless told otherwise (-Q), so
 # `celery worker` with no -Q serves both.
 CELERY_TASK_DEFAULT_QUEUE = "celery"
-CELERY_TASK_QUEUES = (Queue("celery"), Queue("housekeeping"))
-HOUSEKEEPING_TASKS = [
-    "copier.dispatch_due", "copier.heal_paused", "copier.prune_failed_exits",
-    "copier.settle_positions", "copier.prune_follower_fills", "copier.send_alerts",
-    "copier.check_disconnects", "copier.check_loss_limits", "copier.sweep_working_orders",
-    "copier.prune_login_records",
-]
-CELERY_TASK_ROUTES = {name: {"queue": "housekeeping"} for name in HOUSEKEEPING_TASKS}
+CELERY_TASK_QUEUES = (Queue("celery"), Queue(periodic.HOUSEKEEPING_QUEUE))
+# Every periodic task, from the one table that defines them (copier.periodic).
+CELERY_TASK_ROUTES = periodic.routes()
 # With JSON logs the worker keeps Django's logging (one format for every process)
 # instead of installing its own handlers on the root logger.
 CELERY_WORKER_HIJACK_ROOT_LOGGER = LOG_FORMAT != "json"

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
+from typing import Any, NamedTuple
 
 from accounts.models import Position, TradingAccount
 from copier.models import Decision, LeaderEvent, MetricTally, Mode, Order
@@ -29,44 +30,72 @@ ACCOUNT = ModelColumns.of(TradingAccount, without=["credentials"])
 # followers with the same settings, so that no setting changed in between can make
 # the copier forget or misread an order that went out.
 #
-# A frozen follower (a seat) is a JSON array in the order of SEAT_FIELDS, which
-# `engine.Seat.parse` unpacks: as objects, the keys were two thirds of the bytes the
-# first run wrote and read back (79 kB against 25 kB at 200 followers), and the
-# statement took twice as long. Events frozen before kept their objects; the engine
-# reads both.
-SEAT_FIELDS: tuple[tuple[str, str], ...] = (
-    ("follower_id", "f.id"),
-    ("account_id", "f.account_id"),
-    ("multiplier", "f.multiplier::text"),
-    ("enabled", "f.enabled AND g.enabled"),
-    ("reverse", "g.reverse"),
-    ("exit_mode", "g.exit_mode"),
-    ("start_event_id", "f.start_event_id"),
-    ("exits_only", "(f.mode = %s OR g.mode = %s)"),
-    ("fixed_qty", "f.fixed_qty"),
-    ("max_order_qty", "f.max_order_qty"),
-    ("max_position", "f.max_position"),
-    ("max_symbols", "f.max_symbols"),
-    ("window_start", "f.window_start::text"),
-    ("window_end", "f.window_end::text"),
-    ("window_tz", "f.window_tz"),
-    ("window_days", "f.window_days"),
+# A frozen follower (a seat) is stored as a JSON array in the field order of
+# `FrozenFollower`, the one stored format, which `engine.Seat.parse` reads by name: as
+# objects, the keys were most of the bytes the first run wrote and read back, and the
+# statement was slower for it (the measurements: CHANGELOG, "fan-out").
+class FrozenFollower(NamedTuple):
+    """One follower as an event froze it (an element of `LeaderEvent.followers_frozen`),
+    each field as `FROZEN_FOLLOWER_SQL` reads it."""
+
+    follower_id: int
+    account_id: int
+    multiplier: str  # a decimal as text: exact
+    enabled: bool  # the follower's and its group's
+    reverse: bool
+    exit_mode: str
+    start_event_id: int
+    exits_only: bool  # the follower's or its group's mode
+    fixed_qty: int | None
+    max_order_qty: int | None
+    max_position: int | None
+    max_symbols: int | None
+    window_start: str | None  # a time in ISO form
+    window_end: str | None
+    window_tz: str | None
+    window_days: str | None
+    loss_lock: dict[str, Any] | None  # {"limit", "realized", "since", "until"}
+    micro: str
+    symbol_rules: list[list[Any]] | None  # [leader symbol, follower symbol, ratio]
+
+
+FROZEN_FOLLOWER_SQL: dict[str, str] = {
+    "follower_id": "f.id",
+    "account_id": "f.account_id",
+    "multiplier": "f.multiplier::text",
+    "enabled": "f.enabled AND g.enabled",
+    "reverse": "g.reverse",
+    "exit_mode": "g.exit_mode",
+    "start_event_id": "f.start_event_id",
+    "exits_only": "(f.mode = %s OR g.mode = %s)",
+    "fixed_qty": "f.fixed_qty",
+    "max_order_qty": "f.max_order_qty",
+    "max_position": "f.max_position",
+    "max_symbols": "f.max_symbols",
+    "window_start": "f.window_start::text",
+    "window_end": "f.window_end::text",
+    "window_tz": "f.window_tz",
+    "window_days": "f.window_days",
     # the daily loss limit's lock the fill was read in, if any (copier.services.losslimit):
     # frozen, so that a re-run holds what the first run held, lifted or not since
-    ("loss_lock", "(SELECT jsonb_build_object('limit', s.\"limit\"::text,"
-     " 'realized', s.realized::text, 'since', s.locked_at, 'until', s.locked_until)"
-     " FROM copier_sessionloss s WHERE s.follower_id = f.id AND s.locked_at <= le.received_at"
-     " AND s.locked_until > le.received_at ORDER BY s.locked_at DESC LIMIT 1)"),
+    "loss_lock": "(SELECT jsonb_build_object('limit', s.\"limit\"::text,"
+    " 'realized', s.realized::text, 'since', s.locked_at, 'until', s.locked_until)"
+    " FROM copier_sessionloss s WHERE s.follower_id = f.id AND s.locked_at <= le.received_at"
+    " AND s.locked_until > le.received_at ORDER BY s.locked_at DESC LIMIT 1)",
     # the symbol mapping (copier.symbol_map.SymbolMap.to_json): the re-run trades the
     # same follower symbols at the same ratios
-    ("micro", "f.micro"),
-    ("symbol_rules", "(SELECT jsonb_agg(jsonb_build_array(m.leader_symbol, m.follower_symbol,"
-     " m.ratio::text) ORDER BY m.id) FROM copier_symbolmapping m WHERE m.follower_id = f.id)"),
-)
+    "micro": "f.micro",
+    "symbol_rules": "(SELECT jsonb_agg(jsonb_build_array(m.leader_symbol, m.follower_symbol,"
+    " m.ratio::text) ORDER BY m.id) FROM copier_symbolmapping m WHERE m.follower_id = f.id)",
+}
+# Every field read, in the record's order, and nothing else (at import: a field added to
+# the record and not to the statement, or the other way round, cannot ship).
+if list(FROZEN_FOLLOWER_SQL) != list(FrozenFollower._fields):
+    raise RuntimeError("FROZEN_FOLLOWER_SQL must name FrozenFollower's fields, in its order")
 EVENT_RUN = Statement(
     "event_run",
     "WITH fr AS (SELECT COALESCE(jsonb_agg(jsonb_build_array("  # noqa: S608 (fixed columns)
-    + ", ".join(expression for _name, expression in SEAT_FIELDS)
+    + ", ".join(FROZEN_FOLLOWER_SQL.values())
     + ") ORDER BY f.id), '[]'::jsonb) AS v"
     " FROM copier_leaderevent le JOIN copier_copygroup g ON g.leader_id = le.account_id"
     " JOIN copier_follower f ON f.group_id = g.id"
@@ -97,20 +126,18 @@ def event_run(*, event_id: int, now: dt.datetime) -> LeaderEvent | None:
 
 
 # Leader events a worker started for an account's follower and has not decided yet
-# (copier.services.sync_guard): the first ten, oldest first. Reads both forms of a
-# frozen seat (an array since SEAT_FIELDS, an object before).
+# (copier.services.sync_guard): the first ten, oldest first.
 EVENTS_IN_FLIGHT = Statement(
     "events_in_flight",
     "SELECT e.id FROM copier_leaderevent e WHERE e.status <> %s AND e.runs >= 1"
     " AND EXISTS (SELECT 1 FROM jsonb_array_elements(e.followers_frozen) x"
-    " WHERE CASE jsonb_typeof(x) WHEN 'array' THEN x -> %s::int ELSE x -> 'account_id' END"
-    " = to_jsonb(%s::bigint))"
+    " WHERE x -> %s::int = to_jsonb(%s::bigint))"
     " AND NOT EXISTS (SELECT 1 FROM copier_decision d WHERE d.event_id = e.id"
     " AND d.account_id = %s)"
     " ORDER BY e.id LIMIT 10",
     ("id",),
 )
-_SEAT_ACCOUNT = [name for name, _expression in SEAT_FIELDS].index("account_id")
+_SEAT_ACCOUNT = FrozenFollower._fields.index("account_id")
 
 
 def events_in_flight(*, account_id: int) -> list[int]:

@@ -8,11 +8,16 @@ up again.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import ParamSpec, TypeVar
+
+from celery import Task
 from django.conf import settings
 
 from copier import alerts, publisher
 from copier.celery import app
 from copier.logs import log_context
+from copier.periodic import BY_TASK
 from copier.services import (
     engine,
     failed_exits,
@@ -23,6 +28,19 @@ from copier.services import (
     sync_guard,
     working,
 )
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def periodic(fn: Callable[P, R]) -> Task[P, R]:
+    """A periodic task: named "copier." + its function's name, and refused unless the
+    table (copier.periodic.PERIODIC) defines it, which routes and schedules it."""
+    name = f"copier.{fn.__name__}"
+    if name not in BY_TASK:
+        raise LookupError(f"{name} is not in copier.periodic.PERIODIC: it would be neither "
+                          "scheduled nor routed to the housekeeping queue")
+    return app.task(name=name)(fn)
 
 
 @app.task(name=publisher.PROCESS_EVENT)
@@ -65,13 +83,13 @@ def working_order_expire(order_id: int) -> str:
         return working.working_order_expire(order_id=order_id)
 
 
-@app.task(name="copier.sweep_working_orders")
+@periodic
 def sweep_working_orders() -> dict[str, int]:
     """Working orders past their time whose expiry task was lost; continuations lost."""
     return working.working_orders_sweep()
 
 
-@app.task(name="copier.dispatch_due")
+@periodic
 def dispatch_due() -> dict[str, int]:
     """The outbox sweep: events never processed, retries whose task was lost."""
     events = ingest.events_redispatch(older_than_seconds=settings.COPIER_REDISPATCH_AFTER_SECONDS)
@@ -79,46 +97,46 @@ def dispatch_due() -> dict[str, int]:
     return {"events": len(events), "failed_exits": len(exits)}
 
 
-@app.task(name="copier.prune_failed_exits")
+@periodic
 def prune_failed_exits() -> int:
     return failed_exits.failed_exits_prune()
 
 
-@app.task(name="copier.prune_follower_fills")
+@periodic
 def prune_follower_fills() -> int:
     return listener.follower_fills_prune()
 
 
-@app.task(name="copier.prune_login_records")
+@periodic
 def prune_login_records() -> int:
     """django-axes' records of logins and failed logins older than 30 days."""
     return lockout.login_records_prune()
 
 
-@app.task(name="copier.heal_paused")
+@periodic
 def heal_paused() -> list[str]:
     return sync_guard.paused_heal_all()
 
 
-@app.task(name="copier.settle_positions")
+@periodic
 def settle_positions() -> int:
     """Position statements no fill explained within the grace: applied now."""
     return sync_guard.position_disagreements_settle()
 
 
-@app.task(name="copier.send_alerts")
+@periodic
 def send_alerts() -> int:
     """The alerts' outbox: due alerts sent, one message per channel and interval."""
     return alerts.alerts_send()
 
 
-@app.task(name="copier.check_disconnects")
+@periodic
 def check_disconnects() -> int:
     """Accounts disconnected longer than their group allows: an alert each."""
     return alerts.disconnects_check()
 
 
-@app.task(name="copier.check_loss_limits")
+@periodic
 def check_loss_limits() -> dict[str, int]:
     """Each follower's realised P&L this session against its daily loss limit."""
     done = losslimit.loss_limits_check()
@@ -126,17 +144,3 @@ def check_loss_limits() -> dict[str, int]:
             "locked": done.locked}
 
 
-PERIODIC_TASKS: dict[str, tuple[str, int]] = {
-    # name shown in the admin: (task, every N seconds)
-    "copier: re-dispatch lost events and due exit retries": ("copier.dispatch_due", 10),
-    "copier: heal paused accounts": ("copier.heal_paused", 60),
-    "copier: prune failed exits older than 7 days": ("copier.prune_failed_exits", 3600),
-    "copier: apply position statements no fill explained": ("copier.settle_positions", 5),
-    "copier: forget follower fill ids older than 30 days": ("copier.prune_follower_fills", 86400),
-    "copier: forget login records older than 30 days": ("copier.prune_login_records", 86400),
-    "copier: send due alerts": ("copier.send_alerts", 10),
-    "copier: alert on long disconnects": ("copier.check_disconnects", 15),
-    "copier: cancel working orders past their time": ("copier.sweep_working_orders", 5),
-    "copier: check daily loss limits": ("copier.check_loss_limits",
-                                        settings.COPIER_LOSS_CHECK_SECONDS),
-}

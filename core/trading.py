@@ -1,5 +1,5 @@
-"""The words of a trade every floor uses: a side, a quantity as a position move, and how
-large a venue's own numbers may be.
+"""The words of a trade every floor uses: a side, a quantity as a position move, an
+order's status, and how large a venue's own numbers may be.
 
 Standard library only: the copy rules (copier.rules) build on it and stay free of Django.
 """
@@ -38,3 +38,31 @@ def price_clean(price: object) -> Decimal:
     if value is None or not value.is_finite() or value <= 0 or value >= PRICE_LIMIT:
         raise ValueError(f"a price must be a finite number > 0, got {price!r}")
     return value.quantize(PRICE_STEP)
+
+
+class OrderStatus(StrEnum):
+    """An order's status: the copier's record (copier.models.Order.Status takes its values
+    from here) and a venue's answer (brokers.base.OrderResult) in one vocabulary, so that
+    an answer is stored as it came, with no second spelling to drift from the first.
+
+    A venue answers only `filled`, `accepted`, `rejected` or `cancelled` (VENUE_ANSWERS);
+    the others are the copier's own: `submitting` while asked, `unknown` when the answer
+    was lost, `failed` when it never reached the venue.
+    """
+
+    SUBMITTING = "submitting"
+    ACCEPTED = "accepted"
+    FILLED = "filled"
+    REJECTED = "rejected"
+    UNKNOWN = "unknown"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+# What a venue may answer to a placement, a look-up or on its stream.
+VENUE_ANSWERS: frozenset[OrderStatus] = frozenset({
+    OrderStatus.FILLED, OrderStatus.ACCEPTED, OrderStatus.REJECTED, OrderStatus.CANCELLED})
+# The orders whose latency (fill read -> the broker's answer) the console's cards and
+# event page and the metrics count: one set, so that the three figures agree.
+ANSWERED: frozenset[OrderStatus] = frozenset({
+    OrderStatus.FILLED, OrderStatus.ACCEPTED, OrderStatus.REJECTED})

@@ -80,7 +80,7 @@ from brokers.projectx.records import (
 )
 from brokers.projectx.stream import ProjectXStream
 from core import clock
-from core.trading import Side
+from core.trading import OrderStatus, Side
 
 log = logging.getLogger(__name__)
 
@@ -347,7 +347,7 @@ class ProjectXBroker(BrokerAdapter):
                 break
             time.sleep(PARTIAL_RECHECK_WAIT)
         if order is None:
-            return OrderResult(request.client_order_id, str(order_id), "accepted", 0,
+            return OrderResult(request.client_order_id, str(order_id), OrderStatus.ACCEPTED, 0,
                                "placed; its fill comes on the stream", request.symbol,
                                request.side, request.qty)
         result = self._result(order, request.symbol, filled=None)
@@ -388,7 +388,7 @@ class ProjectXBroker(BrokerAdapter):
         (else the order's own `fillVolume`)."""
         status = ORDER_STATUS.get(order.get("status"), "unknown")
         size = int(order.get("size") or 0)
-        outcome, done = settlement(SETTLED.get(status, "accepted"), size,
+        outcome, done = settlement(SETTLED.get(status, OrderStatus.ACCEPTED), size,
                                     filled_of(order) if filled is None else filled)
         return OrderResult(
             client_order_id=str(order.get("customTag") or ""),

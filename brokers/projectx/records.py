@@ -18,8 +18,9 @@ from core.trading import Side
 ORDER_STATUS: dict[Any, str] = {0: "none", 1: "open", 2: "filled", 3: "cancelled", 4: "expired",
                 5: "rejected", 6: "pending"}
 # The venue's order status -> the copier's, for an order that will not change any more.
-SETTLED: dict[str, OrderStatus] = {"filled": "filled", "cancelled": "cancelled",
-                                   "expired": "cancelled", "rejected": "rejected"}
+SETTLED: dict[str, OrderStatus] = {
+    "filled": OrderStatus.FILLED, "cancelled": OrderStatus.CANCELLED,
+    "expired": OrderStatus.CANCELLED, "rejected": OrderStatus.REJECTED}
 # Order/place errorCode -> (name, permanent). Permanent: a person must act (wrong
 # account or contract, funds, rules, hours) and retrying the same order cannot help.
 # OrderPending (6) and UnknownError (7) are transient: the venue did not say no to the
@@ -78,9 +79,9 @@ def settlement(status: OrderStatus, size: int, filled: int) -> tuple[OrderStatus
     """The copier's status and filled quantity of an order: a cancel that came after all
     of it filled is a fill; a rejected order filled nothing."""
     if status == "filled" or (status == "cancelled" and size and filled >= size):
-        return "filled", filled or size
+        return OrderStatus.FILLED, filled or size
     if status == "rejected":
-        return "rejected", 0
+        return OrderStatus.REJECTED, 0
     return status, filled
 
 

@@ -73,7 +73,7 @@ from brokers.tradovate.records import (
 )
 from brokers.tradovate.stream import TradovateStream
 from core import clock
-from core.trading import Side
+from core.trading import OrderStatus, Side
 
 log = logging.getLogger(__name__)
 
@@ -339,7 +339,7 @@ class TradovateBroker(BrokerAdapter):
             # settles it; raising here would make the copier think nothing was sent.
             log.warning("%s: order %s placed, its fills unread (%s)", self.account, order_id,
                         exc.message)
-            result = OrderResult(request.client_order_id, str(order_id), "accepted", 0,
+            result = OrderResult(request.client_order_id, str(order_id), OrderStatus.ACCEPTED, 0,
                                  message="placed; fills not read yet")
         return dataclasses.replace(result, acknowledged_at=acknowledged_at)
 
@@ -351,14 +351,14 @@ class TradovateBroker(BrokerAdapter):
         filled = sum(int(f.get("qty", 0)) for f in fills if f.get("active", True))
         complete = qty > 0 and filled >= qty
         if complete and order is None:
-            return OrderResult(client_order_id, str(order_id), "filled", filled)
+            return OrderResult(client_order_id, str(order_id), OrderStatus.FILLED, filled)
         if order is None:
             order = self._call("GET", "/order/item", params={"id": order_id})
             assert isinstance(order, dict)
         status = str(order.get("ordStatus", ""))
         outcome, filled = settlement(status, qty, filled)
         if outcome == "rejected":
-            return OrderResult(client_order_id, str(order_id), "rejected", 0,
+            return OrderResult(client_order_id, str(order_id), OrderStatus.REJECTED, 0,
                                message=self._reject_text(order_id, status))
         message = "" if outcome == "filled" else (
             f"{status or 'working'}; filled {filled} of {qty}"

@@ -65,12 +65,12 @@ def settlement(status: str, qty: int, filled: int) -> tuple[OrderStatus, int]:
     `qty`: all filled is filled whatever the status says; a done order short of its
     quantity was cancelled (what it filled stays filled); a rejected one filled nothing."""
     if (qty > 0 and filled >= qty) or status == "Filled":
-        return "filled", max(filled, qty)
+        return OrderStatus.FILLED, max(filled, qty)
     if status == "Rejected" and not filled:
-        return "rejected", 0
+        return OrderStatus.REJECTED, 0
     if status in DONE_STATUSES:
-        return "cancelled", filled
-    return "accepted", filled
+        return OrderStatus.CANCELLED, filled
+    return OrderStatus.ACCEPTED, filled
 
 
 def accounts_named(listed: list[dict[str, Any]]) -> str:

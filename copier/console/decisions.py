@@ -13,6 +13,7 @@ from django.utils.safestring import SafeString, mark_safe
 from copier.console.latency import SLOW_MS
 from copier.console.sentences import DecisionFacts, decision_sentence, legs_text
 from copier.models import Decision, LeaderEvent, Order
+from core.trading import ANSWERED
 
 
 def decision_facts(decision: Decision) -> DecisionFacts:
@@ -25,7 +26,7 @@ def decision_facts(decision: Decision) -> DecisionFacts:
         expected_after=decision.expected_after or 0, leader_before=event.p0,
         leader_after=event.p1, planned=decision.planned_legs or (),
         placed=decision.placed_legs or (), held_after=decision.position_after,
-        detail=decision.detail, close_only_event=event.close_only)
+        notes=decision.note_list(), close_only_event=event.close_only)
 
 
 def action_text(decision: Decision) -> str:
@@ -94,7 +95,7 @@ def event_follower_latencies(event: LeaderEvent) -> dict[int, float]:
     out: dict[int, float] = {}
     orders: QuerySet[Order] = Order.objects.filter(
         decision__event=event, completed_at__isnull=False,
-        status__in=[Order.Status.FILLED, Order.Status.ACCEPTED, Order.Status.REJECTED])
+        status__in=ANSWERED)
     for order in orders:
         ms = order_latency_ms(order, event)
         if ms is not None:

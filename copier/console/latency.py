@@ -16,6 +16,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from html import escape
 
+from core.trading import ANSWERED
+
 # A copy slower than this stands out (red on the dashboard and the decision pages).
 SLOW_MS = 250
 # Histogram bucket upper bounds, ms; the last bucket is everything above.
@@ -115,7 +117,7 @@ WITH lat AS (
     FROM copier_order o
     JOIN copier_decision d ON d.id = o.decision_id
     JOIN copier_leaderevent e ON e.id = d.event_id
-    WHERE o.completed_at IS NOT NULL AND o.status IN ('filled', 'accepted', 'rejected')
+    WHERE o.completed_at IS NOT NULL AND o.status = ANY(%s)
       AND o.created_at >= %s
 )
 SELECT (SELECT count(*) FROM lat),
@@ -135,7 +137,7 @@ def latency_window(label: str, since: dt.datetime) -> LatencySummary:
     # here include their upper bound, hence the bounds nudged by a microsecond.
     bounds = [b + 1e-6 for b in BUCKETS_MS]
     with connection.cursor() as cursor:
-        cursor.execute(_WINDOW_SQL, [since, SLOW_MS, bounds])
+        cursor.execute(_WINDOW_SQL, [sorted(ANSWERED), since, SLOW_MS, bounds])
         count, pcts, slow, bucket_rows = cursor.fetchone()
     counts = [0] * (len(BUCKETS_MS) + 1)
     for b, n in bucket_rows or []:

@@ -33,6 +33,7 @@ from copier.models import (
     SessionLoss,
 )
 from core import clock
+from core.trading import ANSWERED
 
 RED, AMBER, GREEN, OFF = "red", "amber", "green", "off"
 _RANK = {OFF: 0, GREEN: 1, AMBER: 2, RED: 3}
@@ -148,10 +149,10 @@ def _last_latencies(account_ids: list[int]) -> dict[int, tuple[float, dt.datetim
                 JOIN copier_decision d ON d.id = o.decision_id
                 JOIN copier_leaderevent e ON e.id = d.event_id
                 WHERE o.account_id = a.id AND o.completed_at IS NOT NULL
-                  AND o.status IN ('filled', 'accepted', 'rejected')
+                  AND o.status = ANY(%s)
                 ORDER BY o.id DESC LIMIT 1
             ) AS x
-            """, [account_ids])
+            """, [account_ids, sorted(ANSWERED)])
         return {aid: (float(ms), at, eid) for aid, ms, at, eid in cursor.fetchall()}
 
 

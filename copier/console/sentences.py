@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from copier.rules import Reason
+from copier.rules import Note, NoteKind, Reason
 
 
 def signed(qty: int | None) -> str:
@@ -36,13 +36,11 @@ class DecisionFacts:
     planned: Sequence[Mapping[str, object]] = ()
     placed: Sequence[Mapping[str, object]] = ()  # planned legs with their "outcome"
     held_after: int | None = None
-    detail: str = ""
+    notes: Sequence[Note] = ()  # the decision's (`Decision.note_list`)
     close_only_event: bool = False
 
-    @property
-    def notes(self) -> list[str]:
-        """The engine's notes ("; "-joined in `detail`)."""
-        return [n.strip() for n in self.detail.split("; ") if n.strip()]
+    def has(self, kind: NoteKind) -> bool:
+        return any(note.kind == kind for note in self.notes)
 
 
 OUTCOME_WORDS = {
@@ -92,12 +90,16 @@ def _after(f: DecisionFacts) -> str:
 
 
 # Notes whose content the sentence already says in its own words.
-_SAID = ("diverged (", "exit_mode with_leader", Reason.QUARANTINE_LIFTED.value)
+_SAID = frozenset({NoteKind.DIVERGED, NoteKind.WITH_LEADER, NoteKind.QUARANTINE_LIFTED})
+
+
+def _unsaid(f: DecisionFacts) -> list[str]:
+    return [note.text for note in f.notes if note.kind not in _SAID]
 
 
 def _why(f: DecisionFacts) -> str:
     """The broker's or the engine's own words for a failure, when the row has them."""
-    said = [n for n in f.notes if not n.startswith(_SAID)]
+    said = _unsaid(f)
     return f" ({'; '.join(said)})" if said else ""
 
 
@@ -128,7 +130,7 @@ def opposite_side(f: DecisionFacts) -> str:
 
 
 def copied(f: DecisionFacts) -> str:
-    if any(n.startswith("exit_mode with_leader") for n in f.notes):
+    if f.has(NoteKind.WITH_LEADER):
         return (f"{_in_line(f)}; {_leader(f)} and this group closes fully with the "
                 f"leader's first exit: {_legs(f)}{_after(f)}")
     return (f"{_in_line(f)}; {_leader(f)}, so {f.follower} moves to "
@@ -193,7 +195,7 @@ def entries_resumed(f: DecisionFacts) -> str:
 
 def risk_limit(f: DecisionFacts) -> str:
     sent = _legs(f) if f.planned else "nothing"
-    limits = "; ".join(n for n in f.notes if not n.startswith(_SAID)) or "a risk limit"
+    limits = "; ".join(_unsaid(f)) or "a risk limit"
     return (f"{_opening(f)}: {_leader(f)}, and {f.follower}'s own risk limits cut or held "
             f"back the entry ({limits}); exits are never limited; sent: {sent}{_after(f)}")
 
@@ -233,7 +235,7 @@ RENDERERS: dict[str, Callable[[DecisionFacts], str]] = {
 def decision_sentence(facts: DecisionFacts) -> str:
     """The decision in words; a quarantine lifted on the way is said first."""
     text = RENDERERS.get(facts.reason, generic)(facts)
-    if facts.reason != Reason.QUARANTINE_LIFTED and Reason.QUARANTINE_LIFTED in facts.notes:
+    if facts.reason != Reason.QUARANTINE_LIFTED and facts.has(NoteKind.QUARANTINE_LIFTED):
         text = f"quarantine on {facts.symbol} lifted (both flat); " + text
     if facts.close_only_event:
         text += " [a leader move missed while disconnected: copied close-only]"

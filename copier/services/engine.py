@@ -77,39 +77,20 @@ class Seat:
     loss_lock: rules.LossLock | None = None  # the daily loss limit's lock the fill fell in
 
     @classmethod
-    def parse(cls, raw: list[Any] | dict[str, Any]) -> Seat:
-        """A seat as `sql.EVENT_RUN` froze it: an array in the order of `sql.SEAT_FIELDS`,
-        or, frozen before that, an object (`_parse_object`)."""
-        if isinstance(raw, dict):
-            return cls._parse_object(raw)
-        (follower_id, account_id, multiplier, enabled, reverse, exit_mode, start_event_id,
-         exits_only, fixed_qty, max_order_qty, max_position, max_symbols, window_start,
-         window_end, window_tz, window_days, loss_lock, micro, symbol_rules) = raw
+    def parse(cls, raw: list[Any]) -> Seat:
+        """A seat as `sql.EVENT_RUN` froze it: a `sql.FrozenFollower`'s array (a stored
+        array of another length is refused, never read into the wrong fields)."""
+        f = sql.FrozenFollower._make(raw)
         limits = _NO_LIMITS
-        if (max_order_qty, max_position, max_symbols, window_start) != (None,) * 4:
-            limits = rules.RiskLimits(max_order_qty, max_position, max_symbols, _window(
-                window_start, window_end, window_tz, window_days))
+        if (f.max_order_qty, f.max_position, f.max_symbols, f.window_start) != (None,) * 4:
+            limits = rules.RiskLimits(f.max_order_qty, f.max_position, f.max_symbols, _window(
+                f.window_start, f.window_end, f.window_tz, f.window_days))
         symbols = NO_MAPPING
-        if symbol_rules or micro != Micro.OFF:
-            symbols = SymbolMap.from_json({"micro": micro, "rules": symbol_rules})
-        return cls(follower_id, account_id, Decimal(multiplier), enabled, reverse,
-                   rules.ExitMode(exit_mode), start_event_id, exits_only, fixed_qty, limits,
-                   symbols, _loss_lock(loss_lock))
-
-    @classmethod
-    def _parse_object(cls, raw: dict[str, Any]) -> Seat:
-        # An event frozen before modes existed has no `exits_only`: it was active then;
-        # one frozen before risk limits has none of them: it had none; one frozen before
-        # symbol mappings has no `symbols`: it copied symbol for symbol.
-        limits = rules.RiskLimits(raw.get("max_order_qty"), raw.get("max_position"),
-                                  raw.get("max_symbols"), _window(
-                                      raw.get("window_start"), raw.get("window_end"),
-                                      raw.get("window_tz"), raw.get("window_days")))
-        return cls(raw["follower_id"], raw["account_id"], Decimal(raw["multiplier"]),
-                   raw["enabled"], raw["reverse"], rules.ExitMode(raw["exit_mode"]),
-                   raw["start_event_id"], bool(raw.get("exits_only", False)),
-                   raw.get("fixed_qty"), limits, SymbolMap.from_json(raw.get("symbols")),
-                   _loss_lock(raw.get("loss_lock")))
+        if f.symbol_rules or f.micro != Micro.OFF:
+            symbols = SymbolMap.from_json({"micro": f.micro, "rules": f.symbol_rules})
+        return cls(f.follower_id, f.account_id, Decimal(f.multiplier), f.enabled, f.reverse,
+                   rules.ExitMode(f.exit_mode), f.start_event_id, f.exits_only, f.fixed_qty,
+                   limits, symbols, _loss_lock(f.loss_lock))
 
     def route(self, leader_symbol: str) -> Route:
         """The follower's symbol and ratio for the leader's symbol (copier.symbol_map)."""
@@ -129,8 +110,8 @@ def _window(start: str | None, end: str | None, tz: str | None,
 
 
 def _loss_lock(lock: dict[str, Any] | None) -> rules.LossLock | None:
-    """The daily loss limit's lock frozen with the event; an event frozen before loss
-    limits existed has none."""
+    """The daily loss limit's lock frozen with the event; none unless the fill was read
+    inside one."""
     if not lock:
         return None
     return rules.LossLock(Decimal(lock["limit"] or 0), Decimal(lock["realized"] or 0),
@@ -145,12 +126,11 @@ def event_seats(event: LeaderEvent, follower_ids: Collection[int] | None = None)
     if isinstance(frozen, str):  # a raw row: psycopg hands jsonb to Django as text
         frozen = event.followers_frozen = json.loads(frozen)
     if follower_ids is not None:  # read before parsing: a batch parses only its own seats
-        frozen = [raw for raw in frozen or [] if _seat_follower_id(raw) in follower_ids]
+        frozen = [raw for raw in frozen or [] if raw[_FOLLOWER_ID] in follower_ids]
     return [Seat.parse(raw) for raw in frozen or []]
 
 
-def _seat_follower_id(raw: list[Any] | dict[str, Any]) -> int:
-    return raw["follower_id"] if isinstance(raw, dict) else raw[0]
+_FOLLOWER_ID = sql.FrozenFollower._fields.index("follower_id")
 
 
 @dataclass
@@ -246,7 +226,7 @@ class _Work:
     symbol: str  # the follower's (mapped) symbol: its position, orders, quarantine, exits
     position: Position
     verdict: rules.Verdict
-    notes: list[str]
+    notes: list[rules.Note]
     before: int
     legs: tuple[rules.Leg, ...]
     results: list[tuple[rules.Leg, rules.LegOutcome]] = field(default_factory=list)
@@ -353,7 +333,9 @@ class _Batch:
         now = clock.now()
         Decision.objects.bulk_create([
             Decision(event=self.event, account_id=account_id, symbol=self.event.symbol,
-                     reason=rules.Reason.NOT_MAPPED, detail=why, created_at=now, settled_at=now)
+                     reason=rules.Reason.NOT_MAPPED,
+                     notes=[rules.Note.of(rules.NoteKind.NOT_MAPPED, why=why).to_json()],
+                     created_at=now, settled_at=now)
             for account_id, why in sorted(unmapped.items())
         ], ignore_conflicts=True)
 
@@ -399,18 +381,19 @@ class _Batch:
             loss_lock=seat.loss_lock,
         )
         verdict = rules.decide(rules.LeaderMove(ev.p0, ev.p1), facts)
-        notes = [verdict.note] if verdict.note else []
+        notes = list(verdict.notes)
         if verdict.lift_quarantine:
             quarantine_lift(account=account, symbol=symbol, by="auto: follower and leader flat")
             position.quarantined = False
-            notes.insert(0, rules.Reason.QUARANTINE_LIFTED.value)
+            notes.insert(0, rules.Note.of(rules.NoteKind.QUARANTINE_LIFTED))
         if verdict.quarantine:
             quarantine_create(account=account, symbol=symbol,
                               reason=Quarantine.Reason.OPPOSITE_SIDE, event=ev,
                               detail=f"follower {position.qty:+d} against the leader's side")
             position.quarantined = True
         if symbol != ev.symbol:
-            notes.insert(0, f"leader {ev.symbol} -> {symbol} x{route.ratio.normalize():f}")
+            notes.insert(0, rules.Note.of(rules.NoteKind.ROUTED, leader=ev.symbol, symbol=symbol,
+                                          ratio=f"{route.ratio.normalize():f}"))
         return _Work(ev, symbol, position, verdict, notes, position.qty,
                      rules.ordered_for_placement(verdict.legs))
 
@@ -491,7 +474,7 @@ class _Batch:
             Decision(
                 event=w.event, account=w.account, symbol=w.symbol,
                 reason=rules.placement_reason(w.verdict.reason, w.results),
-                detail="; ".join(w.notes), position_before=w.before,
+                notes=[note.to_json() for note in w.notes], position_before=w.before,
                 expected_before=w.verdict.e0, expected_after=w.verdict.e1,
                 planned_legs=_legs_json(w.legs), position_after=w.position.qty,
                 placed_legs=[{**_legs_json([leg])[0], "outcome": result.value}
@@ -514,12 +497,16 @@ class _Batch:
         positions_save([w.position for w in work])
 
 
+def _leg_values(leg: rules.Leg) -> dict[str, Any]:
+    return {"leg": leg.kind.value, "side": leg.side.value, "qty": leg.qty}
+
+
 def _unfilled_record(w: _Work, leg: rules.Leg, sent: Sent) -> rules.LegOutcome:
     """The broker answered the placement with the order ended and a rest unfilled: an
     exit's rest is queued as a failed attempt, an entry's is not sent again."""
     order = sent.order
-    w.notes.append(f"{leg.kind.value} {leg.side.value} {leg.qty}: {order.filled_qty} filled, "
-                   f"the broker ended the rest")
+    w.notes.append(rules.Note.of(rules.NoteKind.LEG_ENDED, **_leg_values(leg),
+                                 filled=order.filled_qty))
     if leg.kind == rules.LegKind.EXIT:
         failed_exits.failed_exit_queue(
             account=w.account, symbol=w.symbol, event=w.event, attempts=1,
@@ -534,7 +521,7 @@ def _leg_failure_record(w: _Work, leg: rules.Leg, sent: Sent,
     """Record what a failed leg leaves behind: a quarantine, a failed exit to retry."""
     assert sent.error is not None
     error = sent.error.message
-    w.notes.append(f"{leg.kind.value} {leg.side.value} {leg.qty}: {error}")
+    w.notes.append(rules.Note.of(rules.NoteKind.LEG_FAILED, **_leg_values(leg), error=error))
     if outcome == rules.LegOutcome.REJECTED:
         quarantine_create(account=w.account, symbol=w.symbol, event=w.event,
                           reason=Quarantine.Reason.REJECTED, detail=error)

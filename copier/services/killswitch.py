@@ -25,6 +25,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from django.db import transaction
 from django.db.models import Q
@@ -138,7 +139,7 @@ def _entries_switch(kind: str, groups: Sequence[CopyGroup] | None, by: str) -> O
         Decision.objects.bulk_create([
             Decision(action=action, account=f.account, symbol=ALL_SYMBOLS,
                      reason=rules.Reason.EXITS_ONLY if stop else rules.Reason.ENTRIES_RESUMED,
-                     detail=_switch_note(stop, by, f, held.get(f.account_id, {})),
+                     notes=_action_notes(_switch_note(stop, by, f, held.get(f.account_id, {}))),
                      created_at=now, settled_at=now)
             for f in followers
         ])
@@ -154,6 +155,15 @@ def _switch_detail(stop: bool, groups: list[CopyGroup], changed: list[CopyGroup]
     names = ", ".join(g.name for g in changed) or "none"
     same = [g.name for g in groups if g not in changed]
     return f"{verb} on: {names}" + (f"; already so: {', '.join(same)}" if same else "")
+
+
+def _action_note(text: str) -> rules.Note:
+    """A person's action in the words it is recorded with: no rule's numbers to keep."""
+    return rules.Note.of(rules.NoteKind.ACTION, text=text)
+
+
+def _action_notes(text: str) -> list[dict[str, Any]]:
+    return [_action_note(text).to_json()]
 
 
 def _switch_note(stop: bool, by: str, follower: Follower, held: dict[str, int]) -> str:
@@ -298,8 +308,9 @@ def _switch_record(kind: str, group: CopyGroup, what: str, by: str,
     Decision.objects.bulk_create([
         Decision(action=action, account=f.account, symbol=ALL_SYMBOLS,
                  reason=_STATE_REASON[new], created_at=now, settled_at=now,
-                 detail=(f"{by}: {what}; it copies {new} (was {old}) from the leader's next "
-                         f"event. Holds {describe_held(held.get(f.account_id, {}))}."))
+                 notes=_action_notes(
+                     f"{by}: {what}; it copies {new} (was {old}) from the leader's next "
+                     f"event. Holds {describe_held(held.get(f.account_id, {}))}."))
         for f, old, new in changed
     ])
     alert_raise(kind=AlertKind.KILL_SWITCH, group=group, about=group.name,
@@ -434,8 +445,9 @@ def flatten(*, groups: Sequence[CopyGroup] | None = None,
             result.decisions.append(Decision.objects.create(
                 action=action, account=f.account, symbol=ALL_SYMBOLS,
                 reason=rules.Reason.EXITS_ONLY, created_at=clock.now(), settled_at=clock.now(),
-                detail=f"{by} flattened: nothing to close (or its exit is queued already); "
-                       f"{cancelled}; exits only from now on"))
+                notes=_action_notes(
+                    f"{by} flattened: nothing to close (or its exit is queued already); "
+                    f"{cancelled}; exits only from now on")))
     group_of = {f.account_id: f.group for f in chosen}
     with transaction.atomic():
         for g in chosen_groups or sorted(set(group_of.values()), key=lambda g: g.name):
@@ -492,19 +504,20 @@ def _close(result: FlattenResult, account: TradingAccount, symbol: str, by: str,
             position.qty += settled.moved
             blocked = settled.blocked
         before = position.qty
-        notes = [f"{by} flattened", cancelled]
+        notes = [_action_note(f"{by} flattened"), _action_note(cancelled)]
         results: list[tuple[rules.Leg, rules.LegOutcome]] = []
         orders: list[Order] = []
         legs = rules.close_by(before, abs(before))
         if (account.pk, symbol) in _flatten_queued({account.pk}):
-            notes.append("an earlier flatten's exit is queued: it closes this")
+            notes.append(_action_note("an earlier flatten's exit is queued: it closes this"))
             legs = ()
         for leg in legs:
             if blocked or not account.is_connected:
                 why = blocked or "follower disconnected"
                 failed_exits.failed_exit_queue(account=account, symbol=symbol, leg=leg,
                                                event=None, action=action, attempts=0, error=why)
-                notes.append(f"exit {leg.side.value} {leg.qty} queued: {why}")
+                notes.append(rules.Note.of(rules.NoteKind.LEG_QUEUED, leg=leg.kind.value,
+                                           side=leg.side.value, qty=leg.qty, why=why))
                 results.append((leg, rules.LegOutcome.QUEUED))
                 continue
             spec = OrderSpec(account=account, symbol=symbol, leg=leg,
@@ -515,7 +528,9 @@ def _close(result: FlattenResult, account: TradingAccount, symbol: str, by: str,
             outcome = rules.leg_outcome(leg, failed=sent.error is not None,
                                         permanent=sent.permanent)
             if sent.error is not None:
-                notes.append(f"exit {leg.side.value} {leg.qty}: {sent.error.message}")
+                notes.append(rules.Note.of(rules.NoteKind.LEG_FAILED, leg=leg.kind.value,
+                                           side=leg.side.value, qty=leg.qty,
+                                           error=sent.error.message))
                 if outcome == rules.LegOutcome.REJECTED:
                     quarantine_create(account=account, symbol=symbol,
                                       reason=Quarantine.Reason.REJECTED,
@@ -531,7 +546,8 @@ def _close(result: FlattenResult, account: TradingAccount, symbol: str, by: str,
         decision = Decision.objects.create(
             action=action, account=account, symbol=symbol,
             reason=rules.placement_reason(rules.Reason.FLATTENED, results),
-            detail="; ".join(notes), position_before=before, position_after=position.qty,
+            notes=[note.to_json() for note in notes], position_before=before,
+            position_after=position.qty,
             planned_legs=[_leg_json(leg) for leg in legs],
             placed_legs=[{**_leg_json(leg), "outcome": outcome.value}
                          for leg, outcome in results],
@@ -578,8 +594,8 @@ def _queued_attempt(result: FlattenResult, account: TradingAccount, symbol: str,
     decision = Decision.objects.create(
         action=result.action, account=account, symbol=symbol,
         reason=rules.placement_reason(rules.Reason.FLATTENED, results),
-        detail=f"{by} flattened again; {cancelled}; an earlier flatten's queued exit was "
-               f"{what}",
+        notes=_action_notes(f"{by} flattened again; {cancelled}; an earlier flatten's queued "
+                            f"exit was {what}"),
         position_before=before, position_after=_held(account, symbol),
         planned_legs=[_leg_json(leg) for leg, _o in results],
         placed_legs=[{**_leg_json(leg), "outcome": o.value} for leg, o in results],

@@ -252,7 +252,7 @@ def _copier_order_fill(account: TradingAccount, order: Order, fill: Fill, *,
 
 
 # What the venue's settlement of a working order makes of the copier's row, by what filled.
-_ORDER_SETTLED = {"cancelled": Order.Status.CANCELLED, "rejected": Order.Status.REJECTED}
+_ORDER_SETTLED = {Order.Status.CANCELLED, Order.Status.REJECTED}
 
 
 def order_update_record(*, account: TradingAccount, update: OrderUpdate) -> Order | None:
@@ -287,7 +287,7 @@ def order_update_record(*, account: TradingAccount, update: OrderUpdate) -> Orde
                         "counted %d: waiting for its fills", account.name,
                         order.client_order_id, update.status, update.filled_qty, counted)
             return None
-        order.move_to(_ORDER_SETTLED[update.status] if not counted else Order.Status.FILLED)
+        order.move_to(Order.Status(update.status) if not counted else Order.Status.FILLED)
         order.filled_qty = counted
         order.message = (f"{update.status} at the broker after {counted} of {order.qty} "
                          "filled")

@@ -72,7 +72,7 @@ def _fills_claimed(order: Order, result: OrderResult) -> int:
     look-up that found it moves the position by the rest only (never twice). Only an
     order not yet counted in part can have such fills (a new row, or one `unknown`).
     """
-    if result.status == "rejected" or order.status not in (Order.Status.SUBMITTING,
+    if result.status == Order.Status.REJECTED or order.status not in (Order.Status.SUBMITTING,
                                                             Order.Status.UNKNOWN):
         return 0
     return sql.follower_fills_claim(account_id=order.account_id,
@@ -136,7 +136,7 @@ def result_apply(order: Order, result: OrderResult, *,
         order.acknowledged_at = result.acknowledged_at
     if result.side is not None and result.qty:  # what went out is what counts
         order.side, order.qty = result.side, result.qty
-    if result.status == "rejected":
+    if result.status == Order.Status.REJECTED:
         order.move_to(Order.Status.REJECTED)
         return 0, PermanentBrokerError(result.message or "rejected by the broker")
     counted = order.filled_qty if order.status == Order.Status.ACCEPTED else claimed
@@ -148,9 +148,9 @@ def result_apply(order: Order, result: OrderResult, *,
 def _settled_status(result: OrderResult, filled: int, qty: int) -> str:
     """An order settles by the sum of its fills: one the broker ended (cancelled, expired)
     after a part filled is `filled` for that part, with nothing filled `cancelled`."""
-    if result.status == "filled" and filled >= qty:
+    if result.status == Order.Status.FILLED and filled >= qty:
         return Order.Status.FILLED
-    if result.status == "cancelled" or result.status == "filled":
+    if result.status in (Order.Status.CANCELLED, Order.Status.FILLED):
         # "filled" short of the order: all it ever will (a venue that says so)
         return Order.Status.FILLED if filled else Order.Status.CANCELLED
     return Order.Status.ACCEPTED

@@ -150,22 +150,22 @@ def _decision_settle(decision: Decision, position: Position) -> None:
                                                   or order.unfilled):
             exits_filled = False
     waiting = [i for i, leg in enumerate(legs) if leg["outcome"] == rules.LegOutcome.WAITING]
-    notes = []
+    notes: list[rules.Note] = []
     if waiting:
         held = _entries_held(position) if exits_filled else "the exit before it did not fill"
         if held:
             for i in waiting:
                 legs[i]["outcome"] = rules.LegOutcome.FAILED
-            notes.append(f"entry not sent: {held}")
+            notes.append(rules.Note.of(rules.NoteKind.ENTRY_HELD, why=held))
         else:
             notes += _waiting_send(decision, position, legs, waiting)
     outcomes = [(_leg(leg), rules.LegOutcome(leg["outcome"])) for leg in legs]
     decision.reason = rules.placement_reason(rules.Reason(decision.reason), outcomes)
     decision.placed_legs = legs
     decision.position_after = position.qty
-    decision.detail = "; ".join(filter(None, [decision.detail, *notes]))
+    decision.notes = [*(decision.notes or []), *(note.to_json() for note in notes)]
     decision.settled_at = clock.now()
-    decision.save(update_fields=["reason", "placed_legs", "position_after", "detail",
+    decision.save(update_fields=["reason", "placed_legs", "position_after", "notes",
                                  "settled_at"])
 
 
@@ -184,14 +184,14 @@ def _entries_held(position: Position) -> str:
 
 
 def _waiting_send(decision: Decision, position: Position, legs: list[dict[str, Any]],
-                  waiting: list[int]) -> list[str]:
+                  waiting: list[int]) -> list[rules.Note]:
     """Send the legs that waited for their exit; looked up first (a continuation that
     died after sending them left them at the broker, not in our rows)."""
     account = position.account
     specs = [OrderSpec(account=account, symbol=position.symbol, leg=_leg(legs[i]),
                        client_order_id=_leg_order_id(decision, i), decision=decision)
              for i in waiting]
-    notes = []
+    notes: list[rules.Note] = []
     for i, spec, sent in zip(waiting, specs, orders_place(specs, look_up_first=True),
                              strict=True):
         position.qty += sent.moved
@@ -200,8 +200,9 @@ def _waiting_send(decision: Decision, position: Position, legs: list[dict[str, A
             working_expiry_schedule(sent.order)
         legs[i]["outcome"] = _sent_outcome(spec.leg, sent)
         if sent.error is not None:
-            notes.append(f"{spec.leg.kind.value} {spec.leg.side.value} {spec.leg.qty}: "
-                         f"{sent.error.message}")
+            notes.append(rules.Note.of(
+                rules.NoteKind.LEG_FAILED, leg=spec.leg.kind.value, side=spec.leg.side.value,
+                qty=spec.leg.qty, error=sent.error.message))
             if sent.permanent:
                 quarantine_create(account=account, symbol=position.symbol,
                                   event=decision.event, reason=Quarantine.Reason.REJECTED,

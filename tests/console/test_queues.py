@@ -13,8 +13,8 @@ from django.conf import settings
 from copier import alerts, publisher, tasks
 from copier.celery import app
 from copier.models import Alert, FailedExit, LeaderEvent
+from copier.periodic import PERIODIC
 from copier.services.failed_exits import failed_exits_dispatch_due
-from copier.tasks import PERIODIC_TASKS
 from tests.factories import T0, account, connect, group, leader_fill
 
 COPY_TASKS = [publisher.PROCESS_EVENT, publisher.COPY_FOLLOWERS, publisher.RETRY_FAILED_EXIT]
@@ -25,8 +25,8 @@ def _queue_of(task_name: str) -> str:
 
 
 def test_periodic_tasks_go_to_housekeeping_and_copies_to_the_default_queue():
-    for task, _every in PERIODIC_TASKS.values():
-        assert _queue_of(task) == "housekeeping", task
+    for periodic in PERIODIC:
+        assert _queue_of(periodic.task) == "housekeeping", periodic.task
     assert _queue_of("copier.send_alerts") == "housekeeping"
     for task in COPY_TASKS:
         assert _queue_of(task) == "celery", task

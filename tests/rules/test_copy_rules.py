@@ -162,7 +162,7 @@ def test_diverged_reduction_is_proportional_to_the_leader():
 
 
 def test_diverged_follower_never_opens_or_adds():
-    assert run(1, 3, c=2) == Verdict(Reason.CLOSE_ONLY, (), 1, 3, note=run(1, 3, c=2).note)
+    assert run(1, 3, c=2) == Verdict(Reason.CLOSE_ONLY, (), 1, 3, notes=run(1, 3, c=2).notes)
     assert run(0, 2, c=1).legs == ()
 
 

@@ -17,7 +17,7 @@ from accounts.models import ConnectionState, Position, TradingAccount
 from brokers.registry import adapter_for, adapters_forget
 from brokers.sessions import session_save
 from brokers.sim import SimBroker
-from copier import sql, tasks
+from copier import tasks
 from copier.models import (
     Alert,
     AlertKind,
@@ -130,17 +130,6 @@ def test_a_run_decides_with_the_mode_the_event_first_saw(world, first, then, cop
     for batch in started.batches:
         engine.seats_copy(event=started.event, seats=batch)
     assert broker_position(f1, "ES") == copied
-
-
-def test_an_event_frozen_before_modes_existed_is_read_as_active(world):
-    _g, leader, _f1, _f2 = world
-    event = _stored(leader, "a", "buy", 1)
-    started = engine.event_start(event_id=event.pk)
-    assert started is not None
-    names = [name for name, _expression in sql.SEAT_FIELDS]
-    raw = [{k: v for k, v in zip(names, seat, strict=True) if k != "exits_only"}
-           for seat in LeaderEvent.objects.get(pk=event.pk).followers_frozen]  # as it was
-    assert all(s.exits_only is False for s in (engine.Seat.parse(r) for r in raw))
 
 
 # --- flatten -----------------------------------------------------------------------------------

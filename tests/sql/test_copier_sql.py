@@ -132,31 +132,28 @@ def test_event_run_freezes_every_setting_in_its_own_place(world):
         symbols=SymbolMap((SymbolRule("NQ", "MNQ", Decimal(7)),), Micro.TO_MICRO),
         loss_lock=rules.LossLock(Decimal(500), Decimal("-612.5"), since, until,
                                  losslimit.session_reset().tz))
-    assert len(ran.followers_frozen[0]) == len(sql.SEAT_FIELDS)  # an array, not an object
+    assert len(ran.followers_frozen[0]) == len(sql.FrozenFollower._fields)  # an array
 
 
-def test_event_run_seats_frozen_as_objects_before_are_still_read(world):
-    """An event first run by the version before seats were arrays: its re-run reads them."""
+def test_a_frozen_follower_is_one_record_stored_as_an_array_of_its_fields(world):
+    """The one stored format: an array in `FrozenFollower`'s order, found by
+    `events_in_flight` at the account's place; an array of another length (a field added,
+    or dropped) is refused rather than read into the wrong fields."""
     leader, f1, _f2 = world
-    follower = Follower.objects.get(account=f1)
-    frozen = [{"follower_id": follower.pk, "account_id": f1.pk, "multiplier": "2.0000",
-               "enabled": True, "reverse": False, "exit_mode": "proportional",
-               "start_event_id": 0, "exits_only": False, "fixed_qty": None,
-               "max_order_qty": 4, "max_position": None, "max_symbols": None,
-               "window_start": None, "window_end": None, "window_tz": "UTC",
-               "window_days": "", "loss_lock": None,
-               "symbols": {"micro": "off", "rules": [["NQ", "MNQ", None]]}}]
-    event = _event(leader, runs=1, followers_frozen=frozen, followers_total=1)
-
-    ran = sql.event_run(event_id=event.pk, now=NOW)
-
+    ran = sql.event_run(event_id=_event(leader).pk, now=NOW)
     assert ran is not None
-    [seat] = event_seats(ran)
-    assert ran.followers_frozen == frozen  # never frozen again
-    assert (seat.account_id, seat.multiplier, seat.limits.max_order_qty) == (
-        f1.pk, Decimal(2), 4)
-    assert seat.route("NQ").symbol == "MNQ"
-    assert sql.events_in_flight(account_id=f1.pk) == [event.pk]
+    frozen = ran.followers_frozen
+    frozen = json.loads(frozen) if isinstance(frozen, str) else frozen  # a raw row's jsonb
+    raw = {r[1]: r for r in frozen}[f1.pk]
+    record = sql.FrozenFollower._make(raw)
+    assert (record.account_id, record.multiplier, record.exits_only) == (
+        f1.pk, "1.0000", False)
+    assert Seat.parse(raw).account_id == f1.pk
+    assert sql.events_in_flight(account_id=f1.pk) == [ran.pk]
+    with pytest.raises(TypeError):
+        Seat.parse(raw[:-1])
+    with pytest.raises(TypeError):
+        Seat.parse([*raw, None])
 
 
 def test_event_run_reads_only_the_locked_sessions_of_a_follower(world):
@@ -416,14 +413,15 @@ def test_metric_tallies_add_adds_to_what_is_there_in_one_statement(world):
 # --- decisions_insert, orders_insert ------------------------------------------------------
 def test_decisions_insert_stores_every_field_as_bulk_create_would_and_sets_the_ids(world):
     from copier.models import Decision
-    from copier.rules import Reason
+    from copier.rules import Note, NoteKind, Reason
 
     leader, f1, _f2 = world
     event = _event(leader)
     now = dt.datetime(2026, 1, 5, 14, 30, tzinfo=dt.UTC)
     decisions = [
         Decision(event=event, account=f1, symbol="NQ", reason=Reason.COPIED,
-                 detail="leader NQ -> MNQ x10", position_before=-1, expected_before=-1,
+                 notes=[{"kind": "routed", "leader": "NQ", "symbol": "MNQ", "ratio": "10"}],
+                 position_before=-1, expected_before=-1,
                  expected_after=2, planned_legs=[{"side": "buy", "qty": 3, "kind": "entry"}],
                  position_after=2, placed_legs=[], created_at=now, settled_at=now),
         Decision(event=_event(leader, "f2"), account=f1, symbol="ES", reason="risk_limit",
@@ -435,6 +433,7 @@ def test_decisions_insert_stores_every_field_as_bulk_create_would_and_sets_the_i
     first, second = stored[decisions[0].pk], stored[decisions[1].pk]
     assert (first.reason, first.detail, first.expected_after, first.position_after) == (
         "copied", "leader NQ -> MNQ x10", 2, 2)
+    assert first.note_list() == [Note.of(NoteKind.ROUTED, leader="NQ", symbol="MNQ", ratio="10")]
     assert first.planned_legs == [{"side": "buy", "qty": 3, "kind": "entry"}]
     assert (first.placed_legs, first.created_at, first.action_id) == ([], now, None)
     assert (second.reason, second.detail, second.expected_before, second.settled_at) == (

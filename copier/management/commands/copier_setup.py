@@ -11,7 +11,7 @@ from typing import Any
 from django.core.management.base import BaseCommand
 from django_celery_beat.models import IntervalSchedule, PeriodicTask
 
-from copier.tasks import PERIODIC_TASKS
+from copier.periodic import PERIODIC
 
 
 class Command(BaseCommand):
@@ -19,13 +19,13 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         created = 0
-        for name, (task, seconds) in PERIODIC_TASKS.items():
+        for periodic in PERIODIC:
             schedule, _ = IntervalSchedule.objects.get_or_create(
-                every=seconds, period=IntervalSchedule.SECONDS
+                every=periodic.seconds(), period=IntervalSchedule.SECONDS
             )
             _, was_created = PeriodicTask.objects.get_or_create(
-                name=name, defaults={"task": task, "interval": schedule}
+                name=periodic.label, defaults={"task": periodic.task, "interval": schedule}
             )
             created += was_created
         self.stdout.write(f"periodic tasks: {created} created, "
-                          f"{len(PERIODIC_TASKS) - created} already there")
+                          f"{len(PERIODIC) - created} already there")
