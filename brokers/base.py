@@ -2,7 +2,7 @@
 
 The copy engine talks to brokers only through `BrokerAdapter`. Errors say
 whether retrying can help, because that decides between the Failed Exit
-Queue (transient) and a quarantine (permanent): see COPY_RULES.md.
+Queue (transient) and a quarantine (permanent): see docs/rules.md#placing-the-plan.
 
 An adapter module provides (the checklist for adding a broker, see README):
 
@@ -168,7 +168,7 @@ class OrderResult:
     what filled so far, possibly > 0); "cancelled" = settled by a cancel or an expiry at
     the venue after `filled_qty` filled (0 up to qty - 1); "rejected" = refused, nothing
     filled. A venue that cancels the rest of a part-filled order says "cancelled", never
-    "filled": what it did not fill is still to be done (COPY_RULES.md, Orders in flight).
+    "filled": what it did not fill is still to be done (docs/rules.md#orders-in-flight).
     The status is in the copier's own vocabulary (core.trading.OrderStatus), one of its
     VENUE_ANSWERS: the copier stores it as it came.
     """
@@ -196,7 +196,7 @@ class Fill:
 
     It is the copier's own only when that order is one the copier recorded on the
     account (by the exact client order id, or the broker's order id); any other fill,
-    whatever its tag, is the trader's (COPY_RULES "Current follower position").
+    whatever its tag, is the trader's (docs/rules.md#whose-fill-it-is).
     """
 
     fill_id: str
@@ -307,9 +307,10 @@ class Unreadable:
     venue's look-up does not know, a field that is not what the venue documents.
 
     Delivered (by a stream, or by `BrokerAdapter.positions_unread` after a read), never
-    raised: one record the copier cannot take must not stop the account's stream or fail
-    its reconnect. The copier records it as refused (COPY_RULES.md). `payload`: the
-    venue's record as JSON holds it; `symbol`: the contract's name, where that was read.
+    raised: one record the copier cannot take must not stop the account's stream or fail its
+    reconnect. The copier records it as refused (docs/rules.md#refused-and-duplicate-fills).
+    `payload`: the venue's record as JSON holds it; `symbol`: the contract's name, where
+    that was read.
     """
 
     kind: Literal["fill", "position"]
@@ -604,7 +605,7 @@ class BrokerAdapter(abc.ABC):
 
         Status "cancelled" with what filled before the cancel, or "filled"/"rejected" when it
         settled first; None when the venue has no order with that client order id. What the
-        copier's working-order timeout calls (COPY_RULES.md, Orders in flight). Raises
+        copier's working-order timeout calls (docs/rules.md#orders-in-flight). Raises
         TransientBrokerError when the venue cannot be asked now.
         """
 

@@ -1,12 +1,11 @@
 """`copier_listen`: the long-lived process that keeps every account's broker stream.
 
-One asyncio loop runs one stream per account of every enabled copy group (the
-leaders, and the enabled followers of enabled groups), and of every follower a
-flatten's exit still waits on, whatever its or its group's mode (COPY_RULES.md, "A
-person's orders": its connection is kept until they are done). Each second it scans the
-database: accounts that joined (or were enabled) get a stream, accounts that left
-lose theirs, and an account whose broker, broker-side id, credentials or role
-changed gets its stream restarted. Per account:
+One asyncio loop runs one stream per account of every enabled copy group (the leaders, and
+the enabled followers of enabled groups), and of every follower a flatten's exit still waits
+on, whatever its or its group's mode (docs/rules.md#flatten-and-the-kill-switch: its
+connection is kept until they are done). Each second it scans the database: accounts that
+joined (or were enabled) get a stream, accounts that left lose theirs, and an account whose
+broker, broker-side id, credentials or role changed gets its stream restarted. Per account:
 
     session (obtain or renew, stored for the workers) -> stream.open()
     -> connection_restored()  (the Sync Divergence Guard: positions re-read AFTER
@@ -60,10 +59,10 @@ twice: leader fills are stored once per broker fill id and follower fills are
 settled once (see copier.services.listener), but each account's stream should
 have one reader.
 
-A listener that dies between reading a batch and storing it loses that batch
-from its stream; the new owner's reconnect re-reads the positions, which include
-it: a missed move, copied close-only (COPY_RULES.md), as for any fill made while
-no stream was open.
+A listener that dies between reading a batch and storing it loses that batch from its
+stream; the new owner's reconnect re-reads the positions, which include it: a missed move,
+copied close-only (docs/rules.md#sync-divergence-guard), as for any fill made while no
+stream was open.
 """
 
 from __future__ import annotations

@@ -867,11 +867,11 @@ class Order(models.Model):
 class RefusedFill(models.Model):
     """A fill or a position statement from a broker that the copier could not accept, and why.
 
-    Nothing a broker says is dropped silently: the row is kept for a person to
-    see. After a refused fill the account's positions were re-read from the broker,
-    so that the copier's view of it does not stay wrong (COPY_RULES.md); a refused
-    statement (a position on a contract the venue's look-up does not know, or of a
-    size no account holds) was not applied, and the rest of its read was.
+    Nothing a broker says is dropped silently: the row is kept for a person to see. After a
+    refused fill the account's positions were re-read from the broker, so that the copier's
+    view of it does not stay wrong (docs/rules.md#refused-and-duplicate-fills); a refused
+    statement (a position on a contract the venue's look-up does not know, or of a size no
+    account holds) was not applied, and the rest of its read was.
     """
 
     class Kind(models.TextChoices):

@@ -1,4 +1,4 @@
-"""The copy rules of COPY_RULES.md as pure functions: the one place a rule lives.
+"""The copy rules of the contract (docs/rules.md) as pure functions: the one place a rule lives.
 
 No Django, no Celery, no I/O: given the leader's move and the facts about one
 follower, `decide` returns what to do and why. It reads like the contract,
@@ -18,8 +18,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from core.trading import MAX_VENUE_ID, Side, signed
 
-# Quantity limits, checked before anything is sent (COPY_RULES.md "Joining, settings and
-# crashes": one follower's impossible order must never fail the others' copy).
+# Quantity limits, checked before anything is sent (docs/rules.md#joining-settings-and-crashes:
+# one follower's impossible order must never fail the others' copy).
 MAX_MULTIPLIER = Decimal(100)
 MAX_ORDER_QTY = 10_000  # contracts in one copied entry; exits are never limited
 # Bounds of a follower's own settings (fixed quantity, risk limits): beyond them a value is
@@ -30,7 +30,7 @@ MAX_SYMBOLS_LIMIT = 1_000
 MAX_LOSS_LIMIT = Decimal(10_000_000)
 # What a venue (or the sim, or a scenario) may say: a fill or a position of more contracts
 # than this is beyond any futures account, a garbled number, refused before anything is
-# stored (COPY_RULES.md "a number out of range ... beyond the quantity limits"). Far below
+# stored (docs/rules.md#refused-and-duplicate-fills). Far below
 # what the columns hold, so a refused number never reaches one.
 MAX_VENUE_QTY = 1_000_000
 
@@ -566,8 +566,8 @@ def leader_side(move: LeaderMove) -> int:
 
 
 def decide(move: LeaderMove, facts: FollowerFacts) -> Verdict:
-    """Rules 1-6 of COPY_RULES.md, in order (the first that decides, decides), then the
-    exits-only filter (docs/rules.md).
+    """Rules 1-6 of docs/rules.md#decision-order, in order (the first that decides,
+    decides), then the exits-only filter.
 
     Rule 2's heal check needs the follower's other symbols and is done by the
     caller before: `facts.paused` means the pause stays. Lifting a quarantine
@@ -784,7 +784,7 @@ class LegOutcome(StrEnum):
 
 def leg_outcome(leg: Leg, *, failed: bool, permanent: bool = False,
                 disconnected: bool = False) -> LegOutcome:
-    """What became of one leg ("Placing the plan" in COPY_RULES.md).
+    """What became of one leg (docs/rules.md#placing-the-plan).
 
     Not sent: an exit to a disconnected follower is queued, anything else is
     dropped. Sent and failed: refused for good is `rejected`; a transient

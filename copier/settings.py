@@ -388,8 +388,8 @@ COPIER_FAILED_EXIT_KEEP_DAYS = 7
 # (a leader's as a missed move, close-only): venues send a position before its fill.
 COPIER_POSITION_GRACE_SECONDS = int(os.environ.get("COPIER_POSITION_GRACE_SECONDS", "3"))
 # An order of the copier's still working at the broker this long after it was sent is
-# cancelled there by the copier, and settles from what filled (COPY_RULES.md "Orders in
-# flight"); meanwhile nothing more is decided for its (follower, symbol).
+# cancelled there by the copier, and settles from what filled (docs/rules.md#orders-in-flight)
+#; meanwhile nothing more is decided for its (follower, symbol).
 COPIER_WORKING_ORDER_SECONDS = float(os.environ.get("COPIER_WORKING_ORDER_SECONDS", "10"))
 # An event stored but still unprocessed after this long is dispatched again.
 COPIER_REDISPATCH_AFTER_SECONDS = int(os.environ.get("COPIER_REDISPATCH_AFTER_SECONDS", "30"))

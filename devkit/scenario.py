@@ -25,14 +25,14 @@ class ScenarioError(ValueError):
 
 OPS = ("fill", "outage", "restore", "fail_orders", "reject_orders", "advance", "release",
        "enable",
-       # beyond COPY_RULES.md's list, for our own scenarios and the property model
+       # beyond docs/rules.md#scenario-replay's list, for our own scenarios and the property model
        # (docs/scenarios.md): crashes and settings changed between a crash and its re-run
        "crash", "recover", "reverse", "join", "leave",
        # follower and group modes, and the kill switch's flatten (docs/scenarios.md)
        "mode", "group_mode", "flatten",
        # the market moves (a price for the daily loss limit's P&L, docs/scenarios.md)
        "price",
-       # orders the broker acknowledges and fills later, in parts, or cancels (COPY_RULES.md)
+       # orders the broker acknowledges and fills later, in parts, or cancels (docs/rules.md#input)
        "hold_orders", "fill_held", "cancel_held")
 # The ops that act on a follower's held orders (`hold_orders` arms them).
 HELD_OPS = ("fill_held", "cancel_held")

@@ -1,4 +1,4 @@
-"""The join rule in the database (COPY_RULES "Joining"): no save order can undo it.
+"""The join rule in the database (docs/rules.md#joining-settings-and-crashes): no save order can undo it.
 
 A follower's start (`start_event_id`) only ever moves forward; one moved to another group,
 or given another account, starts after the newest leader event; every follower of a group

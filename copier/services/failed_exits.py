@@ -9,7 +9,7 @@ after `STALE_CLAIM`, and its order is looked up at the broker before any
 resend.
 
 A flatten's exit (its row names the flatten's `action`) is a person's order, not
-automated copying (COPY_RULES.md, "A person's orders"): it is claimed and attempted
+automated copying (docs/rules.md#flatten-and-the-kill-switch): it is claimed and attempted
 while the follower is paused, each attempt first cancels the follower's working
 orders and asks about its orders in doubt, and closes what it holds then, on
 whichever side, never the quantity first planned.

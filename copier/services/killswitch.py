@@ -14,7 +14,8 @@ what the copier has confirmed each follower holds, through the normal placement 
 (deterministic client order ids, the Order state machine), each (follower, symbol)
 under its position lock; an exit that cannot go out now (the follower disconnected,
 a transient failure, an order of it still in doubt) is queued in the Failed Exit
-Queue with the action. A flatten is a person's order (COPY_RULES.md): its queued
+Queue with the action. A flatten is a person's order
+(docs/rules.md#flatten-and-the-kill-switch): its queued
 exit goes out while the follower is paused, keeps the follower's stream open until it
 is done (`copier.listen`), closes at each attempt what the follower holds then, and
 flattening again attempts it at once instead of queueing a second one.

@@ -49,9 +49,9 @@ def order_of_fill(account: TradingAccount, fill: Fill) -> Order | None:
     An order of the copier's is one it recorded on that account: the fill names it by our
     exact client order id, or by the broker's id for it (a venue whose stream could not
     learn the tag). What a tag looks like decides nothing: a trader's script may name its
-    orders anything, `cp123-...` or `flatten-all-0931` (COPY_RULES "Current follower
-    position"). The caller holds the position's lock: an order being placed for it is on
-    record (committed) by then, or never will be (rolled back).
+    orders anything, `cp123-...` or `flatten-all-0931` (docs/rules.md#whose-fill-it-is). The
+    caller holds the position's lock: an order being placed for it is on record (committed)
+    by then, or never will be (rolled back).
     """
     orders = Order.objects.filter(account=account).select_related("failed_exit")
     if fill.client_order_id:
@@ -285,7 +285,7 @@ def _settle(spec: OrderSpec, order: Order, outcome: Outcome, *, looked_up: bool)
         order.move_to(Order.Status.REJECTED if outcome.permanent else Order.Status.FAILED)
         order.message = outcome.message
         error = outcome
-    # An attempt that never reached the broker (FAILED) is no order (COPY_RULES.md):
+    # An attempt that never reached the broker (FAILED) is no order (docs/rules.md#output):
     # callers do not save it; its error lives on the decision or the failed exit.
     if order.status != Order.Status.UNKNOWN:
         order.completed_at = clock.now()

@@ -2,7 +2,7 @@
 
 A fill or a position statement it cannot take (a contract the venue's look-up does not
 know, a number no account holds, a malformed record) is one `RefusedFill` row with its
-reason (COPY_RULES.md "A leader fill the copier cannot accept"). The stream and the
+reason (docs/rules.md#refused-and-duplicate-fills). The stream and the
 positions read that carried it go on with the rest.
 """
 

@@ -116,7 +116,7 @@ def _snapshot_locked(account_id: int, adapter: BrokerAdapter, *,
 def _positions_readable(adapter: BrokerAdapter) -> tuple[dict[str, int], list[Unreadable]]:
     """The broker's positions the copier can take, and those it refuses: the adapter's
     unreadable ones (a contract the venue cannot name), a name that is no symbol, a
-    number no account holds (COPY_RULES.md: "a number out of range ... refused")."""
+    number no account holds (docs/rules.md#refused-and-duplicate-fills: "a number out of range")."""
     held = adapter.positions()
     refused = list(adapter.positions_unread())  # of that read
     broker: dict[str, int] = {}

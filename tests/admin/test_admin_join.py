@@ -1,5 +1,5 @@
 """Joining through the admin's group form: a follower starts with its new leader's next event
-(COPY_RULES "Joining"), however the form's rows are saved (issue 18, item 8).
+(docs/rules.md#joining-settings-and-crashes), however the form's rows are saved (issue 18, item 8).
 
 The group's form saves the group first (its `save` moves the followers' start), then the
 inline rows it loaded before: a row that changed was saved with the start it was rendered

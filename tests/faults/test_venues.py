@@ -7,7 +7,7 @@ What "nothing lost, nothing doubled" means at a venue: every client order id the
 executed is one the copier knows (an order row filled), none was executed twice, and
 each follower's position at the venue is the copier's. While PostgreSQL is down the
 copier cannot store what the leader's stream says, so a fill then is a move missed while
-disconnected (COPY_RULES.md): copied close-only at the reconnect, never more.
+disconnected (docs/rules.md#sync-divergence-guard): copied close-only at the reconnect, never more.
 """
 
 from __future__ import annotations

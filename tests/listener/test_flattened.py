@@ -1,5 +1,5 @@
 """A flattened follower keeps its stream until the flatten's exits are done, whatever its own
-or its group's mode (COPY_RULES.md, "A person's orders: flatten and the kill switch")."""
+or its group's mode (docs/rules.md#flatten-and-the-kill-switch)."""
 
 from __future__ import annotations
 

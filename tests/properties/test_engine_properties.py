@@ -3,7 +3,7 @@
 Leader fills (with duplicates), manual follower fills, outages and restores
 of followers and of the leader, transient and permanent broker failures and
 clock advances, replayed by the same driver as `copier_replay`. After each
-sequence the invariants of COPY_RULES.md are checked against the sim
+sequence the invariants of docs/rules.md#invariants are checked against the sim
 broker's own books, which the copier cannot rewrite.
 """
 

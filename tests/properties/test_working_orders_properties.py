@@ -1,5 +1,6 @@
-"""Hypothesis holds the contract over orders that work before they fill (COPY_RULES.md,
-"Orders in flight"), on the sim and at both local venues through the real adapters.
+"""Hypothesis holds the contract over orders that work before they fill
+(docs/rules.md#orders-in-flight), on the sim and at both local venues through the real
+adapters.
 
 Random leader sequences; before a leader fill some followers' next orders are held as
 working; between fills a held order is filled whole, filled in a random part, cancelled

@@ -1,4 +1,4 @@
-"""The pure copy rules, rule by rule, as COPY_RULES.md states them."""
+"""The pure copy rules, rule by rule, as docs/rules.md#decision-order states them."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
-"""Unit tests of copier/rules.py against COPY_RULES.md, one scenario per test.
+"""Unit tests of copier/rules.py against docs/rules.md#the-exact-contract, one scenario per test.
 
-Each test is named for the story it tells; the rule it checks is quoted from
-the contract in its docstring or the section comment above it.
+Each test is named for the story it tells; the rule it checks is stated (from
+the contract) in its docstring or the section comment above it.
 """
 
 from __future__ import annotations
@@ -775,7 +775,7 @@ def test_missed_leader_move_decided_close_only_never_opens():
     assert (nq.reason, nq.legs) == (Reason.CLOSE_ONLY, ())
 
 
-# --- exits only (docs/rules.md "Modes"): the follower winds down, it never enters ---------------
+# --- exits only (docs/rules.md#off-exits-only-active): the follower winds down, never enters ---
 
 
 def test_exits_only_follower_does_not_copy_the_leaders_open():

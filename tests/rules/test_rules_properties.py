@@ -1,4 +1,4 @@
-"""Property tests of copier/rules.py: the invariants of COPY_RULES.md, for any input.
+"""Property tests of copier/rules.py: the invariants of docs/rules.md#invariants, for any input.
 
 Positions are small signed ints (reversals included), multipliers come from a
 fixed set of Decimals and from random Decimals in (0, 10] with 4 places.
@@ -141,7 +141,8 @@ def e_of(p: int, m: Decimal, reverse: bool) -> int:
 
 
 def contract(case: Case) -> tuple[Reason, int, bool, bool]:
-    """(reason, follower position once every leg fills, quarantine, lift) per COPY_RULES.md."""
+    """(reason, follower position once every leg fills, quarantine, lift) per
+    docs/rules.md#decision-order."""
     f, mv, c = case.facts, case.move, case.c
     e0, e1 = e_of(mv.p0, f.multiplier, f.reverse), e_of(mv.p1, f.multiplier, f.reverse)
     lift = False

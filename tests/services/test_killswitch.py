@@ -382,7 +382,7 @@ def test_copier_kill_stops_and_resumes_entries(world):
     assert g.mode == Mode.ACTIVE
 
 
-# --- a flatten is a person's order (COPY_RULES.md "A person's orders") -------------------------
+# --- a flatten is a person's order (docs/rules.md#flatten-and-the-kill-switch) ---------------
 
 
 def _flatten_exit(acct: TradingAccount) -> FailedExit:

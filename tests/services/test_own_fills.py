@@ -1,6 +1,7 @@
-"""Which follower fills are the copier's own (issue 18, item 3; COPY_RULES "Current follower
-position"): only those of an order the copier recorded, by its exact client order id on that
-account or the broker's id for it. Every other fill is the trader's, whatever its tag.
+"""Which follower fills are the copier's own (issue 18, item 3;
+docs/rules.md#whose-fill-it-is): only those of an order the copier recorded, by its exact
+client order id on that account or the broker's id for it. Every other fill is the trader's,
+whatever its tag.
 
 The copier used to tell its fills by a prefix (`cp`, `fx`, `fl`): a trader's script
 tagging its orders `flatten-all-0931` had its fill dropped, the copier kept +2 while the

@@ -1,4 +1,5 @@
-"""`manage.py copier_replay SCENARIO.json`: the acceptance contract of COPY_RULES.md.
+"""`manage.py copier_replay SCENARIO.json`: the acceptance contract
+of docs/rules.md#scenario-replay.
 
 By default it needs no running server: it starts a private PostgreSQL in a
 temporary folder, migrates it, replays the scenario there with the Celery
@@ -28,7 +29,7 @@ class Command(BaseCommand):
     help = "Replay a scenario against the sim broker and print the outcome as JSON."
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("scenario", help="scenario JSON file (format in COPY_RULES.md)")
+        parser.add_argument("scenario", help="scenario JSON file (docs/rules.md#scenario-replay)")
         parser.add_argument("--keep", action="store_true",
                             help="run on the configured database instead of a private one")
         parser.add_argument("--live", action="store_true",
