@@ -3,7 +3,8 @@ expected, what was sent and what became of it.
 
 One renderer per reason of `copier.rules.Reason`, in the order
 docs/rules.md#decision-order lists them, so that a trader reads the rule that decided in
-words rather than a code; a reason added later without a renderer still reads as a sentence (`generic`). Pure: no Django, no database.
+words rather than a code; a reason added later without a renderer still reads as a
+sentence (`generic`). Pure: no Django, no database.
 """
 
 from __future__ import annotations
