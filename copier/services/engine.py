@@ -40,6 +40,8 @@ from copier.services.placement import (
     OrderSpec,
     Sent,
     copy_order_id,
+    crashed_run_orders_record,
+    crashed_run_suspects,
     order_in_doubt,
     order_looked_up_only,
     order_not_sent,
@@ -292,8 +294,26 @@ class _Batch:
         self._catch_up(todo)
         todo = self._not_waiting(todo)  # an earlier event just caught up left one working
         work = [self._evaluate(self.event, seat, position) for seat, position, _ in todo]
+        if self.event.runs > 1:  # an earlier run crashed: what it sent and never recorded
+            self._crashed_run_recorded(self.event, work)
         self._place(work)
         self._save(work)
+
+    def _crashed_run_recorded(self, ev: LeaderEvent, work: Sequence[_Work]) -> None:
+        """The orders a crashed run of `ev` sent and never recorded, beyond the legs this
+        run will send itself (those are looked up before sending: `look_up_first`), whose
+        fills the stream counted as the trader's: recorded as the copier's now
+        (placement.crashed_run_orders_record). Typically the crashed run's fill made the
+        follower whole, and this run has nothing left to send."""
+        suspects = crashed_run_suspects(event_id=ev.pk, account_ids=[w.account.pk for w in work])
+        for w in work:
+            if w.account.pk not in suspects:
+                continue
+            found = crashed_run_orders_record(event_id=ev.pk, account=w.account,
+                                              symbol=w.symbol, position_qty=w.position.qty,
+                                              first_leg=len(w.legs))
+            w.position.qty += found.moved
+            w.position.working_orders = w.position.working_orders or found.working
 
     def _not_waiting(self, todo: list[tuple[Seat, Position, int]]
                      ) -> list[tuple[Seat, Position, int]]:
@@ -359,6 +379,8 @@ class _Batch:
                     for seat, position, floor in behind if floor < ev.pk
                     and frozen.get(seat.account_id, seat).route(ev.symbol).symbol
                     == position.symbol]
+            if ev.runs > 0:  # a run of its own began: it may have crashed after sending
+                self._crashed_run_recorded(ev, work)
             self._place(work, look_up_first=self.look_up_first or ev.runs > 0)
             self._save(work)
 

@@ -16,13 +16,13 @@ queued exit it left behind too, and nothing more is sent for that
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 
 from django.conf import settings
 from django.db import transaction
 
-from accounts.models import TradingAccount
+from accounts.models import FollowerFill, TradingAccount
 from brokers.base import (
     BrokerError,
     Fill,
@@ -79,6 +79,95 @@ def _fills_claimed(order: Order, result: OrderResult) -> int:
                                     side=str(result.side or order.side),
                                     client_order_id=order.client_order_id,
                                     broker_order_id=result.broker_order_id or "")
+
+
+# A plan has at most two legs (a reversal's exit, then its entry): the client order ids a
+# run of an event can have sent for one follower.
+PLAN_LEGS_MAX = 2
+
+
+@dataclass(frozen=True, slots=True)
+class Recovered:
+    """What `crashed_run_orders_record` found: the position's move beyond the fills already
+    counted, and whether one of the orders still works at the broker."""
+
+    moved: int = 0
+    working: bool = False
+
+
+def crashed_run_suspects(*, event_id: int, account_ids: Collection[int]) -> set[int]:
+    """The accounts among `account_ids` holding a fill counted as the trader's that carries
+    one of this event's client order ids: one query for a whole batch, so that a re-run
+    asks the broker only about those (`crashed_run_orders_record`)."""
+    ids = [copy_order_id(event_id, a, i) for a in account_ids for i in range(PLAN_LEGS_MAX)]
+    if not ids:
+        return set()
+    return set(FollowerFill.objects.filter(client_order_id__in=ids, qty__gt=0)
+               .values_list("account_id", flat=True))
+
+
+def crashed_run_orders_record(*, event_id: int, account: TradingAccount, symbol: str,
+                              position_qty: int, first_leg: int = 0) -> Recovered:
+    """A re-run of an event after a crash: the orders an earlier run sent for this follower
+    whose fills the stream counted as the trader's are recorded as the copier's now.
+
+    That run's transaction rolled back after the broker executed its order, so no row
+    owned the fills when they came (docs/rules.md#whose-fill-it-is): they moved the
+    position as the trader's. The re-run, judging that position, may find nothing left to
+    send, and the order would never be on record. So, before it judges, each of this
+    event's client order ids that a kept trader's fill carries is looked up at the broker
+    and recorded from the answer, claiming those fills (`result_apply`); the position
+    moves only by what the broker reports beyond them. One still working holds the
+    symbol as any working order does; one that cannot be asked about is kept `unknown`
+    (looked up before anything else is sent). Only ids this event itself would use for
+    this account: never a prefix match (a trader's own tags stay the trader's).
+    `first_leg`: the re-run sends legs below it itself, looking them up first.
+    The caller holds the position's lock.
+    """
+    ids = [copy_order_id(event_id, account.pk, i) for i in range(first_leg, PLAN_LEGS_MAX)]
+    if not ids:
+        return Recovered()
+    kept: dict[str, tuple[str, int]] = {}
+    for cid, side, qty in (FollowerFill.objects.filter(account=account, client_order_id__in=ids,
+                                                       qty__gt=0)
+                           .values_list("client_order_id", "side", "qty")):
+        before = kept.get(cid, (side, 0))
+        kept[cid] = (before[0], before[1] + qty)
+    if not kept:
+        return Recovered()
+    recorded = set(Order.objects.filter(client_order_id__in=kept)
+                   .values_list("client_order_id", flat=True))
+    moved, working = 0, False
+    held = position_qty
+    for cid, (side, qty) in sorted(kept.items()):
+        if cid in recorded:
+            continue  # its row is there: its own settling claims the fills
+        prior = held - signed(side, qty)  # where the follower stood before this order
+        kind = (rules.LegKind.EXIT if prior and signed(side, 1) * prior < 0
+                else rules.LegKind.ENTRY)
+        spec = OrderSpec(account=account, client_order_id=cid, symbol=symbol,
+                         leg=rules.Leg(Side(side), qty, kind))
+        order = spec.order()
+        found = _look_up(account, cid)
+        if isinstance(found, OrderResult):
+            filled, _error = result_apply(order, found, looked_up=True)
+            moved += signed(order.side, filled)
+            order.message = ("sent by a run that crashed before recording it; recorded by "
+                             "the re-run" + (f"; {order.message}" if order.message else ""))
+        else:  # not found (it filled: its fills say so) or the broker cannot say now
+            order.move_to(Order.Status.UNKNOWN)
+            order.message = ("sent by a run that crashed before recording it; its fills "
+                             "came, the broker could not be asked: "
+                             + (found.message if isinstance(found, BrokerError) else "not found"))
+        if order.status != Order.Status.ACCEPTED and order.status != Order.Status.UNKNOWN:
+            order.completed_at = clock.now()
+        order.save()
+        working = working or order.status == Order.Status.ACCEPTED
+        log.warning("%s: order %s of event %s was sent by a run that crashed before "
+                    "recording it: recorded now as %s", account.name, cid, event_id,
+                    order.status)
+        held += signed(order.side, filled) if isinstance(found, OrderResult) else 0
+    return Recovered(moved, working)
 
 
 def copy_order_id(event_id: int, account_id: int, leg_index: int) -> str:

@@ -19,7 +19,7 @@ from collections.abc import Iterator
 import pytest
 from django.db import close_old_connections, transaction
 
-from accounts.models import ConnectionState, Position, TradingAccount
+from accounts.models import ConnectionState, FollowerFill, Position, TradingAccount
 from brokers.base import BrokerEvent, Fill, OrderRequest
 from brokers.models import SimOrder
 from brokers.registry import adapter_class, adapter_for, adapters_forget
@@ -109,6 +109,41 @@ def test_a_crashed_runs_fill_counted_as_the_traders_is_not_counted_again_by_the_
     assert sent_at_broker(f1) == [("buy", 4), ("sell", 3)]
     broker_events_pump(account=f1)  # nothing more comes
     assert copier_position(f1, "ES") == 1
+
+
+def test_a_crashed_runs_order_whose_fill_made_the_follower_whole_is_recorded_by_the_re_run(world):
+    """The run bought 2 and crashed before its rows committed; the stream delivered the
+    fill as the trader's (no row owned it): +2, in line with the leader. The re-run
+    finds nothing left to send, yet the order is the copier's: it is looked up by this
+    event's client order id and recorded, its fill claimed, nothing sent again (seen in
+    the venue fault test under load: an executed order the copier never recorded)."""
+    leader, f1, f2 = world
+    entry = stored(leader, "e", "buy", 2)
+    crash_mid_copy(entry)
+    assert broker_position(f1, "ES") == 2
+    broker_events_pump(account=f1)
+    assert copier_position(f1, "ES") == 2
+    tasks.process_event(entry.pk)
+    for follower in (f1, f2):
+        assert copier_position(follower, "ES") == broker_position(follower, "ES") == 2
+        order = Order.objects.get(client_order_id=f"cp{entry.pk}-{follower.pk}-0")
+        assert (order.status, order.side, order.qty, order.filled_qty) == ("filled", "buy", 2, 2)
+        assert sent_at_broker(follower) == [("buy", 2)]
+    assert not FollowerFill.objects.filter(account=f1).exclude(client_order_id="").exists()
+    broker_events_pump(account=f1)  # nothing more comes
+    assert copier_position(f1, "ES") == 2
+
+
+def test_a_trader_fill_carrying_an_id_of_another_event_stays_the_traders_at_a_re_run(world):
+    """Only the re-run event's own client order ids are looked up: a trader's fill tagged
+    with another event's id (its script reused one) is left the trader's."""
+    leader, f1, _ = world
+    entry = stored(leader, "e", "buy", 2)
+    crash_mid_copy(entry)
+    _script(f1, f"cp{entry.pk + 1000}-{f1.pk}-0", "buy", 1)  # the trader's own, tagged so
+    tasks.process_event(entry.pk)
+    assert not Order.objects.filter(client_order_id=f"cp{entry.pk + 1000}-{f1.pk}-0").exists()
+    assert copier_position(f1, "ES") == broker_position(f1, "ES") == 3
 
 
 @pytest.mark.usefixtures("frozen_clock")
