@@ -278,9 +278,6 @@ class SimBroker(BrokerAdapter):
             SimOrder.objects.using(DB).filter(book=book, delivered=False, missed=False,
                                               status=SimOrder.Status.FILLED).update(missed=True)
 
-    def disconnect(self) -> None:
-        """Nothing to close: the sim has no socket."""
-
     def stream(self, session: Session | None) -> BrokerStream:
         return SimStream(self, session)
 
