@@ -869,23 +869,6 @@ def divergence(known: Mapping[str, int], actual: Mapping[str, int]) -> Divergenc
     )
 
 
-def heals(
-    follower: Mapping[str, int],
-    leader: Mapping[str, int],
-    multiplier: Decimal,
-    reverse: bool,
-    *,
-    fixed_qty: int | None = None,
-    max_position: int | None = None,
-) -> bool:
-    """A paused follower heals when every symbol sits at E(P) for the leader's position."""
-    return all(
-        follower.get(s, 0) == expected_position(leader.get(s, 0), multiplier, reverse,
-                                                fixed_qty=fixed_qty, max_position=max_position)
-        for s in set(follower) | set(leader)
-    )
-
-
 def missed_moves(known: Mapping[str, int], actual: Mapping[str, int]) -> dict[str, LeaderMove]:
     """A leader's positions that changed while it was disconnected: copied close-only."""
     return {
