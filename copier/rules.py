@@ -239,6 +239,10 @@ class Leg:
     def signed(self) -> int:
         return signed(self.side, self.qty)
 
+    def to_json(self) -> dict[str, object]:
+        """The leg as a decision stores it (`planned_legs`, `placed_legs`)."""
+        return {"side": self.side.value, "qty": self.qty, "kind": self.kind.value}
+
 
 @dataclass(frozen=True, slots=True)
 class LeaderMove:
