@@ -214,9 +214,8 @@ POSITIONS_LOCK = Statement(
     " EXISTS (SELECT 1 FROM copier_order o WHERE o.account_id = p.account_id"
     " AND o.symbol = p.symbol AND o.status = %s) AS working_orders"
     # (account, symbol) pairs: a mapped follower's row is on its own symbol
-    # (copier.symbol_map). A join, not `IN (SELECT ... unnest)`: the planner hashes
-    # the semi-join's list before it probes, slower for the few pairs a lock takes
-    # (measured in the CHANGELOG).
+    # (copier.symbol_map). A join, not `IN (SELECT ... unnest)`: the semi-join's plan
+    # was slower for the few pairs a lock takes (measured in the CHANGELOG).
     " FROM unnest(%s::bigint[], %s::text[]) AS k(a, s)"
     " JOIN accounts_position p ON p.account_id = k.a AND p.symbol = k.s"
     " JOIN accounts_tradingaccount a ON a.id = p.account_id"
