@@ -220,11 +220,6 @@ def _target(follower: str, contract: Contract) -> str:
     return contract.with_root(follower)
 
 
-def scaled_multiplier(multiplier: Decimal, route: Route) -> Decimal:
-    """The multiplier E(P) uses on the follower's symbol: the notional's ratio applied."""
-    return multiplier * route.ratio
-
-
 def expected_positions(
     leader: Mapping[str, int], multiplier: Decimal, reverse: bool, smap: SymbolMap, *,
     fixed_qty: int | None = None, max_position: int | None = None,

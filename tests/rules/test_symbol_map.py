@@ -19,7 +19,6 @@ from copier.symbol_map import (
     heals,
     map_check,
     rule_check,
-    scaled_multiplier,
 )
 from core.contracts import contract_parse
 
@@ -150,6 +149,11 @@ positions = st.integers(min_value=-500, max_value=500)
 multipliers = st.decimals(min_value=D("0.01"), max_value=D(10), places=2)
 ratios = st.sampled_from([D(10), D("0.1"), D(1), D(2), D("2.5"), D("0.5")])
 reverse = st.booleans()
+
+
+def scaled_multiplier(multiplier: D, route: Route) -> D:
+    """The multiplier E(P) uses on the follower's symbol: the notional's ratio applied."""
+    return multiplier * route.ratio
 
 
 @given(positions, multipliers, ratios, reverse)
