@@ -239,7 +239,7 @@ class FollowerFill(models.Model):
     # A fill counted as the trader's (no recorded order of the copier's owned it), with the
     # ids of the order that made it: an order of ours whose row a crash rolled back, looked
     # up and recorded later, finds here what of it the position already holds
-    # (copier.services.placement, `fills_claimed`). Empty for our own orders' fills.
+    # (copier.services.placement, `_fills_claimed`). Empty for our own orders' fills.
     client_order_id = models.CharField(max_length=64, blank=True, default="")
     broker_order_id = models.CharField(max_length=64, blank=True, default="")
     side = models.CharField(max_length=4, blank=True, default="")

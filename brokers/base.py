@@ -13,8 +13,7 @@ An adapter module provides (the checklist for adding a broker, see README):
 | `find_order`      | yes      | look-up by client order id before anything is resent       |
 | `order_cancel`    | yes      | cancel a working order by client order id (working-order timeout) |
 | `positions`       | yes      | the Sync Divergence Guard compares these on reconnect      |
-| `poll_events`     | yes      | the stream: fills, position updates, a lost connection     |
-| `connect`/`disconnect` | yes | the listener's session lifecycle                           |
+| `connect`         | yes      | ready a reconnect's reads (the Sync Divergence Guard calls it) |
 | `fills_cursor`    | no       | newest fill in the last `positions()`: late fills not recounted |
 | `positions_unread` | no      | what the last `positions()` could not read (refused, not failed) |
 | `stream`          | yes      | the live stream `copier_listen` runs (`BrokerStream`)    |
@@ -23,6 +22,7 @@ An adapter module provides (the checklist for adding a broker, see README):
 | `connection_test` | venues with logins | the admin's "test connection" action         |
 | `flatten`         | no       | close one symbol's position at the venue (kill switch)      |
 | `realized_pnl`    | no       | the session's realised P&L: the daily loss limit            |
+| `poll_events`     | no       | a poll-only stream (the sim's): `broker_events_pump` reads it |
 
 Sessions: a venue's login (token) belongs to the account's owning listener, which
 obtains and renews it and stores it encrypted (`brokers.sessions`); the Celery
@@ -560,10 +560,6 @@ class BrokerAdapter(abc.ABC):
         """Ready the account for a reconnect's reads (sim: the stream starts from now)."""
 
     @abc.abstractmethod
-    def disconnect(self) -> None:
-        """Close the session."""
-
-    @abc.abstractmethod
     def place_order(self, request: OrderRequest) -> OrderResult:
         """Send a market order. Raises TransientBrokerError / PermanentBrokerError.
 
@@ -580,6 +576,11 @@ class BrokerAdapter(abc.ABC):
         turn: by default the orders go out concurrently on threads (venues
         with an HTTP API spend their time waiting). An adapter with a native
         batch endpoint overrides this.
+
+        A classmethod because the batch spans accounts, so no one adapter owns it; each
+        order's adapter comes from the registry's cache in the thread that sends it (a
+        cache miss reads and decrypts the login there, not in the caller), and the
+        registry is imported late because it imports this module.
         """
         def one(item: tuple[AccountData, OrderRequest]) -> OrderResult | BrokerError:
             account, request = item

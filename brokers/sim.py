@@ -278,9 +278,6 @@ class SimBroker(BrokerAdapter):
             SimOrder.objects.using(DB).filter(book=book, delivered=False, missed=False,
                                               status=SimOrder.Status.FILLED).update(missed=True)
 
-    def disconnect(self) -> None:
-        """Nothing to close: the sim has no socket."""
-
     def stream(self, session: Session | None) -> BrokerStream:
         return SimStream(self, session)
 
@@ -504,11 +501,6 @@ class SimBroker(BrokerAdapter):
             hold_next=F("hold_next") + hold,
         )
 
-    def held_count(self) -> int:
-        """How many of the book's held orders are still working."""
-        return SimOrder.objects.using(DB).filter(
-            book__account_id=self.account.pk, status=SimOrder.Status.WORKING).count()
-
     def _held_oldest(self, book: SimAccount) -> SimOrder:
         held = (SimOrder.objects.using(DB).select_for_update()
                 .filter(book=book, status=SimOrder.Status.WORKING).order_by("id").first())
@@ -601,10 +593,6 @@ class _Announcements:
             waiters.discard(event)
             if not waiters:
                 del self._waiters[book_id]
-
-    @property
-    def listening(self) -> bool:
-        return self._listening.is_set()
 
     async def close(self) -> None:
         if self._task is not None:

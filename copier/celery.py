@@ -17,7 +17,7 @@ app = Celery("copier")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 # Celery's Django fixup closes every database connection after every task
 # (celery PR 9824 reverted CONN_MAX_AGE support), so each task paid for two new
-# PostgreSQL connections, about 25 ms on the copy path. With a reuse budget it
+# PostgreSQL connections on the copy path (CHANGELOG). With a reuse budget it
 # leaves them open; the handlers below give tasks Django's request lifecycle
 # instead: a broken or expired connection is dropped, a healthy one is reused.
 app.conf["CELERY_DB_REUSE_MAX"] = int(os.environ.get("COPIER_DB_REUSE_MAX", "100000"))
@@ -27,12 +27,11 @@ app.autodiscover_tasks()
 def heap_freeze() -> None:
     """Leave the objects a process started with out of every later garbage collection.
 
-    A worker process holds about 100,000 long-lived objects (Django, the apps, Celery);
-    each full collection walked them all, 67-105 ms under load, a dozen times in 160
-    copy tasks of 100 followers: the copy's slowest tail (`copier_bench --followers
-    200` p99 174 -> 115 ms; a full collection now takes 1-4 ms). Frozen before the pool
-    forks, the children also share those pages instead of copying them as the collector
-    touches them (Sentry and Airflow freeze their Celery workers for this).
+    A worker process holds a great many long-lived objects (Django, the apps, Celery),
+    and each full collection walked them all: under load that was the copy's slowest
+    tail (measured in the CHANGELOG). Frozen before the pool forks, the children also
+    share those pages instead of copying them as the collector touches them (Sentry and
+    Airflow freeze their Celery workers for this).
     """
     gc.freeze()
 

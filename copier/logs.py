@@ -35,10 +35,6 @@ def log_context(**fields: Any) -> Iterator[None]:
         _context.reset(token)
 
 
-def log_context_get() -> dict[str, Any]:
-    return dict(_context.get())
-
-
 class ContextFilter(logging.Filter):
     """Puts the current `log_context` fields on each record, under what `extra=` set."""
 

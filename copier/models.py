@@ -498,10 +498,6 @@ class Quarantine(models.Model):
     def __str__(self) -> str:
         return f"{self.account}:{self.symbol} ({self.reason})"
 
-    @property
-    def active(self) -> bool:
-        return self.lifted_at is None
-
 
 class LeaderEvent(models.Model):
     """A leader fill, stored before anything else happens (the outbox)."""
@@ -513,7 +509,6 @@ class LeaderEvent(models.Model):
 
     class Source(models.TextChoices):
         STREAM = "stream"
-        REPLAY = "replay"
         RECONCILE = "reconcile", "Missed while disconnected (close-only)"
 
     account = models.ForeignKey(

@@ -47,7 +47,6 @@ PERIODIC: tuple[Periodic, ...] = (
              "COPIER_LOSS_CHECK_SECONDS"),
 )
 BY_TASK: dict[str, Periodic] = {p.task: p for p in PERIODIC}
-BY_LABEL: dict[str, Periodic] = {p.label: p for p in PERIODIC}
 
 
 def routes() -> dict[str, dict[str, str]]:

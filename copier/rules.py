@@ -239,6 +239,10 @@ class Leg:
     def signed(self) -> int:
         return signed(self.side, self.qty)
 
+    def to_json(self) -> dict[str, object]:
+        """The leg as a decision stores it (`planned_legs`, `placed_legs`)."""
+        return {"side": self.side.value, "qty": self.qty, "kind": self.kind.value}
+
 
 @dataclass(frozen=True, slots=True)
 class LeaderMove:
@@ -866,23 +870,6 @@ def divergence(known: Mapping[str, int], actual: Mapping[str, int]) -> Divergenc
             for s in symbols
             if known.get(s, 0) != actual.get(s, 0)
         }
-    )
-
-
-def heals(
-    follower: Mapping[str, int],
-    leader: Mapping[str, int],
-    multiplier: Decimal,
-    reverse: bool,
-    *,
-    fixed_qty: int | None = None,
-    max_position: int | None = None,
-) -> bool:
-    """A paused follower heals when every symbol sits at E(P) for the leader's position."""
-    return all(
-        follower.get(s, 0) == expected_position(leader.get(s, 0), multiplier, reverse,
-                                                fixed_qty=fixed_qty, max_position=max_position)
-        for s in set(follower) | set(leader)
     )
 
 

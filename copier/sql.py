@@ -214,8 +214,8 @@ POSITIONS_LOCK = Statement(
     " EXISTS (SELECT 1 FROM copier_order o WHERE o.account_id = p.account_id"
     " AND o.symbol = p.symbol AND o.status = %s) AS working_orders"
     # (account, symbol) pairs: a mapped follower's row is on its own symbol
-    # (copier.symbol_map). A join, not `IN (SELECT ... unnest)`: the semi-join
-    # made a one-follower lock take 0.8 ms instead of 0.5.
+    # (copier.symbol_map). A join, not `IN (SELECT ... unnest)`: the semi-join's plan
+    # was slower for the few pairs a lock takes (measured in the CHANGELOG).
     " FROM unnest(%s::bigint[], %s::text[]) AS k(a, s)"
     " JOIN accounts_position p ON p.account_id = k.a AND p.symbol = k.s"
     " JOIN accounts_tradingaccount a ON a.id = p.account_id"
@@ -350,6 +350,7 @@ def metric_tallies_add(add: dict[str, float]) -> None:
 # 200-follower fan-out, Django's bulk_create spent more preparing the values than
 # PostgreSQL spent storing them.
 DECISION_ROWS = RowsInsert.of("decisions_insert", Decision)
+# Named as the module's other statements are, so that tests/sql lists and checks them too.
 DECISIONS_INSERT = DECISION_ROWS.statement
 ORDER_ROWS = RowsInsert.of("orders_insert", Order)
 ORDERS_INSERT = ORDER_ROWS.statement

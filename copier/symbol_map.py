@@ -220,11 +220,6 @@ def _target(follower: str, contract: Contract) -> str:
     return contract.with_root(follower)
 
 
-def scaled_multiplier(multiplier: Decimal, route: Route) -> Decimal:
-    """The multiplier E(P) uses on the follower's symbol: the notional's ratio applied."""
-    return multiplier * route.ratio
-
-
 def expected_positions(
     leader: Mapping[str, int], multiplier: Decimal, reverse: bool, smap: SymbolMap, *,
     fixed_qty: int | None = None, max_position: int | None = None,
@@ -250,16 +245,13 @@ def expected_positions(
 
 
 def heals(follower: Mapping[str, int], leader: Mapping[str, int], multiplier: Decimal,
-          reverse: bool, smap: SymbolMap, *, fixed_qty: int | None = None,
+          reverse: bool, smap: SymbolMap = NO_MAPPING, *, fixed_qty: int | None = None,
           max_position: int | None = None) -> bool:
     """The Sync Divergence Guard's heal check on the follower's symbols: every symbol it
-    holds or should hold sits at E(P) for the leader's position on the mapped symbol."""
+    holds or should hold sits at E(P) for the leader's position on the mapped symbol.
+
+    The one heal check (docs/rules.md's paused follower): without a mapping, each symbol
+    against the leader's own."""
     expected = expected_positions(leader, multiplier, reverse, smap, fixed_qty=fixed_qty,
                                   max_position=max_position)
     return all(follower.get(s, 0) == expected.get(s, 0) for s in set(follower) | set(expected))
-
-
-def leader_symbols_for(follower_symbol: str, leader_symbols: Iterable[str],
-                       smap: SymbolMap) -> list[str]:
-    """The leader symbols (of those given) whose route lands on `follower_symbol`."""
-    return sorted(s for s in leader_symbols if smap.route(s).symbol == follower_symbol)

@@ -14,7 +14,7 @@ from django.utils import timezone
 from django_celery_beat.models import PeriodicTask
 
 from copier import tasks
-from copier.periodic import BY_LABEL
+from copier.periodic import BY_TASK
 
 pytestmark = pytest.mark.django_db
 
@@ -57,8 +57,9 @@ def test_a_lockout_longer_than_the_keep_is_not_lifted_by_the_prune(settings):
 
 
 def test_the_prune_is_a_daily_periodic_task_on_the_housekeeping_queue(settings):
-    periodic = BY_LABEL["copier: forget login records older than 30 days"]
-    assert (periodic.task, periodic.seconds()) == ("copier.prune_login_records", 86400)
+    periodic = BY_TASK["copier.prune_login_records"]
+    assert (periodic.label, periodic.seconds()) == (
+        "copier: forget login records older than 30 days", 86400)
     assert settings.CELERY_TASK_ROUTES["copier.prune_login_records"] == {
         "queue": "housekeeping"}
     call_command("copier_setup")

@@ -309,9 +309,6 @@ class ProjectXBroker(BrokerAdapter):
     def connect(self) -> None:
         """Nothing to open here: the listener's stream is the connection."""
 
-    def disconnect(self) -> None:
-        """The HTTP pool is the process's; the session is the listener's."""
-
     def place_order(self, request: OrderRequest) -> OrderResult:
         if request.qty <= 0:
             raise PermanentBrokerError(f"ProjectX: invalid quantity {request.qty}")

@@ -303,9 +303,6 @@ class TradovateBroker(BrokerAdapter):
     def connect(self) -> None:
         """Nothing to prepare: positions are read over REST with the listener's session."""
 
-    def disconnect(self) -> None:
-        """The session is the listener's: it is not closed by an adapter."""
-
     def place_order(self, request: OrderRequest) -> OrderResult:
         if request.qty <= 0:
             raise PermanentBrokerError(f"{LABEL}: invalid quantity {request.qty}")

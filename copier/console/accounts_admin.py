@@ -10,8 +10,8 @@ The sim controls (a fill at the sim broker, an outage, a restore) act at the
 broker only, never on the copier: the copier learns of them from the account's
 stream in `copier_listen`, as it would of a venue's fill or outage. They act at the
 broker: they need `brokers.change_simaccount`, the permission that already
-guards the sim's fault switches, whatever the user may do to the account. No
-permission of its own, because this branch adds no migration.
+guards the sim's fault switches, whatever the user may do to the account; a
+permission of their own would split one right (acting at the sim) in two.
 """
 
 from __future__ import annotations

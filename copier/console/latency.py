@@ -3,16 +3,15 @@
 The same measure as /metrics (copier.metrics): `LeaderEvent.received_at` (the listener
 took the leader's fill off the stream) to `Order.completed_at` (the follower's broker
 answered), for the orders a decision sent and the broker answered. The percentiles are
-nearest-rank (PostgreSQL's `percentile_disc`, and `percentile` below for the same numbers
-without a database); the histogram is drawn here as SVG, so the page needs no chart library.
+nearest-rank (PostgreSQL's `percentile_disc`; tests/console/test_latency.py holds the same
+in Python as the oracle); the histogram is drawn here as SVG, so the page needs no chart
+library.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import math
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass
 from html import escape
 
@@ -22,27 +21,6 @@ from core.trading import ANSWERED
 SLOW_MS = 250
 # Histogram bucket upper bounds, ms; the last bucket is everything above.
 BUCKETS_MS: tuple[int, ...] = (25, 50, 75, 100, 150, 200, 250, 350, 500, 1000, 2000)
-
-
-def percentile(values: Sequence[float], fraction: float) -> float | None:
-    """Nearest rank: the smallest value with at least `fraction` of the values at or below.
-
-    The same as PostgreSQL's percentile_disc, so the page and a test agree to the digit.
-    """
-    if not values:
-        return None
-    if not 0 < fraction <= 1:
-        raise ValueError(f"a percentile is a fraction in (0, 1], got {fraction}")
-    ordered = sorted(values)
-    return ordered[max(0, math.ceil(fraction * len(ordered)) - 1)]
-
-
-def bucket_counts(values_ms: Sequence[float]) -> list[int]:
-    """Counts per bucket of BUCKETS_MS (upper bound inclusive), plus one for above the last."""
-    counts = [0] * (len(BUCKETS_MS) + 1)
-    for v in values_ms:
-        counts[next((i for i, b in enumerate(BUCKETS_MS) if v <= b), len(BUCKETS_MS))] += 1
-    return counts
 
 
 @dataclass(frozen=True)
@@ -60,14 +38,6 @@ class LatencySummary:
     @property
     def slow_p99(self) -> bool:
         return self.p99 is not None and self.p99 > SLOW_MS
-
-
-def summary_of(label: str, values_ms: Sequence[float]) -> LatencySummary:
-    """The summary of values in memory (the database computes the same in `latency_window`)."""
-    return LatencySummary(
-        label, len(values_ms), percentile(values_ms, 0.5), percentile(values_ms, 0.9),
-        percentile(values_ms, 0.99), sum(1 for v in values_ms if v > SLOW_MS),
-        tuple(bucket_counts(values_ms)))
 
 
 def histogram_svg(summary: LatencySummary, *, width: int = 360, height: int = 120) -> str:

@@ -221,8 +221,8 @@ def event_finish_if_complete(*, event_id: int) -> None:
 
 
 @dataclass
-class _Work:
-    """One follower's evaluation of one event, from the rules to the broker's answers."""
+class _CopyJob:
+    """One follower's copy of one event, from the rules to the broker's answers."""
 
     event: LeaderEvent
     symbol: str  # the follower's (mapped) symbol: its position, orders, quarantine, exits
@@ -293,27 +293,28 @@ class _Batch:
              if seat.limits.max_symbols is not None})
         self._catch_up(todo)
         todo = self._not_waiting(todo)  # an earlier event just caught up left one working
-        work = [self._evaluate(self.event, seat, position) for seat, position, _ in todo]
+        jobs = [self._evaluate(self.event, seat, position) for seat, position, _ in todo]
         if self.event.runs > 1:  # an earlier run crashed: what it sent and never recorded
-            self._crashed_run_recorded(self.event, work)
-        self._place(work)
-        self._save(work)
+            self._crashed_run_recorded(self.event, jobs)
+        self._place(jobs)
+        self._save(jobs)
 
-    def _crashed_run_recorded(self, ev: LeaderEvent, work: Sequence[_Work]) -> None:
+    def _crashed_run_recorded(self, ev: LeaderEvent, jobs: Sequence[_CopyJob]) -> None:
         """The orders a crashed run of `ev` sent and never recorded, beyond the legs this
         run will send itself (those are looked up before sending: `look_up_first`), whose
         fills the stream counted as the trader's: recorded as the copier's now
         (placement.crashed_run_orders_record). Typically the crashed run's fill made the
         follower whole, and this run has nothing left to send."""
-        suspects = crashed_run_suspects(event_id=ev.pk, account_ids=[w.account.pk for w in work])
-        for w in work:
-            if w.account.pk not in suspects:
+        suspects = crashed_run_suspects(event_id=ev.pk,
+                                        account_ids=[job.account.pk for job in jobs])
+        for job in jobs:
+            if job.account.pk not in suspects:
                 continue
-            found = crashed_run_orders_record(event_id=ev.pk, account=w.account,
-                                              symbol=w.symbol, position_qty=w.position.qty,
-                                              first_leg=len(w.legs))
-            w.position.qty += found.moved
-            w.position.working_orders = w.position.working_orders or found.working
+            found = crashed_run_orders_record(event_id=ev.pk, account=job.account,
+                                              symbol=job.symbol, position_qty=job.position.qty,
+                                              first_leg=len(job.legs))
+            job.position.qty += found.moved
+            job.position.working_orders = job.position.working_orders or found.working
 
     def _not_waiting(self, todo: list[tuple[Seat, Position, int]]
                      ) -> list[tuple[Seat, Position, int]]:
@@ -375,16 +376,16 @@ class _Batch:
             frozen = {s.account_id: s for s in event_seats(ev)}
             # An earlier event that routed this follower to another symbol (its mapping
             # changed in between) is not this row's: its own task decides it on its row.
-            work = [self._evaluate(ev, frozen.get(seat.account_id, seat), position)
+            jobs = [self._evaluate(ev, frozen.get(seat.account_id, seat), position)
                     for seat, position, floor in behind if floor < ev.pk
                     and frozen.get(seat.account_id, seat).route(ev.symbol).symbol
                     == position.symbol]
             if ev.runs > 0:  # a run of its own began: it may have crashed after sending
-                self._crashed_run_recorded(ev, work)
-            self._place(work, look_up_first=self.look_up_first or ev.runs > 0)
-            self._save(work)
+                self._crashed_run_recorded(ev, jobs)
+            self._place(jobs, look_up_first=self.look_up_first or ev.runs > 0)
+            self._save(jobs)
 
-    def _evaluate(self, ev: LeaderEvent, seat: Seat, position: Position) -> _Work:
+    def _evaluate(self, ev: LeaderEvent, seat: Seat, position: Position) -> _CopyJob:
         account = position.account
         route = seat.route(ev.symbol)  # the position row is on route.symbol (locked so)
         symbol = position.symbol
@@ -416,147 +417,145 @@ class _Batch:
         if symbol != ev.symbol:
             notes.insert(0, rules.Note.of(rules.NoteKind.ROUTED, leader=ev.symbol, symbol=symbol,
                                           ratio=f"{route.ratio.normalize():f}"))
-        return _Work(ev, symbol, position, verdict, notes, position.qty,
+        return _CopyJob(ev, symbol, position, verdict, notes, position.qty,
                      rules.ordered_for_placement(verdict.legs))
 
-    def _place(self, work: list[_Work], *, look_up_first: bool | None = None) -> None:
+    def _place(self, jobs: list[_CopyJob], *, look_up_first: bool | None = None) -> None:
         """Leg by leg across all followers: every first leg at once, then the second legs
         of the followers whose first one went out (exits before entries)."""
         look_up = self.look_up_first if look_up_first is None else look_up_first
-        for index in range(max((len(w.legs) for w in work), default=0)):
-            sending: list[_Work] = []
-            for w in work:
-                if index >= len(w.legs):
+        for index in range(max((len(job.legs) for job in jobs), default=0)):
+            sending: list[_CopyJob] = []
+            for job in jobs:
+                if index >= len(job.legs):
                     continue
-                if w.working:  # the leg before it works at the broker: sent once it fills
-                    w.results.append((w.legs[index], rules.LegOutcome.WAITING))
+                if job.working:  # the leg before it works at the broker: sent once it fills
+                    job.results.append((job.legs[index], rules.LegOutcome.WAITING))
                     continue
-                held = self._held(w, index, look_up=look_up)
+                held = self._held(job, index, look_up=look_up)
                 if held is not None:
-                    self._sent(w, w.legs[index], held)
-                elif w.stopped or not w.account.is_connected:
-                    self._not_sent(w, w.legs[index], disconnected=not w.account.is_connected)
+                    self._sent(job, job.legs[index], held)
+                elif job.stopped or not job.account.is_connected:
+                    self._not_sent(job, job.legs[index], disconnected=not job.account.is_connected)
                 else:
-                    sending.append(w)
-            specs = [w.spec(index) for w in sending]
-            for w, sent in zip(sending, orders_place(specs, look_up_first=look_up), strict=True):
-                self._sent(w, w.legs[index], sent)
+                    sending.append(job)
+            specs = [job.spec(index) for job in sending]
+            for job, sent in zip(sending, orders_place(specs, look_up_first=look_up), strict=True):
+                self._sent(job, job.legs[index], sent)
 
     @staticmethod
-    def _held(w: _Work, index: int, *, look_up: bool) -> Sent | None:
+    def _held(job: _CopyJob, index: int, *, look_up: bool) -> Sent | None:
         """A leg the copier holds back itself, before any broker is asked (None: it may go)."""
-        if look_up and not w.account.is_connected:
+        if look_up and not job.account.is_connected:
             # An earlier run may have sent it, and the broker cannot be asked now.
-            return order_in_doubt(w.spec(index), "sent by an earlier run? the follower is "
+            return order_in_doubt(job.spec(index), "sent by an earlier run? the follower is "
                                   "disconnected: looked up when it is back")
-        if w.stopped:
+        if job.stopped:
             return None
-        if w.position.blocked:
-            return order_not_sent(w.spec(index), TransientBrokerError(w.position.blocked))
-        denied = rules.entry_denied(w.legs[index])
+        if job.position.blocked:
+            return order_not_sent(job.spec(index), TransientBrokerError(job.position.blocked))
+        denied = rules.entry_denied(job.legs[index])
         if denied:  # a failed entry (never retried), no quarantine: exits still follow
-            return order_not_sent(w.spec(index), BrokerError(denied))
-        if w.account.compare_pending_since is not None:
+            return order_not_sent(job.spec(index), BrokerError(denied))
+        if job.account.compare_pending_since is not None:
             # The broker differs from the copier's view and the comparison waits for this
             # run: what an earlier try sent is looked up and counted, nothing new goes out
             # on a view the broker contradicts (an exit waits in the queue).
-            return order_looked_up_only(w.spec(index), COMPARISON_PENDING)
+            return order_looked_up_only(job.spec(index), COMPARISON_PENDING)
         return None
 
-    def _not_sent(self, w: _Work, leg: rules.Leg, *, disconnected: bool) -> None:
+    def _not_sent(self, job: _CopyJob, leg: rules.Leg, *, disconnected: bool) -> None:
         """A leg after a failed one, or for a disconnected follower: nothing goes out."""
         outcome = (rules.leg_outcome(leg, failed=False, disconnected=True) if disconnected
                    else rules.LegOutcome.DROPPED)
         if outcome == rules.LegOutcome.QUEUED:
-            failed_exits.failed_exit_queue(account=w.account, symbol=w.symbol, leg=leg,
-                                           event=w.event, attempts=0,
+            failed_exits.failed_exit_queue(account=job.account, symbol=job.symbol, leg=leg,
+                                           event=job.event, attempts=0,
                                            error="follower disconnected")
-        w.results.append((leg, outcome))
-        w.stopped = True
+        job.results.append((leg, outcome))
+        job.stopped = True
 
-    def _sent(self, w: _Work, leg: rules.Leg, sent: Sent) -> None:
-        w.position.qty += sent.moved
+    def _sent(self, job: _CopyJob, leg: rules.Leg, sent: Sent) -> None:
+        job.position.qty += sent.moved
         if sent.order.status != Order.Status.FAILED:
-            w.orders.append(sent.order)
+            job.orders.append(sent.order)
         outcome = rules.leg_outcome(leg, failed=sent.error is not None, permanent=sent.permanent,
-                                    disconnected=not w.account.is_connected)
+                                    disconnected=not job.account.is_connected)
         if sent.error is not None:
-            _leg_failure_record(w, leg, sent, outcome)
+            _leg_failure_record(job, leg, sent, outcome)
         elif sent.order.unfilled:
-            outcome = _unfilled_record(w, leg, sent)
-        w.results.append((leg, outcome))
-        w.stopped = sent.error is not None or outcome != rules.LegOutcome.PLACED
-        w.working = sent.order.status == Order.Status.ACCEPTED
-        if w.working:  # what comes next for this (follower, symbol) waits for it
-            w.position.working_orders = True
+            outcome = _unfilled_record(job, leg, sent)
+        job.results.append((leg, outcome))
+        job.stopped = sent.error is not None or outcome != rules.LegOutcome.PLACED
+        job.working = sent.order.status == Order.Status.ACCEPTED
+        if job.working:  # what comes next for this (follower, symbol) waits for it
+            job.position.working_orders = True
 
-    def _save(self, work: list[_Work]) -> None:
+    def _save(self, jobs: list[_CopyJob]) -> None:
         now = clock.now()
         decisions = [
             Decision(
-                event=w.event, account=w.account, symbol=w.symbol,
-                reason=rules.placement_reason(w.verdict.reason, w.results),
-                notes=[note.to_json() for note in w.notes], position_before=w.before,
-                expected_before=w.verdict.e0, expected_after=w.verdict.e1,
-                planned_legs=_legs_json(w.legs), position_after=w.position.qty,
-                placed_legs=[{**_legs_json([leg])[0], "outcome": result.value}
-                             for leg, result in w.results],
+                event=job.event, account=job.account, symbol=job.symbol,
+                reason=rules.placement_reason(job.verdict.reason, job.results),
+                notes=[note.to_json() for note in job.notes], position_before=job.before,
+                expected_before=job.verdict.e0, expected_after=job.verdict.e1,
+                planned_legs=[leg.to_json() for leg in job.legs], position_after=job.position.qty,
+                placed_legs=[{**leg.to_json(), "outcome": result.value}
+                             for leg, result in job.results],
                 # open while an order it sent works at the broker (copier.services.working)
-                created_at=now, settled_at=None if w.working else now,
+                created_at=now, settled_at=None if job.working else now,
             )
-            for w in work
+            for job in jobs
         ]
         sql.decisions_insert(decisions=decisions)
         orders = []
-        for w, decision in zip(work, decisions, strict=True):
-            for order in w.orders:
+        for job, decision in zip(jobs, decisions, strict=True):
+            for order in job.orders:
                 order.decision = decision
                 orders.append(order)
-            w.position.last_event_id = w.event.pk
+            job.position.last_event_id = job.event.pk
         sql.orders_insert(orders=orders)
         for order in orders:
             working_expiry_schedule(order)
-        positions_save([w.position for w in work])
+        positions_save([job.position for job in jobs])
 
 
 def _leg_values(leg: rules.Leg) -> dict[str, Any]:
     return {"leg": leg.kind.value, "side": leg.side.value, "qty": leg.qty}
 
 
-def _unfilled_record(w: _Work, leg: rules.Leg, sent: Sent) -> rules.LegOutcome:
+def _unfilled_record(job: _CopyJob, leg: rules.Leg, sent: Sent) -> rules.LegOutcome:
     """The broker answered the placement with the order ended and a rest unfilled: an
     exit's rest is queued as a failed attempt, an entry's is not sent again."""
     order = sent.order
-    w.notes.append(rules.Note.of(rules.NoteKind.LEG_ENDED, **_leg_values(leg),
+    job.notes.append(rules.Note.of(rules.NoteKind.LEG_ENDED, **_leg_values(leg),
                                  filled=order.filled_qty))
     if leg.kind == rules.LegKind.EXIT:
         failed_exits.failed_exit_queue(
-            account=w.account, symbol=w.symbol, event=w.event, attempts=1,
+            account=job.account, symbol=job.symbol, event=job.event, attempts=1,
             leg=rules.Leg(leg.side, order.unfilled, rules.LegKind.EXIT),
             error=f"{order.client_order_id}: {order.unfilled} of {order.qty} unfilled")
         return rules.LegOutcome.QUEUED
     return rules.LegOutcome.PLACED if order.filled_qty else rules.LegOutcome.FAILED
 
 
-def _leg_failure_record(w: _Work, leg: rules.Leg, sent: Sent,
+def _leg_failure_record(job: _CopyJob, leg: rules.Leg, sent: Sent,
                         outcome: rules.LegOutcome) -> None:
     """Record what a failed leg leaves behind: a quarantine, a failed exit to retry."""
     assert sent.error is not None
     error = sent.error.message
-    w.notes.append(rules.Note.of(rules.NoteKind.LEG_FAILED, **_leg_values(leg), error=error))
+    job.notes.append(rules.Note.of(rules.NoteKind.LEG_FAILED, **_leg_values(leg), error=error))
     if outcome == rules.LegOutcome.REJECTED:
-        quarantine_create(account=w.account, symbol=w.symbol, event=w.event,
+        quarantine_create(account=job.account, symbol=job.symbol, event=job.event,
                           reason=Quarantine.Reason.REJECTED, detail=error)
-        w.position.quarantined = True
+        job.position.quarantined = True
     is_exit = leg.kind == rules.LegKind.EXIT
     if is_exit and outcome in (rules.LegOutcome.REJECTED, rules.LegOutcome.QUEUED):
         queued = failed_exits.failed_exit_queue(
-            account=w.account, symbol=w.symbol, leg=leg, event=w.event,
-            attempts=1 if w.account.is_connected else 0,
+            account=job.account, symbol=job.symbol, leg=leg, event=job.event,
+            attempts=1 if job.account.is_connected else 0,
             error=error, rejected=outcome == rules.LegOutcome.REJECTED,
         )
         sent.order.failed_exit = queued  # outcome unknown: the retry looks it up first
 
 
-def _legs_json(legs: Sequence[rules.Leg]) -> list[dict[str, object]]:
-    return [{"side": leg.side.value, "qty": leg.qty, "kind": leg.kind.value} for leg in legs]

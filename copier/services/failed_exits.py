@@ -272,11 +272,10 @@ def _attempt_failed(fe: FailedExit, error: str) -> None:
     fe.last_error = error[:2000]
 
 
-def failed_exits_due(*, limit: int = 1000) -> list[int]:
-    return [fe_id for fe_id, _about in _due_with_about(limit)]
-
-
-def _due_with_about(limit: int) -> list[tuple[int, str]]:
+def failed_exits_due(*, limit: int = 1000) -> list[tuple[int, str]]:
+    """The retries due now, oldest first, each with what its message will say. A paused
+    account's (but a flatten's) and one whose positions compare is pending wait; a claim
+    gone stale is due again."""
     now = clock.now()
     rows = (
         FailedExit.objects.filter(
@@ -292,7 +291,7 @@ def _due_with_about(limit: int) -> list[tuple[int, str]]:
 
 def failed_exits_dispatch_due() -> list[int]:
     """Re-send the due retries (their task may be lost); a duplicate task does nothing."""
-    due = _due_with_about(1000)
+    due = failed_exits_due()
     for fe_id, about in due:
         publisher.failed_exit_retry_publish(fe_id, about=about)
     return [fe_id for fe_id, _about in due]

@@ -358,13 +358,13 @@ class FlattenResult:
     def described(self) -> list[tuple[Decision, str]]:
         """What happened, one line per (follower, symbol) closed, for a person to read."""
         out = []
-        for d in self.decisions:
-            if d.symbol == ALL_SYMBOLS:
+        for decision in self.decisions:
+            if decision.symbol == ALL_SYMBOLS:
                 continue
             legs = ", ".join(f"{leg['side']} {leg['qty']} {leg['outcome']}"
-                             for leg in d.placed_legs) or "nothing sent"
-            out.append((d, f"{d.account.name} {d.symbol}: {legs} ({d.reason}); "
-                           f"now {d.position_after or 0:+d}"))
+                             for leg in decision.placed_legs) or "nothing sent"
+            out.append((decision, f"{decision.account.name} {decision.symbol}: {legs} "
+                                  f"({decision.reason}); now {decision.position_after or 0:+d}"))
         return out
 
     def lines(self) -> list[str]:
@@ -452,8 +452,8 @@ def flatten(*, groups: Sequence[CopyGroup] | None = None,
     group_of = {f.account_id: f.group for f in chosen}
     with transaction.atomic():
         for g in chosen_groups or sorted(set(group_of.values()), key=lambda g: g.name):
-            lines = [line for d, line in result.described()
-                     if group_of[d.account_id].pk == g.pk]
+            lines = [line for decision, line in result.described()
+                     if group_of[decision.account_id].pk == g.pk]
             alert_raise(kind=AlertKind.KILL_SWITCH, group=g, about=g.name,
                         text=(f"Kill switch: {by} flattened followers of group {g.name} and "
                               f"left them exits only. ")
@@ -549,8 +549,8 @@ def _close(result: FlattenResult, account: TradingAccount, symbol: str, by: str,
             reason=rules.placement_reason(rules.Reason.FLATTENED, results),
             notes=[note.to_json() for note in notes], position_before=before,
             position_after=position.qty,
-            planned_legs=[_leg_json(leg) for leg in legs],
-            placed_legs=[{**_leg_json(leg), "outcome": outcome.value}
+            planned_legs=[leg.to_json() for leg in legs],
+            placed_legs=[{**leg.to_json(), "outcome": outcome.value}
                          for leg, outcome in results],
             created_at=now, settled_at=now)
         for order in orders:
@@ -598,8 +598,8 @@ def _queued_attempt(result: FlattenResult, account: TradingAccount, symbol: str,
         notes=_action_notes(f"{by} flattened again; {cancelled}; an earlier flatten's queued "
                             f"exit was {what}"),
         position_before=before, position_after=_held(account, symbol),
-        planned_legs=[_leg_json(leg) for leg, _o in results],
-        placed_legs=[{**_leg_json(leg), "outcome": o.value} for leg, o in results],
+        planned_legs=[leg.to_json() for leg, _o in results],
+        placed_legs=[{**leg.to_json(), "outcome": o.value} for leg, o in results],
         created_at=now, settled_at=clock.now())
     result.decisions.append(decision)
     result.orders.extend(orders)
@@ -608,7 +608,3 @@ def _queued_attempt(result: FlattenResult, account: TradingAccount, symbol: str,
 def _held(account: TradingAccount, symbol: str) -> int:
     return Position.objects.filter(account=account, symbol=symbol).values_list(
         "qty", flat=True).first() or 0
-
-
-def _leg_json(leg: rules.Leg) -> dict[str, object]:
-    return {"side": leg.side.value, "qty": leg.qty, "kind": leg.kind.value}

@@ -478,9 +478,6 @@ def order_fill_add(order: Order, qty: int) -> int:
     return added
 
 
-WORKING_SETTLED_LABEL = "settled at the broker"
-
-
 def order_settled(order: Order) -> str:
     """An order that worked at the broker has settled (its last part filled on the stream,
     a look-up, the broker's cancel, the copier's own cancel after its time ran out).

@@ -81,7 +81,6 @@ class _Socket:
     last_heard: float
     token: _Token | None = None
     synced: bool = False
-    heartbeats: int = 0
     # One writer per socket: frames leave in the order they were queued; None closes.
     outbox: asyncio.Queue[str | None] = field(default_factory=asyncio.Queue)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
@@ -897,7 +896,6 @@ class TradovateVenue(LocalVenue):
 
     async def _socket_frame(self, sock: _Socket, data: str) -> None:
         if data == "[]":
-            sock.heartbeats += 1
             self._heartbeats_total += 1
             return
         parts = data.split("\n", 3)

@@ -4,8 +4,10 @@ histogram drawn as SVG, slow copies marked."""
 from __future__ import annotations
 
 import datetime as dt
+import math
 import random
 import xml.etree.ElementTree as ET
+from collections.abc import Sequence
 
 import pytest
 
@@ -13,14 +15,43 @@ from accounts.models import TradingAccount
 from copier.console.latency import (
     BUCKETS_MS,
     SLOW_MS,
-    bucket_counts,
+    LatencySummary,
     histogram_svg,
     latency_window,
-    percentile,
-    summary_of,
 )
 from copier.models import Decision, LeaderEvent, Order
 from tests.factories import T0
+
+# The oracle: the same summary computed in memory, which the database's must equal.
+
+
+def percentile(values: Sequence[float], fraction: float) -> float | None:
+    """Nearest rank: the smallest value with at least `fraction` of the values at or below.
+
+    The same as PostgreSQL's percentile_disc, so the page and this oracle agree to the digit.
+    """
+    if not values:
+        return None
+    if not 0 < fraction <= 1:
+        raise ValueError(f"a percentile is a fraction in (0, 1], got {fraction}")
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(fraction * len(ordered)) - 1)]
+
+
+def bucket_counts(values_ms: Sequence[float]) -> list[int]:
+    """Counts per bucket of BUCKETS_MS (upper bound inclusive), plus one for above the last."""
+    counts = [0] * (len(BUCKETS_MS) + 1)
+    for v in values_ms:
+        counts[next((i for i, b in enumerate(BUCKETS_MS) if v <= b), len(BUCKETS_MS))] += 1
+    return counts
+
+
+def summary_of(label: str, values_ms: Sequence[float]) -> LatencySummary:
+    """The summary of values in memory (the database computes the same in `latency_window`)."""
+    return LatencySummary(
+        label, len(values_ms), percentile(values_ms, 0.5), percentile(values_ms, 0.9),
+        percentile(values_ms, 0.99), sum(1 for v in values_ms if v > SLOW_MS),
+        tuple(bucket_counts(values_ms)))
 
 
 def test_percentiles_are_nearest_rank():

@@ -21,12 +21,12 @@ from copier.rules import (
     decide,
     divergence,
     expected_position,
-    heals,
     missed_moves,
     ordered_for_placement,
     placement_reason,
     plan_move,
 )
+from copier.symbol_map import heals
 from core.trading import Side
 
 BUY, SELL, EXIT, ENTRY = Side.BUY, Side.SELL, LegKind.EXIT, LegKind.ENTRY

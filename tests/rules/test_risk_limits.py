@@ -25,10 +25,10 @@ from copier.rules import (
     days_parse,
     decide,
     expected_position,
-    heals,
     risk_limits_apply,
     sign,
 )
+from copier.symbol_map import heals
 from core.trading import Side
 from tests.rules.test_rules_properties import FAST, THOROUGH, after, cases, path
 

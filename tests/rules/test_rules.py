@@ -27,7 +27,6 @@ from copier.rules import (
     decide,
     divergence,
     expected_position,
-    heals,
     leader_side,
     leg_outcome,
     missed_moves,
@@ -36,6 +35,7 @@ from copier.rules import (
     plan_move,
     sign,
 )
+from copier.symbol_map import heals
 from core.trading import Side, signed
 
 BUY, SELL = Side.BUY, Side.SELL

@@ -33,12 +33,12 @@ from copier.rules import (
     decide,
     divergence,
     expected_position,
-    heals,
     missed_moves,
     ordered_for_placement,
     plan_move,
     sign,
 )
+from copier.symbol_map import heals
 from core.trading import Side, signed
 
 
