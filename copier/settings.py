@@ -395,10 +395,11 @@ COPIER_WORKING_ORDER_SECONDS = float(os.environ.get("COPIER_WORKING_ORDER_SECOND
 COPIER_REDISPATCH_AFTER_SECONDS = int(os.environ.get("COPIER_REDISPATCH_AFTER_SECONDS", "30"))
 # When the trading day turns over ("HH:MM Time/Zone"): a follower's daily loss limit counts
 # the realised P&L since the last one, and its lock lasts until the next (the CME futures
-# day by default). The one setting every part of the copier reads (copier.rules.SessionReset).
+# day by default). The one setting every part of the copier reads
+# (copier.domain.rules.SessionReset).
 COPIER_SESSION_RESET = os.environ.get("COPIER_SESSION_RESET", "17:00 America/Chicago")
 try:
-    from copier.rules import SessionReset as _SessionReset
+    from copier.domain.rules import SessionReset as _SessionReset
 
     _SessionReset.parse(COPIER_SESSION_RESET)
 except ValueError as _exc:

@@ -32,8 +32,8 @@ from django.db import transaction
 from django.db.models import Q
 
 from accounts.models import Position, TradingAccount
-from copier import rules
 from copier.alerts import alert_raise
+from copier.domain import rules
 from copier.models import (
     AlertKind,
     AuditEntry,

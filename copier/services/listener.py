@@ -29,7 +29,8 @@ from brokers.base import (
     Unreadable,
 )
 from brokers.registry import adapter_for
-from copier import rules, sql
+from copier import sql
+from copier.domain import rules
 from copier.models import CopyGroup, Order, RefusedFill
 from copier.services.ingest import FillInput, leader_fill_ingest
 from copier.services.placement import order_fill_add, order_of_fill, order_settled

@@ -6,7 +6,7 @@ from decimal import Decimal
 
 import pytest
 
-from copier.rules import (
+from copier.domain.rules import (
     ExitMode,
     FollowerFacts,
     LeaderMove,
@@ -251,6 +251,6 @@ def test_missed_leader_moves_are_the_position_differences():
     (ENTRY, {"failed": True, "permanent": True}, LegOutcome.REJECTED),
 ])
 def test_leg_outcome_follows_placing_the_plan(kind, kw, outcome):
-    from copier.rules import leg_outcome
+    from copier.domain.rules import leg_outcome
 
     assert leg_outcome(Leg(SELL, 1, kind), **kw) == outcome

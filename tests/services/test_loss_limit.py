@@ -13,8 +13,8 @@ import pytest
 from accounts.models import TradingAccount
 from brokers.sim import SimBroker
 from copier import tasks
+from copier.domain.rules import Reason
 from copier.models import Alert, AlertKind, Decision, Follower, SessionLoss
-from copier.rules import Reason
 from copier.services import losslimit
 from core import clock
 from core.trading import Side
