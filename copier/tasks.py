@@ -22,9 +22,9 @@ from copier.services import (
     engine,
     failed_exits,
     ingest,
-    listener,
     lockout,
     losslimit,
+    stream_events,
     sync_guard,
     working,
 )
@@ -104,7 +104,7 @@ def prune_failed_exits() -> int:
 
 @periodic
 def prune_follower_fills() -> int:
-    return listener.follower_fills_prune()
+    return stream_events.follower_fills_prune()
 
 
 @periodic

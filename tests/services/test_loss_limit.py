@@ -29,7 +29,7 @@ RESET = dt.datetime(2026, 3, 2, 23, 0, tzinfo=dt.UTC)
 
 def fill(acct: TradingAccount, side: str, qty: int, price: str) -> None:
     """A priced trade of the leader at the sim, seen by the listener."""
-    from copier.services.listener import broker_events_pump
+    from copier.services.stream_events import broker_events_pump
 
     SimBroker(acct).execute_fill(SYMBOL, Side(side), qty, price=price)
     acct.refresh_from_db()

@@ -172,7 +172,7 @@ class Bench:
     def _setup(self) -> Any:
         from accounts.models import TradingAccount
         from copier.models import CopyGroup, Follower
-        from copier.services.listener import broker_events_pump
+        from copier.services.stream_events import broker_events_pump
 
         stamp = time.strftime("%H%M%S")
         leader = self._account(f"BENCH-{stamp}-L")
@@ -271,7 +271,7 @@ class Bench:
     def _fill(self, leader: Any) -> int:
         from brokers.sim import SimBroker
         from copier.models import LeaderEvent
-        from copier.services.listener import broker_events_pump
+        from copier.services.stream_events import broker_events_pump
         from core.trading import Side
 
         self._n = getattr(self, "_n", 0) + 1
