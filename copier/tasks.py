@@ -15,8 +15,6 @@ from celery import Task
 from django.conf import settings
 
 from copier import alerts, publisher
-from copier.celery import app
-from copier.logs import log_context
 from copier.periodic import BY_TASK
 from copier.services import (
     engine,
@@ -28,6 +26,8 @@ from copier.services import (
     sync_guard,
     working,
 )
+from copier.shell.celery import app
+from copier.shell.logs import log_context
 
 P = ParamSpec("P")
 R = TypeVar("R")

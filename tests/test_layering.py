@@ -102,4 +102,4 @@ def test_only_the_settings_name_the_devkit() -> None:
     entry may spell it, so a deployment without devkit/ never reaches for it."""
     naming = sorted(name for name, path in MODULES.items()
                     if name.partition(".")[0] in PRODUCT and "devkit" in path.read_text())
-    assert naming == ["copier.settings"]
+    assert naming == ["copier.shell.settings"]

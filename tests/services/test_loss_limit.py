@@ -169,8 +169,8 @@ def test_followers_off_or_without_a_limit_are_not_read():
 
 
 def test_the_check_is_a_periodic_task_on_the_housekeeping_queue():
-    from copier.celery import app
     from copier.periodic import BY_LABEL
+    from copier.shell.celery import app
 
     assert BY_LABEL["copier: check daily loss limits"].task == "copier.check_loss_limits"
     assert BY_LABEL["copier: check daily loss limits"].seconds() == 15

@@ -236,7 +236,7 @@ def test_a_re_run_with_the_follower_disconnected_records_its_orders_in_doubt(wor
 def test_a_stuck_event_never_starves_newer_lost_events(world):
     leader, _ = world
     events = [stored(leader, f"s{i}", "buy", 1) for i in range(3)]
-    from copier.celery import app
+    from copier.shell.celery import app
 
     app.conf.task_always_eager = False  # published to Redis, consumed by nobody: stuck
     try:

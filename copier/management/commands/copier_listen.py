@@ -15,7 +15,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from copier.celery import heap_freeze
+from copier.shell.celery import heap_freeze
 from copier.stream.process import SCAN_SECONDS, Listener
 
 # A turn touches the heartbeat every second; a lease connection lost takes ~4 s to notice

@@ -241,7 +241,7 @@ class Bench:
              "--without-gossip", "--without-mingle", "-n", f"bench-{os.getpid()}@%h"],
             env=env, cwd=settings.BASE_DIR, stdout=sys.stderr,  # stdout carries only the JSON
         )
-        from copier.celery import app
+        from copier.shell.celery import app
 
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
