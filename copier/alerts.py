@@ -14,7 +14,7 @@ A channel is a copy group's `AlertConfig`; a group without one, and an alert abo
 no group, goes to the operator's destinations from the environment
 (`COPIER_ALERT_EMAILS`, `COPIER_ALERT_WEBHOOK_URL`). Webhook URLs are tokens: they
 are never logged, nor written into an error kept on a row. A webhook is posted to
-only at a public address, judged at each send (copier.shell.outbound): the person who
+only at a public address, judged at each send (copier.outbound): the person who
 typed the URL may not point the worker at loopback or the operator's network.
 """
 
@@ -33,6 +33,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Q
 
 from accounts.models import ConnectionState, TradingAccount
+from copier import outbound
 from copier.models import (
     Alert,
     AlertConfig,
@@ -43,7 +44,6 @@ from copier.models import (
     alert_emails_split,
     webhook_policy,
 )
-from copier.shell import outbound
 from core import clock
 
 log = logging.getLogger(__name__)
@@ -351,7 +351,7 @@ def _webhook_post(url: str, subject: str, body: str) -> None:
     """Slack reads `text`, Discord `content`: both are sent, each ignores the other.
 
     The host is resolved and judged here, at each send, and the POST goes to the address
-    judged (copier.shell.outbound): the form's check alone would let a DNS answer changed since
+    judged (copier.outbound): the form's check alone would let a DNS answer changed since
     then point the worker at loopback or the operator's network."""
     text = "\n".join([subject, *body.splitlines()[1:]])
     payload = {"text": text, "content": text[:DISCORD_MAX]}

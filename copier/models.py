@@ -30,8 +30,8 @@ from django_otp.util import random_hex
 
 from accounts.models import TradingAccount
 from accounts.symbols import normalise_symbol
+from copier import outbound
 from copier.domain import rules, symbol_map
-from copier.shell import outbound
 from core.contracts import contract_parse
 from core.fields import EncryptedTextField
 from core.trading import OrderStatus, Side

@@ -21,8 +21,8 @@ from django.core.exceptions import ImproperlyConfigured
 from kombu import Queue
 
 from copier import periodic
+from copier.outbound import networks_parse
 from copier.shell.envcheck import copier_env, production_problems, second_factor_required
-from copier.shell.outbound import networks_parse
 from core.keys import KeyListError, keys_split
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
@@ -307,7 +307,7 @@ COPIER_ALERT_WEBHOOK_TIMEOUT = float(os.environ.get("COPIER_ALERT_WEBHOOK_TIMEOU
 COPIER_ALERT_INTERVAL_SECONDS = int(os.environ.get("COPIER_ALERT_INTERVAL_SECONDS", "60"))
 # An account disconnected this long alerts (a group's alert configuration overrides it).
 COPIER_ALERT_DISCONNECT_SECONDS = int(os.environ.get("COPIER_ALERT_DISCONNECT_SECONDS", "120"))
-# Webhooks go to public addresses only (copier.shell.outbound): loopback, private, link-local,
+# Webhooks go to public addresses only (copier.outbound): loopback, private, link-local,
 # unspecified, multicast and reserved ones are refused when sent to, unless allowed here,
 # all of them (a webhook receiver on the operator's own network) or a list of networks.
 COPIER_WEBHOOK_ALLOW_PRIVATE = _flag("COPIER_WEBHOOK_ALLOW_PRIVATE", False)

@@ -32,5 +32,5 @@ def webhook() -> Iterator[WebhookReceiver]:
 @pytest.fixture
 def loopback_webhooks(settings) -> None:
     """The receivers above listen on loopback, which webhooks may not reach unless the
-    operator allows it (copier.shell.outbound): these tests allow it, as an operator would."""
+    operator allows it (copier.outbound): these tests allow it, as an operator would."""
     settings.COPIER_WEBHOOK_ALLOWED_NETWORKS = ["127.0.0.0/8"]

@@ -17,10 +17,9 @@ from typing import Any
 import httpx
 import pytest
 
-from copier import alerts
+from copier import alerts, outbound
 from copier.admin import AlertConfigForm
 from copier.models import Alert, AlertConfig
-from copier.shell import outbound
 from core import clock
 from tests.console.servers import WebhookReceiver
 from tests.factories import account, group
