@@ -19,7 +19,7 @@ _ = object()
 
 # Django by dotted path or protocol: settings (MIDDLEWARE, LOGGING, AXES_*, the admin
 # site's default_site), a model field's and django-otp's hooks, a row's `_state.db`, the
-# admin's form fields, and copier/settings.py's own calls (the config leaves settings out:
+# admin's form fields, and copier/shell/settings.py's own calls (the config leaves settings out:
 # every name in it is read by Django).
 (  # noqa: B018
     _.SecurityHeadersMiddleware, _.SameOriginRedirectMiddleware, _.HealthCheckMiddleware,

@@ -2,7 +2,7 @@
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 \
-    DJANGO_SETTINGS_MODULE=copier.settings
+    DJANGO_SETTINGS_MODULE=copier.shell.settings
 WORKDIR /app
 
 # The product only: devkit/ (the local runner, replay, bench, demo, local venues) and tests/
@@ -18,4 +18,4 @@ RUN pip install . && useradd --create-home --uid 10001 copier \
     && chown -R copier /app
 USER copier
 EXPOSE 8000 5555
-CMD ["gunicorn", "copier.wsgi", "--bind", "0.0.0.0:8000", "--workers", "3"]
+CMD ["gunicorn", "copier.shell.wsgi", "--bind", "0.0.0.0:8000", "--workers", "3"]

@@ -188,7 +188,7 @@ class Position(models.Model):
     symbol = models.CharField(max_length=32)
     # 64-bit: a 32-bit column stored a venue's 3,000,000,000 as -1,294,967,296 (server-side
     # binding). What a venue states is range-checked before it is stored
-    # (copier.rules.MAX_VENUE_QTY); the width holds whatever the copier adds up from it.
+    # (copier.domain.rules.MAX_VENUE_QTY); the width holds whatever the copier adds up from it.
     qty = models.BigIntegerField(default=0)
     last_event_id = models.BigIntegerField(null=True, blank=True)
     # What the broker's stream last said the position is, while that disagrees with

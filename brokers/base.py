@@ -124,7 +124,7 @@ class SessionRefused(TransientBrokerError):
     """The venue refused the session's token (HTTP 401) before its expiry: revoked by an
     API key reset, a session limit, a logout elsewhere. Waiting cannot help; a new login
     can. The stored session is dropped and the account's owning listener logs in again
-    (`copier.listen`); the request itself did not run.
+    (`copier.stream.process`); the request itself did not run.
     """
 
 

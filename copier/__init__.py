@@ -1,5 +1,5 @@
 """The copy engine: groups, followers, events, decisions and the Celery tasks."""
 
-from .celery import app as celery_app
+from copier.shell.celery import app as celery_app
 
 __all__ = ("celery_app",)

@@ -22,7 +22,6 @@ from django.utils.safestring import mark_safe
 from django_celery_beat import admin as beat_admin
 from django_celery_beat.models import PeriodicTask
 
-from copier import rules, symbol_map
 from copier.console.audit import AuditedAdmin
 from copier.console.decisions import (
     change_url,
@@ -36,6 +35,7 @@ from copier.console.decisions import (
 )
 from copier.console.display import signed, time_display
 from copier.console.sentences import legs_text
+from copier.domain import rules, symbol_map
 from copier.models import (
     RISK_FIELDS,
     AlertConfig,

@@ -30,7 +30,8 @@ from django_otp.util import random_hex
 
 from accounts.models import TradingAccount
 from accounts.symbols import normalise_symbol
-from copier import outbound, rules, symbol_map
+from copier import outbound
+from copier.domain import rules, symbol_map
 from core.contracts import contract_parse
 from core.fields import EncryptedTextField
 from core.trading import OrderStatus, Side
@@ -240,7 +241,7 @@ class Follower(models.Model):
         default=current_event_watermark, editable=False,
         help_text="Leader events up to this id happened before the account joined.",
     )
-    # Symbol mapping (copier.symbol_map): the automatic conversion here, explicit rules in
+    # Symbol mapping (copier.domain.symbol_map): the automatic conversion here, explicit rules in
     # SymbolMapping rows.
     micro = models.CharField(
         "mini/micro conversion", max_length=8, choices=MICRO_CHOICES,
@@ -284,7 +285,7 @@ class Follower(models.Model):
         super().save(*args, **kwargs)
 
     def symbols(self) -> symbol_map.SymbolMap:
-        """The follower's mapping as the rules read it (copier.symbol_map)."""
+        """The follower's mapping as the rules read it (copier.domain.symbol_map)."""
         return symbol_map.SymbolMap(
             tuple(m.rule() for m in sorted(self.symbol_mappings.all(), key=lambda m: m.pk)),
             symbol_map.Micro(self.micro))
@@ -406,7 +407,7 @@ def _symbol_field_clean(value: str) -> str:
 
 class SymbolMapping(models.Model):
     """One explicit symbol mapping of a follower: the leader's root (or one contract) is
-    traded on the follower as another root, at a ratio (copier.symbol_map)."""
+    traded on the follower as another root, at a ratio (copier.domain.symbol_map)."""
 
     follower = models.ForeignKey(Follower, on_delete=models.CASCADE,
                                  related_name="symbol_mappings")

@@ -15,7 +15,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Sequence
 
-from copier.celery import app
+from copier.shell.celery import app
 
 # The names a person reads in Flower; messages already queued carry them, so they
 # outlive any rename of the code behind them.

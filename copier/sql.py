@@ -82,7 +82,7 @@ FROZEN_FOLLOWER_SQL: dict[str, str] = {
     " 'realized', s.realized::text, 'since', s.locked_at, 'until', s.locked_until)"
     " FROM copier_sessionloss s WHERE s.follower_id = f.id AND s.locked_at <= le.received_at"
     " AND s.locked_until > le.received_at ORDER BY s.locked_at DESC LIMIT 1)",
-    # the symbol mapping (copier.symbol_map.SymbolMap.to_json): the re-run trades the
+    # the symbol mapping (copier.domain.symbol_map.SymbolMap.to_json): the re-run trades the
     # same follower symbols at the same ratios
     "micro": "f.micro",
     "symbol_rules": "(SELECT jsonb_agg(jsonb_build_array(m.leader_symbol, m.follower_symbol,"
@@ -214,7 +214,7 @@ POSITIONS_LOCK = Statement(
     " EXISTS (SELECT 1 FROM copier_order o WHERE o.account_id = p.account_id"
     " AND o.symbol = p.symbol AND o.status = %s) AS working_orders"
     # (account, symbol) pairs: a mapped follower's row is on its own symbol
-    # (copier.symbol_map). A join, not `IN (SELECT ... unnest)`: the semi-join's plan
+    # (copier.domain.symbol_map). A join, not `IN (SELECT ... unnest)`: the semi-join's plan
     # was slower for the few pairs a lock takes (measured in the CHANGELOG).
     " FROM unnest(%s::bigint[], %s::text[]) AS k(a, s)"
     " JOIN accounts_position p ON p.account_id = k.a AND p.symbol = k.s"

@@ -15,19 +15,19 @@ from celery import Task
 from django.conf import settings
 
 from copier import alerts, publisher
-from copier.celery import app
-from copier.logs import log_context
 from copier.periodic import BY_TASK
 from copier.services import (
     engine,
     failed_exits,
     ingest,
-    listener,
     lockout,
     losslimit,
+    stream_events,
     sync_guard,
     working,
 )
+from copier.shell.celery import app
+from copier.shell.logs import log_context
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -104,7 +104,7 @@ def prune_failed_exits() -> int:
 
 @periodic
 def prune_follower_fills() -> int:
-    return listener.follower_fills_prune()
+    return stream_events.follower_fills_prune()
 
 
 @periodic

@@ -3,7 +3,7 @@
 A symbol is a **root** (`ES`, `MNQ`, as the sim and the scenarios trade) or a
 **contract**: a root, a month letter (F G H J K M N Q U V X Z) and a one or two digit
 year (`ESZ6`, `MNQH27`), as the venues name them. How a follower's symbol follows a
-leader's is the copier's (copier.symbol_map); what a symbol is, and what a point of it
+leader's is the copier's (copier.domain.symbol_map); what a symbol is, and what a point of it
 is worth, is known here, below the brokers that price fills with it.
 """
 

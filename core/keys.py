@@ -5,7 +5,7 @@ secret cannot be read: the first key encrypts, every key decrypts (cryptography'
 MultiFernet). Rotating is: put the new key first (the old one after it), restart, run
 `manage.py copier_rotate_key` (every stored secret encrypted again with the first key),
 then remove the old key. Django-free: the settings check the list before Django starts
-(copier.envcheck), and the encrypted fields build their MultiFernet here.
+(copier.shell.envcheck), and the encrypted fields build their MultiFernet here.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The words of a trade every floor uses: a side, a quantity as a position move, an
 order's status, and how large a venue's own numbers may be.
 
-Standard library only: the copy rules (copier.rules) build on it and stay free of Django.
+Standard library only: the copy rules (copier.domain.rules) build on it and stay free of Django.
 """
 
 from __future__ import annotations

@@ -38,7 +38,7 @@ from urllib.parse import quote
 
 from cryptography.fernet import Fernet
 
-from copier.envcheck import second_factor_required
+from copier.shell.envcheck import second_factor_required
 
 ROOT = Path(__file__).resolve().parent.parent
 _apt_updated = False

@@ -24,7 +24,6 @@ from django.db import transaction
 
 from accounts.models import TradingAccount
 from copier import tasks
-from copier.celery import app
 from copier.models import (
     CopyGroup,
     Decision,
@@ -39,6 +38,7 @@ from copier.services import engine, failed_exits
 from copier.services.failed_exits import WAITING_NOTE
 from copier.services.ingest import events_redispatch
 from copier.services.quarantine import quarantine_lift
+from copier.shell.celery import app
 from core import clock
 from devkit.replay_brokers import SimBrokerDriver, VenueBrokerDriver
 from devkit.scenario import Scenario, ScenarioError, Step

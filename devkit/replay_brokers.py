@@ -26,7 +26,7 @@ from brokers.models import SimPosition
 from brokers.registry import adapter_for
 from brokers.sessions import session_save
 from brokers.sim import SimBroker
-from copier.services.listener import broker_events_handle, broker_events_pump
+from copier.services.stream_events import broker_events_handle, broker_events_pump
 from copier.services.sync_guard import connection_lost, connection_restored
 from core.trading import Side
 

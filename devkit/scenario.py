@@ -15,7 +15,7 @@ from typing import Any
 from django.core.exceptions import ValidationError
 
 from accounts.symbols import normalise_symbol
-from copier import rules, symbol_map
+from copier.domain import rules, symbol_map
 from core.trading import MAX_VENUE_ID, Side
 
 

@@ -8,7 +8,7 @@ import time
 import redis
 from django.conf import settings
 
-from copier.celery import app
+from copier.shell.celery import app
 
 
 @app.task(name="copier.noop")

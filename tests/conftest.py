@@ -17,7 +17,7 @@ from django.db.backends.postgresql.operations import DatabaseOperations as Postg
 from django.test import override_settings
 from hypothesis import settings as hypothesis_settings
 
-from copier.celery import app
+from copier.shell.celery import app
 from core import clock
 from tests.factories import T0
 

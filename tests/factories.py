@@ -9,7 +9,7 @@ from accounts.models import Position, TradingAccount
 from brokers.models import SimPosition
 from brokers.sim import SimBroker
 from copier.models import CopyGroup, Follower
-from copier.services.listener import broker_events_pump
+from copier.services.stream_events import broker_events_pump
 
 T0 = dt.datetime(2026, 3, 2, 15, 0, tzinfo=dt.UTC)  # where a controlled clock starts
 

@@ -112,7 +112,7 @@ def test_local_settings_carry_no_key_in_the_source():
     assert one.returncode == 0, one.stderr
     assert one.stdout.splitlines()[0] == "''"
     assert one.stdout.splitlines()[1] != two.stdout.splitlines()[1]  # made up per process
-    source = (Path(settings.BASE_DIR) / "copier" / "settings.py").read_text()
+    source = (Path(settings.BASE_DIR) / "copier" / "shell" / "settings.py").read_text()
     assert "bG9jYWwtZGV2" not in source
 
 

@@ -76,7 +76,8 @@ def test_the_check_sees_lazy_type_only_and_upward_imports() -> None:
     assert "brokers.base" in typed["brokers.registry"]
     assert "brokers.base" not in run["brokers.registry"]
     # an import of a higher floor is caught, whichever floor it skips
-    assert upward_imports({"brokers.sim": {"copier.rules"}}) == ["brokers.sim -> copier.rules"]
+    assert upward_imports({"brokers.sim": {"copier.domain.rules"}}) == [
+        "brokers.sim -> copier.domain.rules"]
     assert upward_imports({"core.clock": {"brokers", "brokers.base"}}) == [
         "core.clock -> brokers.base"]
     # downward and sideways within a package: allowed; the development kit may import any floor
@@ -101,4 +102,53 @@ def test_only_the_settings_name_the_devkit() -> None:
     entry may spell it, so a deployment without devkit/ never reaches for it."""
     naming = sorted(name for name, path in MODULES.items()
                     if name.partition(".")[0] in PRODUCT and "devkit" in path.read_text())
-    assert naming == ["copier.settings"]
+    assert naming == ["copier.shell.settings"]
+
+
+# Inside copier/, the rooms (README, "The floors"): the domain is pure and reads alone; the
+# services do the work and know nothing of what runs them (the shell's settings and Celery
+# app, the stream process, the tasks, the console). `copier` itself is the package every
+# import of a room runs on the way, so it is never counted.
+ROOMS: dict[str, frozenset[str]] = {
+    "copier.domain": frozenset({"core", "copier.domain"}),
+}
+ROOMS_NOT: dict[str, frozenset[str]] = {
+    "copier.domain": frozenset({"copier.shell", "copier.services"}),
+    "copier.services": frozenset({"copier.shell", "copier.stream", "copier.tasks",
+                                  "copier.console", "copier.admin", "copier.management"}),
+}
+
+
+def _within(module: str, prefix: str) -> bool:
+    return module == prefix or module.startswith(prefix + ".")
+
+
+def room_imports(graph: dict[str, set[str]]) -> list[str]:
+    """Each import inside copier/ that leaves its room's rule, as `importer -> imported`."""
+    wrong = []
+    for module, targets in graph.items():
+        for room, only in ROOMS.items():
+            if _within(module, room):
+                wrong += [f"{module} -> {t}" for t in targets
+                          if t.partition(".")[0] in FLOORS and t != "copier"
+                          and not any(_within(t, ok) for ok in only)]
+        for room, never in ROOMS_NOT.items():
+            if _within(module, room):
+                wrong += [f"{module} -> {t}" for t in targets
+                          if any(_within(t, no) for no in never)]
+    return sorted(set(wrong))
+
+
+def test_inside_the_copier_each_room_imports_only_what_its_rule_allows() -> None:
+    wrong = room_imports(import_graph(type_only=True))
+    assert not wrong, "imports across copier's rooms:\n" + "\n".join(wrong)
+
+
+def test_the_room_check_catches_a_wrong_import() -> None:
+    assert room_imports({"copier.domain.rules": {"copier", "copier.domain.symbol_map",
+                                                 "core.trading"}}) == []
+    assert room_imports({"copier.domain.rules": {"copier.models"}}) == [
+        "copier.domain.rules -> copier.models"]
+    assert room_imports({"copier.services.engine": {"copier.shell.celery"}}) == [
+        "copier.services.engine -> copier.shell.celery"]
+    assert room_imports({"copier.services.engine": {"copier.models", "copier.publisher"}}) == []

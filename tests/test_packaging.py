@@ -97,7 +97,7 @@ def test_the_wheel_holds_the_product_and_no_harness(wheel: Path) -> None:
         sources = {n: whl.read(n).decode() for n in names if n.endswith(".py")}
     tops = {n.split("/")[0] for n in names if not n.split("/")[0].endswith(".dist-info")}
     assert tops == {"core", "brokers", "accounts", "copier"}
-    assert {"copier/tasks.py", "copier/settings.py", "brokers/sim.py"} <= set(names)
+    assert {"copier/tasks.py", "copier/shell/settings.py", "brokers/sim.py"} <= set(names)
     assert harness_entries(names) == []
     assert dev_requirements(requires) == []
     assert "aiohttp" in requires  # the dev extra still names it: the check reads real lines
@@ -167,7 +167,7 @@ def test_the_wheel_alone_runs_django_without_the_kit(wheel: Path, tmp_path: Path
              "from django.conf import settings\n"
              "django.setup()\n"
              "from django.core.management import get_commands\n"
-             "from copier.celery import app\n"
+             "from copier.shell.celery import app\n"
              "app.loader.import_default_modules()\n"
              "assert importlib.util.find_spec('devkit') is None\n"
              "assert 'devkit' not in settings.INSTALLED_APPS\n"
@@ -177,7 +177,7 @@ def test_the_wheel_alone_runs_django_without_the_kit(wheel: Path, tmp_path: Path
              "print('ok')\n")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "COPIER_"))}
     env |= {"PYTHONPATH": f"{target}{os.pathsep}{site_packages}",
-            "DJANGO_SETTINGS_MODULE": "copier.settings"}
+            "DJANGO_SETTINGS_MODULE": "copier.shell.settings"}
     done = subprocess.run([sys.executable, "-S", "-c", probe], cwd=tmp_path, env=env,
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stdout + done.stderr

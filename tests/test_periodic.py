@@ -9,8 +9,8 @@ from django.core.management import call_command
 from django_celery_beat.models import PeriodicTask
 
 from copier import publisher, tasks
-from copier.celery import app
 from copier.periodic import HOUSEKEEPING_QUEUE, PERIODIC
+from copier.shell.celery import app
 from copier.tasks import periodic
 
 # The copy path's tasks, on the default queue (and the bench's floor).

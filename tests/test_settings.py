@@ -62,7 +62,7 @@ _SECRETS = ("COPIER_ENV", "SECRET_KEY", "COPIER_ENCRYPTION_KEY", "POSTGRES_PASSW
 def _import_settings(**env: str) -> subprocess.CompletedProcess[str]:
     """Import the settings in a fresh interpreter: they are read once, at import."""
     base = {k: v for k, v in os.environ.items() if k not in _SECRETS}
-    return subprocess.run([sys.executable, "-c", "import copier.settings"],
+    return subprocess.run([sys.executable, "-c", "import copier.shell.settings"],
                           cwd=settings.BASE_DIR, env={**base, **env}, capture_output=True,
                           text=True, timeout=60, check=False)
 
@@ -135,7 +135,7 @@ def test_a_malformed_session_reset_refuses_to_start(value):
 def test_the_session_reset_is_read_from_the_environment():
     base = {k: v for k, v in os.environ.items() if k not in _SECRETS}
     done = subprocess.run(
-        [sys.executable, "-c", "import copier.settings as s; print(s.COPIER_SESSION_RESET)"],
+        [sys.executable, "-c", "import copier.shell.settings as s; print(s.COPIER_SESSION_RESET)"],
         cwd=settings.BASE_DIR, env={**base, "COPIER_SESSION_RESET": "16:00 America/New_York"},
         capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode == 0, done.stderr

@@ -20,7 +20,7 @@ What a placement returns: the place answer carries only the order id, so the ord
 is read back once. Filled (the usual case for a market order) -> "filled" with the
 venue's filled size, and the stream's fills of it are then recognised as counted.
 Still working -> "accepted" with filled_qty 0, and the stream's fills settle it
-(`copier.services.listener`): the fills of the part already filled come on the stream
+(`copier.services.stream_events`): the fills of the part already filled come on the stream
 too, and counting that part here as well would count it twice (a look-up, which is
 not followed by those fills, says what filled so far). A partly filled order is read
 again for a moment first, since a market order completes within milliseconds.

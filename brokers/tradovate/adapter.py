@@ -13,7 +13,7 @@ request ran (connection refused, 423/429, a penalty ticket, 401) is plain transi
 What an order filled is read from its fills (`/fill/deps?masterid=<orderId>`), never
 inferred: a market order still working after the answer is reported "accepted" with
 nothing counted, and its fills on the stream settle it (counted once, see
-`copier.services.listener`): the part filled before the answer comes on the stream too,
+`copier.services.stream_events`): the part filled before the answer comes on the stream too,
 and counting it here as well would count it twice. A look-up (`find_order`), which is
 not followed by those fills, says what filled so far. One the venue cancelled or let
 expire (`ordStatus` Canceled / Expired, or Completed short of its quantity) is

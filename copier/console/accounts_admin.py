@@ -32,10 +32,10 @@ from accounts.models import Position, TradingAccount
 from accounts.symbols import normalise_symbol
 from brokers.base import BrokerError, venue_text
 from brokers.registry import adapter_for
-from copier import rules
 from copier.console.audit import AuditedAdmin
 from copier.console.decisions import changelist_url, links
 from copier.console.display import time_display
+from copier.domain import rules
 from copier.models import SIDE_CHOICES, AuditEntry
 from copier.services.audit import audit_record
 

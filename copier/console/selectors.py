@@ -20,8 +20,8 @@ from django.db import connection
 from django.db.models import Q
 
 from accounts.models import ConnectionState, Position, TradingAccount
-from copier import rules, symbol_map
 from copier.console.display import time_display
+from copier.domain import rules, symbol_map
 from copier.models import (
     CopyGroup,
     FailedExit,

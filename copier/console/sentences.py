@@ -1,7 +1,7 @@
 """Every decision as a sentence with its numbers: what the follower held, what the rules
 expected, what was sent and what became of it.
 
-One renderer per reason of `copier.rules.Reason`, in the order
+One renderer per reason of `copier.domain.rules.Reason`, in the order
 docs/rules.md#decision-order lists them, so that a trader reads the rule that decided in
 words rather than a code; a reason added later without a renderer still reads as a
 sentence (`generic`). Pure: no Django, no database.
@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from copier.rules import Note, NoteKind, Reason
+from copier.domain.rules import Note, NoteKind, Reason
 
 
 def signed(qty: int | None) -> str:

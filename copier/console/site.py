@@ -26,7 +26,7 @@ class CopierAdminSite(admin.AdminSite):
     def has_permission(self, request: HttpRequest) -> bool:
         """Staff, and through the second factor: a session that still owes a code (or a
         compulsory enrolment) is refused every admin page, whatever led it there
-        (copier.middleware.SecondFactorMiddleware redirects it to the page it owes)."""
+        (copier.shell.middleware.SecondFactorMiddleware redirects it to the page it owes)."""
         if not super().has_permission(request):
             return False
         owed = getattr(request, "copier_second_factor_owed", "unknown")

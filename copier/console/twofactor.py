@@ -6,7 +6,7 @@ django-two-factor-auth's: a few forms in the admin's frame, under the strict
 Content-Security-Policy (the QR code is inline SVG, drawn by segno; no script at all).
 
 A user past the password but owing a code or an enrolment is logged in but reaches nothing
-else (copier.middleware.SecondFactorMiddleware, and the site's has_permission): these
+else (copier.shell.middleware.SecondFactorMiddleware, and the site's has_permission): these
 pages are the way on, or the logout. A wrong code counts as a failed login for django-axes
 (the same user and address: five in all lock the pair out, password guesses included).
 """

@@ -199,7 +199,7 @@ def admin_path_redirect(request: HttpRequest, rest: str) -> HttpResponse:
 
     Only to a path of this site: `/admin//evil.example/` (or `%2F`, a backslash, a tab in
     between) would otherwise become `//evil.example/`, another host to a browser. No page of
-    the copier starts so; such an address is not found (copier.middleware guards every
+    the copier starts so; such an address is not found (copier.shell.middleware guards every
     other redirect the same way).
     """
     target = "/" + rest

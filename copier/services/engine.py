@@ -32,7 +32,9 @@ from django.db.models import F
 
 from accounts.models import Position, TradingAccount
 from brokers.base import BrokerError, TransientBrokerError
-from copier import rules, sql
+from copier import sql
+from copier.domain import rules
+from copier.domain.symbol_map import NO_MAPPING, Micro, Route, SymbolMap
 from copier.models import Decision, LeaderEvent, Order, Quarantine
 from copier.services import failed_exits, losslimit, sync_guard
 from copier.services.placement import (
@@ -55,7 +57,6 @@ from copier.services.positions import (
     positions_save,
 )
 from copier.services.quarantine import quarantine_create, quarantine_lift
-from copier.symbol_map import NO_MAPPING, Micro, Route, SymbolMap
 from core import clock
 
 log = logging.getLogger(__name__)
@@ -95,7 +96,7 @@ class Seat:
                    limits, symbols, _loss_lock(f.loss_lock))
 
     def route(self, leader_symbol: str) -> Route:
-        """The follower's symbol and ratio for the leader's symbol (copier.symbol_map)."""
+        """The follower's symbol and ratio for the leader's symbol (copier.domain.symbol_map)."""
         return self.symbols.route(leader_symbol)
 
 
@@ -334,7 +335,7 @@ class _Batch:
                          positions_symbol: Callable[[int], str]) -> None:
         """Followers that do not trade this event's symbol get their decision, no order.
 
-        `unmapped`: their mapping blocks the leader's symbol (copier.symbol_map.Route).
+        `unmapped`: their mapping blocks the leader's symbol (copier.domain.symbol_map.Route).
         `passed`: their row's watermark is past this event, yet nothing was decided for
         them: a later event of another leader symbol, routed to the same follower
         symbol after their mapping changed, was decided first. The event is not

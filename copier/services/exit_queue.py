@@ -15,7 +15,8 @@ from django.conf import settings
 from django.db import transaction
 
 from accounts.models import TradingAccount
-from copier import publisher, rules
+from copier import publisher
+from copier.domain import rules
 from copier.models import FailedExit, LeaderEvent, OperatorAction
 from core import clock
 

@@ -28,8 +28,9 @@ from django.db.models import Q
 from accounts.models import Position, TradingAccount
 from brokers.base import BrokerError
 from brokers.registry import adapter_for
-from copier import publisher, rules, symbol_map
+from copier import publisher
 from copier.alerts import alert_raise
+from copier.domain import rules, symbol_map
 from copier.models import (
     AlertKind,
     FailedExit,

@@ -18,7 +18,8 @@ from django.db.models import F
 
 from accounts.models import TradingAccount
 from accounts.symbols import normalise_symbol
-from copier import rules, sql
+from copier import sql
+from copier.domain import rules
 from copier.models import LeaderEvent
 from copier.publisher import event_about, event_publish
 from copier.services.positions import positions_ensure

@@ -17,7 +17,7 @@ a transient failure, an order of it still in doubt) is queued in the Failed Exit
 Queue with the action. A flatten is a person's order
 (docs/rules.md#flatten-and-the-kill-switch): its queued
 exit goes out while the follower is paused, keeps the follower's stream open until it
-is done (`copier.listen`), closes at each attempt what the follower holds then, and
+is done (`copier.stream.process`), closes at each attempt what the follower holds then, and
 flattening again attempts it at once instead of queueing a second one.
 """
 
@@ -32,8 +32,8 @@ from django.db import transaction
 from django.db.models import Q
 
 from accounts.models import Position, TradingAccount
-from copier import rules
 from copier.alerts import alert_raise
+from copier.domain import rules
 from copier.models import (
     AlertKind,
     AuditEntry,

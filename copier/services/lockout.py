@@ -1,7 +1,7 @@
 """Locked-out logins (django-axes' attempts): which are locked, and unlocking them, recorded.
 
 django-axes counts failed logins per (user, address) and refuses that pair once the limit
-is reached (AXES_* in copier.settings). Its own `axes_reset` commands clear attempts too,
+is reached (AXES_* in copier.shell.settings). Its own `axes_reset` commands clear attempts too,
 but record nothing: unlocking through here writes who unlocked which user or address in
 the audit log, like any other operator action.
 """

@@ -7,7 +7,7 @@ limit, the row says so once (`reached_at`) and an alert is raised once per sessi
 lock mode `locked_at`/`locked_until` (the next session reset) are set, and the engine
 holds the follower's entries while a leader fill is read inside that span: the lock
 a fill was read in is frozen with the event's followers (`copier.sql.EVENT_RUN`, read
-back as `copier.rules.LossLock`), so a re-run holds what the first run held. Exits are
+back as `copier.domain.rules.LossLock`), so a re-run holds what the first run held. Exits are
 never held.
 
 A failed or unvaluable read is logged, written on the row and alerted (once per
@@ -28,8 +28,8 @@ from django.db import transaction
 
 from brokers.base import BrokerError
 from brokers.registry import adapter_for
-from copier import rules
 from copier.alerts import alert_raise
+from copier.domain import rules
 from copier.models import AlertKind, AuditEntry, Follower, LossAction, SessionLoss
 from copier.services.audit import audit_record
 from core import clock

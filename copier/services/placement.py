@@ -33,7 +33,8 @@ from brokers.base import (
     TransientBrokerError,
 )
 from brokers.registry import adapter_class, adapter_for
-from copier import publisher, rules, sql
+from copier import publisher, sql
+from copier.domain import rules
 from copier.models import Decision, FailedExit, Order, Quarantine
 from copier.services import exit_queue
 from copier.services.exit_queue import failed_exit_queue

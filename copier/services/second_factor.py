@@ -2,7 +2,7 @@
 
 A user logs in with a password; one with a confirmed device (an authenticator app, TOTP)
 is then asked for a code (or one of the recovery codes, each usable once) before any page
-(copier.middleware.SecondFactorMiddleware). Where COPIER_REQUIRE_2FA is on, a user who may
+(copier.shell.middleware.SecondFactorMiddleware). Where COPIER_REQUIRE_2FA is on, a user who may
 trade must enrol first: whoever can stop, resume or flatten, fill at the sim broker, change
 what an account logs in with or which accounts a group trades, or give themselves any of
 that (users, groups). Devices are the copier's own django-otp devices

@@ -24,8 +24,9 @@ from accounts.models import ConnectionState, Position, TradingAccount
 from accounts.symbols import normalise_symbol
 from brokers.base import BrokerAdapter, TransientBrokerError, Unreadable
 from brokers.registry import adapter_for
-from copier import rules, sql, symbol_map
+from copier import sql
 from copier.alerts import alert_raise
+from copier.domain import rules, symbol_map
 from copier.models import AlertKind, CopyGroup, Follower, LeaderEvent, Order
 from copier.services.failed_exits import failed_exits_resume
 from copier.services.ingest import FillInput, leader_fill_ingest

@@ -28,7 +28,8 @@ from django.db import transaction
 from accounts.models import Position
 from brokers.base import BrokerError
 from brokers.registry import adapter_for
-from copier import publisher, rules, sql
+from copier import publisher, sql
+from copier.domain import rules
 from copier.models import Decision, FailedExit, LeaderEvent, Order, Quarantine
 from copier.services.engine import event_seats
 from copier.services.placement import (

@@ -15,8 +15,8 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.urls import reverse
 
-from copier.clientip import forwarded_client
 from copier.models import AuditEntry
+from copier.shell.clientip import forwarded_client
 from tests.admin.logins import (
     PASSWORD,
     authenticator,
@@ -155,7 +155,7 @@ def test_a_bad_trusted_proxies_setting_refuses_to_start():
     import sys
 
     for value in ("one", "-1"):
-        done = subprocess.run([sys.executable, "-c", "import copier.settings"],
+        done = subprocess.run([sys.executable, "-c", "import copier.shell.settings"],
                               env={**os.environ, "COPIER_TRUSTED_PROXIES": value},
                               capture_output=True, text=True, timeout=60, check=False)
         assert done.returncode != 0

@@ -18,7 +18,6 @@ from django.test import RequestFactory
 from django.urls import reverse
 from django_otp.oath import TOTP
 
-from copier.envcheck import second_factor_required
 from copier.models import (
     AuditEntry,
     AuthenticatorDevice,
@@ -27,6 +26,7 @@ from copier.models import (
     RecoveryCodeDevice,
 )
 from copier.services import second_factor
+from copier.shell.envcheck import second_factor_required
 from tests.admin.logins import (
     CODE_PAGE,
     ENROL_PAGE,

@@ -8,8 +8,8 @@ import html
 import pytest
 from django.urls import reverse
 
+from copier.domain.symbol_map import Micro
 from copier.models import Follower, LeaderEvent, SymbolMapping
-from copier.symbol_map import Micro
 from tests.factories import account, group, leader_fill
 
 pytestmark = [pytest.mark.django_db(transaction=True, databases="__all__"),

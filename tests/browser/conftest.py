@@ -26,7 +26,7 @@ import pytest
 import redis
 from django.conf import settings
 
-from copier.celery import app
+from copier.shell.celery import app
 from devkit.devstack import CHROMIUM
 from tests.faults.conftest import WorkerProcess
 from tests.helpers import wait_until

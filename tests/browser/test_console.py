@@ -298,7 +298,7 @@ def _flatten_in_the_audit_log(console: Console) -> None:
 
 def test_the_admin_works_under_the_content_security_policy(console: Console) -> None:
     """Every page is served with a policy allowing scripts and styles of this origin only
-    (copier.middleware); the pages' own scripts still run, django_celery_beat's periodic
+    (copier.shell.middleware); the pages' own scripts still run, django_celery_beat's periodic
     task form included (its inline script moved to a static file), and Chromium refuses
     nothing on the way (the console fixture fails the test on any violation it logs)."""
     from django_celery_beat.models import CrontabSchedule

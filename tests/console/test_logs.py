@@ -16,9 +16,9 @@ from django.conf import settings as django_settings
 
 from brokers.sim import SimBroker
 from copier import alerts
-from copier.logs import ContextFilter, JsonFormatter, log_context
 from copier.models import AlertConfig, LeaderEvent, Quarantine
 from copier.services.quarantine import quarantine_create
+from copier.shell.logs import ContextFilter, JsonFormatter, log_context
 from tests.factories import account, connect, group, leader_fill
 
 
@@ -72,7 +72,8 @@ def test_an_exception_is_one_json_line(json_log):
 def _django_log(fmt: str) -> subprocess.CompletedProcess[str]:
     code = ("import django, logging; django.setup(); "
             "logging.getLogger('copier.x').warning('hello', extra={'event_id': 7})")
-    env = {**os.environ, "COPIER_LOG_FORMAT": fmt, "DJANGO_SETTINGS_MODULE": "copier.settings"}
+    env = {**os.environ, "COPIER_LOG_FORMAT": fmt,
+           "DJANGO_SETTINGS_MODULE": "copier.shell.settings"}
     return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
                           text=True, timeout=60, cwd=django_settings.BASE_DIR)
 

@@ -19,7 +19,7 @@ pytestmark = [pytest.mark.django_db(transaction=True, databases="__all__"),
 
 
 class Client:
-    """The URL as routed (copier.urls), called through a request factory: the cheap
+    """The URL as routed (copier.shell.urls), called through a request factory: the cheap
     flush of these tests has no auth app for the middleware stack."""
 
     def get(self, path: str, **headers):

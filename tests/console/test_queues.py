@@ -11,10 +11,10 @@ import redis
 from django.conf import settings
 
 from copier import alerts, publisher, tasks
-from copier.celery import app
 from copier.models import Alert, FailedExit, LeaderEvent
 from copier.periodic import PERIODIC
 from copier.services.failed_exits import failed_exits_dispatch_due
+from copier.shell.celery import app
 from tests.factories import T0, account, connect, group, leader_fill
 
 COPY_TASKS = [publisher.PROCESS_EVENT, publisher.COPY_FOLLOWERS, publisher.RETRY_FAILED_EXIT]

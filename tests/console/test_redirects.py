@@ -17,7 +17,7 @@ from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.test import RequestFactory
 from django.urls import path as url_path
 
-from copier.middleware import SameOriginRedirectMiddleware
+from copier.shell.middleware import SameOriginRedirectMiddleware
 
 pytestmark = pytest.mark.django_db
 

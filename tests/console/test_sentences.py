@@ -12,7 +12,7 @@ from copier.console.sentences import (
     generic,
     legs_text,
 )
-from copier.rules import Note, NoteKind, Reason
+from copier.domain.rules import Note, NoteKind, Reason
 
 SELL2 = {"side": "sell", "qty": 2, "kind": "exit"}
 BUY1 = {"side": "buy", "qty": 1, "kind": "entry"}

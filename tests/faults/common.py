@@ -10,7 +10,7 @@ from django.db import OperationalError, close_old_connections, connections
 
 from accounts.models import TradingAccount
 from brokers.models import SimOrder
-from copier import rules
+from copier.domain import rules
 from copier.models import Decision, FailedExit, LeaderEvent, Order
 from copier.services.failed_exits import failed_exits_dispatch_due
 from copier.services.ingest import events_redispatch

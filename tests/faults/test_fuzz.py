@@ -96,7 +96,7 @@ def test_random_leader_fills_are_validated_before_anything_is_written(fill):
 @pytest.mark.django_db(transaction=True, databases="__all__")
 def test_malformed_input_changes_nothing_and_the_worker_survives(worker_process, capsys):
     """Garbage fills on the leader's stream and garbage task messages, then a good event."""
-    from copier.services.listener import broker_events_handle
+    from copier.services.stream_events import broker_events_handle
 
     leader, followers = build_world()
     worker_process.start()

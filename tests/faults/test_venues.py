@@ -22,7 +22,7 @@ import pytest
 from django.db import OperationalError, close_old_connections, connections
 
 from accounts.models import TradingAccount
-from copier import rules
+from copier.domain import rules
 from copier.models import Decision, LeaderEvent, Order
 from core.trading import signed
 from devkit.localvenue import LocalVenue, venue_start

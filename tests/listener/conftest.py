@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from copier.celery import app
+from copier.shell.celery import app
 from tests.faults.conftest import WorkerProcess
 from tests.helpers import wait_until
 from tests.listener.helpers import ListenerProcess

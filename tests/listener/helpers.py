@@ -16,7 +16,7 @@ from django.conf import settings
 from django.db import connection
 
 from accounts.models import TradingAccount
-from copier.listen import Listener
+from copier.stream.process import Listener
 from tests.helpers import wait_until
 
 

@@ -7,10 +7,10 @@ import pytest
 
 from accounts.models import TradingAccount
 from brokers.sim import SimBroker
-from copier.listen import accounts_wanted
 from copier.models import CopyGroup, FailedExit, Follower
 from copier.services import killswitch
 from copier.services.sync_guard import connection_lost
+from copier.stream.process import accounts_wanted
 from tests.factories import account, broker_position, connect, copier_position, group, leader_fill
 from tests.helpers import wait_until
 from tests.listener.helpers import listener_thread

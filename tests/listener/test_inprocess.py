@@ -16,7 +16,7 @@ import pytest
 from accounts.models import TradingAccount
 from brokers.base import Session, TransientBrokerError
 from brokers.sim import FALLBACK_POLL_SECONDS, SimBroker
-from copier.listen import (
+from copier.stream.process import (
     BACKOFF_MAX,
     LEASE_CLASS,
     _Pool,

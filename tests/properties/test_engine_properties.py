@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from brokers.models import SimOrder
-from copier import rules
+from copier.domain import rules
 from copier.models import Decision, FailedExit, LeaderEvent, Order
 from copier.services import engine
 from core.trading import signed

@@ -27,7 +27,7 @@ from hypothesis import strategies as st
 
 from accounts.models import TradingAccount
 from brokers.models import SimOrder
-from copier import rules
+from copier.domain import rules
 from copier.models import Decision, FailedExit, Follower, LeaderEvent, Order, Quarantine
 from core import clock
 from core.trading import signed

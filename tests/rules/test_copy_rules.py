@@ -6,7 +6,7 @@ from decimal import Decimal
 
 import pytest
 
-from copier.rules import (
+from copier.domain.rules import (
     ExitMode,
     FollowerFacts,
     LeaderMove,
@@ -26,7 +26,7 @@ from copier.rules import (
     placement_reason,
     plan_move,
 )
-from copier.symbol_map import heals
+from copier.domain.symbol_map import heals
 from core.trading import Side
 
 BUY, SELL, EXIT, ENTRY = Side.BUY, Side.SELL, LegKind.EXIT, LegKind.ENTRY
@@ -251,6 +251,6 @@ def test_missed_leader_moves_are_the_position_differences():
     (ENTRY, {"failed": True, "permanent": True}, LegOutcome.REJECTED),
 ])
 def test_leg_outcome_follows_placing_the_plan(kind, kw, outcome):
-    from copier.rules import leg_outcome
+    from copier.domain.rules import leg_outcome
 
     assert leg_outcome(Leg(SELL, 1, kind), **kw) == outcome

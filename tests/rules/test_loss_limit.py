@@ -1,4 +1,4 @@
-"""The daily loss limit in copier/rules.py (docs/rules.md "Daily loss limit"): the session's
+"""The daily loss limit in copier/domain/rules.py (docs/rules.md "Daily loss limit"): the session's
 turn-over, the limit reached, and the lock holding entries back while exits always pass;
 then properties for any input: no entry while locked, exits never held by the lock."""
 
@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from copier.rules import (
+from copier.domain.rules import (
     FollowerFacts,
     LeaderMove,
     Leg,

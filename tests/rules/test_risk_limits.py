@@ -1,4 +1,4 @@
-"""A follower's fixed quantity and risk limits in copier/rules.py (docs/rules.md "Sizing" and
+"""A follower's fixed quantity and risk limits in copier/domain/rules.py (docs/rules.md "Sizing" and
 "Risk limits"): examples, then properties for any input: exits are never blocked nor cut by
 a limit, an entry never takes |position| beyond max position, no entry leg is larger than
 max per order, and nothing is entered outside the window or beyond max open symbols."""
@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from copier.rules import (
+from copier.domain.rules import (
     ExitMode,
     FollowerFacts,
     LeaderMove,
@@ -28,7 +28,7 @@ from copier.rules import (
     risk_limits_apply,
     sign,
 )
-from copier.symbol_map import heals
+from copier.domain.symbol_map import heals
 from core.trading import Side
 from tests.rules.test_rules_properties import FAST, THOROUGH, after, cases, path
 

@@ -1,4 +1,5 @@
-"""Unit tests of copier/rules.py against docs/rules.md#the-exact-contract, one scenario per test.
+"""Unit tests of copier/domain/rules.py against docs/rules.md#the-exact-contract, one scenario
+per test.
 
 Each test is named for the story it tells; the rule it checks is stated (from
 the contract) in its docstring or the section comment above it.
@@ -10,7 +11,7 @@ from decimal import Decimal
 
 import pytest
 
-from copier.rules import (
+from copier.domain.rules import (
     BACKOFF_CAP_SECONDS,
     Divergence,
     ExitMode,
@@ -35,7 +36,7 @@ from copier.rules import (
     plan_move,
     sign,
 )
-from copier.symbol_map import heals
+from copier.domain.symbol_map import heals
 from core.trading import Side, signed
 
 BUY, SELL = Side.BUY, Side.SELL

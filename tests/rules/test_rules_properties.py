@@ -1,4 +1,5 @@
-"""Property tests of copier/rules.py: the invariants of docs/rules.md#invariants, for any input.
+"""Property tests of copier/domain/rules.py: the invariants of docs/rules.md#invariants, for any
+input.
 
 Positions are small signed ints (reversals included), multipliers come from a
 fixed set of Decimals and from random Decimals in (0, 10] with 4 places.
@@ -18,7 +19,7 @@ from itertools import pairwise
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from copier.rules import (
+from copier.domain.rules import (
     BACKOFF_CAP_SECONDS,
     ExitMode,
     FollowerFacts,
@@ -38,7 +39,7 @@ from copier.rules import (
     plan_move,
     sign,
 )
-from copier.symbol_map import heals
+from copier.domain.symbol_map import heals
 from core.trading import Side, signed
 
 

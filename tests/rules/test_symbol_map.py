@@ -1,4 +1,4 @@
-"""Symbol mapping (copier.symbol_map): routes, month codes, validation, and properties."""
+"""Symbol mapping (copier.domain.symbol_map): routes, month codes, validation, and properties."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from copier import rules
-from copier.symbol_map import (
+from copier.domain import rules
+from copier.domain.symbol_map import (
     Micro,
     Route,
     SymbolMap,

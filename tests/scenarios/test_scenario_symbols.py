@@ -7,7 +7,7 @@ from decimal import Decimal
 
 import pytest
 
-from copier.symbol_map import Micro
+from copier.domain.symbol_map import Micro
 from devkit.scenario import ScenarioError, load
 
 

@@ -16,7 +16,7 @@ from copier import tasks
 from copier.models import Decision, FailedExit, Follower, LeaderEvent, Order
 from copier.services import engine
 from copier.services.ingest import FillInput, events_redispatch, leader_fill_ingest
-from copier.services.listener import follower_fill_record
+from copier.services.stream_events import follower_fill_record
 from tests.factories import (
     account,
     broker_position,
@@ -123,7 +123,7 @@ def test_timeout_on_an_entry_is_looked_up_and_counted_once(world):
 def test_our_own_fills_on_the_stream_are_not_counted_twice(world):
     leader, f1, _ = world
     leader_fill(leader, "ES", "buy", 1)
-    from copier.services.listener import broker_events_pump
+    from copier.services.stream_events import broker_events_pump
 
     f1.refresh_from_db()
     broker_events_pump(account=f1)  # delivers the copier's own fill
@@ -133,7 +133,7 @@ def test_our_own_fills_on_the_stream_are_not_counted_twice(world):
 def test_manual_follower_fill_moves_the_confirmed_position(world):
     _, f1, _ = world
     SimBroker(f1).execute_fill("NQ", "sell", 2)
-    from copier.services.listener import broker_events_pump
+    from copier.services.stream_events import broker_events_pump
 
     broker_events_pump(account=f1)
     assert copier_position(f1, "NQ") == -2

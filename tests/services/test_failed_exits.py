@@ -12,7 +12,7 @@ from brokers.sim import SimBroker
 from copier import tasks
 from copier.models import FailedExit, Order, Quarantine
 from copier.services import failed_exits
-from copier.services.listener import broker_events_pump
+from copier.services.stream_events import broker_events_pump
 from core import clock
 from tests.factories import (
     T0,

@@ -18,6 +18,7 @@ from brokers.registry import adapter_for, adapters_forget
 from brokers.sessions import session_save
 from brokers.sim import SimBroker
 from copier import tasks
+from copier.domain.rules import Reason
 from copier.models import (
     Alert,
     AlertKind,
@@ -31,7 +32,6 @@ from copier.models import (
     Order,
     Quarantine,
 )
-from copier.rules import Reason
 from copier.services import engine, killswitch
 from copier.services.ingest import FillInput, leader_fill_ingest
 from core import clock

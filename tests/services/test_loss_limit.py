@@ -13,8 +13,8 @@ import pytest
 from accounts.models import TradingAccount
 from brokers.sim import SimBroker
 from copier import tasks
+from copier.domain.rules import Reason
 from copier.models import Alert, AlertKind, Decision, Follower, SessionLoss
-from copier.rules import Reason
 from copier.services import losslimit
 from core import clock
 from core.trading import Side
@@ -29,7 +29,7 @@ RESET = dt.datetime(2026, 3, 2, 23, 0, tzinfo=dt.UTC)
 
 def fill(acct: TradingAccount, side: str, qty: int, price: str) -> None:
     """A priced trade of the leader at the sim, seen by the listener."""
-    from copier.services.listener import broker_events_pump
+    from copier.services.stream_events import broker_events_pump
 
     SimBroker(acct).execute_fill(SYMBOL, Side(side), qty, price=price)
     acct.refresh_from_db()
@@ -169,8 +169,8 @@ def test_followers_off_or_without_a_limit_are_not_read():
 
 
 def test_the_check_is_a_periodic_task_on_the_housekeeping_queue():
-    from copier.celery import app
     from copier.periodic import BY_TASK
+    from copier.shell.celery import app
 
     periodic = BY_TASK["copier.check_loss_limits"]
     assert (periodic.label, periodic.seconds()) == ("copier: check daily loss limits", 15)

@@ -23,7 +23,7 @@ from copier import tasks
 from copier.models import CopyGroup, Decision, FailedExit, Follower, LeaderEvent, Order, Quarantine
 from copier.services import engine, failed_exits
 from copier.services.ingest import FillInput, events_redispatch, leader_fill_ingest
-from copier.services.listener import broker_events_pump
+from copier.services.stream_events import broker_events_pump
 from core import clock
 from tests.factories import (
     account,
@@ -236,7 +236,7 @@ def test_a_re_run_with_the_follower_disconnected_records_its_orders_in_doubt(wor
 def test_a_stuck_event_never_starves_newer_lost_events(world):
     leader, _ = world
     events = [stored(leader, f"s{i}", "buy", 1) for i in range(3)]
-    from copier.celery import app
+    from copier.shell.celery import app
 
     app.conf.task_always_eager = False  # published to Redis, consumed by nobody: stuck
     try:
@@ -392,7 +392,7 @@ def _statement_waits_past_the_grace(f1: TradingAccount, stated: int) -> None:
     from django.conf import settings
 
     from brokers.base import PositionUpdate
-    from copier.services.listener import broker_events_handle
+    from copier.services.stream_events import broker_events_handle
     from copier.services.sync_guard import position_disagreements_settle
 
     broker_events_handle(account=f1, events=[PositionUpdate("ES", stated)])
@@ -429,7 +429,7 @@ def test_a_trader_move_stated_while_no_event_is_in_flight_is_adopted_after_the_g
     leader_fill(leader, "ES", "buy", 2)
     SimBroker(f1).execute_fill("ES", "buy", 1)  # the trader's own contract
     from brokers.base import PositionUpdate
-    from copier.services.listener import broker_events_handle
+    from copier.services.stream_events import broker_events_handle
 
     broker_events_handle(account=f1, events=[PositionUpdate("ES", 3)])
     clock.advance_to(clock.now() + dt.timedelta(seconds=60))
@@ -464,7 +464,7 @@ def test_a_positions_re_read_after_a_crashed_run_leaves_the_runs_own_order_to_it
     """A refused follower fill re-reads the follower's positions; the crashed run's order
     in them is not adopted as the trader's: the re-run counts it, once."""
     from brokers.base import Fill
-    from copier.services.listener import broker_events_handle
+    from copier.services.stream_events import broker_events_handle
 
     leader, f1 = world
     leader_fill(leader, "ES", "buy", 2)

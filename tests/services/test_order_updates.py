@@ -12,7 +12,7 @@ import pytest
 from brokers.base import OrderUpdate
 from brokers.sim import SimBroker
 from copier.models import Order
-from copier.services.listener import broker_events_pump, order_update_record
+from copier.services.stream_events import broker_events_pump, order_update_record
 from tests.factories import account, broker_position, connect, copier_position, group, leader_fill
 
 pytestmark = [pytest.mark.django_db(transaction=True, databases="__all__"),

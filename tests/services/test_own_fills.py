@@ -28,7 +28,7 @@ from brokers.sim import SimBroker
 from copier import tasks
 from copier.models import FailedExit, Order
 from copier.services import engine
-from copier.services.listener import broker_events_handle, broker_events_pump
+from copier.services.stream_events import broker_events_handle, broker_events_pump
 from core.trading import Side
 from devkit.localvenue import LocalVenue, venue_start
 from tests.factories import account, broker_position, connect, copier_position, group, leader_fill

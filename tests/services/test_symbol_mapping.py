@@ -9,9 +9,9 @@ import pytest
 
 from brokers.sim import SimBroker
 from copier import tasks
+from copier.domain.symbol_map import SymbolRule
 from copier.models import Decision, FailedExit, Follower, LeaderEvent, Order, SymbolMapping
 from copier.services import engine, failed_exits
-from copier.symbol_map import SymbolRule
 from tests.factories import account, broker_position, connect, copier_position, group, leader_fill
 
 pytestmark = [pytest.mark.django_db(transaction=True, databases="__all__"),

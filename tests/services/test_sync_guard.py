@@ -104,7 +104,7 @@ def test_follower_position_update_no_fill_explains_is_adopted_and_heals_a_pause(
     world, frozen_clock
 ):
     from brokers.base import PositionUpdate
-    from copier.services.listener import broker_events_handle
+    from copier.services.stream_events import broker_events_handle
 
     _, f1 = world
     _outage_with_manual_trade(f1, "buy", 3)
@@ -122,7 +122,7 @@ def test_leader_position_update_that_disagrees_is_a_missed_move_copied_close_onl
     world, frozen_clock
 ):
     from brokers.base import PositionUpdate
-    from copier.services.listener import broker_events_handle
+    from copier.services.stream_events import broker_events_handle
 
     leader, f1 = world
     broker_events_handle(account=leader, events=[PositionUpdate("ES", 3)])
@@ -226,7 +226,7 @@ def test_a_disconnected_paused_account_keeps_its_pause_until_the_reconnect_check
 
 def test_a_fill_on_a_disconnected_paused_follower_does_not_heal_it(world):
     from brokers.base import Fill
-    from copier.services.listener import broker_events_handle
+    from copier.services.stream_events import broker_events_handle
     from core import clock
 
     _, f1 = world
@@ -304,7 +304,7 @@ def test_a_hand_trade_left_once_the_in_flight_run_is_settled_pauses_the_account(
     from brokers.base import PositionUpdate
     from copier import tasks
     from copier.models import Order
-    from copier.services.listener import broker_events_handle
+    from copier.services.stream_events import broker_events_handle
     from tests.factories import broker_position
     from tests.services.test_money_safety import crash_mid_copy, sent_at_broker, stored
 

@@ -15,7 +15,7 @@ import pytest
 from brokers.base import Fill, OrderRequest
 from brokers.sim import SimBroker
 from copier.models import FailedExit, Order
-from copier.services.listener import broker_events_handle
+from copier.services.stream_events import broker_events_handle
 from core import clock
 from core.trading import Side
 from tests.factories import account, broker_position, connect, copier_position, group, leader_fill

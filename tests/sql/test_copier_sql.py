@@ -14,7 +14,9 @@ from decimal import Decimal
 import pytest
 
 from accounts.models import FollowerFill, Position, TradingAccount
-from copier import rules, sql
+from copier import sql
+from copier.domain import rules
+from copier.domain.symbol_map import Micro, SymbolMap, SymbolRule
 from copier.models import (
     CopyGroup,
     Follower,
@@ -27,7 +29,6 @@ from copier.models import (
 )
 from copier.services import losslimit
 from copier.services.engine import Seat, event_seats
-from copier.symbol_map import Micro, SymbolMap, SymbolRule
 from core.rawsql import RowsInsert, Statement
 from tests.factories import account, group
 from tests.sql.helpers import check_columns, model_columns
@@ -412,8 +413,8 @@ def test_metric_tallies_add_adds_to_what_is_there_in_one_statement(world):
 
 # --- decisions_insert, orders_insert ------------------------------------------------------
 def test_decisions_insert_stores_every_field_as_bulk_create_would_and_sets_the_ids(world):
+    from copier.domain.rules import Note, NoteKind, Reason
     from copier.models import Decision
-    from copier.rules import Note, NoteKind, Reason
 
     leader, f1, _f2 = world
     event = _event(leader)

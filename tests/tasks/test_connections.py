@@ -14,7 +14,7 @@ import time
 import pytest
 from django.db import connection, connections
 
-from copier.celery import _connections_ready, _connections_recycle
+from copier.shell.celery import _connections_ready, _connections_recycle
 
 pytestmark = pytest.mark.django_db(transaction=True, databases="__all__")
 

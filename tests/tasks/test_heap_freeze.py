@@ -1,4 +1,4 @@
-"""A worker's startup heap is left out of garbage collection (copier.celery.heap_freeze):
+"""A worker's startup heap is left out of garbage collection (copier.shell.celery.heap_freeze):
 full collections walking it were the copy's slowest tail."""
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ def unfrozen() -> Iterator[None]:
                                     signals.worker_process_init],
                          ids=["before the pool forks", "in each child"])
 def test_the_worker_freezes_what_it_started_with(unfrozen, signal):
-    import copier.celery  # noqa: F401 (connects the handlers)
+    import copier.shell.celery  # noqa: F401 (connects the handlers)
 
     assert gc.get_freeze_count() == 0
     signal.send(sender=None)

@@ -10,7 +10,7 @@ import redis
 from django.conf import settings
 
 from copier import publisher
-from copier.celery import app
+from copier.shell.celery import app
 
 pytestmark = pytest.mark.usefixtures("clean_redis")
 

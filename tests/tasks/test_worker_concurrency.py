@@ -13,7 +13,7 @@ from decimal import Decimal
 import pytest
 
 from brokers.models import SimOrder
-from copier import rules
+from copier.domain import rules
 from copier.models import Decision, LeaderEvent
 from core.trading import signed
 from tests.factories import account, broker_position, connect, copier_position, group, leader_fill

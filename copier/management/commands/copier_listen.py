@@ -1,4 +1,4 @@
-"""`manage.py copier_listen`: keep every copied account's broker stream (copier.listen).
+"""`manage.py copier_listen`: keep every copied account's broker stream (copier.stream.process).
 
 Run one or more: each takes the accounts no other listener holds, and takes over
 those of a listener that dies. SIGTERM or SIGINT closes the streams, marks the
@@ -15,8 +15,8 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from copier.celery import heap_freeze
-from copier.listen import SCAN_SECONDS, Listener
+from copier.shell.celery import heap_freeze
+from copier.stream.process import SCAN_SECONDS, Listener
 
 # A turn touches the heartbeat every second; a lease connection lost takes ~4 s to notice
 # and a reconnect backs off, so this is generous without hiding a stuck listener.

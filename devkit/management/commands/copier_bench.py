@@ -172,7 +172,7 @@ class Bench:
     def _setup(self) -> Any:
         from accounts.models import TradingAccount
         from copier.models import CopyGroup, Follower
-        from copier.services.listener import broker_events_pump
+        from copier.services.stream_events import broker_events_pump
 
         stamp = time.strftime("%H%M%S")
         leader = self._account(f"BENCH-{stamp}-L")
@@ -241,7 +241,7 @@ class Bench:
              "--without-gossip", "--without-mingle", "-n", f"bench-{os.getpid()}@%h"],
             env=env, cwd=settings.BASE_DIR, stdout=sys.stderr,  # stdout carries only the JSON
         )
-        from copier.celery import app
+        from copier.shell.celery import app
 
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
@@ -271,7 +271,7 @@ class Bench:
     def _fill(self, leader: Any) -> int:
         from brokers.sim import SimBroker
         from copier.models import LeaderEvent
-        from copier.services.listener import broker_events_pump
+        from copier.services.stream_events import broker_events_pump
         from core.trading import Side
 
         self._n = getattr(self, "_n", 0) + 1

@@ -10,7 +10,7 @@ from django.db import transaction
 
 from accounts.models import TradingAccount
 from copier.models import CopyGroup, Follower
-from copier.services.listener import broker_events_pump
+from copier.services.stream_events import broker_events_pump
 
 LEADER = "DEMO-LEADER"
 GROUPS = {

@@ -66,7 +66,7 @@ class Command(BaseCommand):
     def _live(self, scenario: Scenario) -> dict[str, Any]:
         from celery.contrib.testing.worker import start_worker
 
-        from copier.celery import app
+        from copier.shell.celery import app
         from devkit.replay import TaskTracker
 
         tracker = TaskTracker()

@@ -56,7 +56,7 @@ drops it after ~10 s without an answer, `tcp_user_timeout` bounds unacknowledged
 sends), while the listener stops its streams after at most ~4 s: the old owner is
 gone before a new one can take the lock. Even an overlap would not send anything
 twice: leader fills are stored once per broker fill id and follower fills are
-settled once (see copier.services.listener), but each account's stream should
+settled once (see copier.services.stream_events), but each account's stream should
 have one reader.
 
 A listener that dies between reading a batch and storing it loses that batch from its
@@ -103,7 +103,7 @@ from brokers.sessions import session_drop, session_load, session_save, sessions_
 from brokers.sim import sim_announcements_close
 from copier.models import CopyGroup, Follower
 from copier.services.failed_exits import flatten_exits_open
-from copier.services.listener import account_is_leader, broker_events_handle
+from copier.services.stream_events import account_is_leader, broker_events_handle
 from copier.services.sync_guard import connection_lost, connection_restored
 from core import clock
 from core.rawsql import database_conninfo

@@ -9,7 +9,7 @@ from django.urls import path, re_path
 from copier.console import twofactor
 from copier.console import views as console
 from copier.metrics import metrics_view
-from copier.views import healthz
+from copier.shell.health import healthz
 
 site = admin.site
 

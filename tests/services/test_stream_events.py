@@ -6,7 +6,7 @@ import pytest
 
 from brokers.sim import SimBroker
 from copier.models import Decision, LeaderEvent
-from copier.services.listener import broker_events_pump
+from copier.services.stream_events import broker_events_pump
 from tests.factories import (
     account,
     broker_position,
@@ -69,7 +69,7 @@ def test_a_late_fill_without_a_broker_sequence_is_judged_by_its_time(world):
     import datetime as dt
 
     from brokers.base import Fill
-    from copier.services.listener import broker_events_handle
+    from copier.services.stream_events import broker_events_handle
     from core import clock
 
     leader, f1 = world
@@ -87,7 +87,7 @@ def test_a_late_fill_without_a_broker_sequence_is_judged_by_its_time(world):
 
 def test_a_manual_follower_fill_delivered_twice_moves_the_position_once(world):
     from brokers.base import Fill
-    from copier.services.listener import broker_events_handle
+    from copier.services.stream_events import broker_events_handle
     from core import clock
 
     _, f1 = world
@@ -125,7 +125,7 @@ def test_a_leader_fill_beyond_the_limit_is_refused_and_the_difference_copied_clo
 def test_a_malformed_follower_fill_is_refused_and_its_positions_re_read(world):
     from brokers.base import Fill
     from copier.models import RefusedFill
-    from copier.services.listener import broker_events_handle
+    from copier.services.stream_events import broker_events_handle
     from core import clock
 
     _, f1 = world
@@ -160,7 +160,7 @@ def _later(clock, seconds: float) -> None:
 def test_a_leader_position_update_ahead_of_its_fill_is_not_counted_twice(world, frozen_clock):
     from brokers.base import Fill, PositionUpdate
     from copier.models import Order
-    from copier.services.listener import broker_events_handle
+    from copier.services.stream_events import broker_events_handle
 
     leader, f1 = world  # leader long 2, F1 long 2
     broker_events_handle(account=leader, events=[
@@ -179,7 +179,7 @@ def test_a_leader_position_update_no_fill_explains_is_a_missed_move_after_the_gr
     world, frozen_clock
 ):
     from brokers.base import PositionUpdate
-    from copier.services.listener import broker_events_handle
+    from copier.services.stream_events import broker_events_handle
     from copier.services.sync_guard import position_disagreements_settle
 
     leader, f1 = world
@@ -199,7 +199,7 @@ def test_a_follower_position_update_ahead_of_its_manual_fill_is_not_counted_twic
     world, frozen_clock
 ):
     from brokers.base import Fill, PositionUpdate
-    from copier.services.listener import broker_events_handle
+    from copier.services.stream_events import broker_events_handle
 
     _, f1 = world  # F1 long 2
     broker_events_handle(account=f1, events=[PositionUpdate("ES", 3)])
@@ -249,7 +249,7 @@ def test_follower_fill_ids_are_forgotten_after_thirty_days():
     import datetime as dt
 
     from accounts.models import FollowerFill
-    from copier.services.listener import follower_fills_prune
+    from copier.services.stream_events import follower_fills_prune
     from core import clock
 
     f1 = account("PRUNE")
@@ -269,7 +269,7 @@ def test_a_huge_leader_statement_is_refused_and_never_applied_as_a_reversal(worl
     reversal that closed every follower)."""
     from brokers.base import PositionUpdate
     from copier.models import RefusedFill
-    from copier.services.listener import broker_events_handle
+    from copier.services.stream_events import broker_events_handle
 
     leader, f1 = world  # leader long 2, F1 long 2
     broker_events_handle(account=leader, events=[PositionUpdate("ES", HUGE)])
@@ -323,7 +323,7 @@ def test_a_reconnect_that_reads_a_huge_position_refuses_it_and_applies_the_rest(
 def test_a_fill_whose_sequence_no_column_holds_is_refused(world):
     from brokers.base import Fill
     from copier.models import RefusedFill
-    from copier.services.listener import broker_events_handle
+    from copier.services.stream_events import broker_events_handle
     from core import clock
 
     leader, _ = world

@@ -4,7 +4,7 @@ Everything comes from the environment so that the same code runs under the
 local runner (private PostgreSQL and Redis on loopback), the tests and
 `docker compose`. The defaults are safe for local use only; production mode
 (`COPIER_ENV=production`) refuses to start without real secrets, and any other
-mode than `local` or `production` is refused (`copier.envcheck`).
+mode than `local` or `production` is refused (`copier.shell.envcheck`).
 """
 
 from __future__ import annotations
@@ -21,11 +21,11 @@ from django.core.exceptions import ImproperlyConfigured
 from kombu import Queue
 
 from copier import periodic
-from copier.envcheck import copier_env, production_problems, second_factor_required
 from copier.outbound import networks_parse
+from copier.shell.envcheck import copier_env, production_problems, second_factor_required
 from core.keys import KeyListError, keys_split
 
-BASE_DIR = Path(__file__).resolve().parent.parent
+BASE_DIR = Path(__file__).resolve().parent.parent.parent
 try:
     ENV = copier_env(os.environ.get("COPIER_ENV"))
 except ValueError as exc:
@@ -95,10 +95,10 @@ if importlib.util.find_spec("devkit") is not None:
 MIDDLEWARE = [
     # Outermost: CSP, X-Frame-Options, Referrer-Policy, nosniff on every answer (/healthz
     # and error pages too), then no redirect off this site, whoever answered it.
-    "copier.middleware.SecurityHeadersMiddleware",
-    "copier.middleware.SameOriginRedirectMiddleware",
+    "copier.shell.middleware.SecurityHeadersMiddleware",
+    "copier.shell.middleware.SameOriginRedirectMiddleware",
     # Then: the container's health check speaks plain HTTP to 127.0.0.1 (docker-compose.yml).
-    "copier.middleware.HealthCheckMiddleware",
+    "copier.shell.middleware.HealthCheckMiddleware",
     "django.middleware.security.SecurityMiddleware",
     # The admin's CSS and JS from STATIC_ROOT under gunicorn (docker compose), with no
     # proxy to configure; `manage.py collectstatic` fills it (the Dockerfile runs it).
@@ -111,13 +111,13 @@ MIDDLEWARE = [
     "django_otp.middleware.OTPMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     # A user who owes a code (or, where it is required, an enrolment) reaches nothing else
-    "copier.middleware.SecondFactorMiddleware",
+    "copier.shell.middleware.SecondFactorMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     # Last, as django-axes asks: turns a lockout its backend flagged into the lockout page
     "axes.middleware.AxesMiddleware",
 ]
 
-# --- Browser protections (copier.middleware.SecurityHeadersMiddleware) --------------------
+# --- Browser protections (copier.shell.middleware.SecurityHeadersMiddleware) --------------
 # Every page, in every mode: nothing of the admin or the console runs inline or comes from
 # another origin (tests/console/test_headers.py), so the policy allows this origin only.
 COPIER_CONTENT_SECURITY_POLICY = {
@@ -173,9 +173,9 @@ AXES_COOLOFF_TIME = dt.timedelta(
     minutes=int(os.environ.get("COPIER_LOGIN_LOCKOUT_MINUTES", "30")))
 AXES_RESET_ON_SUCCESS = False
 AXES_LOCKOUT_CALLABLE = "copier.console.twofactor.lockout_response"
-# The client's address as copier.clientip reads it: REMOTE_ADDR, or, behind as many
+# The client's address as copier.shell.clientip reads it: REMOTE_ADDR, or, behind as many
 # trusted proxies as COPIER_TRUSTED_PROXIES says, the address the outermost one saw.
-AXES_CLIENT_IP_CALLABLE = "copier.clientip.client_ip"
+AXES_CLIENT_IP_CALLABLE = "copier.shell.clientip.client_ip"
 # How many reverse proxies you run in front of the web (each appends the address it was
 # reached from to X-Forwarded-For). 0: none, the peer's address is the client's and the
 # header is ignored (a client cannot pick its own address to dodge a lockout).
@@ -199,8 +199,8 @@ AXES_VERBOSE = False
 # record who unlocked whom in the audit log (axes' admin would delete unrecorded).
 AXES_ENABLE_ADMIN = False
 
-ROOT_URLCONF = "copier.urls"
-WSGI_APPLICATION = "copier.wsgi.application"
+ROOT_URLCONF = "copier.shell.urls"
+WSGI_APPLICATION = "copier.shell.wsgi.application"
 
 TEMPLATES = [
     {
@@ -258,17 +258,17 @@ WHITENOISE_USE_FINDERS = WHITENOISE_AUTOREFRESH = not PRODUCTION
 
 # Logs: one JSON object a line in production (a log shipper parses it; the fields the
 # code passes, event_id / follower / account / client_order_id, become searchable), plain
-# text locally. COPIER_LOG_FORMAT=json|plain overrides either (copier.logs).
+# text locally. COPIER_LOG_FORMAT=json|plain overrides either (copier.shell.logs).
 LOG_FORMAT = os.environ.get("COPIER_LOG_FORMAT", "json" if PRODUCTION else "plain").lower()
 if LOG_FORMAT not in {"json", "plain"}:
     raise ImproperlyConfigured(f"COPIER_LOG_FORMAT must be json or plain, not {LOG_FORMAT!r}")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "filters": {"context": {"()": "copier.logs.ContextFilter"}},
+    "filters": {"context": {"()": "copier.shell.logs.ContextFilter"}},
     "formatters": {
         "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
-        "json": {"()": "copier.logs.JsonFormatter"},
+        "json": {"()": "copier.shell.logs.JsonFormatter"},
     },
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT,
                              "filters": ["context"]}},
@@ -395,10 +395,11 @@ COPIER_WORKING_ORDER_SECONDS = float(os.environ.get("COPIER_WORKING_ORDER_SECOND
 COPIER_REDISPATCH_AFTER_SECONDS = int(os.environ.get("COPIER_REDISPATCH_AFTER_SECONDS", "30"))
 # When the trading day turns over ("HH:MM Time/Zone"): a follower's daily loss limit counts
 # the realised P&L since the last one, and its lock lasts until the next (the CME futures
-# day by default). The one setting every part of the copier reads (copier.rules.SessionReset).
+# day by default). The one setting every part of the copier reads
+# (copier.domain.rules.SessionReset).
 COPIER_SESSION_RESET = os.environ.get("COPIER_SESSION_RESET", "17:00 America/Chicago")
 try:
-    from copier.rules import SessionReset as _SessionReset
+    from copier.domain.rules import SessionReset as _SessionReset
 
     _SessionReset.parse(COPIER_SESSION_RESET)
 except ValueError as _exc:

@@ -13,7 +13,7 @@ from django.urls import NoReverseMatch, reverse
 from django.utils.http import url_has_allowed_host_and_scheme, urlencode
 
 from copier.services.second_factor import second_factor_owed
-from copier.views import healthz
+from copier.shell.health import healthz
 
 HEALTH_PATH = "/healthz"
 

@@ -231,7 +231,7 @@ def expected_positions(
     (`rules.expected_position`). A leader symbol the mapping blocks (see
     `SymbolMap.route`) expects nothing.
     """
-    from copier.rules import expected_position  # rules stays free of this module
+    from copier.domain.rules import expected_position  # rules stays free of this module
 
     out: dict[str, int] = {}
     for symbol, p in leader.items():

@@ -80,7 +80,7 @@ class Reason(StrEnum):
     # A follower's own risk limit (max per order, max position, max open symbols, trading
     # window) cut or held back an entry; the note names the limit and the numbers.
     RISK_LIMIT = "risk_limit"
-    # Symbol mapping (copier.symbol_map): the follower does not trade this leader symbol.
+    # Symbol mapping (copier.domain.symbol_map): the follower does not trade this leader symbol.
     NOT_MAPPED = "not_mapped"
 
 
@@ -102,7 +102,7 @@ class NoteKind(StrEnum):
     # The engine's (copier.services)
     QUARANTINE_LIFTED = "quarantine_lifted"
     ROUTED = "routed"  # leader, symbol, ratio: the symbol mapping sent it elsewhere
-    NOT_MAPPED = "not_mapped"  # why: the mapping's (copier.symbol_map) or the engine's words
+    NOT_MAPPED = "not_mapped"  # why: the mapping's (copier.domain.symbol_map) or the engine's words
     LEG_ENDED = "leg_ended"  # leg (its kind), side, qty, filled: the broker ended the rest
     LEG_FAILED = "leg_failed"  # leg, side, qty, error: the broker's words
     LEG_QUEUED = "leg_queued"  # leg, side, qty, why: queued without being sent
@@ -444,7 +444,7 @@ class FollowerFacts:
     exits_only: bool = False  # the follower's or its group's mode: wind-down, never enters
     # Sizing and risk limits (docs/rules.md "Sizing" and "Risk limits").
     fixed_qty: int | None = None  # contracts per leader position, instead of the multiplier
-    # The symbol mapping's ratio (copier.symbol_map): scales the multiplier or the fixed qty.
+    # The symbol mapping's ratio (copier.domain.symbol_map): scales the multiplier or the fixed qty.
     ratio: Decimal = Decimal(1)
     limits: RiskLimits = RiskLimits()
     open_symbols: int = 0  # other symbols the follower holds (for limits.max_symbols)
@@ -485,7 +485,7 @@ def expected_position(p: int, multiplier: Decimal, reverse: bool, *,
                       ratio: Decimal = Decimal(1)) -> int:
     """E(P) = d * sign(P) * round(|P| * m * r), round half away from zero.
 
-    `r` is the symbol mapping's ratio (copier.symbol_map: 10 for ES traded as MES), 1 for
+    `r` is the symbol mapping's ratio (copier.domain.symbol_map: 10 for ES traded as MES), 1 for
     an unmapped symbol. With a fixed quantity `q`: E(P) = d * sign(P) * round(q * r)
     whatever |P| (0 when flat): the ratio keeps the notional of a fixed quantity too (a
     fixed 1 ES traded as MES is 10 MES). With a max position, |E(P)| is capped at it,

@@ -3,7 +3,7 @@
 `broker_events_handle` takes one batch off an account's stream and hands every fill
 to ingestion (leader) or to the follower's confirmed position, and every order the
 venue settled to the copier's Order row (`order_update_record`); `copier_listen`
-(copier.listen) calls it for every batch its streams return. `broker_events_pump`
+(copier.stream.process) calls it for every batch its streams return. `broker_events_pump`
 is one synchronous poll turn of the sim's stream, for replay and the benchmark,
 which step the sim themselves.
 """
@@ -29,7 +29,8 @@ from brokers.base import (
     Unreadable,
 )
 from brokers.registry import adapter_for
-from copier import rules, sql
+from copier import sql
+from copier.domain import rules
 from copier.models import CopyGroup, Order, RefusedFill
 from copier.services.ingest import FillInput, leader_fill_ingest
 from copier.services.placement import order_fill_add, order_of_fill, order_settled

@@ -11,7 +11,7 @@ from typing import Any
 from celery import Celery, signals
 from psycopg import DatabaseError
 
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "copier.settings")
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "copier.shell.settings")
 
 app = Celery("copier")
 app.config_from_object("django.conf:settings", namespace="CELERY")
