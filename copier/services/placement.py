@@ -115,10 +115,10 @@ def crashed_run_orders_record(*, event_id: int, account: TradingAccount, symbol:
     That run's transaction rolled back after the broker executed its order, so no row
     owned the fills when they came (docs/rules.md#whose-fill-it-is): they moved the
     position as the trader's. The re-run, judging that position, may find nothing left to
-    send, and the order would never be on record. So, before it judges, each of this
-    event's client order ids that a kept trader's fill carries is looked up at the broker
-    and recorded from the answer, claiming those fills (`result_apply`); the position
-    moves only by what the broker reports beyond them. One still working holds the
+    send, and the order would never be on record. So, before its own orders go out, each
+    of this event's client order ids that a kept trader's fill carries is looked up at
+    the broker and recorded from the answer, claiming those fills (`result_apply`); the
+    position moves only by what the broker reports beyond them. One still working holds the
     symbol as any working order does; one that cannot be asked about is kept `unknown`
     (looked up before anything else is sent). Only ids this event itself would use for
     this account: never a prefix match (a trader's own tags stay the trader's).
@@ -139,13 +139,15 @@ def crashed_run_orders_record(*, event_id: int, account: TradingAccount, symbol:
     recorded = set(Order.objects.filter(client_order_id__in=kept)
                    .values_list("client_order_id", flat=True))
     moved, working = 0, False
-    held = position_qty
+    # Where the follower stood before the crashed run's orders, then before each of them
+    # in the order it sent them (leg 0, then 1): an order against that side was an exit.
+    prior = position_qty - sum(signed(side, qty) for side, qty in kept.values())
     for cid, (side, qty) in sorted(kept.items()):
-        if cid in recorded:
-            continue  # its row is there: its own settling claims the fills
-        prior = held - signed(side, qty)  # where the follower stood before this order
         kind = (rules.LegKind.EXIT if prior and signed(side, 1) * prior < 0
                 else rules.LegKind.ENTRY)
+        prior += signed(side, qty)
+        if cid in recorded:
+            continue  # its row is there: its own settling claims the fills
         spec = OrderSpec(account=account, client_order_id=cid, symbol=symbol,
                          leg=rules.Leg(Side(side), qty, kind))
         order = spec.order()
@@ -155,11 +157,12 @@ def crashed_run_orders_record(*, event_id: int, account: TradingAccount, symbol:
             moved += signed(order.side, filled)
             order.message = ("sent by a run that crashed before recording it; recorded by "
                              "the re-run" + (f"; {order.message}" if order.message else ""))
-        else:  # not found (it filled: its fills say so) or the broker cannot say now
+        else:  # the broker cannot say now, or does not find it (its fills say it ran)
             order.move_to(Order.Status.UNKNOWN)
             order.message = ("sent by a run that crashed before recording it; its fills "
-                             "came, the broker could not be asked: "
-                             + (found.message if isinstance(found, BrokerError) else "not found"))
+                             "came; " + (found.message if isinstance(found, BrokerError)
+                                         else "the broker did not find it")
+                             + ": looked up again before anything else is sent")
         if order.status != Order.Status.ACCEPTED and order.status != Order.Status.UNKNOWN:
             order.completed_at = clock.now()
         order.save()
@@ -167,7 +170,6 @@ def crashed_run_orders_record(*, event_id: int, account: TradingAccount, symbol:
         log.warning("%s: order %s of event %s was sent by a run that crashed before "
                     "recording it: recorded now as %s", account.name, cid, event_id,
                     order.status)
-        held += signed(order.side, filled) if isinstance(found, OrderResult) else 0
     return Recovered(moved, working)
 
 

@@ -134,6 +134,26 @@ def test_a_crashed_runs_order_whose_fill_made_the_follower_whole_is_recorded_by_
     assert copier_position(f1, "ES") == 2
 
 
+def test_a_crashed_runs_order_the_re_run_cannot_ask_about_stays_unknown_then_counts_once(world):
+    """As above, but the re-run's look-up fails: the order is on record `unknown` (nothing
+    is sent on the symbol meanwhile). The leader's exit then looks it up first, finds it
+    filled, claims its fill, and sells the 2 the follower holds: flat, nothing doubled."""
+    leader, f1, _ = world
+    entry = stored(leader, "e", "buy", 2)
+    crash_mid_copy(entry)
+    broker_events_pump(account=f1)
+    SimBroker(f1).inject(lookup_fail=1)
+    tasks.process_event(entry.pk)
+    order = Order.objects.get(client_order_id=f"cp{entry.pk}-{f1.pk}-0")
+    assert (order.status, order.side, order.qty) == ("unknown", "buy", 2)
+    assert copier_position(f1, "ES") == 2
+    leader_fill(leader, "ES", "sell", 2)
+    order.refresh_from_db()
+    assert (order.status, order.filled_qty) == ("filled", 2)
+    assert copier_position(f1, "ES") == broker_position(f1, "ES") == 0
+    assert sent_at_broker(f1) == [("buy", 2), ("sell", 2)]
+
+
 def test_a_trader_fill_carrying_an_id_of_another_event_stays_the_traders_at_a_re_run(world):
     """Only the re-run event's own client order ids are looked up: a trader's fill tagged
     with another event's id (its script reused one) is left the trader's."""
