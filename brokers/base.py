@@ -285,6 +285,16 @@ def addresses_digest(kind: str, addresses: Sequence[str]) -> str:
     return hashlib.sha256("\0".join([kind, *addresses]).encode()).hexdigest()
 
 
+def numeric_account_id(value: str, *, venue: str, listed_by: str) -> str:
+    """A venue whose account id is a number: caught in the admin, not at the first order."""
+    value = value.strip()
+    if not value.isdigit():
+        raise ValueError(
+            f"the {venue} account id is a whole number (as {listed_by} lists it; "
+            f"'test connection' shows it), not {value!r}")
+    return value
+
+
 def status_phrase(status: int) -> str:
     """The standard name of an HTTP status ("Forbidden"): what an error answer is shown as."""
     try:

@@ -12,7 +12,7 @@ import datetime as dt
 import json
 from urllib.parse import urlsplit
 
-from brokers.base import CredentialField
+from brokers.base import CredentialField, numeric_account_id
 
 DEFAULT_API_URL = "https://api.topstepx.com"
 DEFAULT_RTC_URL = "https://rtc.topstepx.com"
@@ -51,13 +51,7 @@ def urls_clean(cleaned: dict[str, str]) -> dict[str, str]:
 
 
 def external_id_clean(value: str) -> str:
-    """The venue's account id is a number: caught in the admin, not at the first order."""
-    value = value.strip()
-    if not value.isdigit():
-        raise ValueError(
-            f"the ProjectX account id is a whole number (as Account/search lists it; "
-            f"'test connection' shows it), not {value!r}")
-    return value
+    return numeric_account_id(value, venue="ProjectX", listed_by="Account/search")
 
 
 def token_expiry(token: str) -> dt.datetime:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from brokers.base import CredentialField
+from brokers.base import CredentialField, numeric_account_id
 
 ENVIRONMENTS: dict[str, tuple[str, str]] = {
     "demo": ("https://demo.tradovateapi.com/v1", "wss://demo.tradovateapi.com/v1/websocket"),
@@ -54,10 +54,4 @@ def addresses(cleaned: Mapping[str, str]) -> tuple[str, str]:
 
 
 def external_id_clean(value: str) -> str:
-    """The venue's account id is a number: caught in the admin, not at the first order."""
-    value = value.strip()
-    if not value.isdigit():
-        raise ValueError(
-            f"the Tradovate account id is a whole number (as account/list lists it; "
-            f"'test connection' shows it), not {value!r}")
-    return value
+    return numeric_account_id(value, venue="Tradovate", listed_by="account/list")

@@ -53,6 +53,12 @@ def price_check(price: object) -> float:
     return float(price_clean(price))
 
 
+def contract_name_check(name: str) -> None:
+    """A contract a test lists at a local venue: letters and digits, as real roots are."""
+    if not name or not name.isalnum():
+        raise ValueError(f"contract name must be letters and digits, got {name!r}")
+
+
 def contract_point_value(name: str, default: float) -> float:
     """Money per point of a contract listed at a local venue: the root's real one where the
     copier knows it (so a replay values P&L as the sim does), else the venue's default."""

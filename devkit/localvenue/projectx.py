@@ -35,7 +35,13 @@ from typing import Any
 from aiohttp import WSMsgType, web
 
 from brokers.base import position_fill
-from devkit.localvenue import FaultBook, LocalVenue, contract_point_value, price_check
+from devkit.localvenue import (
+    FaultBook,
+    LocalVenue,
+    contract_name_check,
+    contract_point_value,
+    price_check,
+)
 
 RS = "\x1e"
 DEFAULT_TOKEN_TTL = 24 * 3600.0
@@ -274,8 +280,7 @@ class ProjectXVenue(LocalVenue):
         async def add() -> None:
             if name in self.contracts:
                 return
-            if not name or not name.isalnum():
-                raise ValueError(f"contract name must be letters and digits, got {name!r}")
+            contract_name_check(name)
             contract_id = f"CON.F.US.{name.upper()}.LOCAL"
             tick_value = 0.25 * contract_point_value(name, 2.0)
             self.contracts[name] = (contract_id, f"{name} (listed locally)", 0.25, tick_value)

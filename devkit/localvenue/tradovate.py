@@ -37,7 +37,13 @@ from typing import Any
 from aiohttp import WSMsgType, web
 
 from brokers.base import position_fill
-from devkit.localvenue import FaultBook, LocalVenue, contract_point_value, price_check
+from devkit.localvenue import (
+    FaultBook,
+    LocalVenue,
+    contract_name_check,
+    contract_point_value,
+    price_check,
+)
 
 # The contracts listed at start (name -> id) and their prices; `contract_add` lists more.
 CONTRACTS = {"ESZ6": 3_570_918, "MESZ6": 3_570_919, "NQZ6": 3_570_920, "MNQZ6": 3_570_921}
@@ -286,8 +292,7 @@ class TradovateVenue(LocalVenue):
         async def add() -> None:
             if name in self.contracts:
                 return
-            if not name or not name.isalnum():
-                raise ValueError(f"contract name must be letters and digits, got {name!r}")
+            contract_name_check(name)
             self.contracts[name] = max(self.contracts.values()) + 1
             self.prices[name] = ADDED_PRICE
             self.point_values[name] = contract_point_value(name, 2.0)
