@@ -1238,9 +1238,8 @@ class AuthenticatorDevice(TimestampMixin, ThrottlingMixin, Device):
         return f"otpauth://totp/{quote(label)}?{params}"
 
 
-# scrypt's cost: 16 MiB and some 30 ms a code, so that a dump's codes (40 bits each) cost
-# an attacker years, and a login's check of ten codes well under a second.
-_SCRYPT_N, _SCRYPT_R, _SCRYPT_P = 2**14, 8, 1
+# scrypt's cost: N is settings.COPIER_RECOVERY_SCRYPT_N (why it is what it is, there)
+_SCRYPT_R, _SCRYPT_P = 8, 1
 
 
 def _scrypt(code: str, salt: bytes, n: int, r: int, p: int) -> bytes:
@@ -1298,8 +1297,9 @@ class RecoveryCode(models.Model):
     @staticmethod
     def digest_of(code: str) -> str:
         salt = os.urandom(16)
-        derived = _scrypt(code, salt, _SCRYPT_N, _SCRYPT_R, _SCRYPT_P)
-        return "$".join(["scrypt", str(_SCRYPT_N), str(_SCRYPT_R), str(_SCRYPT_P),
+        n = int(settings.COPIER_RECOVERY_SCRYPT_N)
+        derived = _scrypt(code, salt, n, _SCRYPT_R, _SCRYPT_P)
+        return "$".join(["scrypt", str(n), str(_SCRYPT_R), str(_SCRYPT_P),
                          b64encode(salt).decode(), b64encode(derived).decode()])
 
     def matches(self, code: str) -> bool:

@@ -157,6 +157,11 @@ OTP_TOTP_ISSUER = os.environ.get("COPIER_OTP_ISSUER", "Trade copier")
 # code also counts as a failed login for the lockout below.
 OTP_TOTP_THROTTLE_FACTOR = 1
 OTP_STATIC_THROTTLE_FACTOR = 1
+# scrypt's cost for recovery codes (N; r=8, p=1): 16 MiB and some 30 ms a code, so that a
+# dump's codes (40 bits each) cost an attacker years, and a login's check of ten codes
+# well under a second. Each digest keeps its own N, so raising it never locks anyone out.
+# Not read from the environment: only the tests lower it.
+COPIER_RECOVERY_SCRYPT_N = 2**14
 
 AUTHENTICATION_BACKENDS = [
     # first: refuses a locked-out user and address before the password is checked

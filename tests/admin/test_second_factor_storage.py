@@ -97,6 +97,7 @@ def test_the_enrolment_page_shows_the_key_that_is_stored_encrypted(client, djang
     assert device.key not in stored
 
 
+@pytest.mark.real_costs
 def test_recovery_codes_are_stored_as_salted_digests_only(django_user_model):
     user = django_user_model.objects.create_user("op")
     with transaction.atomic():
@@ -158,6 +159,7 @@ def test_one_recovery_code_in_two_logins_at_once_lets_one_in(django_user_model):
     assert not RecoveryCode.objects.exists()
 
 
+@pytest.mark.real_costs
 def test_ten_codes_are_checked_in_well_under_a_second(django_user_model):
     """scrypt's cost, a wrong code checked against every code left."""
     user = django_user_model.objects.create_user("op")
