@@ -31,7 +31,7 @@ from django_otp.util import random_hex
 from accounts.models import TradingAccount
 from accounts.symbols import normalise_symbol
 from copier import outbound
-from copier.domain import rules, symbol_map
+from copier.domain import guard, rules, symbol_map
 from core.contracts import contract_parse
 from core.fields import EncryptedTextField
 from core.trading import OrderStatus, Side
@@ -389,6 +389,126 @@ class SessionLoss(models.Model):
 
     def __str__(self) -> str:
         return f"{self.follower_id} session {self.session_start:%Y-%m-%d %H:%M}"
+
+
+class AccountGuard(models.Model):
+    """One trading account's guard against its prop firm's drawdown line
+    (docs/rules.md#the-account-guard, copier.domain.guard): the profile (a firm's preset or
+    a person's numbers, with where they come from and when a person last checked them) and
+    what the copier keeps between equity readings (the peak the line trails, the balances
+    the day's and week's losses count from, the last reading, the lock).
+
+    A lock is only ever lifted by a person (`copier.services.guard.guard_resume`)."""
+
+    class Model(models.TextChoices):
+        STATIC = "static", "Static"
+        EOD_TRAILING = "eod_trailing", "Trailing on the end-of-day balance"
+        INTRADAY_TRAILING = "intraday_trailing", "Trailing on the intraday equity peak"
+
+    class State(models.TextChoices):
+        OK = "ok", "OK"
+        WARNING = "warning", "Warning"
+        ENTRIES_STOPPED = "entries_stopped", "Entries stopped"
+        LOCKED = "locked", "Locked"
+
+    account = models.OneToOneField(TradingAccount, on_delete=models.CASCADE,
+                                   related_name="guard")
+    enabled = models.BooleanField(default=True)
+    preset = models.CharField(max_length=40, blank=True, default="",
+                              help_text="The firm's rules these numbers came from (empty: "
+                                        "your own).")
+    source_url = models.URLField("source", blank=True, default="",
+                                 help_text="The firm's public page the numbers are from.")
+    checked_on = models.DateField(null=True, blank=True,
+                                  help_text="When the numbers were last checked against the "
+                                            "firm's page: firms change their rules.")
+    starting_balance = models.DecimalField(max_digits=14, decimal_places=2)
+    drawdown = models.DecimalField(max_digits=14, decimal_places=2,
+                                   help_text="The drawdown's size, e.g. 2000.")
+    drawdown_model = models.CharField(max_length=20, choices=Model.choices,
+                                      default=Model.EOD_TRAILING)
+    trail_stop = models.DecimalField(
+        max_digits=14, decimal_places=2, null=True, blank=True,
+        help_text="Where a trailing line stops, above the starting balance (0: at the "
+                  "starting balance; 100: starting balance + $100). Empty: never stops.")
+    buffer = models.DecimalField(max_digits=14, decimal_places=2, default=Decimal(150),
+                                 help_text="How far above the line the guard flattens.")
+    warn = models.DecimalField("warning distance", max_digits=14, decimal_places=2,
+                               default=Decimal(400),
+                               help_text="How far above the line an alert is raised.")
+    daily_loss = models.DecimalField(max_digits=14, decimal_places=2, null=True, blank=True,
+                                     help_text="Realised + open loss in a session.")
+    daily_loss_hard = models.BooleanField(
+        default=True, help_text="Hard: the firm fails the account (flatten and lock). "
+                                "Soft: it stops the day (entries stop, positions kept).")
+    weekly_loss = models.DecimalField(max_digits=14, decimal_places=2, null=True, blank=True)
+    profit_target = models.DecimalField(max_digits=14, decimal_places=2, null=True, blank=True,
+                                        help_text="Evaluation passed: entries stop.")
+    target_flatten = models.BooleanField(default=False,
+                                         help_text="Also flatten at the profit target.")
+    max_contracts = models.PositiveIntegerField(null=True, blank=True)
+    flat_by = models.TimeField(null=True, blank=True,
+                               help_text="Flat by this local time (Topstep: 15:10 CT).")
+    session_reset = models.TimeField(default=dt.time(17, 0),
+                                     help_text="When the firm's session starts, local time.")
+    tz = models.CharField("time zone", max_length=64, default="America/Chicago")
+    risk_per_contract = models.DecimalField(
+        max_digits=14, decimal_places=2, null=True, blank=True,
+        help_text="The loss the guard assumes per contract held after an entry, when the "
+                  "leader's stop is unknown. Empty: only equity already inside the buffer "
+                  "refuses an entry.")
+    # kept between readings
+    high_water = models.DecimalField(max_digits=14, decimal_places=2, null=True, blank=True)
+    day_start = models.DecimalField(max_digits=14, decimal_places=2, null=True, blank=True)
+    week_start = models.DecimalField(max_digits=14, decimal_places=2, null=True, blank=True)
+    line = models.DecimalField(max_digits=14, decimal_places=2, null=True, blank=True)
+    line_source = models.CharField(max_length=20, blank=True, default="",
+                                   help_text="computed, venue or person")
+    balance = models.DecimalField(max_digits=14, decimal_places=2, null=True, blank=True)
+    open_pnl = models.DecimalField("open P&L", max_digits=14, decimal_places=2, null=True,
+                                   blank=True)
+    equity = models.DecimalField(max_digits=14, decimal_places=2, null=True, blank=True)
+    contracts = models.IntegerField(default=0)
+    equity_source = models.CharField(max_length=40, blank=True, default="",
+                                     help_text="Where the last reading came from.")
+    read_at = models.DateTimeField(null=True, blank=True)
+    state = models.CharField(max_length=20, choices=State.choices, default=State.OK)
+    findings = models.JSONField(default=list, blank=True)
+    locked_at = models.DateTimeField(null=True, blank=True)
+    flattened_at = models.DateTimeField(null=True, blank=True)
+    resumed_at = models.DateTimeField(null=True, blank=True)
+    resumed_by = models.CharField(max_length=150, blank=True, default="")
+
+    class Meta:
+        verbose_name = "account guard"
+
+    def __str__(self) -> str:
+        return f"guard of {self.account}"
+
+    def guard_rules(self) -> guard.GuardRules:
+        """The profile as the pure rules read it; nonsense numbers are a ValueError."""
+        return guard.GuardRules(
+            starting_balance=self.starting_balance, drawdown=self.drawdown,
+            model=guard.DrawdownModel(self.drawdown_model), trail_stop=self.trail_stop,
+            buffer=self.buffer, warn=self.warn, daily_loss=self.daily_loss,
+            daily_loss_hard=self.daily_loss_hard, weekly_loss=self.weekly_loss,
+            profit_target=self.profit_target, target_flatten=self.target_flatten,
+            max_contracts=self.max_contracts, flat_by=self.flat_by,
+            session_reset=self.session_reset, tz=self.tz,
+            risk_per_contract=self.risk_per_contract)
+
+    def guard_marks(self, balance: Decimal | None = None) -> guard.Marks:
+        """What was kept, or a fresh start from the starting balance."""
+        if self.high_water is None or self.day_start is None or self.week_start is None:
+            return guard.Marks.fresh(self.guard_rules(), balance)
+        return guard.Marks(high_water=self.high_water, day_start=self.day_start,
+                           week_start=self.week_start)
+
+    def clean(self) -> None:
+        try:
+            self.guard_rules()
+        except (ValueError, TypeError) as exc:
+            raise ValidationError(str(exc)[:1].upper() + str(exc)[1:] + ".") from None
 
 
 def symbols_rejoin(follower_id: int) -> None:
@@ -901,6 +1021,7 @@ class AlertKind(models.TextChoices):
     DISCONNECT = "disconnect"
     KILL_SWITCH = "kill_switch", "Kill switch"
     LOSS_LIMIT = "loss_limit", "Daily loss limit"
+    GUARD = "guard", "Account guard"
 
 
 def validate_alert_emails(value: str) -> None:
