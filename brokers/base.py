@@ -191,6 +191,22 @@ class OrderResult:
 
 
 @dataclass(frozen=True, slots=True)
+class Equity:
+    """One look at an account's money, for its guard against the firm's drawdown line
+    (copier.services.guard): the balance (realised), the open P&L at the venue's prices,
+    the contracts held (all symbols), where the numbers came from, and the venue's own
+    word that the firm stopped the account (`can_trade` False, with `why`), where it
+    gives one (None: it does not say)."""
+
+    balance: Decimal
+    open_pnl: Decimal
+    contracts: int
+    source: str
+    can_trade: bool | None = None
+    why: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class Fill:
     """A fill seen on the account's stream, with the ids of the order that made it.
 
@@ -560,6 +576,12 @@ class BrokerAdapter(abc.ABC):
         wrongly, so none is ever made up.
         """
         raise PermanentBrokerError(f"{self.label}: the realised P&L cannot be read here")
+
+    def equity_read(self) -> Equity:
+        """The account's balance and open P&L now (and whether the firm still lets it
+        trade), for its account guard. Raises BrokerError when they cannot be read or
+        valued: the guard never acts on a made-up number, and says it is blind."""
+        raise PermanentBrokerError(f"{self.label}: the account's equity cannot be read here")
 
     @abc.abstractmethod
     def stream(self, session: Session | None) -> BrokerStream:

@@ -34,6 +34,10 @@ class SimAccount(models.Model):
     lookup_fail_next = models.PositiveIntegerField(
         default=0, help_text="Fail this many next order look-ups with a transient error."
     )
+    cash = models.DecimalField(
+        max_digits=14, decimal_places=2, default=50000,
+        help_text="The account's balance before its first fill (its equity adds every fill's "
+        "P&L): what a prop firm's starting balance is.")
     hold_next = models.PositiveIntegerField(
         default=0, help_text="Acknowledge this many next orders as working and fill none of "
         "them until told (fill_held / cancel_held)."

@@ -51,6 +51,7 @@ from brokers.base import (
     BrokerError,
     BrokerEvent,
     BrokerStream,
+    Equity,
     Fill,
     OrderOutcomeUnknown,
     OrderRequest,
@@ -208,6 +209,32 @@ class _Tape:
             price=None if rejected or held else self.quotes.get(request.symbol),
             filled_qty=0 if held else None,
         )
+
+
+def _costed(book: SimAccount, since: dt.datetime | None
+            ) -> tuple[dict[str, tuple[int, Decimal | None]], Decimal]:
+    """The book's fills at average cost, oldest first: each symbol's net and average
+    price, and what the fills since `since` (None: all of them) realised, in money."""
+    held: dict[str, tuple[int, Decimal | None]] = {}
+    total = Decimal(0)
+    for order in (SimOrder.objects.using(DB).filter(book=book, status=SimOrder.Status.FILLED)
+                  .order_by("id").only("symbol", "side", "qty", "price", "created_at",
+                                       "fill_id")):
+        net, average = held.get(order.symbol, (0, None))
+        net, average, closed, points = position_fill(
+            net, average, signed(order.side, order.qty), order.price)
+        held[order.symbol] = (net, average)
+        if not closed or (since is not None and order.created_at < since):
+            continue
+        value = point_value(order.symbol)
+        if points is None or value is None:
+            why = ("no point value is known for it" if value is None else
+                   "a fill it closes or opens has no price")
+            raise PermanentBrokerError(
+                f"sim: the realised P&L of {order.symbol} cannot be valued: {why} "
+                f"(fill {order.fill_id})")
+        total += points * value
+    return held, total.quantize(Decimal("0.01"))
 
 
 class SimBroker(BrokerAdapter):
@@ -389,25 +416,40 @@ class SimBroker(BrokerAdapter):
         book = self._book(lock=False)
         if not book.reachable:
             raise TransientBrokerError("sim: broker unreachable (outage)")
-        held: dict[str, tuple[int, Decimal | None]] = {}
-        total = Decimal(0)
-        for order in (SimOrder.objects.using(DB).filter(book=book, status=SimOrder.Status.FILLED)
-                      .order_by("id").only("symbol", "side", "qty", "price", "created_at")):
-            net, average = held.get(order.symbol, (0, None))
-            net, average, closed, points = position_fill(
-                net, average, signed(order.side, order.qty), order.price)
-            held[order.symbol] = (net, average)
-            if not closed or order.created_at < since:
-                continue
-            value = point_value(order.symbol)
-            if points is None or value is None:
+        return _costed(book, since)[1]
+
+    def equity_read(self) -> Equity:
+        """The book's cash plus every fill's realised P&L, and the open contracts at the
+        symbols' last prices (SimQuote) against their average cost. A closed book is one
+        the firm stopped (`can_trade` False). A position the fills do not explain (stated
+        by a test) or one without a price cannot be valued: PermanentBrokerError."""
+        book = self._book(lock=False)
+        if not book.reachable:
+            raise TransientBrokerError("sim: broker unreachable (outage)")
+        held, realized = _costed(book, None)
+        stated, _cursor = sql.positions_read(book_id=book.pk)
+        open_symbols = {s for s, q in stated.items() if q} | {s for s, (n, _a) in held.items()
+                                                               if n}
+        quotes = dict(SimQuote.objects.using(DB).filter(symbol__in=open_symbols)
+                      .values_list("symbol", "price"))
+        open_pnl = Decimal(0)
+        for symbol in sorted(open_symbols):
+            net, average = held.get(symbol, (0, None))
+            value, price = point_value(symbol), quotes.get(symbol)
+            if net != stated.get(symbol, 0):
+                why = f"it holds {stated.get(symbol, 0):+d} and its fills explain {net:+d}"
+            elif average is None or price is None or value is None:
                 why = ("no point value is known for it" if value is None else
-                       "a fill it closes or opens has no price")
-                raise PermanentBrokerError(
-                    f"sim: the realised P&L of {order.symbol} cannot be valued: {why} "
-                    f"(fill {order.fill_id})")
-            total += points * value
-        return total.quantize(Decimal("0.01"))
+                       "its cost or its last price is unknown")
+            else:
+                open_pnl += (price - average) * net * value
+                continue
+            raise PermanentBrokerError(f"sim: the open P&L of {symbol} cannot be valued: {why}")
+        return Equity(balance=(book.cash + realized).quantize(Decimal("0.01")),
+                      open_pnl=open_pnl.quantize(Decimal("0.01")),
+                      contracts=sum(abs(q) for q in stated.values()),
+                      source="sim: fills at average cost, last prices",
+                      can_trade=not book.closed, why="account closed" if book.closed else "")
 
     def poll_events(self) -> list[BrokerEvent]:
         """The book's undelivered fills, oldest first, then the held orders settled since:

@@ -478,6 +478,11 @@ class AccountGuard(models.Model):
     flattened_at = models.DateTimeField(null=True, blank=True)
     resumed_at = models.DateTimeField(null=True, blank=True)
     resumed_by = models.CharField(max_length=150, blank=True, default="")
+    read_error = models.TextField(blank=True, default="",
+                                  help_text="Why the last reading failed (empty: it did not).")
+    # The followers the guard itself switched to exits only: a person's resume (or, for a
+    # soft stop, the next session) sets these, and only these, active again.
+    switched = models.JSONField(default=list, blank=True)
 
     class Meta:
         verbose_name = "account guard"
@@ -500,7 +505,12 @@ class AccountGuard(models.Model):
     def guard_marks(self, balance: Decimal | None = None) -> guard.Marks:
         """What was kept, or a fresh start from the starting balance."""
         if self.high_water is None or self.day_start is None or self.week_start is None:
-            return guard.Marks.fresh(self.guard_rules(), balance)
+            # The peak starts at the starting balance, not at a first reading's: an end-of-
+            # day peak must not take in the day so far (a person sets the line where the
+            # history is known); the day's and week's losses count from what is read.
+            fresh = guard.Marks.fresh(self.guard_rules())
+            at = fresh.day_start if balance is None else balance
+            return guard.Marks(fresh.high_water, day_start=at, week_start=at)
         return guard.Marks(high_water=self.high_water, day_start=self.day_start,
                            week_start=self.week_start)
 
@@ -1227,6 +1237,8 @@ class AuditEntry(models.Model):
         RECOVERY_CODES = "recovery_codes", "made new recovery codes"
         RECOVERY_CODE_USED = "recovery_code_used", "logged in with a recovery code"
         LOGIN_UNLOCK = "login_unlock", "unlocked a locked-out login"
+        GUARD_RESUME = "guard_resume", "resumed an account guard"
+        GUARD_LINE = "guard_line", "set an account guard's line"
 
     at = models.DateTimeField(db_index=True)
     user_id = models.IntegerField(

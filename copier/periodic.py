@@ -45,6 +45,8 @@ PERIODIC: tuple[Periodic, ...] = (
     Periodic("copier.sweep_working_orders", "copier: cancel working orders past their time", 5),
     Periodic("copier.check_loss_limits", "copier: check daily loss limits",
              "COPIER_LOSS_CHECK_SECONDS"),
+    Periodic("copier.check_guards", "copier: check account guards against their firms' lines",
+             "COPIER_GUARD_CHECK_SECONDS"),
 )
 BY_TASK: dict[str, Periodic] = {p.task: p for p in PERIODIC}
 

@@ -19,6 +19,7 @@ from copier.periodic import BY_TASK
 from copier.services import (
     engine,
     failed_exits,
+    guard,
     ingest,
     lockout,
     losslimit,
@@ -142,5 +143,12 @@ def check_loss_limits() -> dict[str, int]:
     done = losslimit.loss_limits_check()
     return {"read": done.read, "failed": done.failed, "reached": done.reached,
             "locked": done.locked}
+
+
+@periodic
+def check_guards() -> dict[str, int]:
+    """Each guarded account's equity against its firm's drawdown line."""
+    done = guard.guards_check()
+    return {"read": done.read, "failed": done.failed, "locked": done.locked}
 
 

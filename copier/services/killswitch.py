@@ -35,6 +35,7 @@ from accounts.models import Position, TradingAccount
 from copier.alerts import alert_raise
 from copier.domain import rules
 from copier.models import (
+    AccountGuard,
     AlertKind,
     AuditEntry,
     CopyGroup,
@@ -265,18 +266,39 @@ def _group_enabled_switch(group: CopyGroup, before: Switch, to: Switch,
         (f, was[f.pk], copying_state(f, group)) for f in followers])
 
 
+class GuardLocked(ValueError):
+    """The follower's account guard stopped it: its switch may not set it active; the
+    guard is resumed instead (copier.services.guard.guard_resume), which is recorded."""
+
+
+def guard_stopped(follower: Follower) -> str:
+    """Why the account's guard holds this follower's entries ('' when it does not): it is
+    locked, or it stopped entries and switched this follower itself."""
+    row = (AccountGuard.objects.filter(account_id=follower.account_id, enabled=True,
+                                       state__in=("locked", "entries_stopped"))
+           .values_list("state", "switched").first())
+    if row is None or (row[0] != "locked" and follower.pk not in row[1]):
+        return ""
+    what = "locked" if row[0] == "locked" else "stopped its entries"
+    return (f"the account guard of {follower.account.name} {what}: resume the guard "
+            f"(Account guards) to copy entries again")
+
+
 def follower_switch(*, follower: Follower, to: Switch, by: str,
                     was: str | None = None) -> OperatorAction | None:
     """Set a follower's own switch as a person asked (its form, its group's form, the
     dashboard); None when neither its switch nor what it copies changes.
 
     `was`: what it copied before a change saved just now (moved to another group, whose
-    mode it takes), when that is not what its row says now.
+    mode it takes), when that is not what its row says now. GuardLocked when it would
+    copy entries again while its account guard holds them.
     """
     with transaction.atomic():
         f = (Follower.objects.select_for_update(of=("self",)).select_related("account", "group")
              .get(pk=follower.pk))
         before = Switch.of(f)
+        if to.enabled and to.mode == Mode.ACTIVE and before != to and (why := guard_stopped(f)):
+            raise GuardLocked(why)
         state_before = was or copying_state(f, f.group)
         Follower.objects.filter(pk=f.pk).update(enabled=to.enabled, mode=to.mode)
         f.enabled, f.mode = to.enabled, to.mode

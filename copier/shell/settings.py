@@ -411,6 +411,9 @@ except ValueError as _exc:
     raise ImproperlyConfigured(f"COPIER_SESSION_RESET: {_exc}") from None
 # How often the daily loss limits are checked (the realised P&L read from each broker).
 COPIER_LOSS_CHECK_SECONDS = int(os.environ.get("COPIER_LOSS_CHECK_SECONDS", "15"))
+# How often each account guard reads its account's equity (copier.services.guard): the
+# firm's line is enforced intraday, so this is the guard's reaction time to a price move.
+COPIER_GUARD_CHECK_SECONDS = int(os.environ.get("COPIER_GUARD_CHECK_SECONDS", "5"))
 
 if PRODUCTION:
     SECURE_SSL_REDIRECT = _flag("SECURE_SSL_REDIRECT", True)

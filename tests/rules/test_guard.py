@@ -22,6 +22,7 @@ from copier.domain.guard import (
     in_flat_window,
     line,
     marks_at_close,
+    marks_rolled,
     marks_seen,
 )
 
@@ -81,6 +82,24 @@ def test_apex_intraday_trails_the_open_equity_peak_and_locks_at_start_plus_100()
     assert after.flatten
     marks = marks_seen(APEX_50K_INTRADAY, after.marks, D(60000))
     assert line(APEX_50K_INTRADAY, marks) == D(50100)
+
+
+def test_a_session_closes_at_the_reset_and_a_week_with_sundays_session():
+    marks = Marks(high_water=D(50000), day_start=D(50000), week_start=D(49000))
+    noon_fri = dt.datetime(2026, 3, 6, 18, 0, tzinfo=dt.UTC)
+    # within Friday's session (it began Thursday 17:00 CT): nothing rolls
+    same, closed = marks_rolled(TOPSTEP_50K, marks, D(51000), noon_fri,
+                                noon_fri + dt.timedelta(hours=4))
+    assert (same, closed) == (marks, False)
+    # past Friday 17:00 CT (23:00 UTC): the day closed at $51,000, the week goes on
+    after, closed = marks_rolled(TOPSTEP_50K, marks, D(51000), noon_fri,
+                                 dt.datetime(2026, 3, 6, 23, 30, tzinfo=dt.UTC))
+    assert closed and (after.high_water, after.day_start, after.week_start) == (
+        D(51000), D(51000), D(49000))
+    # Sunday 17:00 CT opens a new week: its losses count from the close before it
+    sunday, closed = marks_rolled(TOPSTEP_50K, after, D(51200), noon_fri,
+                                  dt.datetime(2026, 3, 8, 22, 30, tzinfo=dt.UTC))
+    assert closed and sunday.week_start == D(51200)
 
 
 def test_a_person_can_say_where_the_line_is_now():

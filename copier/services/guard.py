@@ -1,0 +1,323 @@
+"""The account guard at work: each guarded account's equity read from its venue, judged
+against its firm's line (copier.domain.guard), and acted on before the firm acts
+(docs/rules.md#the-account-guard).
+
+The periodic `guards_check` (Celery beat, every `COPIER_GUARD_CHECK_SECONDS`) reads
+`BrokerAdapter.equity_read()` for every enabled guard and hands it to `reading_seen`,
+which keeps the marks and the state on the guard's row under its lock and says what to do.
+What it does is the kill switch's own work, so that the record is the same as a person's:
+a flatten (`killswitch.flatten`: exits only, every position closed, a decision each) when
+the line, a hard daily loss or the weekly loss is within the buffer; exits only
+(`killswitch.follower_switch`) when entries must stop; an alert with the numbers each
+time. The venue is asked outside any transaction; a flatten runs after the row's
+transaction committed, as the kill switch's does.
+
+Only a person lifts a lock (`guard_resume`, recorded); a soft stop (a soft daily loss,
+the flat-by time) ends by itself with the next session, for the followers the guard itself
+stopped. A failed or unvaluable read changes nothing and is alerted once per session: the
+guard does not act on a number it does not have.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from dataclasses import dataclass, replace
+from decimal import Decimal
+
+from django.db import transaction
+
+from brokers.base import BrokerError, Equity
+from brokers.registry import adapter_for
+from copier.alerts import alert_raise
+from copier.domain import guard
+from copier.domain.guard import GuardState, Trip
+from copier.domain.rules import LegOutcome
+from copier.models import AccountGuard, AlertKind, AuditEntry, Follower, Mode
+from copier.services import killswitch
+from copier.services.audit import Actor, audit_record
+from core import clock
+
+log = logging.getLogger(__name__)
+
+GUARD_BY = "account guard"
+# A locked account still holding (a fill raced the flatten, or an exit is queued) is
+# flattened again, but not on every reading: the last flatten's exits need time to fill.
+REFLATTEN_AFTER = dt.timedelta(seconds=30)
+_STOPPING = (GuardState.ENTRIES_STOPPED, GuardState.LOCKED)
+# What ends with the session by itself: a soft daily loss and the flat-by window.
+_SOFT = (Trip.DAILY_LOSS, Trip.FLAT_TIME)
+
+
+@dataclass(frozen=True, slots=True)
+class GuardOutcome:
+    """What one reading did, for the task's result, the alert and the tests."""
+
+    state: GuardState
+    line: Decimal
+    equity: Decimal
+    findings: tuple[guard.Finding, ...] = ()
+    flattened: tuple[str, ...] = ()  # one line per (follower, symbol) closed
+    stopped: tuple[str, ...] = ()  # the followers switched to exits only
+    resumed: tuple[str, ...] = ()  # the followers a new session set active again
+
+
+@dataclass(frozen=True, slots=True)
+class GuardCheck:
+    read: int = 0
+    failed: int = 0
+    locked: int = 0
+
+
+def guards_check() -> GuardCheck:
+    """Read every enabled guard's account and act on it; one account's failure never
+    stops the others' checks."""
+    read = failed = locked = 0
+    for row in AccountGuard.objects.filter(enabled=True).select_related("account").order_by(
+            "account__name"):
+        try:
+            equity = adapter_for(row.account).equity_read()
+        except BrokerError as exc:
+            failed += 1
+            reading_failed(row.account_id, exc.message)
+            continue
+        except Exception as exc:  # a bug in one adapter must not blind the other guards
+            log.exception("account guard: reading %s's equity failed", row.account)
+            failed += 1
+            reading_failed(row.account_id, f"{type(exc).__name__}: {exc}")
+            continue
+        read += 1
+        locked += reading_seen(row.account_id, equity).state == GuardState.LOCKED
+    return GuardCheck(read, failed, locked)
+
+
+def guarded_followers(account_id: int) -> list[Follower]:
+    """The followers an account's guard keeps: every group it follows."""
+    return list(Follower.objects.filter(account_id=account_id)
+                .select_related("account", "group").order_by("group__name"))
+
+
+@dataclass(frozen=True, slots=True)
+class _Judged:
+    verdict: guard.Verdict
+    state: GuardState
+    before: GuardState  # the state the reading started from (OK when a soft stop ended)
+    findings: tuple[guard.Finding, ...]
+    resume: bool  # a soft stop ended with its session
+
+
+def _judge(row: AccountGuard, rules: guard.GuardRules, equity: Equity,
+           now: dt.datetime) -> _Judged:
+    """The reading against the row's marks, rolled over a session's close. A stop on
+    record holds until a person resumes it, except a soft one, which ends with its
+    session unless this reading stops entries again."""
+    reading = guard.Reading(equity.balance, equity.open_pnl, equity.contracts)
+    marks, closed = row.guard_marks(reading.balance), False
+    if row.read_at is not None and row.balance is not None:
+        marks, closed = guard.marks_rolled(rules, marks, row.balance, row.read_at, now)
+    before = GuardState(row.state)
+    verdict = guard.evaluate(rules, marks, reading, when=now,
+                             locked=before == GuardState.LOCKED)
+    findings, state = list(verdict.findings), verdict.state
+    if equity.can_trade is False:
+        findings.insert(0, guard.venue_breach(equity.why or "it may not trade"))
+        state = GuardState.LOCKED
+    resume = (closed and before == GuardState.ENTRIES_STOPPED and _soft(row.findings)
+              and state not in _STOPPING)
+    if resume:
+        before = GuardState.OK
+    elif before == GuardState.ENTRIES_STOPPED and state not in _STOPPING:
+        state = before  # the reason stays on record with the new readings' findings
+        findings += [f for f in map(guard.Finding.from_json, row.findings)
+                     if f.trip != Trip.DRAWDOWN_WARNING and f not in findings]
+    return _Judged(verdict, state, before, tuple(findings), resume)
+
+
+def reading_seen(account_id: int, equity: Equity, *, now: dt.datetime | None = None
+                 ) -> GuardOutcome:
+    """One equity reading of an account with a guard: the marks and the state kept, and
+    what the state calls for done (module docstring). A reading of a disabled guard is
+    kept and judged but acts on nothing."""
+    now = now or clock.now()
+    with transaction.atomic():
+        row = AccountGuard.objects.select_for_update().select_related("account").get(
+            account_id=account_id)
+        rules = row.guard_rules()
+        judged = _judge(row, rules, equity, now)
+        verdict, state, before = judged.verdict, judged.state, judged.before
+        flatten = (verdict.flatten and equity.can_trade is not False and row.enabled
+                   and (state != before or row.flattened_at is None
+                        or now - row.flattened_at >= REFLATTEN_AFTER))
+        stop = row.enabled and state in _STOPPING and before not in _STOPPING
+        _row_keep(row, verdict, equity, state, judged.findings, now)
+        if state == GuardState.LOCKED and before != GuardState.LOCKED:
+            row.locked_at = now
+        if flatten:
+            row.flattened_at = now
+        resumed_ids = list(row.switched) if judged.resume else []
+        if judged.resume:
+            row.switched = []
+        if stop or flatten:
+            row.switched = sorted({*row.switched, *(f.pk for f in guarded_followers(
+                account_id) if f.enabled and f.mode == Mode.ACTIVE)})
+        row.save()
+    outcome = GuardOutcome(state, verdict.line, equity.balance + equity.open_pnl,
+                           judged.findings)
+    if resumed_ids:
+        outcome = _resume_followers(outcome, resumed_ids, by=f"{GUARD_BY} (new session)")
+    if flatten:
+        result = killswitch.flatten(followers=guarded_followers(account_id), by=GUARD_BY)
+        outcome = replace(outcome, flattened=_flattened(result))
+    elif stop:
+        outcome = _stop_followers(outcome, account_id)
+    if row.enabled and (state != before or flatten) and state != GuardState.OK:
+        _alert(row, outcome, now)
+    return outcome
+
+
+def _soft(findings: list[dict[str, object]]) -> bool:
+    """Whether the stop on record ends with the session: every stopping finding soft."""
+    kept = [guard.Finding.from_json(f) for f in findings]
+    stopping = [f for f in kept if f.trip != Trip.DRAWDOWN_WARNING]
+    return bool(stopping) and all(
+        f.trip in _SOFT and not (f.trip == Trip.DAILY_LOSS and f.values.get("hard"))
+        for f in stopping)
+
+
+def _row_keep(row: AccountGuard, verdict: guard.Verdict, equity: Equity, state: GuardState,
+              findings: tuple[guard.Finding, ...], now: dt.datetime) -> None:
+    row.high_water, row.day_start = verdict.marks.high_water, verdict.marks.day_start
+    row.week_start, row.line = verdict.marks.week_start, verdict.line
+    row.line_source = row.line_source or "computed"
+    row.balance, row.open_pnl = equity.balance, equity.open_pnl
+    row.equity, row.contracts = equity.balance + equity.open_pnl, equity.contracts
+    row.equity_source, row.read_at, row.read_error = equity.source[:40], now, ""
+    row.state, row.findings = state.value, [f.to_json() for f in findings]
+
+
+def _flattened(result: killswitch.FlattenResult) -> tuple[str, ...]:
+    """Each position the flatten closed as it was ("MNQ +2"), and what did not go out at
+    once said so ("MNQ +2: sell 2 queued"): the guard's words never claim a close that
+    is still waiting."""
+    out = []
+    for decision in result.decisions:
+        if decision.symbol == killswitch.ALL_SYMBOLS:
+            continue
+        closed = sum(int(leg["qty"]) * (1 if leg["side"] == "sell" else -1)
+                     for leg in decision.placed_legs)
+        held = f"{decision.symbol} {closed + (decision.position_after or 0):+d}"
+        late = [f"{leg['side']} {leg['qty']} {leg['outcome']}" for leg in decision.placed_legs
+                if leg["outcome"] != LegOutcome.PLACED]
+        out.append(held + (": " + ", ".join(late) if late else ""))
+    return tuple(out)
+
+
+def _stop_followers(outcome: GuardOutcome, account_id: int) -> GuardOutcome:
+    stopped = []
+    for f in guarded_followers(account_id):
+        if f.enabled and f.mode == Mode.ACTIVE:
+            killswitch.follower_switch(follower=f, to=killswitch.Switch(True, Mode.EXITS_ONLY),
+                                       by=GUARD_BY)
+            stopped.append(f"{f.account.name} in {f.group.name}")
+    return replace(outcome, stopped=tuple(stopped))
+
+
+def _resume_followers(outcome: GuardOutcome, follower_ids: list[int], *, by: Actor
+                      ) -> GuardOutcome:
+    """Set active again the followers the guard stopped that are still as it left them."""
+    resumed = []
+    for f in (Follower.objects.filter(pk__in=follower_ids, enabled=True, mode=Mode.EXITS_ONLY)
+              .select_related("account", "group").order_by("group__name")):
+        killswitch.follower_switch(follower=f, to=killswitch.Switch(True, Mode.ACTIVE),
+                                   by=by if isinstance(by, str) else by.get_username())
+        resumed.append(f"{f.account.name} in {f.group.name}")
+    return replace(outcome, resumed=tuple(resumed))
+
+
+_ACTION = {
+    GuardState.WARNING: "copying goes on",
+    GuardState.ENTRIES_STOPPED: "entries stopped, exits still copied",
+    GuardState.LOCKED: "entries locked until a person resumes (admin: Account guards)",
+}
+
+
+def guard_text(name: str, outcome: GuardOutcome) -> str:
+    """The alert's and the console's words: the account, why with the numbers, and what
+    was done ("F3: equity $48,240, line $48,100, buffer $150: flattened MNQ -4, entries
+    locked until a person resumes")."""
+    why = "; ".join(f.text for f in outcome.findings) or "no finding"
+    done = []
+    if outcome.flattened:
+        done.append("flattened " + ", ".join(outcome.flattened))
+    if outcome.stopped:
+        done.append("exits only: " + ", ".join(outcome.stopped))
+    done.append(_ACTION.get(outcome.state, "copying goes on"))
+    return f"{name}: {why}: " + "; ".join(done)
+
+
+def _alert(row: AccountGuard, outcome: GuardOutcome, now: dt.datetime) -> None:
+    text = guard_text(row.account.name, outcome)
+    at = row.locked_at if outcome.state == GuardState.LOCKED else None
+    key = f"guard:{row.pk}:{outcome.state.value}:{(at or now).isoformat()}"
+    with transaction.atomic():
+        alert_raise(kind=AlertKind.GUARD, account=row.account, about=row.account.name,
+                    text=text, dedupe_key=key)
+    log.warning("account guard: %s", text, extra={"account": row.account.name})
+
+
+def reading_failed(account_id: int, why: str, *, now: dt.datetime | None = None) -> None:
+    """Kept on the row and alerted once per session; the state is left as it is."""
+    now = now or clock.now()
+    with transaction.atomic():
+        row = AccountGuard.objects.select_for_update().select_related("account").get(
+            account_id=account_id)
+        row.read_error = why[:2000]
+        row.save(update_fields=["read_error"])
+        name = row.account.name
+        session = guard._session_start(row.guard_rules(), now)
+        alert_raise(kind=AlertKind.GUARD, account=row.account, about=name,
+                    text=(f"{name}: its equity could not be read from its broker ({why}); "
+                          f"the account guard is blind until it can be. Nothing was changed."),
+                    dedupe_key=f"guard-read:{row.pk}:{session.isoformat()}")
+    log.warning("account guard: the equity of %s could not be read: %s", name, why)
+
+
+def guard_resume(row: AccountGuard, *, by: Actor) -> GuardOutcome:
+    """A person lifts the guard's stop: the state back to OK (the next reading judges
+    afresh), recorded with who, and the followers the guard stopped active again."""
+    now = clock.now()
+    with transaction.atomic():
+        locked = AccountGuard.objects.select_for_update().select_related("account").get(
+            pk=row.pk)
+        before, ids = locked.state, list(locked.switched)
+        locked.state, locked.switched, locked.locked_at = GuardState.OK.value, [], None
+        locked.resumed_at = now
+        locked.resumed_by = (by if isinstance(by, str) else by.get_username())[:150]
+        locked.save()
+        audit_record(by=by, action=AuditEntry.Action.GUARD_RESUME, obj=locked,
+                     changes={"state": [before, GuardState.OK.value]},
+                     detail=f"equity {locked.equity}, line {locked.line} when resumed")
+    outcome = GuardOutcome(GuardState.OK, locked.line or Decimal(0),
+                           locked.equity or Decimal(0))
+    return _resume_followers(outcome, ids, by=by)
+
+
+def line_set(row: AccountGuard, line_now: Decimal, *, by: Actor) -> AccountGuard:
+    """A person's "my line is now $48,100" where the copier did not see the account's
+    history: the peak that puts the line there, kept and recorded (`Marks.from_line`)."""
+    with transaction.atomic():
+        locked = AccountGuard.objects.select_for_update().get(pk=row.pk)
+        rules = locked.guard_rules()
+        balance = locked.balance if locked.balance is not None else rules.starting_balance
+        marks = guard.Marks.from_line(rules, line_now, balance)
+        before = locked.line
+        locked.high_water, locked.day_start, locked.week_start = (
+            marks.high_water, locked.day_start or marks.day_start,
+            locked.week_start or marks.week_start)
+        locked.line, locked.line_source = guard.line(rules, marks), "person"
+        locked.save()
+        audit_record(by=by, action=AuditEntry.Action.GUARD_LINE, obj=locked,
+                     changes={"line": [str(before) if before is not None else None,
+                                       str(locked.line)]})
+    return locked
+
