@@ -36,8 +36,10 @@ from copier.console.decisions import (
 from copier.console.display import signed, time_display
 from copier.console.sentences import legs_text
 from copier.domain import rules, symbol_map
+from copier.domain.guard import Finding
 from copier.models import (
     RISK_FIELDS,
+    AccountGuard,
     AlertConfig,
     AuditEntry,
     AuthenticatorDevice,
@@ -54,7 +56,7 @@ from copier.models import (
     RefusedFill,
     SymbolMapping,
 )
-from copier.services import audit, killswitch, lockout, losslimit, second_factor
+from copier.services import audit, guard, killswitch, lockout, losslimit, second_factor
 from core import clock
 
 
@@ -240,6 +242,15 @@ class FollowerForm(_ModeFormMixin):
                     != killswitch.copying_state(moved, old.group)):
                 changed.append("group")
         return changed
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean()
+        resuming = (data.get("enabled") and data.get("mode") == Mode.ACTIVE
+                    and killswitch.Switch.of(self.instance) != killswitch.Switch(True,
+                                                                                 Mode.ACTIVE))
+        if self.instance.pk and resuming and (why := killswitch.guard_stopped(self.instance)):
+            self.add_error("mode", f"Not active: {why}; nothing was changed.")
+        return data
 
     def _held(self) -> dict[str, dict[str, int]]:
         account_id = self.instance.account_id
@@ -570,6 +581,123 @@ class FollowerAdmin(AuditedAdmin, KillSwitchActions, admin.ModelAdmin):
                 queryset: QuerySet[Follower]) -> TemplateResponse | None:
         return _flatten_confirmed(self, request,
                                   followers=list(queryset.select_related("account")))
+
+
+class AccountGuardForm(forms.ModelForm):
+    """The profile, and a person's "my line is now ..." where the copier did not see the
+    account's history (`line_now`: kept as the peak that puts the line there)."""
+
+    source_url = forms.URLField(label="source", required=False, assume_scheme="https",
+                                help_text="The firm's public page the numbers are from.")
+    line_now = forms.DecimalField(
+        label="set the line now", required=False, max_digits=14, decimal_places=2,
+        help_text="Where the firm shows the account's line today, when the copier did not "
+                  "watch it from its first day (a trailing line only). Empty: unchanged.")
+
+    class Meta:
+        model = AccountGuard
+        fields = ["account", "enabled", "preset", "source_url", "checked_on",
+                  "starting_balance", "drawdown", "drawdown_model", "trail_stop", "buffer",
+                  "warn", "daily_loss", "daily_loss_hard", "weekly_loss", "profit_target",
+                  "target_flatten", "max_contracts", "flat_by", "session_reset", "tz",
+                  "risk_per_contract"]
+
+    def clean(self) -> dict[str, Any]:
+        super().clean()
+        data = self.cleaned_data
+        line_now = data.get("line_now")
+        if line_now is not None and data.get("drawdown_model") == AccountGuard.Model.STATIC:
+            self.add_error("line_now", "A static line is the starting balance less the "
+                                       "drawdown: it cannot be set; nothing was changed.")
+        return data
+
+
+GUARD_CHECK_AGE_DAYS = 90  # a firm's numbers checked longer ago than this are flagged
+
+
+@admin.register(AccountGuard)
+class AccountGuardAdmin(AuditedAdmin, KillSwitchActions, admin.ModelAdmin):
+    """Each follower account's guard against its firm's drawdown line
+    (docs/rules.md#the-account-guard): the profile, the live numbers and the lock, which
+    only a person lifts (action: resume)."""
+
+    form = AccountGuardForm
+    list_display = ["account", "state", "equity_shown", "line_shown", "room", "equity_source",
+                    "read", "preset", "checked"]
+    list_filter = ["state", "enabled", "drawdown_model"]
+    search_fields = ["account__name", "preset"]
+    list_select_related = ["account"]
+    autocomplete_fields = ["account"]
+    actions = ["resume"]
+    readonly_fields = ["state", "equity_shown", "line_shown", "room", "high_water",
+                       "day_start", "week_start", "line_source", "equity_source", "read",
+                       "read_error", "why", "locked_at", "flattened_at", "resumed_at",
+                       "resumed_by"]
+    fieldsets = [
+        (None, {"fields": ["account", "enabled", ("preset", "source_url", "checked_on")]}),
+        ("The firm's line", {"fields": [
+            ("starting_balance", "drawdown"), ("drawdown_model", "trail_stop"),
+            ("buffer", "warn"), "line_now"],
+            "description": "The guard flattens and locks the follower at line + buffer, "
+                           "alerts at line + warning distance; exits are never held."}),
+        ("More of the firm's rules (empty: none)", {"fields": [
+            ("daily_loss", "daily_loss_hard"), "weekly_loss", ("profit_target",
+                                                                "target_flatten"),
+            "max_contracts", ("flat_by", "session_reset", "tz"), "risk_per_contract"]}),
+        ("Now", {"fields": ["state", "why", ("equity_shown", "line_shown", "room"),
+                            ("high_water", "day_start", "week_start"), "line_source",
+                            ("equity_source", "read"), "read_error",
+                            ("locked_at", "flattened_at"), ("resumed_at", "resumed_by")]}),
+    ]
+
+    @admin.display(description="equity")
+    def equity_shown(self, obj: AccountGuard) -> str:
+        return rules.money(obj.equity) if obj.equity is not None else "not read yet"
+
+    @admin.display(description="line")
+    def line_shown(self, obj: AccountGuard) -> str:
+        if obj.line is None:
+            return "not read yet"
+        return f"{rules.money(obj.line)} ({obj.line_source or 'computed'})"
+
+    @admin.display(description="above the line")
+    def room(self, obj: AccountGuard) -> str:
+        if obj.line is None or obj.equity is None:
+            return "-"
+        return f"{rules.money(obj.equity - obj.line)} (buffer {rules.money(obj.buffer)})"
+
+    @admin.display(description="read", ordering="read_at")
+    def read(self, obj: AccountGuard) -> str:
+        return time_display(obj.read_at) if obj.read_at else "never"
+
+    @admin.display(description="why")
+    def why(self, obj: AccountGuard) -> str:
+        return "; ".join(Finding.from_json(f).text for f in obj.findings) or "-"
+
+    @admin.display(description="numbers checked", ordering="checked_on")
+    def checked(self, obj: AccountGuard) -> str:
+        if obj.checked_on is None:
+            return "never: check them against the firm's page"
+        age = (clock.now().date() - obj.checked_on).days
+        stale = " - check them again: firms change their rules" if (
+            age > GUARD_CHECK_AGE_DAYS) else ""
+        return f"{obj.checked_on:%Y-%m-%d}{stale}"
+
+    def save_model(self, request: HttpRequest, obj: AccountGuard, form: Any, change: bool
+                   ) -> None:
+        super().save_model(request, obj, form, change)
+        line_now = form.cleaned_data.get("line_now")
+        if line_now is not None:
+            guard.line_set(obj, line_now, by=request.user)
+
+    @admin.action(description="Resume (copy entries again; the next reading judges afresh)",
+                  permissions=["kill_switch"])
+    def resume(self, request: HttpRequest, queryset: QuerySet[AccountGuard]) -> None:
+        stopped = list(queryset.filter(state__in=["locked", "entries_stopped"]))
+        for row in stopped:
+            guard.guard_resume(row, by=request.user)
+        self.message_user(request, f"{len(stopped)} account guard(s) resumed.",
+                          messages.SUCCESS if stopped else messages.WARNING)
 
 
 @admin.register(OperatorAction)

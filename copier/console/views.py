@@ -179,8 +179,12 @@ def follower_enabled(request: HttpRequest, pk: int) -> HttpResponse:
         to = killswitch.Switch(False, follower.mode)
         level, text = messages.WARNING, (f"{name}: copying off; the leader's next fills are "
                                          "not copied to it")
-    action = killswitch.follower_switch(follower=follower, to=to,
-                                        by=request.user.get_username())
+    try:
+        action = killswitch.follower_switch(follower=follower, to=to,
+                                            by=request.user.get_username())
+    except killswitch.GuardLocked as exc:
+        messages.error(request, f"{name}: not switched on: {exc}.")
+        return HttpResponseRedirect(reverse("admin:index"))
     if action is not None:
         log.warning("follower %s switched %s by %s (action #%s)", name, wanted,
                     request.user.get_username(), action.pk, extra={"follower": name})

@@ -94,12 +94,14 @@ def test_a_session_closes_at_the_reset_and_a_week_with_sundays_session():
     # past Friday 17:00 CT (23:00 UTC): the day closed at $51,000, the week goes on
     after, closed = marks_rolled(TOPSTEP_50K, marks, D(51000), noon_fri,
                                  dt.datetime(2026, 3, 6, 23, 30, tzinfo=dt.UTC))
-    assert closed and (after.high_water, after.day_start, after.week_start) == (
+    assert closed
+    assert (after.high_water, after.day_start, after.week_start) == (
         D(51000), D(51000), D(49000))
     # Sunday 17:00 CT opens a new week: its losses count from the close before it
     sunday, closed = marks_rolled(TOPSTEP_50K, after, D(51200), noon_fri,
                                   dt.datetime(2026, 3, 8, 22, 30, tzinfo=dt.UTC))
-    assert closed and sunday.week_start == D(51200)
+    assert closed
+    assert sunday.week_start == D(51200)
 
 
 def test_a_person_can_say_where_the_line_is_now():
