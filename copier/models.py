@@ -483,12 +483,24 @@ class AccountGuard(models.Model):
     # The followers the guard itself switched to exits only: a person's resume (or, for a
     # soft stop, the next session) sets these, and only these, active again.
     switched = models.JSONField(default=list, blank=True)
+    # What a leader event freezes with the follower (copier.sql.EVENT_RUN): the profile, the
+    # marks, the last reading and the state as one value (copier.domain.guard.Standing),
+    # written with every save; None until the account was read, or while the profile does
+    # not make sense (no entry check against numbers that are not there).
+    standing = models.JSONField(null=True, blank=True, editable=False)
 
     class Meta:
         verbose_name = "account guard"
 
     def __str__(self) -> str:
         return f"guard of {self.account}"
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        self.standing = self.standing_now()
+        fields = kwargs.get("update_fields")
+        if fields is not None:
+            kwargs["update_fields"] = {*fields, "standing"}
+        super().save(*args, **kwargs)
 
     def guard_rules(self) -> guard.GuardRules:
         """The profile as the pure rules read it; nonsense numbers are a ValueError."""
@@ -513,6 +525,20 @@ class AccountGuard(models.Model):
             return guard.Marks(fresh.high_water, day_start=at, week_start=at)
         return guard.Marks(high_water=self.high_water, day_start=self.day_start,
                            week_start=self.week_start)
+
+    def standing_now(self) -> dict[str, Any] | None:
+        """The guard as an event's entry check reads it (None: nothing to check against)."""
+        if self.read_at is None or self.balance is None or self.open_pnl is None:
+            return None
+        try:
+            rules = self.guard_rules()
+        except (ValueError, TypeError):
+            return None
+        marks = self.guard_marks(self.balance)
+        return guard.Standing(
+            rules, marks, guard.Reading(self.balance, self.open_pnl, self.contracts),
+            guard.GuardState(self.state),
+            tuple(guard.Finding.from_json(f) for f in self.findings)).to_json()
 
     def clean(self) -> None:
         try:

@@ -57,6 +57,7 @@ class FrozenFollower(NamedTuple):
     loss_lock: dict[str, Any] | None  # {"limit", "realized", "since", "until"}
     micro: str
     symbol_rules: list[list[Any]] | None  # [leader symbol, follower symbol, ratio]
+    guard: dict[str, Any] | None  # the account guard's standing (copier.domain.guard.Standing)
 
 
 FROZEN_FOLLOWER_SQL: dict[str, str] = {
@@ -87,6 +88,10 @@ FROZEN_FOLLOWER_SQL: dict[str, str] = {
     "micro": "f.micro",
     "symbol_rules": "(SELECT jsonb_agg(jsonb_build_array(m.leader_symbol, m.follower_symbol,"
     " m.ratio::text) ORDER BY m.id) FROM copier_symbolmapping m WHERE m.follower_id = f.id)",
+    # the account guard as last read (copier.models.AccountGuard.standing): the entry check
+    # of this event, and of its re-run, is made against the line and reading of then
+    "guard": "(SELECT ag.standing FROM copier_accountguard ag WHERE ag.account_id ="
+    " f.account_id AND ag.enabled)",
 }
 # Every field read, in the record's order, and nothing else (at import: a field added to
 # the record and not to the statement, or the other way round, cannot ship).

@@ -58,7 +58,8 @@ _: Any = object()
 
 # Settings that Django, Celery (config_from_object, namespace CELERY), django-axes and
 # WhiteNoise read by name, in copier/shell/settings.py and the tests' overrides of them;
-# COPIER_LOSS_CHECK_SECONDS, which copier.periodic reads by getattr.
+# COPIER_LOSS_CHECK_SECONDS and COPIER_GUARD_CHECK_SECONDS, which copier.periodic reads by
+# getattr.
 (
     _.ALLOWED_HOSTS, _.CSRF_TRUSTED_ORIGINS, _.MIDDLEWARE, _.AUTHENTICATION_BACKENDS,
     _.ROOT_URLCONF, _.WSGI_APPLICATION, _.TEMPLATES, _.DATABASES, _.DEFAULT_AUTO_FIELD,
@@ -79,7 +80,7 @@ _: Any = object()
     _.CELERY_TASK_PUBLISH_RETRY, _.CELERY_TASK_PUBLISH_RETRY_POLICY, _.CELERY_BEAT_SCHEDULER,
     _.CELERY_BEAT_SYNC_EVERY, _.CELERY_WORKER_SEND_TASK_EVENTS, _.CELERY_TASK_DEFAULT_QUEUE,
     _.CELERY_TASK_QUEUES, _.CELERY_WORKER_HIJACK_ROOT_LOGGER, _.CELERY_TASK_SEND_SENT_EVENT,
-    _.COPIER_LOSS_CHECK_SECONDS,
+    _.COPIER_LOSS_CHECK_SECONDS, _.COPIER_GUARD_CHECK_SECONDS,
 )
 
 # devkit: the scenario runner dispatches a step to `_op_<op>` by name (devkit/replay.py).
@@ -100,12 +101,10 @@ _: Any = object()
     _.unfrozen, _.django_db_setup,
 )
 
-# The account guard (copier.domain.guard, copier.models.AccountGuard, migration 0025):
-# the rules, the model and the alert kind landed before the service that reads them
-# (copier.services.guard, to come); each leaves this list when that service uses it.
+# The account guard's columns that only the admin reads, by name in its form's and its
+# fieldsets' field lists (copier.admin.AccountGuardAdmin): a person reads them there.
 (
-    _.AccountGuard, _.preset, _.source_url, _.checked_on, _.line_source, _.equity_source,
-    _.flattened_at, _.resumed_at, _.resumed_by, _.guard_marks, _.GUARD, _.venue_breach,
+    _.preset, _.source_url, _.equity_source, _.resumed_at,
 )
 
 # Dead, to be deleted: the dashboard card's `latency_at` (the last copy's time) is set

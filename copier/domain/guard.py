@@ -330,16 +330,72 @@ def venue_breach(why: str) -> Finding:
     return Finding(Trip.VENUE, {"why": why})
 
 
+_RULE_DECIMALS = ("starting_balance", "drawdown", "trail_stop", "buffer", "warn",
+                  "daily_loss", "weekly_loss", "profit_target", "risk_per_contract")
+_RULE_TIMES = ("flat_by", "session_reset")
+
+
+@dataclass(frozen=True, slots=True)
+class Standing:
+    """A guard as a leader event froze it with the follower (copier.sql.EVENT_RUN): the
+    profile, the marks and the last reading, and the state with why. The entry check of
+    that event (and of a re-run after a crash) is made against these, not against what
+    the guard read since."""
+
+    rules: GuardRules
+    marks: Marks
+    reading: Reading
+    state: GuardState = GuardState.OK
+    findings: tuple[Finding, ...] = ()
+
+    @property
+    def stops_entries(self) -> bool:
+        return self.state in (GuardState.ENTRIES_STOPPED, GuardState.LOCKED)
+
+    def to_json(self) -> dict[str, Any]:
+        r = self.rules
+        profile: dict[str, Any] = {
+            "model": r.model.value, "daily_loss_hard": r.daily_loss_hard,
+            "target_flatten": r.target_flatten, "max_contracts": r.max_contracts, "tz": r.tz,
+            **{n: _jsonable(getattr(r, n)) for n in _RULE_DECIMALS},
+            **{n: None if getattr(r, n) is None else getattr(r, n).isoformat()
+               for n in _RULE_TIMES}}
+        return {"rules": profile,
+                "marks": [str(self.marks.high_water), str(self.marks.day_start),
+                          str(self.marks.week_start)],
+                "reading": [str(self.reading.balance), str(self.reading.open_pnl),
+                            self.reading.contracts],
+                "state": self.state.value, "findings": [f.to_json() for f in self.findings]}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Standing:
+        p = data["rules"]
+        named: dict[str, Any] = {n: None if p[n] is None else Decimal(p[n])
+                                 for n in _RULE_DECIMALS}
+        named.update({n: dt.time.fromisoformat(p[n]) for n in _RULE_TIMES if p[n] is not None})
+        rules = GuardRules(
+            model=DrawdownModel(p["model"]), daily_loss_hard=p["daily_loss_hard"],
+            target_flatten=p["target_flatten"], max_contracts=p["max_contracts"], tz=p["tz"],
+            **named)
+        high, day, week = (Decimal(v) for v in data["marks"])
+        balance, open_pnl, contracts = data["reading"]
+        return cls(rules, Marks(high, day, week),
+                   Reading(Decimal(balance), Decimal(open_pnl), int(contracts)),
+                   GuardState(data["state"]),
+                   tuple(Finding.from_json(f) for f in data["findings"]))
+
+
 def entry_check(rules: GuardRules, marks: Marks, reading: Reading, *, side: str, qty: int,
-                holds_after: int, when: dt.datetime) -> tuple[int, Finding | None]:
+                holds_after: int, when: dt.datetime | None) -> tuple[int, Finding | None]:
     """How many contracts of an entry the guard lets go out, and why not all.
 
     Refused whole: inside the flat window, or when the worst case after it (every contract
     held after the entry moving `risk_per_contract` against the account) would put equity
     inside the buffer; without a `risk_per_contract`, when equity is already inside it.
-    Cut: to what `max_contracts` leaves room for."""
+    Cut: to what `max_contracts` leaves room for. `when` None (a fill read at an unknown
+    time): the flat window is not checked, the rest is."""
     values = {"side": side, "qty": qty}
-    if in_flat_window(rules, when):
+    if when is not None and in_flat_window(rules, when):
         return 0, Finding(Trip.FLAT_TIME, {"at": when.isoformat(), "tz": rules.tz,
                                            "flat_by": rules.flat_by.isoformat()
                                            if rules.flat_by else None, **values})

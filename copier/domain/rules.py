@@ -16,6 +16,7 @@ from enum import StrEnum
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from copier.domain import guard
 from core.trading import MAX_VENUE_ID, Side, signed
 
 # Quantity limits, checked before anything is sent (docs/rules.md#joining-settings-and-crashes:
@@ -99,6 +100,8 @@ class NoteKind(StrEnum):
     MAX_POSITION = "max_position"  # limit, holds, side, qty, room
     MAX_ORDER = "max_order"  # limit, side, qty
     LOSS_LOCKED = "loss_locked"  # lock (its description), side, qty
+    GUARD = "guard"  # the account guard's finding (copier.domain.guard.Finding's JSON)
+    GUARD_STOPPED = "guard_stopped"  # state, findings (JSON), side, qty: entries stopped
     # The engine's (copier.services)
     QUARANTINE_LIFTED = "quarantine_lifted"
     ROUTED = "routed"  # leader, symbol, ratio: the symbol mapping sent it elsewhere
@@ -166,6 +169,11 @@ _NOTE_TEXT: dict[NoteKind, Callable[[Mapping[str, Any]], str]] = {
         f"max {v['limit']} contracts per order: entry {v['side']} {v['qty']} cut to "
         f"{v['limit']}"),
     NoteKind.LOSS_LOCKED: lambda v: f"{v['lock']}: entry {v['side']} {v['qty']} not copied",
+    NoteKind.GUARD: lambda v: "account guard: " + guard.Finding.from_json(v).text,
+    NoteKind.GUARD_STOPPED: lambda v: (
+        f"account guard {guard.GuardState(v['state']).value.replace('_', ' ')}"
+        + "".join(f" ({guard.Finding.from_json(f).text})" for f in v["findings"][:1])
+        + f": entry {v['side']} {v['qty']} not copied"),
     NoteKind.QUARANTINE_LIFTED: lambda v: "quarantine_lifted",
     NoteKind.ROUTED: lambda v: f"leader {v['leader']} -> {v['symbol']} x{v['ratio']}",
     NoteKind.NOT_MAPPED: lambda v: str(v["why"]),
@@ -451,6 +459,9 @@ class FollowerFacts:
     when: dt.datetime | None = None  # the leader's fill as the copier read it (window)
     # The daily loss limit's lock, when one was taken this session (copier.services.losslimit)
     loss_lock: LossLock | None = None
+    # The account guard as the event froze it (copier.domain.guard): entries checked against
+    # the firm's line; None: the account has no guard, or it was never read
+    guard: guard.Standing | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -729,6 +740,25 @@ def entry_allowed(leg: Leg, *, position: int, opens_symbol: bool, open_symbols: 
     return qty, notes
 
 
+def guard_entry_allowed(standing: guard.Standing, leg: Leg, *, position: int,
+                        facts: FollowerFacts) -> tuple[int, list[Note]]:
+    """How many contracts of an entry the account guard lets go out, and why not all
+    (docs/rules.md#the-account-guard). A guard that stopped entries holds it whole; else
+    the worst case after it is checked against the buffer and max contracts cuts it. The
+    contracts the account holds are its last reading's, with this symbol's as the copier
+    has it now (`position`: after the exits before this entry)."""
+    entry = {"side": leg.side.value, "qty": leg.qty}
+    if standing.stops_entries:
+        return 0, [Note.of(NoteKind.GUARD_STOPPED, state=standing.state.value,
+                           findings=[f.to_json() for f in standing.findings], **entry)]
+    others = max(0, standing.reading.contracts - abs(facts.position))
+    reading = replace(standing.reading, contracts=others + abs(position))
+    qty, finding = guard.entry_check(standing.rules, standing.marks, reading,
+                                     side=leg.side.value, qty=leg.qty,
+                                     holds_after=reading.contracts + leg.qty, when=facts.when)
+    return qty, [] if finding is None else [Note.of(NoteKind.GUARD, **finding.to_json())]
+
+
 def risk_limits_apply(verdict: Verdict, move: LeaderMove, facts: FollowerFacts) -> Verdict:
     """The follower's risk limits on the verdict of rules 1-7: its entries cut or held back,
     its exits untouched. Any cut, and a max position that kept the follower from following
@@ -763,6 +793,10 @@ def risk_limits_apply(verdict: Verdict, move: LeaderMove, facts: FollowerFacts) 
                                  open_symbols=facts.open_symbols, limits=limits,
                                  when=facts.when)
         notes += why
+        if qty and facts.guard is not None:
+            qty, why = guard_entry_allowed(facts.guard, Leg(leg.side, qty, leg.kind),
+                                           position=position, facts=facts)
+            notes += why
         if qty:
             legs.append(Leg(leg.side, qty, leg.kind))
             position += signed(leg.side, qty)

@@ -34,6 +34,7 @@ from accounts.models import Position, TradingAccount
 from brokers.base import BrokerError, TransientBrokerError
 from copier import sql
 from copier.domain import rules
+from copier.domain.guard import Standing
 from copier.domain.symbol_map import NO_MAPPING, Micro, Route, SymbolMap
 from copier.models import Decision, LeaderEvent, Order, Quarantine
 from copier.services import failed_exits, losslimit, sync_guard
@@ -78,6 +79,7 @@ class Seat:
     limits: rules.RiskLimits = field(default_factory=rules.RiskLimits)
     symbols: SymbolMap = NO_MAPPING  # where the leader's symbol goes on this follower
     loss_lock: rules.LossLock | None = None  # the daily loss limit's lock the fill fell in
+    guard: Standing | None = None  # the account guard as last read when the event froze it
 
     @classmethod
     def parse(cls, raw: list[Any]) -> Seat:
@@ -93,7 +95,8 @@ class Seat:
             symbols = SymbolMap.from_json({"micro": f.micro, "rules": f.symbol_rules})
         return cls(f.follower_id, f.account_id, Decimal(f.multiplier), f.enabled, f.reverse,
                    rules.ExitMode(f.exit_mode), f.start_event_id, f.exits_only, f.fixed_qty,
-                   limits, symbols, _loss_lock(f.loss_lock))
+                   limits, symbols, _loss_lock(f.loss_lock),
+                   None if f.guard is None else Standing.from_json(f.guard))
 
     def route(self, leader_symbol: str) -> Route:
         """The follower's symbol and ratio for the leader's symbol (copier.domain.symbol_map)."""
@@ -402,7 +405,7 @@ class _Batch:
             quarantined=position.quarantined, close_only=ev.close_only,
             exits_only=seat.exits_only, fixed_qty=seat.fixed_qty, limits=seat.limits,
             open_symbols=self.open_symbols.get(account.pk, 0), when=ev.received_at,
-            loss_lock=seat.loss_lock,
+            loss_lock=seat.loss_lock, guard=seat.guard,
         )
         verdict = rules.decide(rules.LeaderMove(ev.p0, ev.p1), facts)
         notes = list(verdict.notes)

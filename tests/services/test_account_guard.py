@@ -288,3 +288,56 @@ def test_the_check_is_a_periodic_task_on_the_housekeeping_queue():
     periodic = BY_TASK["copier.check_guards"]
     assert periodic.seconds() == 5
     assert app.amqp.router.route({}, "copier.check_guards")["queue"].name == "housekeeping"
+
+
+def test_an_entry_whose_worst_case_reaches_the_buffer_is_not_copied_exits_still_are(world):
+    leader, f = world
+    # $500 assumed per contract held: equity $50,000 less 2 x $500 stays above the
+    # $47,650 the guard acts at, 6 x $500 would not
+    AccountGuard.objects.filter(account=f).update(risk_per_contract=Decimal(500))
+    SimBroker.price_set(SYMBOL, "20000")
+    check()
+    fill(leader, "buy", 2)
+    assert broker_position(f, SYMBOL) == 2
+    check()
+    fill(leader, "buy", 4)
+    held = decisions(f)[-1]
+    assert held.reason == Reason.RISK_LIMIT
+    assert ("account guard: entry buy 4 not copied: equity $50,000 less a worst case of "
+            "$3,000 is within the buffer $150 of the line $47,500") in held.detail
+    from copier.console.decisions import decision_text
+    assert "risk limits cut or held back the entry (account guard: entry buy 4 not copied" in (
+        decision_text(held))  # the console's words, from the note's numbers
+    assert broker_position(f, SYMBOL) == 2
+    fill(leader, "sell", 6)  # the leader exits: the follower's exit goes out
+    assert broker_position(f, SYMBOL) == 0
+
+
+def test_max_contracts_cuts_an_entry_to_the_room_left(world):
+    leader, f = world
+    AccountGuard.objects.filter(account=f).update(max_contracts=3)
+    SimBroker.price_set(SYMBOL, "20000")
+    check()
+    fill(leader, "buy", 5)
+    cut = decisions(f)[-1]
+    assert cut.reason == Reason.RISK_LIMIT
+    assert "account guard: max contracts 3: holds 0, room for 3 of buy 5" in cut.detail
+    assert broker_position(f, SYMBOL) == 3
+
+
+def test_an_event_read_while_the_guard_stops_entries_holds_them_whatever_the_switch(world):
+    """The guard's stop is frozen with the event: an entry read after the stop and before
+    the follower's switch was changed is held all the same."""
+    leader, f = world
+    SimBroker.price_set(SYMBOL, "20000")
+    check()
+    row = guard_of(f)
+    row.state, row.findings = "locked", [{"trip": "venue", "why": "liquidate only"}]
+    row.save()
+    assert Follower.objects.get(account=f).mode == Mode.ACTIVE
+    fill(leader, "buy", 1)
+    held = decisions(f)[-1]
+    assert held.reason == Reason.RISK_LIMIT
+    assert ("account guard locked (the venue stopped the account: liquidate only): entry "
+            "buy 1 not copied") in held.detail
+    assert broker_position(f, SYMBOL) == 0
