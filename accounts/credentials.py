@@ -19,7 +19,7 @@ from typing import Any
 from django import forms
 
 from accounts.models import TradingAccount
-from brokers.base import CredentialField
+from brokers.base import BrokerAdapter, CredentialField
 from brokers.registry import BROKERS, adapter_class
 
 KEEP = "Stored encrypted; leave blank to keep the current value."
@@ -82,27 +82,11 @@ class TradingAccountFormBase(forms.ModelForm):
         adapter = adapter_class(kind)
         if not adapter.credential_fields:
             return cleaned  # the venue needs no login (sim): whatever is stored stays
-        same_kind = bool(self.instance.pk) and self.instance.broker == kind
-        stored = stored_credentials(self.instance) if same_kind else {}
         typed = {c.name: str(cleaned.get(field_name(kind, c)) or "")
                  for c in adapter.credential_fields}
-        plain = {c.name: typed[c.name] for c in adapter.credential_fields if not c.secret}
-        kept = {c.name: stored.get(c.name, "") for c in adapter.credential_fields if c.secret}
-        addresses = adapter.credentials_addresses_of({**kept, **plain})
-        moved = bool(stored) and addresses is not None and (
-            addresses != adapter.credentials_addresses_of(stored))
-        if moved:
-            # A stored secret never goes to an address other than the one it was typed for:
-            # a new address clears them, and they must be typed again in the same save.
-            missing = [c.label for c in adapter.credential_fields
-                       if c.secret and not typed[c.name]]
-            if missing:
-                self.add_error(None, f"{adapter.label} login: the venue address changed, so "
-                               f"the stored {' and '.join(missing)} must be typed again (a "
-                               "secret is only sent to the address it was entered for)")
-                return cleaned
-        values = {**plain, **{name: typed[name] or ("" if moved else value)
-                              for name, value in kept.items()}}
+        values = self._login_values(adapter, kind, typed)
+        if values is None:
+            return cleaned
         try:
             self.instance.credentials = json.dumps(adapter.credentials_clean(values))
         except ValueError as exc:
@@ -111,6 +95,49 @@ class TradingAccountFormBase(forms.ModelForm):
         self.instance.secrets_entered = frozenset(
             c.name for c in adapter.credential_fields if c.secret and typed[c.name])
         return cleaned
+
+    def _login_values(self, adapter: type[BrokerAdapter], kind: str,
+                      typed: dict[str, str]) -> dict[str, str] | None:
+        """The login to store: the plain fields as typed, each secret as typed or else kept
+        (a blank secret keeps the stored one, unless the venue address moved). None, with
+        the form's error added, when the address moved and a stored secret was not typed
+        again."""
+        stored = self._stored_login(kind)
+        plain = {c.name: typed[c.name] for c in adapter.credential_fields if not c.secret}
+        kept = {c.name: stored.get(c.name, "") for c in adapter.credential_fields if c.secret}
+        moved = _address_moved(adapter, stored, {**kept, **plain})
+        if moved and not self._secrets_retyped(adapter, typed):
+            return None
+        return {**plain, **{name: typed[name] or ("" if moved else value)
+                            for name, value in kept.items()}}
+
+    def _stored_login(self, kind: str) -> dict[str, str]:
+        """The login stored for `kind`: {} for a new account, and when the broker kind
+        changes (the old kind's login is dropped, not carried over)."""
+        same_kind = bool(self.instance.pk) and self.instance.broker == kind
+        return stored_credentials(self.instance) if same_kind else {}
+
+    def _secrets_retyped(self, adapter: type[BrokerAdapter], typed: dict[str, str]) -> bool:
+        """After the venue address moved, whether every secret was typed again (else the
+        form's error names those that must be). A stored secret never goes to an address
+        other than the one it was typed for: a new address clears them, and they must be
+        typed again in the same save."""
+        missing = [c.label for c in adapter.credential_fields if c.secret and not typed[c.name]]
+        if missing:
+            self.add_error(None, f"{adapter.label} login: the venue address changed, so "
+                           f"the stored {' and '.join(missing)} must be typed again (a "
+                           "secret is only sent to the address it was entered for)")
+        return not missing
+
+
+def _address_moved(adapter: type[BrokerAdapter], stored: dict[str, str],
+                   login: dict[str, str]) -> bool:
+    """Whether the login as typed goes to another venue address than the stored one: its
+    secrets are bound to the address they were entered for. A login that is not valid
+    yet (no addresses to tell) has not moved; its own error says why."""
+    addresses = adapter.credentials_addresses_of(login)
+    return bool(stored) and addresses is not None and (
+        addresses != adapter.credentials_addresses_of(stored))
 
 
 @cache

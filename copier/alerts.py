@@ -239,17 +239,34 @@ def _deliver(key: str, batch: list[Alert]) -> int:
     now = clock.now()
     wanted = [a for a in batch if channel.wants(a.kind)]
     unwanted = [a for a in batch if not channel.wants(a.kind)]
+    destinations = _destinations(channel)
+    if not destinations:
+        unwanted, wanted = batch, []
+    errors = _destinations_send(channel, destinations, wanted)
+    _outcomes_save(wanted, unwanted, errors, now,
+                   "no destination configured" if not destinations else "kind turned off")
+    return sum(1 for a in wanted if a.status == Alert.Status.SENT)
+
+
+def _destinations(channel: Channel) -> dict[str, Callable[[str, str], None]]:
+    """How the channel's messages go out, by the name an alert records once it arrived
+    there ({}: the channel has nowhere to send, its alerts are dropped)."""
     destinations: dict[str, Callable[[str, str], None]] = {}
     if channel.emails:
         destinations["email"] = lambda subject, body: _email_send(channel.emails, subject, body)
     if channel.webhook_url:
         destinations["webhook"] = lambda subject, body: _webhook_post(
             channel.webhook_url, subject, body)
-    if not destinations:
-        unwanted, wanted = batch, []
+    return destinations
+
+
+def _destinations_send(channel: Channel, destinations: dict[str, Callable[[str, str], None]],
+                       alerts: list[Alert]) -> dict[str, str]:
+    """One message per destination, of the alerts it has not had yet (a retry does not
+    send again where they arrived); the errors by destination, which keep them pending."""
     errors: dict[str, str] = {}
     for name, send in destinations.items():
-        todo = [a for a in wanted if name not in a.delivered]
+        todo = [a for a in alerts if name not in a.delivered]
         if not todo:
             continue
         subject, body = message_compose(channel.name, todo)
@@ -262,9 +279,7 @@ def _deliver(key: str, batch: list[Alert]) -> int:
             continue
         for alert in todo:
             alert.delivered = [*alert.delivered, name]
-    _outcomes_save(wanted, unwanted, errors, now,
-                   "no destination configured" if not destinations else "kind turned off")
-    return sum(1 for a in wanted if a.status == Alert.Status.SENT)
+    return errors
 
 
 def _outcomes_save(wanted: list[Alert], unwanted: list[Alert], errors: dict[str, str],

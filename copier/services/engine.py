@@ -263,31 +263,12 @@ class _Batch:
         self.compare_pending: list[int] = []
 
     def run(self) -> None:
-        routes = {s.account_id: s.route(self.event.symbol) for s in self.seats}
-        unmapped = {a: r.blocked for a, r in routes.items() if r.blocked}
-        seats = [s for s in self.seats if s.account_id not in unmapped]
-        positions = positions_lock_pairs(
-            sorted((s.account_id, routes[s.account_id].symbol) for s in seats))
-        todo: list[tuple[Seat, Position, int]] = []
-        passed: list[int] = []
-        for seat in seats:
-            position = positions[seat.account_id]
-            floor = max(position.last_event_id or 0, seat.start_event_id)
-            if floor < self.event.pk:  # else decided already: a redelivered or repeated task
-                todo.append((seat, position, floor))
-            else:
-                passed.append(seat.account_id)
+        unmapped, seats, positions = self._rows_lock()
+        todo, passed = self._undecided(seats, positions)
         self._unmapped_record(unmapped, passed, lambda a: positions[a].symbol)
         self.compare_pending = [p.account_id for p in positions.values()
                                 if p.account.compare_pending_since is not None]
-        for _seat, position, _floor in todo:
-            position.blocked = ""
-            if position.unknown_orders:
-                settled = unknown_orders_settle(account=position.account,
-                                                symbol=position.symbol)
-                position.qty += settled.moved
-                position.blocked = settled.blocked
-                position.working_orders = position.working_orders or settled.working
+        self._unknown_orders_settle(todo)
         todo = self._not_waiting(todo)
         # Max open symbols needs the follower's other symbols: counted under a per-account
         # lock (services.positions.open_symbols_count), only for followers with that limit,
@@ -302,6 +283,47 @@ class _Batch:
             self._crashed_run_recorded(self.event, jobs)
         self._place(jobs)
         self._save(jobs)
+
+    def _rows_lock(self) -> tuple[dict[int, str], list[Seat], dict[int, Position]]:
+        """Each follower's row on the symbol it trades this event as, all locked in one
+        statement (by account id); the followers whose mapping blocks the event's symbol
+        (why, by account id) have no row: they get their decision, no order."""
+        routes = {s.account_id: s.route(self.event.symbol) for s in self.seats}
+        unmapped = {a: r.blocked for a, r in routes.items() if r.blocked}
+        seats = [s for s in self.seats if s.account_id not in unmapped]
+        positions = positions_lock_pairs(
+            sorted((s.account_id, routes[s.account_id].symbol) for s in seats))
+        return unmapped, seats, positions
+
+    def _undecided(self, seats: Sequence[Seat], positions: dict[int, Position]
+                   ) -> tuple[list[tuple[Seat, Position, int]], list[int]]:
+        """The followers this event is still to be decided for, each with its floor (the
+        row's watermark or the seat's start, the later); and those whose row is past the
+        event already (decided, or passed by a later event: see `_unmapped_record`)."""
+        todo: list[tuple[Seat, Position, int]] = []
+        passed: list[int] = []
+        for seat in seats:
+            position = positions[seat.account_id]
+            floor = max(position.last_event_id or 0, seat.start_event_id)
+            if floor < self.event.pk:  # else decided already: a redelivered or repeated task
+                todo.append((seat, position, floor))
+            else:
+                passed.append(seat.account_id)
+        return todo, passed
+
+    @staticmethod
+    def _unknown_orders_settle(todo: list[tuple[Seat, Position, int]]) -> None:
+        """A row with orders in doubt has them asked about first: what they did moves the
+        position the event is judged on; one still unknown blocks the follower's legs
+        (`_held`), one working at the broker makes it wait (`_not_waiting`)."""
+        for _seat, position, _floor in todo:
+            position.blocked = ""
+            if position.unknown_orders:
+                settled = unknown_orders_settle(account=position.account,
+                                                symbol=position.symbol)
+                position.qty += settled.moved
+                position.blocked = settled.blocked
+                position.working_orders = position.working_orders or settled.working
 
     def _crashed_run_recorded(self, ev: LeaderEvent, jobs: Sequence[_CopyJob]) -> None:
         """The orders a crashed run of `ev` sent and never recorded, beyond the legs this

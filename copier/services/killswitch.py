@@ -441,47 +441,68 @@ def flatten(*, groups: Sequence[CopyGroup] | None = None,
     """
     chosen_groups = _groups(groups) if groups is not None or followers is None else []
     chosen = _followers(groups, followers)
-    now = clock.now()
-    with transaction.atomic():
-        action = OperatorAction.objects.create(
-            kind=OperatorAction.Kind.FLATTEN, by=by[:150], created_at=now,
-            group=chosen_groups[0] if len(chosen_groups) == 1 else None,
-            detail=_flatten_detail(chosen_groups, chosen))
-        CopyGroup.objects.filter(pk__in=[g.pk for g in chosen_groups]).update(
-            mode=Mode.EXITS_ONLY, enabled=True)
-        Follower.objects.filter(pk__in=[f.pk for f in chosen]).update(
-            mode=Mode.EXITS_ONLY, enabled=True)
-        audit_record(by=by, action=AuditEntry.Action.FLATTEN, obj=action,
-                     object_repr=action.detail, changes=_flatten_changes(chosen_groups, chosen),
-                     detail="positions held then: " + _held_text(chosen))
-    result = FlattenResult(action)
+    result = FlattenResult(_flatten_switch(chosen_groups, chosen, by))
     plan = flatten_plan(followers=chosen)
     for f in chosen:
-        _cancelled_count, cancelled = failed_exits.working_orders_cancel(f.account)
-        mine = [p for p in plan if p.account_id == f.account_id]
-        for p in mine:
-            if p.queued:
-                _queued_attempt(result, f.account, p.symbol, by, cancelled)
-            else:
-                _close(result, f.account, p.symbol, by, cancelled)
-        if not mine:
-            result.decisions.append(Decision.objects.create(
-                action=action, account=f.account, symbol=ALL_SYMBOLS,
-                reason=rules.Reason.EXITS_ONLY, created_at=clock.now(), settled_at=clock.now(),
-                notes=_action_notes(
-                    f"{by} flattened: nothing to close (or its exit is queued already); "
-                    f"{cancelled}; exits only from now on")))
-    group_of = {f.account_id: f.group for f in chosen}
+        _follower_flatten(result, f, [p for p in plan if p.account_id == f.account_id], by)
+    _flatten_alert(result, chosen_groups, chosen, by)
+    log.warning("flatten by %s: %s", by, "; ".join(result.lines()) or "nothing to close")
+    return result
+
+
+def _flatten_switch(groups: list[CopyGroup], followers: list[Follower],
+                    by: str) -> OperatorAction:
+    """The flatten's action, recorded and committed with the switch of its groups and
+    followers to exits only (and on) before anything is closed: a leader event that
+    starts after it does not enter again what is being closed."""
     with transaction.atomic():
-        for g in chosen_groups or sorted(set(group_of.values()), key=lambda g: g.name):
+        action = OperatorAction.objects.create(
+            kind=OperatorAction.Kind.FLATTEN, by=by[:150], created_at=clock.now(),
+            group=groups[0] if len(groups) == 1 else None,
+            detail=_flatten_detail(groups, followers))
+        CopyGroup.objects.filter(pk__in=[g.pk for g in groups]).update(
+            mode=Mode.EXITS_ONLY, enabled=True)
+        Follower.objects.filter(pk__in=[f.pk for f in followers]).update(
+            mode=Mode.EXITS_ONLY, enabled=True)
+        audit_record(by=by, action=AuditEntry.Action.FLATTEN, obj=action,
+                     object_repr=action.detail, changes=_flatten_changes(groups, followers),
+                     detail="positions held then: " + _held_text(followers))
+    return action
+
+
+def _follower_flatten(result: FlattenResult, follower: Follower, planned: list[PlannedExit],
+                      by: str) -> None:
+    """One follower: its working orders cancelled first (a resting limit would open a
+    position again), then each planned exit closed or its queued one attempted again; a
+    follower with nothing to close still gets its decision (it is exits only now)."""
+    _cancelled_count, cancelled = failed_exits.working_orders_cancel(follower.account)
+    for p in planned:
+        if p.queued:
+            _queued_attempt(result, follower.account, p.symbol, by, cancelled)
+        else:
+            _close(result, follower.account, p.symbol, by, cancelled)
+    if not planned:
+        result.decisions.append(Decision.objects.create(
+            action=result.action, account=follower.account, symbol=ALL_SYMBOLS,
+            reason=rules.Reason.EXITS_ONLY, created_at=clock.now(), settled_at=clock.now(),
+            notes=_action_notes(
+                f"{by} flattened: nothing to close (or its exit is queued already); "
+                f"{cancelled}; exits only from now on")))
+
+
+def _flatten_alert(result: FlattenResult, groups: list[CopyGroup], followers: list[Follower],
+                   by: str) -> None:
+    """One kill switch alert per group flattened (the followers' groups when followers
+    were named), listing what was closed of its followers."""
+    group_of = {f.account_id: f.group for f in followers}
+    with transaction.atomic():
+        for g in groups or sorted(set(group_of.values()), key=lambda g: g.name):
             lines = [line for decision, line in result.described()
                      if group_of[decision.account_id].pk == g.pk]
             alert_raise(kind=AlertKind.KILL_SWITCH, group=g, about=g.name,
                         text=(f"Kill switch: {by} flattened followers of group {g.name} and "
                               f"left them exits only. ")
                         + ("; ".join(lines) if lines else "Nothing was open."))
-    log.warning("flatten by %s: %s", by, "; ".join(result.lines()) or "nothing to close")
-    return result
 
 
 def _flatten_changes(groups: list[CopyGroup], followers: list[Follower]

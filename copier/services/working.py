@@ -135,31 +135,8 @@ def _decision_settle(decision: Decision, position: Position) -> None:
     """Close an open decision: each sent leg's outcome as its order settled, the waiting
     legs sent if every exit before them filled in full, else dropped (`failed`)."""
     legs: list[dict[str, Any]] = [dict(leg) for leg in decision.placed_legs]
-    orders = {o.client_order_id: o for o in decision.orders.all()}
-    exits_filled = True
-    for index, leg in enumerate(legs):
-        order = orders.get(_leg_order_id(decision, index))
-        if order is None or leg["outcome"] != rules.LegOutcome.PLACED:
-            continue
-        if order.status == Order.Status.REJECTED:
-            leg["outcome"] = rules.LegOutcome.REJECTED
-        elif leg["kind"] == rules.LegKind.EXIT and order.unfilled:
-            leg["outcome"] = rules.LegOutcome.QUEUED  # the rest: queued when it settled
-        elif order.status == Order.Status.CANCELLED:
-            leg["outcome"] = rules.LegOutcome.FAILED  # an entry ended unfilled: not resent
-        if leg["kind"] == rules.LegKind.EXIT and (order.status != Order.Status.FILLED
-                                                  or order.unfilled):
-            exits_filled = False
-    waiting = [i for i, leg in enumerate(legs) if leg["outcome"] == rules.LegOutcome.WAITING]
-    notes: list[rules.Note] = []
-    if waiting:
-        held = _entries_held(position) if exits_filled else "the exit before it did not fill"
-        if held:
-            for i in waiting:
-                legs[i]["outcome"] = rules.LegOutcome.FAILED
-            notes.append(rules.Note.of(rules.NoteKind.ENTRY_HELD, why=held))
-        else:
-            notes += _waiting_send(decision, position, legs, waiting)
+    exits_filled = _sent_legs_settle(decision, legs)
+    notes = _waiting_legs_settle(decision, position, legs, exits_filled=exits_filled)
     outcomes = [(_leg(leg), rules.LegOutcome(leg["outcome"])) for leg in legs]
     decision.reason = rules.placement_reason(rules.Reason(decision.reason), outcomes)
     decision.placed_legs = legs
@@ -168,6 +145,48 @@ def _decision_settle(decision: Decision, position: Position) -> None:
     decision.settled_at = clock.now()
     decision.save(update_fields=["reason", "placed_legs", "position_after", "notes",
                                  "settled_at"])
+
+
+def _sent_legs_settle(decision: Decision, legs: list[dict[str, Any]]) -> bool:
+    """Each sent leg's outcome as its order settled; whether every exit filled in full
+    (only then may the legs that waited for them go)."""
+    orders = {o.client_order_id: o for o in decision.orders.all()}
+    exits_filled = True
+    for index, leg in enumerate(legs):
+        order = orders.get(_leg_order_id(decision, index))
+        if order is None or leg["outcome"] != rules.LegOutcome.PLACED:
+            continue
+        leg["outcome"] = _settled_outcome(leg, order)
+        if leg["kind"] == rules.LegKind.EXIT and (order.status != Order.Status.FILLED
+                                                  or order.unfilled):
+            exits_filled = False
+    return exits_filled
+
+
+def _settled_outcome(leg: dict[str, Any], order: Order) -> str:
+    """A placed leg's outcome once its order settled (kept `placed` when it filled)."""
+    if order.status == Order.Status.REJECTED:
+        return rules.LegOutcome.REJECTED
+    if leg["kind"] == rules.LegKind.EXIT and order.unfilled:
+        return rules.LegOutcome.QUEUED  # the rest: queued when it settled
+    if order.status == Order.Status.CANCELLED:
+        return rules.LegOutcome.FAILED  # an entry ended unfilled: not resent
+    return leg["outcome"]
+
+
+def _waiting_legs_settle(decision: Decision, position: Position, legs: list[dict[str, Any]],
+                         *, exits_filled: bool) -> list[rules.Note]:
+    """The legs that waited for their exit: sent if it filled in full and nothing since
+    stops copying (`_entries_held`), else dropped (`failed`) with a note saying why."""
+    waiting = [i for i, leg in enumerate(legs) if leg["outcome"] == rules.LegOutcome.WAITING]
+    if not waiting:
+        return []
+    held = _entries_held(position) if exits_filled else "the exit before it did not fill"
+    if not held:
+        return _waiting_send(decision, position, legs, waiting)
+    for i in waiting:
+        legs[i]["outcome"] = rules.LegOutcome.FAILED
+    return [rules.Note.of(rules.NoteKind.ENTRY_HELD, why=held)]
 
 
 def _entries_held(position: Position) -> str:
