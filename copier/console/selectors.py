@@ -227,31 +227,20 @@ def _card(g: CopyGroup, f: Follower, world: _World, now: dt.datetime) -> Followe
     leader_pos = world.positions.get(g.leader_id, {})
     held = world.positions.get(f.account_id, {})
     exits_only = Mode.EXITS_ONLY in (f.mode, g.mode)
-    mine = {s for (a, s) in [*world.quarantines, *world.exits, *world.in_doubt, *world.working]
-            if a == f.account_id}
+    mine = _symbols_attended(world, f.account_id)
     rows = []
     # On the follower's own symbols: a mapped follower's MNQ row expects E of the leader's NQ.
     smap = f.symbols()
     expected = symbol_map.expected_positions(leader_pos, f.multiplier, g.reverse, smap,
                                              fixed_qty=f.fixed_qty, max_position=f.max_position)
-    sources: dict[str, list[str]] = defaultdict(list)
-    for leader_symbol in leader_pos:
-        route = smap.route(leader_symbol)
-        if not route.blocked:
-            sources[route.symbol].append(leader_symbol)
+    sources = _leader_sources(leader_pos, smap)
     copying = {smap.route(s).symbol for (a, s) in world.copying if a == g.leader_id}
     for symbol in sorted(set(expected) | set(held) | mine):
-        row = SymbolRow(
-            symbol, sum(leader_pos.get(s, 0) for s in sources.get(symbol, [])),
-            held.get(symbol, 0), expected.get(symbol, 0),
-            quarantine=world.quarantines.get((f.account_id, symbol)),
-            in_doubt=world.in_doubt.get((f.account_id, symbol), 0),
-            working=world.working.get((f.account_id, symbol), 0),
-            copying=symbol in copying,
-            leader_symbols=sorted(s for s in sources.get(symbol, []) if s != symbol))
-        for fe in world.exits.get((f.account_id, symbol), []):
-            (row.exits_rejected if fe.status == FailedExit.Status.REJECTED
-             else row.exits_waiting).append(fe)
+        from_leader = sources.get(symbol, [])
+        row = _row_read(f.account_id, symbol, world,
+                        leader=sum(leader_pos.get(s, 0) for s in from_leader),
+                        held=held.get(symbol, 0), expected=expected.get(symbol, 0),
+                        from_leader=from_leader, copying=symbol in copying)
         if row.leader or row.held or symbol in mine:
             rows.append(_row_judge(row, exits_only=exits_only))
     card = FollowerCard(f, f.account, rows, exits_only=exits_only,
@@ -260,6 +249,44 @@ def _card(g: CopyGroup, f: Follower, world: _World, now: dt.datetime) -> Followe
         card.latency_ms, card.latency_at, card.latency_event_id = world.latencies[f.account_id]
     _card_judge(card, g, now)
     return card
+
+
+def _symbols_attended(world: _World, account_id: int) -> set[str]:
+    """The follower's symbols with something of the copier's on them (a quarantine, an
+    exit, an order in doubt or working): each gets a row, flat or not, so that what is
+    under way there shows."""
+    return {s for (a, s) in [*world.quarantines, *world.exits, *world.in_doubt, *world.working]
+            if a == account_id}
+
+
+def _leader_sources(leader_pos: dict[str, int],
+                    smap: symbol_map.SymbolMap) -> dict[str, list[str]]:
+    """The leader's symbols each follower symbol copies (several when mapped onto one):
+    a row's leader position is theirs summed, and they are named when not its own."""
+    sources: dict[str, list[str]] = defaultdict(list)
+    for leader_symbol in leader_pos:
+        route = smap.route(leader_symbol)
+        if not route.blocked:
+            sources[route.symbol].append(leader_symbol)
+    return sources
+
+
+def _row_read(account_id: int, symbol: str, world: _World, *, leader: int, held: int,
+              expected: int, from_leader: list[str], copying: bool) -> SymbolRow:
+    """One symbol's row, before judging: what the world holds for (follower, symbol), its
+    queued exits split into those still tried and those the broker refused for good."""
+    key = (account_id, symbol)
+    row = SymbolRow(
+        symbol, leader, held, expected,
+        quarantine=world.quarantines.get(key),
+        in_doubt=world.in_doubt.get(key, 0),
+        working=world.working.get(key, 0),
+        copying=copying,
+        leader_symbols=sorted(s for s in from_leader if s != symbol))
+    for fe in world.exits.get(key, []):
+        (row.exits_rejected if fe.status == FailedExit.Status.REJECTED
+         else row.exits_waiting).append(fe)
+    return row
 
 
 def _wound_down(row: SymbolRow) -> bool:
@@ -316,15 +343,22 @@ def _card_judge(card: FollowerCard, group: CopyGroup, now: dt.datetime) -> None:
         colours.append(RED)
         card.why.append("paused")
     if account.connection_state != ConnectionState.CONNECTED:
-        since = account.connection_changed_at or account.last_disconnected_at
-        too_long = since is None or (now - since).total_seconds() > _disconnect_limit(group)
-        if account.connection_state == ConnectionState.DISCONNECTED and too_long:
-            card.disconnected_too_long = True
-            colours.append(RED)
-            card.why.append("disconnected")
-        else:
-            colours.append(AMBER)
-            card.why.append("connecting" if account.connection_state == ConnectionState.UNKNOWN
-                            else "reconnecting")
+        colours.append(_connection_judge(card, group, now))
     card.why.extend(f"{r.symbol}: {w}" for r in card.rows for w in r.why)
     card.colour = worst(*colours)
+
+
+def _connection_judge(card: FollowerCard, group: CopyGroup, now: dt.datetime) -> str:
+    """The colour of an account that is not connected: red once it has been disconnected
+    longer than its group's alert allows (the trader has to look), amber while it may be
+    on its way back (the copier reconnects by itself)."""
+    account = card.account
+    since = account.connection_changed_at or account.last_disconnected_at
+    too_long = since is None or (now - since).total_seconds() > _disconnect_limit(group)
+    if account.connection_state == ConnectionState.DISCONNECTED and too_long:
+        card.disconnected_too_long = True
+        card.why.append("disconnected")
+        return RED
+    card.why.append("connecting" if account.connection_state == ConnectionState.UNKNOWN
+                    else "reconnecting")
+    return AMBER

@@ -15,7 +15,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from decimal import Decimal
 from typing import Any
 
@@ -141,20 +141,34 @@ def changes_between(model: type[models.Model], before: Snapshot | None,
     """{field: [before, after]} of the fields that differ; a secret: {field: "changed"}.
     None on one side: an object added (before) or deleted (after)."""
     old, new = before or {}, after or {}
-    both = before is not None and after is not None
     changes: dict[str, Any] = {}
     for f in _fields(model):
         a, b = old.get(f.name), new.get(f.name)
         if _is_secret(f):
             if (a or "") != (b or ""):
                 changes.update(_secret_changes(f.name, a, b))
-        elif (a != b) if both else (b if after is not None else a) not in (None, ""):
+        elif _differs(a, b, before, after, held=_filled):
             changes[f.name] = [a, b]
     for f in _many(model):
         a, b = old.get(f.name), new.get(f.name)
-        if (a != b) if both else bool(b if after is not None else a):
+        if _differs(a, b, before, after, held=bool):
             changes[f.name] = [a, b]
     return changes
+
+
+def _differs(a: Any, b: Any, before: Snapshot | None, after: Snapshot | None, *,
+             held: Callable[[Any], bool]) -> bool:
+    """Whether a field's [a, b] is recorded. Both sides there: when they differ. One only
+    (an object added or deleted): when that side holds something (`held`), so that an
+    entry lists what was set or what was there, not every empty field."""
+    if before is not None and after is not None:
+        return bool(a != b)
+    return held(b if after is not None else a)
+
+
+def _filled(value: Any) -> bool:
+    """A field's value is something to show: not unset, not empty text (a zero is)."""
+    return value not in (None, "")
 
 
 def audit_record(*, by: Actor, action: str, obj: models.Model | None = None,

@@ -128,49 +128,79 @@ def crashed_run_orders_record(*, event_id: int, account: TradingAccount, symbol:
     ids = [copy_order_id(event_id, account.pk, i) for i in range(first_leg, PLAN_LEGS_MAX)]
     if not ids:
         return Recovered()
+    kept = _trader_fills_kept(account, ids)
+    if not kept:
+        return Recovered()
+    recorded = set(Order.objects.filter(client_order_id__in=kept)
+                   .values_list("client_order_id", flat=True))
+    kinds = _crashed_leg_kinds(kept, position_qty)
+    moved, working = 0, False
+    for cid, (side, qty) in sorted(kept.items()):
+        if cid in recorded:
+            continue  # its row is there: its own settling claims the fills
+        order, filled = _crashed_order_recorded(
+            OrderSpec(account=account, client_order_id=cid, symbol=symbol,
+                      leg=rules.Leg(Side(side), qty, kinds[cid])), event_id=event_id)
+        moved += filled
+        working = working or order.status == Order.Status.ACCEPTED
+    return Recovered(moved, working)
+
+
+def _trader_fills_kept(account: TradingAccount, ids: list[str]) -> dict[str, tuple[str, int]]:
+    """The fills counted as the trader's that carry one of `ids`, summed per client order
+    id as (side, quantity): what each order of the crashed run moved the position by."""
     kept: dict[str, tuple[str, int]] = {}
     for cid, side, qty in (FollowerFill.objects.filter(account=account, client_order_id__in=ids,
                                                        qty__gt=0)
                            .values_list("client_order_id", "side", "qty")):
         before = kept.get(cid, (side, 0))
         kept[cid] = (before[0], before[1] + qty)
-    if not kept:
-        return Recovered()
-    recorded = set(Order.objects.filter(client_order_id__in=kept)
-                   .values_list("client_order_id", flat=True))
-    moved, working = 0, False
-    # Where the follower stood before the crashed run's orders, then before each of them
-    # in the order it sent them (leg 0, then 1): an order against that side was an exit.
+    return kept
+
+
+def _crashed_leg_kinds(kept: dict[str, tuple[str, int]],
+                       position_qty: int) -> dict[str, rules.LegKind]:
+    """Whether each order of the crashed run was an exit or an entry, as it was sent.
+
+    Where the follower stood before the crashed run's orders, then before each of them
+    in the order it sent them (leg 0, then 1): an order against that side was an exit.
+    """
+    kinds: dict[str, rules.LegKind] = {}
     prior = position_qty - sum(signed(side, qty) for side, qty in kept.values())
     for cid, (side, qty) in sorted(kept.items()):
-        kind = (rules.LegKind.EXIT if prior and signed(side, 1) * prior < 0
-                else rules.LegKind.ENTRY)
+        kinds[cid] = (rules.LegKind.EXIT if prior and signed(side, 1) * prior < 0
+                      else rules.LegKind.ENTRY)
         prior += signed(side, qty)
-        if cid in recorded:
-            continue  # its row is there: its own settling claims the fills
-        spec = OrderSpec(account=account, client_order_id=cid, symbol=symbol,
-                         leg=rules.Leg(Side(side), qty, kind))
-        order = spec.order()
-        found = _look_up(account, cid)
-        if isinstance(found, OrderResult):
-            filled, _error = result_apply(order, found, looked_up=True)
-            moved += signed(order.side, filled)
-            order.message = ("sent by a run that crashed before recording it; recorded by "
-                             "the re-run" + (f"; {order.message}" if order.message else ""))
-        else:  # the broker cannot say now, or does not find it (its fills say it ran)
-            order.move_to(Order.Status.UNKNOWN)
-            order.message = ("sent by a run that crashed before recording it; its fills "
-                             "came; " + (found.message if isinstance(found, BrokerError)
-                                         else "the broker did not find it")
-                             + ": looked up again before anything else is sent")
-        if order.status != Order.Status.ACCEPTED and order.status != Order.Status.UNKNOWN:
-            order.completed_at = clock.now()
-        order.save()
-        working = working or order.status == Order.Status.ACCEPTED
-        log.warning("%s: order %s of event %s was sent by a run that crashed before "
-                    "recording it: recorded now as %s", account.name, cid, event_id,
-                    order.status)
-    return Recovered(moved, working)
+    return kinds
+
+
+def _crashed_order_recorded(spec: OrderSpec, *, event_id: int) -> tuple[Order, int]:
+    """One order of the crashed run, looked up at the broker and saved from its answer;
+    returns it with the position's move beyond the fills it claimed. One the broker cannot
+    say anything of is kept `unknown`: its fills say it ran, so it is asked about again
+    before anything else is sent."""
+    account, cid = spec.account, spec.client_order_id
+    order = spec.order()
+    moved = 0
+    found = _look_up(account, cid)
+    if isinstance(found, OrderResult):
+        filled, _error = result_apply(order, found, looked_up=True)
+        moved = signed(order.side, filled)
+        order.message = ("sent by a run that crashed before recording it; recorded by "
+                         "the re-run" + (f"; {order.message}" if order.message else ""))
+    else:  # the broker cannot say now, or does not find it (its fills say it ran)
+        order.move_to(Order.Status.UNKNOWN)
+        order.message = ("sent by a run that crashed before recording it; its fills "
+                         "came; " + (found.message if isinstance(found, BrokerError)
+                                     else "the broker did not find it")
+                         + ": looked up again before anything else is sent")
+    if order.status != Order.Status.ACCEPTED and order.status != Order.Status.UNKNOWN:
+        order.completed_at = clock.now()
+    order.save()
+    log.warning("%s: order %s of event %s was sent by a run that crashed before "
+                "recording it: recorded now as %s", account.name, cid, event_id,
+                order.status)
+    return order, moved
 
 
 def copy_order_id(event_id: int, account_id: int, leg_index: int) -> str:

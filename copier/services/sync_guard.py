@@ -458,18 +458,13 @@ def position_disagreements_settle(*, account: TradingAccount | None = None) -> i
 
 
 def _disagreements_settled(account_id: int) -> int:
-    grace = dt.timedelta(seconds=settings.COPIER_POSITION_GRACE_SECONDS)
     now = clock.now()
     with transaction.atomic():
         rows = positions_lock_all(account_id, ())
         account = TradingAccount.objects.get(pk=account_id)
         if not account.is_connected:
             return 0
-        answered: dict[str, int] = {
-            symbol: row.broker_qty for symbol, row in rows.items()
-            if row.broker_qty is not None and (
-                row.broker_qty == row.qty or row.broker_qty_since is None
-                or now - row.broker_qty_since >= grace)}
+        answered = _statements_answered(rows, now)
         due = {symbol: stated for symbol, stated in answered.items()
                if stated != rows[symbol].qty}
         is_leader = CopyGroup.objects.filter(leader_id=account_id).exists()
@@ -481,13 +476,32 @@ def _disagreements_settled(account_id: int) -> int:
             row.save(update_fields=["broker_qty", "broker_qty_since"])
         if not due:
             return 0
-        if is_leader:
-            leader_positions_reconcile(account=account, broker=due)
-        else:
-            for symbol, stated in due.items():
-                _adopted(account, rows[symbol], stated)
-            pause_heal_check(account=account)
+        _disagreements_applied(account, rows, due, is_leader=is_leader)
     return len(due)
+
+
+def _statements_answered(rows: dict[str, Position], now: dt.datetime) -> dict[str, int]:
+    """The statements waiting on `rows` that are settled now, by symbol: one the copier's
+    position agrees with already (its fill came), or one older than
+    COPIER_POSITION_GRACE_SECONDS (or of no known age): the fill that would explain it is
+    not coming."""
+    grace = dt.timedelta(seconds=settings.COPIER_POSITION_GRACE_SECONDS)
+    return {symbol: row.broker_qty for symbol, row in rows.items()
+            if row.broker_qty is not None and (
+                row.broker_qty == row.qty or row.broker_qty_since is None
+                or now - row.broker_qty_since >= grace)}
+
+
+def _disagreements_applied(account: TradingAccount, rows: dict[str, Position],
+                           due: dict[str, int], *, is_leader: bool) -> None:
+    """A leader's move no fill explained is a missed move, copied close-only; a
+    follower's is the broker's view, adopted, after which its pause may heal."""
+    if is_leader:
+        leader_positions_reconcile(account=account, broker=due)
+        return
+    for symbol, stated in due.items():
+        _adopted(account, rows[symbol], stated)
+    pause_heal_check(account=account)
 
 
 def _adopted(account: TradingAccount, row: Position, actual: int) -> None:
