@@ -267,6 +267,50 @@ def in_flat_window(rules: GuardRules, when: dt.datetime) -> bool:
     return local >= start or local < end
 
 
+@dataclass(frozen=True, slots=True)
+class _Found:
+    finding: Finding
+    state: GuardState
+    flatten: bool
+
+
+def _found(trip: Trip, state: GuardState, *, flat: bool, **values: Any) -> _Found:
+    return _Found(Finding(trip, {k: _jsonable(v) for k, v in values.items()}), state, flat)
+
+
+def _line_found(rules: GuardRules, at_line: Decimal, equity: Decimal) -> list[_Found]:
+    if equity <= at_line + rules.buffer:
+        return [_found(Trip.DRAWDOWN, GuardState.LOCKED, flat=True,
+                       equity=equity, line=at_line, buffer=rules.buffer)]
+    if equity <= at_line + rules.warn_distance:
+        return [_found(Trip.DRAWDOWN_WARNING, GuardState.WARNING, flat=False,
+                       equity=equity, line=at_line, warn=rules.warn_distance)]
+    return []
+
+
+def _losses_found(rules: GuardRules, marks: Marks, equity: Decimal) -> list[_Found]:
+    """The day's and the week's losses (open P&L included) within the buffer of their
+    limits, and the profit target reached."""
+    out = []
+    day_loss = marks.day_start - equity
+    if rules.daily_loss is not None and day_loss >= rules.daily_loss - rules.buffer:
+        hard = rules.daily_loss_hard
+        out.append(_found(Trip.DAILY_LOSS,
+                          GuardState.LOCKED if hard else GuardState.ENTRIES_STOPPED,
+                          flat=hard, loss=day_loss, limit=rules.daily_loss,
+                          buffer=rules.buffer, hard=hard))
+    week_loss = marks.week_start - equity
+    if rules.weekly_loss is not None and week_loss >= rules.weekly_loss - rules.buffer:
+        out.append(_found(Trip.WEEKLY_LOSS, GuardState.LOCKED, flat=True,
+                          loss=week_loss, limit=rules.weekly_loss, buffer=rules.buffer))
+    profit = equity - rules.starting_balance
+    if rules.profit_target is not None and profit >= rules.profit_target:
+        out.append(_found(Trip.PROFIT_TARGET, GuardState.ENTRIES_STOPPED,
+                          flat=rules.target_flatten, profit=profit,
+                          target=rules.profit_target, flatten=rules.target_flatten))
+    return out
+
+
 def evaluate(rules: GuardRules, marks: Marks, reading: Reading, *, when: dt.datetime,
              locked: bool = False) -> Verdict:
     """One reading against the profile (docs/rules.md#the-account-guard). The line is
@@ -274,43 +318,19 @@ def evaluate(rules: GuardRules, marks: Marks, reading: Reading, *, when: dt.date
     now already counts. A guard already `locked` stays locked: only a person resumes."""
     marks = marks_seen(rules, marks, reading.equity)
     at_line = line(rules, marks)
-    equity = reading.equity
-    state = GuardState.LOCKED if locked else GuardState.OK
-    flatten = False
-    findings: list[Finding] = []
-
-    def found(trip: Trip, to: GuardState, *, flat: bool, **values: Any) -> None:
-        nonlocal state, flatten
-        state = _worse(state, to)
-        flatten = flatten or flat
-        findings.append(Finding(trip, {k: _jsonable(v) for k, v in values.items()}))
-
-    if equity <= at_line + rules.buffer:
-        found(Trip.DRAWDOWN, GuardState.LOCKED, flat=True,
-              equity=equity, line=at_line, buffer=rules.buffer)
-    elif equity <= at_line + rules.warn_distance:
-        found(Trip.DRAWDOWN_WARNING, GuardState.WARNING, flat=False,
-              equity=equity, line=at_line, warn=rules.warn_distance)
-    day_loss = marks.day_start - equity
-    if rules.daily_loss is not None and day_loss >= rules.daily_loss - rules.buffer:
-        hard = rules.daily_loss_hard
-        found(Trip.DAILY_LOSS, GuardState.LOCKED if hard else GuardState.ENTRIES_STOPPED,
-              flat=hard, loss=day_loss, limit=rules.daily_loss, buffer=rules.buffer, hard=hard)
-    week_loss = marks.week_start - equity
-    if rules.weekly_loss is not None and week_loss >= rules.weekly_loss - rules.buffer:
-        found(Trip.WEEKLY_LOSS, GuardState.LOCKED, flat=True,
-              loss=week_loss, limit=rules.weekly_loss, buffer=rules.buffer)
-    profit = equity - rules.starting_balance
-    if rules.profit_target is not None and profit >= rules.profit_target:
-        found(Trip.PROFIT_TARGET, GuardState.ENTRIES_STOPPED, flat=rules.target_flatten,
-              profit=profit, target=rules.profit_target, flatten=rules.target_flatten)
+    found = [*_line_found(rules, at_line, reading.equity),
+             *_losses_found(rules, marks, reading.equity)]
     if in_flat_window(rules, when) and reading.contracts:
-        found(Trip.FLAT_TIME, GuardState.ENTRIES_STOPPED, flat=True,
-              at=when.isoformat(), flat_by=rules.flat_by.isoformat() if rules.flat_by else None,
-              tz=rules.tz)
-    if locked and reading.contracts:
-        flatten = True  # locked and still holding (a fill that raced the flatten): again
-    findings.sort(key=lambda f: -_ORDER.index(_TRIP_STATE[f.trip]))
+        found.append(_found(Trip.FLAT_TIME, GuardState.ENTRIES_STOPPED, flat=True,
+                            at=when.isoformat(), tz=rules.tz,
+                            flat_by=rules.flat_by.isoformat() if rules.flat_by else None))
+    state = GuardState.LOCKED if locked else GuardState.OK
+    for f in found:
+        state = _worse(state, f.state)
+    # locked and still holding (a fill that raced the flatten): flattened again
+    flatten = any(f.flatten for f in found) or (locked and reading.contracts != 0)
+    findings = sorted((f.finding for f in found),
+                      key=lambda f: -_ORDER.index(_TRIP_STATE[f.trip]))
     return Verdict(state=state, flatten=flatten, line=at_line, marks=marks,
                    findings=tuple(findings))
 

@@ -24,6 +24,7 @@ import datetime as dt
 import logging
 from dataclasses import dataclass, replace
 from decimal import Decimal
+from typing import Any
 
 from django.db import transaction
 
@@ -127,10 +128,26 @@ def _judge(row: AccountGuard, rules: guard.GuardRules, equity: Equity,
     if resume:
         before = GuardState.OK
     elif before == GuardState.ENTRIES_STOPPED and state not in _STOPPING:
-        state = before  # the reason stays on record with the new readings' findings
-        findings += [f for f in map(guard.Finding.from_json, row.findings)
-                     if f.trip != Trip.DRAWDOWN_WARNING and f not in findings]
+        state, findings = before, _with_kept(findings, row.findings)
     return _Judged(verdict, state, before, tuple(findings), resume)
+
+
+def _with_kept(findings: list[guard.Finding], kept: list[dict[str, Any]]
+               ) -> list[guard.Finding]:
+    """A stop that holds keeps its reason on record beside the new reading's findings."""
+    return findings + [f for f in map(guard.Finding.from_json, kept)
+                       if f.trip != Trip.DRAWDOWN_WARNING and f not in findings]
+
+
+@dataclass(frozen=True, slots=True)
+class _Acts:
+    """What a kept reading calls for once its transaction committed."""
+
+    row: AccountGuard
+    judged: _Judged
+    flatten: bool
+    stop: bool
+    resumed_ids: list[int]
 
 
 def reading_seen(account_id: int, equity: Equity, *, now: dt.datetime | None = None
@@ -139,40 +156,57 @@ def reading_seen(account_id: int, equity: Equity, *, now: dt.datetime | None = N
     what the state calls for done (module docstring). A reading of a disabled guard is
     kept and judged but acts on nothing."""
     now = now or clock.now()
+    acts = _reading_keep(account_id, equity, now)
+    judged = acts.judged
+    outcome = GuardOutcome(judged.state, judged.verdict.line,
+                           equity.balance + equity.open_pnl, judged.findings)
+    if acts.resumed_ids:
+        outcome = _resume_followers(outcome, acts.resumed_ids, by=f"{GUARD_BY} (new session)")
+    if acts.flatten:
+        result = killswitch.flatten(followers=guarded_followers(account_id), by=GUARD_BY)
+        outcome = replace(outcome, flattened=_flattened(result))
+    elif acts.stop:
+        outcome = _stop_followers(outcome, account_id)
+    changed = judged.state != judged.before or acts.flatten
+    if acts.row.enabled and changed and judged.state != GuardState.OK:
+        _alert(acts.row, outcome, now)
+    return outcome
+
+
+def _reading_keep(account_id: int, equity: Equity, now: dt.datetime) -> _Acts:
+    """The reading judged and kept under the row's lock, and what it calls for. A locked
+    account is flattened again only after REFLATTEN_AFTER, and not where the venue says it
+    may not trade (it would refuse the orders: the firm is closing it)."""
     with transaction.atomic():
         row = AccountGuard.objects.select_for_update().select_related("account").get(
             account_id=account_id)
-        rules = row.guard_rules()
-        judged = _judge(row, rules, equity, now)
-        verdict, state, before = judged.verdict, judged.state, judged.before
-        flatten = (verdict.flatten and equity.can_trade is not False and row.enabled
-                   and (state != before or row.flattened_at is None
-                        or now - row.flattened_at >= REFLATTEN_AFTER))
+        judged = _judge(row, row.guard_rules(), equity, now)
+        state, before = judged.state, judged.before
+        again = row.flattened_at is None or now - row.flattened_at >= REFLATTEN_AFTER
+        flatten = (judged.verdict.flatten and equity.can_trade is not False and row.enabled
+                   and (state != before or again))
         stop = row.enabled and state in _STOPPING and before not in _STOPPING
-        _row_keep(row, verdict, equity, state, judged.findings, now)
+        _row_keep(row, judged.verdict, equity, state, judged.findings, now)
         if state == GuardState.LOCKED and before != GuardState.LOCKED:
             row.locked_at = now
         if flatten:
             row.flattened_at = now
         resumed_ids = list(row.switched) if judged.resume else []
-        if judged.resume:
-            row.switched = []
-        if stop or flatten:
-            row.switched = sorted({*row.switched, *(f.pk for f in guarded_followers(
-                account_id) if f.enabled and f.mode == Mode.ACTIVE)})
+        row.switched = _switched(row, account_id, resumed=judged.resume,
+                                 stopping=stop or flatten)
         row.save()
-    outcome = GuardOutcome(state, verdict.line, equity.balance + equity.open_pnl,
-                           judged.findings)
-    if resumed_ids:
-        outcome = _resume_followers(outcome, resumed_ids, by=f"{GUARD_BY} (new session)")
-    if flatten:
-        result = killswitch.flatten(followers=guarded_followers(account_id), by=GUARD_BY)
-        outcome = replace(outcome, flattened=_flattened(result))
-    elif stop:
-        outcome = _stop_followers(outcome, account_id)
-    if row.enabled and (state != before or flatten) and state != GuardState.OK:
-        _alert(row, outcome, now)
-    return outcome
+    return _Acts(row, judged, flatten, stop, resumed_ids)
+
+
+def _switched(row: AccountGuard, account_id: int, *, resumed: bool, stopping: bool
+              ) -> list[int]:
+    """The followers the guard itself holds: none once a soft stop ended; with a new
+    stop, every one still active now (a person's own exits-only is not the guard's)."""
+    kept = [] if resumed else list(row.switched)
+    if not stopping:
+        return kept
+    return sorted({*kept, *(f.pk for f in guarded_followers(account_id)
+                            if f.enabled and f.mode == Mode.ACTIVE)})
 
 
 def _soft(findings: list[dict[str, object]]) -> bool:
