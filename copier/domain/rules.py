@@ -759,6 +759,23 @@ def guard_entry_allowed(standing: guard.Standing, leg: Leg, *, position: int,
     return qty, [] if finding is None else [Note.of(NoteKind.GUARD, **finding.to_json())]
 
 
+def _entry_limited(leg: Leg, position: int, facts: FollowerFacts) -> tuple[int, list[Note]]:
+    """One entry leg through the loss lock, the follower's own limits and its account
+    guard, in that order: what goes out of it, and why not all."""
+    lock = facts.loss_lock
+    if lock is not None and lock.holds(facts.when):
+        return 0, [Note.of(NoteKind.LOSS_LOCKED, lock=lock.describe(), side=leg.side.value,
+                           qty=leg.qty)]
+    qty, notes = entry_allowed(leg, position=position, opens_symbol=facts.position == 0,
+                               open_symbols=facts.open_symbols, limits=facts.limits,
+                               when=facts.when)
+    if qty and facts.guard is not None:
+        qty, why = guard_entry_allowed(facts.guard, Leg(leg.side, qty, leg.kind),
+                                       position=position, facts=facts)
+        notes += why
+    return qty, notes
+
+
 def risk_limits_apply(verdict: Verdict, move: LeaderMove, facts: FollowerFacts) -> Verdict:
     """The follower's risk limits on the verdict of rules 1-7: its entries cut or held back,
     its exits untouched. Any cut, and a max position that kept the follower from following
@@ -777,26 +794,13 @@ def risk_limits_apply(verdict: Verdict, move: LeaderMove, facts: FollowerFacts) 
                                  e1=verdict.e1))
     legs: list[Leg] = []
     position = facts.position
-    lock = facts.loss_lock
-    locked = lock is not None and lock.holds(facts.when)
     for leg in verdict.legs:
         if leg.kind == LegKind.EXIT:
             legs.append(leg)
             position += leg.signed
             continue
-        if locked:
-            assert lock is not None
-            notes.append(Note.of(NoteKind.LOSS_LOCKED, lock=lock.describe(),
-                                 side=leg.side.value, qty=leg.qty))
-            continue
-        qty, why = entry_allowed(leg, position=position, opens_symbol=facts.position == 0,
-                                 open_symbols=facts.open_symbols, limits=limits,
-                                 when=facts.when)
+        qty, why = _entry_limited(leg, position, facts)
         notes += why
-        if qty and facts.guard is not None:
-            qty, why = guard_entry_allowed(facts.guard, Leg(leg.side, qty, leg.kind),
-                                           position=position, facts=facts)
-            notes += why
         if qty:
             legs.append(Leg(leg.side, qty, leg.kind))
             position += signed(leg.side, qty)
