@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from celery import signals
@@ -24,7 +25,9 @@ from django.db import transaction
 
 from accounts.models import TradingAccount
 from copier import tasks
+from copier.domain import guard
 from copier.models import (
+    AccountGuard,
     CopyGroup,
     Decision,
     FailedExit,
@@ -35,6 +38,7 @@ from copier.models import (
     SymbolMapping,
 )
 from copier.services import engine, failed_exits
+from copier.services import guard as guard_service
 from copier.services.failed_exits import WAITING_NOTE
 from copier.services.ingest import events_redispatch
 from copier.services.quarantine import quarantine_lift
@@ -140,6 +144,7 @@ class Replay:
         self.broker = broker or SimBrokerDriver()
         self.accounts: dict[str, TradingAccount] = {}
         self.crash_next = False
+        self.guarded = False  # a follower has an account guard
 
     # --- running ---------------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
@@ -184,9 +189,33 @@ class Replay:
                     SymbolMapping(follower=follower, leader_symbol=rule.leader,
                                   follower_symbol=rule.follower, ratio=rule.ratio)
                     for rule in f.symbols.rules])
+                if f.guard is not None:
+                    self._guard_create(self.accounts[f.account], f.guard, f.guard_line)
         for account in self.accounts.values():
             self._pump(account)  # the listener's first connect
         self._settle()
+
+    def _guard_create(self, account: TradingAccount, profile: guard.GuardRules,
+                      line_now: Decimal | None) -> None:
+        """A follower's account guard, its starting balance the sim account's cash."""
+        self.broker.cash_set(account, profile.starting_balance)
+        row = AccountGuard.objects.create(
+            account=account, starting_balance=profile.starting_balance,
+            drawdown=profile.drawdown, drawdown_model=profile.model.value,
+            trail_stop=profile.trail_stop, buffer=profile.buffer, warn=profile.warn,
+            daily_loss=profile.daily_loss, daily_loss_hard=profile.daily_loss_hard,
+            weekly_loss=profile.weekly_loss, profit_target=profile.profit_target,
+            target_flatten=profile.target_flatten, max_contracts=profile.max_contracts,
+            flat_by=profile.flat_by, risk_per_contract=profile.risk_per_contract)
+        if line_now is not None:
+            guard_service.line_set(row, line_now, by="scenario")
+        self.guarded = True
+
+    def _guards_check(self) -> None:
+        """The guards read every equity change: after each price and each fill step, and
+        at each advance (the periodic check)."""
+        if self.guarded:
+            self._run(tasks.check_guards)
 
     def _pump(self, account: TradingAccount) -> None:
         self.broker.pump(account)
@@ -205,6 +234,8 @@ class Replay:
             self.crash_next = False
             self._crash_copy(account)
         self._pump(account)
+        self._settle()
+        self._guards_check()
 
     def _crash_copy(self, leader: TradingAccount) -> None:
         """The leader's fill is stored, then its copy dies after the broker executed the
@@ -228,6 +259,7 @@ class Replay:
     def _op_price(self, step: Step) -> None:
         """The market moves: the broker's orders in the symbol fill there from now on."""
         self.broker.price_set(step.args["symbol"], step.args["price"])
+        self._guards_check()
 
     def _op_outage(self, step: Step) -> None:
         account = self._account(step)
@@ -345,6 +377,7 @@ class Replay:
         for periodic in (tasks.dispatch_due, tasks.settle_positions, tasks.heal_paused,
                          tasks.prune_failed_exits, tasks.check_loss_limits):
             self._run(periodic)
+        self._guards_check()
 
     def _next_due(self, target: dt.datetime) -> tuple[dt.datetime, Callable[[], None]] | None:
         """The earliest of: a queued exit's next attempt, a working order's timeout."""
@@ -390,6 +423,18 @@ class Replay:
 
     # --- output ----------------------------------------------------------------------------
     def output(self) -> dict[str, Any]:
+        out = self._output()
+        if self.guarded:
+            out["guards"] = [
+                {"account": g.account.name, "state": g.state,
+                 "equity": None if g.equity is None else str(g.equity),
+                 "line": None if g.line is None else str(g.line),
+                 "findings": [guard.Finding.from_json(f).text for f in g.findings]}
+                for g in AccountGuard.objects.filter(account__name__in=self.scenario.accounts)
+                .select_related("account").order_by("account__name")]
+        return out
+
+    def _output(self) -> dict[str, Any]:
         names = self.scenario.accounts
         positions = self.broker.positions(names)
         event_numbers = {

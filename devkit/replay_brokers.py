@@ -22,7 +22,7 @@ from django.db import connections
 
 from accounts.models import TradingAccount
 from brokers.base import BrokerError, BrokerEvent, BrokerStream, Session
-from brokers.models import SimPosition
+from brokers.models import SimAccount, SimPosition
 from brokers.registry import adapter_for
 from brokers.sessions import session_save
 from brokers.sim import SimBroker
@@ -63,6 +63,12 @@ class SimBrokerDriver:
 
     def price_set(self, symbol: str, price: Decimal) -> None:
         SimBroker.price_set(symbol, price)
+
+    def cash_set(self, account: TradingAccount, amount: Decimal) -> None:
+        """The account's balance before its first fill: a guarded follower's starting
+        balance (its equity adds every fill's P&L)."""
+        SimAccount.objects.using("broker").update_or_create(account_id=account.pk,
+                                                            defaults={"cash": amount})
 
     def reachable_set(self, account: TradingAccount, reachable: bool) -> None:
         SimBroker(account).set_reachable(reachable)
@@ -153,6 +159,12 @@ class _Reader:
 class VenueBrokerDriver:
     """Accounts at a local protocol server; each with the real adapter's stream, kept open
     and read on an event loop of its own thread, as the listener keeps them."""
+
+    def cash_set(self, account: TradingAccount, amount: Decimal) -> None:
+        from devkit.scenario import ScenarioError
+
+        raise ScenarioError(f"{account.name}: an account guard replays on the sim only "
+                            f"(the local venues' balances are not set by a scenario yet)")
 
     def __init__(self, venue: LocalVenue, symbols: list[str]) -> None:
         self.venue = venue

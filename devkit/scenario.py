@@ -15,7 +15,7 @@ from typing import Any
 from django.core.exceptions import ValidationError
 
 from accounts.symbols import normalise_symbol
-from copier.domain import rules, symbol_map
+from copier.domain import guard, rules, symbol_map
 from core.trading import MAX_VENUE_ID, Side
 
 
@@ -54,6 +54,8 @@ class FollowerSpec:
     symbols: symbol_map.SymbolMap = symbol_map.NO_MAPPING  # "symbols" and "micro"
     daily_loss_limit: Decimal | None = None
     daily_loss_action: str = "lock"
+    guard: guard.GuardRules | None = None  # its account guard (docs/scenarios.md)
+    guard_line: Decimal | None = None  # a person's "my line is now ..."
 
     def risk_fields(self) -> dict[str, Any]:
         """The Follower model's fields for these settings."""
@@ -228,13 +230,15 @@ def _groups(raw: list[Any], accounts: list[str]) -> tuple[GroupSpec, ...]:
                 raise ScenarioError(f"{fw}: {account} already follows a group")
             seen_followers.add(account)
             unknown = set(f) - {"account", "multiplier", "enabled", "symbols", "micro",
-                                "window", "daily_loss_limit", "daily_loss_action", *_LIMITS}
+                                "window", "daily_loss_limit", "daily_loss_action", "guard",
+                                *_LIMITS}
             if unknown:
                 raise ScenarioError(f"{fw}: unknown keys {sorted(unknown)}")
             followers.append(FollowerSpec(account, _multiplier(fw, f.get("multiplier", "1")),
                                           _bool(fw, f.get("enabled", True), "enabled"),
                                           symbols=_symbol_map(fw, f),
-                                          **_risk_settings(fw, f)))
+                                          **_risk_settings(fw, f),
+                                          **_guard(f"{fw}.guard", f.get("guard"))))
         groups.append(GroupSpec(name, leader, _bool(where, item.get("reverse", False), "reverse"),
                                 exit_mode, tuple(followers)))
     leaders = {g.leader for g in groups}
@@ -331,6 +335,56 @@ def _risk_settings(where: str, raw: dict[str, Any]) -> dict[str, Any]:
         raise ScenarioError(f"{where}: daily_loss_action without a daily_loss_limit")
     out["daily_loss_action"] = action
     return out
+
+
+_GUARD_AMOUNTS = ("starting_balance", "drawdown", "trail_stop", "buffer", "warn",
+                  "daily_loss", "weekly_loss", "profit_target", "risk_per_contract", "line")
+_GUARD_FLAGS = ("daily_loss_hard", "target_flatten")
+_GUARD_MODELS = tuple(m.value for m in guard.DrawdownModel)
+
+
+def _guard_keys(where: str, raw: Any) -> dict[str, Any]:
+    raw = _object(where, raw)
+    unknown = set(raw) - {*_GUARD_AMOUNTS, *_GUARD_FLAGS, "model", "max_contracts", "flat_by"}
+    if unknown:
+        raise ScenarioError(f"{where}: unknown keys {sorted(unknown)}")
+    for needed in ("starting_balance", "drawdown"):
+        if needed not in raw:
+            raise ScenarioError(f"{where}: {needed} is required")
+    return raw
+
+
+def _guard(where: str, raw: Any) -> dict[str, Any]:
+    """A follower's account guard (docs/scenarios.md "Account guards"): the profile's
+    numbers, checked as the admin checks them (copier.domain.guard.GuardRules)."""
+    if raw is None:
+        return {}
+    raw = _guard_keys(where, raw)
+    model = raw.get("model", guard.DrawdownModel.EOD_TRAILING.value)
+    if model not in _GUARD_MODELS:
+        raise ScenarioError(f"{where}: model must be one of {', '.join(_GUARD_MODELS)}, "
+                            f"got {model!r}")
+    amounts = {n: _number(where, raw[n], n) for n in _GUARD_AMOUNTS
+               if raw.get(n) is not None}
+    line_now = amounts.pop("line", None)
+    kw: dict[str, Any] = {"buffer": Decimal(150), "warn": Decimal(400), **amounts,
+                          **{n: _bool(where, raw[n], n) for n in _GUARD_FLAGS if n in raw}}
+    if raw.get("max_contracts") is not None:
+        kw["max_contracts"] = _count(where, raw["max_contracts"], "max_contracts",
+                                     positive=True, most=rules.MAX_POSITION_LIMIT)
+    if raw.get("flat_by") is not None:
+        try:
+            kw["flat_by"] = dt.time.fromisoformat(_text(where, raw["flat_by"], "flat_by"))
+        except ValueError:
+            raise ScenarioError(f"{where}: flat_by must be HH:MM, got {raw['flat_by']!r}"
+                                ) from None
+    try:
+        rules_ = guard.GuardRules(model=guard.DrawdownModel(model), **kw)
+        if line_now is not None:
+            guard.Marks.from_line(rules_, line_now, rules_.starting_balance)
+    except ValueError as exc:
+        raise ScenarioError(f"{where}: {exc}") from None
+    return {"guard": rules_, "guard_line": line_now}
 
 
 def _number(where: str, value: Any, what: str) -> Decimal:

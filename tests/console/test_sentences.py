@@ -173,6 +173,10 @@ def test_every_note_kind_is_put_in_words_and_comes_back_from_json_as_it_went():
         NoteKind.MAX_POSITION: dict(limit=3, holds=2, side="buy", qty=4, room=1),
         NoteKind.MAX_ORDER: dict(limit=2, side="buy", qty=4),
         NoteKind.LOSS_LOCKED: dict(lock="daily loss limit $500.00", side="buy", qty=1),
+        NoteKind.GUARD: dict(trip="max_contracts", limit=3, holds=2, room=1, side="buy",
+                             qty=4),
+        NoteKind.GUARD_STOPPED: dict(state="locked", side="buy", qty=1, findings=[
+            {"trip": "drawdown", "equity": "48240", "line": "48100", "buffer": "150"}]),
         NoteKind.QUARANTINE_LIFTED: {},
         NoteKind.ROUTED: dict(leader="NQ", symbol="MNQ", ratio="10"),
         NoteKind.NOT_MAPPED: dict(why="not traded here"),

@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import io
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -144,3 +145,34 @@ def test_the_replay_command_refuses_a_nan_price_and_writes_nothing(tmp_path: Pat
     with pytest.raises(CommandError, match="price must be a number"):
         call_command("copier_replay", str(path), "--keep", stdout=io.StringIO())
     assert not TradingAccount.objects.exists()
+
+
+GUARD = {"starting_balance": 50000, "drawdown": 2000}
+
+
+def test_an_account_guard_parses_into_the_rules_the_admin_checks():
+    f = _load(guard={**GUARD, "model": "intraday_trailing", "trail_stop": "100",
+                     "daily_loss": 1000, "daily_loss_hard": False, "flat_by": "15:10",
+                     "line": 48500}).groups[0].followers[0]  # type: ignore[attr-defined]
+    assert (f.guard.model.value, f.guard.trail_stop, f.guard.buffer, f.guard.warn) == (
+        "intraday_trailing", 100, 150, 400)
+    assert (f.guard.daily_loss_hard, f.guard.flat_by, f.guard_line) == (
+        False, dt.time(15, 10), 48500)
+    assert _load().groups[0].followers[0].guard is None  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(("guard", "message"), [
+    ({"drawdown": 2000}, "guard: starting_balance is required"),
+    ({**GUARD, "buffer": 2500}, "guard: the buffer must be smaller than the drawdown"),
+    ({**GUARD, "drawdown": -1}, "guard: the drawdown must be greater than 0"),
+    ({**GUARD, "model": "daily"}, "guard: model must be one of static, eod_trailing"),
+    ({**GUARD, "flat_by": "3pm"}, "guard: flat_by must be HH:MM"),
+    ({**GUARD, "max_contracts": 0}, "guard: max_contracts must be a whole number > 0"),
+    ({**GUARD, "drawdown": "lots"}, "guard: drawdown must be a number"),
+    ({**GUARD, "line": 48000, "model": "static"}, "a static line is the starting balance"),
+    ({**GUARD, "stop": 1}, "guard: unknown keys ['stop']"),
+    ("50k", "guard: expected an object"),
+])
+def test_a_bad_account_guard_is_refused_naming_the_follower(guard, message):
+    with pytest.raises(ScenarioError, match=re.escape(message)):
+        _load(guard=guard)
