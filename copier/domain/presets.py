@@ -105,7 +105,8 @@ _APEX_EOD_URL = ("https://apextraderfunding.com/help-center/eod-trailing-drawdow
                  "eod-evaluations/")
 _APEX_INTRADAY_URL = ("https://apextraderfunding.com/help-center/intraday-trailing-drawdown-"
                       "accounts/intraday-trailing-drawdown-explained/")
-_APEX_DATASET = "https://github.com/kburrus64-max/prop-firm-rules/blob/main/data/firms.yaml"
+_APEX_DATASET = ("https://github.com/kburrus64-max/prop-firm-rules/blob/"
+                 "12d6b90513ac1f18789726e8ee8208f2c9c8d2cc/data/firms.yaml")
 _APEX_COMMON = (
     "https://puravidaedge.com/blog/how-to-pass-apex-trader-funding.html",
     "https://damnpropfirms.com/?p=12440",
