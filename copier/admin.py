@@ -35,7 +35,7 @@ from copier.console.decisions import (
 )
 from copier.console.display import signed, time_display
 from copier.console.sentences import legs_text
-from copier.domain import rules, symbol_map
+from copier.domain import presets, rules, symbol_map
 from copier.domain.guard import Finding
 from copier.models import (
     RISK_FIELDS,
@@ -587,6 +587,13 @@ class AccountGuardForm(forms.ModelForm):
     """The profile, and a person's "my line is now ..." where the copier did not see the
     account's history (`line_now`: kept as the peak that puts the line there)."""
 
+    apply_preset = forms.ChoiceField(
+        label="fill from a firm's preset", required=False,
+        choices=[("", "- keep the numbers below -")] + [
+            (p.key, f"{p.firm}: {p.plan}") for p in presets.PRESETS],
+        help_text="Replaces the firm's numbers below with the preset's (your buffer and "
+                  "warning stay). Presets are read from public pages and firms change their "
+                  "rules: check them against the firm's page, then set 'checked on'.")
     source_url = forms.URLField(label="source", required=False, assume_scheme="https",
                                 help_text="The firm's public page the numbers are from.")
     line_now = forms.DecimalField(
@@ -602,14 +609,36 @@ class AccountGuardForm(forms.ModelForm):
                   "target_flatten", "max_contracts", "flat_by", "session_reset", "tz",
                   "risk_per_contract"]
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        for name in ("starting_balance", "drawdown", "drawdown_model"):  # a preset may
+            self.fields[name].required = False                          # fill them
+
     def clean(self) -> dict[str, Any]:
         super().clean()
         data = self.cleaned_data
+        if data.get("apply_preset"):
+            data.update(_preset_fields(presets.BY_KEY[data["apply_preset"]]))
+        for name in ("starting_balance", "drawdown", "drawdown_model"):
+            if data.get(name) in (None, "") and name not in self.errors:
+                self.add_error(name, "Required (or fill it from a firm's preset).")
         line_now = data.get("line_now")
         if line_now is not None and data.get("drawdown_model") == AccountGuard.Model.STATIC:
             self.add_error("line_now", "A static line is the starting balance less the "
                                        "drawdown: it cannot be set; nothing was changed.")
         return data
+
+
+def _preset_fields(preset: presets.GuardPreset) -> dict[str, Any]:
+    """A preset's numbers as the guard's form fields; not checked by a person yet."""
+    return {"preset": preset.key, "source_url": preset.source_url, "checked_on": None,
+            "starting_balance": preset.starting_balance, "drawdown": preset.drawdown,
+            "drawdown_model": preset.model.value, "trail_stop": preset.trail_stop,
+            "daily_loss": preset.daily_loss, "daily_loss_hard": preset.daily_loss_hard,
+            "weekly_loss": preset.weekly_loss, "profit_target": preset.profit_target,
+            "target_flatten": preset.target_flatten, "max_contracts": preset.max_contracts,
+            "flat_by": preset.flat_by, "session_reset": preset.session_reset,
+            "tz": preset.tz}
 
 
 GUARD_CHECK_AGE_DAYS = 90  # a firm's numbers checked longer ago than this are flagged
@@ -629,12 +658,13 @@ class AccountGuardAdmin(AuditedAdmin, KillSwitchActions, admin.ModelAdmin):
     list_select_related = ["account"]
     autocomplete_fields = ["account"]
     actions = ["resume"]
-    readonly_fields = ["state", "equity_shown", "line_shown", "room", "high_water",
+    readonly_fields = ["preset_note", "state", "equity_shown", "line_shown", "room", "high_water",
                        "day_start", "week_start", "line_source", "equity_source", "read",
                        "read_error", "why", "locked_at", "flattened_at", "resumed_at",
                        "resumed_by"]
     fieldsets = [
-        (None, {"fields": ["account", "enabled", ("preset", "source_url", "checked_on")]}),
+        (None, {"fields": ["account", "enabled", "apply_preset",
+                           ("preset", "source_url", "checked_on"), "preset_note"]}),
         ("The firm's line", {"fields": [
             ("starting_balance", "drawdown"), ("drawdown_model", "trail_stop"),
             ("buffer", "warn"), "line_now"],
@@ -673,6 +703,14 @@ class AccountGuardAdmin(AuditedAdmin, KillSwitchActions, admin.ModelAdmin):
     @admin.display(description="why")
     def why(self, obj: AccountGuard) -> str:
         return "; ".join(Finding.from_json(f).text for f in obj.findings) or "-"
+
+    @admin.display(description="about the preset")
+    def preset_note(self, obj: AccountGuard | None) -> str:
+        preset = presets.BY_KEY.get(obj.preset) if obj is not None else None
+        if preset is None:
+            return "your own numbers" if obj is not None and obj.pk else "-"
+        return (f"Read on {preset.checked_on:%Y-%m-%d} from {', '.join(preset.read_from)}. "
+                f"{preset.note}")
 
     @admin.display(description="numbers checked", ordering="checked_on")
     def checked(self, obj: AccountGuard) -> str:

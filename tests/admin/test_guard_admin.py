@@ -113,3 +113,31 @@ def test_resuming_needs_the_kill_switch_permission(client, django_user_model):
     client.post(reverse("admin:copier_accountguard_changelist"),
                 {"action": "resume", "_selected_action": [row.pk]})
     assert AccountGuard.objects.get().state == "locked"
+
+
+def test_a_firms_preset_fills_the_numbers_and_asks_a_person_to_check_them(client):
+    f = account("F")
+    data = _post(f, apply_preset="topstep-50k", checked_on="2026-11-30")
+    for name in ("starting_balance", "drawdown", "drawdown_model", "trail_stop"):
+        data.pop(name)
+    page = client.post(reverse("admin:copier_accountguard_add"), data)
+    assert page.status_code == 302, page.content.decode()[:3000]
+    row = AccountGuard.objects.get()
+    assert (row.preset, row.starting_balance, row.drawdown, row.drawdown_model,
+            row.trail_stop, row.buffer) == (
+        "topstep-50k", Decimal(50000), Decimal(2000), "eod_trailing", Decimal(0),
+        Decimal(150))  # the person's buffer stays
+    assert row.source_url.startswith("https://help.topstep.com/")
+    assert row.checked_on is None  # a preset is not checked by a person yet
+    change = client.get(reverse("admin:copier_accountguard_change", args=[row.pk]))
+    assert "Read on 2026-12-02 from https://help.topstep.com/" in change.content.decode()
+    listing = client.get(reverse("admin:copier_accountguard_changelist")).content.decode()
+    assert "never: check them against the firm&#x27;s page" in listing
+
+
+def test_without_a_preset_the_firms_numbers_are_required(client):
+    data = _post(account("F"))
+    data.pop("drawdown")
+    page = client.post(reverse("admin:copier_accountguard_add"), data)
+    assert "Required (or fill it from a firm&#x27;s preset)." in page.content.decode()
+    assert not AccountGuard.objects.exists()
