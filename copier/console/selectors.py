@@ -14,6 +14,7 @@ from __future__ import annotations
 import datetime as dt
 from collections import defaultdict
 from dataclasses import dataclass, field
+from decimal import Decimal
 
 from django.conf import settings
 from django.db import connection
@@ -22,7 +23,9 @@ from django.db.models import Q
 from accounts.models import ConnectionState, Position, TradingAccount
 from copier.console.display import time_display
 from copier.domain import rules, symbol_map
+from copier.domain.guard import Finding, GuardState
 from copier.models import (
+    AccountGuard,
     CopyGroup,
     FailedExit,
     Follower,
@@ -82,6 +85,44 @@ class SymbolRow:
         return sum(fe.qty for fe in self.exits_waiting)
 
 
+@dataclass(frozen=True, slots=True)
+class GuardBar:
+    """A follower's account guard as the dashboard draws it: how far equity stands above
+    the firm's line, against the buffer (red inside it) and the warning (amber), as a bar
+    over the drawdown (full: a drawdown away from the line)."""
+
+    guard: AccountGuard
+    colour: str
+    room: Decimal | None  # equity less the line; None: not read yet
+    fill: int  # the bar's length, percent of the drawdown
+    why: str
+
+    @classmethod
+    def of(cls, g: AccountGuard) -> GuardBar:
+        why = "; ".join(Finding.from_json(f).text for f in g.findings)
+        if g.equity is None or g.line is None:
+            return cls(g, AMBER, None, 0, g.read_error or "not read yet")
+        room = g.equity - g.line
+        fill = max(0, min(100, int(room * 100 / g.drawdown))) if g.drawdown else 0
+        if g.state == GuardState.LOCKED or room <= g.buffer:
+            colour = RED
+        elif g.state != GuardState.OK or room <= max(g.warn, g.buffer) or g.read_error:
+            colour = AMBER
+        else:
+            colour = GREEN
+        return cls(g, colour, room, fill, why or g.read_error)
+
+    @property
+    def text(self) -> str:
+        g = self.guard
+        if self.room is None:
+            return f"account guard: {self.why}"
+        assert g.equity is not None
+        assert g.line is not None
+        return (f"equity {rules.money(g.equity)}, line {rules.money(g.line)}, "
+                f"{rules.money(self.room)} above it (buffer {rules.money(g.buffer)})")
+
+
 @dataclass
 class FollowerCard:
     follower: Follower
@@ -95,6 +136,7 @@ class FollowerCard:
     disconnected_too_long: bool = False
     exits_only: bool = False  # the follower's or its group's mode: winding down
     loss_locked_until: dt.datetime | None = None  # its daily loss limit's lock
+    guard: GuardBar | None = None  # its account guard, when it has one
 
     @property
     def own_why(self) -> list[str]:
@@ -168,6 +210,7 @@ class _World:
     working: dict[tuple[int, str], int]
     latencies: dict[int, tuple[float, dt.datetime, int]]
     loss_locks: dict[int, dt.datetime] = field(default_factory=dict)  # follower pk -> until
+    guards: dict[int, AccountGuard] = field(default_factory=dict)  # account pk -> its guard
 
 
 def _loss_locks_read(now: dt.datetime) -> dict[int, dt.datetime]:
@@ -212,6 +255,8 @@ def dashboard_groups(*, now: dt.datetime | None = None) -> list[GroupPanel]:
                      .order_by("account__name"))
     world = _world_read({g.leader_id for g in groups}, [f.account_id for f in followers])
     world.loss_locks = _loss_locks_read(now)
+    world.guards = {g.account_id: g for g in AccountGuard.objects.filter(
+        account_id__in=[f.account_id for f in followers], enabled=True)}
     by_group: dict[int, list[Follower]] = defaultdict(list)
     for f in followers:
         by_group[f.group_id].append(f)
@@ -243,8 +288,10 @@ def _card(g: CopyGroup, f: Follower, world: _World, now: dt.datetime) -> Followe
                         from_leader=from_leader, copying=symbol in copying)
         if row.leader or row.held or symbol in mine:
             rows.append(_row_judge(row, exits_only=exits_only))
+    guarded = world.guards.get(f.account_id)
     card = FollowerCard(f, f.account, rows, exits_only=exits_only,
-                        loss_locked_until=world.loss_locks.get(f.pk))
+                        loss_locked_until=world.loss_locks.get(f.pk),
+                        guard=None if guarded is None else GuardBar.of(guarded))
     if f.account_id in world.latencies:
         card.latency_ms, card.latency_at, card.latency_event_id = world.latencies[f.account_id]
     _card_judge(card, g, now)
@@ -339,6 +386,10 @@ def _card_judge(card: FollowerCard, group: CopyGroup, now: dt.datetime) -> None:
         colours.append(AMBER)
         card.why.append(f"daily loss limit reached: no entry is copied until "
                         f"{time_display(card.loss_locked_until)}")
+    if card.guard is not None and card.guard.colour != GREEN:
+        colours.append(card.guard.colour)
+        card.why.append(f"account guard {card.guard.guard.get_state_display().lower()}: "
+                        f"{card.guard.why or card.guard.text}")
     if account.copy_paused:
         colours.append(RED)
         card.why.append("paused")

@@ -222,8 +222,9 @@ def test_an_empty_install_says_what_to_do(boss):
 def test_the_dashboard_reads_in_a_fixed_number_of_queries(world, django_assert_max_num_queries):
     from copier.console.selectors import dashboard_groups
 
-    # the 9th: the followers' symbol mappings; the 10th: the daily loss limits' locks
-    with django_assert_max_num_queries(10):
+    # the 9th: the followers' symbol mappings; the 10th: the daily loss limits' locks; the
+    # 11th: the account guards
+    with django_assert_max_num_queries(11):
         panels = dashboard_groups()
     assert len(panels[0].cards) == 6
 
@@ -257,3 +258,35 @@ def test_a_follower_locked_by_its_daily_loss_limit_says_so_until_when(boss, worl
     assert _status(boss.get("/").content.decode(), world.ok) == "amber"
     SessionLoss.objects.update(locked_until=now)  # lifted (or the session ended)
     assert "daily loss limit" not in _card(boss.get("/").content.decode(), world.ok)
+
+
+def test_a_guarded_follower_shows_its_room_above_the_line_as_a_coloured_bar(boss, world):
+    from decimal import Decimal
+
+    from copier.models import AccountGuard
+
+    g = AccountGuard.objects.create(
+        account=world.ok.account, starting_balance=Decimal(50000), drawdown=Decimal(2000),
+        preset="topstep-50k", source_url="https://help.topstep.com/x",
+        equity=Decimal(50000), line=Decimal(48000), balance=Decimal(50000),
+        open_pnl=Decimal(0), equity_source="sim: fills at average cost, last prices",
+        read_at=clock.now())
+    card = _card(boss.get("/").content.decode(), world.ok)
+    bar = re.search(r'data-testid="follower-\d+-guard" data-status="(\w+)"', card)
+    assert bar
+    assert bar.group(1) == "green"
+    assert 'aria-valuenow="100"' in card
+    assert "equity $50,000.00, line $48,000.00, $2,000.00 above it (buffer $150.00)" in card
+    assert "topstep-50k" in card
+    assert "numbers never checked" in card
+    AccountGuard.objects.filter(pk=g.pk).update(equity=Decimal(48300))  # inside the warning
+    card = _card(boss.get("/").content.decode(), world.ok)
+    assert 'data-status="amber"' in card
+    assert 'aria-valuenow="15"' in card
+    AccountGuard.objects.filter(pk=g.pk).update(
+        equity=Decimal(48100), state="locked",
+        findings=[{"trip": "drawdown", "equity": "48100", "line": "48000", "buffer": "150"}])
+    html = boss.get("/").content.decode()
+    assert _status(html, world.ok) == "red"
+    assert ("account guard locked: equity $48,100, line $48,000, buffer $150"
+            in _card(html, world.ok))
