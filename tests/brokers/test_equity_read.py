@@ -6,6 +6,7 @@ switches (`account_lock`, `inject`)."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from collections.abc import Iterator
 from decimal import Decimal
@@ -20,12 +21,16 @@ from brokers.base import (
     TransientBrokerError,
 )
 from brokers.projectx import ProjectXBroker
+from brokers.registry import adapter_for, adapters_forget
 from brokers.sessions import session_save
+from brokers.tradovate import TradovateBroker
 from core.trading import Side
 from devkit.localvenue.projectx import ProjectXVenue
+from devkit.localvenue.tradovate import TradovateVenue
 
 pytestmark = pytest.mark.django_db(transaction=True)
 D = Decimal
+LONG_AGO = dt.datetime(2020, 1, 1, tzinfo=dt.UTC)
 
 
 # --- ProjectX ------------------------------------------------------------------------------
@@ -138,3 +143,81 @@ def test_projectx_a_refused_session_is_the_session_refused_path(px_venue):
     px_venue.tokens_revoke()
     with pytest.raises(SessionRefused):
         px.equity_read()
+
+
+# --- Tradovate -----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tv_venue() -> Iterator[TradovateVenue]:
+    v = TradovateVenue().start()
+    assert isinstance(v, TradovateVenue)
+    yield v
+    v.stop()
+
+
+def _tv(venue: TradovateVenue, name: str) -> TradovateBroker:
+    external = venue.account_add(f"DEMO-{name}")
+    acct = TradingAccount.objects.create(name=name, broker="tradovate", external_id=external,
+                                         credentials=json.dumps(venue.credentials(external)))
+    adapters_forget()
+    adapter = adapter_for(acct)
+    assert isinstance(adapter, TradovateBroker)
+    session = adapter.session_obtain(None)
+    assert session is not None
+    session_save(acct.pk, session)
+    return adapter
+
+
+def test_tradovate_equity_is_the_snapshots_net_liq_and_open_pnl(tv_venue):
+    tv = _tv(tv_venue, "tv-eq")
+    flat = tv.equity_read()
+    assert (flat.balance, flat.open_pnl, flat.contracts, flat.can_trade) == (
+        D(50000), D(0), 0, True)
+    assert flat.source == "Tradovate: cashBalance snapshot (netLiq)"
+    tv_venue.price_set("MESZ6", 6000)
+    tv.place_order(OrderRequest("tv-eq-1", "MESZ6", Side.BUY, 2))
+    tv_venue.price_set("MESZ6", 6010)
+    tv_venue.trade(tv.account.external_id, "MESZ6", "sell", 1)  # realises +10 x $5
+    tv_venue.price_set("NQZ6", 21000)
+    tv_venue.trade(tv.account.external_id, "NQZ6", "sell", 1)
+    tv_venue.price_set("MESZ6", 6020)
+    tv_venue.price_set("NQZ6", 21001.5)
+    eq = tv.equity_read()
+    assert eq.balance == D(50050)
+    assert eq.open_pnl == D(100) - D(30)  # MES +20 x $5, NQ short -1.5 x $20
+    assert eq.contracts == 2
+    assert tv.realized_pnl(LONG_AGO) == D(50)  # the same snapshot's realised P&L
+
+
+@pytest.mark.parametrize("action", ["LiquidateOnlyModeImmediately", "LockTradingImmediately"])
+def test_tradovate_an_account_the_firm_stopped_cannot_trade_and_says_why(tv_venue, action):
+    tv = _tv(tv_venue, f"tv-lock-{action[:8]}")
+    tv_venue.account_lock(tv.account.external_id, action=action)
+    eq = tv.equity_read()
+    assert (eq.can_trade, eq.why) == (False, f"adminAction {action}")
+    tv_venue.account_lock(tv.account.external_id, locked=False)
+    assert tv.equity_read().can_trade is True
+
+
+def test_tradovate_a_risk_status_it_may_not_read_says_nothing(tv_venue):
+    tv = _tv(tv_venue, "tv-risk403")
+    tv_venue.inject("risk_forbidden", 1, account_external_id=tv.account.external_id)
+    eq = tv.equity_read()
+    assert (eq.can_trade, eq.why, eq.balance) == (None, "", D(50000))
+
+
+def test_tradovate_a_5xx_is_transient_and_nothing_is_guessed(tv_venue):
+    tv = _tv(tv_venue, "tv-5xx")
+    tv_venue.inject("equity_5xx", 1, account_external_id=tv.account.external_id)
+    with pytest.raises(TransientBrokerError, match="getCashBalanceSnapshot: HTTP 503"):
+        tv.equity_read()
+    assert tv.equity_read().balance == D(50000)
+
+
+def test_tradovate_a_snapshot_without_an_open_pnl_is_not_valued(tv_venue):
+    tv = _tv(tv_venue, "tv-noprice")
+    tv_venue.trade(tv.account.external_id, "ESZ6", "buy", 1)
+    tv_venue.inject("no_prices", 1, account_external_id=tv.account.external_id)
+    with pytest.raises(PermanentBrokerError, match=r"has no netLiq .*cannot be valued"):
+        tv.equity_read()
