@@ -126,6 +126,8 @@ class ProjectXVenue(LocalVenue):
         self.tokens: dict[str, float] = {}  # token -> expiry (epoch seconds)
         self.contracts: dict[str, tuple[str, str, float, float]] = dict(CONTRACTS)
         self.hidden: set[str] = set()  # listed, traded, unknown to Contract/search(ById)
+        # listed, whose records carry no tickSize/tickValue (reference data without them)
+        self.ticks_unstated: set[str] = set()
         self.prices: dict[str, float] = dict(PRICES)
         # contract id -> its ticks (epoch seconds, price, size; size 0: the market moved with
         # no trade of this venue's), oldest first: what History/retrieveBars aggregates.
@@ -291,8 +293,12 @@ class ProjectXVenue(LocalVenue):
         self._push("GatewayUserTrade", account_id, trade)
         return fill_id
 
-    def contract_add(self, name: str) -> None:
+    def contract_add(self, name: str, *, ticks_stated: bool = True) -> None:
+        """`ticks_stated` False: Contract/search(ById) answer its tickSize and tickValue as
+        null, as reference data that lacks them (its trades still realise in money)."""
         async def add() -> None:
+            if not ticks_stated:
+                self.ticks_unstated.add(name)
             if name in self.contracts:
                 return
             contract_name_check(name)
@@ -555,8 +561,10 @@ class ProjectXVenue(LocalVenue):
 
     def _contract(self, name: str) -> dict[str, Any]:
         contract_id, description, tick_size, tick_value = self.contracts[name]
+        stated = name not in self.ticks_unstated
         return {"id": contract_id, "name": name, "description": description,
-                "tickSize": tick_size, "tickValue": tick_value, "activeContract": True,
+                "tickSize": tick_size if stated else None,
+                "tickValue": tick_value if stated else None, "activeContract": True,
                 "symbolId": "F.US." + contract_id.split(".")[3]}
 
     async def _contract_search(self, request: web.Request) -> web.Response:

@@ -138,6 +138,21 @@ def test_projectx_a_position_in_a_contract_the_venue_cannot_name_is_not_valued(p
         px.equity_read()
 
 
+def test_projectx_a_contract_without_a_stated_tick_value_is_valued_by_its_root_or_not(
+        px_venue):
+    px = _px(px_venue, "px-ticks")
+    px_venue.contract_add("MCLZ6", ticks_stated=False)  # micro crude: $100 a point, known
+    px_venue.price_set("MCLZ6", 70)
+    px_venue.trade(px.account.external_id, "MCLZ6", "buy", 1)
+    px_venue.price_set("MCLZ6", 70.5)
+    assert px.equity_read().open_pnl == D(50)
+    px_venue.contract_add("QQZ6", ticks_stated=False)  # a root the copier does not know
+    px_venue.trade(px.account.external_id, "QQZ6", "buy", 1)
+    with pytest.raises(PermanentBrokerError,
+                       match="open P&L of QQZ6 cannot be valued: no point value is known"):
+        px.equity_read()
+
+
 def test_projectx_a_refused_session_is_the_session_refused_path(px_venue):
     px = _px(px_venue, "px-401")
     px_venue.tokens_revoke()
