@@ -787,31 +787,44 @@ class ProjectXVenue(LocalVenue):
         `includePartialBar`, the newest `limit` of them. The Gateway does not document the
         order of its bars: newest first here (a client must not rely on it)."""
         body = await self._body(request)
-        try:
-            start, end = (dt.datetime.fromisoformat(str(body[k]).replace("Z", "+00:00"))
-                          .timestamp() for k in ("startTime", "endTime"))
-            unit, number, limit = (int(body[k]) for k in ("unit", "unitNumber", "limit"))
-        except (KeyError, TypeError, ValueError):
-            return web.Response(status=400, text="startTime, endTime, unit, unitNumber and "
-                                "limit are required")
-        if (unit not in BAR_SECONDS and unit != MONTH_UNIT) or number <= 0 or limit <= 0:
-            return web.Response(status=400, text="unit 1 to 6, unitNumber and limit > 0")
+        asked = self._bars_asked(body)
+        if asked is None:
+            return web.Response(status=400, text="startTime, endTime, unit 1 to 6, and "
+                                "unitNumber and limit > 0 are required")
         ticks = self.ticks.get(str(body.get("contractId")))
         if ticks is None:
             return _refusal(1, "Contract not found", bars=None)
         if self._take("no_prices"):
             return _ok(bars=[])
+        start, end, unit, number, limit = asked
         buckets: dict[float, list[tuple[float, float, int]]] = {}
         for tick in ticks:
             if start <= tick[0] <= end:
                 buckets.setdefault(self._bar_start(tick[0], unit, number), []).append(tick)
         if not body.get("includePartialBar"):
             buckets.pop(self._bar_start(time.time(), unit, number), None)
-        bars = [{"t": _iso(at), "o": part[0][1], "h": max(p for _t, p, _s in part),
-                 "l": min(p for _t, p, _s in part), "c": part[-1][1],
-                 "v": sum(s for _t, _p, s in part)}
-                for at, part in sorted(buckets.items(), reverse=True)]
+        bars = [self._bar(at, part) for at, part in sorted(buckets.items(), reverse=True)]
         return _ok(bars=bars[:limit])
+
+    @staticmethod
+    def _bars_asked(body: dict[str, Any]) -> tuple[float, float, int, int, int] | None:
+        """A bars request's window (epoch seconds), unit, unitNumber and limit; None when
+        one is missing or out of range."""
+        try:
+            start, end = (dt.datetime.fromisoformat(str(body[k]).replace("Z", "+00:00"))
+                          .timestamp() for k in ("startTime", "endTime"))
+            unit, number, limit = (int(body[k]) for k in ("unit", "unitNumber", "limit"))
+        except (KeyError, TypeError, ValueError):
+            return None
+        if (unit not in BAR_SECONDS and unit != MONTH_UNIT) or number <= 0 or limit <= 0:
+            return None
+        return start, end, unit, number, limit
+
+    @staticmethod
+    def _bar(at: float, part: list[tuple[float, float, int]]) -> dict[str, Any]:
+        prices = [price for _t, price, _s in part]
+        return {"t": _iso(at), "o": prices[0], "h": max(prices), "l": min(prices),
+                "c": prices[-1], "v": sum(size for _t, _p, size in part)}
 
     @staticmethod
     def _bar_start(at: float, unit: int, number: int) -> float:
