@@ -28,7 +28,17 @@ Cancelled or expired (status 3 / 4) -> "cancelled" with what filled before, neve
 "filled": the rest is still to be done.
 
 Symbols: the copier's symbol is the contract name (`ESZ6`); the Gateway's id
-(`CON.F.US.EP.Z26`) is looked up and cached per process in both directions.
+(`CON.F.US.EP.Z26`) is looked up and cached per process in both directions, and with it the
+contract's money per point (`tickValue / tickSize`) where the venue states it.
+
+Equity (`equity_read`): the Gateway keeps no drawdown number and no open P&L of its own on
+REST; Account/search gives the `balance` and `canTrade`, and the open P&L is worked out
+from Position/searchOpen (`averagePrice`, `size`, `type`) at each contract's last price.
+That price is the close of the newest daily bar of History/retrieveBars (the bar still
+forming included), not the market hub's quotes: the hub is a second socket that answers 401
+without a data entitlement, and a guard reading every few seconds needs one price, not a
+feed. A position without a price or a point value makes the whole reading fail, never a
+reading that leaves it out.
 """
 
 from __future__ import annotations
@@ -51,6 +61,7 @@ from brokers.base import (
     BrokerError,
     BrokerStream,
     CredentialField,
+    Equity,
     OrderOutcomeUnknown,
     OrderRequest,
     OrderResult,
@@ -71,6 +82,7 @@ from brokers.projectx.records import (
     ORDER_STATUS,
     PLACE_ERRORS,
     SETTLED,
+    amount,
     filled_of,
     money,
     position_signed,
@@ -80,6 +92,7 @@ from brokers.projectx.records import (
 )
 from brokers.projectx.stream import ProjectXStream
 from core import clock
+from core.contracts import point_value
 from core.trading import OrderStatus, Side
 
 log = logging.getLogger(__name__)
@@ -88,6 +101,13 @@ RENEW_BEFORE = dt.timedelta(hours=1)  # renew a session with less than this left
 ORDER_LOOKBACK = dt.timedelta(days=7)  # how far back a client order id is looked up
 CURSOR_LOOKBACK = dt.timedelta(days=2)
 CURSOR_READS = 5  # trades / positions / trades, until the trades stand still
+EQUITY_READS = 3  # positions / account / positions, until the positions stand still
+# How far back a contract's last price is looked for: a market closed for a weekend or a
+# holiday is valued at its last trade before it.
+PRICE_LOOKBACK = dt.timedelta(days=7)
+BAR_DAY = 4  # History/retrieveBars' unit: 1 second, 2 minute, 3 hour, 4 day, 5 week, 6 month
+EQUITY_SOURCE = "ProjectX: balance, positions at last bar"  # fits the guard's 40 characters
+CENT = Decimal("0.01")
 PARTIAL_RECHECKS = 3
 PARTIAL_RECHECK_WAIT = 0.1
 
@@ -95,6 +115,9 @@ PARTIAL_RECHECK_WAIT = 0.1
 POOL = http.Pool(httpx.Limits(max_connections=64, max_keepalive_connections=32,
                               keepalive_expiry=30.0))
 CONTRACTS: ContractBook[str] = ContractBook()
+# (base URL, contract id) -> money per point per contract as the venue states it (its tick
+# value over its tick size); None: the venue did not state it. Written whole, read whole.
+POINT_VALUES: dict[tuple[str, str], Decimal | None] = {}
 # The statuses the Gateway rate-limits with; without a Retry-After, no wait is known.
 RATE_LIMITS: dict[int, float | None] = {429: None}
 
@@ -285,6 +308,7 @@ class ProjectXBroker(BrokerAdapter):
             for contract in data.get("contracts") or []:
                 if isinstance(contract, dict) and contract.get("name") == symbol:
                     CONTRACTS.learn(api, str(contract["id"]), symbol)
+                    _point_value_learn(api, contract)
                     return str(contract["id"])
         raise PermanentBrokerError(f"ProjectX: no contract named {symbol!r} (Contract/search)")
 
@@ -303,7 +327,20 @@ class ProjectXBroker(BrokerAdapter):
         if data.get("success") is False or not isinstance(contract, dict):
             raise UnknownContract(f"ProjectX: unknown contract id {contract_id!r}")
         CONTRACTS.learn(api, contract_id, str(contract["name"]))
+        _point_value_learn(api, contract)
         return str(contract["name"])
+
+    def _point_value(self, contract_id: str, name: str) -> Decimal | None:
+        """Money per point of one contract: the venue's own (its tick value over its tick
+        size, learned with its name or asked for once), else the root's known one."""
+        api = self._api_url
+        if (api, contract_id) not in POINT_VALUES:
+            data = self._call("/api/Contract/searchById", {"contractId": contract_id})
+            contract = data.get("contract")
+            if data.get("success") is not False and isinstance(contract, dict):
+                _point_value_learn(api, contract)
+        stated = POINT_VALUES.get((api, contract_id))
+        return stated if stated is not None else point_value(name)
 
     # --- orders ----------------------------------------------------------------------------
     def connect(self) -> None:
@@ -541,5 +578,119 @@ class ProjectXBroker(BrokerAdapter):
                 total -= money(fees, trade)
         return total.quantize(Decimal("0.01"))
 
+    def equity_read(self) -> Equity:
+        """Account/search's `balance` and `canTrade`, and the open positions valued at their
+        contracts' last prices (see the module docstring). The positions are read before
+        and after the account until they stand still: a trade in between would count its
+        P&L twice (in the balance and the position) or never."""
+        account_id = self._account_id()
+        before = self._positions_open(account_id)
+        for _ in range(EQUITY_READS):
+            account = self._account_row(account_id)
+            after = self._positions_open(account_id)
+            if after == before:
+                break
+            before = after
+        else:
+            raise TransientBrokerError("ProjectX: the account kept trading while its equity "
+                                       "was read; read again later")
+        balance = amount(account.get("balance"), f"account {account_id}'s balance")
+        open_pnl, contracts = Decimal(0), 0
+        for position in after:
+            pnl, qty = self._position_valued(position)
+            open_pnl += pnl
+            contracts += qty
+        can = account.get("canTrade")
+        can_trade = can if isinstance(can, bool) else None
+        return Equity(balance=balance.quantize(CENT), open_pnl=open_pnl.quantize(CENT),
+                      contracts=contracts, source=EQUITY_SOURCE, can_trade=can_trade,
+                      why="canTrade false: the firm stopped the account" if can is False
+                      else "")
+
+    def _account_row(self, account_id: int) -> dict[str, Any]:
+        """The account as Account/search lists it, those that may not trade included: a
+        firm's stop is what the guard must see."""
+        data = self._call("/api/Account/search", {"onlyActiveAccounts": False})
+        self._ok("/api/Account/search", data)
+        for account in data.get("accounts") or []:
+            if isinstance(account, dict) and account.get("id") == account_id:
+                return account
+        raise PermanentBrokerError(f"ProjectX: account {account_id} is not among this "
+                                   "login's accounts (Account/search)")
+
+    def _positions_open(self, account_id: int) -> list[dict[str, Any]]:
+        """Position/searchOpen's records that hold something, in the order of their
+        contract ids (so that two reads compare equal when nothing moved)."""
+        data = self._call("/api/Position/searchOpen", {"accountId": account_id})
+        self._ok("/api/Position/searchOpen", data)
+        held = [p for p in data.get("positions") or []
+                if not (isinstance(p, dict) and p.get("size") == 0)]
+        return sorted(held, key=lambda p: str(p.get("contractId")) if isinstance(p, dict)
+                      else repr(p))
+
+    def _position_valued(self, position: object) -> tuple[Decimal, int]:
+        """One open position's P&L at its contract's last price, and its contracts."""
+        record = position if isinstance(position, dict) else {}
+        contract_id = str(record.get("contractId"))
+        try:
+            name = self.contract_name(contract_id)
+        except UnknownContract as exc:
+            raise PermanentBrokerError(f"ProjectX: the open P&L of contract {contract_id!r} "
+                                       f"cannot be valued: {exc.message}") from None
+
+        def unvalued(why: str) -> PermanentBrokerError:
+            return PermanentBrokerError(f"ProjectX: the open P&L of {name} cannot be "
+                                        f"valued: {why}")
+
+        try:
+            qty = position_signed(record)
+        except ValueError as exc:
+            raise unvalued(str(exc)) from None
+        average = amount(record.get("averagePrice"), f"the average price of {name}")
+        value = self._point_value(contract_id, name)
+        if value is None:
+            raise unvalued("no point value is known for it (the venue states no tick value)")
+        price = self._last_price(contract_id)
+        if price is None:
+            raise unvalued(f"no price in the last {PRICE_LOOKBACK.days} days "
+                           "(History/retrieveBars has no bar)")
+        return (price - average) * qty * value, abs(qty)
+
+    def _last_price(self, contract_id: str) -> Decimal | None:
+        """The close of the contract's newest daily bar, the one still forming included;
+        None when there is none. The bars' order is not documented: the newest is found by
+        its time."""
+        now = dt.datetime.now(dt.UTC)
+        data = self._call("/api/History/retrieveBars", {
+            "contractId": contract_id, "live": False,
+            "startTime": (now - PRICE_LOOKBACK).isoformat(), "endTime": now.isoformat(),
+            "unit": BAR_DAY, "unitNumber": 1, "limit": PRICE_LOOKBACK.days + 2,
+            "includePartialBar": True})
+        self._ok("/api/History/retrieveBars", data)
+        bars: list[tuple[dt.datetime, Any]] = []
+        for bar in data.get("bars") or []:
+            try:
+                at = dt.datetime.fromisoformat(str(bar["t"]))
+            except (KeyError, TypeError, ValueError):
+                raise PermanentBrokerError(f"ProjectX: a bar of {contract_id} has no time "
+                                           f"the copier can read: {bar!r:.80}") from None
+            bars.append((at if at.tzinfo else at.replace(tzinfo=dt.UTC), bar.get("c")))
+        if not bars:
+            return None
+        _at, close = max(bars, key=lambda b: b[0])
+        return amount(close, f"the last price (bar close) of {contract_id}")
+
     def stream(self, session: Session | None) -> BrokerStream:
         return ProjectXStream(self, session)
+
+
+def _point_value_learn(api: str, contract: Mapping[str, Any]) -> None:
+    """What a contract record says its point is worth (`tickValue / tickSize`), or that it
+    does not say (None); a look-up answers it from then on."""
+    try:
+        size = amount(contract.get("tickSize"), "a tick size")
+        value = amount(contract.get("tickValue"), "a tick value")
+    except PermanentBrokerError:
+        size = value = Decimal(0)
+    POINT_VALUES[(api, str(contract.get("id")))] = (value / size if size > 0 and value > 0
+                                                     else None)

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from brokers.base import OrderStatus, TransientBrokerError
+from brokers.base import OrderStatus, PermanentBrokerError, TransientBrokerError
 from core.trading import Side
 
 ORDER_STATUS: dict[Any, str] = {0: "none", 1: "open", 2: "filled", 3: "cancelled", 4: "expired",
@@ -66,6 +66,20 @@ def money(value: Any, trade: Mapping[str, Any]) -> Decimal:
         raise TransientBrokerError(
             f"ProjectX: trade {trade.get('id')} has an amount that is not a number: {value!r}")
     return amount
+
+
+def amount(value: Any, what: str) -> Decimal:
+    """A number of the venue's (a balance, a price, a tick size) as the copier values money
+    with; one that is not a finite number cannot be valued, and nothing built on it either:
+    PermanentBrokerError naming `what`, never a stand-in."""
+    try:
+        number = (Decimal(str(value)) if isinstance(value, int | float | str)
+                  and not isinstance(value, bool) else None)
+    except InvalidOperation:
+        number = None
+    if number is None or not number.is_finite():
+        raise PermanentBrokerError(f"ProjectX: {what} is not a number: {value!r}")
+    return number
 
 
 def filled_of(order: Mapping[str, Any]) -> int:

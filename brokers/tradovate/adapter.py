@@ -22,6 +22,12 @@ expire (`ordStatus` Canceled / Expired, or Completed short of its quantity) is
 Penalty tickets (HTTP 200 `{"p-ticket","p-time","p-captcha"}`) are honoured, never looped
 on: the request is refused locally until `p-time` has passed, then resent with the ticket.
 A ticket with `p-captcha` cannot be cleared by a program: about an hour.
+
+Equity (`equity_read`) is the venue's own valuation: the cash balance snapshot's `netLiq`
+and `openPnL` (the balance is their difference, so the guard's equity is `netLiq`, the
+number a firm on Tradovate trails), the contracts from /position/list, and the account's
+`accountRiskStatus` for the firm's stop. The stream's `cashBalance` entities carry the same
+numbers; the guard reads on its own timer, outside the listener, so it asks REST.
 """
 
 from __future__ import annotations
@@ -46,6 +52,7 @@ from brokers.base import (
     BrokerError,
     BrokerStream,
     CredentialField,
+    Equity,
     OrderOutcomeUnknown,
     OrderRequest,
     OrderResult,
@@ -63,6 +70,8 @@ from brokers.tradovate import credentials
 from brokers.tradovate.records import (
     CAPTCHA_WAIT,
     LABEL,
+    STOPPING_ACTIONS,
+    TRADING_ACTIONS,
     WORKING_STATUSES,
     accounts_named,
     refusal,
@@ -80,6 +89,9 @@ log = logging.getLogger(__name__)
 # Renew while this much of the token is left; below it, renewing races the expiry.
 RENEW_MARGIN = dt.timedelta(seconds=30)
 FILLS_CURSOR_READS = 3
+EQUITY_READS = 3  # positions / snapshot / positions, until the positions stand still
+EQUITY_SOURCE = "Tradovate: cashBalance snapshot (netLiq)"  # the guard's 40 characters
+CENT = Decimal("0.01")
 # This process's keep-alive pool to the venue, and the contracts it learned (per host:
 # demo and live number contracts alike, not equally).
 POOL = http.Pool(httpx.Limits(max_keepalive_connections=32, keepalive_expiry=60))
@@ -477,13 +489,7 @@ class TradovateBroker(BrokerAdapter):
         the venue's own trading day, which for CME futures starts at 17:00 Chicago time as
         the copier's session does (`since` cannot be asked for: the venue has one day).
         The snapshot reports no fees beside it: the amount is the venue's."""
-        answer = self._call("POST", "/cashBalance/getCashBalanceSnapshot",
-                            body={"accountId": self._account_id()})
-        if not isinstance(answer, dict):
-            raise TransientBrokerError(f"{LABEL}: cash balance snapshot: unexpected answer")
-        if answer.get("errorText"):
-            raise PermanentBrokerError(
-                f"{LABEL}: cash balance snapshot refused: {venue_text(answer['errorText'])}")
+        answer = self._cash_snapshot()
         value = answer.get("realizedPnL")
         try:
             amount = None if value is None or isinstance(value, bool) else Decimal(str(value))
@@ -493,6 +499,90 @@ class TradovateBroker(BrokerAdapter):
             raise TransientBrokerError(
                 f"{LABEL}: cash balance snapshot without a realised P&L: {value!r}")
         return amount.quantize(Decimal("0.01"))
+
+    def _cash_snapshot(self) -> dict[str, Any]:
+        answer = self._call("POST", "/cashBalance/getCashBalanceSnapshot",
+                            body={"accountId": self._account_id()})
+        if not isinstance(answer, dict):
+            raise TransientBrokerError(f"{LABEL}: cash balance snapshot: unexpected answer")
+        if answer.get("errorText"):
+            raise PermanentBrokerError(
+                f"{LABEL}: cash balance snapshot refused: {venue_text(answer['errorText'])}")
+        return answer
+
+    def equity_read(self) -> Equity:
+        """The cash balance snapshot's `netLiq` and `openPnL`, the contracts held, and the
+        firm's stop from `accountRiskStatus` (see the module docstring). The positions are
+        read before and after the snapshot until they stand still, so the contracts are
+        those the snapshot valued."""
+        mine = self._account_id()
+        before = self._contracts_held(mine)
+        for _ in range(EQUITY_READS):
+            snapshot = self._cash_snapshot()
+            after = self._contracts_held(mine)
+            if after == before:
+                break
+            before = after
+        else:
+            raise TransientBrokerError(f"{LABEL}: the account kept trading while its equity "
+                                       "was read; read again later")
+        net_liq, open_pnl = (self._snapshot_money(snapshot, f) for f in ("netLiq", "openPnL"))
+        can_trade, why = self._risk_status(mine)
+        return Equity(balance=(net_liq - open_pnl).quantize(CENT),
+                      open_pnl=open_pnl.quantize(CENT),
+                      contracts=sum(abs(q) for q in after.values()), source=EQUITY_SOURCE,
+                      can_trade=can_trade, why=why)
+
+    def _contracts_held(self, mine: int) -> dict[int, int]:
+        """The account's net position per contract id (no names: only counted here)."""
+        rows = self._call("GET", "/position/list")
+        held: dict[int, int] = {}
+        for row in rows if isinstance(rows, list) else []:
+            if not isinstance(row, dict) or row.get("accountId") != mine or not row.get("netPos"):
+                continue
+            try:
+                held[whole(row["contractId"], "contractId")] = whole(row["netPos"], "netPos")
+            except ValueError as exc:
+                raise PermanentBrokerError(f"{exc}: the account's contracts cannot be counted"
+                                           ) from None
+        return held
+
+    @staticmethod
+    def _snapshot_money(snapshot: Mapping[str, Any], name: str) -> Decimal:
+        value = snapshot.get(name)
+        try:
+            amount = None if value is None or isinstance(value, bool) else Decimal(str(value))
+        except InvalidOperation:
+            amount = None
+        if amount is None or not amount.is_finite():
+            raise PermanentBrokerError(f"{LABEL}: the cash balance snapshot has no {name} "
+                                       f"({value!r:.40}): the account's equity cannot be valued")
+        return amount
+
+    def _risk_status(self, mine: int) -> tuple[bool | None, str]:
+        """Whether the firm lets the account trade (`accountRiskStatus`), and why not.
+        Reading it may need a permission a login lacks, and a firm with its own risk engine
+        may keep none: a refusal or an empty answer says nothing (None), and the guard
+        judges by the numbers alone. An admin action the copier does not know says nothing
+        either."""
+        try:
+            rows = self._call("GET", "/accountRiskStatus/deps", params={"masterid": mine})
+        except PermanentBrokerError as exc:
+            log.info("%s: its risk status cannot be read (%s)", self.account, exc.message)
+            return None, ""
+        status = next((r for r in rows if isinstance(r, dict)), None) if isinstance(
+            rows, list) else None
+        if status is None:
+            return None, ""
+        action, since = status.get("adminAction"), status.get("liquidateOnly")
+        if action in STOPPING_ACTIONS:
+            return False, f"adminAction {action}"
+        if since:
+            who = " by the user" if status.get("userTriggeredLiqOnly") is True else ""
+            return False, f"liquidate-only{who} since {venue_text(since, 40)}"
+        if action is None or action in TRADING_ACTIONS:
+            return True, ""
+        return None, ""
 
     def flatten(self, symbol: str) -> None:
         answer = self._call("POST", "/order/liquidateposition", body={

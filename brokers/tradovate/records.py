@@ -31,6 +31,13 @@ TRANSIENT_FAILURES = frozenset({
     "AnotherCommandPending", "ExecutionProviderUnavailable", "RiskCheckTimeout", "NoQuote",
     "NotEnoughLiquidity", "SessionClosed", "TooLate",
 })
+# AccountRiskStatus adminActions under which the account can no longer open a position
+# (liquidate-only, locked, being liquidated), and those under which it trades as usual.
+STOPPING_ACTIONS = frozenset({
+    "LiquidateOnlyModeImmediately", "LockTradingImmediately", "LiquidateImmediately",
+    "AgreedOnLiqOnlyModeByAutoLiq", "AgreedOnLiquidationByAutoLiq",
+})
+TRADING_ACTIONS = frozenset({"Normal", "DisableAutoLiq", "PlaceAutoLiqOnHold"})
 DONE_STATUSES = frozenset({"Filled", "Completed", "Canceled", "Expired", "Rejected"})
 # An order still able to fill: what a flatten cancels (PendingCancel is already going).
 WORKING_STATUSES = frozenset({"Working", "PendingNew", "PendingReplace", "Suspended"})

@@ -44,6 +44,12 @@ FAULTS = (
     "cancel_rest",     # next placements fill 1 contract and the venue cancels the rest at once
     "part_hold",       # next placements fill 1 contract at once; the rest is held (as `hold`)
     "auth_refused",    # next logins are refused (wrong credentials)
+    "equity_5xx",      # next reads of the account's money answer HTTP 503 (ProjectX
+                       # Account/search, Tradovate's cash balance snapshot)
+    "no_prices",       # next price reads find none (ProjectX: History/retrieveBars answers
+                       # no bars; Tradovate: the cash balance snapshot carries no open P&L)
+    "risk_forbidden",  # next risk status reads are refused, HTTP 403, as for a login without
+                       # the permission to read them (Tradovate's accountRiskStatus)
 )
 
 
@@ -247,6 +253,12 @@ class LocalVenue(abc.ABC):
                 raise ValueError(f"contract {name!r} is not listed at the local venue")
             self.hidden.add(name)
         self.call(hide())
+
+    @abc.abstractmethod
+    def account_lock(self, account_external_id: str, locked: bool = True) -> None:
+        """The firm stops the account (`locked`), or lets it trade again: the venue's own
+        word that it may not trade (ProjectX `canTrade` false, Tradovate's liquidate-only
+        risk status), as a firm sets it on a breach. ValueError for an unknown account."""
 
     @abc.abstractmethod
     def positions(self, account_external_id: str) -> dict[str, int]:

@@ -12,6 +12,10 @@ the older version 0 (the `connectionId` only), and skipNegotiation (straight to 
 WebSocket, no `id`).
 
 Market orders fill at once at a fixed price per contract; the faults of `FAULTS` bend that.
+An account's `balance` (Account/search) is its starting $50,000 plus what its closing trades
+realised less every trade's fees, as the Gateway keeps it; `canTrade` turns false when the
+firm stops it (`account_lock`). History/retrieveBars aggregates the venue's own ticks: every
+price it was set to (`price_set`, the market moving) and every trade, at its time.
 """
 
 from __future__ import annotations
@@ -57,6 +61,10 @@ PRICES = {"CON.F.US.EP.Z26": 5000.25, "CON.F.US.MES.Z26": 5000.25,
           "CON.F.US.ENQ.Z26": 18000.5, "CON.F.US.MNQ.Z26": 18000.5}
 ADDED_PRICE = 100.25  # where a contract listed by `contract_add` fills
 ORDER_OPEN, ORDER_FILLED, ORDER_CANCELLED, ORDER_REJECTED = 1, 2, 3, 5
+STARTING_BALANCE = 50000.0
+# History/retrieveBars' `unit` -> the seconds of one (1 second ... 5 week; 6 month is by date).
+BAR_SECONDS = {1: 1, 2: 60, 3: 3600, 4: 86400, 5: 7 * 86400}
+MONTH_UNIT = 6
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -118,7 +126,14 @@ class ProjectXVenue(LocalVenue):
         self.tokens: dict[str, float] = {}  # token -> expiry (epoch seconds)
         self.contracts: dict[str, tuple[str, str, float, float]] = dict(CONTRACTS)
         self.hidden: set[str] = set()  # listed, traded, unknown to Contract/search(ById)
+        # listed, whose records carry no tickSize/tickValue (reference data without them)
+        self.ticks_unstated: set[str] = set()
         self.prices: dict[str, float] = dict(PRICES)
+        # contract id -> its ticks (epoch seconds, price, size; size 0: the market moved with
+        # no trade of this venue's), oldest first: what History/retrieveBars aggregates.
+        started = time.time()
+        self.ticks: dict[str, list[tuple[float, float, int]]] = {
+            cid: [(started, price, 0)] for cid, price in PRICES.items()}
         self.faults = FaultBook()
         self.calls: dict[str, int] = {}  # path -> how many requests (for assertions)
         self.hub_invocations: list[tuple[str, str, list[Any]]] = []  # (connection, target, args)
@@ -163,6 +178,7 @@ class ProjectXVenue(LocalVenue):
             "/api/Position/searchOpen": self._position_search,
             "/api/Position/closeContract": self._position_close,
             "/api/Trade/search": self._trade_search,
+            "/api/History/retrieveBars": self._bars,
             "/hubs/user/negotiate": self._negotiate,
         }
         for path, handler in routes.items():
@@ -198,7 +214,8 @@ class ProjectXVenue(LocalVenue):
     def account_add(self, name: str) -> str:
         async def add() -> str:
             account_id = next(self._ids)
-            self.accounts[account_id] = {"id": account_id, "name": name, "balance": 50000.0,
+            self.accounts[account_id] = {"id": account_id, "name": name,
+                                         "balance": STARTING_BALANCE,
                                          "canTrade": True, "isVisible": True,
                                          "simulated": True}
             return str(account_id)
@@ -276,8 +293,12 @@ class ProjectXVenue(LocalVenue):
         self._push("GatewayUserTrade", account_id, trade)
         return fill_id
 
-    def contract_add(self, name: str) -> None:
+    def contract_add(self, name: str, *, ticks_stated: bool = True) -> None:
+        """`ticks_stated` False: Contract/search(ById) answer its tickSize and tickValue as
+        null, as reference data that lacks them (its trades still realise in money)."""
         async def add() -> None:
+            if not ticks_stated:
+                self.ticks_unstated.add(name)
             if name in self.contracts:
                 return
             contract_name_check(name)
@@ -285,6 +306,7 @@ class ProjectXVenue(LocalVenue):
             tick_value = 0.25 * contract_point_value(name, 2.0)
             self.contracts[name] = (contract_id, f"{name} (listed locally)", 0.25, tick_value)
             self.prices[contract_id] = ADDED_PRICE
+            self.ticks[contract_id] = [(time.time(), ADDED_PRICE, 0)]
         self.call(add())
 
     def price_set(self, symbol: str, price: object) -> None:
@@ -293,8 +315,24 @@ class ProjectXVenue(LocalVenue):
         async def move() -> None:
             if symbol not in self.contracts:
                 raise ValueError(f"contract {symbol!r} is not listed at the local venue")
-            self.prices[self.contracts[symbol][0]] = value
+            contract_id = self.contracts[symbol][0]
+            self.prices[contract_id] = value
+            self.ticks[contract_id].append((time.time(), value, 0))
         self.call(move())
+
+    def account_lock(self, account_external_id: str, locked: bool = True) -> None:
+        async def lock() -> None:
+            account = self.accounts.get(int(account_external_id))
+            if account is None:
+                raise ValueError(f"no account {account_external_id} at the local venue")
+            account["canTrade"] = not locked
+        self.call(lock())
+
+    def balance(self, account_external_id: str) -> float:
+        """The account's balance as Account/search answers it (for assertions)."""
+        async def read() -> float:
+            return float(self.accounts[int(account_external_id)]["balance"])
+        return self.call(read())
 
     def positions(self, account_external_id: str) -> dict[str, int]:
         async def read() -> dict[str, int]:
@@ -511,15 +549,22 @@ class ProjectXVenue(LocalVenue):
 
     # --- accounts and contracts ---------------------------------------------------------
     async def _account_search(self, request: web.Request) -> web.Response:
+        """The login's accounts; `onlyActiveAccounts` leaves out those that may not trade.
+        The login's search is about every account of it: an account's `equity_5xx` is
+        spent by it."""
         body = await self._body(request)
+        if self.faults.take("equity_5xx", list(self.accounts)):
+            return web.Response(status=503, text="Service Unavailable")
         only_active = bool(body.get("onlyActiveAccounts"))
         return _ok(accounts=[dict(a) for a in self.accounts.values()
                              if a["canTrade"] or not only_active])
 
     def _contract(self, name: str) -> dict[str, Any]:
         contract_id, description, tick_size, tick_value = self.contracts[name]
+        stated = name not in self.ticks_unstated
         return {"id": contract_id, "name": name, "description": description,
-                "tickSize": tick_size, "tickValue": tick_value, "activeContract": True,
+                "tickSize": tick_size if stated else None,
+                "tickValue": tick_value if stated else None, "activeContract": True,
                 "symbolId": "F.US." + contract_id.split(".")[3]}
 
     async def _contract_search(self, request: web.Request) -> web.Response:
@@ -621,6 +666,9 @@ class ProjectXVenue(LocalVenue):
                  "price": price, "profitAndLoss": realized, "fees": round(0.37 * qty, 2),
                  "side": order["side"], "size": qty, "voided": False, "orderId": order["id"]}
         self.trade_book.append(trade)
+        self.ticks[order["contractId"]].append((time.time(), price, qty))
+        account = self.accounts[order["accountId"]]
+        account["balance"] = round(account["balance"] + (realized or 0.0) - trade["fees"], 2)
         if self.order_event_first:
             self._push_order(order)
         self._push("GatewayUserTrade", order["accountId"], trade)
@@ -731,6 +779,62 @@ class ProjectXVenue(LocalVenue):
         since = str(body.get("startTimestamp") or "")
         return _ok(trades=[dict(t) for t in self.trade_book if t["accountId"] == account_id
                            and self._after(t["creationTimestamp"], since)])
+
+    # --- market data ----------------------------------------------------------------------
+    async def _bars(self, request: web.Request) -> web.Response:
+        """History/retrieveBars: the contract's ticks from `startTime` to `endTime` in bars of
+        `unitNumber` units, `t` each bar's start, the bar still forming only with
+        `includePartialBar`, the newest `limit` of them. The Gateway does not document the
+        order of its bars: newest first here (a client must not rely on it)."""
+        body = await self._body(request)
+        asked = self._bars_asked(body)
+        if asked is None:
+            return web.Response(status=400, text="startTime, endTime, unit 1 to 6, and "
+                                "unitNumber and limit > 0 are required")
+        ticks = self.ticks.get(str(body.get("contractId")))
+        if ticks is None:
+            return _refusal(1, "Contract not found", bars=None)
+        if self._take("no_prices"):
+            return _ok(bars=[])
+        start, end, unit, number, limit = asked
+        buckets: dict[float, list[tuple[float, float, int]]] = {}
+        for tick in ticks:
+            if start <= tick[0] <= end:
+                buckets.setdefault(self._bar_start(tick[0], unit, number), []).append(tick)
+        if not body.get("includePartialBar"):
+            buckets.pop(self._bar_start(time.time(), unit, number), None)
+        bars = [self._bar(at, part) for at, part in sorted(buckets.items(), reverse=True)]
+        return _ok(bars=bars[:limit])
+
+    @staticmethod
+    def _bars_asked(body: dict[str, Any]) -> tuple[float, float, int, int, int] | None:
+        """A bars request's window (epoch seconds), unit, unitNumber and limit; None when
+        one is missing or out of range."""
+        try:
+            start, end = (dt.datetime.fromisoformat(str(body[k]).replace("Z", "+00:00"))
+                          .timestamp() for k in ("startTime", "endTime"))
+            unit, number, limit = (int(body[k]) for k in ("unit", "unitNumber", "limit"))
+        except (KeyError, TypeError, ValueError):
+            return None
+        if (unit not in BAR_SECONDS and unit != MONTH_UNIT) or number <= 0 or limit <= 0:
+            return None
+        return start, end, unit, number, limit
+
+    @staticmethod
+    def _bar(at: float, part: list[tuple[float, float, int]]) -> dict[str, Any]:
+        prices = [price for _t, price, _s in part]
+        return {"t": _iso(at), "o": prices[0], "h": max(prices), "l": min(prices),
+                "c": prices[-1], "v": sum(size for _t, _p, size in part)}
+
+    @staticmethod
+    def _bar_start(at: float, unit: int, number: int) -> float:
+        """The start (epoch seconds, UTC) of the bar that holds the moment `at`."""
+        if unit == MONTH_UNIT:
+            moment = dt.datetime.fromtimestamp(at, dt.UTC)
+            months = (moment.year * 12 + moment.month - 1) // number * number
+            return dt.datetime(months // 12, months % 12 + 1, 1, tzinfo=dt.UTC).timestamp()
+        width = BAR_SECONDS[unit] * number
+        return at // width * width
 
     # --- the user hub (SignalR JSON) -----------------------------------------------------
     async def _negotiate(self, request: web.Request) -> web.Response:

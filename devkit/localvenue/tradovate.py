@@ -12,7 +12,11 @@ What it reproduces, because the adapter has to survive each of these at the real
 - the socket: `o`, `h`, `a[...]`, `c[code,"reason"]` frames, `authorize`, the
   `user/syncrequest` snapshot, `props` pushes, a client silent too long is dropped, a
   connection quota per user that closes the OLDEST socket (shutdown
-  `ConnectionQuotaReached`) and revokes its token.
+  `ConnectionQuotaReached`) and revokes its token;
+- the account's money as the venue values it: the cash balance snapshot's `netLiq` is the
+  starting $50,000 plus what its fills realised plus its open positions at the contracts'
+  prices now (`openPnL`); its `accountRiskStatus` turns liquidate-only when the firm stops
+  it (`account_lock`).
 
 Users: each account gets a user (login) of its own unless `account_add(login=...)` puts it
 under an existing one; the socket quota and the auth rate limit are the user's, as at the
@@ -51,6 +55,7 @@ PRICES = {"ESZ6": 6_012.25, "MESZ6": 6_012.25, "NQZ6": 21_450.5, "MNQZ6": 21_450
 ADDED_PRICE = 100.25  # where a contract listed by `contract_add` fills
 PASSWORD = "local-venue-password"  # noqa: S105 - a local test server's fixed login, every user
 APP_SECRET = "local-venue-app-secret"  # noqa: S105
+STARTING_BALANCE = 50_000.0
 LOOKUP_PATHS = ("/command/list", "/command/deps", "/order/item", "/fill/deps")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -120,6 +125,7 @@ class TradovateVenue(LocalVenue):
             name: contract_point_value(name, 2.0) for name in CONTRACTS}
         # Realised P&L per account over the venue's trading day (here: its whole life).
         self._realized: dict[int, float] = {}
+        self._risk: dict[int, dict[str, Any]] = {}  # account id -> its AccountRiskStatus
         self._accounts: dict[int, dict[str, Any]] = {}
         self._orders: dict[int, dict[str, Any]] = {}
         self._versions: dict[int, dict[str, Any]] = {}
@@ -218,6 +224,9 @@ class TradovateVenue(LocalVenue):
                 "legalStatus": "Individual", "archived": False,
                 "timestamp": _iso(_now()),
             }
+            self._risk[account_id] = {"id": account_id, "adminAction": "Normal",
+                                      "adminTimestamp": None, "liquidateOnly": None,
+                                      "userTriggeredLiqOnly": False}
             return str(account_id)
         return self.call(add())
 
@@ -306,6 +315,18 @@ class TradovateVenue(LocalVenue):
                 raise ValueError(f"contract {symbol!r} is not listed at the local venue")
             self.prices[symbol] = value
         self.call(move())
+
+    def account_lock(self, account_external_id: str, locked: bool = True, *,
+                     action: str = "LiquidateOnlyModeImmediately") -> None:
+        """`action`: the admin action the firm's risk desk set (Tradovate's names)."""
+        async def lock() -> None:
+            status = self._risk.get(int(account_external_id))
+            if status is None:
+                raise ValueError(f"no account {account_external_id} at the local venue")
+            now = _iso(_now())
+            status.update(adminAction=action if locked else "Normal", adminTimestamp=now,
+                          liquidateOnly=now if locked else None)
+        self.call(lock())
 
     def positions(self, account_external_id: str) -> dict[str, int]:
         async def read() -> dict[str, int]:
@@ -498,6 +519,7 @@ class TradovateVenue(LocalVenue):
             ("POST", "/order/liquidateposition"): self._liquidate,
             ("POST", "/order/cancelorder"): self._cancel,
             ("POST", "/cashbalance/getcashbalancesnapshot"): self._cash_snapshot,
+            ("GET", "/accountriskstatus/deps"): self._risk_deps,
         }
 
     def _take(self, fault: str, scope: Iterable[int] = ()) -> bool:
@@ -596,15 +618,45 @@ class TradovateVenue(LocalVenue):
 
     async def _cash_snapshot(self, request: web.Request, token: _Token,
                              body: dict[str, Any]) -> web.Response:
-        """The account's cash balance snapshot: `realizedPnL` is what its fills realised."""
+        """The account's cash balance snapshot: `realizedPnL` is what its fills realised,
+        `openPnL` its open positions at the contracts' prices now (`no_prices`: null, as
+        a snapshot without a price for a held contract), `netLiq` the two on the cash."""
         account_id = body.get("accountId")
         if account_id not in self._mine(token):
             return web.json_response({"errorText": "Access is denied"})
+        if self._take("equity_5xx", {account_id}):
+            return web.Response(status=503, text="Service Unavailable")
         realized = round(self._realized.get(int(account_id), 0.0), 2)
+        cash = round(STARTING_BALANCE + realized, 2)
+        open_pnl: float | None = round(self._open_pnl(int(account_id)), 2)
+        if self._take("no_prices", {account_id}):
+            open_pnl = None
         return web.json_response({
-            "errorText": None, "totalCashValue": 50_000.0 + realized, "totalPnL": realized,
-            "initialMargin": 0.0, "maintenanceMargin": 0.0, "netLiq": 50_000.0 + realized,
-            "openPnL": 0.0, "realizedPnL": realized, "weekRealizedPnL": realized})
+            "errorText": None, "totalCashValue": cash, "totalPnL": realized,
+            "initialMargin": 0.0, "maintenanceMargin": 0.0,
+            "netLiq": None if open_pnl is None else round(cash + open_pnl, 2),
+            "openPnL": open_pnl, "realizedPnL": realized, "weekRealizedPnL": realized})
+
+    def _open_pnl(self, account_id: int) -> float:
+        """The account's open positions at the contracts' prices, against their average."""
+        names = {v: k for k, v in self.contracts.items()}
+        total = 0.0
+        for position in self._positions.values():
+            if position["accountId"] == account_id and position["netPos"]:
+                name = names[position["contractId"]]
+                total += ((self.prices[name] - position["netPrice"]) * position["netPos"]
+                          * self.point_values[name])
+        return total
+
+    async def _risk_deps(self, request: web.Request, token: _Token, body: Any
+                         ) -> web.Response:
+        """The account's AccountRiskStatus (`masterid`: the account); `risk_forbidden`: 403,
+        as for a login without the permission to read it."""
+        master = self._int_query(request, "masterid")
+        if self._take("risk_forbidden", {master}):
+            return web.Response(status=403, text="Access is denied")
+        status = self._risk.get(master)
+        return web.json_response([status] if status and master in self._mine(token) else [])
 
     @staticmethod
     def _int_query(request: web.Request, name: str) -> int:
