@@ -161,10 +161,14 @@ class VenueBrokerDriver:
     and read on an event loop of its own thread, as the listener keeps them."""
 
     def cash_set(self, account: TradingAccount, amount: Decimal) -> None:
+        """A local venue's accounts all start at its own starting balance: a guard's
+        starting balance must be that one."""
         from devkit.scenario import ScenarioError
 
-        raise ScenarioError(f"{account.name}: an account guard replays on the sim only "
-                            f"(the local venues' balances are not set by a scenario yet)")
+        start = Decimal(str(self.venue.starting_balance))
+        if amount != start:
+            raise ScenarioError(f"{account.name}: the local {self.venue.kind} accounts start "
+                                f"at {start:.2f}; a guard's starting_balance must be that")
 
     def __init__(self, venue: LocalVenue, symbols: list[str]) -> None:
         self.venue = venue

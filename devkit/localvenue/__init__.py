@@ -110,6 +110,7 @@ class LocalVenue(abc.ABC):
     """A venue on loopback. Start it, point an account's credentials at it, drive it."""
 
     kind: str  # the broker kind of the adapter that speaks to it
+    starting_balance: float  # every account's balance before its first fill
 
     def __init__(self) -> None:
         self._loop: asyncio.AbstractEventLoop | None = None

@@ -103,6 +103,7 @@ class _Hub:
 
 class ProjectXVenue(LocalVenue):
     kind = "projectx"
+    starting_balance = STARTING_BALANCE  # every account's, before its first fill
 
     def __init__(self, *, token_ttl: float = DEFAULT_TOKEN_TTL, rate_limit: int = 200,
                  rate_window: float = 60.0, ping_interval: float = 15.0) -> None:

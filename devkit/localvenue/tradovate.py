@@ -101,6 +101,7 @@ class TradovateVenue(LocalVenue):
     """Tradovate on loopback; every public method is safe to call from the test's thread."""
 
     kind = "tradovate"
+    starting_balance = STARTING_BALANCE  # every account's, before its first fill
 
     def __init__(self, *, ws_quota: int = 3, auth_per_minute: int = 10,
                  token_lifetime: float = 80 * 60, penalty_seconds: float = 1.0,
