@@ -24,6 +24,7 @@ COPY_FOLLOWERS = "copier.copy_followers"
 RETRY_FAILED_EXIT = "copier.retry_failed_exit"
 ORDERS_SETTLED = "copier.orders_settled"
 WORKING_ORDER_EXPIRE = "copier.working_order_expire"
+GUARD_READ = "copier.guard_read"
 
 
 def event_publish(event_id: int, *, about: str = "") -> None:
@@ -72,3 +73,10 @@ def working_order_expire_publish(order_id: int, *, countdown: float) -> None:
     """Cancel the order at the broker if it is still working when its time is up."""
     app.signature(WORKING_ORDER_EXPIRE).apply_async(
         (order_id,), countdown=countdown, argsrepr=f"order {order_id}")
+
+
+def guard_read_publish(account_id: int, *, about: str = "") -> None:
+    """The account's equity changed (its fill, the market): its guard reads it now, on the
+    copy queue, not at the next periodic check."""
+    app.signature(GUARD_READ).apply_async(
+        (account_id,), argsrepr=f"account {account_id}: {about}" if about else None)

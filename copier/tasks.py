@@ -78,6 +78,14 @@ def orders_settled(account_id: int, symbol: str) -> None:
         working.orders_settled_continue(account_id=account_id, symbol=symbol)
 
 
+@app.task(name=publisher.GUARD_READ)
+def guard_read(account_id: int) -> str:
+    """One guarded account's equity read and acted on (its fill or the market moved)."""
+    with log_context(task=publisher.GUARD_READ):
+        outcome = guard.guard_read(account_id)
+        return "not read" if outcome is None else outcome.state.value
+
+
 @app.task(name=publisher.WORKING_ORDER_EXPIRE)
 def working_order_expire(order_id: int) -> str:
     with log_context(task=publisher.WORKING_ORDER_EXPIRE):

@@ -212,8 +212,8 @@ class Replay:
         self.guarded = True
 
     def _guards_check(self) -> None:
-        """The guards read every equity change: after each price and each fill step, and
-        at each advance (the periodic check)."""
+        """The periodic check of every guard, at each advance (a fill and a price step
+        have the guards of the accounts they move read at once)."""
         if self.guarded:
             self._run(tasks.check_guards)
 
@@ -234,8 +234,6 @@ class Replay:
             self.crash_next = False
             self._crash_copy(account)
         self._pump(account)
-        self._settle()
-        self._guards_check()
 
     def _crash_copy(self, leader: TradingAccount) -> None:
         """The leader's fill is stored, then its copy dies after the broker executed the
@@ -259,7 +257,9 @@ class Replay:
     def _op_price(self, step: Step) -> None:
         """The market moves: the broker's orders in the symbol fill there from now on."""
         self.broker.price_set(step.args["symbol"], step.args["price"])
-        self._guards_check()
+        if self.guarded:  # the guards of the accounts holding it read them now
+            guard_service.market_moved(step.args["symbol"])
+            self._settle()
 
     def _op_outage(self, step: Step) -> None:
         account = self._account(step)

@@ -15,7 +15,8 @@ from copier.tasks import periodic
 
 # The copy path's tasks, on the default queue (and the bench's floor).
 COPY_TASKS = {publisher.PROCESS_EVENT, publisher.COPY_FOLLOWERS, publisher.RETRY_FAILED_EXIT,
-              publisher.ORDERS_SETTLED, publisher.WORKING_ORDER_EXPIRE, "copier.noop"}
+              publisher.ORDERS_SETTLED, publisher.WORKING_ORDER_EXPIRE, publisher.GUARD_READ,
+              "copier.noop"}
 
 
 def _queue_of(name: str) -> str:

@@ -22,14 +22,17 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from decimal import Decimal
 from typing import Any
 
 from django.db import transaction
 
+from accounts.models import Position
 from brokers.base import BrokerError, Equity
 from brokers.registry import adapter_for
+from copier import publisher
 from copier.alerts import alert_raise
 from copier.domain import guard
 from copier.domain.guard import GuardState, Trip
@@ -71,25 +74,58 @@ class GuardCheck:
 
 
 def guards_check() -> GuardCheck:
-    """Read every enabled guard's account and act on it; one account's failure never
-    stops the others' checks."""
+    """Read every enabled guard's account and act on it (the periodic backstop of the
+    reads an equity change publishes); one account's failure never stops the others'."""
     read = failed = locked = 0
     for row in AccountGuard.objects.filter(enabled=True).select_related("account").order_by(
             "account__name"):
-        try:
-            equity = adapter_for(row.account).equity_read()
-        except BrokerError as exc:
+        outcome = _read(row)
+        if outcome is None:
             failed += 1
-            reading_failed(row.account_id, exc.message)
-            continue
-        except Exception as exc:  # a bug in one adapter must not blind the other guards
-            log.exception("account guard: reading %s's equity failed", row.account)
-            failed += 1
-            reading_failed(row.account_id, f"{type(exc).__name__}: {exc}")
             continue
         read += 1
-        locked += reading_seen(row.account_id, equity).state == GuardState.LOCKED
+        locked += outcome.state == GuardState.LOCKED
     return GuardCheck(read, failed, locked)
+
+
+def guard_read(account_id: int) -> GuardOutcome | None:
+    """One guarded account read now (its equity changed); None when it has no enabled
+    guard or the read failed (kept on the row and alerted)."""
+    row = AccountGuard.objects.filter(account_id=account_id, enabled=True).select_related(
+        "account").first()
+    return None if row is None else _read(row)
+
+
+def _read(row: AccountGuard) -> GuardOutcome | None:
+    try:
+        equity = adapter_for(row.account).equity_read()
+    except BrokerError as exc:
+        reading_failed(row.account_id, exc.message)
+        return None
+    except Exception as exc:  # a bug in one adapter must not blind the other guards
+        log.exception("account guard: reading %s's equity failed", row.account)
+        reading_failed(row.account_id, f"{type(exc).__name__}: {exc}")
+        return None
+    return reading_seen(row.account_id, equity)
+
+
+def equity_changed(account_ids: Iterable[int], *, why: str) -> int:
+    """These accounts' equity changed (their fills; the stream router says so): each
+    one with an enabled guard is read now. Returns how many reads were published."""
+    guarded = list(AccountGuard.objects.filter(account_id__in=list(account_ids),
+                                               enabled=True).values_list("account_id",
+                                                                         flat=True))
+    for account_id in guarded:
+        publisher.guard_read_publish(account_id, about=why)
+    return len(guarded)
+
+
+def market_moved(symbol: str) -> int:
+    """A price of `symbol` moved at the sim (the sim's market is moved by a person, the
+    demo, the replay or the benchmark): every guarded account holding it is read now."""
+    holders = Position.objects.filter(symbol=symbol).exclude(qty=0).values_list(
+        "account_id", flat=True)
+    return equity_changed(holders, why=f"{symbol} moved")
 
 
 def guarded_followers(account_id: int) -> list[Follower]:

@@ -32,6 +32,7 @@ from brokers.registry import adapter_for
 from copier import sql
 from copier.domain import rules
 from copier.models import CopyGroup, Order, RefusedFill
+from copier.services.guard import equity_changed
 from copier.services.ingest import FillInput, leader_fill_ingest
 from copier.services.placement import order_fill_add, order_of_fill, order_settled
 from copier.services.positions import position_lock
@@ -89,6 +90,9 @@ def broker_events_handle(*, account: TradingAccount, events: list[BrokerEvent],
             connection_lost(account=account, reason=event.reason)
     # Statements of the broker's that no fill explained within the grace are due now.
     position_disagreements_settle(account=account)
+    if any(isinstance(event, Fill) for event in events):
+        # a fill moves the account's balance and position: its account guard reads it now
+        equity_changed([account.pk], why="fill")
     return handled
 
 

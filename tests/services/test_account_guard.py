@@ -341,3 +341,31 @@ def test_an_event_read_while_the_guard_stops_entries_holds_them_whatever_the_swi
     assert ("account guard locked (the venue stopped the account: liquidate only): entry "
             "buy 1 not copied") in held.detail
     assert broker_position(f, SYMBOL) == 0
+
+
+def test_a_fill_on_the_account_makes_its_guard_read_it_at_once(world):
+    """No periodic check here: the follower's own fill (copied from the leader) changes its
+    equity, and the stream router has its guard read it."""
+    leader, f = world
+    fill(leader, "buy", 2, "20000")
+    SimBroker.price_set(SYMBOL, "18900")  # nobody is told: -$4,400 open
+    assert guard_of(f).state == GuardState.OK
+    fill(leader, "buy", 1)  # copied: F buys 1 at 18,900
+    assert guard_of(f).state == GuardState.OK
+    connect(f)  # F's stream delivers that fill: its guard reads equity $45,600
+    row = guard_of(f)
+    assert (row.state, row.equity) == (GuardState.LOCKED, Decimal("45600.00"))
+    assert broker_position(f, SYMBOL) == 0
+
+
+def test_the_sims_market_moving_makes_the_guards_of_its_holders_read_at_once(world):
+    leader, f = world
+    other = account("F9")  # guarded, holds nothing: not read
+    AccountGuard.objects.create(account=other, starting_balance=Decimal(50000),
+                                drawdown=Decimal(2000))
+    fill(leader, "buy", 2, "20000")
+    SimBroker.price_set(SYMBOL, "19000")
+    assert guard.market_moved(SYMBOL) == 1
+    assert guard_of(f).state == GuardState.LOCKED
+    assert broker_position(f, SYMBOL) == 0
+    assert AccountGuard.objects.get(account=other).read_at is None
