@@ -15,7 +15,8 @@ the copier's own cost is the copy minus (bare task + one round trip). A venue
 answers the placement (acknowledged) before the copier reads the fill back;
 `copy_to_fill_known_ms` runs to that read, when the copier counts the fill.
 With `--private` it starts its own PostgreSQL and Redis (like the test
-harness) and removes them afterwards.
+harness) and removes them afterwards. `--guard` measures the account guard instead
+(devkit/guard_bench.py).
 """
 
 from __future__ import annotations
@@ -70,6 +71,10 @@ class Command(BaseCommand):
         parser.add_argument("--gap-ms", type=float, default=50.0,
                             help="idle time before each measured task, bare or copy: fills"
                                  " come seconds apart, so a copy starts on an idle worker")
+        parser.add_argument("--guard", action="store_true",
+                            help="instead of copies: the account guard flattening every "
+                                 "follower whose equity the market moved through its buffer "
+                                 "(devkit/guard_bench.py)")
         parser.add_argument("--broker", default="sim", choices=["sim", "projectx", "tradovate"],
                             help="where the accounts trade: the sim, or a local server that "
                                  "speaks the venue's protocol (real adapters and listener)")
@@ -84,7 +89,12 @@ class Command(BaseCommand):
         if options["private"]:
             self.stdout.write(self._private(options), ending="")
             return
-        report = Bench(options).run()
+        if options["guard"]:
+            from devkit.guard_bench import GuardBench
+
+            report = GuardBench(options).run()
+        else:
+            report = Bench(options).run()
         self.stdout.write(json.dumps(report, indent=1))
 
     def _private(self, options: dict[str, Any]) -> str:
@@ -103,6 +113,8 @@ class Command(BaseCommand):
                         "batch_size", "broker"):
                 if options[key] is not None:
                     argv += [f"--{key.replace('_', '-')}", str(options[key])]
+            if options["guard"]:
+                argv.append("--guard")
             done = subprocess.run(argv, env=env, capture_output=True, text=True, check=False)
         if done.returncode:
             raise CommandError(done.stderr.strip().splitlines()[-1] if done.stderr else "failed")
