@@ -198,8 +198,9 @@ def reading_seen(account_id: int, equity: Equity, *, now: dt.datetime | None = N
                            equity.balance + equity.open_pnl, judged.findings)
     if acts.resumed_ids:
         outcome = _resume_followers(outcome, acts.resumed_ids, by=f"{GUARD_BY} (new session)")
-    if acts.flatten:
-        result = killswitch.flatten(followers=guarded_followers(account_id), by=GUARD_BY)
+    followers = guarded_followers(account_id) if acts.flatten else []
+    if followers:  # an account no group copies to is the trader's own: alerted, not traded
+        result = killswitch.flatten(followers=followers, by=GUARD_BY)
         outcome = replace(outcome, flattened=_flattened(result))
     elif acts.stop:
         outcome = _stop_followers(outcome, account_id)

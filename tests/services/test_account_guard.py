@@ -369,3 +369,22 @@ def test_the_sims_market_moving_makes_the_guards_of_its_holders_read_at_once(wor
     assert guard_of(f).state == GuardState.LOCKED
     assert broker_position(f, SYMBOL) == 0
     assert AccountGuard.objects.get(account=other).read_at is None
+
+
+def test_an_account_no_group_copies_to_is_alerted_never_traded():
+    """A guard on the trader's own account (no follower): its line is watched and alerted,
+    but the copier sends it no order."""
+    own = account("OWN")
+    connect(own)
+    AccountGuard.objects.create(account=own, starting_balance=Decimal(50000),
+                                drawdown=Decimal(2000))
+    SimBroker(own).execute_fill(SYMBOL, Side.BUY, 1, price="20000")
+    SimBroker.price_set(SYMBOL, "19000")
+    check()
+    assert guard_of(own).state == GuardState.LOCKED
+    assert broker_position(own, SYMBOL) == 1
+    from copier.models import OperatorAction
+
+    assert not OperatorAction.objects.exists()  # no flatten recorded, none sent
+    assert "entries locked until a person resumes" in Alert.objects.get(
+        kind=AlertKind.GUARD).text
