@@ -111,13 +111,20 @@ def _read(row: AccountGuard) -> GuardOutcome | None:
 
 def equity_changed(account_ids: Iterable[int], *, why: str) -> int:
     """These accounts' equity changed (their fills; the stream router says so): each
-    one with an enabled guard is read now. Returns how many reads were published."""
+    one with an enabled guard is read now. Returns how many reads were published; one
+    that cannot be (Redis away) never stops the stream that saw the change."""
     guarded = list(AccountGuard.objects.filter(account_id__in=list(account_ids),
                                                enabled=True).values_list("account_id",
                                                                          flat=True))
+    published = 0
     for account_id in guarded:
-        publisher.guard_read_publish(account_id, about=why)
-    return len(guarded)
+        try:
+            publisher.guard_read_publish(account_id, about=why)
+            published += 1
+        except Exception:  # the broker (Redis) is away: the periodic check reads it
+            log.exception("could not enqueue account %s's guard read; the periodic check "
+                          "will", account_id)
+    return published
 
 
 def market_moved(symbol: str) -> int:

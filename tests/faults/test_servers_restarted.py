@@ -61,3 +61,31 @@ def test_postgresql_restarted_mid_stream_nothing_lost_or_doubled(
     with capsys.disabled():
         print(f"\n[postgres-restart] redispatch_rounds={rounds} "
               + " ".join(f"{k}={v}" for k, v in figures.items()))
+
+
+def test_redis_down_a_guarded_accounts_fill_still_goes_through_the_stream(redis_server):
+    """The guard read a fill publishes cannot be sent while Redis is away: the stream goes
+    on, the fill is recorded, and the periodic check reads the account once it is back."""
+    from decimal import Decimal
+
+    from brokers.sim import SimBroker
+    from copier.models import AccountGuard
+    from copier.services import guard
+    from copier.services.stream_events import broker_events_pump
+    from core.trading import Side
+    from tests.factories import account, connect, group
+
+    leader, f = account("L"), account("F")
+    group("g", leader, {f: "1"})
+    connect(leader, f)
+    AccountGuard.objects.create(account=f, starting_balance=Decimal(50000),
+                                drawdown=Decimal(2000))
+    redis_server.stop()
+    try:
+        SimBroker(f).execute_fill("MNQ", Side.BUY, 1, price="20000")  # by hand
+        assert broker_events_pump(account=f) == 1
+    finally:
+        redis_server.restart()
+    assert AccountGuard.objects.get(account=f).read_at is None
+    assert guard.guards_check().read == 1
+    assert AccountGuard.objects.get(account=f).equity == Decimal("50000.00")
