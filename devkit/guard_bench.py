@@ -19,7 +19,7 @@ from typing import Any
 
 from django.core.management.base import CommandError
 
-from devkit.management.commands.copier_bench import POLL_SECONDS, SYMBOL, Bench, percentiles
+from devkit.bench import POLL_SECONDS, SYMBOL, Bench, percentiles
 
 START, DRAWDOWN, BUFFER = Decimal(50000), Decimal(2000), Decimal(150)
 ENTRY, CRASH = Decimal(20000), Decimal(19000)  # 1,000 points x $2 = $2,000: inside the buffer

@@ -69,3 +69,22 @@ def test_bench_at_a_venue_measures_to_the_acknowledgement_and_to_the_fill_read_b
     assert all(v >= 0 for v in stages.values())
     assert report["venue_round_trip_ms"]["n"] == 50
     assert report["floor_p50_ms"] > 0
+
+
+@pytest.mark.slow
+def test_the_guard_bench_times_every_followers_flatten_from_the_price_move():
+    done = _bench("--private", "--guard", "--followers", "3")
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = json.loads(done.stdout)
+    assert (report["guarded_followers"], report["reads_published"], report["locked"]) == (
+        3, 3, 3)
+    sent = report["price_move_to_flatten_sent_ms"]
+    assert sent["n"] == 3  # one flatten order per follower
+    assert 0 < report["price_move_to_reading_kept_ms"]["p50"] <= sent["p50"] <= sent["max"]
+    assert report["last_flatten_sent_ms"] == sent["max"]
+
+
+def test_the_guard_bench_refuses_a_venue():
+    done = _bench("--guard", "--broker", "projectx")
+    assert done.returncode != 0
+    assert "--guard runs at the sim" in done.stderr
