@@ -4,6 +4,7 @@ the copier refused)."""
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any
 
 from axes.models import AccessAttempt
@@ -596,6 +597,11 @@ class AccountGuardForm(forms.ModelForm):
                   "rules: check them against the firm's page, then set 'checked on'.")
     source_url = forms.URLField(label="source", required=False, assume_scheme="https",
                                 help_text="The firm's public page the numbers are from.")
+    buffer_percent = forms.DecimalField(
+        label="or buffer as % of the drawdown", required=False, min_value=Decimal("0.01"),
+        max_value=Decimal("99.99"), decimal_places=2,
+        help_text="e.g. 7.5: the buffer is 7.5 % of the drawdown ($150 on $2,000); replaces "
+                  "the buffer above.")
     line_now = forms.DecimalField(
         label="set the line now", required=False, max_digits=14, decimal_places=2,
         help_text="Where the firm shows the account's line today, when the copier did not "
@@ -619,6 +625,9 @@ class AccountGuardForm(forms.ModelForm):
         data = self.cleaned_data
         if data.get("apply_preset"):
             data.update(_preset_fields(presets.BY_KEY[data["apply_preset"]]))
+        if data.get("buffer_percent") is not None and data.get("drawdown") is not None:
+            data["buffer"] = (data["drawdown"] * data["buffer_percent"] / 100).quantize(
+                Decimal("0.01"))
         for name in ("starting_balance", "drawdown", "drawdown_model"):
             if data.get(name) in (None, "") and name not in self.errors:
                 self.add_error(name, "Required (or fill it from a firm's preset).")
@@ -667,7 +676,7 @@ class AccountGuardAdmin(AuditedAdmin, KillSwitchActions, admin.ModelAdmin):
                            ("preset", "source_url", "checked_on"), "preset_note"]}),
         ("The firm's line", {"fields": [
             ("starting_balance", "drawdown"), ("drawdown_model", "trail_stop"),
-            ("buffer", "warn"), "line_now"],
+            ("buffer", "buffer_percent", "warn"), "line_now"],
             "description": "The guard flattens and locks the follower at line + buffer, "
                            "alerts at line + warning distance; exits are never held."}),
         ("More of the firm's rules (empty: none)", {"fields": [

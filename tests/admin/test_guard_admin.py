@@ -141,3 +141,14 @@ def test_without_a_preset_the_firms_numbers_are_required(client):
     page = client.post(reverse("admin:copier_accountguard_add"), data)
     assert "Required (or fill it from a firm&#x27;s preset)." in page.content.decode()
     assert not AccountGuard.objects.exists()
+
+
+def test_the_buffer_may_be_a_fraction_of_the_drawdown(client):
+    page = client.post(reverse("admin:copier_accountguard_add"),
+                       _post(account("F"), buffer_percent="7.5"))
+    assert page.status_code == 302, page.content.decode()[:3000]
+    assert AccountGuard.objects.get().buffer == Decimal("150.00")  # 7.5 % of $2,000
+    page = client.post(reverse("admin:copier_accountguard_add"),
+                       _post(account("G"), buffer_percent="120"))
+    assert "Ensure this value is less than or equal to 99.99." in page.content.decode()
+    assert AccountGuard.objects.count() == 1

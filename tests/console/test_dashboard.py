@@ -279,6 +279,9 @@ def test_a_guarded_follower_shows_its_room_above_the_line_as_a_coloured_bar(boss
     assert "equity $50,000.00, line $48,000.00, $2,000.00 above it (buffer $150.00)" in card
     assert "topstep-50k" in card
     assert "numbers never checked" in card
+    Follower.objects.filter(pk=world.ok.pk).update(daily_loss_limit=500)
+    card = _card(boss.get("/").content.decode(), world.ok)
+    assert "daily loss limit 500.00 realised (lock)" in card  # today's limit, in the profile
     AccountGuard.objects.filter(pk=g.pk).update(equity=Decimal(48300))  # inside the warning
     card = _card(boss.get("/").content.decode(), world.ok)
     assert 'data-status="amber"' in card
