@@ -103,10 +103,11 @@ _: Any = object()
 
 # The account guard's columns that only the admin reads, by name in its form's and its
 # fieldsets' field lists (copier.admin.AccountGuardAdmin): a person reads them there; the
-# form's preset choice, which Django reads by its field name (cleaned_data).
+# form's preset choice and buffer percentage, which Django reads by their field names
+# (cleaned_data).
 # (`preset` and `source_url` are read in plain sight by copier.domain.presets and its tests.)
 (
-    _.equity_source, _.resumed_at, _.apply_preset,
+    _.equity_source, _.resumed_at, _.apply_preset, _.buffer_percent,
 )
 
 # Dead, to be deleted: the dashboard card's `latency_at` (the last copy's time) is set
