@@ -256,6 +256,22 @@ class OrderUpdate:
 
 
 @dataclass(frozen=True, slots=True)
+class AccountChanged:
+    """The venue says the account's money or standing changed (its balance, its cash
+    balance, its risk status, whether the firm lets it trade), as some venues stream it.
+
+    It carries no amounts: the account guard reads the equity again (`equity_read`, the
+    one place that values it) rather than trusting a pushed figure the read could
+    contradict. `why`: what the venue pushed, for the log; `can_trade`: the venue's word
+    that the firm still lets the account trade (False: stopped), where the record says
+    (None: it does not, or not readably), so that a firm's stop shows where it arrived.
+    """
+
+    why: str
+    can_trade: bool | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class ConnectionLost:
     reason: str = ""
 
@@ -366,7 +382,8 @@ def unreadable(kind: Literal["fill", "position"], record: object, exc: Exception
 
 # No "connection restored" event: the listener's next turn reconnects an account that is
 # not connected, and only the positions read then say the connection is back.
-BrokerEvent = Fill | PositionUpdate | OrderUpdate | ConnectionLost | Unreadable
+BrokerEvent = (Fill | PositionUpdate | OrderUpdate | AccountChanged | ConnectionLost
+               | Unreadable)
 
 
 class BrokerStream(abc.ABC):

@@ -8,6 +8,10 @@ One update per order id and stream; an order push comes with every trade of it, 
 whether before or after the trade is not documented (the local Gateway does either).
 Trades (`GatewayUserTrade`) are the fills, positions (`GatewayUserPosition`) the
 positions; a record it cannot read is delivered as `Unreadable`, never raised.
+An account push (`GatewayUserAccount`, Account/search's shape: `id`, `balance`,
+`canTrade`) of this account says `AccountChanged`, with `canTrade`; its balance is left to
+the guard's own read. `SubscribeAccounts` covers every account of the login: another
+account's push says nothing here, and one whose `id` cannot be read is skipped (logged).
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from websockets.exceptions import InvalidStatus
 
 from brokers.base import (
     RECORD_ERRORS,
+    AccountChanged,
     BrokerAdapter,
     BrokerError,
     BrokerEvent,
@@ -272,21 +277,48 @@ class ProjectXStream(BrokerStream):
         events: list[BrokerEvent] = []
         for argument in record.get("arguments") or []:
             data = argument.get("data", argument) if isinstance(argument, dict) else None
-            if not isinstance(data, dict) or data.get("accountId") not in (None,
-                                                                          self._account_id):
-                continue
-            if target == "GatewayUserOrder" and isinstance(data.get("id"), int):
-                self._tags[data["id"]] = data.get("customTag")
-                update = await self._order_update(data)
-                if update is not None:
-                    events.append(update)
-            elif target == "GatewayUserTrade":
-                fill = await self._trade_event(data)
-                if fill is not None:
-                    events.append(fill)
-            elif target == "GatewayUserPosition":
-                events.append(await self._position_event(data))
+            event = await self._event(target, data)
+            if event is not None:
+                events.append(event)
         return events
+
+    async def _event(self, target: object, data: object) -> BrokerEvent | None:
+        """One pushed record as the copier's event; None: not this account's, or nothing
+        the copier takes from it."""
+        if target == "GatewayUserAccount":  # keyed by its `id`, not an `accountId`
+            return self._account_changed(data)
+        if not isinstance(data, dict) or data.get("accountId") not in (None, self._account_id):
+            return None
+        if target == "GatewayUserOrder" and isinstance(data.get("id"), int):
+            self._tags[data["id"]] = data.get("customTag")
+            return await self._order_update(data)
+        if target == "GatewayUserTrade":
+            return await self._trade_event(data)
+        if target == "GatewayUserPosition":
+            return await self._position_event(data)
+        return None
+
+    def _account_changed(self, data: object) -> AccountChanged | None:
+        """This account's balance or standing changed. A record without a whole-number `id`
+        cannot be this account's for sure: skipped and logged, never raised (the guard's
+        periodic check reads the account all the same). A `canTrade` that is not a boolean
+        is not taken for a word either way (None)."""
+        account = data.get("id") if isinstance(data, dict) else None
+        if (not isinstance(data, dict) or isinstance(account, bool)
+                or not isinstance(account, int)):
+            log.warning("ProjectX account %s: an account update it cannot read was skipped "
+                        "(%.80r)", self._account_id, data)
+            return None
+        if account != self._account_id:
+            return None
+        can_trade = data.get("canTrade")
+        if not isinstance(can_trade, bool):
+            if can_trade is not None:
+                log.warning("ProjectX account %s: canTrade %.40r is not a boolean",
+                            self._account_id, can_trade)
+            can_trade = None
+        return AccountChanged(why="account update: canTrade false" if can_trade is False
+                              else "account update", can_trade=can_trade)
 
     async def _trade_event(self, data: Mapping[str, Any]) -> Fill | Unreadable | None:
         """A trade as the copier's fill; one it cannot read is delivered as such (refused

@@ -26,8 +26,9 @@ A ticket with `p-captcha` cannot be cleared by a program: about an hour.
 Equity (`equity_read`) is the venue's own valuation: the cash balance snapshot's `netLiq`
 and `openPnL` (the balance is their difference, so the guard's equity is `netLiq`, the
 number a firm on Tradovate trails), the contracts from /position/list, and the account's
-`accountRiskStatus` for the firm's stop. The stream's `cashBalance` entities carry the same
-numbers; the guard reads on its own timer, outside the listener, so it asks REST.
+`accountRiskStatus` for the firm's stop. The stream's `cashBalance` and `accountRiskStatus`
+pushes only say that these changed (`AccountChanged`): the guard reads outside the listener,
+so it asks REST, and its numbers have one source.
 """
 
 from __future__ import annotations
@@ -70,11 +71,10 @@ from brokers.tradovate import credentials
 from brokers.tradovate.records import (
     CAPTCHA_WAIT,
     LABEL,
-    STOPPING_ACTIONS,
-    TRADING_ACTIONS,
     WORKING_STATUSES,
     accounts_named,
     refusal,
+    risk_standing,
     settlement,
     side_of,
     time_of,
@@ -574,15 +574,7 @@ class TradovateBroker(BrokerAdapter):
             rows, list) else None
         if status is None:
             return None, ""
-        action, since = status.get("adminAction"), status.get("liquidateOnly")
-        if action in STOPPING_ACTIONS:
-            return False, f"adminAction {action}"
-        if since:
-            who = " by the user" if status.get("userTriggeredLiqOnly") is True else ""
-            return False, f"liquidate-only{who} since {venue_text(since, 40)}"
-        if action is None or action in TRADING_ACTIONS:
-            return True, ""
-        return None, ""
+        return risk_standing(status)
 
     def flatten(self, symbol: str) -> None:
         answer = self._call("POST", "/order/liquidateposition", body={

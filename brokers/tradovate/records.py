@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+from collections.abc import Mapping
 from typing import Any
 
 from brokers.base import (
@@ -38,6 +39,25 @@ STOPPING_ACTIONS = frozenset({
     "AgreedOnLiqOnlyModeByAutoLiq", "AgreedOnLiquidationByAutoLiq",
 })
 TRADING_ACTIONS = frozenset({"Normal", "DisableAutoLiq", "PlaceAutoLiqOnHold"})
+
+
+def risk_standing(status: Mapping[str, Any]) -> tuple[bool | None, str]:
+    """Whether an `accountRiskStatus` lets the account trade, and why not: False under a
+    stopping admin action or liquidate-only, True under a trading one, None (it says
+    nothing) under an action the copier does not know, or one that is not a name at all.
+    The adapter's read and the stream's push of the entity are judged alike."""
+    action, since = status.get("adminAction"), status.get("liquidateOnly")
+    named = action if isinstance(action, str) else ""
+    if named in STOPPING_ACTIONS:
+        return False, f"adminAction {named}"
+    if since:
+        who = " by the user" if status.get("userTriggeredLiqOnly") is True else ""
+        return False, f"liquidate-only{who} since {venue_text(since, 40)}"
+    if action is None or named in TRADING_ACTIONS:
+        return True, ""
+    return None, ""
+
+
 DONE_STATUSES = frozenset({"Filled", "Completed", "Canceled", "Expired", "Rejected"})
 # An order still able to fill: what a flatten cancels (PendingCancel is already going).
 WORKING_STATUSES = frozenset({"Working", "PendingNew", "PendingReplace", "Suspended"})

@@ -6,6 +6,12 @@ The stream says when one of the account's orders settles (`OrderUpdate`), from t
 `orderQty`, its client id its New `command`'s `clOrdId` (both pushed with the order, or
 in the syncrequest's snapshot; asked over REST if not seen), and what a cancelled one
 filled is read from its fills (`/fill/deps`), which a cancel's push does not carry.
+
+The account's money and standing: a `cashBalance` push (its `accountId`) or an
+`accountRiskStatus` push (keyed by the account's `id`, one per account) of this account
+says `AccountChanged`, with the firm's stop read from the risk status as the adapter reads
+it (`risk_standing`); their amounts are left to the guard's own read. One whose account
+cannot be read is skipped, as an unreadable order record is.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from websockets.asyncio.client import ClientConnection
 
 from brokers.base import (
     RECORD_ERRORS,
+    AccountChanged,
     BrokerEvent,
     BrokerStream,
     Fill,
@@ -36,6 +43,7 @@ from brokers.tradovate.records import (
     CAPTCHA_WAIT,
     DONE_STATUSES,
     LABEL,
+    risk_standing,
     settlement,
     side_of,
     time_of,
@@ -225,10 +233,11 @@ class TradovateStream(BrokerStream):
         try:
             await self._entity(entity_type, entity)
         except RECORD_ERRORS as exc:
-            # An order, version or command record it cannot read (fills and positions are
-            # delivered as Unreadable before this): skipped, never a reconnect. A fill of
-            # that order asks the venue for its account and client id, as when the record
-            # never came.
+            # An order, version, command or account record it cannot read (fills and
+            # positions are delivered as Unreadable before this): skipped, never a
+            # reconnect. A fill of that order asks the venue for its account and client
+            # id, as when the record never came; the guard's periodic check reads the
+            # account's money all the same.
             log.warning("%s stream: %s record skipped, unreadable (%s: %s)", LABEL,
                         entity_type, type(exc).__name__, exc)
 
@@ -245,8 +254,24 @@ class TradovateStream(BrokerStream):
             event = await self._fill_event(entity)
         elif entity_type == "position" and entity.get("accountId") == self._account:
             event = await self._position_event(entity)
+        elif entity_type in ("cashBalance", "accountRiskStatus"):
+            event = self._account_changed(entity_type, entity)
         if event is not None:
             self._pending.append(event)
+
+    def _account_changed(self, entity_type: object, entity: dict[str, Any]
+                         ) -> AccountChanged | None:
+        """This account's cash balance or risk status changed; another account's (the
+        user's socket carries them all) says nothing here. An account id that is not a
+        whole number raises ValueError: the record is skipped (`_message`)."""
+        key = "accountId" if entity_type == "cashBalance" else "id"
+        if whole(entity.get(key), key) != self._account:
+            return None
+        if entity_type == "cashBalance":
+            return AccountChanged(why="cash balance")
+        can_trade, why = risk_standing(entity)
+        return AccountChanged(why=f"risk status: {why}" if why else "risk status",
+                              can_trade=can_trade)
 
     async def _fill_event(self, entity: dict[str, Any]) -> Fill | Unreadable | None:
         """A fill of the account as the copier's; one it cannot read is delivered as such

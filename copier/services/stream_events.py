@@ -2,7 +2,9 @@
 
 `broker_events_handle` takes one batch off an account's stream and hands every fill
 to ingestion (leader) or to the follower's confirmed position, and every order the
-venue settled to the copier's Order row (`order_update_record`); `copier_listen`
+venue settled to the copier's Order row (`order_update_record`); a batch whose fills or
+whose venue's account news (`AccountChanged`) moved the account's equity asks its guard
+for one read (`guard.equity_changed`); `copier_listen`
 (copier.stream.process) calls it for every batch its streams return. `broker_events_pump`
 is one synchronous poll turn of the sim's stream, for replay and the benchmark,
 which step the sim themselves.
@@ -20,6 +22,7 @@ from django.db import transaction
 from accounts.models import ConnectionState, FollowerFill, Position, TradingAccount
 from accounts.symbols import normalise_symbol
 from brokers.base import (
+    AccountChanged,
     BrokerEvent,
     ConnectionLost,
     Fill,
@@ -84,16 +87,41 @@ def broker_events_handle(*, account: TradingAccount, events: list[BrokerEvent],
             position_update_record(account=account, update=event, is_leader=is_leader)
         elif isinstance(event, OrderUpdate):
             order_update_record(account=account, update=event)
+        elif isinstance(event, AccountChanged):
+            account_changed_note(account=account, change=event)
         elif isinstance(event, Unreadable):
             unreadable_refuse(account=account, record=event, is_leader=is_leader)
         elif isinstance(event, ConnectionLost):
             connection_lost(account=account, reason=event.reason)
     # Statements of the broker's that no fill explained within the grace are due now.
     position_disagreements_settle(account=account)
-    if any(isinstance(event, Fill) for event in events):
-        # a fill moves the account's balance and position: its account guard reads it now
-        equity_changed([account.pk], why="fill")
+    why = equity_moved_why(events)
+    if why:
+        equity_changed([account.pk], why=why)
     return handled
+
+
+def equity_moved_why(events: list[BrokerEvent]) -> str:
+    """Why the batch moved the account's equity ("": it did not): its fills (the balance
+    and the position) and what the venue said of the account's money or standing. One
+    guard read covers the whole batch, so the reasons are said together, each once."""
+    reasons: dict[str, None] = {}
+    for event in events:
+        if isinstance(event, Fill):
+            reasons["fill"] = None
+        elif isinstance(event, AccountChanged):
+            reasons[event.why or "account changed"] = None
+    return ", ".join(reasons)
+
+
+def account_changed_note(*, account: TradingAccount, change: AccountChanged) -> None:
+    """The venue's word on the account, for the log: its stop where it arrived (the guard's
+    read decides what to do with it, from the venue's own answer)."""
+    if change.can_trade is False:
+        log.warning("%s: the venue says the firm stopped the account (%s); its guard reads "
+                    "it now", account.name, change.why)
+    else:
+        log.debug("%s: %s from the venue", account.name, change.why)
 
 
 def account_is_leader(account: TradingAccount) -> bool:

@@ -14,7 +14,9 @@ WebSocket, no `id`).
 Market orders fill at once at a fixed price per contract; the faults of `FAULTS` bend that.
 An account's `balance` (Account/search) is its starting $50,000 plus what its closing trades
 realised less every trade's fees, as the Gateway keeps it; `canTrade` turns false when the
-firm stops it (`account_lock`). History/retrieveBars aggregates the venue's own ticks: every
+firm stops it (`account_lock`). Either change pushes `GatewayUserAccount` (the account as
+Account/search has it) to every socket that invoked `SubscribeAccounts`, which is about all
+the login's accounts. History/retrieveBars aggregates the venue's own ticks: every
 price it was set to (`price_set`, the market moving) and every trade, at its time.
 """
 
@@ -327,6 +329,7 @@ class ProjectXVenue(LocalVenue):
             if account is None:
                 raise ValueError(f"no account {account_external_id} at the local venue")
             account["canTrade"] = not locked
+            self._push_account(account)
         self.call(lock())
 
     def balance(self, account_external_id: str) -> float:
@@ -676,6 +679,7 @@ class ProjectXVenue(LocalVenue):
         if not self.order_event_first:
             self._push_order(order)
         self._push("GatewayUserPosition", order["accountId"], position)
+        self._push_account(account)
         return trade
 
     def _position_move(self, account_id: int, contract_id: str, delta: int,
@@ -948,13 +952,24 @@ class ProjectXVenue(LocalVenue):
         return ""
 
     def _push(self, target: str, account_id: int, data: dict[str, Any]) -> None:
-        self._activity_note(account_id)
         kind = {"GatewayUserOrder": "orders", "GatewayUserTrade": "trades",
                 "GatewayUserPosition": "positions"}[target]
+        self._push_frame(target, account_id, dict(data),
+                         lambda hub: account_id in getattr(hub, kind))
+
+    def _push_account(self, account: dict[str, Any]) -> None:
+        """The account's record to the sockets subscribed to accounts (all the login's)."""
+        self._push_frame("GatewayUserAccount", account["id"], dict(account),
+                         lambda hub: hub.accounts)
+
+    def _push_frame(self, target: str, account_id: int, data: object,
+                    subscribed: Callable[[_Hub], bool]) -> None:
+        """`data` as one `target` event to every open socket `subscribed` says wants it."""
+        self._activity_note(account_id)
         frame = json.dumps({"type": 1, "target": target,
-                            "arguments": [{"action": 1, "data": dict(data)}]}) + RS
+                            "arguments": [{"action": 1, "data": data}]}) + RS
         for hub in list(self._hubs.values()):
-            if account_id in getattr(hub, kind) and not hub.ws.closed:
+            if subscribed(hub) and not hub.ws.closed:
                 hub.outbox.put_nowait(frame)  # one writer per socket keeps the order
 
     def _push_order(self, order: dict[str, Any]) -> None:

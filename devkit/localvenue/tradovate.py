@@ -16,7 +16,8 @@ What it reproduces, because the adapter has to survive each of these at the real
 - the account's money as the venue values it: the cash balance snapshot's `netLiq` is the
   starting $50,000 plus what its fills realised plus its open positions at the contracts'
   prices now (`openPnL`); its `accountRiskStatus` turns liquidate-only when the firm stops
-  it (`account_lock`).
+  it (`account_lock`); the socket pushes the account's `cashBalance` entity after each of
+  its fills and its `accountRiskStatus` when the firm stops or frees it.
 
 Users: each account gets a user (login) of its own unless `account_add(login=...)` puts it
 under an existing one; the socket quota and the auth rate limit are the user's, as at the
@@ -327,6 +328,7 @@ class TradovateVenue(LocalVenue):
             now = _iso(_now())
             status.update(adminAction=action if locked else "Normal", adminTimestamp=now,
                           liquidateOnly=now if locked else None)
+            self._push(int(account_external_id), "accountRiskStatus", "Updated", status)
         self.call(lock())
 
     def positions(self, account_external_id: str) -> dict[str, int]:
@@ -627,8 +629,7 @@ class TradovateVenue(LocalVenue):
             return web.json_response({"errorText": "Access is denied"})
         if self._take("equity_5xx", {account_id}):
             return web.Response(status=503, text="Service Unavailable")
-        realized = round(self._realized.get(int(account_id), 0.0), 2)
-        cash = round(STARTING_BALANCE + realized, 2)
+        realized, cash = self._cash(int(account_id))
         open_pnl: float | None = round(self._open_pnl(int(account_id)), 2)
         if self._take("no_prices", {account_id}):
             open_pnl = None
@@ -637,6 +638,20 @@ class TradovateVenue(LocalVenue):
             "initialMargin": 0.0, "maintenanceMargin": 0.0,
             "netLiq": None if open_pnl is None else round(cash + open_pnl, 2),
             "openPnL": open_pnl, "realizedPnL": realized, "weekRealizedPnL": realized})
+
+    def _cash(self, account_id: int) -> tuple[float, float]:
+        """What the account's fills realised, and its cash: the start plus that."""
+        realized = round(self._realized.get(account_id, 0.0), 2)
+        return realized, round(STARTING_BALANCE + realized, 2)
+
+    def _cash_balance(self, account_id: int) -> dict[str, Any]:
+        """The account's CashBalance entity, as the socket pushes it (the snapshot's
+        `netLiq` and `openPnL` are not in it: those are the cash balance snapshot's)."""
+        realized, cash = self._cash(account_id)
+        now = _now()
+        return {"id": account_id, "accountId": account_id, "timestamp": _iso(now),
+                "tradeDate": _trade_date(now), "currencyId": 1, "amount": cash,
+                "realizedPnL": realized, "weekRealizedPnL": realized}
 
     def _open_pnl(self, account_id: int) -> float:
         """The account's open positions at the contracts' prices, against their average."""
@@ -895,6 +910,8 @@ class TradovateVenue(LocalVenue):
         self._push(order["accountId"], "fill", "Created", fill)
         self._push(order["accountId"], "position", "Updated", position)
         self._push(order["accountId"], "order", "Updated", order)
+        self._push(order["accountId"], "cashBalance", "Updated",
+                   self._cash_balance(order["accountId"]))
         return int(fill["id"])
 
     # --- the socket -------------------------------------------------------------------------
@@ -1016,7 +1033,7 @@ class TradovateVenue(LocalVenue):
                                if r["commandId"] in command_ids],
             "executionReports": [],
             "fills": [f for f in self._fills.values() if f["orderId"] in ids],
-            "cashBalances": [],
+            "cashBalances": [self._cash_balance(a) for a in sorted(mine)],
             "contracts": [self._contract(n) for n in self.contracts if n not in self.hidden],
         }
 

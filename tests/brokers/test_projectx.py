@@ -474,8 +474,8 @@ def test_dropped_stream_raises_and_a_new_one_resubscribes_without_replay(venue, 
         stream = px.stream(_session(px))
         await stream.open()
         await asyncio.to_thread(venue.trade, ext(px), "ESZ6", "buy", 1)
-        await events_take(stream, 3)  # the order's settlement, the fill, the position
-        await asyncio.to_thread(venue.streams_drop)
+        await events_take(stream, 4)  # the order's settlement, the fill, the position,
+        await asyncio.to_thread(venue.streams_drop)  # the account (its balance less fees)
         with pytest.raises(TransientBrokerError, match="closed"):
             await events_take(stream, 1)
         await stream.close()

@@ -13,6 +13,7 @@ import pytest
 
 from accounts.models import TradingAccount
 from brokers.base import (
+    AccountChanged,
     BrokerError,
     Fill,
     OrderOutcomeUnknown,
@@ -445,12 +446,13 @@ def test_stream_only_delivers_the_accounts_own_events_once(
         try:
             await asyncio.to_thread(venue.trade, other.external_id, "ESZ6", "buy", 1)
             await asyncio.to_thread(venue.trade, broker.account.external_id, "NQZ6", "sell", 1)
-            got = await _events(stream, 3)  # the fill, the position, the order's settlement
+            # the fill, the position, the order's settlement, the cash balance
+            got = await _events(stream, 4)
             fill = next(e for e in got if isinstance(e, Fill))
             # The same fill entity pushed again (a replay) is not delivered twice.
             await asyncio.to_thread(venue.fill_replay, fill.fill_id)
             await asyncio.to_thread(venue.trade, broker.account.external_id, "NQZ6", "buy", 1)
-            got += await _events(stream, 3)
+            got += await _events(stream, 4)
             return got
         finally:
             await stream.close()
@@ -462,6 +464,9 @@ def test_stream_only_delivers_the_accounts_own_events_once(
     assert [e.qty for e in events if isinstance(e, PositionUpdate)] == [-1, 0]
     assert [(e.status, e.qty) for e in events if isinstance(e, OrderUpdate)] == [
         ("filled", 1), ("filled", 1)]  # the other account's order is not said
+    # nor its cash balance
+    assert [e for e in events if isinstance(e, AccountChanged)] == [
+        AccountChanged("cash balance")] * 2
 
 
 def test_failed_authorize_raises_without_hanging(venue: TradovateVenue,
@@ -713,10 +718,10 @@ def test_a_trade_given_its_fill_id_again_is_delivered_again_and_moves_nothing(
         await stream.open()
         try:
             first = await asyncio.to_thread(venue.trade, ext, "ESZ6", "buy", 1)
-            got = await _events(stream, 2)
+            got = await _events(stream, 4)  # the fill, the position, the order, the cash
             assert await asyncio.to_thread(venue.trade, ext, "ESZ6", "buy", 1, first) == first
             await asyncio.to_thread(venue.trade, ext, "NQZ6", "sell", 1)
-            return got + await _events(stream, 2)
+            return got + await _events(stream, 4)
         finally:
             await stream.close()
 
@@ -825,11 +830,11 @@ def test_the_stream_says_when_an_order_settles_once_after_its_fills(
             venue.inject("hold", account_external_id=ext)
             await asyncio.to_thread(broker.place_order, order("cp-s1", "sell", 3))
             await asyncio.to_thread(venue.held_fill, ext, 1)
-            got = await _events(stream, 2)
+            got = await _events(stream, 3)  # the fill, the position, the cash balance
             await asyncio.to_thread(venue.held_cancel, ext)
             got += await _events(stream, 1)
             await asyncio.to_thread(broker.place_order, order("cp-s2", "buy", 1))
-            return got + await _events(stream, 3)
+            return got + await _events(stream, 4)
         finally:
             await stream.close()
 

@@ -388,3 +388,35 @@ def test_an_account_no_group_copies_to_is_alerted_never_traded():
     assert not OperatorAction.objects.exists()  # no flatten recorded, none sent
     assert "entries locked until a person resumes" in Alert.objects.get(
         kind=AlertKind.GUARD).text
+
+
+def test_the_venues_word_on_the_account_makes_its_guard_read_it_once_a_batch(
+        world, monkeypatch):
+    """A batch with the venue's account news (and a fill) publishes one guard read for a
+    guarded account, saying every reason once; an unguarded account's news publishes none."""
+    from brokers.base import AccountChanged, Fill
+    from copier import publisher
+    from copier.services.stream_events import broker_events_handle
+
+    _leader, f = world
+    unguarded = account("F8")
+    published: list[tuple[int, str]] = []
+    publish = publisher.guard_read_publish
+
+    def spy(account_id: int, *, about: str = "") -> None:
+        published.append((account_id, about))
+        publish(account_id, about=about)
+
+    monkeypatch.setattr(publisher, "guard_read_publish", spy)
+    assert guard_of(f).read_at is None
+    broker_events_handle(account=f, events=[
+        AccountChanged("account update"), Fill("by-hand", SYMBOL, Side.BUY, 1, clock.now()),
+        AccountChanged("account update: canTrade false", can_trade=False),
+        AccountChanged("account update")])
+    assert published == [(f.pk, "account update, fill, account update: canTrade false")]
+    row = guard_of(f)
+    assert row.read_at == clock.now()  # read at once (eager), not at the periodic check
+    assert row.equity == Decimal("50000.00")
+    broker_events_handle(account=unguarded, events=[AccountChanged("cash balance")])
+    assert len(published) == 1
+    assert not AccountGuard.objects.filter(account=unguarded).exists()
