@@ -75,8 +75,11 @@ def working_order_expire_publish(order_id: int, *, countdown: float) -> None:
         (order_id,), countdown=countdown, argsrepr=f"order {order_id}")
 
 
-def guard_read_publish(account_id: int, *, about: str = "") -> None:
-    """The account's equity changed (its fill, the market): its guard reads it now, on the
-    copy queue, not at the next periodic check."""
+def guard_read_publish(account_ids: Sequence[int], *, about: str = "") -> None:
+    """The accounts' equity changed (their fills, the market): their guards read them now,
+    together (one flatten for all that cross), on the copy queue, not at the next
+    periodic check."""
+    ids = list(account_ids)
     app.signature(GUARD_READ).apply_async(
-        (account_id,), argsrepr=f"account {account_id}: {about}" if about else None)
+        (ids,), argsrepr=f"accounts {ids[:5]}{'...' if len(ids) > 5 else ''}: {about}"
+        if about else None)

@@ -79,11 +79,12 @@ def orders_settled(account_id: int, symbol: str) -> None:
 
 
 @app.task(name=publisher.GUARD_READ)
-def guard_read(account_id: int) -> str:
-    """One guarded account's equity read and acted on (its fill or the market moved)."""
+def guard_read(account_ids: list[int]) -> dict[str, int]:
+    """Guarded accounts' equity read and acted on together (their fills, the market)."""
     with log_context(task=publisher.GUARD_READ):
-        outcome = guard.guard_read(account_id)
-        return "not read" if outcome is None else outcome.state.value
+        outcomes = guard.guards_read(account_ids)
+        return {"read": len(outcomes),
+                "locked": sum(o.state.value == "locked" for o in outcomes)}
 
 
 @app.task(name=publisher.WORKING_ORDER_EXPIRE)

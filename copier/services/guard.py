@@ -2,9 +2,11 @@
 against its firm's line (copier.domain.guard), and acted on before the firm acts
 (docs/rules.md#the-account-guard).
 
-The periodic `guards_check` (Celery beat, every `COPIER_GUARD_CHECK_SECONDS`) reads
-`BrokerAdapter.equity_read()` for every enabled guard and hands it to `reading_seen`,
-which keeps the marks and the state on the guard's row under its lock and says what to do.
+`guards_read` reads `BrokerAdapter.equity_read()` for the accounts whose equity changed
+(`equity_changed`: their fills, the venue's word, the sim's market, published in batches)
+and, as the backstop, for every enabled guard (`guards_check`, Celery beat, every
+`COPIER_GUARD_CHECK_SECONDS`); each reading keeps the marks and the state on the guard's
+row under its lock and says what to do, and the batch does it together.
 What it does is the kill switch's own work, so that the record is the same as a person's:
 a flatten (`killswitch.flatten`: exits only, every position closed, a decision each) when
 the line, a hard daily loss or the weekly loss is within the buffer; exits only
@@ -22,11 +24,12 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from decimal import Decimal
 from typing import Any
 
+from django.conf import settings
 from django.db import transaction
 
 from accounts.models import Position
@@ -76,54 +79,58 @@ class GuardCheck:
 def guards_check() -> GuardCheck:
     """Read every enabled guard's account and act on it (the periodic backstop of the
     reads an equity change publishes); one account's failure never stops the others'."""
-    read = failed = locked = 0
-    for row in AccountGuard.objects.filter(enabled=True).select_related("account").order_by(
-            "account__name"):
-        outcome = _read(row)
-        if outcome is None:
-            failed += 1
-            continue
-        read += 1
-        locked += outcome.state == GuardState.LOCKED
-    return GuardCheck(read, failed, locked)
+    ids = list(AccountGuard.objects.filter(enabled=True).order_by("account__name")
+               .values_list("account_id", flat=True))
+    outcomes = guards_read(ids)
+    return GuardCheck(len(outcomes), len(ids) - len(outcomes),
+                      sum(o.state == GuardState.LOCKED for o in outcomes))
 
 
-def guard_read(account_id: int) -> GuardOutcome | None:
-    """One guarded account read now (its equity changed); None when it has no enabled
-    guard or the read failed (kept on the row and alerted)."""
-    row = AccountGuard.objects.filter(account_id=account_id, enabled=True).select_related(
-        "account").first()
-    return None if row is None else _read(row)
+def guards_read(account_ids: Sequence[int]) -> list[GuardOutcome]:
+    """These accounts read now and acted on together: each reading kept under its own
+    row's lock, then one flatten for every account that calls for one, so that followers
+    crossing their lines in the same market move are closed in one round of orders (the
+    kill switch's batched close), not one after the other. A read that fails is kept on
+    its row and alerted, and has no outcome here."""
+    rows = AccountGuard.objects.filter(account_id__in=list(account_ids), enabled=True
+                                       ).select_related("account").order_by("account__name")
+    acts = []
+    for row in rows:
+        equity = _equity(row)
+        if equity is not None:
+            acts.append(_reading_keep(row.account_id, equity, clock.now()))
+    return _act(acts)
 
 
-def _read(row: AccountGuard) -> GuardOutcome | None:
+def _equity(row: AccountGuard) -> Equity | None:
     try:
-        equity = adapter_for(row.account).equity_read()
+        return adapter_for(row.account).equity_read()
     except BrokerError as exc:
         reading_failed(row.account_id, exc.message)
-        return None
     except Exception as exc:  # a bug in one adapter must not blind the other guards
         log.exception("account guard: reading %s's equity failed", row.account)
         reading_failed(row.account_id, f"{type(exc).__name__}: {exc}")
-        return None
-    return reading_seen(row.account_id, equity)
+    return None
 
 
 def equity_changed(account_ids: Iterable[int], *, why: str) -> int:
-    """These accounts' equity changed (their fills; the stream router says so): each
-    one with an enabled guard is read now. Returns how many reads were published; one
-    that cannot be (Redis away) never stops the stream that saw the change."""
+    """These accounts' equity changed (their fills, the venue's word, the market): those
+    with an enabled guard are read now, in batches of COPIER_GUARD_BATCH_SIZE (one task
+    reads and flattens its batch together). Returns how many accounts were published; a
+    batch that cannot be (Redis away) never stops the stream that saw the change."""
     guarded = list(AccountGuard.objects.filter(account_id__in=list(account_ids),
-                                               enabled=True).values_list("account_id",
-                                                                         flat=True))
+                                               enabled=True).order_by("account_id")
+                   .values_list("account_id", flat=True))
+    size = max(1, int(settings.COPIER_GUARD_BATCH_SIZE))
     published = 0
-    for account_id in guarded:
+    for start in range(0, len(guarded), size):
+        batch = guarded[start:start + size]
         try:
-            publisher.guard_read_publish(account_id, about=why)
-            published += 1
-        except Exception:  # the broker (Redis) is away: the periodic check reads it
-            log.exception("could not enqueue account %s's guard read; the periodic check "
-                          "will", account_id)
+            publisher.guard_read_publish(batch, about=why)
+            published += len(batch)
+        except Exception:  # the broker (Redis) is away: the periodic check reads them
+            log.exception("could not enqueue the guard reads of accounts %s; the periodic "
+                          "check will", batch)
     return published
 
 
@@ -191,30 +198,47 @@ class _Acts:
     flatten: bool
     stop: bool
     resumed_ids: list[int]
+    equity: Decimal
+    now: dt.datetime
 
 
 def reading_seen(account_id: int, equity: Equity, *, now: dt.datetime | None = None
                  ) -> GuardOutcome:
-    """One equity reading of an account with a guard: the marks and the state kept, and
-    what the state calls for done (module docstring). A reading of a disabled guard is
-    kept and judged but acts on nothing."""
-    now = now or clock.now()
-    acts = _reading_keep(account_id, equity, now)
-    judged = acts.judged
-    outcome = GuardOutcome(judged.state, judged.verdict.line,
-                           equity.balance + equity.open_pnl, judged.findings)
-    if acts.resumed_ids:
-        outcome = _resume_followers(outcome, acts.resumed_ids, by=f"{GUARD_BY} (new session)")
-    followers = guarded_followers(account_id) if acts.flatten else []
-    if followers:  # an account no group copies to is the trader's own: alerted, not traded
+    """One reading of an account with a guard, given (a venue's equity in hand): kept and
+    acted on as `guards_read` does for the readings it makes."""
+    return _act([_reading_keep(account_id, equity, now or clock.now())])[0]
+
+
+def _act(acts: list[_Acts]) -> list[GuardOutcome]:
+    """What the kept readings call for, done after their transactions committed: a soft
+    stop's end, one flatten for all that call for one, exits only for those that stop
+    entries, and an alert each that changed."""
+    outcomes: dict[int, GuardOutcome] = {}
+    for a in acts:
+        judged = a.judged
+        outcomes[a.row.account_id] = GuardOutcome(
+            judged.state, judged.verdict.line, a.equity, judged.findings)
+        if a.resumed_ids:
+            outcomes[a.row.account_id] = _resume_followers(
+                outcomes[a.row.account_id], a.resumed_ids, by=f"{GUARD_BY} (new session)")
+    flattening = [a.row.account_id for a in acts if a.flatten]
+    # an account no group copies to is the trader's own: alerted, not traded
+    followers = list(Follower.objects.filter(account_id__in=flattening).select_related(
+        "account", "group").order_by("account__name")) if flattening else []
+    flattened = {f.account_id for f in followers}
+    if followers:
         result = killswitch.flatten(followers=followers, by=GUARD_BY)
-        outcome = replace(outcome, flattened=_flattened(result))
-    elif acts.stop:
-        outcome = _stop_followers(outcome, account_id)
-    changed = judged.state != judged.before or acts.flatten
-    if acts.row.enabled and changed and judged.state != GuardState.OK:
-        _alert(acts.row, outcome, now)
-    return outcome
+        for account_id in flattened:
+            outcomes[account_id] = replace(outcomes[account_id],
+                                           flattened=_flattened(result, account_id))
+    for a in acts:
+        account_id, judged = a.row.account_id, a.judged
+        if a.stop and account_id not in flattened:
+            outcomes[account_id] = _stop_followers(outcomes[account_id], account_id)
+        changed = judged.state != judged.before or a.flatten
+        if a.row.enabled and changed and judged.state != GuardState.OK:
+            _alert(a.row, outcomes[account_id], a.now)
+    return [outcomes[a.row.account_id] for a in acts]
 
 
 def _reading_keep(account_id: int, equity: Equity, now: dt.datetime) -> _Acts:
@@ -239,7 +263,8 @@ def _reading_keep(account_id: int, equity: Equity, now: dt.datetime) -> _Acts:
         row.switched = _switched(row, account_id, resumed=judged.resume,
                                  stopping=stop or flatten)
         row.save()
-    return _Acts(row, judged, flatten, stop, resumed_ids)
+    return _Acts(row, judged, flatten, stop, resumed_ids, equity.balance + equity.open_pnl,
+                 now)
 
 
 def _switched(row: AccountGuard, account_id: int, *, resumed: bool, stopping: bool
@@ -273,13 +298,13 @@ def _row_keep(row: AccountGuard, verdict: guard.Verdict, equity: Equity, state: 
     row.state, row.findings = state.value, [f.to_json() for f in findings]
 
 
-def _flattened(result: killswitch.FlattenResult) -> tuple[str, ...]:
+def _flattened(result: killswitch.FlattenResult, account_id: int) -> tuple[str, ...]:
     """Each position the flatten closed as it was ("MNQ +2"), and what did not go out at
     once said so ("MNQ +2: sell 2 queued"): the guard's words never claim a close that
     is still waiting."""
     out = []
     for decision in result.decisions:
-        if decision.symbol == killswitch.ALL_SYMBOLS:
+        if decision.symbol == killswitch.ALL_SYMBOLS or decision.account_id != account_id:
             continue
         closed = sum(int(leg["qty"]) * (1 if leg["side"] == "sell" else -1)
                      for leg in decision.placed_legs)

@@ -32,6 +32,7 @@ from django.db import transaction
 from django.db.models import Q
 
 from accounts.models import Position, TradingAccount
+from copier import sql
 from copier.alerts import alert_raise
 from copier.domain import rules
 from copier.models import (
@@ -51,11 +52,12 @@ from copier.services import failed_exits
 from copier.services.audit import audit_record
 from copier.services.placement import (
     OrderSpec,
+    Sent,
     flatten_order_id,
     orders_place,
     unknown_orders_settle,
 )
-from copier.services.positions import position_lock, positions_save
+from copier.services.positions import positions_lock, positions_save
 from copier.services.quarantine import quarantine_create
 from core import clock
 from core.trading import Side, signed
@@ -443,8 +445,27 @@ def flatten(*, groups: Sequence[CopyGroup] | None = None,
     chosen = _followers(groups, followers)
     result = FlattenResult(_flatten_switch(chosen_groups, chosen, by))
     plan = flatten_plan(followers=chosen)
+    # working orders first (a resting limit would open a position again), each account's
+    cancelled = {f.account_id: failed_exits.working_orders_cancel(f.account)[1]
+                 for f in chosen}
+    account_of = {f.account_id: f.account for f in chosen}
+    for p in plan:
+        if p.queued:
+            _queued_attempt(result, account_of[p.account_id], p.symbol, by,
+                            cancelled[p.account_id])
+    _closes(result, [(account_of[p.account_id], p.symbol) for p in plan if not p.queued], by,
+            cancelled)
+    planned = {p.account_id for p in plan}
     for f in chosen:
-        _follower_flatten(result, f, [p for p in plan if p.account_id == f.account_id], by)
+        if f.account_id not in planned:  # nothing to close: it is exits only now all the same
+            result.decisions.append(Decision.objects.create(
+                action=result.action, account=f.account, symbol=ALL_SYMBOLS,
+                reason=rules.Reason.EXITS_ONLY, created_at=clock.now(),
+                settled_at=clock.now(), notes=_action_notes(
+                    f"{by} flattened: nothing to close (or its exit is queued already); "
+                    f"{cancelled[f.account_id]}; exits only from now on")))
+    rank = {f.account_id: i for i, f in enumerate(chosen)}
+    result.decisions.sort(key=lambda d: (rank.get(d.account_id, len(rank)), d.symbol))
     _flatten_alert(result, chosen_groups, chosen, by)
     log.warning("flatten by %s: %s", by, "; ".join(result.lines()) or "nothing to close")
     return result
@@ -468,26 +489,6 @@ def _flatten_switch(groups: list[CopyGroup], followers: list[Follower],
                      object_repr=action.detail, changes=_flatten_changes(groups, followers),
                      detail="positions held then: " + _held_text(followers))
     return action
-
-
-def _follower_flatten(result: FlattenResult, follower: Follower, planned: list[PlannedExit],
-                      by: str) -> None:
-    """One follower: its working orders cancelled first (a resting limit would open a
-    position again), then each planned exit closed or its queued one attempted again; a
-    follower with nothing to close still gets its decision (it is exits only now)."""
-    _cancelled_count, cancelled = failed_exits.working_orders_cancel(follower.account)
-    for p in planned:
-        if p.queued:
-            _queued_attempt(result, follower.account, p.symbol, by, cancelled)
-        else:
-            _close(result, follower.account, p.symbol, by, cancelled)
-    if not planned:
-        result.decisions.append(Decision.objects.create(
-            action=result.action, account=follower.account, symbol=ALL_SYMBOLS,
-            reason=rules.Reason.EXITS_ONLY, created_at=clock.now(), settled_at=clock.now(),
-            notes=_action_notes(
-                f"{by} flattened: nothing to close (or its exit is queued already); "
-                f"{cancelled}; exits only from now on")))
 
 
 def _flatten_alert(result: FlattenResult, groups: list[CopyGroup], followers: list[Follower],
@@ -533,75 +534,140 @@ def _flatten_detail(groups: list[CopyGroup], followers: list[Follower]) -> str:
     return "flatten followers: " + ", ".join(f.account.name for f in followers)
 
 
+@dataclass
+class _CloseJob:
+    """One (follower, symbol) of a flatten while its symbol's batch is closed."""
+
+    position: Position
+    before: int
+    legs: tuple[rules.Leg, ...]
+    notes: list[rules.Note]
+    results: list[tuple[rules.Leg, rules.LegOutcome]] = field(default_factory=list)
+    orders: list[Order] = field(default_factory=list)
+
+
 def _close(result: FlattenResult, account: TradingAccount, symbol: str, by: str,
            cancelled: str) -> None:
-    """Close one (follower, symbol) at what the copier holds under the lock; `cancelled`:
-    what became of its working orders (`failed_exits.working_orders_cancel`), for the
-    decision."""
+    """Close one (follower, symbol): `_closes` of one."""
+    _closes(result, [(account, symbol)], by, {account.pk: cancelled})
+
+
+def _closes(result: FlattenResult, targets: Sequence[tuple[TradingAccount, str]], by: str,
+            cancelled: dict[int, str]) -> None:
+    """Close each (follower, symbol) at what the copier holds under its lock: one batch per
+    symbol, every follower's exit sent in one placement (`orders_place`, as the copy
+    fan-out sends its orders), so a flatten of many followers is one round of the broker,
+    not one per follower. `cancelled`: what became of each account's working orders, for
+    its decision."""
+    by_symbol: dict[str, list[int]] = {}
+    for account, symbol in targets:
+        by_symbol.setdefault(symbol, []).append(account.pk)
+    for symbol, account_ids in sorted(by_symbol.items()):
+        _symbol_close(result, symbol, sorted(set(account_ids)), by, cancelled)
+
+
+def _symbol_close(result: FlattenResult, symbol: str, account_ids: list[int], by: str,
+                  cancelled: dict[int, str]) -> None:
     action = result.action
     with transaction.atomic():
-        position = position_lock(account.pk, symbol)
-        account = position.account
-        blocked = ""
-        if position.unknown_orders:  # an order in doubt: ask first, it may have moved C
-            settled = unknown_orders_settle(account=account, symbol=symbol)
-            position.qty += settled.moved
-            blocked = settled.blocked
-        before = position.qty
-        notes = [_action_note(f"{by} flattened"), _action_note(cancelled)]
-        results: list[tuple[rules.Leg, rules.LegOutcome]] = []
-        orders: list[Order] = []
-        legs = rules.close_by(before, abs(before))
-        if (account.pk, symbol) in _flatten_queued({account.pk}):
-            notes.append(_action_note("an earlier flatten's exit is queued: it closes this"))
-            legs = ()
-        for leg in legs:
-            if blocked or not account.is_connected:
-                why = blocked or "follower disconnected"
-                failed_exits.failed_exit_queue(account=account, symbol=symbol, leg=leg,
-                                               event=None, action=action, attempts=0, error=why)
-                notes.append(rules.Note.of(rules.NoteKind.LEG_QUEUED, leg=leg.kind.value,
-                                           side=leg.side.value, qty=leg.qty, why=why))
-                results.append((leg, rules.LegOutcome.QUEUED))
-                continue
-            spec = OrderSpec(account=account, symbol=symbol, leg=leg,
-                             client_order_id=flatten_order_id(action.pk, account.pk,
-                                                              position.pk))
-            sent = orders_place([spec])[0]
-            position.qty += sent.moved
-            outcome = rules.leg_outcome(leg, failed=sent.error is not None,
-                                        permanent=sent.permanent)
-            if sent.error is not None:
-                notes.append(rules.Note.of(rules.NoteKind.LEG_FAILED, leg=leg.kind.value,
-                                           side=leg.side.value, qty=leg.qty,
-                                           error=sent.error.message))
-                if outcome == rules.LegOutcome.REJECTED:
-                    quarantine_create(account=account, symbol=symbol,
-                                      reason=Quarantine.Reason.REJECTED,
-                                      detail=sent.error.message)
-                sent.order.failed_exit = failed_exits.failed_exit_queue(
-                    account=account, symbol=symbol, leg=leg, event=None, action=action,
-                    attempts=1, error=sent.error.message,
-                    rejected=outcome == rules.LegOutcome.REJECTED)
-            if sent.order.status != Order.Status.FAILED:
-                orders.append(sent.order)
-            results.append((leg, outcome))
-        now = clock.now()
-        decision = Decision.objects.create(
-            action=action, account=account, symbol=symbol,
-            reason=rules.placement_reason(rules.Reason.FLATTENED, results),
-            notes=[note.to_json() for note in notes], position_before=before,
-            position_after=position.qty,
-            planned_legs=[leg.to_json() for leg in legs],
-            placed_legs=[{**leg.to_json(), "outcome": outcome.value}
-                         for leg, outcome in results],
-            created_at=now, settled_at=now)
-        for order in orders:
+        positions = positions_lock(account_ids, symbol)
+        queued = _flatten_queued(set(positions))
+        jobs: list[_CloseJob] = []
+        specs: list[OrderSpec] = []
+        sent_for: list[tuple[_CloseJob, rules.Leg]] = []
+        for account_id in sorted(positions):
+            job, blocked = _close_job(positions[account_id], symbol, by,
+                                      cancelled.get(account_id, ""),
+                                      queued=(account_id, symbol) in queued)
+            jobs.append(job)
+            account = job.position.account
+            for leg in job.legs:
+                if blocked or not account.is_connected:
+                    _close_queued(job, leg, symbol, action, blocked or "follower disconnected")
+                    continue
+                specs.append(OrderSpec(account=account, symbol=symbol, leg=leg,
+                                       client_order_id=flatten_order_id(
+                                           action.pk, account_id, job.position.pk)))
+                sent_for.append((job, leg))
+        for (job, leg), sent in zip(sent_for, orders_place(specs) if specs else [],
+                                    strict=True):
+            _close_sent(job, leg, sent, symbol, action)
+        decisions = _close_record(jobs, symbol, action)
+        positions_save([job.position for job in jobs])
+    result.decisions.extend(decisions)
+    result.orders.extend(order for job in jobs for order in job.orders)
+
+
+def _close_job(position: Position, symbol: str, by: str, cancelled: str, *,
+               queued: bool) -> tuple[_CloseJob, str]:
+    """What closes one (follower, symbol), and why it cannot be sent now ('' when it can):
+    an order in doubt is asked about first (it may have moved what is held)."""
+    account = position.account
+    blocked = ""
+    if position.unknown_orders:
+        settled = unknown_orders_settle(account=account, symbol=symbol)
+        position.qty += settled.moved
+        blocked = settled.blocked
+    notes = [_action_note(f"{by} flattened"), _action_note(cancelled)]
+    legs = rules.close_by(position.qty, abs(position.qty))
+    if queued:
+        notes.append(_action_note("an earlier flatten's exit is queued: it closes this"))
+        legs = ()
+    return _CloseJob(position, position.qty, tuple(legs), notes), blocked
+
+
+def _close_queued(job: _CloseJob, leg: rules.Leg, symbol: str, action: OperatorAction,
+                  why: str) -> None:
+    failed_exits.failed_exit_queue(account=job.position.account, symbol=symbol, leg=leg,
+                                   event=None, action=action, attempts=0, error=why)
+    job.notes.append(rules.Note.of(rules.NoteKind.LEG_QUEUED, leg=leg.kind.value,
+                                   side=leg.side.value, qty=leg.qty, why=why))
+    job.results.append((leg, rules.LegOutcome.QUEUED))
+
+
+def _close_sent(job: _CloseJob, leg: rules.Leg, sent: Sent, symbol: str,
+                action: OperatorAction) -> None:
+    """The broker's answer to one close: what it moved, and a refusal quarantined and
+    queued as a failed exit (a transient one is retried from the queue)."""
+    account = job.position.account
+    job.position.qty += sent.moved
+    outcome = rules.leg_outcome(leg, failed=sent.error is not None, permanent=sent.permanent)
+    if sent.error is not None:
+        job.notes.append(rules.Note.of(rules.NoteKind.LEG_FAILED, leg=leg.kind.value,
+                                       side=leg.side.value, qty=leg.qty,
+                                       error=sent.error.message))
+        if outcome == rules.LegOutcome.REJECTED:
+            quarantine_create(account=account, symbol=symbol, reason=Quarantine.Reason.REJECTED,
+                              detail=sent.error.message)
+        sent.order.failed_exit = failed_exits.failed_exit_queue(
+            account=account, symbol=symbol, leg=leg, event=None, action=action, attempts=1,
+            error=sent.error.message, rejected=outcome == rules.LegOutcome.REJECTED)
+    if sent.order.status != Order.Status.FAILED:
+        job.orders.append(sent.order)
+    job.results.append((leg, outcome))
+
+
+def _close_record(jobs: list[_CloseJob], symbol: str, action: OperatorAction
+                  ) -> list[Decision]:
+    """Each close's decision, and its orders saved with it."""
+    now = clock.now()
+    decisions = Decision.objects.bulk_create([
+        Decision(action=action, account=job.position.account, symbol=symbol,
+                 reason=rules.placement_reason(rules.Reason.FLATTENED, job.results),
+                 notes=[note.to_json() for note in job.notes], position_before=job.before,
+                 position_after=job.position.qty,
+                 planned_legs=[leg.to_json() for leg in job.legs],
+                 placed_legs=[{**leg.to_json(), "outcome": outcome.value}
+                              for leg, outcome in job.results],
+                 created_at=now, settled_at=now)
+        for job in jobs])
+    orders = []
+    for job, decision in zip(jobs, decisions, strict=True):
+        for order in job.orders:
             order.decision = decision
-            order.save()
-        positions_save([position])
-    result.decisions.append(decision)
-    result.orders.extend(orders)
+            orders.append(order)
+    sql.orders_insert(orders=orders)
+    return decisions
 
 
 _QUEUED_OUTCOME: dict[str, rules.LegOutcome] = {

@@ -414,6 +414,9 @@ COPIER_LOSS_CHECK_SECONDS = int(os.environ.get("COPIER_LOSS_CHECK_SECONDS", "15"
 # How often each account guard reads its account's equity (copier.services.guard): the
 # firm's line is enforced intraday, so this is the guard's reaction time to a price move.
 COPIER_GUARD_CHECK_SECONDS = int(os.environ.get("COPIER_GUARD_CHECK_SECONDS", "5"))
+# How many guarded accounts one guard task reads and flattens together when a market move
+# crosses many at once: fewer tasks to publish and take, one round of orders per batch.
+COPIER_GUARD_BATCH_SIZE = int(os.environ.get("COPIER_GUARD_BATCH_SIZE", "50"))
 
 if PRODUCTION:
     SECURE_SSL_REDIRECT = _flag("SECURE_SSL_REDIRECT", True)

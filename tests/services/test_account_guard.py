@@ -400,12 +400,12 @@ def test_the_venues_word_on_the_account_makes_its_guard_read_it_once_a_batch(
 
     _leader, f = world
     unguarded = account("F8")
-    published: list[tuple[int, str]] = []
+    published: list[tuple[list[int], str]] = []
     publish = publisher.guard_read_publish
 
-    def spy(account_id: int, *, about: str = "") -> None:
-        published.append((account_id, about))
-        publish(account_id, about=about)
+    def spy(account_ids: list[int], *, about: str = "") -> None:
+        published.append((list(account_ids), about))
+        publish(account_ids, about=about)
 
     monkeypatch.setattr(publisher, "guard_read_publish", spy)
     assert guard_of(f).read_at is None
@@ -413,10 +413,33 @@ def test_the_venues_word_on_the_account_makes_its_guard_read_it_once_a_batch(
         AccountChanged("account update"), Fill("by-hand", SYMBOL, Side.BUY, 1, clock.now()),
         AccountChanged("account update: canTrade false", can_trade=False),
         AccountChanged("account update")])
-    assert published == [(f.pk, "account update, fill, account update: canTrade false")]
+    assert published == [([f.pk], "account update, fill, account update: canTrade false")]
     row = guard_of(f)
     assert row.read_at == clock.now()  # read at once (eager), not at the periodic check
     assert row.equity == Decimal("50000.00")
     broker_events_handle(account=unguarded, events=[AccountChanged("cash balance")])
     assert len(published) == 1
     assert not AccountGuard.objects.filter(account=unguarded).exists()
+
+
+def test_accounts_crossing_together_are_read_in_one_batch_and_flattened_in_one_round(world):
+    """A market move that crosses several guards at once: one task reads them together and
+    one flatten (one operator action) closes them all, each alert saying its own."""
+    from copier.models import OperatorAction
+
+    leader, f = world
+    f2 = account("F4")
+    group("g2", leader, {f2: "1"})
+    connect(f2)
+    AccountGuard.objects.create(account=f2, starting_balance=Decimal(50000),
+                                drawdown=Decimal(2000))
+    fill(leader, "buy", 2, "20000")
+    SimBroker.price_set(SYMBOL, "19000")
+    assert guard.market_moved(SYMBOL) == 2
+    assert {g.state for g in AccountGuard.objects.all()} == {GuardState.LOCKED}
+    assert (broker_position(f, SYMBOL), broker_position(f2, SYMBOL)) == (0, 0)
+    flatten = OperatorAction.objects.get()  # one flatten for both accounts
+    assert flatten.detail == "flatten followers: F3, F4"
+    texts = sorted(a.text for a in Alert.objects.filter(kind=AlertKind.GUARD))
+    assert [t.split(":")[0] for t in texts] == ["F3", "F4"]
+    assert all("flattened MNQ +2" in t for t in texts)  # each says what was its own
