@@ -196,7 +196,10 @@ class Equity:
     (copier.services.guard): the balance (realised), the open P&L at the venue's prices,
     the contracts held (all symbols), where the numbers came from, and the venue's own
     word that the firm stopped the account (`can_trade` False, with `why`), where it
-    gives one (None: it does not say)."""
+    gives one (None: it does not say), and the firm's drawdown line as the venue
+    publishes it (`line`: the equity, in the account's money, at or below which the firm
+    liquidates; None where it is not published or cannot be read: the guard then goes by
+    the line it computes, docs/rules.md#the-account-guard)."""
 
     balance: Decimal
     open_pnl: Decimal
@@ -204,6 +207,7 @@ class Equity:
     source: str
     can_trade: bool | None = None
     why: str = ""
+    line: Decimal | None = None
 
 
 @dataclass(frozen=True, slots=True)

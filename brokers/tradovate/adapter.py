@@ -29,6 +29,22 @@ number a firm on Tradovate trails), the contracts from /position/list, and the a
 `accountRiskStatus` for the firm's stop. The stream's `cashBalance` and `accountRiskStatus`
 pushes only say that these changed (`AccountChanged`): the guard reads outside the listener,
 so it asks REST, and its numbers have one source.
+
+No drawdown line is read from the venue (`Equity.line` stays None), because Tradovate does
+not publish one. Its `userAccountAutoLiq` (GET /userAccountAutoLiq/deps?masterid=<account
+id>, /item?id=, /items?ids=, /ldeps?masterids=; partner.tradovate.com/api/rest-api-endpoints
+/risks/user-account-auto-liq-dependents) holds the firm's auto-liquidation *rules*, the ones
+a firm sets with /userAccountAutoLiq/update (.../prop-firm-management/risk-management
+/post-trade-risk): `trailingMaxDrawdown` "$ Trailing Max Drawdown" is the drawdown's size,
+`trailingMaxDrawdownLimit` "$ Trailing Max Drawdown Limit" is where the trail stops ("Stop
+drawdown at a certain value" in Tradovate's older entity docs; public clients show it as,
+e.g., start + $100, Apex's stop), and `trailingMaxDrawdownMode` is EOD or RealTime.
+Neither number is the level the account is liquidated at now: that is the venue's own
+peak less the size, capped at the limit, and the peak is not in the entity
+(`accountRiskStatus.maxNetLiq` may be it, but nothing documents what it is). Public clients
+differ on the limit (some show it as the liquidation level), which is the ambiguity the
+guard must not act on; the rules it keeps itself (docs/rules.md#the-account-guard) are
+these numbers, entered by a person.
 """
 
 from __future__ import annotations

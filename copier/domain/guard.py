@@ -147,6 +147,16 @@ def line(rules: GuardRules, marks: Marks) -> Decimal:
     return max(floor, trail)
 
 
+def line_chosen(computed: Decimal, published: Decimal | None) -> tuple[Decimal, str]:
+    """The line the guard acts at, and its source: the venue's published line where it is
+    higher than the one computed from the marks (the firm liquidates there, so acting at
+    the lower one would be acting after it), else the computed one. The marks are never
+    moved to fit a published line: it is a reading, not the history."""
+    if published is not None and published > computed:
+        return published, "venue"
+    return computed, "computed"
+
+
 def marks_seen(rules: GuardRules, marks: Marks, equity: Decimal) -> Marks:
     """An equity reading: an intraday trail's peak rises with it (open P&L included);
     the other models' peaks move only at the session's close."""
@@ -240,6 +250,7 @@ class Verdict:
     line: Decimal
     marks: Marks
     findings: tuple[Finding, ...] = ()
+    line_source: str = "computed"  # "venue": the venue's published line, higher (line_chosen)
 
 
 _ORDER = [GuardState.OK, GuardState.WARNING, GuardState.ENTRIES_STOPPED, GuardState.LOCKED]
@@ -312,12 +323,13 @@ def _losses_found(rules: GuardRules, marks: Marks, equity: Decimal) -> list[_Fou
 
 
 def evaluate(rules: GuardRules, marks: Marks, reading: Reading, *, when: dt.datetime,
-             locked: bool = False) -> Verdict:
+             locked: bool = False, published_line: Decimal | None = None) -> Verdict:
     """One reading against the profile (docs/rules.md#the-account-guard). The line is
     computed from the marks as they stand after this reading, so an intraday peak reached
-    now already counts. A guard already `locked` stays locked: only a person resumes."""
+    now already counts; a line the venue publishes (`published_line`) replaces it where
+    higher (`line_chosen`). A guard already `locked` stays locked: only a person resumes."""
     marks = marks_seen(rules, marks, reading.equity)
-    at_line = line(rules, marks)
+    at_line, source = line_chosen(line(rules, marks), published_line)
     found = [*_line_found(rules, at_line, reading.equity),
              *_losses_found(rules, marks, reading.equity)]
     if in_flat_window(rules, when) and reading.contracts:
@@ -332,7 +344,7 @@ def evaluate(rules: GuardRules, marks: Marks, reading: Reading, *, when: dt.date
     findings = sorted((f.finding for f in found),
                       key=lambda f: -_ORDER.index(_TRIP_STATE[f.trip]))
     return Verdict(state=state, flatten=flatten, line=at_line, marks=marks,
-                   findings=tuple(findings))
+                   findings=tuple(findings), line_source=source)
 
 
 _TRIP_STATE = {

@@ -168,7 +168,7 @@ def _judge(row: AccountGuard, rules: guard.GuardRules, equity: Equity,
         marks, closed = guard.marks_rolled(rules, marks, row.balance, row.read_at, now)
     before = GuardState(row.state)
     verdict = guard.evaluate(rules, marks, reading, when=now,
-                             locked=before == GuardState.LOCKED)
+                             locked=before == GuardState.LOCKED, published_line=equity.line)
     findings, state = list(verdict.findings), verdict.state
     if equity.can_trade is False:
         findings.insert(0, guard.venue_breach(equity.why or "it may not trade"))
@@ -291,11 +291,20 @@ def _row_keep(row: AccountGuard, verdict: guard.Verdict, equity: Equity, state: 
               findings: tuple[guard.Finding, ...], now: dt.datetime) -> None:
     row.high_water, row.day_start = verdict.marks.high_water, verdict.marks.day_start
     row.week_start, row.line = verdict.marks.week_start, verdict.line
-    row.line_source = row.line_source or "computed"
+    row.line_source = _line_source(row.line_source, verdict.line_source)
     row.balance, row.open_pnl = equity.balance, equity.open_pnl
     row.equity, row.contracts = equity.balance + equity.open_pnl, equity.contracts
     row.equity_source, row.read_at, row.read_error = equity.source[:40], now, ""
     row.state, row.findings = state.value, [f.to_json() for f in findings]
+
+
+def _line_source(kept: str, judged: str) -> str:
+    """"venue" while the venue's published line is the higher; otherwise the line comes
+    from the marks, which a person's line keeps saying ("person") until a venue's line
+    was taken instead."""
+    if judged == "venue":
+        return "venue"
+    return "computed" if kept in ("", "venue") else kept
 
 
 def _flattened(result: killswitch.FlattenResult, account_id: int) -> tuple[str, ...]:

@@ -205,6 +205,17 @@ def test_tradovate_equity_is_the_snapshots_net_liq_and_open_pnl(tv_venue):
     assert tv.realized_pnl(LONG_AGO) == D(50)  # the same snapshot's realised P&L
 
 
+def test_tradovate_publishes_no_line_the_guard_may_act_at(tv_venue):
+    """userAccountAutoLiq holds the drawdown's size and where its trail stops, not where the
+    account is liquidated now (brokers.tradovate.adapter): no line is read, none invented."""
+    tv = _tv(tv_venue, "tv-line")
+    assert tv.equity_read().line is None
+    tv_venue.price_set("MESZ6", 6000)
+    tv.place_order(OrderRequest("tv-line-1", "MESZ6", Side.BUY, 1))
+    tv_venue.price_set("MESZ6", 5990)
+    assert tv.equity_read().line is None
+
+
 @pytest.mark.parametrize("action", ["LiquidateOnlyModeImmediately", "LockTradingImmediately"])
 def test_tradovate_an_account_the_firm_stopped_cannot_trade_and_says_why(tv_venue, action):
     tv = _tv(tv_venue, f"tv-lock-{action[:8]}")

@@ -21,6 +21,7 @@ from copier.domain.guard import (
     evaluate,
     in_flat_window,
     line,
+    line_chosen,
     marks_at_close,
     marks_rolled,
     marks_seen,
@@ -111,6 +112,13 @@ def test_a_person_can_say_where_the_line_is_now():
         Marks.from_line(STATIC_50K, D(48100), balance=D(49000))
 
 
+def test_the_venues_line_is_taken_only_where_it_is_higher():
+    assert line_chosen(D(48000), D(48500)) == (D(48500), "venue")
+    assert line_chosen(D(48000), D(47500)) == (D(48000), "computed")
+    assert line_chosen(D(48000), D(48000)) == (D(48000), "computed")
+    assert line_chosen(D(48000), None) == (D(48000), "computed")
+
+
 # --- what a reading calls for ----------------------------------------------------------------
 
 def test_inside_the_buffer_the_follower_is_flattened_and_locked_with_the_numbers():
@@ -120,6 +128,20 @@ def test_inside_the_buffer_the_follower_is_flattened_and_locked_with_the_numbers
     [first, *_] = verdict.findings
     assert first.trip == Trip.DRAWDOWN
     assert first.text == "equity $48,140, line $48,000, buffer $150"
+
+
+def test_a_higher_published_line_is_acted_at_and_the_marks_stay_as_they_are():
+    marks = Marks(high_water=D(50000), day_start=D(48600), week_start=D(48600))
+    # $48,600 is $600 above the computed $48,000: outside its warning, inside the venue's
+    verdict = evaluate(TOPSTEP_50K, marks, reading(48600, 2), when=NOON_CT,
+                       published_line=D(48500))
+    assert (verdict.state, verdict.flatten, verdict.line, verdict.line_source) == (
+        GuardState.LOCKED, True, D(48500), "venue")
+    assert verdict.marks == marks
+    assert verdict.findings[0].text == "equity $48,600, line $48,500, buffer $150"
+    lower = evaluate(TOPSTEP_50K, marks, reading(48600, 2), when=NOON_CT,
+                     published_line=D(47000))
+    assert (lower.state, lower.line, lower.line_source) == (GuardState.OK, D(48000), "computed")
 
 
 def test_the_warning_comes_before_the_buffer():

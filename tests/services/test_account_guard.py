@@ -8,6 +8,7 @@ nothing, a soft stop that ends with its session and a profit target that does no
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import replace
 from decimal import Decimal
 
 import pytest
@@ -135,6 +136,28 @@ def test_inside_the_buffer_the_follower_is_flattened_and_locked_until_a_person_r
     assert Follower.objects.get(account=f).mode == Mode.ACTIVE
     entry = AuditEntry.objects.get(action=AuditEntry.Action.GUARD_RESUME)
     assert (entry.who, entry.changes) == ("boss", {"state": ["locked", "ok"]})
+
+
+def test_a_line_the_venue_publishes_above_the_computed_one_is_acted_at(world):
+    leader, f = world
+    fill(leader, "buy", 2, "20000")
+    SimBroker.price_set(SYMBOL, "20000")
+    read = SimBroker(f).equity_read()  # $50,000: $2,500 over the computed $47,500
+    # the firm's own line at $49,900: the guard acts at $50,050 or less, so now
+    outcome = guard.reading_seen(f.pk, replace(read, line=Decimal("49900.00")))
+    assert (outcome.state, outcome.line, outcome.flattened) == (
+        GuardState.LOCKED, Decimal("49900.00"), ("MNQ +2",))
+    row = guard_of(f)
+    assert (row.line, row.line_source, row.high_water) == (
+        Decimal("49900.00"), "venue", Decimal("50000.00"))  # the marks are the copier's
+    assert broker_position(f, SYMBOL) == 0
+    guard.guard_resume(row, by="boss")
+    # a published line below the computed one changes nothing: the computed one stands
+    clock.advance_to(T0 + dt.timedelta(seconds=5))
+    outcome = guard.reading_seen(f.pk, replace(SimBroker(f).equity_read(),
+                                               line=Decimal("47000.00")))
+    assert (outcome.state, outcome.line) == (GuardState.OK, Decimal("47500.00"))
+    assert guard_of(f).line_source == "computed"
 
 
 def test_a_locked_account_still_holding_is_flattened_again_not_on_every_reading(world):
