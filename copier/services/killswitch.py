@@ -435,9 +435,11 @@ def flatten(*, groups: Sequence[CopyGroup] | None = None,
 
     Both None: every follower of every group. The mode goes first (committed), so that
     a leader event that starts after it does not enter again what is being closed;
-    then each (follower, symbol) is closed in a transaction of its own, under its
-    position lock, at the quantity the copier holds then; one whose exit an earlier
-    flatten queued has that exit attempted again at once. The followers stay exits
+    then each account's working orders are cancelled, and each symbol's followers are
+    closed together in a transaction, under their position locks (taken in account
+    order, as a copy takes them), at the quantities the copier holds then, their exits
+    sent in one placement; one whose exit an earlier flatten queued has that exit
+    attempted again at once. The followers stay exits
     only until a person sets them active again; a follower or group that was off is
     switched to exits only (its connection is kept while a flatten's exit waits).
     """
