@@ -178,7 +178,7 @@ def marks_at_close(rules: GuardRules, marks: Marks, balance: Decimal, *,
                  week_start=balance if week_ends else marks.week_start)
 
 
-def _session_start(rules: GuardRules, when: dt.datetime) -> dt.datetime:
+def session_start(rules: GuardRules, when: dt.datetime) -> dt.datetime:
     """The last session start at or before `when`, in the profile's time zone."""
     zone = ZoneInfo(rules.tz)
     local = when.astimezone(zone)
@@ -192,7 +192,7 @@ def _session_start(rules: GuardRules, when: dt.datetime) -> dt.datetime:
 def _week_start(rules: GuardRules, when: dt.datetime) -> dt.date:
     """The date the trading week `when` is in began: the CME week opens on Sunday's
     session (Sunday 17:00 Chicago), so a session starting on a Sunday starts a week."""
-    day = _session_start(rules, when).date()
+    day = session_start(rules, when).date()
     return day - dt.timedelta(days=(day.weekday() + 1) % 7)
 
 
@@ -201,7 +201,7 @@ def marks_rolled(rules: GuardRules, marks: Marks, close_balance: Decimal,
     """The marks at `now` when the last reading was at `last`: if a session closed in
     between, at the balance last read before it (`marks_at_close`; a week's close too when
     a Sunday session opened). Returns the marks and whether a session closed."""
-    if _session_start(rules, now) <= _session_start(rules, last):
+    if session_start(rules, now) <= session_start(rules, last):
         return marks, False
     week_ends = _week_start(rules, now) > _week_start(rules, last)
     return marks_at_close(rules, marks, close_balance, week_ends=week_ends), True

@@ -38,6 +38,7 @@ from brokers.registry import adapter_for
 from copier import publisher
 from copier.alerts import alert_raise
 from copier.domain import guard
+from copier.domain import rules as domain_rules
 from copier.domain.guard import GuardState, Trip
 from copier.domain.rules import LegOutcome
 from copier.models import AccountGuard, AlertKind, AuditEntry, Follower, Mode
@@ -97,8 +98,14 @@ def guards_read(account_ids: Sequence[int]) -> list[GuardOutcome]:
     acts = []
     for row in rows:
         equity = _equity(row)
-        if equity is not None:
+        if equity is None:
+            continue
+        try:
             acts.append(_reading_keep(row.account_id, equity, clock.now()))
+        except Exception as exc:  # one account's bad row must not leave the batch unguarded
+            log.exception("account guard: keeping %s's reading failed", row.account)
+            reading_failed(row.account_id, f"{type(exc).__name__}: {exc}",
+                           what="its reading could not be judged")
     return _act(acts)
 
 
@@ -377,7 +384,8 @@ def _alert(row: AccountGuard, outcome: GuardOutcome, now: dt.datetime) -> None:
     log.warning("account guard: %s", text, extra={"account": row.account.name})
 
 
-def reading_failed(account_id: int, why: str, *, now: dt.datetime | None = None) -> None:
+def reading_failed(account_id: int, why: str, *, now: dt.datetime | None = None,
+                   what: str = "its equity could not be read from its broker") -> None:
     """Kept on the row and alerted once per session; the state is left as it is."""
     now = now or clock.now()
     with transaction.atomic():
@@ -386,12 +394,20 @@ def reading_failed(account_id: int, why: str, *, now: dt.datetime | None = None)
         row.read_error = why[:2000]
         row.save(update_fields=["read_error"])
         name = row.account.name
-        session = guard._session_start(row.guard_rules(), now)
+        try:
+            session = guard.session_start(row.guard_rules(), now)
+        except ValueError:  # a profile that makes no sense: the copier's own session
+            session = _copier_session_start(now)
         alert_raise(kind=AlertKind.GUARD, account=row.account, about=name,
-                    text=(f"{name}: its equity could not be read from its broker ({why}); "
-                          f"the account guard is blind until it can be. Nothing was changed."),
+                    text=(f"{name}: {what} ({why}); the account guard is blind until it "
+                          f"can be. Nothing was changed."),
                     dedupe_key=f"guard-read:{row.pk}:{session.isoformat()}")
     log.warning("account guard: the equity of %s could not be read: %s", name, why)
+
+
+def _copier_session_start(now: dt.datetime) -> dt.datetime:
+    """The session of the copier's own reset (COPIER_SESSION_RESET) `now` is in."""
+    return domain_rules.SessionReset.parse(settings.COPIER_SESSION_RESET).start(now)
 
 
 def guard_resume(row: AccountGuard, *, by: Actor) -> GuardOutcome:

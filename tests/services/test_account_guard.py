@@ -466,3 +466,22 @@ def test_accounts_crossing_together_are_read_in_one_batch_and_flattened_in_one_r
     texts = sorted(a.text for a in Alert.objects.filter(kind=AlertKind.GUARD))
     assert [t.split(":")[0] for t in texts] == ["F3", "F4"]
     assert all("flattened MNQ +2" in t for t in texts)  # each says what was its own
+
+
+def test_one_accounts_row_that_cannot_be_judged_leaves_the_rest_of_its_batch_guarded(world):
+    leader, f = world
+    bad = account("F5")
+    group("g5", leader, {bad: "1"})
+    connect(bad)
+    # numbers the admin would refuse, written around it: the buffer is the whole drawdown
+    AccountGuard.objects.create(account=bad, starting_balance=Decimal(50000),
+                                drawdown=Decimal(2000), buffer=Decimal(2000))
+    fill(leader, "buy", 2, "20000")
+    SimBroker.price_set(SYMBOL, "19000")
+    assert guard.market_moved(SYMBOL) == 2
+    assert guard_of(f).state == GuardState.LOCKED
+    assert broker_position(f, SYMBOL) == 0
+    row = guard_of(bad)
+    assert "the buffer must be smaller than the drawdown" in row.read_error
+    assert "its reading could not be judged" in Alert.objects.get(kind=AlertKind.GUARD,
+                                                                  account=bad).text
