@@ -649,6 +649,26 @@ class BrokerAdapter(abc.ABC):
         with ThreadPoolExecutor(max_workers=min(PLACE_MANY_THREADS, len(batch))) as pool:
             return list(pool.map(one, batch))
 
+    @classmethod
+    def equity_read_many(cls, accounts: Sequence[AccountData]
+                         ) -> list[Equity | BrokerError]:
+        """`equity_read` of many accounts of this broker at once, errors returned, not
+        raised: the guards of every follower a market move crossed are read together. By
+        default on threads (a venue's reads wait on HTTP); the sim reads its books in a
+        few statements for all of them. Anything but a BrokerError is raised."""
+        def one(account: AccountData) -> Equity | BrokerError:
+            from brokers.registry import adapter_for
+
+            try:
+                return adapter_for(account).equity_read()
+            except BrokerError as exc:
+                return exc
+
+        if len(accounts) <= 1:
+            return [one(a) for a in accounts]
+        with ThreadPoolExecutor(max_workers=min(PLACE_MANY_THREADS, len(accounts))) as pool:
+            return list(pool.map(one, accounts))
+
     @abc.abstractmethod
     def find_order(self, client_order_id: str) -> OrderResult | None:
         """The broker's record of an order we sent, or None if it never arrived."""

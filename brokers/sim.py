@@ -37,7 +37,7 @@ import datetime as dt
 import logging
 import uuid
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from decimal import Decimal
 
 import psycopg
@@ -63,7 +63,7 @@ from brokers.base import (
     TransientBrokerError,
     position_fill,
 )
-from brokers.models import SimAccount, SimOrder, SimQuote
+from brokers.models import SimAccount, SimOrder, SimPosition, SimQuote
 from core import clock
 from core.contracts import point_value
 from core.rawsql import database_conninfo
@@ -215,11 +215,17 @@ def _costed(book: SimAccount, since: dt.datetime | None
             ) -> tuple[dict[str, tuple[int, Decimal | None]], Decimal]:
     """The book's fills at average cost, oldest first: each symbol's net and average
     price, and what the fills since `since` (None: all of them) realised, in money."""
+    return _costed_fills(
+        SimOrder.objects.using(DB).filter(book=book, status=SimOrder.Status.FILLED)
+        .order_by("id").only("symbol", "side", "qty", "price", "created_at", "fill_id"),
+        since)
+
+
+def _costed_fills(fills: Iterable[SimOrder], since: dt.datetime | None
+                  ) -> tuple[dict[str, tuple[int, Decimal | None]], Decimal]:
     held: dict[str, tuple[int, Decimal | None]] = {}
     total = Decimal(0)
-    for order in (SimOrder.objects.using(DB).filter(book=book, status=SimOrder.Status.FILLED)
-                  .order_by("id").only("symbol", "side", "qty", "price", "created_at",
-                                       "fill_id")):
+    for order in fills:
         net, average = held.get(order.symbol, (0, None))
         net, average, closed, points = position_fill(
             net, average, signed(order.side, order.qty), order.price)
@@ -235,6 +241,31 @@ def _costed(book: SimAccount, since: dt.datetime | None
                 f"(fill {order.fill_id})")
         total += points * value
     return held, total.quantize(Decimal("0.01"))
+
+
+def _equity(book: SimAccount, held: dict[str, tuple[int, Decimal | None]], realized: Decimal,
+        stated: dict[str, int], quotes: dict[str, Decimal]) -> Equity:
+    """One book's equity from its fills' costs, its positions and the prices."""
+    open_symbols = {s for s, q in stated.items() if q} | {s for s, (n, _a) in held.items()
+                                                           if n}
+    open_pnl = Decimal(0)
+    for symbol in sorted(open_symbols):
+        net, average = held.get(symbol, (0, None))
+        value, price = point_value(symbol), quotes.get(symbol)
+        if net != stated.get(symbol, 0):
+            why = f"it holds {stated.get(symbol, 0):+d} and its fills explain {net:+d}"
+        elif average is None or price is None or value is None:
+            why = ("no point value is known for it" if value is None else
+                   "its cost or its last price is unknown")
+        else:
+            open_pnl += (price - average) * net * value
+            continue
+        raise PermanentBrokerError(f"sim: the open P&L of {symbol} cannot be valued: {why}")
+    return Equity(balance=(book.cash + realized).quantize(Decimal("0.01")),
+                  open_pnl=open_pnl.quantize(Decimal("0.01")),
+                  contracts=sum(abs(q) for q in stated.values()),
+                  source="sim: fills at average cost, last prices",
+                  can_trade=not book.closed, why="account closed" if book.closed else "")
 
 
 class SimBroker(BrokerAdapter):
@@ -428,28 +459,44 @@ class SimBroker(BrokerAdapter):
             raise TransientBrokerError("sim: broker unreachable (outage)")
         held, realized = _costed(book, None)
         stated, _cursor = sql.positions_read(book_id=book.pk)
-        open_symbols = {s for s, q in stated.items() if q} | {s for s, (n, _a) in held.items()
-                                                               if n}
-        quotes = dict(SimQuote.objects.using(DB).filter(symbol__in=open_symbols)
+        symbols = {s for s, q in stated.items() if q} | {s for s, (n, _a) in held.items() if n}
+        quotes = dict(SimQuote.objects.using(DB).filter(symbol__in=symbols)
                       .values_list("symbol", "price"))
-        open_pnl = Decimal(0)
-        for symbol in sorted(open_symbols):
-            net, average = held.get(symbol, (0, None))
-            value, price = point_value(symbol), quotes.get(symbol)
-            if net != stated.get(symbol, 0):
-                why = f"it holds {stated.get(symbol, 0):+d} and its fills explain {net:+d}"
-            elif average is None or price is None or value is None:
-                why = ("no point value is known for it" if value is None else
-                       "its cost or its last price is unknown")
-            else:
-                open_pnl += (price - average) * net * value
-                continue
-            raise PermanentBrokerError(f"sim: the open P&L of {symbol} cannot be valued: {why}")
-        return Equity(balance=(book.cash + realized).quantize(Decimal("0.01")),
-                      open_pnl=open_pnl.quantize(Decimal("0.01")),
-                      contracts=sum(abs(q) for q in stated.values()),
-                      source="sim: fills at average cost, last prices",
-                      can_trade=not book.closed, why="account closed" if book.closed else "")
+        return _equity(book, held, realized, stated, quotes)
+
+    @classmethod
+    def equity_read_many(cls, accounts: Sequence[AccountData]
+                         ) -> list[Equity | BrokerError]:
+        """Every book's equity in four statements whatever their number (the books, their
+        fills, their positions, the prices), valued as `equity_read` values one."""
+        books = {b.account_id: b for b in SimAccount.objects.using(DB).filter(
+            account_id__in=[a.pk for a in accounts])}
+        for a in accounts:  # a book is made on its account's first use, as `_book` does
+            if a.pk not in books:
+                books[a.pk] = SimAccount.objects.using(DB).get_or_create(account_id=a.pk)[0]
+        fills: dict[int, list[SimOrder]] = {}
+        for order in (SimOrder.objects.using(DB).filter(book__in=books.values(),
+                                                         status=SimOrder.Status.FILLED)
+                      .order_by("id").only("book_id", "symbol", "side", "qty", "price",
+                                           "created_at", "fill_id")):
+            fills.setdefault(order.book_id, []).append(order)
+        stated_all: dict[int, dict[str, int]] = {}
+        for book_id, symbol, qty in SimPosition.objects.using(DB).filter(
+                book__in=books.values()).values_list("book_id", "symbol", "qty"):
+            stated_all.setdefault(book_id, {})[symbol] = qty
+        quotes = dict(SimQuote.objects.using(DB).values_list("symbol", "price"))
+        out: list[Equity | BrokerError] = []
+        for a in accounts:
+            book = books[a.pk]
+            try:
+                if not book.reachable:
+                    raise TransientBrokerError("sim: broker unreachable (outage)")
+                held, realized = _costed_fills(fills.get(book.pk, []), None)
+                out.append(_equity(book, held, realized, stated_all.get(book.pk, {}), quotes))
+            except BrokerError as exc:
+                out.append(exc)
+        return out
+
 
     def poll_events(self) -> list[BrokerEvent]:
         """The book's undelivered fills, oldest first, then the held orders settled since:

@@ -34,7 +34,7 @@ from django.db import transaction
 
 from accounts.models import Position
 from brokers.base import BrokerError, Equity
-from brokers.registry import adapter_for
+from brokers.registry import adapter_class
 from copier import publisher
 from copier.alerts import alert_raise
 from copier.domain import guard
@@ -93,11 +93,10 @@ def guards_read(account_ids: Sequence[int]) -> list[GuardOutcome]:
     crossing their lines in the same market move are closed in one round of orders (the
     kill switch's batched close), not one after the other. A read that fails is kept on
     its row and alerted, and has no outcome here."""
-    rows = AccountGuard.objects.filter(account_id__in=list(account_ids), enabled=True
-                                       ).select_related("account").order_by("account__name")
+    rows = list(AccountGuard.objects.filter(account_id__in=list(account_ids), enabled=True
+                                            ).select_related("account").order_by("account__name"))
     acts = []
-    for row in rows:
-        equity = _equity(row)
+    for row, equity in zip(rows, _equities(rows), strict=True):
         if equity is None:
             continue
         try:
@@ -109,15 +108,28 @@ def guards_read(account_ids: Sequence[int]) -> list[GuardOutcome]:
     return _act(acts)
 
 
-def _equity(row: AccountGuard) -> Equity | None:
-    try:
-        return adapter_for(row.account).equity_read()
-    except BrokerError as exc:
-        reading_failed(row.account_id, exc.message)
-    except Exception as exc:  # a bug in one adapter must not blind the other guards
-        log.exception("account guard: reading %s's equity failed", row.account)
-        reading_failed(row.account_id, f"{type(exc).__name__}: {exc}")
-    return None
+def _equities(rows: list[AccountGuard]) -> list[Equity | None]:
+    """Every row's account read, those of one broker together (`equity_read_many`); a
+    failed read is kept on its row and alerted, and is None here."""
+    out: list[Equity | None] = [None] * len(rows)
+    by_kind: dict[str, list[int]] = {}
+    for i, row in enumerate(rows):
+        by_kind.setdefault(row.account.broker, []).append(i)
+    for kind, indexes in by_kind.items():
+        read: list[Equity | BrokerError | Exception]
+        try:
+            read = [*adapter_class(kind).equity_read_many([rows[i].account for i in indexes])]
+        except Exception as exc:  # a bug in one adapter must not blind the other guards
+            log.exception("account guard: reading the %s accounts' equity failed", kind)
+            read = [exc] * len(indexes)
+        for i, equity in zip(indexes, read, strict=True):
+            if isinstance(equity, Equity):
+                out[i] = equity
+            elif isinstance(equity, BrokerError):
+                reading_failed(rows[i].account_id, equity.message)
+            else:
+                reading_failed(rows[i].account_id, f"{type(equity).__name__}: {equity}")
+    return out
 
 
 def equity_changed(account_ids: Iterable[int], *, why: str) -> int:

@@ -485,3 +485,22 @@ def test_one_accounts_row_that_cannot_be_judged_leaves_the_rest_of_its_batch_gua
     assert "the buffer must be smaller than the drawdown" in row.read_error
     assert "its reading could not be judged" in Alert.objects.get(kind=AlertKind.GUARD,
                                                                   account=bad).text
+
+
+def test_the_sim_reads_many_books_as_it_reads_one(world):
+    """`equity_read_many`, the guard's batch read: the same numbers as each book's own
+    read, and each book's error in its place, not raised."""
+    leader, f = world
+    flat, odd, away = account("F6"), account("F7"), account("F8")
+    fill(leader, "buy", 2, "20000")
+    fill(leader, "sell", 1, "20050")
+    SimBroker.price_set(SYMBOL, "20100")
+    SimBroker(odd).execute_fill("ZB", Side.BUY, 1, price="110")  # no point value for ZB
+    SimBroker(away).set_reachable(False)
+    many = SimBroker.equity_read_many([f, flat, odd, away])
+    assert many[0] == SimBroker(f).equity_read()
+    assert many[1] == SimBroker(flat).equity_read()
+    assert (many[1].balance, many[1].contracts) == (Decimal("50000.00"), 0)
+    assert isinstance(many[2], PermanentBrokerError)
+    assert "open P&L of ZB cannot be valued" in many[2].message
+    assert "unreachable" in many[3].message
