@@ -96,15 +96,18 @@ def guards_read(account_ids: Sequence[int]) -> list[GuardOutcome]:
     rows = list(AccountGuard.objects.filter(account_id__in=list(account_ids), enabled=True
                                             ).select_related("account").order_by("account__name"))
     acts = []
-    for row, equity in zip(rows, _equities(rows), strict=True):
-        if equity is None:
-            continue
-        try:
-            acts.append(_reading_keep(row.account_id, equity, clock.now()))
-        except Exception as exc:  # one account's bad row must not leave the batch unguarded
-            log.exception("account guard: keeping %s's reading failed", row.account)
-            reading_failed(row.account_id, f"{type(exc).__name__}: {exc}",
-                           what="its reading could not be judged")
+    # One commit for the batch (each reading a savepoint of it): a commit each was most of
+    # a batch's time. The rows are locked in account-name order, as every batch locks them.
+    with transaction.atomic():
+        for row, equity in zip(rows, _equities(rows), strict=True):
+            if equity is None:
+                continue
+            try:
+                acts.append(_reading_keep(row.account_id, equity, clock.now()))
+            except Exception as exc:  # one account's bad row must not unguard the batch
+                log.exception("account guard: keeping %s's reading failed", row.account)
+                reading_failed(row.account_id, f"{type(exc).__name__}: {exc}",
+                               what="its reading could not be judged")
     return _act(acts)
 
 
