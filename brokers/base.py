@@ -40,12 +40,12 @@ import dataclasses
 import datetime as dt
 import hashlib
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from decimal import Decimal
 from http import HTTPStatus
-from typing import Any, ClassVar, Literal, Protocol
+from typing import Any, ClassVar, Literal, Protocol, TypeVar
 
 # An order's side and status mean one thing from the rules to the broker: the ground floor's
 # (the status re-exported for the adapters, which name it with the rest of the interface).
@@ -465,6 +465,32 @@ def position_fill(net: int, average: Decimal | None, delta: int, price: Decimal 
     return net, average, closed, realized
 
 
+_T = TypeVar("_T")
+_A = TypeVar("_A")
+
+
+def _each_account(batch: Sequence[tuple[AccountData, _A]],
+                  call: Callable[[BrokerAdapter, _A], _T]) -> list[_T | BrokerError]:
+    """`call` on each account's adapter, concurrently on threads past one (venues with an
+    HTTP API spend their time waiting), a BrokerError returned in its place, not raised.
+    Each adapter comes from the registry's cache in the thread that uses it (a cache miss
+    reads and decrypts the login there); the registry is imported late because it
+    imports this module."""
+    def one(item: tuple[AccountData, _A]) -> _T | BrokerError:
+        from brokers.registry import adapter_for
+
+        account, arg = item
+        try:
+            return call(adapter_for(account), arg)
+        except BrokerError as exc:
+            return exc
+
+    if len(batch) <= 1:
+        return [one(item) for item in batch]
+    with ThreadPoolExecutor(max_workers=min(PLACE_MANY_THREADS, len(batch))) as pool:
+        return list(pool.map(one, batch))
+
+
 class BrokerAdapter(abc.ABC):
     """One account at one broker: what the workers and the listener ask the venue.
 
@@ -635,19 +661,7 @@ class BrokerAdapter(abc.ABC):
         cache miss reads and decrypts the login there, not in the caller), and the
         registry is imported late because it imports this module.
         """
-        def one(item: tuple[AccountData, OrderRequest]) -> OrderResult | BrokerError:
-            account, request = item
-            from brokers.registry import adapter_for
-
-            try:
-                return adapter_for(account).place_order(request)
-            except BrokerError as exc:
-                return exc
-
-        if len(batch) <= 1:
-            return [one(item) for item in batch]
-        with ThreadPoolExecutor(max_workers=min(PLACE_MANY_THREADS, len(batch))) as pool:
-            return list(pool.map(one, batch))
+        return _each_account(batch, lambda adapter, request: adapter.place_order(request))
 
     @classmethod
     def equity_read_many(cls, accounts: Sequence[AccountData]
@@ -656,18 +670,8 @@ class BrokerAdapter(abc.ABC):
         raised: the guards of every follower a market move crossed are read together. By
         default on threads (a venue's reads wait on HTTP); the sim reads its books in a
         few statements for all of them. Anything but a BrokerError is raised."""
-        def one(account: AccountData) -> Equity | BrokerError:
-            from brokers.registry import adapter_for
-
-            try:
-                return adapter_for(account).equity_read()
-            except BrokerError as exc:
-                return exc
-
-        if len(accounts) <= 1:
-            return [one(a) for a in accounts]
-        with ThreadPoolExecutor(max_workers=min(PLACE_MANY_THREADS, len(accounts))) as pool:
-            return list(pool.map(one, accounts))
+        return _each_account([(a, None) for a in accounts],
+                             lambda adapter, _none: adapter.equity_read())
 
     @abc.abstractmethod
     def find_order(self, client_order_id: str) -> OrderResult | None:

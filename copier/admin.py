@@ -639,15 +639,13 @@ class AccountGuardForm(forms.ModelForm):
 
 
 def _preset_fields(preset: presets.GuardPreset) -> dict[str, Any]:
-    """A preset's numbers as the guard's form fields; not checked by a person yet."""
+    """A preset's numbers as the guard's form fields, not checked by a person yet; the
+    person's own buffer, warning and risk per contract are left as they are."""
+    fields = AccountGuard.profile_fields(preset.rules(buffer=Decimal(0), warn=Decimal(0)))
+    for own in ("buffer", "warn", "risk_per_contract"):
+        fields.pop(own)
     return {"preset": preset.key, "source_url": preset.source_url, "checked_on": None,
-            "starting_balance": preset.starting_balance, "drawdown": preset.drawdown,
-            "drawdown_model": preset.model.value, "trail_stop": preset.trail_stop,
-            "daily_loss": preset.daily_loss, "daily_loss_hard": preset.daily_loss_hard,
-            "weekly_loss": preset.weekly_loss, "profit_target": preset.profit_target,
-            "target_flatten": preset.target_flatten, "max_contracts": preset.max_contracts,
-            "flat_by": preset.flat_by, "session_reset": preset.session_reset,
-            "tz": preset.tz}
+            **fields}
 
 
 GUARD_CHECK_AGE_DAYS = 90  # a firm's numbers checked longer ago than this are flagged

@@ -8,6 +8,7 @@ or repeated task finds nothing left to do.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import hashlib
 import hmac
@@ -504,15 +505,17 @@ class AccountGuard(models.Model):
 
     def guard_rules(self) -> guard.GuardRules:
         """The profile as the pure rules read it; nonsense numbers are a ValueError."""
-        return guard.GuardRules(
-            starting_balance=self.starting_balance, drawdown=self.drawdown,
-            model=guard.DrawdownModel(self.drawdown_model), trail_stop=self.trail_stop,
-            buffer=self.buffer, warn=self.warn, daily_loss=self.daily_loss,
-            daily_loss_hard=self.daily_loss_hard, weekly_loss=self.weekly_loss,
-            profit_target=self.profit_target, target_flatten=self.target_flatten,
-            max_contracts=self.max_contracts, flat_by=self.flat_by,
-            session_reset=self.session_reset, tz=self.tz,
-            risk_per_contract=self.risk_per_contract)
+        named = {f.name: getattr(self, f.name) for f in dataclasses.fields(guard.GuardRules)
+                 if f.name != "model"}
+        return guard.GuardRules(model=guard.DrawdownModel(self.drawdown_model), **named)
+
+    @staticmethod
+    def profile_fields(rules: guard.GuardRules) -> dict[str, Any]:
+        """The row's fields for a profile (a preset's, a scenario's): `guard_rules` the
+        other way round, so the two cannot name the numbers differently."""
+        values = {f.name: getattr(rules, f.name) for f in dataclasses.fields(rules)}
+        values["drawdown_model"] = values.pop("model").value
+        return values
 
     def guard_marks(self, balance: Decimal | None = None) -> guard.Marks:
         """What was kept, or a fresh start from the starting balance."""

@@ -199,14 +199,8 @@ class Replay:
                       line_now: Decimal | None) -> None:
         """A follower's account guard, its starting balance the sim account's cash."""
         self.broker.cash_set(account, profile.starting_balance)
-        row = AccountGuard.objects.create(
-            account=account, starting_balance=profile.starting_balance,
-            drawdown=profile.drawdown, drawdown_model=profile.model.value,
-            trail_stop=profile.trail_stop, buffer=profile.buffer, warn=profile.warn,
-            daily_loss=profile.daily_loss, daily_loss_hard=profile.daily_loss_hard,
-            weekly_loss=profile.weekly_loss, profit_target=profile.profit_target,
-            target_flatten=profile.target_flatten, max_contracts=profile.max_contracts,
-            flat_by=profile.flat_by, risk_per_contract=profile.risk_per_contract)
+        row = AccountGuard.objects.create(account=account,
+                                          **AccountGuard.profile_fields(profile))
         if line_now is not None:
             guard_service.line_set(row, line_now, by="scenario")
         self.guarded = True
