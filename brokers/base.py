@@ -673,6 +673,15 @@ class BrokerAdapter(abc.ABC):
         return _each_account([(a, None) for a in accounts],
                              lambda adapter, _none: adapter.equity_read())
 
+    @classmethod
+    def orders_cancel_all_many(cls, accounts: Sequence[AccountData]) -> list[int | BrokerError]:
+        """`orders_cancel_all` of many accounts of this broker at once, errors returned, not
+        raised: a flatten of many followers (the account guard's, after a market move)
+        cancels their working orders together rather than one account after the other. By
+        default on threads; the sim cancels its books' held orders in a few statements."""
+        return _each_account([(a, None) for a in accounts],
+                             lambda adapter, _none: adapter.orders_cancel_all())
+
     @abc.abstractmethod
     def find_order(self, client_order_id: str) -> OrderResult | None:
         """The broker's record of an order we sent, or None if it never arrived."""

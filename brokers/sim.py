@@ -424,6 +424,31 @@ class SimBroker(BrokerAdapter):
                 self._held_cancel(book, order)
         return len(held)
 
+    @classmethod
+    def orders_cancel_all_many(cls, accounts: Sequence[AccountData]) -> list[int | BrokerError]:
+        """Every book's held orders still working cancelled in one transaction whatever the
+        number of books (the books locked in account order, as a batch of orders locks
+        them; their working orders read and cancelled in one statement each), as
+        `orders_cancel_all` cancels one book's."""
+        ids = sorted({a.pk for a in accounts})
+        with transaction.atomic(using=DB):
+            SimAccount.objects.using(DB).bulk_create(  # a book is made on first use
+                [SimAccount(account_id=a) for a in ids], ignore_conflicts=True)
+            books = {b.account_id: b for b in SimAccount.objects.using(DB).select_for_update()
+                     .filter(account_id__in=ids).order_by("account_id")}
+            open_books = [b.pk for b in books.values() if b.reachable]
+            working = SimOrder.objects.using(DB).filter(book_id__in=open_books,
+                                                        status=SimOrder.Status.WORKING)
+            counts: dict[int, int] = {}
+            for book_id in working.values_list("book_id", flat=True):
+                counts[book_id] = counts.get(book_id, 0) + 1
+            if counts:
+                working.update(status=SimOrder.Status.CANCELLED, delivered=False, missed=False,
+                               message="sim: cancelled")
+                sql.fills_announce(sorted(counts))
+        return [counts.get(books[a.pk].pk, 0) if books[a.pk].reachable
+                else TransientBrokerError("sim: broker unreachable (outage)") for a in accounts]
+
     def positions(self) -> dict[str, int]:
         book = self._book(lock=False)
         if not book.reachable:

@@ -79,30 +79,77 @@ def alert_raise(
     """
     kind = AlertKind(kind).value  # an unknown kind is a bug: ValueError here, not at send
     groups: Sequence[CopyGroup | None] = [group] if group is not None else _groups_of(account)
+    return _rows_write(_rows(AlertSpec(kind, text, account, about, dedupe_key), groups,
+                             clock.now()))
+
+
+@dataclass(frozen=True, slots=True)
+class AlertSpec:
+    """One account's alert for `alerts_raise`, as `alert_raise` takes it."""
+
+    kind: str
+    text: str
+    account: TradingAccount | None
+    about: str = ""
+    dedupe_key: str | None = None
+
+
+def alerts_raise(specs: Sequence[AlertSpec]) -> list[Alert]:
+    """`alert_raise` of many accounts' alerts together (each to every group its account
+    leads or follows), inside the caller's transaction: the groups of all read in one
+    statement, the rows written in one. The account guard raises one per account a
+    market move crossed, and the next batch waits for them."""
+    for spec in specs:
+        AlertKind(spec.kind)  # an unknown kind is a bug: ValueError here, not at send
+    groups = _groups_of_many([s.account.pk for s in specs if s.account is not None])
     now = clock.now()
-    rows = [
-        Alert(kind=kind, group=g, account=account, about=(about or str(account or ""))[:100],
-              text=text, created_at=now, next_attempt_at=now,
-              dedupe_key=f"{dedupe_key}:{g.pk if g else ''}" if dedupe_key else None)
+    rows = [row for spec in specs for row in _rows(
+        spec, groups.get(spec.account.pk, [None]) if spec.account else [None], now)]
+    return _rows_write(rows)
+
+
+def _rows(spec: AlertSpec, groups: Sequence[CopyGroup | None], now: dt.datetime
+          ) -> list[Alert]:
+    return [
+        Alert(kind=AlertKind(spec.kind).value, group=g, account=spec.account,
+              about=(spec.about or str(spec.account or ""))[:100], text=spec.text,
+              created_at=now, next_attempt_at=now,
+              dedupe_key=f"{spec.dedupe_key}:{g.pk if g else ''}" if spec.dedupe_key else None)
         for g in groups
     ]
-    written = []
+
+
+def _rows_write(rows: list[Alert]) -> list[Alert]:
+    """The rows not raised already (their dedupe key), written in one statement; a
+    concurrent twin (the insert's IntegrityError) sends them one by one, each in a
+    savepoint that leaves the caller's transaction usable."""
+    keys = [r.dedupe_key for r in rows if r.dedupe_key is not None]
+    seen = set(Alert.objects.filter(dedupe_key__in=keys).values_list("dedupe_key", flat=True)
+               ) if keys else set()
+    fresh, unique = [], set()
     for row in rows:
-        if row.dedupe_key is None:
-            row.save()
+        if row.dedupe_key is not None:
+            if row.dedupe_key in seen or row.dedupe_key in unique:
+                continue
+            unique.add(row.dedupe_key)
+        fresh.append(row)
+    try:
+        with transaction.atomic():
+            written = Alert.objects.bulk_create(fresh)
+    except IntegrityError:
+        written = []
+        for row in fresh:
+            row.pk = None
+            try:
+                with transaction.atomic():
+                    row.save()
+            except IntegrityError:
+                continue
             written.append(row)
-            continue
-        if Alert.objects.filter(dedupe_key=row.dedupe_key).exists():
-            continue
-        try:
-            with transaction.atomic():  # a savepoint: a concurrent twin leaves the caller's
-                row.save()              # transaction usable
-        except IntegrityError:
-            continue
-        written.append(row)
     for alert in written:
         log.info("alert raised: %s %s", alert.kind, alert.about,
-                 extra={"alert_kind": alert.kind, "account": account.name if account else ""})
+                 extra={"alert_kind": alert.kind,
+                        "account": alert.account.name if alert.account else ""})
     return written
 
 
@@ -112,6 +159,18 @@ def _groups_of(account: TradingAccount | None) -> list[CopyGroup | None]:
     groups: list[CopyGroup | None] = list(CopyGroup.objects.filter(
         Q(leader=account) | Q(followers__account=account)).distinct().order_by("id"))
     return groups or [None]
+
+
+def _groups_of_many(account_ids: Iterable[int]) -> dict[int, list[CopyGroup | None]]:
+    """`_groups_of` of each account in two statements, by account id."""
+    ids = set(account_ids)
+    pairs = [*CopyGroup.objects.filter(leader_id__in=ids).values_list("leader_id", "id"),
+             *Follower.objects.filter(account_id__in=ids).values_list("account_id", "group_id")]
+    groups = CopyGroup.objects.in_bulk({g for _a, g in pairs})
+    out: dict[int, list[CopyGroup | None]] = {}
+    for account_id, group_id in sorted(set(pairs), key=lambda p: (p[0], p[1])):
+        out.setdefault(account_id, []).append(groups[group_id])
+    return out
 
 
 def disconnects_check() -> int:

@@ -15,8 +15,8 @@ from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 from accounts.models import Position, TradingAccount
-from copier.models import Decision, LeaderEvent, MetricTally, Mode, Order
-from core.rawsql import ModelColumns, RowsInsert, Statement
+from copier.models import AccountGuard, Decision, LeaderEvent, MetricTally, Mode, Order
+from core.rawsql import ModelColumns, RowsInsert, RowsUpdate, Statement
 
 EVENT = ModelColumns.of(LeaderEvent)
 POSITION = ModelColumns.of(Position)
@@ -370,3 +370,17 @@ def orders_insert(*, orders: Sequence[Order]) -> None:
     """Store the (unsaved) orders; each gets its id."""
     ORDER_ROWS.run(orders)
 
+
+
+# What an account guard's reading keeps on its row (copier.services.guard), a batch's
+# rows written in one statement: Django's bulk_update compiled a CASE per field and row.
+GUARD_KEPT = ("high_water", "day_start", "week_start", "line", "line_source", "balance",
+              "open_pnl", "equity", "contracts", "equity_source", "read_at", "read_error",
+              "state", "findings", "locked_at", "flattened_at", "switched", "standing")
+GUARD_ROWS = RowsUpdate.of("guards_keep", AccountGuard, GUARD_KEPT)
+GUARDS_KEEP = GUARD_ROWS.statement
+
+
+def guards_keep(*, guards: Sequence[AccountGuard]) -> None:
+    """Write what their readings kept on these (locked) guard rows."""
+    GUARD_ROWS.run(guards)

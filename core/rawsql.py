@@ -136,17 +136,59 @@ class RowsInsert(Generic[M]):
     def run(self, instances: Sequence[M], *, using: str = "default") -> None:
         if not instances:
             return
-        params: list[list[Any]] = []
-        for f in self.fields:
-            values = [getattr(obj, f.attname) for obj in instances]
-            if f.attname in self.json:
-                values = [None if v is None else _json.dumps(v) for v in values]
-            else:  # an enum member is its value (psycopg would send a plain Enum's name)
-                values = [v.value if isinstance(v, Enum) else v for v in values]
-            params.append(values)
-        rows = self.statement.run(params, using=using)
+        rows = self.statement.run(_arrays(self.fields, self.json, instances), using=using)
         for obj, (pk,) in zip(instances, rows, strict=True):
             obj.pk = pk
             obj._state.adding = False
             obj._state.db = using
 
+
+
+def _arrays(fields: Sequence[Any], json: frozenset[str], instances: Sequence[Model]
+            ) -> list[list[Any]]:
+    """One array per field of the instances' values, as `unnest` takes them."""
+    params: list[list[Any]] = []
+    for f in fields:
+        values = [getattr(obj, f.attname) for obj in instances]
+        if f.attname in json:
+            values = [None if v is None else _json.dumps(v) for v in values]
+        else:  # an enum member is its value (psycopg would send a plain Enum's name)
+            values = [v.value if isinstance(v, Enum) else v for v in values]
+        params.append(values)
+    return params
+
+
+@dataclass(frozen=True, slots=True)
+class RowsUpdate(Generic[M]):
+    """Some fields of many saved rows of a model in one `UPDATE ... FROM unnest(arrays)`,
+    each value taken as the instance holds it: Django's `bulk_update` builds a CASE per
+    field and row, and compiling it cost an account guard's batch of 50 more than
+    judging them. The same limits as `RowsInsert` (no `auto_now`, no custom field)."""
+
+    statement: Statement
+    fields: tuple[Any, ...]
+    json: frozenset[str]
+
+    @classmethod
+    def of(cls, name: str, model: type[M], names: Sequence[str], *, using: str = "default"
+           ) -> RowsUpdate[M]:
+        pk = model._meta.pk
+        assert pk is not None
+        fields: tuple[Any, ...] = (pk, *(model._meta.get_field(n) for n in names))
+        json = frozenset(f.attname for f in fields if f.get_internal_type() == "JSONField")
+        connection = connections[using]
+
+        def cast(f: Any) -> str:
+            return "text[]" if f.attname in json else f"{f.db_type(connection)}[]"
+
+        columns = ", ".join(f.column for f in fields)
+        sets = ", ".join(f"{f.column} = u.{f.column}" + ("::jsonb" if f.attname in json else "")
+                         for f in fields[1:])
+        arrays = ", ".join(f"%s::{cast(f)}" for f in fields)
+        sql = (f"UPDATE {model._meta.db_table} AS t SET {sets}"  # noqa: S608
+               f" FROM unnest({arrays}) AS u({columns}) WHERE t.{pk.column} = u.{pk.column}")
+        return cls(Statement(name, sql), fields, json)
+
+    def run(self, instances: Sequence[M], *, using: str = "default") -> None:
+        if instances:
+            self.statement.run(_arrays(self.fields, self.json, instances), using=using)

@@ -107,7 +107,7 @@ _: Any = object()
 # (cleaned_data).
 # (`preset` and `source_url` are read in plain sight by copier.domain.presets and its tests.)
 (
-    _.equity_source, _.resumed_at, _.apply_preset, _.buffer_percent,
+    _.resumed_at, _.apply_preset, _.buffer_percent,
 )
 
 # Dead, to be deleted: the dashboard card's `latency_at` (the last copy's time) is set

@@ -20,6 +20,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import logging
+from collections.abc import Sequence
 
 from django.conf import settings
 from django.db import transaction
@@ -27,7 +28,7 @@ from django.db.models import Q
 
 from accounts.models import Position, TradingAccount
 from brokers.base import BrokerError
-from brokers.registry import adapter_for
+from brokers.registry import adapter_class, adapter_for
 from copier import publisher
 from copier.alerts import alert_raise
 from copier.domain import rules, symbol_map
@@ -230,14 +231,37 @@ def working_orders_cancel(account: TradingAccount) -> tuple[int | None, str]:
     the words say that a person must cancel by hand.
     """
     if not account.is_connected:
-        note = "working orders at the venue NOT cancelled: follower disconnected"
-    else:
-        try:
-            count = adapter_for(account).orders_cancel_all()
-        except BrokerError as exc:
-            note = f"working orders at the venue NOT cancelled: {exc.message}"
+        return _not_cancelled(account, "follower disconnected")
+    try:
+        count = adapter_for(account).orders_cancel_all()
+    except BrokerError as exc:
+        return _not_cancelled(account, exc.message)
+    return count, f"{count} working order(s) at the venue cancelled"
+
+
+def working_orders_cancel_many(accounts: Sequence[TradingAccount]
+                               ) -> dict[int, tuple[int | None, str]]:
+    """`working_orders_cancel` of many followers, each broker's accounts asked together
+    (`BrokerAdapter.orders_cancel_all_many`): a flatten of many followers must not wait
+    for each account's venue in turn. By account id."""
+    out: dict[int, tuple[int | None, str]] = {}
+    by_kind: dict[str, list[TradingAccount]] = {}
+    for account in {a.pk: a for a in accounts}.values():  # one account in two groups: once
+        if not account.is_connected:
+            out[account.pk] = _not_cancelled(account, "follower disconnected")
         else:
-            return count, f"{count} working order(s) at the venue cancelled"
+            by_kind.setdefault(account.broker, []).append(account)
+    for kind, chosen in by_kind.items():
+        for account, count in zip(chosen, adapter_class(kind).orders_cancel_all_many(chosen),
+                                  strict=True):
+            out[account.pk] = (
+                _not_cancelled(account, count.message) if isinstance(count, BrokerError)
+                else (count, f"{count} working order(s) at the venue cancelled"))
+    return out
+
+
+def _not_cancelled(account: TradingAccount, why: str) -> tuple[None, str]:
+    note = f"working orders at the venue NOT cancelled: {why}"
     log.warning("flatten of %s: %s", account.name, note)
     return None, note
 

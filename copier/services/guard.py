@@ -30,13 +30,13 @@ from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
-from django.db import transaction
+from django.db import DatabaseError, transaction
 
 from accounts.models import Position
 from brokers.base import BrokerError, Equity
 from brokers.registry import adapter_class
-from copier import publisher
-from copier.alerts import alert_raise
+from copier import publisher, sql
+from copier.alerts import AlertSpec, alert_raise, alerts_raise
 from copier.domain import guard
 from copier.domain import rules as domain_rules
 from copier.domain.guard import GuardState, Trip
@@ -95,20 +95,78 @@ def guards_read(account_ids: Sequence[int]) -> list[GuardOutcome]:
     its row and alerted, and has no outcome here."""
     rows = list(AccountGuard.objects.filter(account_id__in=list(account_ids), enabled=True
                                             ).select_related("account").order_by("account__name"))
-    acts = []
-    # One commit for the batch (each reading a savepoint of it): a commit each was most of
-    # a batch's time. The rows are locked in account-name order, as every batch locks them.
+    now = clock.now()
+    readings = [(row.account_id, equity) for row, equity in zip(rows, _equities(rows),
+                                                                strict=True)
+                if equity is not None]
+    try:
+        acts, unjudged = _readings_keep(readings, now)
+    except DatabaseError:  # a number the database will not hold: each row on its own
+        log.exception("account guard: keeping a batch's readings together failed; one by one")
+        acts, unjudged = _readings_keep_each(readings, now)
+    for account_id, why in unjudged:
+        reading_failed(account_id, why, what="its reading could not be judged")
+    return _act(acts)
+
+
+def _readings_keep(readings: list[tuple[int, Equity]], now: dt.datetime
+                   ) -> tuple[list[_Acts], list[tuple[int, str]]]:
+    """A batch's readings judged and kept in one transaction of three statements whatever
+    its size: the rows locked (in account-name order, as every batch locks them), the
+    followers they keep read, the rows written back. A row that cannot be judged (numbers
+    written around the admin's checks) is left as it was and returned with why, and the
+    rest of its batch is guarded."""
+    ids = [account_id for account_id, _e in readings]
+    acts: list[_Acts] = []
+    unjudged: list[tuple[int, str]] = []
     with transaction.atomic():
-        for row, equity in zip(rows, _equities(rows), strict=True):
-            if equity is None:
+        rows = {r.account_id: r for r in AccountGuard.objects.select_for_update(of=("self",))
+                .select_related("account").filter(account_id__in=ids, enabled=True)
+                .order_by("account__name")}
+        active = _active_followers(list(rows))
+        for account_id, equity in readings:
+            row = rows.get(account_id)
+            if row is None:  # switched off since the batch was read
                 continue
             try:
-                acts.append(_reading_keep(row.account_id, equity, clock.now()))
+                acts.append(_reading_judge(row, equity, now, active.get(account_id, [])))
+                row.standing = row.standing_now()
             except Exception as exc:  # one account's bad row must not unguard the batch
-                log.exception("account guard: keeping %s's reading failed", row.account)
-                reading_failed(row.account_id, f"{type(exc).__name__}: {exc}",
-                               what="its reading could not be judged")
-    return _act(acts)
+                log.exception("account guard: judging %s's reading failed", row.account)
+                acts = [a for a in acts if a.row is not row]
+                unjudged.append((account_id, f"{type(exc).__name__}: {exc}"))
+        sql.guards_keep(guards=[a.row for a in acts])
+    return acts, unjudged
+
+
+def _readings_keep_each(readings: list[tuple[int, Equity]], now: dt.datetime
+                        ) -> tuple[list[_Acts], list[tuple[int, str]]]:
+    """`_readings_keep` row by row, each a savepoint of one transaction: what is left of a
+    batch whose rows could not be written together."""
+    acts: list[_Acts] = []
+    unjudged: list[tuple[int, str]] = []
+    with transaction.atomic():
+        for account_id, equity in readings:
+            try:
+                with transaction.atomic():
+                    acts.append(_reading_keep(account_id, equity, now))
+            except AccountGuard.DoesNotExist:
+                continue
+            except Exception as exc:
+                log.exception("account guard: keeping the reading of account %s failed",
+                              account_id)
+                unjudged.append((account_id, f"{type(exc).__name__}: {exc}"))
+    return acts, unjudged
+
+
+def _active_followers(account_ids: list[int]) -> dict[int, list[int]]:
+    """The enabled, active followers of each account: those a new stop switches."""
+    out: dict[int, list[int]] = {}
+    for account_id, pk in Follower.objects.filter(
+            account_id__in=account_ids, enabled=True, mode=Mode.ACTIVE).values_list(
+            "account_id", "pk"):
+        out.setdefault(account_id, []).append(pk)
+    return out
 
 
 def _equities(rows: list[AccountGuard]) -> list[Equity | None]:
@@ -253,51 +311,53 @@ def _act(acts: list[_Acts]) -> list[GuardOutcome]:
         for account_id in flattened:
             outcomes[account_id] = replace(outcomes[account_id],
                                            flattened=_flattened(result, account_id))
+    alerting = []
     for a in acts:
         account_id, judged = a.row.account_id, a.judged
         if a.stop and account_id not in flattened:
             outcomes[account_id] = _stop_followers(outcomes[account_id], account_id)
         changed = judged.state != judged.before or a.flatten
         if a.row.enabled and changed and judged.state != GuardState.OK:
-            _alert(a.row, outcomes[account_id], a.now)
+            alerting.append((a.row, outcomes[account_id], a.now))
+    _alerts(alerting)
     return [outcomes[a.row.account_id] for a in acts]
 
 
 def _reading_keep(account_id: int, equity: Equity, now: dt.datetime) -> _Acts:
-    """The reading judged and kept under the row's lock, and what it calls for. A locked
-    account is flattened again only after REFLATTEN_AFTER, and not where the venue says it
-    may not trade (it would refuse the orders: the firm is closing it)."""
+    """One reading judged and kept under its row's lock (`_reading_judge`)."""
     with transaction.atomic():
         row = AccountGuard.objects.select_for_update().select_related("account").get(
             account_id=account_id)
-        judged = _judge(row, row.guard_rules(), equity, now)
-        state, before = judged.state, judged.before
-        again = row.flattened_at is None or now - row.flattened_at >= REFLATTEN_AFTER
-        flatten = (judged.verdict.flatten and equity.can_trade is not False and row.enabled
-                   and (state != before or again))
-        stop = row.enabled and state in _STOPPING and before not in _STOPPING
-        _row_keep(row, judged.verdict, equity, state, judged.findings, now)
-        if state == GuardState.LOCKED and before != GuardState.LOCKED:
-            row.locked_at = now
-        if flatten:
-            row.flattened_at = now
-        resumed_ids = list(row.switched) if judged.resume else []
-        row.switched = _switched(row, account_id, resumed=judged.resume,
-                                 stopping=stop or flatten)
+        acts = _reading_judge(row, equity, now, _active_followers([account_id]).get(
+            account_id, []))
         row.save()
+    return acts
+
+
+def _reading_judge(row: AccountGuard, equity: Equity, now: dt.datetime,
+                   active_ids: list[int]) -> _Acts:
+    """The reading judged against the locked row, the row's fields set (not saved), and
+    what it calls for. A locked account is flattened again only after REFLATTEN_AFTER,
+    and not where the venue says it may not trade (it would refuse the orders: the firm
+    is closing it). `active_ids`: the account's enabled, active followers."""
+    judged = _judge(row, row.guard_rules(), equity, now)
+    state, before = judged.state, judged.before
+    again = row.flattened_at is None or now - row.flattened_at >= REFLATTEN_AFTER
+    flatten = (judged.verdict.flatten and equity.can_trade is not False and row.enabled
+               and (state != before or again))
+    stop = row.enabled and state in _STOPPING and before not in _STOPPING
+    _row_keep(row, judged.verdict, equity, state, judged.findings, now)
+    if state == GuardState.LOCKED and before != GuardState.LOCKED:
+        row.locked_at = now
+    if flatten:
+        row.flattened_at = now
+    resumed_ids = list(row.switched) if judged.resume else []
+    # the followers the guard itself holds: none once a soft stop ended; with a new stop,
+    # every one still active now (a person's own exits-only is not the guard's)
+    kept = [] if judged.resume else list(row.switched)
+    row.switched = sorted({*kept, *active_ids}) if stop or flatten else kept
     return _Acts(row, judged, flatten, stop, resumed_ids, equity.balance + equity.open_pnl,
                  now)
-
-
-def _switched(row: AccountGuard, account_id: int, *, resumed: bool, stopping: bool
-              ) -> list[int]:
-    """The followers the guard itself holds: none once a soft stop ended; with a new
-    stop, every one still active now (a person's own exits-only is not the guard's)."""
-    kept = [] if resumed else list(row.switched)
-    if not stopping:
-        return kept
-    return sorted({*kept, *(f.pk for f in guarded_followers(account_id)
-                            if f.enabled and f.mode == Mode.ACTIVE)})
 
 
 def _soft(findings: list[dict[str, object]]) -> bool:
@@ -389,14 +449,19 @@ def guard_text(name: str, outcome: GuardOutcome) -> str:
     return f"{name}: {why}: " + "; ".join(done)
 
 
-def _alert(row: AccountGuard, outcome: GuardOutcome, now: dt.datetime) -> None:
-    text = guard_text(row.account.name, outcome)
-    at = row.locked_at if outcome.state == GuardState.LOCKED else None
-    key = f"guard:{row.pk}:{outcome.state.value}:{(at or now).isoformat()}"
-    with transaction.atomic():
-        alert_raise(kind=AlertKind.GUARD, account=row.account, about=row.account.name,
-                    text=text, dedupe_key=key)
-    log.warning("account guard: %s", text, extra={"account": row.account.name})
+def _alerts(alerting: list[tuple[AccountGuard, GuardOutcome, dt.datetime]]) -> None:
+    """One alert per account whose guard changed, raised together (one key per stop:
+    a lock keeps its own until a person resumes it)."""
+    specs = []
+    for row, outcome, now in alerting:
+        text = guard_text(row.account.name, outcome)
+        at = row.locked_at if outcome.state == GuardState.LOCKED else None
+        specs.append(AlertSpec(AlertKind.GUARD, text, row.account, row.account.name,
+                               f"guard:{row.pk}:{outcome.state.value}:{(at or now).isoformat()}"))
+        log.warning("account guard: %s", text, extra={"account": row.account.name})
+    if specs:
+        with transaction.atomic():
+            alerts_raise(specs)
 
 
 def reading_failed(account_id: int, why: str, *, now: dt.datetime | None = None,

@@ -447,9 +447,10 @@ def flatten(*, groups: Sequence[CopyGroup] | None = None,
     chosen = _followers(groups, followers)
     result = FlattenResult(_flatten_switch(chosen_groups, chosen, by))
     plan = flatten_plan(followers=chosen)
-    # working orders first (a resting limit would open a position again), each account's
-    cancelled = {f.account_id: failed_exits.working_orders_cancel(f.account)[1]
-                 for f in chosen}
+    # working orders first (a resting limit would open a position again), every account's
+    # asked together
+    cancelled = {account_id: note for account_id, (_n, note) in
+                 failed_exits.working_orders_cancel_many([f.account for f in chosen]).items()}
     account_of = {f.account_id: f.account for f in chosen}
     for p in plan:
         if p.queued:

@@ -395,6 +395,28 @@ def test_orders_cancel_all_cancels_the_working_orders_of_this_account_only(venue
     assert venue.positions(ext(px)) == {"ESZ6": 1}  # cancelling closes nothing
 
 
+def test_orders_cancel_all_of_many_accounts_asks_each_and_keeps_each_error_in_place(venue, px):
+    """The adapters' default `orders_cancel_all_many` (a flatten of many followers): each
+    account asked on its own thread, an unreachable one's error returned in its place."""
+    other, away = _account(venue, "px-many-other"), _account(venue, "px-many-away")
+    for acct in (other, away):
+        session_save(acct.pk, ProjectXBroker(acct).session_obtain(None),  # type: ignore[arg-type]
+                     obtained_by="test listener")
+    venue.working_order_add(ext(px), "ESZ6", "sell", 1)
+    venue.working_order_add(other.external_id, "ESZ6", "buy", 1)
+    venue.working_order_add(other.external_id, "NQZ6", "buy", 1)
+    kept = int(venue.working_order_add(away.external_id, "ESZ6", "buy", 1))
+    venue.set_reachable(False, account_external_id=away.external_id)
+    try:
+        counts = ProjectXBroker.orders_cancel_all_many([px.account, other, away])
+    finally:
+        venue.set_reachable(True, account_external_id=away.external_id)
+    assert counts[:2] == [1, 2]
+    assert isinstance(counts[2], TransientBrokerError)
+    assert (_open_orders(venue, ext(px)), _open_orders(venue, other.external_id)) == ([], [])
+    assert _open_orders(venue, away.external_id) == [kept]
+
+
 def test_orders_cancel_all_with_nothing_working_is_zero(venue, px):
     venue.trade(ext(px), "ESZ6", "buy", 1)
     assert px.orders_cancel_all() == 0

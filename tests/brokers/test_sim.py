@@ -362,6 +362,27 @@ def test_a_cancel_while_the_stream_was_down_is_still_said_after_the_reconnect(si
     assert sim.positions() == {"MNQ": 1}
 
 
+def test_cancel_all_of_many_books_cancels_each_books_working_orders_as_one_book_would(sim):
+    """`orders_cancel_all_many` (a flatten of many followers): each book's count in its
+    place, an unreachable book's error in its place and its orders left working, a book
+    never used before made and answering 0."""
+    from brokers.base import TransientBrokerError
+
+    two, away, new = SimBroker(account("F2")), SimBroker(account("F3")), account("F4")
+    for broker, held in ((sim, 2), (two, 1), (away, 1)):
+        broker.inject(hold=held)
+        for i in range(held):
+            broker.place_order(order(f"h{broker.account.pk}-{i}", "buy", 1))
+    two.fill_held()  # filled: not working any more
+    away.set_reachable(False)
+    counts = SimBroker.orders_cancel_all_many([sim.account, two.account, away.account, new])
+    assert [counts[0], counts[1], counts[3]] == [2, 0, 0]
+    assert isinstance(counts[2], TransientBrokerError)
+    assert (held_count(sim), held_count(away)) == (0, 1)
+    assert sim.find_order(f"h{sim.account.pk}-0").status == "cancelled"  # type: ignore[union-attr]
+    assert two.positions() == {"MNQ": 1}
+
+
 def test_cancel_all_cancels_the_held_orders_still_working(sim):
     assert sim.orders_cancel_all() == 0
     sim.inject(hold=2)

@@ -189,6 +189,28 @@ def test_two_concurrent_senders_send_each_alert_once(world, smtp, webhook):
     assert set(Alert.objects.values_list("status", flat=True)) == {"sent"}
 
 
+def test_alerts_raised_together_go_where_each_alone_would_once_per_key(world):
+    """`alerts_raise` (the account guard's batch): each account's alert to each group it is
+    in (a leader of two groups to both, one in none to the operator's channel), a key
+    raised already or twice in the batch written once, an unknown kind refused before
+    anything is written."""
+    g, leader, f1, _f2 = world
+    other, lone = group("g2", leader, {account("F9"): "1"}), account("LONE")
+    alerts.alert_raise(kind="guard", account=f1, text="before", dedupe_key="k1")
+    spec = alerts.AlertSpec
+    with pytest.raises(ValueError, match="no such kind"):
+        alerts.alerts_raise([spec("guard", "x", lone), spec("no such kind", "x", lone)])
+    assert Alert.objects.count() == 1
+    written = alerts.alerts_raise([
+        spec("guard", "again", f1, "F1", "k1"), spec("guard", "L new", leader, "L", "k2"),
+        spec("guard", "twin", leader, "L", "k2"), spec("guard", "lone", lone, "LONE", "k3"),
+        spec("guard", "plain", lone)])
+    assert sorted((a.text, a.group_id or 0) for a in written) == sorted([
+        ("L new", g.pk), ("L new", other.pk), ("lone", 0), ("plain", 0)])
+    assert all(a.pk for a in written)
+    assert Alert.objects.filter(dedupe_key__startswith="k2").count() == 2
+
+
 def test_a_sender_that_died_mid_send_is_taken_over(world, smtp):
     _, _, f1, _ = world
     alerts.alert_raise(kind="quarantine", account=f1, about="F1 ES", text="quarantine")

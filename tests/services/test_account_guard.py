@@ -487,6 +487,29 @@ def test_one_accounts_row_that_cannot_be_judged_leaves_the_rest_of_its_batch_gua
                                                                   account=bad).text
 
 
+def test_a_reading_the_database_cannot_hold_leaves_the_rest_of_its_batch_guarded(world):
+    """A batch's rows are written in one statement; a number that does not fit a row's
+    columns (an equity past a trillion) fails that statement, and the batch is kept row
+    by row: the others' readings kept, that one alerted and its row left as it was."""
+    leader, f = world
+    huge = account("F9")
+    group("g9", leader, {huge: "1"})
+    connect(huge)
+    top = Decimal("999999999999.99")  # the columns' largest number
+    AccountGuard.objects.create(account=huge, starting_balance=top, drawdown=Decimal(2000))
+    fill(leader, "buy", 2, "20000")
+    SimAccount.objects.using("broker").filter(account=huge).update(cash=top)
+    SimBroker.price_set(SYMBOL, "20100")  # +$400 open: past what the columns hold
+    AccountGuard.objects.update(read_at=None)
+    assert guard.market_moved(SYMBOL) == 2
+    assert (guard_of(f).read_at, guard_of(f).equity) == (clock.now(), Decimal("50400.00"))
+    row = guard_of(huge)
+    assert (row.state, row.read_at, row.equity) == (GuardState.OK, None, None)
+    assert "NumericValueOutOfRange" in row.read_error or "DataError" in row.read_error
+    assert "its reading could not be judged" in Alert.objects.get(kind=AlertKind.GUARD,
+                                                                  account=huge).text
+
+
 def test_the_sim_reads_many_books_as_it_reads_one(world):
     """`equity_read_many`, the guard's batch read: the same numbers as each book's own
     read, and each book's error in its place, not raised."""

@@ -29,7 +29,7 @@ from copier.models import (
 )
 from copier.services import losslimit
 from copier.services.engine import Seat, event_seats
-from core.rawsql import RowsInsert, Statement
+from core.rawsql import RowsInsert, RowsUpdate, Statement
 from tests.factories import account, group
 from tests.sql.helpers import check_columns, model_columns
 
@@ -470,7 +470,34 @@ def test_orders_insert_stores_every_field_and_the_decision_it_belongs_to(world):
         status="rejected", created_at=now))], ["id"])
 
 
-def _row_of(rows: RowsInsert, obj: object) -> list[object]:
+# --- guards_keep --------------------------------------------------------------------------
+def test_guards_keep_writes_each_kept_field_of_each_row_and_nothing_else(world):
+    from copier.models import AccountGuard
+
+    _leader, f1, f2 = world
+    rows = [AccountGuard.objects.create(account=a, starting_balance=Decimal(50000),
+                                        drawdown=Decimal(2000), buffer=Decimal(150))
+            for a in (f1, f2)]
+    rows[0].high_water, rows[0].line, rows[0].state = Decimal("50250.5"), Decimal(48250), "locked"
+    rows[0].findings, rows[0].switched = [{"trip": "drawdown", "values": {"x": "1"}}], [3, 1]
+    rows[0].read_at, rows[0].standing = NOW, {"state": "locked"}
+    rows[1].contracts, rows[1].equity_source, rows[1].read_error = 4, "sim prices", "late"
+    rows[0].buffer = Decimal(999)  # a profile field: not the reading's to write
+    sql.guards_keep(guards=rows)
+    sql.guards_keep(guards=[])  # nothing to write: no statement
+    first, second = (AccountGuard.objects.get(pk=r.pk) for r in rows)
+    assert (first.high_water, first.line, first.state, first.read_at) == (
+        Decimal("50250.50"), Decimal(48250), "locked", NOW)
+    assert (first.findings, first.switched, first.standing) == (
+        [{"trip": "drawdown", "values": {"x": "1"}}], [3, 1], {"state": "locked"})
+    assert first.buffer == Decimal(150)
+    assert (second.contracts, second.equity_source, second.read_error, second.standing) == (
+        4, "sim prices", "late", None)
+    assert all(AccountGuard._meta.get_field(n).concrete for n in sql.GUARD_KEPT)
+    check_columns(sql.GUARDS_KEEP, [[v] for v in _row_of(sql.GUARD_ROWS, rows[1])], [])
+
+
+def _row_of(rows: RowsInsert | RowsUpdate, obj: object) -> list[object]:
     """One instance's values in the statement's order, as `RowsInsert.run` sends them."""
     import json
 
@@ -487,7 +514,7 @@ def test_every_statement_of_the_copier_has_a_test_of_its_own():
     missing = [s.name for s in STATEMENTS
                if not any(name.startswith(s.name + "_") for name in tested)]
     assert not missing
-    assert len(STATEMENTS) == 13
+    assert len(STATEMENTS) == 14
 
 
 @pytest.mark.parametrize("statement", STATEMENTS, ids=lambda s: s.name)
