@@ -654,7 +654,7 @@ def _close_record(jobs: list[_CloseJob], symbol: str, action: OperatorAction
                   ) -> list[Decision]:
     """Each close's decision, and its orders saved with it."""
     now = clock.now()
-    decisions = Decision.objects.bulk_create([
+    decisions = [
         Decision(action=action, account=job.position.account, symbol=symbol,
                  reason=rules.placement_reason(rules.Reason.FLATTENED, job.results),
                  notes=[note.to_json() for note in job.notes], position_before=job.before,
@@ -663,7 +663,8 @@ def _close_record(jobs: list[_CloseJob], symbol: str, action: OperatorAction
                  placed_legs=[{**leg.to_json(), "outcome": outcome.value}
                               for leg, outcome in job.results],
                  created_at=now, settled_at=now)
-        for job in jobs])
+        for job in jobs]
+    sql.decisions_insert(decisions=decisions)
     orders = []
     for job, decision in zip(jobs, decisions, strict=True):
         for order in job.orders:
