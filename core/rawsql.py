@@ -105,7 +105,9 @@ class RowsInsert(Generic[M]):
     fan-out's 100 decisions are 1,400 calls) and was a third of a 200-follower copy.
 
     For models whose fields need no preparation beyond that: no `auto_now`, no custom
-    field; JSON fields are sent as text and cast. The ids come back in row order and are
+    field; JSON fields are sent as text and cast. The arrays go in binary (`%b`): in
+    text, psycopg escapes each string's quotes one by one, and a guard batch's 100 JSON
+    documents took 16 ms to send that way, 0.4 ms in binary. The ids come back in row order and are
     set on the instances, which are then saved ones (`_state`).
     """
 
@@ -126,7 +128,7 @@ class RowsInsert(Generic[M]):
         columns = ", ".join(f.column for f in fields)
         select = ", ".join(f"u.{f.column}::jsonb" if f.attname in json else f"u.{f.column}"
                            for f in fields)
-        arrays = ", ".join(f"%s::{cast(f)}" for f in fields)
+        arrays = ", ".join(f"%b::{cast(f)}" for f in fields)
         pk = model._meta.pk
         assert pk is not None
         sql = (f"INSERT INTO {model._meta.db_table} ({columns}) SELECT {select}"  # noqa: S608
@@ -184,7 +186,7 @@ class RowsUpdate(Generic[M]):
         columns = ", ".join(f.column for f in fields)
         sets = ", ".join(f"{f.column} = u.{f.column}" + ("::jsonb" if f.attname in json else "")
                          for f in fields[1:])
-        arrays = ", ".join(f"%s::{cast(f)}" for f in fields)
+        arrays = ", ".join(f"%b::{cast(f)}" for f in fields)
         sql = (f"UPDATE {model._meta.db_table} AS t SET {sets}"  # noqa: S608
                f" FROM unnest({arrays}) AS u({columns}) WHERE t.{pk.column} = u.{pk.column}")
         return cls(Statement(name, sql), fields, json)
