@@ -431,11 +431,15 @@ class SimBroker(BrokerAdapter):
         them; their working orders read and cancelled in one statement each), as
         `orders_cancel_all` cancels one book's."""
         ids = sorted({a.pk for a in accounts})
+        locked = (SimAccount.objects.using(DB).select_for_update().filter(account_id__in=ids)
+                  .order_by("account_id"))
         with transaction.atomic(using=DB):
-            SimAccount.objects.using(DB).bulk_create(  # a book is made on first use
-                [SimAccount(account_id=a) for a in ids], ignore_conflicts=True)
-            books = {b.account_id: b for b in SimAccount.objects.using(DB).select_for_update()
-                     .filter(account_id__in=ids).order_by("account_id")}
+            books = {b.account_id: b for b in locked}
+            if len(books) < len(ids):  # a book is made on its account's first use
+                SimAccount.objects.using(DB).bulk_create(
+                    [SimAccount(account_id=a) for a in ids if a not in books],
+                    ignore_conflicts=True)
+                books = {b.account_id: b for b in locked.all()}
             open_books = [b.pk for b in books.values() if b.reachable]
             working = SimOrder.objects.using(DB).filter(book_id__in=open_books,
                                                         status=SimOrder.Status.WORKING)

@@ -403,7 +403,10 @@ def flatten_plan(*, groups: Sequence[CopyGroup] | None = None,
     flatten queued is marked `queued`: this flatten attempts that exit again at once
     rather than sending a second one.
     """
-    chosen = _followers(groups, followers)
+    return _plan(_followers(groups, followers))
+
+
+def _plan(chosen: list[Follower]) -> list[PlannedExit]:
     queued = _flatten_queued({f.account_id for f in chosen})
     accounts = {f.account_id: f.account for f in chosen}
     held = held_positions(accounts)
@@ -446,7 +449,7 @@ def flatten(*, groups: Sequence[CopyGroup] | None = None,
     chosen_groups = _groups(groups) if groups is not None or followers is None else []
     chosen = _followers(groups, followers)
     result = FlattenResult(_flatten_switch(chosen_groups, chosen, by))
-    plan = flatten_plan(followers=chosen)
+    plan = _plan(chosen)
     # working orders first (a resting limit would open a position again), every account's
     # asked together
     cancelled = {account_id: note for account_id, (_n, note) in
