@@ -14,7 +14,8 @@ WebSocket, no `id`).
 Market orders fill at once at a fixed price per contract; the faults of `FAULTS` bend that.
 An account's `balance` (Account/search) is its starting $50,000 plus what its closing trades
 realised less every trade's fees, as the Gateway keeps it; `canTrade` turns false when the
-firm stops it (`account_lock`). Either change pushes `GatewayUserAccount` (the account as
+firm stops it (`account_lock`), and its orders are refused from then on (AccountViolation).
+Either change pushes `GatewayUserAccount` (the account as
 Account/search has it) to every socket that invoked `SubscribeAccounts`, which is about all
 the login's accounts. History/retrieveBars aggregates the venue's own ticks: every
 price it was set to (`price_set`, the market moving) and every trade, at its time.
@@ -614,6 +615,11 @@ class ProjectXVenue(LocalVenue):
                             orderId=None)
         order = self._order_new(account_id, str(contract_id), side, size, tag)
         self.order_book.append(order)
+        if not self.accounts[account_id]["canTrade"]:  # the firm stopped it: nothing trades
+            order["status"] = ORDER_REJECTED
+            self._push_order(order)
+            return _refusal(4, "Account is not allowed to trade (AccountViolation)",
+                            orderId=order["id"])
         if self._take("reject", account_id):
             order["status"] = ORDER_REJECTED
             self._push_order(order)

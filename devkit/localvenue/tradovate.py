@@ -760,6 +760,11 @@ class TradovateVenue(LocalVenue):
         order = self._order_new(account_id, body["symbol"], body["action"].lower(), qty,
                                 cl_ord_id=body.get("clOrdId"),
                                 automated=bool(body.get("isAutomated")))
+        if self._liquidate_only(account_id) and not self._reduces(order, qty):
+            self._reject(order, "RiskCheck", "Account is in liquidate-only mode")
+            return web.json_response({"failureReason": "RiskCheck",
+                                      "failureText": "Account is in liquidate-only mode",
+                                      "orderId": order["id"]})
         if self._take("reject", {account_id}):
             self._reject(order)
             return web.json_response({"failureReason": self.reject_reason,
@@ -862,13 +867,27 @@ class TradovateVenue(LocalVenue):
         self._push(account_id, "command", "Created", command)
         return order
 
-    def _reject(self, order: dict[str, Any]) -> None:
+    def _liquidate_only(self, account_id: int) -> bool:
+        status = self._risk.get(int(account_id))
+        return bool(status and status.get("liquidateOnly"))
+
+    def _reduces(self, order: dict[str, Any], qty: int) -> bool:
+        """Whether the order only takes off what the account holds (liquidate-only lets
+        those through: the firm wants the account flat, not frozen)."""
+        held = self._positions.get((int(order["accountId"]), int(order["contractId"])))
+        net = held["netPos"] if held else 0
+        moved = qty if order["action"] == "Buy" else -qty
+        return net != 0 and abs(net + moved) < abs(net) and (net + moved) * net >= 0
+
+    def _reject(self, order: dict[str, Any], reason: str | None = None,
+                text: str | None = None) -> None:
         order["ordStatus"] = "Rejected"
         command = next(c for c in self._commands.values() if c["orderId"] == order["id"])
         command["commandStatus"] = "RiskRejected"
         report = {"id": next(self._ids), "commandId": command["id"], "timestamp": _iso(_now()),
-                  "commandStatus": "RiskRejected", "rejectReason": self.reject_reason,
-                  "text": self.reject_text, "ordStatus": "Rejected"}
+                  "commandStatus": "RiskRejected",
+                  "rejectReason": reason or self.reject_reason,
+                  "text": text or self.reject_text, "ordStatus": "Rejected"}
         self._reports[report["id"]] = report
         for entity_type, entity in (("command", command), ("commandReport", report),
                                     ("order", order)):

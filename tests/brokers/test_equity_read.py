@@ -110,6 +110,21 @@ def test_projectx_an_account_the_firm_stopped_cannot_trade_and_says_so(px_venue)
     assert px.equity_read().can_trade is True
 
 
+def test_projectx_refuses_every_order_of_an_account_the_firm_stopped(px_venue):
+    """The venue's own stop is enforced by the venue: the copier's orders (a guard's
+    flatten among them) are refused for good while `canTrade` is false."""
+    px = _px(px_venue, "px-lock-orders")
+    ext = px.account.external_id
+    px.place_order(OrderRequest("px-lock-1", "MNQZ6", Side.BUY, 2))
+    px_venue.account_lock(ext)
+    with pytest.raises(PermanentBrokerError, match=r"AccountViolation \(errorCode 4\)"):
+        px.place_order(OrderRequest("px-lock-2", "MNQZ6", Side.SELL, 2))
+    assert px_venue.positions(ext) == {"MNQZ6": 2}
+    px_venue.account_lock(ext, locked=False)
+    px.place_order(OrderRequest("px-lock-3", "MNQZ6", Side.SELL, 2))
+    assert px_venue.positions(ext) == {}
+
+
 def test_projectx_a_5xx_is_transient_and_nothing_is_guessed(px_venue):
     px = _px(px_venue, "px-5xx")
     px_venue.inject("equity_5xx", 1, account_external_id=px.account.external_id)
@@ -224,6 +239,20 @@ def test_tradovate_an_account_the_firm_stopped_cannot_trade_and_says_why(tv_venu
     assert (eq.can_trade, eq.why) == (False, f"adminAction {action}")
     tv_venue.account_lock(tv.account.external_id, locked=False)
     assert tv.equity_read().can_trade is True
+
+
+def test_tradovate_in_liquidate_only_takes_orders_that_reduce_and_refuses_the_rest(tv_venue):
+    tv = _tv(tv_venue, "tv-liq-orders")
+    ext = tv.account.external_id
+    tv.place_order(OrderRequest("tv-liq-1", "MESZ6", Side.BUY, 3))
+    tv_venue.account_lock(ext)
+    for cid, side, qty in (("tv-liq-2", Side.BUY, 1), ("tv-liq-3", Side.SELL, 5)):
+        with pytest.raises(PermanentBrokerError, match=r"RiskCheck: .*liquidate-only"):
+            tv.place_order(OrderRequest(cid, "MESZ6", side, qty))  # adds, or reverses
+    assert tv.place_order(OrderRequest("tv-liq-4", "MESZ6", Side.SELL, 2)).filled_qty == 2
+    assert tv.place_order(OrderRequest("tv-liq-5", "MESZ6", Side.SELL, 1)).filled_qty == 1
+    assert tv_venue.positions(ext) == {}
+    tv_venue.account_lock(ext, locked=False)
 
 
 def test_tradovate_a_risk_status_it_may_not_read_says_nothing(tv_venue):
