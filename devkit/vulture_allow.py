@@ -93,12 +93,13 @@ _: Any = object()
 
 # pytest: a module's pytestmark, hooks, autouse fixtures, and fixtures a test asks for by
 # parameter name for what they do, not for a value (pytest-django's django_db_setup among
-# them: the browser stacks start after the test database exists).
+# them: the browser stacks start after the test database exists; anyio's anyio_backend,
+# which its plugin reads to pick the event loop of an async test).
 (
     _.pytestmark, _.pytest_runtest_makereport, _.pytest_collection_modifyitems,
     _.pytest_unconfigure, _._fast_password_hashing, _._cheap_recovery_codes,
     _._fresh_latency_cache, _.controlled, _.celery_worker, _.loopback_webhooks, _.bob,
-    _.unfrozen, _.django_db_setup,
+    _.unfrozen, _.django_db_setup, _.anyio_backend,
 )
 
 # The account guard's columns that only the admin reads, by name in its form's and its
