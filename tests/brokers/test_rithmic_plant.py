@@ -78,6 +78,18 @@ class Gateway:
                         await self.order_answer(held_ws, held)
                 return
             await self.order_answer(ws, m)
+        elif t == T.REQUEST_LOGIN_INFO:
+            await self.send(ws, T.RESPONSE_LOGIN_INFO, user_msg=ids, rp_code=["0"],
+                            fcm_id="FCM1", ib_id="IB1", user_type=3)
+        elif t == T.REQUEST_TRADE_ROUTES:
+            for name, default in (("First Route", False), ("Firm Route", True)):
+                await self.send(ws, T.RESPONSE_TRADE_ROUTES, user_msg=ids,
+                                rq_handler_rp_code=["0"], exchange="CME", trade_route=name,
+                                is_default=default)
+            await self.send(ws, T.RESPONSE_TRADE_ROUTES, user_msg=ids, rp_code=["0"])
+        elif t == T.REQUEST_SUBSCRIBE_FOR_ORDER_UPDATES:
+            await self.send(ws, T.RESPONSE_SUBSCRIBE_FOR_ORDER_UPDATES, user_msg=ids,
+                            rp_code=["0"])
         elif t == T.REQUEST_SHOW_ORDERS:
             await self.send(ws, T.RESPONSE_SHOW_ORDERS, user_msg=ids, rp_code=["7", "no data"])
         else:
@@ -86,8 +98,12 @@ class Gateway:
     async def order_answer(self, ws: ServerConnection, m: Any) -> None:
         await self.send(ws, T.RESPONSE_NEW_ORDER, user_msg=list(m.user_msg),
                         user_tag=m.user_tag, basket_id=f"B-{m.user_tag}", rp_code=["0"])
+        if m.quantity == 7:  # rests: no fill
+            return
         await self.send(ws, T.EXCHANGE_ORDER_NOTIFICATION, user_tag=m.user_tag, notify_type=5,
-                        fill_id=f"F-{m.user_tag}", fill_size=m.quantity)
+                        fill_id=f"F-{m.user_tag}", fill_size=m.quantity,
+                        basket_id=f"B-{m.user_tag}", transaction_type=m.transaction_type or 1,
+                        symbol=m.symbol)
 
     def login(self, **changed: str) -> Login:
         fields = {"gateway": self.url, "system_name": "Rithmic Test", "user": "trader1",

@@ -1,0 +1,125 @@
+"""One Rithmic login's session as the copier keeps it: its ORDER plant (and, later, its
+PNL plant), readied as R|Protocol asks, and the orders sent on it.
+
+After the ORDER plant's login: RequestLoginInfo (the `fcm_id`, `ib_id` and user type every
+later request carries), RequestTradeRoutes (the route per exchange; the one marked default
+is taken), RequestAccountList (the accounts this login may trade), and
+RequestSubscribeForOrderUpdates for each account the copier trades, so that their order
+notifications (351, 352) come on this session. One session serves every account of the
+login: Rithmic allows one per user, and a second login forces the first out.
+
+An order (`place`) goes out with its user tag; its answer (313) carries the basket id
+Rithmic knows it by, and its fate comes in the notifications, which `place` waits for
+briefly: a market order usually fills within them, and what has not filled by then is
+"accepted", settled later by the stream. A request whose answer does not come in time is
+`OrderOutcomeUnknown`: it may have run, and the copier looks it up before anything else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from brokers.base import OrderOutcomeUnknown, OrderRequest, OrderResult, PermanentBrokerError
+from brokers.rithmic import protocol, records
+from brokers.rithmic.plant import Login, Plant, PlantTimeout
+from brokers.rithmic.protocol import TemplateId
+
+log = logging.getLogger(__name__)
+
+FILL_WAIT = 0.5  # how long `place` waits for a market order's fills after its answer
+KEPT_BASKETS = 1000  # the newest baskets whose notifications `place` may still read
+
+
+class LoginSession:
+    """The ORDER plant of one login, readied for the accounts the copier trades on it."""
+
+    def __init__(self, login: Login, accounts: Sequence[str], *, label: str,
+                 plant: Plant | None = None) -> None:
+        self.label = label
+        self.order = plant or Plant(login, protocol.ORDER_PLANT, label=f"{label} ORDER")
+        self.accounts = list(accounts)
+        self.fcm_id = self.ib_id = ""
+        self.user_type = 0
+        self.routes: list[Any] = []
+        self.listed: list[str] = []
+        self._notes: dict[str, list[Any]] = {}  # basket id -> its notifications
+        self._waiters: dict[str, asyncio.Event] = {}
+        self._pump: asyncio.Task[None] | None = None
+        self.unasked: asyncio.Queue[Any] = asyncio.Queue()  # notifications for the stream
+
+    async def open(self) -> None:
+        """Log in and ready the session; an account the login may not trade is refused
+        for good (a person picked the wrong account id)."""
+        await self.order.open()
+        info = (await self.order.ask(TemplateId.REQUEST_LOGIN_INFO))[-1]
+        self.fcm_id, self.ib_id = info.fcm_id, info.ib_id
+        self.user_type = int(info.user_type)
+        ids: dict[str, Any] = {"fcm_id": self.fcm_id, "ib_id": self.ib_id}
+        self.routes = [p for p in await self.order.ask(
+            TemplateId.REQUEST_TRADE_ROUTES, subscribe_for_updates=False) if p.trade_route]
+        listed = await self.order.ask(TemplateId.REQUEST_ACCOUNT_LIST, user_type=self.user_type,
+                                      **ids)
+        self.listed = [p.account_id for p in listed if p.account_id]
+        missing = [a for a in self.accounts if a not in self.listed]
+        if missing:
+            raise PermanentBrokerError(
+                f"{self.label}: this login may not trade {', '.join(missing)} (its accounts: "
+                f"{', '.join(self.listed) or 'none'})")
+        for account in self.accounts:
+            await self.order.ask(TemplateId.REQUEST_SUBSCRIBE_FOR_ORDER_UPDATES,
+                                 account_id=account, **ids)
+        self._pump = asyncio.create_task(self._sort(), name=f"{self.label}-notices")
+
+    async def close(self) -> None:
+        if self._pump is not None:
+            self._pump.cancel()
+            await asyncio.gather(self._pump, return_exceptions=True)
+        await self.order.close()
+
+    async def place(self, request: OrderRequest, account: str) -> OrderResult:
+        """Send one of the copier's orders; its state after its answer and FILL_WAIT."""
+        route = records.route_pick(self.routes, records.exchange_of(request.symbol))
+        fields = records.new_order_fields(request, account_id=account, fcm_id=self.fcm_id,
+                                          ib_id=self.ib_id, route=route)
+        try:
+            answer = (await self.order.ask(TemplateId.REQUEST_NEW_ORDER, **fields))[-1]
+        except PlantTimeout as exc:
+            raise OrderOutcomeUnknown(exc.message) from None
+        basket = str(answer.basket_id)
+        event = self._waiters.setdefault(basket, asyncio.Event())
+        state = records.order_state(request, basket, self._notes.get(basket, []))
+        deadline = asyncio.get_running_loop().time() + FILL_WAIT
+        while state.status == "accepted":
+            left = deadline - asyncio.get_running_loop().time()
+            if left <= 0:
+                break
+            event.clear()
+            try:
+                await asyncio.wait_for(event.wait(), left)
+            except TimeoutError:
+                break
+            state = records.order_state(request, basket, self._notes.get(basket, []))
+        return state
+
+    async def _sort(self) -> None:
+        """Each notification kept by its basket (for `place`) and passed on (for the
+        stream); the session's end passed on last."""
+        while True:
+            notice = await self.order.notices.get()
+            basket = getattr(notice, "basket_id", "")
+            if basket and getattr(notice, "template_id", 0) == \
+                    TemplateId.EXCHANGE_ORDER_NOTIFICATION:
+                self._notes.setdefault(str(basket), []).append(notice)
+                while len(self._notes) > KEPT_BASKETS:  # the oldest first (insertion order)
+                    old = next(iter(self._notes))
+                    self._notes.pop(old)
+                    self._waiters.pop(old, None)
+                waiter = self._waiters.get(str(basket))
+                if waiter is not None:
+                    waiter.set()
+            self.unasked.put_nowait(notice)
+            if isinstance(notice, Exception):
+                return

@@ -1,0 +1,65 @@
+"""One login's ORDER session (brokers.rithmic.session) against the loopback gateway of
+test_rithmic_plant: readied as R|Protocol asks (login info, the default trade route, the
+account list, a subscription per account), an order sent AUTO with its user tag and its
+fill read back by its basket, an account the login may not trade refused for good."""
+
+from __future__ import annotations
+
+import pytest
+
+from brokers.base import OrderRequest, PermanentBrokerError
+from brokers.rithmic import records
+from brokers.rithmic.protocol import TemplateId as T
+from brokers.rithmic.session import LoginSession
+from core.trading import Side
+from tests.brokers.test_rithmic_plant import anyio_backend, gateway  # noqa: F401 (fixtures)
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_the_session_is_readied_for_its_accounts(gateway):  # noqa: F811
+    session = LoginSession(gateway.login(), ["APEX-1-02"], label="F1")
+    await session.open()
+    try:
+        assert (session.fcm_id, session.ib_id, session.user_type) == ("FCM1", "IB1", 3)
+        assert session.listed == ["APEX-1-01", "APEX-1-02"]
+        asked = [m.template_id for m in gateway.received
+                 if m.template_id not in (T.REQUEST_HEARTBEAT,)]
+        assert asked == [T.REQUEST_LOGIN, T.REQUEST_LOGIN_INFO, T.REQUEST_TRADE_ROUTES,
+                         T.REQUEST_ACCOUNT_LIST, T.REQUEST_SUBSCRIBE_FOR_ORDER_UPDATES]
+        subscribe = gateway.received[asked.index(T.REQUEST_SUBSCRIBE_FOR_ORDER_UPDATES)]
+        assert (subscribe.account_id, subscribe.fcm_id, subscribe.ib_id) == (
+            "APEX-1-02", "FCM1", "IB1")
+        assert records.route_pick(session.routes, "CME") == "Firm Route"
+    finally:
+        await session.close()
+
+
+async def test_an_order_goes_out_auto_with_its_tag_and_its_fill_is_read_by_its_basket(
+        gateway):  # noqa: F811
+    session = LoginSession(gateway.login(), ["APEX-1-01"], label="F1")
+    await session.open()
+    try:
+        result = await session.place(OrderRequest("cp1-4-1", "MNQZ6", Side.SELL, 2),
+                                     "APEX-1-01")
+        assert (result.status, result.filled_qty, result.broker_order_id) == (
+            "filled", 2, "B-cp1-4-1")
+        sent = next(m for m in gateway.received if m.template_id == T.REQUEST_NEW_ORDER)
+        assert (sent.user_tag, sent.manual_or_auto, sent.price_type, sent.transaction_type,
+                sent.trade_route, sent.exchange, sent.account_id) == (
+            "cp1-4-1", records.AUTO, records.MARKET, records.SELL, "Firm Route", "CME",
+            "APEX-1-01")
+        resting = await session.place(OrderRequest("cp1-4-2", "MNQZ6", Side.BUY, 7),
+                                      "APEX-1-01")
+        assert (resting.status, resting.filled_qty) == ("accepted", 0)
+        fill = await session.unasked.get()
+        assert (fill.template_id, fill.user_tag) == (T.EXCHANGE_ORDER_NOTIFICATION, "cp1-4-1")
+    finally:
+        await session.close()
+
+
+async def test_an_account_the_login_may_not_trade_is_refused_for_good(gateway):  # noqa: F811
+    session = LoginSession(gateway.login(), ["APEX-9-99"], label="F1")
+    with pytest.raises(PermanentBrokerError, match="may not trade APEX-9-99"):
+        await session.open()
+    await session.close()
