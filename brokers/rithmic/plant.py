@@ -23,7 +23,7 @@ import contextlib
 import logging
 import ssl
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -83,13 +83,17 @@ class Plant:
 
     def __init__(self, login: Login, infra_type: int, *, label: str,
                  ssl_context: ssl.SSLContext | None = None,
-                 request_timeout: float = REQUEST_TIMEOUT) -> None:
+                 request_timeout: float = REQUEST_TIMEOUT,
+                 observe: Callable[[Any], None] | None = None) -> None:
         if infra_type not in (protocol.ORDER_PLANT, protocol.PNL_PLANT):
             raise ValueError("the copier opens only the ORDER and PNL plants")
         self.login, self.infra_type, self.label = login, infra_type, label
         self._ssl = ssl_context
         self.request_timeout = request_timeout
         self.notices: asyncio.Queue[Any] = asyncio.Queue()
+        # Called with each notice as it is read, before any later answer ends its request:
+        # what a snapshot's messages (which carry no user_msg) said is known by then.
+        self._observe = observe
         self.heartbeat_interval = 0.0
         self.fcm_id = self.ib_id = ""
         self.closed_why = ""
@@ -220,6 +224,8 @@ class Plant:
         pending = self._pending.get(ids[0]) if ids else None
         if pending is None:
             if template not in (TemplateId.RESPONSE_HEARTBEAT, TemplateId.RESPONSE_LOGOUT):
+                if self._observe is not None:
+                    self._observe(message)
                 self.notices.put_nowait(message)
             return
         pending.parts.append(message)

@@ -1,5 +1,5 @@
-"""One Rithmic login's session as the copier keeps it: its ORDER plant (and, later, its
-PNL plant), readied as R|Protocol asks, and the orders sent on it.
+"""One Rithmic login's session as the copier keeps it: its ORDER and PNL plants, readied
+as R|Protocol asks, the orders sent on it and the positions and money read from it.
 
 After the ORDER plant's login: RequestLoginInfo (the `fcm_id`, `ib_id` and user type every
 later request carries), RequestTradeRoutes (the route per exchange; the one marked default
@@ -13,6 +13,11 @@ Rithmic knows it by, and its fate comes in the notifications, which `place` wait
 briefly: a market order usually fills within them, and what has not filled by then is
 "accepted", settled later by the stream. A request whose answer does not come in time is
 `OrderOutcomeUnknown`: it may have run, and the copier looks it up before anything else.
+
+The PNL plant (logged in after the ORDER plant, as Rithmic wants) says each account's net
+position per symbol (InstrumentPnLPositionUpdate, 450) and its money (451), in a snapshot
+on request and as updates after; its snapshot's messages carry no request id and come
+before the answer that ends it, so they are kept as they are read, whichever kind.
 """
 
 from __future__ import annotations
@@ -22,13 +27,21 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-from brokers.base import OrderOutcomeUnknown, OrderRequest, OrderResult, PermanentBrokerError
+from brokers.base import (
+    Equity,
+    OrderOutcomeUnknown,
+    OrderRequest,
+    OrderResult,
+    PermanentBrokerError,
+    TransientBrokerError,
+)
 from brokers.rithmic import protocol, records
 from brokers.rithmic.plant import Login, Plant, PlantTimeout
 from brokers.rithmic.protocol import TemplateId
 
 log = logging.getLogger(__name__)
 
+SUBSCRIBE = 1  # RequestPnLPositionUpdates.Request
 FILL_WAIT = 0.5  # how long `place` waits for a market order's fills after its answer
 KEPT_BASKETS = 1000  # the newest baskets whose notifications `place` may still read
 
@@ -36,10 +49,14 @@ KEPT_BASKETS = 1000  # the newest baskets whose notifications `place` may still 
 class LoginSession:
     """The ORDER plant of one login, readied for the accounts the copier trades on it."""
 
-    def __init__(self, login: Login, accounts: Sequence[str], *, label: str,
-                 plant: Plant | None = None) -> None:
+    def __init__(self, login: Login, accounts: Sequence[str], *, label: str) -> None:
         self.label = label
-        self.order = plant or Plant(login, protocol.ORDER_PLANT, label=f"{label} ORDER")
+        self.order = Plant(login, protocol.ORDER_PLANT, label=f"{label} ORDER")
+        self.pnl = Plant(login, protocol.PNL_PLANT, label=f"{label} PNL", observe=self._seen)
+        # What the PNL plant last said, snapshot or update alike: per account, the net
+        # position per symbol (450) and the account's money (451).
+        self._held: dict[str, dict[str, int]] = {}
+        self._money: dict[str, Any] = {}
         self.accounts = list(accounts)
         self.fcm_id = self.ib_id = ""
         self.user_type = 0
@@ -72,12 +89,45 @@ class LoginSession:
             await self.order.ask(TemplateId.REQUEST_SUBSCRIBE_FOR_ORDER_UPDATES,
                                  account_id=account, **ids)
         self._pump = asyncio.create_task(self._sort(), name=f"{self.label}-notices")
+        await self.pnl.open()  # after the ORDER plant's: Rithmic wants that one first
+        for account in self.accounts:
+            await self.pnl.ask(TemplateId.REQUEST_PNL_POSITION_UPDATES, request=SUBSCRIBE,
+                               account_id=account, **ids)
 
     async def close(self) -> None:
         if self._pump is not None:
             self._pump.cancel()
             await asyncio.gather(self._pump, return_exceptions=True)
+        await self.pnl.close()
         await self.order.close()
+
+    def _seen(self, notice: Any) -> None:
+        account = str(getattr(notice, "account_id", ""))
+        if notice.template_id == TemplateId.INSTRUMENT_PNL_POSITION_UPDATE:
+            self._held.setdefault(account, {})[str(notice.symbol)] = int(notice.net_quantity)
+        elif notice.template_id == TemplateId.ACCOUNT_PNL_POSITION_UPDATE:
+            self._money[account] = notice
+
+    async def _snapshot(self, account: str) -> None:
+        """The PNL plant's snapshot of the account asked for and read: its messages come
+        before the answer that ends it, and `_seen` has kept them by then."""
+        self._held[account] = {}
+        await self.pnl.ask(TemplateId.REQUEST_PNL_POSITION_SNAPSHOT, account_id=account,
+                           fcm_id=self.fcm_id, ib_id=self.ib_id)
+
+    async def positions(self, account: str) -> dict[str, int]:
+        """The account's net positions as the PNL plant states them now (flat left out)."""
+        await self._snapshot(account)
+        return {s: q for s, q in sorted(self._held.get(account, {}).items()) if q}
+
+    async def equity(self, account: str) -> Equity:
+        """The account's balance and open P&L as the PNL plant states them now."""
+        await self._snapshot(account)
+        money = self._money.get(account)
+        if money is None:
+            raise TransientBrokerError(f"{self.label}: the PNL plant said nothing of "
+                                       f"{account}'s balance")
+        return records.equity_of(money, self._held.get(account, {}))
 
     async def place(self, request: OrderRequest, account: str) -> OrderResult:
         """Send one of the copier's orders; its state after its answer and FILL_WAIT."""

@@ -34,6 +34,9 @@ class Gateway:
         self.silent: set[int] = set()  # templates it never answers
         self.swap_next = False  # answer the next two requests in the other order
         self.connections: list[ServerConnection] = []
+        # the PNL plant's book: account -> symbol -> net position, and its balance
+        self.book: dict[str, dict[str, int]] = {"APEX-1-01": {"MNQZ6": 2, "ESZ6": 0}}
+        self.balance = "50125.50"
         self._held: list[tuple[ServerConnection, Any]] = []
         self.url = ""
 
@@ -90,6 +93,17 @@ class Gateway:
         elif t == T.REQUEST_SUBSCRIBE_FOR_ORDER_UPDATES:
             await self.send(ws, T.RESPONSE_SUBSCRIBE_FOR_ORDER_UPDATES, user_msg=ids,
                             rp_code=["0"])
+        elif t == T.REQUEST_PNL_POSITION_SNAPSHOT:  # the book as notices, then the end
+            for symbol, qty in self.book.get(m.account_id, {}).items():
+                await self.send(ws, T.INSTRUMENT_PNL_POSITION_UPDATE, is_snapshot=True,
+                                account_id=m.account_id, symbol=symbol, exchange="CME",
+                                net_quantity=qty)
+            await self.send(ws, T.ACCOUNT_PNL_POSITION_UPDATE, is_snapshot=True,
+                            account_id=m.account_id, account_balance=self.balance,
+                            open_position_pnl="-40.00")
+            await self.send(ws, T.RESPONSE_PNL_POSITION_SNAPSHOT, user_msg=ids, rp_code=["0"])
+        elif t == T.REQUEST_PNL_POSITION_UPDATES:
+            await self.send(ws, T.RESPONSE_PNL_POSITION_UPDATES, user_msg=ids, rp_code=["0"])
         elif t == T.REQUEST_SHOW_ORDERS:
             await self.send(ws, T.RESPONSE_SHOW_ORDERS, user_msg=ids, rp_code=["7", "no data"])
         else:

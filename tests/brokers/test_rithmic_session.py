@@ -5,6 +5,8 @@ fill read back by its basket, an account the login may not trade refused for goo
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 import pytest
 
 from brokers.base import OrderRequest, PermanentBrokerError
@@ -26,7 +28,13 @@ async def test_the_session_is_readied_for_its_accounts(gateway):  # noqa: F811
         asked = [m.template_id for m in gateway.received
                  if m.template_id not in (T.REQUEST_HEARTBEAT,)]
         assert asked == [T.REQUEST_LOGIN, T.REQUEST_LOGIN_INFO, T.REQUEST_TRADE_ROUTES,
-                         T.REQUEST_ACCOUNT_LIST, T.REQUEST_SUBSCRIBE_FOR_ORDER_UPDATES]
+                         T.REQUEST_ACCOUNT_LIST, T.REQUEST_SUBSCRIBE_FOR_ORDER_UPDATES,
+                         T.REQUEST_LOGIN, T.REQUEST_PNL_POSITION_UPDATES]
+        logins = [m for m in gateway.received if m.template_id == T.REQUEST_LOGIN]
+        assert [m.infra_type for m in logins] == [2, 4]  # ORDER first, then PNL; no ticker
+        updates = next(m for m in gateway.received
+                       if m.template_id == T.REQUEST_PNL_POSITION_UPDATES)
+        assert (updates.request, updates.account_id) == (1, "APEX-1-02")
         subscribe = gateway.received[asked.index(T.REQUEST_SUBSCRIBE_FOR_ORDER_UPDATES)]
         assert (subscribe.account_id, subscribe.fcm_id, subscribe.ib_id) == (
             "APEX-1-02", "FCM1", "IB1")
@@ -63,3 +71,18 @@ async def test_an_account_the_login_may_not_trade_is_refused_for_good(gateway): 
     with pytest.raises(PermanentBrokerError, match="may not trade APEX-9-99"):
         await session.open()
     await session.close()
+
+
+async def test_positions_and_equity_are_the_pnl_plants_snapshot(gateway):  # noqa: F811
+    session = LoginSession(gateway.login(), ["APEX-1-01"], label="F1")
+    await session.open()
+    try:
+        assert await session.positions("APEX-1-01") == {"MNQZ6": 2}  # flat ESZ6 left out
+        gateway.book["APEX-1-01"] = {"MNQZ6": 0, "ESZ6": -3}
+        gateway.balance = "49900.00"
+        eq = await session.equity("APEX-1-01")
+        assert (eq.balance, eq.open_pnl, eq.contracts) == (
+            Decimal("49900.00"), Decimal("-40.00"), 3)
+        assert await session.positions("APEX-1-01") == {"ESZ6": -3}
+    finally:
+        await session.close()
