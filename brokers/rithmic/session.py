@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 from brokers.base import (
@@ -38,6 +39,7 @@ from brokers.base import (
 from brokers.rithmic import protocol, records
 from brokers.rithmic.plant import Login, Plant, PlantTimeout
 from brokers.rithmic.protocol import TemplateId
+from core.trading import Side
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +53,8 @@ class LoginSession:
 
     def __init__(self, login: Login, accounts: Sequence[str], *, label: str) -> None:
         self.label = label
-        self.order = Plant(login, protocol.ORDER_PLANT, label=f"{label} ORDER")
+        self.order = Plant(login, protocol.ORDER_PLANT, label=f"{label} ORDER",
+                           observe=self._order_seen)
         self.pnl = Plant(login, protocol.PNL_PLANT, label=f"{label} PNL", observe=self._seen)
         # What the PNL plant last said, snapshot or update alike: per account, the net
         # position per symbol (450) and the account's money (451).
@@ -154,22 +157,44 @@ class LoginSession:
             state = records.order_state(request, basket, self._notes.get(basket, []))
         return state
 
+    def _order_seen(self, notice: Any) -> None:
+        """Each order notification kept by its basket as it is read (a snapshot's come
+        before the answer that ends it), and its order's `place` woken."""
+        basket = str(getattr(notice, "basket_id", "") or "")
+        if not basket or notice.template_id != TemplateId.EXCHANGE_ORDER_NOTIFICATION:
+            return
+        self._notes.setdefault(basket, []).append(notice)
+        while len(self._notes) > KEPT_BASKETS:  # the oldest first (insertion order)
+            old = next(iter(self._notes))
+            self._notes.pop(old)
+            self._waiters.pop(old, None)
+        waiter = self._waiters.get(basket)
+        if waiter is not None:
+            waiter.set()
+
+    async def find(self, client_order_id: str, account: str) -> OrderResult | None:
+        """The order the copier sent with this user tag, as the venue has it now (its
+        orders shown afresh: RequestShowOrders), or None if it never arrived. What the
+        copier asks after a lost answer, before anything is sent again."""
+        await self.order.ask(TemplateId.REQUEST_SHOW_ORDERS, account_id=account,
+                             fcm_id=self.fcm_id, ib_id=self.ib_id)
+        for basket, notes in reversed(self._notes.items()):
+            tagged = [n for n in notes if n.user_tag == client_order_id
+                      and str(n.account_id) in ("", account)]
+            if not tagged:
+                continue
+            first = tagged[0]
+            side = Side.BUY if first.transaction_type == records.BUY else Side.SELL
+            qty = max(int(n.quantity) for n in tagged)
+            state = records.order_state(OrderRequest(client_order_id, str(first.symbol), side,
+                                                     qty or 1), basket, notes)
+            return replace(state, symbol=str(first.symbol), side=side, qty=qty or None)
+        return None
+
     async def _sort(self) -> None:
-        """Each notification kept by its basket (for `place`) and passed on (for the
-        stream); the session's end passed on last."""
+        """Every notification passed on to the stream, the session's end last."""
         while True:
             notice = await self.order.notices.get()
-            basket = getattr(notice, "basket_id", "")
-            if basket and getattr(notice, "template_id", 0) == \
-                    TemplateId.EXCHANGE_ORDER_NOTIFICATION:
-                self._notes.setdefault(str(basket), []).append(notice)
-                while len(self._notes) > KEPT_BASKETS:  # the oldest first (insertion order)
-                    old = next(iter(self._notes))
-                    self._notes.pop(old)
-                    self._waiters.pop(old, None)
-                waiter = self._waiters.get(str(basket))
-                if waiter is not None:
-                    waiter.set()
             self.unasked.put_nowait(notice)
             if isinstance(notice, Exception):
                 return

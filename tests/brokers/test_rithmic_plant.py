@@ -37,6 +37,8 @@ class Gateway:
         # the PNL plant's book: account -> symbol -> net position, and its balance
         self.book: dict[str, dict[str, int]] = {"APEX-1-01": {"MNQZ6": 2, "ESZ6": 0}}
         self.balance = "50125.50"
+        self.orders: list[Any] = []  # every new order taken, as sent
+        self.lose_next = False  # execute the next order and never answer it
         self._held: list[tuple[ServerConnection, Any]] = []
         self.url = ""
 
@@ -73,6 +75,10 @@ class Gateway:
                                 rq_handler_rp_code=["0"], account_id=account)
             await self.send(ws, T.RESPONSE_ACCOUNT_LIST, user_msg=ids, rp_code=["0"])
         elif t == T.REQUEST_NEW_ORDER:
+            self.orders.append(m)
+            if self.lose_next:  # executed at the venue; the answer is lost
+                self.lose_next = False
+                return
             if self.swap_next:
                 self._held.append((ws, m))
                 if len(self._held) == 2:
@@ -104,8 +110,19 @@ class Gateway:
             await self.send(ws, T.RESPONSE_PNL_POSITION_SNAPSHOT, user_msg=ids, rp_code=["0"])
         elif t == T.REQUEST_PNL_POSITION_UPDATES:
             await self.send(ws, T.RESPONSE_PNL_POSITION_UPDATES, user_msg=ids, rp_code=["0"])
-        elif t == T.REQUEST_SHOW_ORDERS:
-            await self.send(ws, T.RESPONSE_SHOW_ORDERS, user_msg=ids, rp_code=["7", "no data"])
+        elif t == T.REQUEST_SHOW_ORDERS:  # each order of the account as a snapshot, the end
+            mine = [o for o in self.orders if o.account_id == m.account_id]
+            for o in mine:
+                filled = 0 if o.quantity == 7 else o.quantity
+                await self.send(ws, T.EXCHANGE_ORDER_NOTIFICATION, is_snapshot=True,
+                                notify_type=5 if filled else 1, user_tag=o.user_tag,
+                                basket_id=f"B-{o.user_tag}", account_id=o.account_id,
+                                symbol=o.symbol, quantity=o.quantity,
+                                transaction_type=o.transaction_type,
+                                fill_id=f"F-{o.user_tag}" if filled else "",
+                                fill_size=filled, total_fill_size=filled)
+            await self.send(ws, T.RESPONSE_SHOW_ORDERS, user_msg=ids,
+                            rp_code=["0"] if mine else ["7", "no data"])
         else:
             await self.send(ws, T.REJECT, user_msg=ids, rp_code=["1034", "not supported"])
 

@@ -9,7 +9,7 @@ from decimal import Decimal
 
 import pytest
 
-from brokers.base import OrderRequest, PermanentBrokerError
+from brokers.base import OrderOutcomeUnknown, OrderRequest, PermanentBrokerError
 from brokers.rithmic import records
 from brokers.rithmic.protocol import TemplateId as T
 from brokers.rithmic.session import LoginSession
@@ -84,5 +84,29 @@ async def test_positions_and_equity_are_the_pnl_plants_snapshot(gateway):  # noq
         assert (eq.balance, eq.open_pnl, eq.contracts) == (
             Decimal("49900.00"), Decimal("-40.00"), 3)
         assert await session.positions("APEX-1-01") == {"ESZ6": -3}
+    finally:
+        await session.close()
+
+
+async def test_a_lost_answer_is_in_doubt_and_the_look_up_finds_the_order_once(gateway):  # noqa: F811
+    """The venue executed the order and its answer never came: `place` says it is in doubt
+    (never resent), and `find` by its user tag finds it filled; a tag never sent is None."""
+    session = LoginSession(gateway.login(), ["APEX-1-01"], label="F1")
+    await session.open()
+    session.order.request_timeout = 0.3
+    try:
+        gateway.lose_next = True
+        with pytest.raises(OrderOutcomeUnknown, match="no answer to RequestNewOrder"):
+            await session.place(OrderRequest("cp1-5-1", "MNQZ6", Side.BUY, 3), "APEX-1-01")
+        found = await session.find("cp1-5-1", "APEX-1-01")
+        assert found is not None
+        assert (found.status, found.filled_qty, found.broker_order_id, found.symbol,
+                found.side, found.qty) == ("filled", 3, "B-cp1-5-1", "MNQZ6", Side.BUY, 3)
+        assert [o.user_tag for o in gateway.orders] == ["cp1-5-1"]  # nothing doubled
+        assert await session.find("cp1-5-9", "APEX-1-01") is None
+        await session.place(OrderRequest("cp1-5-2", "MNQZ6", Side.SELL, 7), "APEX-1-01")
+        resting = await session.find("cp1-5-2", "APEX-1-01")
+        assert resting is not None
+        assert (resting.status, resting.filled_qty, resting.side) == ("accepted", 0, Side.SELL)
     finally:
         await session.close()
