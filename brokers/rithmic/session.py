@@ -30,6 +30,7 @@ from typing import Any
 
 from brokers.base import (
     Equity,
+    Fill,
     OrderOutcomeUnknown,
     OrderRequest,
     OrderResult,
@@ -46,6 +47,7 @@ log = logging.getLogger(__name__)
 SUBSCRIBE = 1  # RequestPnLPositionUpdates.Request
 FILL_WAIT = 0.5  # how long `place` waits for a market order's fills after its answer
 KEPT_BASKETS = 1000  # the newest baskets whose notifications `place` may still read
+KEPT_FILLS = 5000  # the newest fill notifications a replay is read from
 
 
 class LoginSession:
@@ -67,6 +69,7 @@ class LoginSession:
         self.listed: list[str] = []
         self._notes: dict[str, list[Any]] = {}  # basket id -> its notifications
         self._waiters: dict[str, asyncio.Event] = {}
+        self._fills: list[Any] = []  # the newest fill notifications, in the order read
         self._pump: asyncio.Task[None] | None = None
         self.unasked: asyncio.Queue[Any] = asyncio.Queue()  # notifications for the stream
 
@@ -163,6 +166,9 @@ class LoginSession:
         basket = str(getattr(notice, "basket_id", "") or "")
         if not basket or notice.template_id != TemplateId.EXCHANGE_ORDER_NOTIFICATION:
             return
+        if notice.notify_type == records.NOTIFY_FILL:
+            self._fills.append(notice)
+            del self._fills[:-KEPT_FILLS]
         self._notes.setdefault(basket, []).append(notice)
         while len(self._notes) > KEPT_BASKETS:  # the oldest first (insertion order)
             old = next(iter(self._notes))
@@ -190,6 +196,39 @@ class LoginSession:
                                                      qty or 1), basket, notes)
             return replace(state, symbol=str(first.symbol), side=side, qty=qty or None)
         return None
+
+    async def cancel_all(self, account: str) -> int:
+        """The account's working orders cancelled (a flatten's first step: a resting order
+        could open a position again); how many were working, from a fresh snapshot."""
+        await self.order.ask(TemplateId.REQUEST_SHOW_ORDERS, account_id=account,
+                             fcm_id=self.fcm_id, ib_id=self.ib_id)
+        working = 0
+        for basket, notes in self._notes.items():
+            mine = [n for n in notes if str(n.account_id) in ("", account)]
+            if mine and records.order_state(OrderRequest("", "", Side.BUY, max(
+                    int(n.quantity) for n in mine) or 1), basket, mine).status == "accepted":
+                working += 1
+        await self.order.ask(TemplateId.REQUEST_CANCEL_ALL_ORDERS, account_id=account,
+                             fcm_id=self.fcm_id, ib_id=self.ib_id, user_type=self.user_type,
+                             manual_or_auto=records.AUTO)
+        return working
+
+    async def replay(self, account: str, start: int, finish: int) -> list[Fill]:
+        """The account's executions between two times (seconds since the epoch), as
+        Rithmic replays them (RequestReplayExecutions): what filled while the copier could
+        not see, counted once each by fill id (the copier's fills are kept by fill id too,
+        so a replayed one it had seen is no new trade)."""
+        mark = len(self._fills)
+        await self.order.ask(TemplateId.REQUEST_REPLAY_EXECUTIONS, account_id=account,
+                             fcm_id=self.fcm_id, ib_id=self.ib_id, start_index=start,
+                             finish_index=finish)
+        out: dict[str, Fill] = {}
+        for n in self._fills[mark:]:
+            if str(n.account_id) in ("", account):
+                fill = records.fill_of(n)
+                if fill is not None:
+                    out.setdefault(fill.fill_id, fill)
+        return list(out.values())
 
     async def _sort(self) -> None:
         """Every notification passed on to the stream, the session's end last."""

@@ -39,6 +39,7 @@ class Gateway:
         self.balance = "50125.50"
         self.orders: list[Any] = []  # every new order taken, as sent
         self.lose_next = False  # execute the next order and never answer it
+        self.cancelled: set[str] = set()  # the user tags of orders cancelled
         self._held: list[tuple[ServerConnection, Any]] = []
         self.url = ""
 
@@ -110,12 +111,30 @@ class Gateway:
             await self.send(ws, T.RESPONSE_PNL_POSITION_SNAPSHOT, user_msg=ids, rp_code=["0"])
         elif t == T.REQUEST_PNL_POSITION_UPDATES:
             await self.send(ws, T.RESPONSE_PNL_POSITION_UPDATES, user_msg=ids, rp_code=["0"])
+        elif t == T.REQUEST_CANCEL_ALL_ORDERS:
+            for o in [o for o in self.orders if o.account_id == m.account_id
+                      and o.quantity == 7 and o.user_tag not in self.cancelled]:
+                self.cancelled.add(o.user_tag)
+                await self.send(ws, T.EXCHANGE_ORDER_NOTIFICATION, notify_type=3,
+                                user_tag=o.user_tag, basket_id=f"B-{o.user_tag}",
+                                account_id=o.account_id, symbol=o.symbol, quantity=o.quantity)
+            await self.send(ws, T.RESPONSE_CANCEL_ALL_ORDERS, user_msg=ids, rp_code=["0"])
+        elif t == T.REQUEST_REPLAY_EXECUTIONS:  # every fill of the account, then the end
+            for o in self.orders:
+                if o.account_id == m.account_id and o.quantity != 7:
+                    await self.send(ws, T.EXCHANGE_ORDER_NOTIFICATION, notify_type=5,
+                                    user_tag=o.user_tag, basket_id=f"B-{o.user_tag}",
+                                    account_id=o.account_id, symbol=o.symbol,
+                                    transaction_type=o.transaction_type, quantity=o.quantity,
+                                    fill_id=f"F-{o.user_tag}", fill_size=o.quantity)
+            await self.send(ws, T.RESPONSE_REPLAY_EXECUTIONS, user_msg=ids, rp_code=["0"])
         elif t == T.REQUEST_SHOW_ORDERS:  # each order of the account as a snapshot, the end
             mine = [o for o in self.orders if o.account_id == m.account_id]
             for o in mine:
                 filled = 0 if o.quantity == 7 else o.quantity
+                kind = 5 if filled else 3 if o.user_tag in self.cancelled else 1
                 await self.send(ws, T.EXCHANGE_ORDER_NOTIFICATION, is_snapshot=True,
-                                notify_type=5 if filled else 1, user_tag=o.user_tag,
+                                notify_type=kind, user_tag=o.user_tag,
                                 basket_id=f"B-{o.user_tag}", account_id=o.account_id,
                                 symbol=o.symbol, quantity=o.quantity,
                                 transaction_type=o.transaction_type,
@@ -230,7 +249,7 @@ async def test_a_refusal_is_an_error_with_the_venues_words(gateway):
     plant = await _plant(gateway)
     try:
         with pytest.raises(TransientBrokerError, match=r"rp_code 1034 \(not supported\)"):
-            await plant.ask(T.REQUEST_CANCEL_ALL_ORDERS, account_id="APEX-1-01")
+            await plant.ask(T.REQUEST_ACCOUNT_RMS_INFO, fcm_id="FCM1", ib_id="IB1")
         assert plant.is_open  # the session goes on
     finally:
         await plant.close()

@@ -110,3 +110,21 @@ async def test_a_lost_answer_is_in_doubt_and_the_look_up_finds_the_order_once(ga
         assert (resting.status, resting.filled_qty, resting.side) == ("accepted", 0, Side.SELL)
     finally:
         await session.close()
+
+
+async def test_cancel_all_counts_the_working_orders_and_a_replay_counts_each_fill_once(
+        gateway):  # noqa: F811
+    session = LoginSession(gateway.login(), ["APEX-1-01"], label="F1")
+    await session.open()
+    try:
+        for tag, qty in (("cp1-6-1", 2), ("cp1-6-2", 7), ("cp1-6-3", 7)):
+            await session.place(OrderRequest(tag, "MNQZ6", Side.BUY, qty), "APEX-1-01")
+        assert await session.cancel_all("APEX-1-01") == 2  # the two resting ones
+        assert await session.cancel_all("APEX-1-01") == 0  # nothing works any more
+        fills = await session.replay("APEX-1-01", 0, 2**31 - 1)
+        assert [(f.fill_id, f.qty, f.client_order_id) for f in fills] == [
+            ("F-cp1-6-1", 2, "cp1-6-1")]
+        again = await session.replay("APEX-1-01", 0, 2**31 - 1)
+        assert [f.fill_id for f in again] == ["F-cp1-6-1"]  # the same fill, once each time
+    finally:
+        await session.close()
